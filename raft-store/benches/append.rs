@@ -159,8 +159,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into()))
-        .expect("tempdir");
+    let dir = tempfile::tempdir_in(
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into()),
+    )
+    .expect("tempdir");
     let (mut log, _sm) =
         raft_store::open(&dir.path().join("store"), KvApplier).expect("open store");
     let mut opts = rocksdb::Options::default();

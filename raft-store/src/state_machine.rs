@@ -27,7 +27,6 @@ use crate::db::CF_SM;
 use crate::db::KEY_LAST_APPLIED;
 use crate::db::KEY_MEMBERSHIP;
 use crate::error::StoreError;
-use crate::Pair;
 use crate::snapshot::SnapshotFile;
 use crate::snapshot::SnapshotHeader;
 use crate::snapshot::SnapshotReader;
@@ -40,6 +39,7 @@ use crate::types::Proposal;
 use crate::types::SnapshotMeta;
 use crate::types::StoredMembership;
 use crate::types::TypeConfig;
+use crate::Pair;
 
 /// How long a request id is remembered after its proposal was stamped. A client retrying the
 /// same request within this window gets the original answer instead of a second apply.
