@@ -1,0 +1,754 @@
+//! Backup storage (spec 03 §10): ImageStore image servers (decision 7), attached to zones
+//! (many-to-many). Deleting a BS removes records only (spec 03 gaps #2): the BS and the images
+//! that live nowhere else; the bits on disk stay.
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+use serde_json::Value;
+
+use crate::catalogue::CallSpec;
+use crate::params;
+use crate::params::Body;
+use crate::resource;
+use crate::resource::Resource;
+use crate::validate;
+use crate::wire::date::java_date;
+use crate::wire::errors::Refusal;
+use crate::zone::Zone;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::Command;
+use crate::StateTxn;
+
+/// The backup-storage table.
+pub const TABLE: &str = "backup_storage";
+/// The ImageStore type name.
+pub const IMAGE_STORE: &str = "ImageStoreBackupStorage";
+/// Longest url (`VARCHAR(2048)`).
+pub const MAX_URL: usize = 2048;
+
+/// `Enabled` or `Disabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BsState {
+    /// In use.
+    Enabled,
+    /// Not used for new downloads or uploads.
+    Disabled,
+}
+
+/// Connection status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BsStatus {
+    /// Not yet confirmed.
+    Connecting,
+    /// Reachable.
+    Connected,
+    /// Not reachable.
+    Disconnected,
+}
+
+/// A backup-storage record (ImageStore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStorage {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Image directory on the server, e.g. `/zstack_bs`.
+    pub url: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Bytes.
+    pub total_capacity: u64,
+    /// Bytes.
+    pub available_capacity: u64,
+    /// Enabled or Disabled.
+    pub state: BsState,
+    /// Connection status.
+    pub status: BsStatus,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+    /// Zones it is attached to, in attach order.
+    pub attached_zone_uuids: Vec<String>,
+    /// Server address.
+    pub hostname: String,
+    /// SSH user.
+    pub username: String,
+    /// SSH password (never shown: `@APINoSee`).
+    pub password: String,
+    /// SSH port.
+    pub ssh_port: u16,
+}
+
+/// The base `BackupStorageInventory` fields (what `QueryBackupStorage` shows).
+const BASE_FIELDS: &[&str] = &[
+    "uuid",
+    "name",
+    "url",
+    "description",
+    "totalCapacity",
+    "availableCapacity",
+    "type",
+    "state",
+    "status",
+    "createDate",
+    "lastOpDate",
+    "attachedZoneUuids",
+];
+
+impl BackupStorage {
+    fn base_inventory(&self) -> Value {
+        let mut v = json!({"uuid": self.uuid, "name": self.name, "url": self.url});
+        let m = v.as_object_mut().expect("json! object");
+        if let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        m.insert("totalCapacity".into(), json!(self.total_capacity));
+        m.insert("availableCapacity".into(), json!(self.available_capacity));
+        m.insert("type".into(), json!(IMAGE_STORE));
+        m.insert("state".into(), json!(self.state));
+        m.insert("status".into(), json!(self.status));
+        m.insert("createDate".into(), json!(java_date(self.create_date)));
+        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
+        m.insert("attachedZoneUuids".into(), json!(self.attached_zone_uuids));
+        v
+    }
+
+    /// `ImageStoreBackupStorageInventory`: subclass fields first, then the base (spec 06 §6).
+    pub fn image_store_inventory(&self) -> Value {
+        let mut v = json!({
+            "hostname": self.hostname,
+            "username": self.username,
+            "sshPort": self.ssh_port,
+        });
+        if let (Some(m), Value::Object(base)) = (v.as_object_mut(), self.base_inventory()) {
+            m.extend(base);
+        }
+        v
+    }
+}
+
+impl Resource for BackupStorage {
+    const KIND: &'static str = "BackupStorage";
+    const TABLE: &'static str = TABLE;
+    const FIELDS: &'static [&'static str] = BASE_FIELDS;
+    const INDEXED: &'static [&'static str] = &["name", "state", "attachedZoneUuids"];
+
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        self.base_inventory()
+    }
+}
+
+/// The ImageStore view of the same table, for `QueryImageStoreBackupStorage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ImageStoreView(pub BackupStorage);
+
+impl Resource for ImageStoreView {
+    const KIND: &'static str = "ImageStoreBackupStorage";
+    const TABLE: &'static str = TABLE;
+    const FIELDS: &'static [&'static str] = &[
+        "hostname",
+        "username",
+        "sshPort",
+        "uuid",
+        "name",
+        "url",
+        "description",
+        "totalCapacity",
+        "availableCapacity",
+        "type",
+        "state",
+        "status",
+        "createDate",
+        "lastOpDate",
+        "attachedZoneUuids",
+    ];
+    const INDEXED: &'static [&'static str] = BackupStorage::INDEXED;
+
+    fn uuid(&self) -> &str {
+        &self.0.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        self.0.image_store_inventory()
+    }
+}
+
+/// State events of `ChangeBackupStorageState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BsStateEvent {
+    /// → Enabled.
+    Enable,
+    /// → Disabled.
+    Disable,
+}
+
+/// Backup-storage commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupStorageOp {
+    /// `AddImageStoreBackupStorage`.
+    AddImageStore {
+        /// New uuid.
+        uuid: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// Image directory.
+        url: String,
+        /// Server address.
+        hostname: String,
+        /// SSH user.
+        username: String,
+        /// SSH password.
+        password: String,
+        /// SSH port (default 22).
+        ssh_port: i64,
+    },
+    /// `UpdateBackupStorage`.
+    Update {
+        /// BS.
+        uuid: String,
+        /// New name.
+        name: Option<String>,
+        /// New description.
+        description: Option<String>,
+    },
+    /// `ChangeBackupStorageState`.
+    ChangeState {
+        /// BS.
+        uuid: String,
+        /// Event.
+        event: BsStateEvent,
+    },
+    /// `AttachBackupStorageToZone`.
+    AttachToZone {
+        /// BS.
+        uuid: String,
+        /// Zone.
+        zone_uuid: String,
+    },
+    /// `DetachBackupStorageFromZone`.
+    DetachFromZone {
+        /// BS.
+        uuid: String,
+        /// Zone.
+        zone_uuid: String,
+    },
+    /// `DeleteBackupStorage` (records only).
+    Delete {
+        /// BS.
+        uuid: String,
+    },
+    /// Internal (connection duty): capacity and status as the server reports them.
+    Report {
+        /// BS.
+        uuid: String,
+        /// Bytes.
+        total: u64,
+        /// Bytes.
+        available: u64,
+        /// Status.
+        status: BsStatus,
+    },
+}
+
+/// Answer of a backup-storage command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupStorageResult {
+    /// The BS after the change.
+    Inventory(Box<BackupStorage>),
+    /// Deleted (or already absent).
+    Deleted,
+}
+
+impl BackupStorageResult {
+    /// The `inventory` of the reply, if any (the runtime class, ImageStore, is what Gson writes).
+    pub fn inventory(&self) -> Option<Value> {
+        match self {
+            BackupStorageResult::Inventory(b) => Some(b.image_store_inventory()),
+            BackupStorageResult::Deleted => None,
+        }
+    }
+}
+
+fn delete_records(txn: &mut impl StateTxn, uuid: &str) -> Result<(), ApiError> {
+    crate::image::forget_backup_storage(txn, uuid)?;
+    crate::tag::delete_for_resource(txn, uuid)?;
+    resource::remove::<BackupStorage>(txn, uuid)?;
+    Ok(())
+}
+
+/// Zone deletion (spec 03 §1: "deleting a zone also deletes the BSs attached to it"): a BS
+/// attached only to this zone is deleted; one shared with other zones is only detached.
+pub(crate) fn cascade_zone_delete(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    zone_uuid: &str,
+) -> Result<(), ApiError> {
+    for (owner, mut b) in resource::find::<BackupStorage>(txn, "attachedZoneUuids", zone_uuid)? {
+        b.attached_zone_uuids.retain(|z| z != zone_uuid);
+        if b.attached_zone_uuids.is_empty() {
+            delete_records(txn, &b.uuid)?;
+        } else {
+            b.last_op_date = ctx.proposed_at_ms;
+            resource::save(txn, &owner, &b)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn apply(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    op: BackupStorageOp,
+) -> Result<BackupStorageResult, ApiError> {
+    caller.require_admin("backup storage")?;
+    let now = ctx.proposed_at_ms;
+    match op {
+        BackupStorageOp::AddImageStore {
+            uuid,
+            name,
+            description,
+            url,
+            hostname,
+            username,
+            password,
+            ssh_port,
+        } => {
+            validate::uuid("resourceUuid", &uuid)?;
+            validate::name("name", &name)?;
+            validate::description(description.as_deref())?;
+            validate::max_len("url", &url, MAX_URL)?;
+            validate::storage_path("url", &url)?;
+            validate::hostname("hostname", &hostname)?;
+            validate::name("username", &username)?;
+            if password.is_empty() {
+                return Err(validate::invalid_arg("field[password] cannot be empty"));
+            }
+            validate::max_len("password", &password, 255)?;
+            let ssh_port = u16::try_from(ssh_port)
+                .ok()
+                .filter(|p| *p >= 1)
+                .ok_or_else(|| {
+                    validate::invalid_arg(format!(
+                        "field[sshPort] must be in range of [1, 65535], got {ssh_port}"
+                    ))
+                })?;
+            if resource::load::<BackupStorage>(txn, &uuid)?.is_some() {
+                return Err(validate::duplicate_uuid("BackupStorage", &uuid));
+            }
+            for (_, other) in resource::list::<BackupStorage>(txn)? {
+                if other.hostname == hostname && other.url == url {
+                    return Err(validate::invalid_arg(format!(
+                        "duplicate backup storage: backup storage[uuid:{}] already uses hostname[{hostname}] and url[{url}]",
+                        other.uuid
+                    )));
+                }
+            }
+            let b = BackupStorage {
+                uuid,
+                name,
+                url,
+                description,
+                total_capacity: 0,
+                available_capacity: 0,
+                state: BsState::Enabled,
+                status: BsStatus::Connecting,
+                create_date: now,
+                last_op_date: now,
+                attached_zone_uuids: Vec::new(),
+                hostname,
+                username,
+                password,
+                ssh_port,
+            };
+            resource::save(txn, &caller.account_uuid, &b)?;
+            Ok(BackupStorageResult::Inventory(Box::new(b)))
+        }
+        BackupStorageOp::Update {
+            uuid,
+            name,
+            description,
+        } => {
+            let (owner, mut b) = resource::require::<BackupStorage>(txn, &uuid)?;
+            if let Some(n) = name {
+                validate::name("name", &n)?;
+                b.name = n;
+            }
+            if let Some(d) = description {
+                validate::description(Some(&d))?;
+                b.description = Some(d);
+            }
+            b.last_op_date = now;
+            resource::save(txn, &owner, &b)?;
+            Ok(BackupStorageResult::Inventory(Box::new(b)))
+        }
+        BackupStorageOp::ChangeState { uuid, event } => {
+            let (owner, mut b) = resource::require::<BackupStorage>(txn, &uuid)?;
+            b.state = match event {
+                BsStateEvent::Enable => BsState::Enabled,
+                BsStateEvent::Disable => BsState::Disabled,
+            };
+            b.last_op_date = now;
+            resource::save(txn, &owner, &b)?;
+            Ok(BackupStorageResult::Inventory(Box::new(b)))
+        }
+        BackupStorageOp::AttachToZone { uuid, zone_uuid } => {
+            let (owner, mut b) = resource::require::<BackupStorage>(txn, &uuid)?;
+            resource::require::<Zone>(txn, &zone_uuid)?;
+            if b.attached_zone_uuids.contains(&zone_uuid) {
+                return Err(validate::op_failure(format!(
+                    "backup storage[uuid:{uuid}] has been attached to zone[uuid:{zone_uuid}]"
+                )));
+            }
+            b.attached_zone_uuids.push(zone_uuid);
+            b.last_op_date = now;
+            resource::save(txn, &owner, &b)?;
+            Ok(BackupStorageResult::Inventory(Box::new(b)))
+        }
+        BackupStorageOp::DetachFromZone { uuid, zone_uuid } => {
+            let (owner, mut b) = resource::require::<BackupStorage>(txn, &uuid)?;
+            resource::require::<Zone>(txn, &zone_uuid)?;
+            if !b.attached_zone_uuids.contains(&zone_uuid) {
+                return Err(validate::op_failure(format!(
+                    "backup storage[uuid:{uuid}] is not attached to zone[uuid:{zone_uuid}]"
+                )));
+            }
+            b.attached_zone_uuids.retain(|z| *z != zone_uuid);
+            b.last_op_date = now;
+            resource::save(txn, &owner, &b)?;
+            Ok(BackupStorageResult::Inventory(Box::new(b)))
+        }
+        BackupStorageOp::Delete { uuid } => {
+            delete_records(txn, &uuid)?;
+            Ok(BackupStorageResult::Deleted)
+        }
+        BackupStorageOp::Report {
+            uuid,
+            total,
+            available,
+            status,
+        } => {
+            let (owner, mut b) = resource::require::<BackupStorage>(txn, &uuid)?;
+            if available > total {
+                return Err(validate::invalid_arg(format!(
+                    "capacity report for backup storage[uuid:{uuid}] has available > total"
+                )));
+            }
+            b.total_capacity = total;
+            b.available_capacity = available;
+            b.status = status;
+            b.last_op_date = now;
+            resource::save(txn, &owner, &b)?;
+            Ok(BackupStorageResult::Inventory(Box::new(b)))
+        }
+    }
+}
+
+/// Request → command for the backup-storage calls (`None`: not one of them).
+pub fn plan(
+    call: &CallSpec,
+    b: &Body,
+    caller: &Caller,
+    new_uuid: &str,
+) -> Option<Result<Command, Refusal>> {
+    let zone_pair = || -> Result<(String, String), Refusal> {
+        Ok((
+            params::required(b, "backupStorageUuid", call)?,
+            params::required(b, "zoneUuid", call)?,
+        ))
+    };
+    let op =
+        match call.name.as_str() {
+            "AddImageStoreBackupStorage" => (|| {
+                Ok(BackupStorageOp::AddImageStore {
+                    uuid: params::new_uuid(b, new_uuid),
+                    name: params::required(b, "name", call)?,
+                    description: params::string(b, "description"),
+                    url: params::required(b, "url", call)?,
+                    hostname: params::required(b, "hostname", call)?,
+                    username: params::required(b, "username", call)?,
+                    password: params::required(b, "password", call)?,
+                    ssh_port: params::int(b, "sshPort", call)?.unwrap_or(22),
+                })
+            })(),
+            "UpdateBackupStorage" => {
+                params::required(b, "uuid", call).map(|uuid| BackupStorageOp::Update {
+                    uuid,
+                    name: params::string(b, "name"),
+                    description: params::string(b, "description"),
+                })
+            }
+            "ChangeBackupStorageState" => params::required(b, "uuid", call).and_then(|uuid| {
+                Ok(BackupStorageOp::ChangeState {
+                    uuid,
+                    event: params::state_event(
+                        b,
+                        call,
+                        &[
+                            ("enable", BsStateEvent::Enable),
+                            ("disable", BsStateEvent::Disable),
+                        ],
+                    )?,
+                })
+            }),
+            "AttachBackupStorageToZone" => zone_pair()
+                .map(|(uuid, zone_uuid)| BackupStorageOp::AttachToZone { uuid, zone_uuid }),
+            "DetachBackupStorageFromZone" => zone_pair()
+                .map(|(uuid, zone_uuid)| BackupStorageOp::DetachFromZone { uuid, zone_uuid }),
+            "DeleteBackupStorage" => {
+                params::required(b, "uuid", call).map(|uuid| BackupStorageOp::Delete { uuid })
+            }
+            _ => return None,
+        };
+    Some(op.map(|op| Command::BackupStorage {
+        caller: caller.clone(),
+        op: Box::new(op),
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cluster::tests::make_zone;
+    use crate::cluster::tests::normal;
+    use crate::cluster::tests::u;
+    use crate::testing::ctx;
+    use crate::testing::MemTxn;
+
+    fn run(t: &mut MemTxn, op: BackupStorageOp) -> Result<BackupStorageResult, ApiError> {
+        apply(t, &ctx(6), &Caller::admin(), op)
+    }
+
+    fn add_op(n: u32, host: &str) -> BackupStorageOp {
+        BackupStorageOp::AddImageStore {
+            uuid: u(n),
+            name: format!("bs-{n}"),
+            description: None,
+            url: "/zstack_bs".into(),
+            hostname: host.into(),
+            username: "root".into(),
+            password: "secret".into(),
+            ssh_port: 22,
+        }
+    }
+
+    /// Add ImageStore BS `u(n)`.
+    pub fn make_bs(t: &mut MemTxn, n: u32) -> String {
+        run(t, add_op(n, &format!("10.0.0.{n}"))).unwrap();
+        u(n)
+    }
+
+    fn code(r: Result<BackupStorageResult, ApiError>) -> &'static str {
+        r.unwrap_err().code()
+    }
+
+    #[test]
+    fn lifecycle_inventory_and_zone_cascade() {
+        let mut t = MemTxn::default();
+        let z = make_zone(&mut t, 1);
+        let z2 = make_zone(&mut t, 2);
+        let r = run(&mut t, add_op(30, "172.20.0.5")).unwrap();
+        let inv = r.inventory().unwrap();
+        assert_eq!(
+            serde_json::to_string(&inv).unwrap(),
+            format!(
+                r#"{{"hostname":"172.20.0.5","username":"root","sshPort":22,"uuid":"{}","name":"bs-30","url":"/zstack_bs","totalCapacity":0,"availableCapacity":0,"type":"ImageStoreBackupStorage","state":"Enabled","status":"Connecting","createDate":"{d}","lastOpDate":"{d}","attachedZoneUuids":[]}}"#,
+                u(30),
+                d = java_date(6000)
+            )
+        );
+        assert!(!serde_json::to_string(&inv).unwrap().contains("secret"));
+        let bs = u(30);
+        let shared = make_bs(&mut t, 31);
+        for (b, zz) in [(&bs, &z), (&shared, &z), (&shared, &z2)] {
+            run(
+                &mut t,
+                BackupStorageOp::AttachToZone {
+                    uuid: b.clone(),
+                    zone_uuid: zz.clone(),
+                },
+            )
+            .unwrap();
+        }
+        run(
+            &mut t,
+            BackupStorageOp::Update {
+                uuid: bs.clone(),
+                name: Some("n".into()),
+                description: Some("d".into()),
+            },
+        )
+        .unwrap();
+        let BackupStorageResult::Inventory(b) = run(
+            &mut t,
+            BackupStorageOp::ChangeState {
+                uuid: bs.clone(),
+                event: BsStateEvent::Disable,
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((b.state, b.name.as_str()), (BsState::Disabled, "n"));
+        run(
+            &mut t,
+            BackupStorageOp::Report {
+                uuid: bs.clone(),
+                total: 10,
+                available: 5,
+                status: BsStatus::Connected,
+            },
+        )
+        .unwrap();
+        run(
+            &mut t,
+            BackupStorageOp::DetachFromZone {
+                uuid: shared.clone(),
+                zone_uuid: z2.clone(),
+            },
+        )
+        .unwrap();
+        run(
+            &mut t,
+            BackupStorageOp::AttachToZone {
+                uuid: shared.clone(),
+                zone_uuid: z2.clone(),
+            },
+        )
+        .unwrap();
+        crate::zone::apply(
+            &mut t,
+            &ctx(7),
+            &Caller::admin(),
+            crate::zone::ZoneOp::Delete { uuid: z },
+        )
+        .unwrap();
+        let left = resource::list::<BackupStorage>(&t).unwrap();
+        assert_eq!(left.len(), 1, "only the shared BS survives");
+        assert_eq!(left[0].1.attached_zone_uuids, vec![z2]);
+        assert_eq!(
+            run(&mut t, BackupStorageOp::Delete { uuid: shared }).unwrap(),
+            BackupStorageResult::Deleted
+        );
+        assert!(resource::list::<BackupStorage>(&t).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refusals_leave_state_unchanged() {
+        let mut t = MemTxn::default();
+        let z = make_zone(&mut t, 1);
+        let bs = make_bs(&mut t, 30);
+        run(
+            &mut t,
+            BackupStorageOp::AttachToZone {
+                uuid: bs.clone(),
+                zone_uuid: z.clone(),
+            },
+        )
+        .unwrap();
+        let before = t.tables.clone();
+        let mut bad_port = add_op(31, "h");
+        if let BackupStorageOp::AddImageStore { ssh_port, .. } = &mut bad_port {
+            *ssh_port = 70000;
+        }
+        assert_eq!(code(run(&mut t, bad_port)), "SYS.1007");
+        let mut bad_url = add_op(31, "h");
+        if let BackupStorageOp::AddImageStore { url, .. } = &mut bad_url {
+            *url = "/".into();
+        }
+        assert_eq!(code(run(&mut t, bad_url)), "SYS.1007");
+        assert_eq!(code(run(&mut t, add_op(31, "bad host"))), "SYS.1007");
+        assert_eq!(
+            code(run(&mut t, add_op(31, "10.0.0.30"))),
+            "SYS.1007",
+            "duplicate"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                BackupStorageOp::AttachToZone {
+                    uuid: bs.clone(),
+                    zone_uuid: z.clone()
+                }
+            )),
+            "SYS.1006"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                BackupStorageOp::AttachToZone {
+                    uuid: bs.clone(),
+                    zone_uuid: u(99)
+                }
+            )),
+            "SYS.1003"
+        );
+        let z2 = u(2);
+        assert_eq!(
+            code(run(
+                &mut t,
+                BackupStorageOp::DetachFromZone {
+                    uuid: bs.clone(),
+                    zone_uuid: z2
+                }
+            )),
+            "SYS.1003"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                BackupStorageOp::ChangeState {
+                    uuid: u(99),
+                    event: BsStateEvent::Enable
+                }
+            )),
+            "SYS.1003"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                BackupStorageOp::Update {
+                    uuid: bs.clone(),
+                    name: Some(String::new()),
+                    description: None
+                }
+            )),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(apply(
+                &mut t,
+                &ctx(6),
+                &normal(),
+                BackupStorageOp::Delete { uuid: bs }
+            )),
+            "ID.1002"
+        );
+        assert_eq!(t.tables, before);
+        let z_other = make_zone(&mut t, 3);
+        let before = t.tables.clone();
+        assert_eq!(
+            code(run(
+                &mut t,
+                BackupStorageOp::DetachFromZone {
+                    uuid: u(30),
+                    zone_uuid: z_other
+                }
+            )),
+            "SYS.1006"
+        );
+        assert_eq!(t.tables, before);
+    }
+}

@@ -1,0 +1,1515 @@
+//! L2 networks (spec 04 §2.1–2.3, §4.1–4.3): `L2NoVlanNetwork`, `L2VlanNetwork`,
+//! `VxlanNetworkPool` with its VNI ranges, and `VxlanNetwork`. All kinds share one table; the
+//! query views (`QueryL2VlanNetwork`, ...) select by type. Deleting an L2 deletes its L3
+//! networks (and a pool its VXLAN networks and VNI ranges).
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::catalogue::CallSpec;
+use crate::cluster::Cluster;
+use crate::params;
+use crate::params::Body;
+use crate::resource;
+use crate::resource::Resource;
+use crate::validate;
+use crate::wire::date::java_date;
+use crate::wire::errors::Refusal;
+use crate::zone::Zone;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::Command;
+use crate::StateTxn;
+
+/// The L2 table (every kind).
+pub const TABLE: &str = "l2_network";
+/// The VNI-range table.
+pub const VNI_TABLE: &str = "vni_range";
+/// Highest usable VNI (16 777 215 and 16 777 216 are reserved, spec 04 §2.1).
+pub const MAX_VNI: u32 = 16_777_214;
+/// Virtual-switch types this build drives.
+pub const V_SWITCH_TYPES: &[&str] = &["LinuxBridge"];
+
+/// What kind of L2 a record is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L2Kind {
+    /// Untagged traffic on a host NIC.
+    NoVlan,
+    /// 802.1q-tagged traffic.
+    Vlan {
+        /// 1..=4094.
+        vlan: u16,
+    },
+    /// A pool of VXLAN networks.
+    VxlanPool {
+        /// VTEP CIDR per attached cluster, in attach order.
+        vtep_cidrs: Vec<(String, String)>,
+    },
+    /// One VNI of a pool.
+    Vxlan {
+        /// The VNI.
+        vni: u32,
+        /// The pool.
+        pool_uuid: String,
+    },
+}
+
+impl L2Kind {
+    /// ZStack's type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            L2Kind::NoVlan => "L2NoVlanNetwork",
+            L2Kind::Vlan { .. } => "L2VlanNetwork",
+            L2Kind::VxlanPool { .. } => "VxlanNetworkPool",
+            L2Kind::Vxlan { .. } => "VxlanNetwork",
+        }
+    }
+}
+
+/// An L2 network record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Network {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Zone.
+    pub zone_uuid: String,
+    /// Host NIC name.
+    pub physical_interface: Option<String>,
+    /// Kind and kind-specific fields.
+    pub kind: L2Kind,
+    /// `LinuxBridge`.
+    pub v_switch_type: String,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+    /// Clusters it is attached to (a VXLAN network: its pool's), in attach order.
+    pub attached_cluster_uuids: Vec<String>,
+}
+
+/// `L2NetworkInventory` fields in order.
+const BASE_FIELDS: &[&str] = &[
+    "uuid",
+    "name",
+    "description",
+    "zoneUuid",
+    "physicalInterface",
+    "type",
+    "vSwitchType",
+    "virtualNetworkId",
+    "isolated",
+    "pvlan",
+    "createDate",
+    "lastOpDate",
+    "attachedClusterUuids",
+];
+const INDEXED: &[&str] = &[
+    "name",
+    "zoneUuid",
+    "physicalInterface",
+    "type",
+    "vlan",
+    "vni",
+    "poolUuid",
+    "attachedClusterUuids",
+];
+
+impl L2Network {
+    fn base(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("uuid".into(), json!(self.uuid));
+        m.insert("name".into(), json!(self.name));
+        if let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        m.insert("zoneUuid".into(), json!(self.zone_uuid));
+        if let Some(p) = &self.physical_interface {
+            m.insert("physicalInterface".into(), json!(p));
+        }
+        m.insert("type".into(), json!(self.kind.type_name()));
+        m.insert("vSwitchType".into(), json!(self.v_switch_type));
+        let vid = match &self.kind {
+            L2Kind::Vlan { vlan } => u32::from(*vlan),
+            L2Kind::Vxlan { vni, .. } => *vni,
+            _ => 0,
+        };
+        m.insert("virtualNetworkId".into(), json!(vid));
+        m.insert("isolated".into(), json!(false));
+        m.insert("createDate".into(), json!(java_date(self.create_date)));
+        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
+        m.insert(
+            "attachedClusterUuids".into(),
+            json!(self.attached_cluster_uuids),
+        );
+        m
+    }
+
+    fn is_pool(&self) -> bool {
+        matches!(self.kind, L2Kind::VxlanPool { .. })
+    }
+
+    fn is_vxlan(&self) -> bool {
+        matches!(self.kind, L2Kind::Vxlan { .. })
+    }
+}
+
+impl Resource for L2Network {
+    const KIND: &'static str = "L2Network";
+    const TABLE: &'static str = TABLE;
+    const FIELDS: &'static [&'static str] = BASE_FIELDS;
+    const INDEXED: &'static [&'static str] = INDEXED;
+
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// The runtime class's inventory (what replies carry): subclass fields first.
+    fn inventory(&self) -> Value {
+        let mut m = Map::new();
+        match &self.kind {
+            L2Kind::Vlan { vlan } => {
+                m.insert("vlan".into(), json!(vlan));
+            }
+            L2Kind::Vxlan { vni, pool_uuid } => {
+                m.insert("vni".into(), json!(vni));
+                m.insert("poolUuid".into(), json!(pool_uuid));
+            }
+            _ => {}
+        }
+        m.extend(self.base());
+        if let L2Kind::VxlanPool { vtep_cidrs } = &self.kind {
+            let mut cidrs = Map::new();
+            for (c, cidr) in vtep_cidrs {
+                cidrs.insert(c.clone(), json!([cidr]));
+            }
+            m.insert("attachedCidrs".into(), Value::Object(cidrs));
+        }
+        Value::Object(m)
+    }
+}
+
+macro_rules! l2_view {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $fields:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub L2Network);
+
+        impl Resource for $name {
+            const KIND: &'static str = $kind;
+            const TABLE: &'static str = TABLE;
+            const FIELDS: &'static [&'static str] = $fields;
+            const INDEXED: &'static [&'static str] = INDEXED;
+
+            fn uuid(&self) -> &str {
+                &self.0.uuid
+            }
+
+            fn inventory(&self) -> Value {
+                self.0.inventory()
+            }
+        }
+    };
+}
+
+l2_view!(
+    /// The `L2VlanNetworkInventory` view, for `QueryL2VlanNetwork`.
+    L2VlanView,
+    "L2VlanNetwork",
+    &[
+        "vlan",
+        "uuid",
+        "name",
+        "description",
+        "zoneUuid",
+        "physicalInterface",
+        "type",
+        "vSwitchType",
+        "virtualNetworkId",
+        "isolated",
+        "pvlan",
+        "createDate",
+        "lastOpDate",
+        "attachedClusterUuids",
+    ]
+);
+l2_view!(
+    /// The `L2VxlanNetworkInventory` view, for `QueryL2VxlanNetwork`.
+    VxlanView,
+    "VxlanNetwork",
+    &[
+        "vni",
+        "poolUuid",
+        "uuid",
+        "name",
+        "description",
+        "zoneUuid",
+        "physicalInterface",
+        "type",
+        "vSwitchType",
+        "virtualNetworkId",
+        "isolated",
+        "pvlan",
+        "createDate",
+        "lastOpDate",
+        "attachedClusterUuids",
+    ]
+);
+l2_view!(
+    /// The `L2VxlanNetworkPoolInventory` view, for `QueryL2VxlanNetworkPool`.
+    PoolView,
+    "VxlanNetworkPool",
+    &[
+        "uuid",
+        "name",
+        "description",
+        "zoneUuid",
+        "physicalInterface",
+        "type",
+        "vSwitchType",
+        "virtualNetworkId",
+        "isolated",
+        "pvlan",
+        "createDate",
+        "lastOpDate",
+        "attachedClusterUuids",
+        "attachedCidrs",
+    ]
+);
+
+/// Which L2 query: every kind with base inventories, or one kind's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L2Query {
+    /// `QueryL2Network`.
+    All,
+    /// `QueryL2VlanNetwork`.
+    Vlan,
+    /// `QueryL2VxlanNetwork`.
+    Vxlan,
+    /// `QueryL2VxlanNetworkPool`.
+    Pool,
+    /// `QueryVniRange`.
+    VniRange,
+}
+
+/// Run an L2-family query.
+pub fn query(
+    txn: &impl StateTxn,
+    which: L2Query,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    let vis = |o: &str| caller.can_see(o);
+    match which {
+        L2Query::All => resource::query_filtered::<L2Network>(
+            txn,
+            q,
+            |o, _| vis(o),
+            |_, inv| {
+                // Base-class inventories, as ZStack's QueryL2Network answers.
+                if let Value::Object(m) = inv {
+                    m.retain(|k, _| BASE_FIELDS.contains(&k.as_str()));
+                }
+                Ok(())
+            },
+        ),
+        L2Query::Vlan => resource::query_filtered::<L2VlanView>(
+            txn,
+            q,
+            |o, r| vis(o) && matches!(r.0.kind, L2Kind::Vlan { .. }),
+            |_, _| Ok(()),
+        ),
+        L2Query::Vxlan => resource::query_filtered::<VxlanView>(
+            txn,
+            q,
+            |o, r| vis(o) && r.0.is_vxlan(),
+            |_, _| Ok(()),
+        ),
+        L2Query::Pool => resource::query_filtered::<PoolView>(
+            txn,
+            q,
+            |o, r| vis(o) && r.0.is_pool(),
+            |_, _| Ok(()),
+        ),
+        L2Query::VniRange => resource::query::<VniRange>(txn, q, vis),
+    }
+}
+
+/// A VNI range of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VniRange {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// First VNI.
+    pub start_vni: u32,
+    /// Last VNI (inclusive).
+    pub end_vni: u32,
+    /// The pool.
+    pub l2_network_uuid: String,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+}
+
+impl Resource for VniRange {
+    const KIND: &'static str = "VniRange";
+    const TABLE: &'static str = VNI_TABLE;
+    const FIELDS: &'static [&'static str] = &[
+        "uuid",
+        "name",
+        "description",
+        "startVni",
+        "endVni",
+        "l2NetworkUuid",
+        "createDate",
+        "lastOpDate",
+    ];
+    const INDEXED: &'static [&'static str] = &["name", "l2NetworkUuid"];
+
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        let mut v = json!({"uuid": self.uuid, "name": self.name});
+        let m = v.as_object_mut().expect("json! object");
+        if let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        m.insert("startVni".into(), json!(self.start_vni));
+        m.insert("endVni".into(), json!(self.end_vni));
+        m.insert("l2NetworkUuid".into(), json!(self.l2_network_uuid));
+        m.insert("createDate".into(), json!(java_date(self.create_date)));
+        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
+        v
+    }
+}
+
+/// Fields shared by every L2 create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Common {
+    /// New uuid.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Zone (optional for a VXLAN network: its pool's).
+    pub zone_uuid: Option<String>,
+    /// Host NIC name.
+    pub physical_interface: Option<String>,
+    /// Virtual switch type (default LinuxBridge).
+    pub v_switch_type: Option<String>,
+}
+
+/// L2 commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L2Op {
+    /// `CreateL2NoVlanNetwork`.
+    CreateNoVlan(L2Common),
+    /// `CreateL2VlanNetwork`.
+    CreateVlan {
+        /// Common fields.
+        common: L2Common,
+        /// VLAN id.
+        vlan: i64,
+    },
+    /// `CreateL2VxlanNetworkPool`.
+    CreatePool(L2Common),
+    /// `CreateL2VxlanNetwork`.
+    CreateVxlan {
+        /// Common fields.
+        common: L2Common,
+        /// The pool.
+        pool_uuid: String,
+        /// The VNI (a free one of the pool's ranges when absent).
+        vni: Option<i64>,
+    },
+    /// `CreateVniRange`.
+    CreateVniRange {
+        /// New uuid.
+        uuid: String,
+        /// The pool.
+        l2_network_uuid: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// First VNI.
+        start_vni: i64,
+        /// Last VNI.
+        end_vni: i64,
+    },
+    /// `DeleteVniRange` (refused while a VXLAN network uses a VNI of it).
+    DeleteVniRange {
+        /// Range.
+        uuid: String,
+    },
+    /// `UpdateL2Network`.
+    Update {
+        /// L2.
+        uuid: String,
+        /// New name.
+        name: Option<String>,
+        /// New description.
+        description: Option<String>,
+    },
+    /// `AttachL2NetworkToCluster`.
+    Attach {
+        /// L2.
+        uuid: String,
+        /// Cluster.
+        cluster_uuid: String,
+        /// VTEP CIDR (pools only, from the `...::cidr::{cidr}` system tag).
+        vtep_cidr: Option<String>,
+    },
+    /// `DetachL2NetworkFromCluster`.
+    Detach {
+        /// L2.
+        uuid: String,
+        /// Cluster.
+        cluster_uuid: String,
+    },
+    /// `DeleteL2Network`.
+    Delete {
+        /// L2.
+        uuid: String,
+    },
+}
+
+/// Answer of an L2 command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L2Result {
+    /// The L2 after the change.
+    L2(L2Network),
+    /// A VNI range.
+    VniRange(VniRange),
+    /// Deleted (or already absent).
+    Deleted,
+}
+
+impl L2Result {
+    /// The `inventory` of the reply, if any.
+    pub fn inventory(&self) -> Option<Value> {
+        match self {
+            L2Result::L2(l) => Some(l.inventory()),
+            L2Result::VniRange(r) => Some(r.inventory()),
+            L2Result::Deleted => None,
+        }
+    }
+}
+
+fn check_interface(v: &str) -> Result<(), ApiError> {
+    let ok = !v.is_empty()
+        && v.len() <= 255
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(validate::invalid_arg(format!(
+            "field[physicalInterface] value {v:?} is not a valid network interface name"
+        )))
+    }
+}
+
+fn check_vni(field: &str, v: i64) -> Result<u32, ApiError> {
+    u32::try_from(v)
+        .ok()
+        .filter(|v| (1..=MAX_VNI).contains(v))
+        .ok_or_else(|| {
+            validate::invalid_arg(format!(
+                "field[{field}] must be in range of [1, {MAX_VNI}], got {v}"
+            ))
+        })
+}
+
+/// Check the common create fields and build the record (kind filled by the caller).
+fn new_record(
+    txn: &impl StateTxn,
+    ctx: &ApplyCtx,
+    c: L2Common,
+    kind: L2Kind,
+    zone_uuid: String,
+    interface_required: bool,
+) -> Result<L2Network, ApiError> {
+    validate::uuid("resourceUuid", &c.uuid)?;
+    validate::name("name", &c.name)?;
+    validate::description(c.description.as_deref())?;
+    match (&c.physical_interface, interface_required) {
+        (Some(p), _) => check_interface(p)?,
+        (None, true) => {
+            return Err(validate::invalid_arg(
+                "field[physicalInterface] is mandatory for this L2 network type",
+            ))
+        }
+        (None, false) => {}
+    }
+    let v_switch_type = c.v_switch_type.unwrap_or_else(|| "LinuxBridge".into());
+    if !V_SWITCH_TYPES.contains(&v_switch_type.as_str()) {
+        return Err(validate::invalid_arg(format!(
+            "unsupported vSwitchType[{v_switch_type}], supported types are {V_SWITCH_TYPES:?}"
+        )));
+    }
+    resource::require::<Zone>(txn, &zone_uuid)?;
+    if resource::load::<L2Network>(txn, &c.uuid)?.is_some() {
+        return Err(validate::duplicate_uuid("L2Network", &c.uuid));
+    }
+    Ok(L2Network {
+        uuid: c.uuid,
+        name: c.name,
+        description: c.description,
+        zone_uuid,
+        physical_interface: c.physical_interface,
+        kind,
+        v_switch_type,
+        create_date: ctx.proposed_at_ms,
+        last_op_date: ctx.proposed_at_ms,
+        attached_cluster_uuids: Vec::new(),
+    })
+}
+
+/// Whether two L2s are "identical" for a cluster (spec 04 gaps #11): same interface for
+/// NoVlan, same (interface, VLAN) for Vlan, same pool for VXLAN.
+fn identical(a: &L2Network, b: &L2Network) -> bool {
+    match (&a.kind, &b.kind) {
+        (L2Kind::NoVlan, L2Kind::NoVlan) => a.physical_interface == b.physical_interface,
+        (L2Kind::Vlan { vlan: x }, L2Kind::Vlan { vlan: y }) => {
+            x == y && a.physical_interface == b.physical_interface
+        }
+        _ => false,
+    }
+}
+
+/// Delete an L2 and everything under it, inside the caller's apply.
+pub(crate) fn delete_cascade(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    uuid: &str,
+) -> Result<(), ApiError> {
+    let Some((_, l2)) = resource::load::<L2Network>(txn, uuid)? else {
+        return Ok(());
+    };
+    if l2.is_pool() {
+        for v in resource::uuids_where::<L2Network>(txn, "poolUuid", uuid)? {
+            delete_cascade(txn, ctx, &v)?;
+        }
+        for r in resource::uuids_where::<VniRange>(txn, "l2NetworkUuid", uuid)? {
+            crate::tag::delete_for_resource(txn, &r)?;
+            resource::remove::<VniRange>(txn, &r)?;
+        }
+    }
+    crate::l3::cascade_l2_delete(txn, ctx, uuid)?;
+    crate::tag::delete_for_resource(txn, uuid)?;
+    resource::remove::<L2Network>(txn, uuid)?;
+    Ok(())
+}
+
+/// Zone deletion: delete every L2 of the zone.
+pub(crate) fn cascade_zone_delete(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    zone_uuid: &str,
+) -> Result<(), ApiError> {
+    for u in resource::uuids_where::<L2Network>(txn, "zoneUuid", zone_uuid)? {
+        delete_cascade(txn, ctx, &u)?;
+    }
+    Ok(())
+}
+
+/// Cluster deletion: forget the cluster in every L2 attached to it.
+pub(crate) fn forget_cluster(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    cluster_uuid: &str,
+) -> Result<(), ApiError> {
+    for (owner, mut l2) in resource::find::<L2Network>(txn, "attachedClusterUuids", cluster_uuid)? {
+        l2.attached_cluster_uuids.retain(|c| c != cluster_uuid);
+        if let L2Kind::VxlanPool { vtep_cidrs } = &mut l2.kind {
+            vtep_cidrs.retain(|(c, _)| c != cluster_uuid);
+        }
+        l2.last_op_date = ctx.proposed_at_ms;
+        resource::save(txn, &owner, &l2)?;
+    }
+    Ok(())
+}
+
+fn set_vxlan_clusters(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    pool: &L2Network,
+) -> Result<(), ApiError> {
+    for (owner, mut v) in resource::find::<L2Network>(txn, "poolUuid", &pool.uuid)? {
+        v.attached_cluster_uuids = pool.attached_cluster_uuids.clone();
+        v.last_op_date = ctx.proposed_at_ms;
+        resource::save(txn, &owner, &v)?;
+    }
+    Ok(())
+}
+
+/// Pick the VNI for a new VXLAN network: the requested one (in a range, unused), or a free one
+/// starting at a point derived from the new network's uuid (deterministic "random", spec 04
+/// §6.7: no RNG inside apply).
+fn pick_vni(
+    txn: &impl StateTxn,
+    pool_uuid: &str,
+    requested: Option<i64>,
+    seed: &str,
+) -> Result<u32, ApiError> {
+    let mut ranges: Vec<(u32, u32)> = resource::find::<VniRange>(txn, "l2NetworkUuid", pool_uuid)?
+        .into_iter()
+        .map(|(_, r)| (r.start_vni, r.end_vni))
+        .collect();
+    ranges.sort();
+    let used: std::collections::BTreeSet<u32> =
+        resource::find::<L2Network>(txn, "poolUuid", pool_uuid)?
+            .into_iter()
+            .filter_map(|(_, l)| match l.kind {
+                L2Kind::Vxlan { vni, .. } => Some(vni),
+                _ => None,
+            })
+            .collect();
+    if let Some(v) = requested {
+        let v = check_vni("vni", v)?;
+        if !ranges.iter().any(|(s, e)| (*s..=*e).contains(&v)) {
+            return Err(validate::invalid_arg(format!(
+                "vni[{v}] is not in any VNI range of pool[uuid:{pool_uuid}]"
+            )));
+        }
+        if used.contains(&v) {
+            return Err(validate::invalid_arg(format!(
+                "vni[{v}] is already used in pool[uuid:{pool_uuid}]"
+            )));
+        }
+        return Ok(v);
+    }
+    let total: u64 = ranges.iter().map(|(s, e)| u64::from(e - s) + 1).sum();
+    if total == 0 || used.len() as u64 >= total {
+        return Err(validate::op_failure(format!(
+            "no available vni in pool[uuid:{pool_uuid}]"
+        )));
+    }
+    let start = u64::from_str_radix(&params::derive_uuid(seed, 0)[..15], 16).unwrap_or(0) % total;
+    // Walk the concatenated ranges from `start`, wrapping once.
+    let nth = |mut i: u64| -> u32 {
+        for (s, e) in &ranges {
+            let n = u64::from(e - s) + 1;
+            if i < n {
+                return s + i as u32;
+            }
+            i -= n;
+        }
+        ranges[0].0
+    };
+    for k in 0..total {
+        let v = nth((start + k) % total);
+        if !used.contains(&v) {
+            return Ok(v);
+        }
+    }
+    Err(validate::op_failure(format!(
+        "no available vni in pool[uuid:{pool_uuid}]"
+    )))
+}
+
+pub(crate) fn apply(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    op: L2Op,
+) -> Result<L2Result, ApiError> {
+    let now = ctx.proposed_at_ms;
+    match op {
+        L2Op::CreateNoVlan(c) => {
+            caller.require_admin("L2 network")?;
+            let zone = c.zone_uuid.clone().unwrap_or_default();
+            let l2 = new_record(txn, ctx, c, L2Kind::NoVlan, zone, true)?;
+            for (_, other) in resource::find::<L2Network>(txn, "zoneUuid", &l2.zone_uuid)? {
+                if identical(&other, &l2) {
+                    return Err(validate::invalid_arg(format!(
+                        "there has been an L2NoVlanNetwork[uuid:{}] on physical interface[{}] in zone[uuid:{}]; one interface backs only one NoVlan network",
+                        other.uuid,
+                        l2.physical_interface.as_deref().unwrap_or(""),
+                        l2.zone_uuid
+                    )));
+                }
+            }
+            resource::save(txn, &caller.account_uuid, &l2)?;
+            Ok(L2Result::L2(l2))
+        }
+        L2Op::CreateVlan { common, vlan } => {
+            caller.require_admin("L2 network")?;
+            let vlan = u16::try_from(vlan)
+                .ok()
+                .filter(|v| (1..=4094).contains(v))
+                .ok_or_else(|| {
+                    validate::invalid_arg(format!(
+                        "field[vlan] must be in range of [1, 4094], got {vlan}"
+                    ))
+                })?;
+            let zone = common.zone_uuid.clone().unwrap_or_default();
+            let l2 = new_record(txn, ctx, common, L2Kind::Vlan { vlan }, zone, true)?;
+            for (_, other) in resource::find::<L2Network>(txn, "zoneUuid", &l2.zone_uuid)? {
+                if identical(&other, &l2) {
+                    return Err(validate::invalid_arg(format!(
+                        "there has been an L2VlanNetwork[uuid:{}] with vlan[{vlan}] on physical interface[{}] in zone[uuid:{}]",
+                        other.uuid,
+                        l2.physical_interface.as_deref().unwrap_or(""),
+                        l2.zone_uuid
+                    )));
+                }
+            }
+            resource::save(txn, &caller.account_uuid, &l2)?;
+            Ok(L2Result::L2(l2))
+        }
+        L2Op::CreatePool(c) => {
+            caller.require_admin("VXLAN pool")?;
+            let zone = c.zone_uuid.clone().unwrap_or_default();
+            let l2 = new_record(
+                txn,
+                ctx,
+                c,
+                L2Kind::VxlanPool {
+                    vtep_cidrs: Vec::new(),
+                },
+                zone,
+                false,
+            )?;
+            resource::save(txn, &caller.account_uuid, &l2)?;
+            Ok(L2Result::L2(l2))
+        }
+        L2Op::CreateVxlan {
+            common,
+            pool_uuid,
+            vni,
+        } => {
+            // Normal accounts create VXLAN networks from the admin's pool (spec 05).
+            let (_, pool) = resource::require::<L2Network>(txn, &pool_uuid)?;
+            if !pool.is_pool() {
+                return Err(validate::invalid_arg(format!(
+                    "L2 network[uuid:{pool_uuid}] is not a VxlanNetworkPool"
+                )));
+            }
+            if let Some(z) = common.zone_uuid.as_deref().filter(|z| *z != pool.zone_uuid) {
+                return Err(validate::invalid_arg(format!(
+                    "zone[uuid:{z}] differs from the zone[uuid:{}] of pool[uuid:{pool_uuid}]",
+                    pool.zone_uuid
+                )));
+            }
+            let mut common = common;
+            if common.physical_interface.is_none() {
+                common.physical_interface = pool.physical_interface.clone();
+            }
+            let vni = pick_vni(txn, &pool_uuid, vni, &common.uuid)?;
+            let mut l2 = new_record(
+                txn,
+                ctx,
+                common,
+                L2Kind::Vxlan {
+                    vni,
+                    pool_uuid: pool_uuid.clone(),
+                },
+                pool.zone_uuid.clone(),
+                false,
+            )?;
+            l2.attached_cluster_uuids = pool.attached_cluster_uuids.clone();
+            resource::save(txn, &caller.account_uuid, &l2)?;
+            Ok(L2Result::L2(l2))
+        }
+        L2Op::CreateVniRange {
+            uuid,
+            l2_network_uuid,
+            name,
+            description,
+            start_vni,
+            end_vni,
+        } => {
+            caller.require_admin("VNI range")?;
+            validate::uuid("resourceUuid", &uuid)?;
+            validate::name("name", &name)?;
+            validate::description(description.as_deref())?;
+            let s = check_vni("startVni", start_vni)?;
+            let e = check_vni("endVni", end_vni)?;
+            if s > e {
+                return Err(validate::invalid_arg(format!(
+                    "startVni[{s}] must not be greater than endVni[{e}]"
+                )));
+            }
+            let (_, pool) = resource::require::<L2Network>(txn, &l2_network_uuid)?;
+            if !pool.is_pool() {
+                return Err(validate::invalid_arg(format!(
+                    "L2 network[uuid:{l2_network_uuid}] is not a VxlanNetworkPool"
+                )));
+            }
+            for (_, r) in resource::find::<VniRange>(txn, "l2NetworkUuid", &l2_network_uuid)? {
+                if s <= r.end_vni && r.start_vni <= e {
+                    return Err(validate::invalid_arg(format!(
+                        "vni range[{s}, {e}] overlaps range[uuid:{}, {}-{}] of the pool",
+                        r.uuid, r.start_vni, r.end_vni
+                    )));
+                }
+            }
+            if resource::load::<VniRange>(txn, &uuid)?.is_some() {
+                return Err(validate::duplicate_uuid("VniRange", &uuid));
+            }
+            let r = VniRange {
+                uuid,
+                name,
+                description,
+                start_vni: s,
+                end_vni: e,
+                l2_network_uuid,
+                create_date: now,
+                last_op_date: now,
+            };
+            resource::save(txn, &caller.account_uuid, &r)?;
+            Ok(L2Result::VniRange(r))
+        }
+        L2Op::DeleteVniRange { uuid } => {
+            caller.require_admin("VNI range")?;
+            let Some((_, r)) = resource::load::<VniRange>(txn, &uuid)? else {
+                return Ok(L2Result::Deleted);
+            };
+            for (_, v) in resource::find::<L2Network>(txn, "poolUuid", &r.l2_network_uuid)? {
+                if let L2Kind::Vxlan { vni, .. } = v.kind {
+                    if (r.start_vni..=r.end_vni).contains(&vni) {
+                        return Err(validate::op_failure(format!(
+                            "vni range[uuid:{uuid}] is in use: VxlanNetwork[uuid:{}] has vni {vni}",
+                            v.uuid
+                        )));
+                    }
+                }
+            }
+            crate::tag::delete_for_resource(txn, &uuid)?;
+            resource::remove::<VniRange>(txn, &uuid)?;
+            Ok(L2Result::Deleted)
+        }
+        L2Op::Update {
+            uuid,
+            name,
+            description,
+        } => {
+            let (owner, mut l2) = resource::require_visible::<L2Network>(txn, caller, &uuid)?;
+            if let Some(n) = name {
+                validate::name("name", &n)?;
+                l2.name = n;
+            }
+            if let Some(d) = description {
+                validate::description(Some(&d))?;
+                l2.description = Some(d);
+            }
+            l2.last_op_date = now;
+            resource::save(txn, &owner, &l2)?;
+            Ok(L2Result::L2(l2))
+        }
+        L2Op::Attach {
+            uuid,
+            cluster_uuid,
+            vtep_cidr,
+        } => {
+            caller.require_admin("L2 network")?;
+            let (owner, mut l2) = resource::require::<L2Network>(txn, &uuid)?;
+            let (_, cluster) = resource::require::<Cluster>(txn, &cluster_uuid)?;
+            if l2.is_vxlan() {
+                return Err(validate::op_failure(format!(
+                    "VxlanNetwork[uuid:{uuid}] cannot be attached to a cluster; attach its pool"
+                )));
+            }
+            if cluster.zone_uuid != l2.zone_uuid {
+                return Err(validate::op_failure(format!(
+                    "L2 network[uuid:{uuid}] is in zone[uuid:{}] but cluster[uuid:{cluster_uuid}] is in zone[uuid:{}], they must be in the same zone",
+                    l2.zone_uuid, cluster.zone_uuid
+                )));
+            }
+            if l2.attached_cluster_uuids.contains(&cluster_uuid) {
+                return Err(validate::op_failure(format!(
+                    "L2 network[uuid:{uuid}] has been attached to cluster[uuid:{cluster_uuid}]"
+                )));
+            }
+            for (_, other) in
+                resource::find::<L2Network>(txn, "attachedClusterUuids", &cluster_uuid)?
+            {
+                if identical(&other, &l2) {
+                    return Err(validate::op_failure(format!(
+                        "cluster[uuid:{cluster_uuid}] already has an identical L2 network[uuid:{}] on physical interface[{}]",
+                        other.uuid,
+                        other.physical_interface.as_deref().unwrap_or("")
+                    )));
+                }
+            }
+            if let L2Kind::VxlanPool { vtep_cidrs } = &mut l2.kind {
+                let Some(cidr) = vtep_cidr else {
+                    return Err(validate::invalid_arg(format!(
+                        "attaching VxlanNetworkPool[uuid:{uuid}] to a cluster needs a VTEP CIDR (system tag l2NetworkUuid::{uuid}::clusterUuid::{cluster_uuid}::cidr::{{cidr}})"
+                    )));
+                };
+                let (net, prefix) = crate::l3::parse_cidr(&cidr)?;
+                vtep_cidrs.push((
+                    cluster_uuid.clone(),
+                    format!("{}/{prefix}", crate::l3::ip_str(net)),
+                ));
+            }
+            l2.attached_cluster_uuids.push(cluster_uuid);
+            l2.last_op_date = now;
+            resource::save(txn, &owner, &l2)?;
+            if l2.is_pool() {
+                set_vxlan_clusters(txn, ctx, &l2)?;
+            }
+            Ok(L2Result::L2(l2))
+        }
+        L2Op::Detach { uuid, cluster_uuid } => {
+            caller.require_admin("L2 network")?;
+            let (owner, mut l2) = resource::require::<L2Network>(txn, &uuid)?;
+            resource::require::<Cluster>(txn, &cluster_uuid)?;
+            if !l2.attached_cluster_uuids.contains(&cluster_uuid) || l2.is_vxlan() {
+                return Err(validate::op_failure(format!(
+                    "L2 network[uuid:{uuid}] is not attached to cluster[uuid:{cluster_uuid}]"
+                )));
+            }
+            l2.attached_cluster_uuids.retain(|c| *c != cluster_uuid);
+            if let L2Kind::VxlanPool { vtep_cidrs } = &mut l2.kind {
+                vtep_cidrs.retain(|(c, _)| *c != cluster_uuid);
+            }
+            l2.last_op_date = now;
+            resource::save(txn, &owner, &l2)?;
+            if l2.is_pool() {
+                set_vxlan_clusters(txn, ctx, &l2)?;
+            }
+            Ok(L2Result::L2(l2))
+        }
+        L2Op::Delete { uuid } => {
+            let Some((owner, l2)) = resource::load::<L2Network>(txn, &uuid)? else {
+                return Ok(L2Result::Deleted);
+            };
+            if l2.is_vxlan() {
+                if !caller.can_see(&owner) {
+                    resource::require_visible::<L2Network>(txn, caller, &uuid)?;
+                }
+            } else {
+                caller.require_admin("L2 network")?;
+            }
+            delete_cascade(txn, ctx, &uuid)?;
+            Ok(L2Result::Deleted)
+        }
+    }
+}
+
+/// The VTEP CIDR of a pool attach, from the system tag
+/// `l2NetworkUuid::{uuid}::clusterUuid::{uuid}::cidr::{cidr}` (ZStack's way to pass it).
+fn vtep_cidr_tag(b: &Body) -> Option<String> {
+    b.get("systemTags")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|t| {
+            t.split_once("::cidr::")
+                .map(|(_, c)| c.trim_matches(['{', '}']).to_string())
+        })
+}
+
+/// Request → command for the L2 calls (`None`: not one of them).
+pub fn plan(
+    call: &CallSpec,
+    b: &Body,
+    caller: &Caller,
+    new_uuid: &str,
+) -> Option<Result<Command, Refusal>> {
+    let common = || -> Result<L2Common, Refusal> {
+        Ok(L2Common {
+            uuid: params::new_uuid(b, new_uuid),
+            name: params::required(b, "name", call)?,
+            description: params::string(b, "description"),
+            zone_uuid: params::string(b, "zoneUuid"),
+            physical_interface: params::string(b, "physicalInterface"),
+            v_switch_type: params::string(b, "vSwitchType"),
+        })
+    };
+    let zone_required = || params::required(b, "zoneUuid", call).map(|_| ());
+    let pair = || -> Result<(String, String), Refusal> {
+        Ok((
+            params::required(b, "l2NetworkUuid", call)?,
+            params::required(b, "clusterUuid", call)?,
+        ))
+    };
+    let op: Result<L2Op, Refusal> = match call.name.as_str() {
+        "CreateL2NoVlanNetwork" => zone_required().and_then(|_| common().map(L2Op::CreateNoVlan)),
+        "CreateL2VlanNetwork" => (|| {
+            zone_required()?;
+            Ok(L2Op::CreateVlan {
+                common: common()?,
+                vlan: params::required_int(b, "vlan", call)?,
+            })
+        })(),
+        "CreateL2VxlanNetworkPool" => zone_required().and_then(|_| common().map(L2Op::CreatePool)),
+        "CreateL2VxlanNetwork" => (|| {
+            Ok(L2Op::CreateVxlan {
+                common: common()?,
+                pool_uuid: params::required(b, "poolUuid", call)?,
+                vni: params::int(b, "vni", call)?,
+            })
+        })(),
+        "CreateVniRange" => (|| {
+            Ok(L2Op::CreateVniRange {
+                uuid: params::new_uuid(b, new_uuid),
+                l2_network_uuid: params::required(b, "l2NetworkUuid", call)?,
+                name: params::required(b, "name", call)?,
+                description: params::string(b, "description"),
+                start_vni: params::required_int(b, "startVni", call)?,
+                end_vni: params::required_int(b, "endVni", call)?,
+            })
+        })(),
+        "DeleteVniRange" => {
+            params::required(b, "uuid", call).map(|uuid| L2Op::DeleteVniRange { uuid })
+        }
+        "UpdateL2Network" => params::required(b, "uuid", call).map(|uuid| L2Op::Update {
+            uuid,
+            name: params::string(b, "name"),
+            description: params::string(b, "description"),
+        }),
+        "AttachL2NetworkToCluster" => pair().map(|(uuid, cluster_uuid)| L2Op::Attach {
+            uuid,
+            cluster_uuid,
+            vtep_cidr: vtep_cidr_tag(b),
+        }),
+        "DetachL2NetworkFromCluster" => {
+            pair().map(|(uuid, cluster_uuid)| L2Op::Detach { uuid, cluster_uuid })
+        }
+        "DeleteL2Network" => params::required(b, "uuid", call).map(|uuid| L2Op::Delete { uuid }),
+        _ => return None,
+    };
+    Some(op.map(|op| Command::L2 {
+        caller: caller.clone(),
+        op: Box::new(op),
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cluster::tests::make_cluster;
+    use crate::cluster::tests::make_zone;
+    use crate::cluster::tests::normal;
+    use crate::cluster::tests::u;
+    use crate::testing::ctx;
+    use crate::testing::MemTxn;
+
+    pub(crate) fn run(t: &mut MemTxn, op: L2Op) -> Result<L2Result, ApiError> {
+        apply(t, &ctx(20), &Caller::admin(), op)
+    }
+
+    pub(crate) fn common(n: u32, zone: &str, nic: &str) -> L2Common {
+        L2Common {
+            uuid: u(n),
+            name: format!("l2-{n}"),
+            description: None,
+            zone_uuid: Some(zone.into()),
+            physical_interface: Some(nic.into()),
+            v_switch_type: None,
+        }
+    }
+
+    /// Create NoVlan L2 `u(n)` on `nic`.
+    pub fn make_novlan(t: &mut MemTxn, n: u32, zone: &str, nic: &str) -> String {
+        run(t, L2Op::CreateNoVlan(common(n, zone, nic))).unwrap();
+        u(n)
+    }
+
+    fn code(r: Result<L2Result, ApiError>) -> &'static str {
+        r.unwrap_err().code()
+    }
+
+    fn attach(t: &mut MemTxn, l2: &str, c: &str, cidr: Option<&str>) -> Result<L2Result, ApiError> {
+        run(
+            t,
+            L2Op::Attach {
+                uuid: l2.into(),
+                cluster_uuid: c.into(),
+                vtep_cidr: cidr.map(str::to_string),
+            },
+        )
+    }
+
+    #[test]
+    fn novlan_vlan_shapes_attach_detach() {
+        let mut t = MemTxn::default();
+        let z = make_zone(&mut t, 1);
+        let c = make_cluster(&mut t, 10, &z);
+        let r = run(&mut t, L2Op::CreateNoVlan(common(60, &z, "eth0"))).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r.inventory().unwrap()).unwrap(),
+            format!(
+                r#"{{"uuid":"{}","name":"l2-60","zoneUuid":"{z}","physicalInterface":"eth0","type":"L2NoVlanNetwork","vSwitchType":"LinuxBridge","virtualNetworkId":0,"isolated":false,"createDate":"{d}","lastOpDate":"{d}","attachedClusterUuids":[]}}"#,
+                u(60),
+                d = java_date(20_000)
+            )
+        );
+        let r = run(
+            &mut t,
+            L2Op::CreateVlan {
+                common: common(61, &z, "eth0"),
+                vlan: 100,
+            },
+        )
+        .unwrap();
+        let inv = r.inventory().unwrap();
+        assert_eq!(inv.as_object().unwrap().keys().next().unwrap(), "vlan");
+        assert_eq!(inv["virtualNetworkId"], 100);
+        attach(&mut t, &u(60), &c, None).unwrap();
+        let L2Result::L2(l2) = attach(&mut t, &u(61), &c, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(l2.attached_cluster_uuids, vec![c.clone()]);
+        let before = t.tables.clone();
+        assert_eq!(code(attach(&mut t, &u(61), &c, None)), "SYS.1006", "twice");
+        assert_eq!(t.tables, before);
+        run(
+            &mut t,
+            L2Op::Update {
+                uuid: u(61),
+                name: Some("vlan100".into()),
+                description: Some("d".into()),
+            },
+        )
+        .unwrap();
+        run(
+            &mut t,
+            L2Op::Detach {
+                uuid: u(61),
+                cluster_uuid: c.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            code(run(
+                &mut t,
+                L2Op::Detach {
+                    uuid: u(61),
+                    cluster_uuid: c.clone()
+                }
+            )),
+            "SYS.1006"
+        );
+        // Cluster deletion forgets the attachment; zone deletion deletes the L2s.
+        crate::cluster::apply(
+            &mut t,
+            &ctx(21),
+            &Caller::admin(),
+            crate::cluster::ClusterOp::Delete { uuid: c },
+        )
+        .unwrap();
+        let L2Result::L2(l2) = run(
+            &mut t,
+            L2Op::Update {
+                uuid: u(60),
+                name: None,
+                description: None,
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(l2.attached_cluster_uuids.is_empty());
+        crate::zone::apply(
+            &mut t,
+            &ctx(22),
+            &Caller::admin(),
+            crate::zone::ZoneOp::Delete { uuid: z },
+        )
+        .unwrap();
+        assert!(resource::list::<L2Network>(&t).unwrap().is_empty());
+    }
+
+    #[test]
+    fn vxlan_pool_ranges_and_networks() {
+        let mut t = MemTxn::default();
+        let z = make_zone(&mut t, 1);
+        let c = make_cluster(&mut t, 10, &z);
+        let mut pc = common(70, &z, "eth1");
+        pc.physical_interface = None;
+        run(&mut t, L2Op::CreatePool(pc)).unwrap();
+        let range = |n: u32, s: i64, e: i64| L2Op::CreateVniRange {
+            uuid: u(n),
+            l2_network_uuid: u(70),
+            name: "r".into(),
+            description: None,
+            start_vni: s,
+            end_vni: e,
+        };
+        let r = run(&mut t, range(71, 100, 103)).unwrap();
+        assert_eq!(r.inventory().unwrap()["startVni"], 100);
+        let before = t.tables.clone();
+        assert_eq!(
+            code(run(&mut t, range(72, 103, 200))),
+            "SYS.1007",
+            "overlap"
+        );
+        assert_eq!(code(run(&mut t, range(72, 0, 5))), "SYS.1007", "vni 0");
+        assert_eq!(
+            code(run(&mut t, range(72, 9, 5))),
+            "SYS.1007",
+            "start > end"
+        );
+        assert_eq!(
+            code(run(&mut t, range(72, 1, 16_777_215))),
+            "SYS.1007",
+            "reserved"
+        );
+        assert_eq!(
+            code(attach(&mut t, &u(70), &c, None)),
+            "SYS.1007",
+            "no cidr"
+        );
+        assert_eq!(
+            code(attach(&mut t, &u(70), &c, Some("10.0.0.1/40"))),
+            "SYS.1007"
+        );
+        assert_eq!(t.tables, before);
+        let L2Result::L2(pool) = attach(&mut t, &u(70), &c, Some("192.168.29.1/24")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            pool.inventory()["attachedCidrs"],
+            json!({ c.clone(): ["192.168.29.0/24"] })
+        );
+        let vx = |n: u32, vni: Option<i64>| L2Op::CreateVxlan {
+            common: L2Common {
+                physical_interface: None,
+                zone_uuid: None,
+                ..common(n, &z, "x")
+            },
+            pool_uuid: u(70),
+            vni,
+        };
+        let L2Result::L2(v1) = apply(&mut t, &ctx(23), &normal(), vx(80, Some(101))).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(v1.attached_cluster_uuids, vec![c.clone()]);
+        let inv = v1.inventory();
+        assert_eq!(
+            (inv["vni"].clone(), inv["poolUuid"].clone()),
+            (json!(101), json!(u(70)))
+        );
+        let before = t.tables.clone();
+        assert_eq!(code(run(&mut t, vx(81, Some(101)))), "SYS.1007", "used");
+        assert_eq!(
+            code(run(&mut t, vx(81, Some(500)))),
+            "SYS.1007",
+            "not in range"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                L2Op::CreateVxlan {
+                    common: common(81, &z, "x"),
+                    pool_uuid: u(60),
+                    vni: None
+                }
+            )),
+            "SYS.1003"
+        );
+        assert_eq!(
+            code(attach(&mut t, &u(80), &c, None)),
+            "SYS.1006",
+            "vxlan attach"
+        );
+        assert_eq!(
+            code(run(&mut t, L2Op::DeleteVniRange { uuid: u(71) })),
+            "SYS.1006",
+            "range in use"
+        );
+        assert_eq!(t.tables, before);
+        // Automatic VNIs fill the rest of the range, then run out.
+        let mut got = vec![101];
+        for n in 81..84 {
+            let L2Result::L2(v) = run(&mut t, vx(n, None)).unwrap() else {
+                panic!()
+            };
+            let L2Kind::Vxlan { vni, .. } = v.kind else {
+                panic!()
+            };
+            got.push(vni);
+        }
+        got.sort();
+        assert_eq!(got, vec![100, 101, 102, 103]);
+        assert_eq!(code(run(&mut t, vx(84, None))), "SYS.1006", "exhausted");
+        // Query views select by kind.
+        let q = |c: Value| {
+            let mut m = serde_json::Map::new();
+            m.insert("conditions".into(), c);
+            crate::query::parse_query("APIQueryL2NetworkMsg", &m).unwrap()
+        };
+        let count = |t: &MemTxn, w: L2Query, c: Value| {
+            query(t, w, &q(c), &Caller::admin())
+                .unwrap()
+                .inventories
+                .unwrap()
+                .len()
+        };
+        assert_eq!(count(&t, L2Query::Vxlan, json!([])), 4);
+        assert_eq!(count(&t, L2Query::Pool, json!([])), 1);
+        assert_eq!(count(&t, L2Query::All, json!([])), 5);
+        assert_eq!(count(&t, L2Query::VniRange, json!([])), 1);
+        assert_eq!(
+            count(
+                &t,
+                L2Query::Vxlan,
+                json!([{"name":"vni","op":">","value":"101"}])
+            ),
+            2
+        );
+        let all = query(&t, L2Query::All, &q(json!([])), &Caller::admin()).unwrap();
+        assert!(all
+            .inventories
+            .unwrap()
+            .iter()
+            .all(|i| i.get("vni").is_none()));
+        // A normal account deletes its own VXLAN network but not the pool.
+        assert_eq!(
+            code(apply(
+                &mut t,
+                &ctx(24),
+                &normal(),
+                L2Op::Delete { uuid: u(70) }
+            )),
+            "ID.1002"
+        );
+        assert_eq!(
+            code(apply(
+                &mut t,
+                &ctx(24),
+                &normal(),
+                L2Op::Delete { uuid: u(81) }
+            )),
+            "ID.1002"
+        );
+        apply(&mut t, &ctx(24), &normal(), L2Op::Delete { uuid: u(80) }).unwrap();
+        // Deleting the pool deletes its networks and ranges.
+        run(&mut t, L2Op::Delete { uuid: u(70) }).unwrap();
+        assert!(resource::list::<L2Network>(&t).unwrap().is_empty());
+        assert!(resource::list::<VniRange>(&t).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refusals_leave_state_unchanged() {
+        let mut t = MemTxn::default();
+        let z = make_zone(&mut t, 1);
+        let z2 = make_zone(&mut t, 2);
+        let c2 = make_cluster(&mut t, 11, &z2);
+        make_novlan(&mut t, 60, &z, "eth0");
+        run(
+            &mut t,
+            L2Op::CreateVlan {
+                common: common(61, &z, "eth0"),
+                vlan: 10,
+            },
+        )
+        .unwrap();
+        let before = t.tables.clone();
+        assert_eq!(
+            code(run(&mut t, L2Op::CreateNoVlan(common(62, &z, "eth0")))),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                L2Op::CreateVlan {
+                    common: common(62, &z, "eth0"),
+                    vlan: 10
+                }
+            )),
+            "SYS.1007",
+            "same nic + vlan"
+        );
+        for vlan in [0, 4095] {
+            assert_eq!(
+                code(run(
+                    &mut t,
+                    L2Op::CreateVlan {
+                        common: common(62, &z, "eth0"),
+                        vlan
+                    }
+                )),
+                "SYS.1007"
+            );
+        }
+        let mut no_nic = common(62, &z, "x");
+        no_nic.physical_interface = None;
+        assert_eq!(code(run(&mut t, L2Op::CreateNoVlan(no_nic))), "SYS.1007");
+        assert_eq!(
+            code(run(&mut t, L2Op::CreateNoVlan(common(62, &z, "bad nic")))),
+            "SYS.1007"
+        );
+        let mut ovs = common(62, &z, "eth5");
+        ovs.v_switch_type = Some("OvsDpdk".into());
+        assert_eq!(code(run(&mut t, L2Op::CreateNoVlan(ovs))), "SYS.1007");
+        assert_eq!(
+            code(run(&mut t, L2Op::CreateNoVlan(common(62, &u(99), "eth5")))),
+            "SYS.1003"
+        );
+        assert_eq!(
+            code(run(&mut t, L2Op::CreateNoVlan(common(60, &z, "eth5")))),
+            "SYS.1007",
+            "dup"
+        );
+        assert_eq!(code(attach(&mut t, &u(60), &c2, None)), "SYS.1006", "zone");
+        assert_eq!(code(attach(&mut t, &u(60), &u(98), None)), "SYS.1003");
+        assert_eq!(
+            code(run(
+                &mut t,
+                L2Op::Update {
+                    uuid: u(99),
+                    name: None,
+                    description: None
+                }
+            )),
+            "SYS.1003"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                L2Op::CreateVniRange {
+                    uuid: u(90),
+                    l2_network_uuid: u(60),
+                    name: "r".into(),
+                    description: None,
+                    start_vni: 1,
+                    end_vni: 2
+                }
+            )),
+            "SYS.1007",
+            "not a pool"
+        );
+        for op in [
+            L2Op::CreateNoVlan(common(63, &z, "eth9")),
+            L2Op::Delete { uuid: u(60) },
+            L2Op::Attach {
+                uuid: u(60),
+                cluster_uuid: c2.clone(),
+                vtep_cidr: None,
+            },
+            L2Op::Update {
+                uuid: u(60),
+                name: Some("x".into()),
+                description: None,
+            },
+        ] {
+            assert_eq!(code(apply(&mut t, &ctx(21), &normal(), op)), "ID.1002");
+        }
+        assert_eq!(t.tables, before);
+    }
+}

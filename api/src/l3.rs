@@ -1,0 +1,1855 @@
+//! L3 networks, IP ranges, DNS and IPAM (spec 04 §2.4, §2.5, §6). An L3 sits on an L2; its
+//! address pool is the union of its IP ranges (one subnet, one gateway per L3; ranges of all L3s
+//! on one L2 are disjoint). Allocated addresses live in the `used_ip` table keyed
+//! `<l3Uuid>/<ip as 8 hex digits>`, so a lookup is one read and an allocation scans only that
+//! L3's used addresses, in address order.
+
+use std::net::IpAddr;
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+use serde_json::Value;
+
+use crate::catalogue::CallSpec;
+use crate::l2::L2Kind;
+use crate::l2::L2Network;
+use crate::params;
+use crate::params::Body;
+use crate::resource;
+use crate::resource::Resource;
+use crate::validate;
+use crate::wire::date::java_date;
+use crate::wire::errors::Code;
+use crate::wire::errors::Refusal;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::Command;
+use crate::StateTxn;
+
+/// The L3 table.
+pub const TABLE: &str = "l3_network";
+/// The IP-range table.
+pub const RANGE_TABLE: &str = "ip_range";
+/// The used-IP table (IPAM).
+pub const USED_IP_TABLE: &str = "used_ip";
+/// L3 categories.
+pub const CATEGORIES: &[&str] = &["Public", "Private", "System"];
+
+// ---------------------------------------------------------------- IPv4 helpers (pure)
+
+/// Parse a dotted IPv4 address.
+pub fn parse_ip(field: &str, s: &str) -> Result<u32, ApiError> {
+    s.parse::<Ipv4Addr>().map(u32::from).map_err(|_| {
+        validate::invalid_arg(format!(
+            "field[{field}] value {s:?} is not a valid IPv4 address"
+        ))
+    })
+}
+
+/// Render an IPv4 address.
+pub fn ip_str(ip: u32) -> String {
+    Ipv4Addr::from(ip).to_string()
+}
+
+/// Prefix length of a dotted netmask (`SYS.1007` for a non-contiguous or zero mask).
+pub fn mask_prefix(s: &str) -> Result<u32, ApiError> {
+    let m = parse_ip("netmask", s)?;
+    let p = m.leading_ones();
+    if m == 0 || m.checked_shl(p).unwrap_or(0) != 0 {
+        return Err(validate::invalid_arg(format!(
+            "field[netmask] value {s:?} is not a valid netmask"
+        )));
+    }
+    Ok(p)
+}
+
+fn mask_of(prefix: u32) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
+}
+
+/// Parse `a.b.c.d/n` (host bits allowed, normalised away): (network, prefix).
+pub fn parse_cidr(s: &str) -> Result<(u32, u32), ApiError> {
+    let bad = || validate::invalid_arg(format!("{s:?} is not a valid CIDR (a.b.c.d/n)"));
+    let (ip, p) = s.split_once('/').ok_or_else(bad)?;
+    let prefix: u32 = p.parse().map_err(|_| bad())?;
+    if !(1..=32).contains(&prefix) {
+        return Err(bad());
+    }
+    let ip: u32 = ip.parse::<Ipv4Addr>().map_err(|_| bad())?.into();
+    Ok((ip & mask_of(prefix), prefix))
+}
+
+/// Whether `[s, e]` touches multicast/reserved (224.0.0.0–255.255.255.255) or link-local
+/// 169.254.1.0–169.254.254.255.
+fn touches_reserved(s: u32, e: u32) -> bool {
+    let overlaps = |a: u32, b: u32| s <= b && a <= e;
+    overlaps(0xE000_0000, 0xFFFF_FFFF) || overlaps(0xA9FE_0100, 0xA9FE_FEFF)
+}
+
+// ---------------------------------------------------------------- records
+
+/// `Enabled` or `Disabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L3State {
+    /// Usable.
+    Enabled,
+    /// No new NICs.
+    Disabled,
+}
+
+/// An IP range (`IpRangeInventory`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpRange {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// The L3.
+    pub l3_network_uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// First address.
+    pub start_ip: u32,
+    /// Last address (inclusive).
+    pub end_ip: u32,
+    /// Prefix length of the subnet.
+    pub prefix_len: u32,
+    /// Gateway.
+    pub gateway: u32,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+}
+
+impl IpRange {
+    /// Network address of the subnet.
+    pub fn network(&self) -> u32 {
+        self.start_ip & mask_of(self.prefix_len)
+    }
+
+    /// Whether `ip` is inside the range.
+    pub fn contains(&self, ip: u32) -> bool {
+        (self.start_ip..=self.end_ip).contains(&ip)
+    }
+}
+
+impl Resource for IpRange {
+    const KIND: &'static str = "IpRange";
+    const TABLE: &'static str = RANGE_TABLE;
+    const FIELDS: &'static [&'static str] = &[
+        "uuid",
+        "l3NetworkUuid",
+        "name",
+        "description",
+        "startIp",
+        "endIp",
+        "netmask",
+        "gateway",
+        "networkCidr",
+        "ipVersion",
+        "addressMode",
+        "prefixLen",
+        "ipRangeType",
+        "createDate",
+        "lastOpDate",
+    ];
+    const INDEXED: &'static [&'static str] = &["name", "l3NetworkUuid", "startIp", "networkCidr"];
+
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        let mut v =
+            json!({"uuid": self.uuid, "l3NetworkUuid": self.l3_network_uuid, "name": self.name});
+        let m = v.as_object_mut().expect("json! object");
+        if let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        m.insert("startIp".into(), json!(ip_str(self.start_ip)));
+        m.insert("endIp".into(), json!(ip_str(self.end_ip)));
+        m.insert("netmask".into(), json!(ip_str(mask_of(self.prefix_len))));
+        m.insert("gateway".into(), json!(ip_str(self.gateway)));
+        m.insert(
+            "networkCidr".into(),
+            json!(format!("{}/{}", ip_str(self.network()), self.prefix_len)),
+        );
+        m.insert("ipVersion".into(), json!(4));
+        m.insert("prefixLen".into(), json!(self.prefix_len));
+        m.insert("ipRangeType".into(), json!("Normal"));
+        m.insert("createDate".into(), json!(java_date(self.create_date)));
+        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
+        v
+    }
+}
+
+/// An L3 network record; its ranges are kept inline (and in the range table for queries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L3Network {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// `L3BasicNetwork`.
+    pub l3_type: String,
+    /// Zone (the L2's).
+    pub zone_uuid: String,
+    /// The L2.
+    pub l2_network_uuid: String,
+    /// Enabled or Disabled.
+    pub state: L3State,
+    /// DNS domain handed to guests.
+    pub dns_domain: Option<String>,
+    /// A system network (no ordinary VMs).
+    pub system: bool,
+    /// Public, Private or System.
+    pub category: String,
+    /// Whether IPAM manages addresses.
+    pub enable_ipam: bool,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+    /// DNS servers, in the order added.
+    pub dns: Vec<String>,
+    /// Ranges, in the order added.
+    pub ip_ranges: Vec<IpRange>,
+}
+
+impl Resource for L3Network {
+    const KIND: &'static str = "L3Network";
+    const TABLE: &'static str = TABLE;
+    const FIELDS: &'static [&'static str] = &[
+        "uuid",
+        "name",
+        "description",
+        "type",
+        "zoneUuid",
+        "l2NetworkUuid",
+        "state",
+        "dnsDomain",
+        "system",
+        "category",
+        "ipVersion",
+        "enableIPAM",
+        "isolated",
+        "createDate",
+        "lastOpDate",
+        "dns",
+        "ipRanges",
+        "networkServices",
+        "hostRoute",
+        "reservedIpRanges",
+    ];
+    const INDEXED: &'static [&'static str] =
+        &["name", "state", "zoneUuid", "l2NetworkUuid", "category"];
+
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        let mut v = json!({"uuid": self.uuid, "name": self.name});
+        let m = v.as_object_mut().expect("json! object");
+        if let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        m.insert("type".into(), json!(self.l3_type));
+        m.insert("zoneUuid".into(), json!(self.zone_uuid));
+        m.insert("l2NetworkUuid".into(), json!(self.l2_network_uuid));
+        m.insert("state".into(), json!(self.state));
+        if let Some(d) = &self.dns_domain {
+            m.insert("dnsDomain".into(), json!(d));
+        }
+        m.insert("system".into(), json!(self.system));
+        m.insert("category".into(), json!(self.category));
+        m.insert("ipVersion".into(), json!(4));
+        m.insert("enableIPAM".into(), json!(self.enable_ipam));
+        m.insert("isolated".into(), json!(false));
+        m.insert("createDate".into(), json!(java_date(self.create_date)));
+        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
+        m.insert("dns".into(), json!(self.dns));
+        m.insert(
+            "ipRanges".into(),
+            Value::Array(self.ip_ranges.iter().map(IpRange::inventory).collect()),
+        );
+        m.insert("networkServices".into(), json!([]));
+        m.insert("hostRoute".into(), json!([]));
+        m.insert("reservedIpRanges".into(), json!([]));
+        v
+    }
+}
+
+/// An allocated address (`UsedIpInventory`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsedIp {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// The range it came from.
+    pub ip_range_uuid: String,
+    /// The L3.
+    pub l3_network_uuid: String,
+    /// The address.
+    pub ip: u32,
+    /// Prefix length of the subnet.
+    pub prefix_len: u32,
+    /// Gateway of the subnet.
+    pub gateway: u32,
+    /// Who uses it, e.g. `VmNic`, `DHCP`, `Vip`.
+    pub used_for: String,
+    /// The NIC, when a NIC uses it.
+    pub vm_nic_uuid: Option<String>,
+    /// Allocation time, ms.
+    pub create_date: u64,
+}
+
+impl UsedIp {
+    /// The inventory in ZStack's field order.
+    pub fn inventory(&self) -> Value {
+        let mut v = json!({
+            "uuid": self.uuid,
+            "ipRangeUuid": self.ip_range_uuid,
+            "l3NetworkUuid": self.l3_network_uuid,
+            "ipVersion": 4,
+            "ip": ip_str(self.ip),
+            "netmask": ip_str(mask_of(self.prefix_len)),
+            "gateway": ip_str(self.gateway),
+            "usedFor": self.used_for,
+            "ipInLong": self.ip,
+            "ipInBinary": Ipv4Addr::from(self.ip).octets().iter().map(|b| *b as i8).collect::<Vec<_>>(),
+        });
+        let m = v.as_object_mut().expect("json! object");
+        if let Some(n) = &self.vm_nic_uuid {
+            m.insert("vmNicUuid".into(), json!(n));
+        }
+        m.insert("createDate".into(), json!(java_date(self.create_date)));
+        m.insert("lastOpDate".into(), json!(java_date(self.create_date)));
+        v
+    }
+}
+
+fn used_prefix(l3: &str) -> Vec<u8> {
+    format!("{l3}/").into_bytes()
+}
+
+fn used_key(l3: &str, ip: u32) -> Vec<u8> {
+    format!("{l3}/{ip:08x}").into_bytes()
+}
+
+/// Every used address of an L3, in address order.
+pub fn used_ips(txn: &impl StateTxn, l3: &str) -> Result<Vec<UsedIp>, ApiError> {
+    txn.scan_prefix(USED_IP_TABLE, &used_prefix(l3), usize::MAX)?
+        .into_iter()
+        .map(|(k, v)| {
+            serde_json::from_slice(&v).map_err(|e| ApiError::Corrupt {
+                what: format!("used ip {}", String::from_utf8_lossy(&k)),
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The lowest free address of `ranges` given the sorted used addresses (pure IPAM core).
+pub fn lowest_free(ranges: &[IpRange], used_sorted: &[u32]) -> Option<(usize, u32)> {
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|i| ranges[*i].start_ip);
+    for i in order {
+        let r = &ranges[i];
+        let mut cand = r.start_ip;
+        let from = used_sorted.partition_point(|u| *u < r.start_ip);
+        for u in &used_sorted[from..] {
+            if *u > r.end_ip || *u > cand {
+                break;
+            }
+            if *u == cand {
+                if cand == r.end_ip {
+                    cand = 0;
+                    break;
+                }
+                cand += 1;
+            }
+        }
+        if cand != 0 && r.contains(cand) {
+            return Some((i, cand));
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------- commands
+
+/// L3 state events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L3StateEvent {
+    /// → Enabled.
+    Enable,
+    /// → Disabled.
+    Disable,
+}
+
+/// How a range is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RangeSpec {
+    /// `AddIpRange`.
+    Explicit {
+        /// First address.
+        start_ip: String,
+        /// Last address.
+        end_ip: String,
+        /// Dotted netmask.
+        netmask: String,
+        /// Gateway (mandatory for a Normal range).
+        gateway: Option<String>,
+    },
+    /// `AddIpRangeByNetworkCidr`: every usable address but the gateway.
+    Cidr {
+        /// `a.b.c.d/n`, host bits allowed.
+        cidr: String,
+        /// Gateway (default: the first usable address; must be the first or last one).
+        gateway: Option<String>,
+    },
+}
+
+/// L3 commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L3Op {
+    /// `CreateL3Network`.
+    Create {
+        /// New uuid.
+        uuid: String,
+        /// The L2.
+        l2_network_uuid: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// Type (default `L3BasicNetwork`).
+        l3_type: Option<String>,
+        /// Category (default Private).
+        category: Option<String>,
+        /// `4` (IPv6 is out of scope).
+        ip_version: Option<String>,
+        /// System network.
+        system: Option<bool>,
+        /// DNS domain.
+        dns_domain: Option<String>,
+        /// IPAM on (default true).
+        enable_ipam: Option<bool>,
+    },
+    /// `UpdateL3Network`.
+    Update {
+        /// L3.
+        uuid: String,
+        /// New name.
+        name: Option<String>,
+        /// New description.
+        description: Option<String>,
+        /// New DNS domain.
+        dns_domain: Option<String>,
+        /// New category.
+        category: Option<String>,
+        /// New system flag.
+        system: Option<bool>,
+    },
+    /// `ChangeL3NetworkState`.
+    ChangeState {
+        /// L3.
+        uuid: String,
+        /// Event.
+        event: L3StateEvent,
+    },
+    /// `DeleteL3Network`: its ranges and used addresses go with it.
+    Delete {
+        /// L3.
+        uuid: String,
+    },
+    /// `AddIpRange` / `AddIpRangeByNetworkCidr`.
+    AddIpRange {
+        /// New range uuid.
+        uuid: String,
+        /// The L3.
+        l3_network_uuid: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// The range.
+        spec: RangeSpec,
+        /// `Normal` (AddressPool is not supported).
+        ip_range_type: Option<String>,
+    },
+    /// `UpdateIpRange`.
+    UpdateIpRange {
+        /// Range.
+        uuid: String,
+        /// New name.
+        name: Option<String>,
+        /// New description.
+        description: Option<String>,
+    },
+    /// `DeleteIpRange`: `Permissive` refuses while addresses are allocated in it; `Enforcing`
+    /// releases them.
+    DeleteIpRange {
+        /// Range.
+        uuid: String,
+        /// deleteMode=Enforcing.
+        enforcing: bool,
+    },
+    /// `AddDnsToL3Network`.
+    AddDns {
+        /// L3.
+        l3_network_uuid: String,
+        /// Server address.
+        dns: String,
+    },
+    /// `RemoveDnsFromL3Network` (absent servers are fine).
+    RemoveDns {
+        /// L3.
+        l3_network_uuid: String,
+        /// Server address.
+        dns: String,
+    },
+    /// Internal (VM/VIP/router flows): allocate an address, the requested one or the lowest
+    /// free; `L3.1000` when the pool is exhausted or the requested address is not available.
+    AllocateIp {
+        /// L3.
+        l3_network_uuid: String,
+        /// Uuid of the new used-IP record (stamped).
+        used_ip_uuid: String,
+        /// A static address.
+        required_ip: Option<String>,
+        /// `VmNic`, `DHCP`, `Vip`, ...
+        used_for: String,
+        /// The NIC.
+        vm_nic_uuid: Option<String>,
+    },
+    /// Internal: return an address to the pool (absent addresses are fine).
+    ReleaseIp {
+        /// L3.
+        l3_network_uuid: String,
+        /// The address.
+        ip: String,
+    },
+}
+
+/// Answer of an L3 command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L3Result {
+    /// The L3 after the change.
+    L3(L3Network),
+    /// A range after the change.
+    IpRange(IpRange),
+    /// An allocated address.
+    UsedIp(UsedIp),
+    /// Deleted or released (or already absent).
+    Deleted,
+}
+
+impl L3Result {
+    /// The `inventory` of the reply, if any.
+    pub fn inventory(&self) -> Option<Value> {
+        match self {
+            L3Result::L3(l) => Some(l.inventory()),
+            L3Result::IpRange(r) => Some(r.inventory()),
+            L3Result::UsedIp(u) => Some(u.inventory()),
+            L3Result::Deleted => None,
+        }
+    }
+}
+
+fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(validate::invalid_arg(format!(
+            "valid values for field[{field}] are {allowed:?}, but {v} found"
+        )))
+    }
+}
+
+fn ip_alloc_error(details: String) -> ApiError {
+    validate::refuse(Code::IpAllocation, details)
+}
+
+/// Build and check a new range against spec 04 §2.5 rules 1–6 (7–8 need the neighbours).
+fn build_range(
+    uuid: String,
+    l3: &str,
+    name: String,
+    description: Option<String>,
+    spec: &RangeSpec,
+    now: u64,
+) -> Result<IpRange, ApiError> {
+    let (start, end, prefix, gateway) = match spec {
+        RangeSpec::Explicit {
+            start_ip,
+            end_ip,
+            netmask,
+            gateway,
+        } => {
+            let s = parse_ip("startIp", start_ip)?;
+            let e = parse_ip("endIp", end_ip)?;
+            let prefix = mask_prefix(netmask)?;
+            let g = gateway.as_deref().ok_or_else(|| {
+                validate::invalid_arg("field[gateway] is mandatory for a Normal ip range")
+            })?;
+            (s, e, prefix, parse_ip("gateway", g)?)
+        }
+        RangeSpec::Cidr { cidr, gateway } => {
+            let (net, prefix) = parse_cidr(cidr)?;
+            if prefix > 30 {
+                return Err(validate::invalid_arg(format!(
+                    "cidr[{cidr}] has no usable address besides the gateway; the prefix must be at most 30"
+                )));
+            }
+            let bcast = net | !mask_of(prefix);
+            let (first, last) = (net + 1, bcast - 1);
+            let g = match gateway {
+                None => first,
+                Some(g) => parse_ip("gateway", g)?,
+            };
+            if g == first {
+                (first + 1, last, prefix, g)
+            } else if g == last {
+                (first, last - 1, prefix, g)
+            } else {
+                return Err(validate::invalid_arg(format!(
+                    "gateway[{}] must be the first or the last usable address of cidr[{cidr}]",
+                    ip_str(g)
+                )));
+            }
+        }
+    };
+    if start > end {
+        return Err(validate::invalid_arg(format!(
+            "startIp[{}] must not be greater than endIp[{}]",
+            ip_str(start),
+            ip_str(end)
+        )));
+    }
+    let mask = mask_of(prefix);
+    let net = start & mask;
+    let bcast = net | !mask;
+    if end & mask != net || gateway & mask != net {
+        return Err(validate::invalid_arg(format!(
+            "startIp[{}], endIp[{}] and gateway[{}] must be in the same subnet {}/{prefix}",
+            ip_str(start),
+            ip_str(end),
+            ip_str(gateway),
+            ip_str(net)
+        )));
+    }
+    if prefix < 31 && (start == net || end == bcast) {
+        return Err(validate::invalid_arg(format!(
+            "ip range[{}, {}] must not include the network address {} or the broadcast address {}",
+            ip_str(start),
+            ip_str(end),
+            ip_str(net),
+            ip_str(bcast)
+        )));
+    }
+    if (start..=end).contains(&gateway) {
+        return Err(validate::invalid_arg(format!(
+            "gateway[{}] must not be inside the ip range[{}, {}]",
+            ip_str(gateway),
+            ip_str(start),
+            ip_str(end)
+        )));
+    }
+    if gateway == net || (prefix < 31 && gateway == bcast) {
+        return Err(validate::invalid_arg(format!(
+            "gateway[{}] cannot be the network or broadcast address",
+            ip_str(gateway)
+        )));
+    }
+    if touches_reserved(start, end) {
+        return Err(validate::invalid_arg(format!(
+            "ip range[{}, {}] touches multicast, reserved or link-local addresses",
+            ip_str(start),
+            ip_str(end)
+        )));
+    }
+    Ok(IpRange {
+        uuid,
+        l3_network_uuid: l3.to_string(),
+        name,
+        description,
+        start_ip: start,
+        end_ip: end,
+        prefix_len: prefix,
+        gateway,
+        create_date: now,
+        last_op_date: now,
+    })
+}
+
+fn delete_l3(txn: &mut impl StateTxn, uuid: &str) -> Result<(), ApiError> {
+    let Some((_, l3)) = resource::load::<L3Network>(txn, uuid)? else {
+        return Ok(());
+    };
+    for r in &l3.ip_ranges {
+        crate::tag::delete_for_resource(txn, &r.uuid)?;
+        resource::remove::<IpRange>(txn, &r.uuid)?;
+    }
+    for (k, _) in txn.scan_prefix(USED_IP_TABLE, &used_prefix(uuid), usize::MAX)? {
+        txn.delete(USED_IP_TABLE, &k)?;
+    }
+    crate::tag::delete_for_resource(txn, uuid)?;
+    resource::remove::<L3Network>(txn, uuid)?;
+    Ok(())
+}
+
+/// L2 deletion: delete its L3 networks (VM NICs on them join this cascade with the VM family).
+pub(crate) fn cascade_l2_delete(
+    txn: &mut impl StateTxn,
+    _ctx: &ApplyCtx,
+    l2_uuid: &str,
+) -> Result<(), ApiError> {
+    for u in resource::uuids_where::<L3Network>(txn, "l2NetworkUuid", l2_uuid)? {
+        delete_l3(txn, &u)?;
+    }
+    Ok(())
+}
+
+fn save_l3_with_range(
+    txn: &mut impl StateTxn,
+    owner: &str,
+    l3: &L3Network,
+    range: &IpRange,
+) -> Result<(), ApiError> {
+    resource::save(txn, owner, range)?;
+    resource::save(txn, owner, l3)
+}
+
+pub(crate) fn apply(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    op: L3Op,
+) -> Result<L3Result, ApiError> {
+    let now = ctx.proposed_at_ms;
+    match op {
+        L3Op::Create {
+            uuid,
+            l2_network_uuid,
+            name,
+            description,
+            l3_type,
+            category,
+            ip_version,
+            system,
+            dns_domain,
+            enable_ipam,
+        } => {
+            validate::uuid("resourceUuid", &uuid)?;
+            validate::name("name", &name)?;
+            validate::description(description.as_deref())?;
+            let l3_type = l3_type.unwrap_or_else(|| "L3BasicNetwork".into());
+            one_of("type", &l3_type, &["L3BasicNetwork"])?;
+            let category = category.unwrap_or_else(|| "Private".into());
+            one_of("category", &category, CATEGORIES)?;
+            if let Some(v) = ip_version.as_deref().filter(|v| *v != "4") {
+                return Err(validate::invalid_arg(format!(
+                    "ipVersion[{v}] is not supported, only IPv4 L3 networks are"
+                )));
+            }
+            if let Some(d) = &dns_domain {
+                validate::max_len("dnsDomain", d, 255)?;
+            }
+            let system = system.unwrap_or(false) || category == "System";
+            // Normal accounts create L3s on the L2s they own (their VXLAN networks).
+            let (_, l2) = resource::require_visible::<L2Network>(txn, caller, &l2_network_uuid)?;
+            if matches!(l2.kind, L2Kind::VxlanPool { .. }) {
+                return Err(validate::invalid_arg(format!(
+                    "L2 network[uuid:{l2_network_uuid}] is a VxlanNetworkPool; create the L3 on one of its VXLAN networks"
+                )));
+            }
+            let siblings = resource::find::<L3Network>(txn, "l2NetworkUuid", &l2_network_uuid)?;
+            if let Some((_, s)) = siblings.iter().find(|(_, s)| s.category == "System") {
+                return Err(validate::op_failure(format!(
+                    "L2 network[uuid:{l2_network_uuid}] carries the system L3 network[uuid:{}] and can hold no other L3",
+                    s.uuid
+                )));
+            }
+            if category == "System" && !siblings.is_empty() {
+                return Err(validate::op_failure(format!(
+                    "a system L3 network needs a dedicated L2, but L2 network[uuid:{l2_network_uuid}] already has {} L3 network(s)",
+                    siblings.len()
+                )));
+            }
+            if resource::load::<L3Network>(txn, &uuid)?.is_some() {
+                return Err(validate::duplicate_uuid("L3Network", &uuid));
+            }
+            let l3 = L3Network {
+                uuid,
+                name,
+                description,
+                l3_type,
+                zone_uuid: l2.zone_uuid,
+                l2_network_uuid,
+                state: L3State::Enabled,
+                dns_domain,
+                system,
+                category,
+                enable_ipam: enable_ipam.unwrap_or(true),
+                create_date: now,
+                last_op_date: now,
+                dns: Vec::new(),
+                ip_ranges: Vec::new(),
+            };
+            resource::save(txn, &caller.account_uuid, &l3)?;
+            Ok(L3Result::L3(l3))
+        }
+        L3Op::Update {
+            uuid,
+            name,
+            description,
+            dns_domain,
+            category,
+            system,
+        } => {
+            let (owner, mut l3) = resource::require_visible::<L3Network>(txn, caller, &uuid)?;
+            if let Some(n) = name {
+                validate::name("name", &n)?;
+                l3.name = n;
+            }
+            if let Some(d) = description {
+                validate::description(Some(&d))?;
+                l3.description = Some(d);
+            }
+            if let Some(d) = dns_domain {
+                validate::max_len("dnsDomain", &d, 255)?;
+                l3.dns_domain = Some(d);
+            }
+            if let Some(c) = category {
+                one_of("category", &c, CATEGORIES)?;
+                if c == "System" && l3.category != "System" {
+                    let n = resource::uuids_where::<L3Network>(
+                        txn,
+                        "l2NetworkUuid",
+                        &l3.l2_network_uuid,
+                    )?
+                    .len();
+                    if n > 1 {
+                        return Err(validate::op_failure(format!(
+                            "a system L3 network needs a dedicated L2, but L2 network[uuid:{}] has {n} L3 networks",
+                            l3.l2_network_uuid
+                        )));
+                    }
+                    l3.system = true;
+                }
+                l3.category = c;
+            }
+            if let Some(s) = system {
+                l3.system = s;
+            }
+            l3.last_op_date = now;
+            resource::save(txn, &owner, &l3)?;
+            Ok(L3Result::L3(l3))
+        }
+        L3Op::ChangeState { uuid, event } => {
+            let (owner, mut l3) = resource::require_visible::<L3Network>(txn, caller, &uuid)?;
+            l3.state = match event {
+                L3StateEvent::Enable => L3State::Enabled,
+                L3StateEvent::Disable => L3State::Disabled,
+            };
+            l3.last_op_date = now;
+            resource::save(txn, &owner, &l3)?;
+            Ok(L3Result::L3(l3))
+        }
+        L3Op::Delete { uuid } => {
+            if let Some((owner, _)) = resource::load::<L3Network>(txn, &uuid)? {
+                if !caller.can_see(&owner) {
+                    resource::require_visible::<L3Network>(txn, caller, &uuid)?;
+                }
+                delete_l3(txn, &uuid)?;
+            }
+            Ok(L3Result::Deleted)
+        }
+        L3Op::AddIpRange {
+            uuid,
+            l3_network_uuid,
+            name,
+            description,
+            spec,
+            ip_range_type,
+        } => {
+            validate::uuid("resourceUuid", &uuid)?;
+            validate::name("name", &name)?;
+            validate::description(description.as_deref())?;
+            if let Some(t) = ip_range_type.as_deref().filter(|t| *t != "Normal") {
+                return Err(validate::invalid_arg(format!(
+                    "ipRangeType[{t}] is not supported, only Normal ranges are"
+                )));
+            }
+            let (owner, mut l3) =
+                resource::require_visible::<L3Network>(txn, caller, &l3_network_uuid)?;
+            let range = build_range(uuid, &l3_network_uuid, name, description, &spec, now)?;
+            if let Some(first) = l3.ip_ranges.first() {
+                if first.network() != range.network()
+                    || first.prefix_len != range.prefix_len
+                    || first.gateway != range.gateway
+                {
+                    return Err(validate::invalid_arg(format!(
+                        "all ip ranges of L3 network[uuid:{l3_network_uuid}] must share one subnet and gateway: {}/{} via {} is already used",
+                        ip_str(first.network()),
+                        first.prefix_len,
+                        ip_str(first.gateway)
+                    )));
+                }
+            }
+            for (_, other) in
+                resource::find::<L3Network>(txn, "l2NetworkUuid", &l3.l2_network_uuid)?
+            {
+                for r in &other.ip_ranges {
+                    if range.start_ip <= r.end_ip && r.start_ip <= range.end_ip {
+                        return Err(validate::invalid_arg(format!(
+                            "ip range[{}, {}] overlaps ip range[uuid:{}, {}, {}] of L3 network[uuid:{}] on the same L2 network",
+                            ip_str(range.start_ip),
+                            ip_str(range.end_ip),
+                            r.uuid,
+                            ip_str(r.start_ip),
+                            ip_str(r.end_ip),
+                            other.uuid
+                        )));
+                    }
+                }
+            }
+            if resource::load::<IpRange>(txn, &range.uuid)?.is_some() {
+                return Err(validate::duplicate_uuid("IpRange", &range.uuid));
+            }
+            l3.ip_ranges.push(range.clone());
+            l3.last_op_date = now;
+            save_l3_with_range(txn, &owner, &l3, &range)?;
+            Ok(L3Result::IpRange(range))
+        }
+        L3Op::UpdateIpRange {
+            uuid,
+            name,
+            description,
+        } => {
+            let (owner, mut r) = resource::require_visible::<IpRange>(txn, caller, &uuid)?;
+            if let Some(n) = name {
+                validate::name("name", &n)?;
+                r.name = n;
+            }
+            if let Some(d) = description {
+                validate::description(Some(&d))?;
+                r.description = Some(d);
+            }
+            r.last_op_date = now;
+            let (l3_owner, mut l3) = resource::require::<L3Network>(txn, &r.l3_network_uuid)?;
+            for x in &mut l3.ip_ranges {
+                if x.uuid == r.uuid {
+                    *x = r.clone();
+                }
+            }
+            resource::save(txn, &owner, &r)?;
+            resource::save(txn, &l3_owner, &l3)?;
+            Ok(L3Result::IpRange(r))
+        }
+        L3Op::DeleteIpRange { uuid, enforcing } => {
+            let Some((owner, r)) = resource::load::<IpRange>(txn, &uuid)? else {
+                return Ok(L3Result::Deleted);
+            };
+            if !caller.can_see(&owner) {
+                resource::require_visible::<IpRange>(txn, caller, &uuid)?;
+            }
+            let in_range: Vec<UsedIp> = used_ips(txn, &r.l3_network_uuid)?
+                .into_iter()
+                .filter(|u| r.contains(u.ip))
+                .collect();
+            if !in_range.is_empty() && !enforcing {
+                return Err(validate::op_failure(format!(
+                    "ip range[uuid:{uuid}] has {} allocated address(es), e.g. {}; release them first or delete with deleteMode=Enforcing",
+                    in_range.len(),
+                    ip_str(in_range[0].ip)
+                )));
+            }
+            for u in in_range {
+                txn.delete(USED_IP_TABLE, &used_key(&r.l3_network_uuid, u.ip))?;
+            }
+            if let Some((l3_owner, mut l3)) = resource::load::<L3Network>(txn, &r.l3_network_uuid)?
+            {
+                l3.ip_ranges.retain(|x| x.uuid != uuid);
+                l3.last_op_date = now;
+                resource::save(txn, &l3_owner, &l3)?;
+            }
+            crate::tag::delete_for_resource(txn, &uuid)?;
+            resource::remove::<IpRange>(txn, &uuid)?;
+            Ok(L3Result::Deleted)
+        }
+        L3Op::AddDns {
+            l3_network_uuid,
+            dns,
+        } => {
+            let (owner, mut l3) =
+                resource::require_visible::<L3Network>(txn, caller, &l3_network_uuid)?;
+            if dns.parse::<IpAddr>().is_err() {
+                return Err(validate::invalid_arg(format!(
+                    "dns[{dns}] is not a valid IP address"
+                )));
+            }
+            if l3.dns.contains(&dns) {
+                return Err(validate::invalid_arg(format!(
+                    "there has been a DNS[{dns}] on L3 network[uuid:{l3_network_uuid}]"
+                )));
+            }
+            l3.dns.push(dns);
+            l3.last_op_date = now;
+            resource::save(txn, &owner, &l3)?;
+            Ok(L3Result::L3(l3))
+        }
+        L3Op::RemoveDns {
+            l3_network_uuid,
+            dns,
+        } => {
+            let (owner, mut l3) =
+                resource::require_visible::<L3Network>(txn, caller, &l3_network_uuid)?;
+            l3.dns.retain(|d| *d != dns);
+            l3.last_op_date = now;
+            resource::save(txn, &owner, &l3)?;
+            Ok(L3Result::L3(l3))
+        }
+        L3Op::AllocateIp {
+            l3_network_uuid,
+            used_ip_uuid,
+            required_ip,
+            used_for,
+            vm_nic_uuid,
+        } => {
+            validate::uuid("usedIpUuid", &used_ip_uuid)?;
+            let (_, l3) = resource::require::<L3Network>(txn, &l3_network_uuid)?;
+            let (range_idx, ip) = match required_ip {
+                Some(s) => {
+                    let ip = parse_ip("staticIp", &s)?;
+                    let idx = l3
+                        .ip_ranges
+                        .iter()
+                        .position(|r| r.contains(ip))
+                        .ok_or_else(|| {
+                            ip_alloc_error(format!(
+                                "IP[{s}] is not in any IP range of L3 network[uuid:{l3_network_uuid}]"
+                            ))
+                        })?;
+                    if txn
+                        .get(USED_IP_TABLE, &used_key(&l3_network_uuid, ip))?
+                        .is_some()
+                    {
+                        return Err(ip_alloc_error(format!(
+                            "IP[{s}] is already used in L3 network[uuid:{l3_network_uuid}]"
+                        )));
+                    }
+                    (idx, ip)
+                }
+                None => {
+                    let used: Vec<u32> = used_ips(txn, &l3_network_uuid)?
+                        .into_iter()
+                        .map(|u| u.ip)
+                        .collect();
+                    lowest_free(&l3.ip_ranges, &used).ok_or_else(|| {
+                        ip_alloc_error(format!(
+                            "no available IP in L3 network[uuid:{l3_network_uuid}]"
+                        ))
+                    })?
+                }
+            };
+            let r = &l3.ip_ranges[range_idx];
+            let used = UsedIp {
+                uuid: used_ip_uuid,
+                ip_range_uuid: r.uuid.clone(),
+                l3_network_uuid: l3_network_uuid.clone(),
+                ip,
+                prefix_len: r.prefix_len,
+                gateway: r.gateway,
+                used_for,
+                vm_nic_uuid,
+                create_date: now,
+            };
+            let raw = serde_json::to_vec(&used).map_err(|e| ApiError::Corrupt {
+                what: "used ip".into(),
+                detail: e.to_string(),
+            })?;
+            txn.put(USED_IP_TABLE, &used_key(&l3_network_uuid, ip), raw)?;
+            Ok(L3Result::UsedIp(used))
+        }
+        L3Op::ReleaseIp {
+            l3_network_uuid,
+            ip,
+        } => {
+            let ip = parse_ip("ip", &ip)?;
+            txn.delete(USED_IP_TABLE, &used_key(&l3_network_uuid, ip))?;
+            Ok(L3Result::Deleted)
+        }
+    }
+}
+
+/// Which L3-family query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L3Query {
+    /// `QueryL3Network`.
+    L3,
+    /// `QueryIpRange`.
+    IpRange,
+}
+
+/// Run an L3-family query.
+pub fn query(
+    txn: &impl StateTxn,
+    which: L3Query,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    match which {
+        L3Query::L3 => resource::query::<L3Network>(txn, q, |o| caller.can_see(o)),
+        L3Query::IpRange => resource::query::<IpRange>(txn, q, |o| caller.can_see(o)),
+    }
+}
+
+/// Request → command for the L3 calls (`None`: not one of them).
+pub fn plan(
+    call: &CallSpec,
+    b: &Body,
+    caller: &Caller,
+    new_uuid: &str,
+) -> Option<Result<Command, Refusal>> {
+    let uuid = || params::required(b, "uuid", call);
+    let op: Result<L3Op, Refusal> = match call.name.as_str() {
+        "CreateL3Network" => (|| {
+            Ok(L3Op::Create {
+                uuid: params::new_uuid(b, new_uuid),
+                l2_network_uuid: params::required(b, "l2NetworkUuid", call)?,
+                name: params::required(b, "name", call)?,
+                description: params::string(b, "description"),
+                l3_type: params::string(b, "type"),
+                category: params::string(b, "category"),
+                ip_version: params::string(b, "ipVersion").or_else(|| {
+                    b.get("ipVersion")
+                        .and_then(Value::as_i64)
+                        .map(|v| v.to_string())
+                }),
+                system: params::boolean(b, "system"),
+                dns_domain: params::string(b, "dnsDomain"),
+                enable_ipam: params::boolean(b, "enableIPAM"),
+            })
+        })(),
+        "UpdateL3Network" => uuid().map(|uuid| L3Op::Update {
+            uuid,
+            name: params::string(b, "name"),
+            description: params::string(b, "description"),
+            dns_domain: params::string(b, "dnsDomain"),
+            category: params::string(b, "category"),
+            system: params::boolean(b, "system"),
+        }),
+        "ChangeL3NetworkState" => (|| {
+            Ok(L3Op::ChangeState {
+                uuid: uuid()?,
+                event: params::state_event(
+                    b,
+                    call,
+                    &[
+                        ("enable", L3StateEvent::Enable),
+                        ("disable", L3StateEvent::Disable),
+                    ],
+                )?,
+            })
+        })(),
+        "DeleteL3Network" => uuid().map(|uuid| L3Op::Delete { uuid }),
+        "AddIpRange" => (|| {
+            Ok(L3Op::AddIpRange {
+                uuid: params::new_uuid(b, new_uuid),
+                l3_network_uuid: params::required(b, "l3NetworkUuid", call)?,
+                name: params::required(b, "name", call)?,
+                description: params::string(b, "description"),
+                spec: RangeSpec::Explicit {
+                    start_ip: params::required(b, "startIp", call)?,
+                    end_ip: params::required(b, "endIp", call)?,
+                    netmask: params::required(b, "netmask", call)?,
+                    gateway: params::string(b, "gateway"),
+                },
+                ip_range_type: params::string(b, "ipRangeType"),
+            })
+        })(),
+        "AddIpRangeByNetworkCidr" => (|| {
+            Ok(L3Op::AddIpRange {
+                uuid: params::new_uuid(b, new_uuid),
+                l3_network_uuid: params::required(b, "l3NetworkUuid", call)?,
+                name: params::required(b, "name", call)?,
+                description: params::string(b, "description"),
+                spec: RangeSpec::Cidr {
+                    cidr: params::required(b, "networkCidr", call)?,
+                    gateway: params::string(b, "gateway"),
+                },
+                ip_range_type: params::string(b, "ipRangeType"),
+            })
+        })(),
+        "UpdateIpRange" => uuid().map(|uuid| L3Op::UpdateIpRange {
+            uuid,
+            name: params::string(b, "name"),
+            description: params::string(b, "description"),
+        }),
+        "DeleteIpRange" => uuid().map(|uuid| L3Op::DeleteIpRange {
+            uuid,
+            enforcing: params::enforcing(b),
+        }),
+        "AddDnsToL3Network" => (|| {
+            Ok(L3Op::AddDns {
+                l3_network_uuid: params::required(b, "l3NetworkUuid", call)?,
+                dns: params::required(b, "dns", call)?,
+            })
+        })(),
+        "RemoveDnsFromL3Network" => (|| {
+            Ok(L3Op::RemoveDns {
+                l3_network_uuid: params::required(b, "l3NetworkUuid", call)?,
+                dns: params::required(b, "dns", call)?,
+            })
+        })(),
+        _ => return None,
+    };
+    Some(op.map(|op| Command::L3 {
+        caller: caller.clone(),
+        op: Box::new(op),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::make_zone;
+    use crate::cluster::tests::normal;
+    use crate::cluster::tests::u;
+    use crate::l2::tests::make_novlan;
+    use crate::testing::ctx;
+    use crate::testing::MemTxn;
+
+    fn run(t: &mut MemTxn, op: L3Op) -> Result<L3Result, ApiError> {
+        apply(t, &ctx(30), &Caller::admin(), op)
+    }
+
+    fn code(r: Result<L3Result, ApiError>) -> &'static str {
+        r.unwrap_err().code()
+    }
+
+    fn create_op(n: u32, l2: &str, category: Option<&str>) -> L3Op {
+        L3Op::Create {
+            uuid: u(n),
+            l2_network_uuid: l2.into(),
+            name: format!("l3-{n}"),
+            description: None,
+            l3_type: None,
+            category: category.map(str::to_string),
+            ip_version: None,
+            system: None,
+            dns_domain: None,
+            enable_ipam: None,
+        }
+    }
+
+    fn range_op(n: u32, l3: &str, s: &str, e: &str, mask: &str, gw: Option<&str>) -> L3Op {
+        L3Op::AddIpRange {
+            uuid: u(n),
+            l3_network_uuid: l3.into(),
+            name: format!("r-{n}"),
+            description: None,
+            spec: RangeSpec::Explicit {
+                start_ip: s.into(),
+                end_ip: e.into(),
+                netmask: mask.into(),
+                gateway: gw.map(str::to_string),
+            },
+            ip_range_type: None,
+        }
+    }
+
+    fn cidr_op(n: u32, l3: &str, cidr: &str, gw: Option<&str>) -> L3Op {
+        L3Op::AddIpRange {
+            uuid: u(n),
+            l3_network_uuid: l3.into(),
+            name: format!("r-{n}"),
+            description: None,
+            spec: RangeSpec::Cidr {
+                cidr: cidr.into(),
+                gateway: gw.map(str::to_string),
+            },
+            ip_range_type: None,
+        }
+    }
+
+    fn alloc(t: &mut MemTxn, l3: &str, n: u32, ip: Option<&str>) -> Result<L3Result, ApiError> {
+        run(
+            t,
+            L3Op::AllocateIp {
+                l3_network_uuid: l3.into(),
+                used_ip_uuid: u(n),
+                required_ip: ip.map(str::to_string),
+                used_for: "VmNic".into(),
+                vm_nic_uuid: None,
+            },
+        )
+    }
+
+    fn setup() -> (MemTxn, String, String) {
+        let mut t = MemTxn::default();
+        let z = make_zone(&mut t, 1);
+        let l2 = make_novlan(&mut t, 60, &z, "eth0");
+        run(&mut t, create_op(100, &l2, None)).unwrap();
+        (t, l2, u(100))
+    }
+
+    #[test]
+    fn manual_range_examples_are_accepted() {
+        for (s, e, m, g) in [
+            ("172.20.12.2", "172.20.12.255", "255.255.0.0", "172.20.0.1"),
+            ("10.108.10.0", "10.108.11.255", "255.0.0.0", "10.0.0.1"),
+            (
+                "180.169.211.117",
+                "180.169.211.118",
+                "255.255.255.240",
+                "180.169.211.113",
+            ),
+            (
+                "192.168.210.10",
+                "192.168.210.20",
+                "255.255.240.0",
+                "192.168.208.1",
+            ),
+        ] {
+            let (mut t, _, l3) = setup();
+            run(&mut t, range_op(110, &l3, s, e, m, Some(g))).unwrap();
+        }
+        for (cidr, start, end, gw) in [
+            (
+                "192.168.1.0/24",
+                "192.168.1.2",
+                "192.168.1.254",
+                "192.168.1.1",
+            ),
+            ("172.31.0.0/18", "172.31.0.2", "172.31.63.254", "172.31.0.1"),
+            (
+                "192.168.1.1/24",
+                "192.168.1.2",
+                "192.168.1.254",
+                "192.168.1.1",
+            ),
+            ("172.18.0.10/24", "172.18.0.2", "172.18.0.254", "172.18.0.1"),
+        ] {
+            let (mut t, _, l3) = setup();
+            let L3Result::IpRange(r) = run(&mut t, cidr_op(110, &l3, cidr, None)).unwrap() else {
+                panic!()
+            };
+            let inv = r.inventory();
+            assert_eq!(
+                (
+                    inv["startIp"].as_str(),
+                    inv["endIp"].as_str(),
+                    inv["gateway"].as_str()
+                ),
+                (Some(start), Some(end), Some(gw)),
+                "{cidr}"
+            );
+        }
+    }
+
+    #[test]
+    fn l3_shape_dns_ranges_and_ipam() {
+        let (mut t, l2, l3) = setup();
+        let L3Result::IpRange(r) = run(
+            &mut t,
+            range_op(
+                110,
+                &l3,
+                "192.168.0.10",
+                "192.168.0.12",
+                "255.255.255.0",
+                Some("192.168.0.1"),
+            ),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            serde_json::to_string(&r.inventory()).unwrap(),
+            format!(
+                r#"{{"uuid":"{}","l3NetworkUuid":"{l3}","name":"r-110","startIp":"192.168.0.10","endIp":"192.168.0.12","netmask":"255.255.255.0","gateway":"192.168.0.1","networkCidr":"192.168.0.0/24","ipVersion":4,"prefixLen":24,"ipRangeType":"Normal","createDate":"{d}","lastOpDate":"{d}"}}"#,
+                u(110),
+                d = java_date(30_000)
+            )
+        );
+        run(
+            &mut t,
+            L3Op::AddDns {
+                l3_network_uuid: l3.clone(),
+                dns: "8.8.8.8".into(),
+            },
+        )
+        .unwrap();
+        let L3Result::L3(net) = run(
+            &mut t,
+            L3Op::AddDns {
+                l3_network_uuid: l3.clone(),
+                dns: "114.114.114.114".into(),
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let inv = net.inventory();
+        let keys: Vec<&str> = inv
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "uuid",
+                "name",
+                "type",
+                "zoneUuid",
+                "l2NetworkUuid",
+                "state",
+                "system",
+                "category",
+                "ipVersion",
+                "enableIPAM",
+                "isolated",
+                "createDate",
+                "lastOpDate",
+                "dns",
+                "ipRanges",
+                "networkServices",
+                "hostRoute",
+                "reservedIpRanges"
+            ]
+        );
+        assert_eq!(inv["dns"], json!(["8.8.8.8", "114.114.114.114"]));
+        assert_eq!(inv["ipRanges"][0]["startIp"], "192.168.0.10");
+        assert_eq!(inv["l2NetworkUuid"], json!(l2));
+        let L3Result::L3(net) = run(
+            &mut t,
+            L3Op::RemoveDns {
+                l3_network_uuid: l3.clone(),
+                dns: "8.8.8.8".into(),
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(net.dns, vec!["114.114.114.114"]);
+        // IPAM: static, lowest free, exhaustion, release.
+        let L3Result::UsedIp(s) = alloc(&mut t, &l3, 200, Some("192.168.0.11")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.inventory()["ipInLong"], 3_232_235_531u32);
+        let mut got = vec![];
+        for n in 201..203 {
+            let L3Result::UsedIp(x) = alloc(&mut t, &l3, n, None).unwrap() else {
+                panic!()
+            };
+            got.push(ip_str(x.ip));
+        }
+        assert_eq!(got, ["192.168.0.10", "192.168.0.12"]);
+        let before = t.tables.clone();
+        assert_eq!(code(alloc(&mut t, &l3, 203, None)), "L3.1000", "exhausted");
+        assert_eq!(
+            code(alloc(&mut t, &l3, 203, Some("192.168.0.11"))),
+            "L3.1000",
+            "used"
+        );
+        assert_eq!(
+            code(alloc(&mut t, &l3, 203, Some("192.168.0.99"))),
+            "L3.1000",
+            "not in range"
+        );
+        assert_eq!(t.tables, before);
+        run(
+            &mut t,
+            L3Op::ReleaseIp {
+                l3_network_uuid: l3.clone(),
+                ip: "192.168.0.11".into(),
+            },
+        )
+        .unwrap();
+        let L3Result::UsedIp(x) = alloc(&mut t, &l3, 203, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(ip_str(x.ip), "192.168.0.11");
+        // Permissive delete of a range in use is refused; Enforcing releases.
+        let before = t.tables.clone();
+        assert_eq!(
+            code(run(
+                &mut t,
+                L3Op::DeleteIpRange {
+                    uuid: u(110),
+                    enforcing: false
+                }
+            )),
+            "SYS.1006"
+        );
+        assert_eq!(t.tables, before);
+        run(
+            &mut t,
+            L3Op::DeleteIpRange {
+                uuid: u(110),
+                enforcing: true,
+            },
+        )
+        .unwrap();
+        assert!(used_ips(&t, &l3).unwrap().is_empty());
+        assert!(resource::list::<IpRange>(&t).unwrap().is_empty());
+        assert!(resource::require::<L3Network>(&t, &l3)
+            .unwrap()
+            .1
+            .ip_ranges
+            .is_empty());
+    }
+
+    #[test]
+    fn lowest_free_skips_used_addresses() {
+        let r = |s: u32, e: u32| IpRange {
+            uuid: String::new(),
+            l3_network_uuid: String::new(),
+            name: String::new(),
+            description: None,
+            start_ip: s,
+            end_ip: e,
+            prefix_len: 24,
+            gateway: 1,
+            create_date: 0,
+            last_op_date: 0,
+        };
+        let ranges = [r(20, 22), r(10, 12)];
+        assert_eq!(lowest_free(&ranges, &[]), Some((1, 10)));
+        assert_eq!(lowest_free(&ranges, &[10, 11]), Some((1, 12)));
+        assert_eq!(lowest_free(&ranges, &[10, 11, 12, 20]), Some((0, 21)));
+        assert_eq!(lowest_free(&ranges, &[10, 11, 12, 20, 21, 22]), None);
+        assert_eq!(lowest_free(&[r(5, u32::MAX)], &[5]), Some((0, 6)));
+    }
+
+    #[test]
+    fn update_state_delete_and_l2_cascade() {
+        let (mut t, l2, l3) = setup();
+        run(&mut t, cidr_op(110, &l3, "10.0.0.0/24", None)).unwrap();
+        alloc(&mut t, &l3, 200, None).unwrap();
+        let L3Result::L3(n) = run(
+            &mut t,
+            L3Op::Update {
+                uuid: l3.clone(),
+                name: Some("pub".into()),
+                description: Some("d".into()),
+                dns_domain: Some("zstack.org".into()),
+                category: Some("Public".into()),
+                system: None,
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((n.category.as_str(), n.name.as_str()), ("Public", "pub"));
+        let L3Result::L3(n) = run(
+            &mut t,
+            L3Op::ChangeState {
+                uuid: l3.clone(),
+                event: L3StateEvent::Disable,
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(n.state, L3State::Disabled);
+        let L3Result::IpRange(r) = run(
+            &mut t,
+            L3Op::UpdateIpRange {
+                uuid: u(110),
+                name: Some("renamed".into()),
+                description: None,
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.name, "renamed");
+        assert_eq!(
+            resource::require::<L3Network>(&t, &l3).unwrap().1.ip_ranges[0].name,
+            "renamed"
+        );
+        run(&mut t, create_op(101, &l2, None)).unwrap();
+        run(&mut t, L3Op::Delete { uuid: u(101) }).unwrap();
+        assert!(resource::load::<L3Network>(&t, &u(101)).unwrap().is_none());
+        crate::l2::apply(
+            &mut t,
+            &ctx(31),
+            &Caller::admin(),
+            crate::l2::L2Op::Delete { uuid: l2 },
+        )
+        .unwrap();
+        assert!(resource::list::<L3Network>(&t).unwrap().is_empty());
+        assert!(resource::list::<IpRange>(&t).unwrap().is_empty());
+        assert!(t.scan_prefix(USED_IP_TABLE, b"", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refusals_leave_state_unchanged() {
+        let (mut t, l2, l3) = setup();
+        run(
+            &mut t,
+            range_op(
+                110,
+                &l3,
+                "10.0.0.10",
+                "10.0.0.20",
+                "255.255.255.0",
+                Some("10.0.0.1"),
+            ),
+        )
+        .unwrap();
+        run(&mut t, create_op(101, &l2, None)).unwrap();
+        let before = t.tables.clone();
+        let bad_ranges = [
+            ("10.0.0.30", "10.0.0.25", "255.255.255.0", Some("10.0.0.1")), // start > end
+            ("10.0.0.30", "10.0.0.40", "255.255.255.0", None),             // no gateway
+            ("10.0.0.30", "10.0.0.40", "255.0.255.0", Some("10.0.0.1")),   // bad mask
+            ("10.0.0.30", "10.0.0.40", "0.0.0.0", Some("10.0.0.1")),       // zero mask
+            ("10.0.0.30", "10.0.0.40", "255.255.255.0", Some("10.0.0.35")), // gateway inside
+            ("10.0.0.30", "10.0.0.40", "255.255.255.0", Some("10.0.1.1")), // gateway outside subnet
+            ("10.0.0.0", "10.0.0.40", "255.255.255.0", Some("10.0.0.1")),  // network address
+            ("10.0.0.30", "10.0.0.255", "255.255.255.0", Some("10.0.0.1")), // broadcast
+            ("10.0.0.30", "10.0.1.40", "255.255.255.0", Some("10.0.0.1")), // end in another subnet
+            (
+                "224.0.0.10",
+                "224.0.0.20",
+                "255.255.255.0",
+                Some("224.0.0.1"),
+            ), // multicast
+            (
+                "169.254.1.10",
+                "169.254.1.20",
+                "255.255.255.0",
+                Some("169.254.1.1"),
+            ), // link-local
+            ("10.0.0.x", "10.0.0.20", "255.255.255.0", Some("10.0.0.1")),  // not an address
+        ];
+        for (s, e, m, g) in bad_ranges {
+            assert_eq!(
+                code(run(&mut t, range_op(111, &l3, s, e, m, g))),
+                "SYS.1007",
+                "{s}-{e}/{m} gw {g:?}"
+            );
+        }
+        // Same L3: another subnet or gateway; other L3 on the same L2: overlap.
+        assert_eq!(
+            code(run(
+                &mut t,
+                range_op(
+                    111,
+                    &l3,
+                    "10.0.1.10",
+                    "10.0.1.20",
+                    "255.255.255.0",
+                    Some("10.0.1.1")
+                )
+            )),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                range_op(
+                    111,
+                    &l3,
+                    "10.0.0.30",
+                    "10.0.0.40",
+                    "255.255.255.0",
+                    Some("10.0.0.2")
+                )
+            )),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                range_op(
+                    111,
+                    &u(101),
+                    "10.0.0.15",
+                    "10.0.0.40",
+                    "255.255.255.0",
+                    Some("10.0.0.1")
+                )
+            )),
+            "SYS.1007",
+            "overlap on the L2"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                range_op(
+                    110,
+                    &l3,
+                    "10.0.0.30",
+                    "10.0.0.40",
+                    "255.255.255.0",
+                    Some("10.0.0.1")
+                )
+            )),
+            "SYS.1007",
+            "dup"
+        );
+        assert_eq!(
+            code(run(&mut t, cidr_op(111, &u(101), "10.9.0.0/31", None))),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                cidr_op(111, &u(101), "10.9.0.0/24", Some("10.9.0.7"))
+            )),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(run(&mut t, cidr_op(111, &u(101), "10.9.0.0/33", None))),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                range_op(
+                    111,
+                    &u(99),
+                    "10.9.0.2",
+                    "10.9.0.3",
+                    "255.255.255.0",
+                    Some("10.9.0.1")
+                )
+            )),
+            "SYS.1003"
+        );
+        // Create.
+        assert_eq!(code(run(&mut t, create_op(102, &u(99), None))), "SYS.1003");
+        assert_eq!(
+            code(run(&mut t, create_op(102, &l2, Some("Weird")))),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(run(&mut t, create_op(102, &l2, Some("System")))),
+            "SYS.1006",
+            "shared L2"
+        );
+        let mut v6 = create_op(102, &l2, None);
+        if let L3Op::Create { ip_version, .. } = &mut v6 {
+            *ip_version = Some("6".into());
+        }
+        assert_eq!(code(run(&mut t, v6)), "SYS.1007");
+        assert_eq!(
+            code(run(&mut t, create_op(100, &l2, None))),
+            "SYS.1007",
+            "dup"
+        );
+        // DNS.
+        let dns = |d: &str| L3Op::AddDns {
+            l3_network_uuid: l3.clone(),
+            dns: d.into(),
+        };
+        assert_eq!(code(run(&mut t, dns("not-an-ip"))), "SYS.1007");
+        assert_eq!(
+            code(run(
+                &mut t,
+                L3Op::RemoveDns {
+                    l3_network_uuid: u(99),
+                    dns: "1.1.1.1".into()
+                }
+            )),
+            "SYS.1003"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                L3Op::Update {
+                    uuid: l3.clone(),
+                    name: None,
+                    description: None,
+                    dns_domain: None,
+                    category: Some("System".into()),
+                    system: None
+                }
+            )),
+            "SYS.1006"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                L3Op::ChangeState {
+                    uuid: u(99),
+                    event: L3StateEvent::Enable
+                }
+            )),
+            "SYS.1003"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                L3Op::UpdateIpRange {
+                    uuid: u(99),
+                    name: None,
+                    description: None
+                }
+            )),
+            "SYS.1003"
+        );
+        // Normal accounts cannot touch the admin's L3 or build on its L2.
+        for op in [
+            create_op(103, &l2, None),
+            L3Op::Delete { uuid: l3.clone() },
+            dns("1.1.1.1"),
+            L3Op::DeleteIpRange {
+                uuid: u(110),
+                enforcing: true,
+            },
+            range_op(
+                112,
+                &l3,
+                "10.0.0.30",
+                "10.0.0.40",
+                "255.255.255.0",
+                Some("10.0.0.1"),
+            ),
+        ] {
+            assert_eq!(code(apply(&mut t, &ctx(31), &normal(), op)), "ID.1002");
+        }
+        assert_eq!(t.tables, before);
+        run(&mut t, dns("1.1.1.1")).unwrap();
+        let before = t.tables.clone();
+        assert_eq!(
+            code(run(&mut t, dns("1.1.1.1"))),
+            "SYS.1007",
+            "duplicate dns"
+        );
+        assert_eq!(t.tables, before);
+    }
+
+    #[test]
+    fn system_l3_needs_dedicated_l2() {
+        let mut t = MemTxn::default();
+        let z = make_zone(&mut t, 1);
+        let l2 = make_novlan(&mut t, 60, &z, "eth0");
+        run(&mut t, create_op(100, &l2, Some("System"))).unwrap();
+        assert!(
+            resource::require::<L3Network>(&t, &u(100))
+                .unwrap()
+                .1
+                .system
+        );
+        assert_eq!(code(run(&mut t, create_op(101, &l2, None))), "SYS.1006");
+    }
+}

@@ -1,0 +1,789 @@
+//! Instance offerings and disk offerings (spec 02 §2.6, §2.7, §3.6): templates for VMs and
+//! volumes. `Enabled ⇄ Disabled`, then delete (immediate: no recycle bin; deleting one in use
+//! is allowed because VMs and volumes keep their own copy of the figures).
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+use serde_json::Value;
+
+use crate::catalogue::CallSpec;
+use crate::params;
+use crate::params::Body;
+use crate::resource;
+use crate::resource::Resource;
+use crate::validate;
+use crate::wire::date::java_date;
+use crate::wire::errors::Refusal;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::Command;
+use crate::StateTxn;
+
+/// The instance-offering table.
+pub const INSTANCE_TABLE: &str = "instance_offering";
+/// The disk-offering table.
+pub const DISK_TABLE: &str = "disk_offering";
+/// Most vCPUs an offering may ask for.
+pub const MAX_CPU: i64 = 1024;
+/// Host allocator strategies (spec 02 §2.6 and [U] names); the first is the default.
+pub const ALLOCATOR_STRATEGIES: &[&str] = &[
+    "LeastVmPreferredHostAllocatorStrategy",
+    "MinimumCPUUsageHostAllocatorStrategy",
+    "MinimumMemoryUsageHostAllocatorStrategy",
+    "MaxInstancePerHostHostAllocatorStrategy",
+    "DefaultHostAllocatorStrategy",
+    "LastHostPreferredAllocatorStrategy",
+];
+/// Primary-storage allocation strategies a disk offering may name ([U]).
+pub const DISK_ALLOCATOR_STRATEGIES: &[&str] = &[
+    "DefaultPrimaryStorageAllocationStrategy",
+    "LeastVolumePreferredPrimaryStorageAllocationStrategy",
+    "LocalPrimaryStorageStrategy",
+];
+
+/// `Enabled` or `Disabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OfferingState {
+    /// Selectable for new VMs/volumes.
+    Enabled,
+    /// Not selectable; existing users unaffected.
+    Disabled,
+}
+
+/// An instance offering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceOffering {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// vCPUs.
+    pub cpu_num: u32,
+    /// Bytes.
+    pub memory_size: u64,
+    /// Bytes.
+    pub reserved_memory_size: u64,
+    /// Host allocator strategy.
+    pub allocator_strategy: String,
+    /// UI ordering.
+    pub sort_key: i64,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+    /// Enabled or Disabled.
+    pub state: OfferingState,
+}
+
+impl Resource for InstanceOffering {
+    const KIND: &'static str = "InstanceOffering";
+    const TABLE: &'static str = INSTANCE_TABLE;
+    const FIELDS: &'static [&'static str] = &[
+        "uuid",
+        "name",
+        "description",
+        "cpuNum",
+        "cpuSpeed",
+        "memorySize",
+        "reservedMemorySize",
+        "type",
+        "allocatorStrategy",
+        "sortKey",
+        "createDate",
+        "lastOpDate",
+        "state",
+    ];
+    const INDEXED: &'static [&'static str] = &["name", "state"];
+
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        let mut v = json!({"uuid": self.uuid, "name": self.name});
+        let m = v.as_object_mut().expect("json! object");
+        if let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        m.insert("cpuNum".into(), json!(self.cpu_num));
+        m.insert("cpuSpeed".into(), json!(0));
+        m.insert("memorySize".into(), json!(self.memory_size));
+        m.insert(
+            "reservedMemorySize".into(),
+            json!(self.reserved_memory_size),
+        );
+        m.insert("type".into(), json!("UserVm"));
+        m.insert("allocatorStrategy".into(), json!(self.allocator_strategy));
+        m.insert("sortKey".into(), json!(self.sort_key));
+        m.insert("createDate".into(), json!(java_date(self.create_date)));
+        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
+        m.insert("state".into(), json!(self.state));
+        v
+    }
+}
+
+/// A disk offering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskOffering {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Bytes.
+    pub disk_size: u64,
+    /// UI ordering.
+    pub sort_key: i64,
+    /// Enabled or Disabled.
+    pub state: OfferingState,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+    /// Primary-storage allocation strategy, when set.
+    pub allocator_strategy: Option<String>,
+}
+
+impl Resource for DiskOffering {
+    const KIND: &'static str = "DiskOffering";
+    const TABLE: &'static str = DISK_TABLE;
+    const FIELDS: &'static [&'static str] = &[
+        "uuid",
+        "name",
+        "description",
+        "diskSize",
+        "sortKey",
+        "state",
+        "type",
+        "createDate",
+        "lastOpDate",
+        "allocatorStrategy",
+    ];
+    const INDEXED: &'static [&'static str] = &["name", "state"];
+
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        let mut v = json!({"uuid": self.uuid, "name": self.name});
+        let m = v.as_object_mut().expect("json! object");
+        if let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        m.insert("diskSize".into(), json!(self.disk_size));
+        m.insert("sortKey".into(), json!(self.sort_key));
+        m.insert("state".into(), json!(self.state));
+        m.insert("type".into(), json!("zstack"));
+        m.insert("createDate".into(), json!(java_date(self.create_date)));
+        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
+        if let Some(a) = &self.allocator_strategy {
+            m.insert("allocatorStrategy".into(), json!(a));
+        }
+        v
+    }
+}
+
+/// State events of the `Change*OfferingState` calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OfferingStateEvent {
+    /// → Enabled.
+    Enable,
+    /// → Disabled.
+    Disable,
+}
+
+/// Offering commands (both kinds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OfferingOp {
+    /// `CreateInstanceOffering`.
+    CreateInstance {
+        /// New uuid.
+        uuid: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// vCPUs, 1..=1024.
+        cpu_num: i64,
+        /// Bytes, > 0.
+        memory_size: i64,
+        /// Bytes, 0..=memory.
+        reserved_memory_size: Option<i64>,
+        /// Host allocator strategy (default LeastVmPreferred).
+        allocator_strategy: Option<String>,
+        /// UI ordering.
+        sort_key: Option<i64>,
+        /// Must be `UserVm` when given.
+        offering_type: Option<String>,
+    },
+    /// `UpdateInstanceOffering`.
+    UpdateInstance {
+        /// Offering.
+        uuid: String,
+        /// New name.
+        name: Option<String>,
+        /// New description.
+        description: Option<String>,
+        /// New strategy.
+        allocator_strategy: Option<String>,
+    },
+    /// `CreateDiskOffering`.
+    CreateDisk {
+        /// New uuid.
+        uuid: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// Bytes, > 0.
+        disk_size: i64,
+        /// UI ordering.
+        sort_key: Option<i64>,
+        /// PS allocation strategy.
+        allocation_strategy: Option<String>,
+    },
+    /// `UpdateDiskOffering`.
+    UpdateDisk {
+        /// Offering.
+        uuid: String,
+        /// New name.
+        name: Option<String>,
+        /// New description.
+        description: Option<String>,
+    },
+    /// `ChangeInstanceOfferingState` (`disk == false`) / `ChangeDiskOfferingState`.
+    ChangeState {
+        /// Disk offering (true) or instance offering.
+        disk: bool,
+        /// Offering.
+        uuid: String,
+        /// Event.
+        event: OfferingStateEvent,
+    },
+    /// `DeleteInstanceOffering` / `DeleteDiskOffering`.
+    Delete {
+        /// Disk offering (true) or instance offering.
+        disk: bool,
+        /// Offering.
+        uuid: String,
+    },
+}
+
+/// Answer of an offering command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OfferingResult {
+    /// An instance offering after the change.
+    Instance(InstanceOffering),
+    /// A disk offering after the change.
+    Disk(DiskOffering),
+    /// Deleted (or already absent).
+    Deleted,
+}
+
+impl OfferingResult {
+    /// The `inventory` of the reply, if any.
+    pub fn inventory(&self) -> Option<Value> {
+        match self {
+            OfferingResult::Instance(o) => Some(o.inventory()),
+            OfferingResult::Disk(o) => Some(o.inventory()),
+            OfferingResult::Deleted => None,
+        }
+    }
+}
+
+fn strategy(s: &str) -> Result<(), ApiError> {
+    if ALLOCATOR_STRATEGIES.contains(&s) {
+        Ok(())
+    } else {
+        Err(validate::invalid_arg(format!(
+            "unsupported allocatorStrategy[{s}], valid values are {ALLOCATOR_STRATEGIES:?}"
+        )))
+    }
+}
+
+fn state_of(event: OfferingStateEvent) -> OfferingState {
+    match event {
+        OfferingStateEvent::Enable => OfferingState::Enabled,
+        OfferingStateEvent::Disable => OfferingState::Disabled,
+    }
+}
+
+pub(crate) fn apply(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    op: OfferingOp,
+) -> Result<OfferingResult, ApiError> {
+    // Offerings are created by the admin and shared with normal accounts (spec 05).
+    caller.require_admin("offering")?;
+    let now = ctx.proposed_at_ms;
+    match op {
+        OfferingOp::CreateInstance {
+            uuid,
+            name,
+            description,
+            cpu_num,
+            memory_size,
+            reserved_memory_size,
+            allocator_strategy,
+            sort_key,
+            offering_type,
+        } => {
+            validate::uuid("resourceUuid", &uuid)?;
+            validate::name("name", &name)?;
+            validate::description(description.as_deref())?;
+            if !(1..=MAX_CPU).contains(&cpu_num) {
+                return Err(validate::invalid_arg(format!(
+                    "field[cpuNum] must be in range of [1, {MAX_CPU}], got {cpu_num}"
+                )));
+            }
+            if memory_size <= 0 {
+                return Err(validate::invalid_arg(format!(
+                    "field[memorySize] must be a positive number of bytes, got {memory_size}"
+                )));
+            }
+            let reserved = reserved_memory_size.unwrap_or(0);
+            if !(0..=memory_size).contains(&reserved) {
+                return Err(validate::invalid_arg(format!(
+                    "field[reservedMemorySize] must be in range of [0, memorySize], got {reserved}"
+                )));
+            }
+            let allocator_strategy =
+                allocator_strategy.unwrap_or_else(|| ALLOCATOR_STRATEGIES[0].to_string());
+            strategy(&allocator_strategy)?;
+            if let Some(t) = offering_type.as_deref().filter(|t| *t != "UserVm") {
+                return Err(validate::invalid_arg(format!(
+                    "unsupported instance offering type[{t}], only 'UserVm' is supported"
+                )));
+            }
+            if resource::load::<InstanceOffering>(txn, &uuid)?.is_some() {
+                return Err(validate::duplicate_uuid("InstanceOffering", &uuid));
+            }
+            let o = InstanceOffering {
+                uuid,
+                name,
+                description,
+                cpu_num: cpu_num as u32,
+                memory_size: memory_size as u64,
+                reserved_memory_size: reserved as u64,
+                allocator_strategy,
+                sort_key: sort_key.unwrap_or(0),
+                create_date: now,
+                last_op_date: now,
+                state: OfferingState::Enabled,
+            };
+            resource::save(txn, &caller.account_uuid, &o)?;
+            Ok(OfferingResult::Instance(o))
+        }
+        OfferingOp::UpdateInstance {
+            uuid,
+            name,
+            description,
+            allocator_strategy,
+        } => {
+            let (owner, mut o) = resource::require::<InstanceOffering>(txn, &uuid)?;
+            if let Some(n) = name {
+                validate::name("name", &n)?;
+                o.name = n;
+            }
+            if let Some(d) = description {
+                validate::description(Some(&d))?;
+                o.description = Some(d);
+            }
+            if let Some(s) = allocator_strategy {
+                strategy(&s)?;
+                o.allocator_strategy = s;
+            }
+            o.last_op_date = now;
+            resource::save(txn, &owner, &o)?;
+            Ok(OfferingResult::Instance(o))
+        }
+        OfferingOp::CreateDisk {
+            uuid,
+            name,
+            description,
+            disk_size,
+            sort_key,
+            allocation_strategy,
+        } => {
+            validate::uuid("resourceUuid", &uuid)?;
+            validate::name("name", &name)?;
+            validate::description(description.as_deref())?;
+            if disk_size <= 0 {
+                return Err(validate::invalid_arg(format!(
+                    "field[diskSize] must be a positive number of bytes, got {disk_size}"
+                )));
+            }
+            if let Some(s) = allocation_strategy
+                .as_deref()
+                .filter(|s| !DISK_ALLOCATOR_STRATEGIES.contains(s))
+            {
+                return Err(validate::invalid_arg(format!(
+                    "unsupported allocationStrategy[{s}], valid values are {DISK_ALLOCATOR_STRATEGIES:?}"
+                )));
+            }
+            if resource::load::<DiskOffering>(txn, &uuid)?.is_some() {
+                return Err(validate::duplicate_uuid("DiskOffering", &uuid));
+            }
+            let o = DiskOffering {
+                uuid,
+                name,
+                description,
+                disk_size: disk_size as u64,
+                sort_key: sort_key.unwrap_or(0),
+                state: OfferingState::Enabled,
+                create_date: now,
+                last_op_date: now,
+                allocator_strategy: allocation_strategy,
+            };
+            resource::save(txn, &caller.account_uuid, &o)?;
+            Ok(OfferingResult::Disk(o))
+        }
+        OfferingOp::UpdateDisk {
+            uuid,
+            name,
+            description,
+        } => {
+            let (owner, mut o) = resource::require::<DiskOffering>(txn, &uuid)?;
+            if let Some(n) = name {
+                validate::name("name", &n)?;
+                o.name = n;
+            }
+            if let Some(d) = description {
+                validate::description(Some(&d))?;
+                o.description = Some(d);
+            }
+            o.last_op_date = now;
+            resource::save(txn, &owner, &o)?;
+            Ok(OfferingResult::Disk(o))
+        }
+        OfferingOp::ChangeState { disk, uuid, event } => {
+            if disk {
+                let (owner, mut o) = resource::require::<DiskOffering>(txn, &uuid)?;
+                o.state = state_of(event);
+                o.last_op_date = now;
+                resource::save(txn, &owner, &o)?;
+                Ok(OfferingResult::Disk(o))
+            } else {
+                let (owner, mut o) = resource::require::<InstanceOffering>(txn, &uuid)?;
+                o.state = state_of(event);
+                o.last_op_date = now;
+                resource::save(txn, &owner, &o)?;
+                Ok(OfferingResult::Instance(o))
+            }
+        }
+        OfferingOp::Delete { disk, uuid } => {
+            let existed = if disk {
+                resource::remove::<DiskOffering>(txn, &uuid)?.is_some()
+            } else {
+                resource::remove::<InstanceOffering>(txn, &uuid)?.is_some()
+            };
+            if existed {
+                crate::tag::delete_for_resource(txn, &uuid)?;
+            }
+            Ok(OfferingResult::Deleted)
+        }
+    }
+}
+
+/// Request → command for the offering calls (`None`: not one of them).
+pub fn plan(
+    call: &CallSpec,
+    b: &Body,
+    caller: &Caller,
+    new_uuid: &str,
+) -> Option<Result<Command, Refusal>> {
+    let events = [
+        ("enable", OfferingStateEvent::Enable),
+        ("disable", OfferingStateEvent::Disable),
+    ];
+    let uuid = || params::required(b, "uuid", call);
+    let op: Result<OfferingOp, Refusal> = match call.name.as_str() {
+        "CreateInstanceOffering" => (|| {
+            Ok(OfferingOp::CreateInstance {
+                uuid: params::new_uuid(b, new_uuid),
+                name: params::required(b, "name", call)?,
+                description: params::string(b, "description"),
+                cpu_num: params::required_int(b, "cpuNum", call)?,
+                memory_size: params::required_int(b, "memorySize", call)?,
+                reserved_memory_size: params::int(b, "reservedMemorySize", call)?,
+                allocator_strategy: params::string(b, "allocatorStrategy"),
+                sort_key: params::int(b, "sortKey", call)?,
+                offering_type: params::string(b, "type"),
+            })
+        })(),
+        "UpdateInstanceOffering" => uuid().map(|uuid| OfferingOp::UpdateInstance {
+            uuid,
+            name: params::string(b, "name"),
+            description: params::string(b, "description"),
+            allocator_strategy: params::string(b, "allocatorStrategy"),
+        }),
+        "CreateDiskOffering" => (|| {
+            Ok(OfferingOp::CreateDisk {
+                uuid: params::new_uuid(b, new_uuid),
+                name: params::required(b, "name", call)?,
+                description: params::string(b, "description"),
+                disk_size: params::required_int(b, "diskSize", call)?,
+                sort_key: params::int(b, "sortKey", call)?,
+                allocation_strategy: params::string(b, "allocationStrategy"),
+            })
+        })(),
+        "UpdateDiskOffering" => uuid().map(|uuid| OfferingOp::UpdateDisk {
+            uuid,
+            name: params::string(b, "name"),
+            description: params::string(b, "description"),
+        }),
+        "ChangeInstanceOfferingState" | "ChangeDiskOfferingState" => (|| {
+            Ok(OfferingOp::ChangeState {
+                disk: call.name == "ChangeDiskOfferingState",
+                uuid: uuid()?,
+                event: params::state_event(b, call, &events)?,
+            })
+        })(),
+        "DeleteInstanceOffering" | "DeleteDiskOffering" => uuid().map(|uuid| OfferingOp::Delete {
+            disk: call.name == "DeleteDiskOffering",
+            uuid,
+        }),
+        _ => return None,
+    };
+    Some(op.map(|op| Command::Offering {
+        caller: caller.clone(),
+        op: Box::new(op),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::normal;
+    use crate::cluster::tests::u;
+    use crate::testing::ctx;
+    use crate::testing::MemTxn;
+
+    fn run(t: &mut MemTxn, op: OfferingOp) -> Result<OfferingResult, ApiError> {
+        apply(t, &ctx(8), &Caller::admin(), op)
+    }
+
+    fn inst(n: u32, cpu: i64, mem: i64) -> OfferingOp {
+        OfferingOp::CreateInstance {
+            uuid: u(n),
+            name: format!("io-{n}"),
+            description: None,
+            cpu_num: cpu,
+            memory_size: mem,
+            reserved_memory_size: None,
+            allocator_strategy: None,
+            sort_key: None,
+            offering_type: None,
+        }
+    }
+
+    fn disk(n: u32, size: i64) -> OfferingOp {
+        OfferingOp::CreateDisk {
+            uuid: u(n),
+            name: format!("do-{n}"),
+            description: Some("d".into()),
+            disk_size: size,
+            sort_key: None,
+            allocation_strategy: None,
+        }
+    }
+
+    fn code(r: Result<OfferingResult, ApiError>) -> &'static str {
+        r.unwrap_err().code()
+    }
+
+    #[test]
+    fn instance_offering_lifecycle_and_shape() {
+        let mut t = MemTxn::default();
+        let r = run(&mut t, inst(40, 2, 2 << 30)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r.inventory().unwrap()).unwrap(),
+            format!(
+                r#"{{"uuid":"{}","name":"io-40","cpuNum":2,"cpuSpeed":0,"memorySize":2147483648,"reservedMemorySize":0,"type":"UserVm","allocatorStrategy":"LeastVmPreferredHostAllocatorStrategy","sortKey":0,"createDate":"{d}","lastOpDate":"{d}","state":"Enabled"}}"#,
+                u(40),
+                d = java_date(8000)
+            )
+        );
+        let OfferingResult::Instance(o) = run(
+            &mut t,
+            OfferingOp::UpdateInstance {
+                uuid: u(40),
+                name: Some("small".into()),
+                description: Some("d".into()),
+                allocator_strategy: Some("MinimumCPUUsageHostAllocatorStrategy".into()),
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.allocator_strategy, "MinimumCPUUsageHostAllocatorStrategy");
+        let OfferingResult::Instance(o) = run(
+            &mut t,
+            OfferingOp::ChangeState {
+                disk: false,
+                uuid: u(40),
+                event: OfferingStateEvent::Disable,
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.state, OfferingState::Disabled);
+        assert_eq!(
+            run(
+                &mut t,
+                OfferingOp::Delete {
+                    disk: false,
+                    uuid: u(40)
+                }
+            )
+            .unwrap(),
+            OfferingResult::Deleted
+        );
+        assert!(resource::list::<InstanceOffering>(&t).unwrap().is_empty());
+    }
+
+    #[test]
+    fn disk_offering_lifecycle_and_shape() {
+        let mut t = MemTxn::default();
+        let r = run(&mut t, disk(41, 10 << 30)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r.inventory().unwrap()).unwrap(),
+            format!(
+                r#"{{"uuid":"{}","name":"do-41","description":"d","diskSize":10737418240,"sortKey":0,"state":"Enabled","type":"zstack","createDate":"{d}","lastOpDate":"{d}"}}"#,
+                u(41),
+                d = java_date(8000)
+            )
+        );
+        run(
+            &mut t,
+            OfferingOp::UpdateDisk {
+                uuid: u(41),
+                name: Some("big".into()),
+                description: None,
+            },
+        )
+        .unwrap();
+        let OfferingResult::Disk(o) = run(
+            &mut t,
+            OfferingOp::ChangeState {
+                disk: true,
+                uuid: u(41),
+                event: OfferingStateEvent::Disable,
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((o.state, o.name.as_str()), (OfferingState::Disabled, "big"));
+        run(
+            &mut t,
+            OfferingOp::Delete {
+                disk: true,
+                uuid: u(41),
+            },
+        )
+        .unwrap();
+        assert!(resource::list::<DiskOffering>(&t).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refusals_leave_state_unchanged() {
+        let mut t = MemTxn::default();
+        run(&mut t, inst(40, 1, 1 << 20)).unwrap();
+        run(&mut t, disk(41, 1 << 20)).unwrap();
+        let before = t.tables.clone();
+        assert_eq!(code(run(&mut t, inst(42, 0, 1 << 20))), "SYS.1007");
+        assert_eq!(code(run(&mut t, inst(42, 1025, 1 << 20))), "SYS.1007");
+        assert_eq!(code(run(&mut t, inst(42, 1, 0))), "SYS.1007");
+        assert_eq!(code(run(&mut t, inst(40, 1, 1))), "SYS.1007", "dup uuid");
+        let mut bad = inst(42, 1, 1 << 20);
+        if let OfferingOp::CreateInstance {
+            allocator_strategy, ..
+        } = &mut bad
+        {
+            *allocator_strategy = Some("Whatever".into());
+        }
+        assert_eq!(code(run(&mut t, bad)), "SYS.1007");
+        let mut bad = inst(42, 1, 1 << 20);
+        if let OfferingOp::CreateInstance {
+            reserved_memory_size,
+            ..
+        } = &mut bad
+        {
+            *reserved_memory_size = Some(2 << 20);
+        }
+        assert_eq!(code(run(&mut t, bad)), "SYS.1007");
+        assert_eq!(
+            code(run(
+                &mut t,
+                OfferingOp::UpdateInstance {
+                    uuid: u(40),
+                    name: None,
+                    description: None,
+                    allocator_strategy: Some("x".into())
+                }
+            )),
+            "SYS.1007"
+        );
+        assert_eq!(
+            code(run(
+                &mut t,
+                OfferingOp::UpdateInstance {
+                    uuid: u(99),
+                    name: None,
+                    description: None,
+                    allocator_strategy: None
+                }
+            )),
+            "SYS.1003"
+        );
+        assert_eq!(code(run(&mut t, disk(43, 0))), "SYS.1007");
+        assert_eq!(code(run(&mut t, disk(43, -5))), "SYS.1007");
+        assert_eq!(
+            code(run(
+                &mut t,
+                OfferingOp::UpdateDisk {
+                    uuid: u(99),
+                    name: None,
+                    description: None
+                }
+            )),
+            "SYS.1003"
+        );
+        for disk in [false, true] {
+            assert_eq!(
+                code(run(
+                    &mut t,
+                    OfferingOp::ChangeState {
+                        disk,
+                        uuid: u(99),
+                        event: OfferingStateEvent::Enable
+                    }
+                )),
+                "SYS.1003"
+            );
+            assert_eq!(
+                code(apply(
+                    &mut t,
+                    &ctx(9),
+                    &normal(),
+                    OfferingOp::Delete { disk, uuid: u(40) }
+                )),
+                "ID.1002"
+            );
+        }
+        assert_eq!(
+            code(apply(&mut t, &ctx(9), &normal(), inst(44, 1, 1))),
+            "ID.1002"
+        );
+        assert_eq!(t.tables, before);
+    }
+}

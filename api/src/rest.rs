@@ -1,0 +1,819 @@
+//! The REST v1 mirror (`/zstack/v1/...`, spec 06 §3): routes of the implemented calls, the
+//! translation of a REST request into the same [`ApiRequest`] the RPC endpoint decodes, the
+//! mapping of replies back to REST bodies, and the OpenAPI document describing it all.
+
+use serde_json::json;
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::catalogue;
+use crate::catalogue::CallKind;
+use crate::catalogue::CallSpec;
+use crate::query;
+use crate::wire::envelope::ApiRequest;
+use crate::wire::errors::Code;
+use crate::wire::errors::Refusal;
+
+/// HTTP methods the mirror uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// DELETE
+    Delete,
+}
+
+impl Method {
+    /// Parse an HTTP method name.
+    pub fn parse(m: &str) -> Option<Method> {
+        match m {
+            "GET" => Some(Method::Get),
+            "POST" => Some(Method::Post),
+            "PUT" => Some(Method::Put),
+            "DELETE" => Some(Method::Delete),
+            _ => None,
+        }
+    }
+
+    fn lower(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Delete => "delete",
+        }
+    }
+}
+
+/// Where a call's fields come from in a REST request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `{"params": {...}}` (creates).
+    Params,
+    /// `{"<actionName>": {...}}` (actions and updates).
+    Action,
+    /// None: path variables and query string only.
+    None,
+}
+
+/// One REST route.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// Method.
+    pub method: Method,
+    /// Path under `/zstack`, with `{var}` placeholders copied into the message.
+    pub path: &'static str,
+    /// The call's short name.
+    pub call: &'static str,
+    /// Body style.
+    pub body: Body,
+    /// Reply field renamed for REST (`validSession` → `valid`), if any.
+    pub rename: Option<(&'static str, &'static str)>,
+}
+
+const fn r(method: Method, path: &'static str, call: &'static str, body: Body) -> Route {
+    Route {
+        method,
+        path,
+        call,
+        body,
+        rename: None,
+    }
+}
+
+use Body::Action as A;
+use Body::None as N;
+use Body::Params as P;
+use Method::Delete as D;
+use Method::Get as G;
+use Method::Post as Po;
+use Method::Put as Pu;
+
+/// Routes of every implemented call (from ZStack's `@RestRequest` annotations).
+pub const ROUTES: &[Route] = &[
+    r(Pu, "/v1/accounts/login", "LogInByAccount", A),
+    r(Pu, "/v1/accounts/users/login", "LogInByUser", A),
+    r(D, "/v1/accounts/sessions/{sessionUuid}", "LogOut", N),
+    Route {
+        method: G,
+        path: "/v1/accounts/sessions/{sessionUuid}/valid",
+        call: "ValidateSession",
+        body: N,
+        rename: Some(("validSession", "valid")),
+    },
+    r(
+        Pu,
+        "/v1/accounts/sessions/{sessionUuid}/renew",
+        "RenewSession",
+        A,
+    ),
+    r(Po, "/v1/accounts", "CreateAccount", P),
+    r(G, "/v1/accounts", "QueryAccount", N),
+    r(G, "/v1/accounts/{uuid}", "QueryAccount", N),
+    r(Pu, "/v1/accounts/{uuid}", "UpdateAccount", A),
+    r(D, "/v1/accounts/{uuid}", "DeleteAccount", N),
+    r(Po, "/v1/accounts/users", "CreateUser", P),
+    r(G, "/v1/accounts/users", "QueryUser", N),
+    r(G, "/v1/accounts/users/{uuid}", "QueryUser", N),
+    r(Pu, "/v1/accounts/users/{uuid}", "UpdateUser", A),
+    r(D, "/v1/accounts/users/{uuid}", "DeleteUser", N),
+    r(Po, "/v1/zones", "CreateZone", P),
+    r(G, "/v1/zones", "QueryZone", N),
+    r(G, "/v1/zones/{uuid}", "QueryZone", N),
+    r(Pu, "/v1/zones/{uuid}/actions", "UpdateZone", A),
+    r(Pu, "/v1/zones/{uuid}/actions", "ChangeZoneState", A),
+    r(D, "/v1/zones/{uuid}", "DeleteZone", N),
+    r(G, "/v1/management-nodes", "QueryManagementNode", N),
+    r(G, "/v1/global-configurations", "QueryGlobalConfig", N),
+    r(
+        Pu,
+        "/v1/global-configurations/{category}/{name}/actions",
+        "UpdateGlobalConfig",
+        A,
+    ),
+    r(
+        Pu,
+        "/v1/global-configurations/actions",
+        "ResetGlobalConfig",
+        A,
+    ),
+];
+
+/// `CreateZone` → `createZone`: the body key of an action.
+pub fn action_name(call: &str) -> String {
+    let mut c = call.chars();
+    match c.next() {
+        Some(f) => f.to_ascii_lowercase().to_string() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn match_path(template: &'static str, path: &str) -> Option<Vec<(&'static str, String)>> {
+    let t: Vec<&'static str> = template.trim_matches('/').split('/').collect();
+    let p: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut vars = Vec::new();
+    for (a, b) in t.into_iter().zip(p) {
+        if let Some(name) = a.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+            if b.is_empty() {
+                return None;
+            }
+            vars.push((name, b.to_string()));
+        } else if a != b {
+            return None;
+        }
+    }
+    Some(vars)
+}
+
+/// A REST request, as the HTTP layer hands it over.
+#[derive(Debug, Clone, Default)]
+pub struct RestRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path under `/zstack`, e.g. `/v1/zones/abc`.
+    pub path: String,
+    /// Query-string pairs in order.
+    pub query: Vec<(String, String)>,
+    /// `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// JSON body (empty for none).
+    pub body: Vec<u8>,
+}
+
+/// What a REST request failed on before reaching the API (plain-text 4xx in ZStack).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestError {
+    /// HTTP status.
+    pub status: u16,
+    /// Plain-text body.
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> RestError {
+    RestError {
+        status: 400,
+        message: message.into(),
+    }
+}
+
+/// The session of an `Authorization: OAuth <uuid>` header.
+pub fn session_of(header: Option<&str>) -> Result<String, RestError> {
+    let h = header.ok_or_else(|| bad("missing header 'Authorization'"))?;
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    if scheme != "OAuth" {
+        return Err(bad("Authorization type must be 'OAuth'"));
+    }
+    Ok(rest.trim().to_string())
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, RestError> {
+    v.parse().map_err(|_| {
+        bad(format!(
+            "Invalid query parameter. '{name}' must be a boolean"
+        ))
+    })
+}
+
+fn parse_uint(name: &str, v: &str) -> Result<u64, RestError> {
+    v.parse().map_err(|_| {
+        bad(format!(
+            "Invalid query parameter. '{name}' must be an integer"
+        ))
+    })
+}
+
+/// Query-string parameters → the fields of an `APIQuery*Msg`.
+fn query_fields(
+    pairs: &[(String, String)],
+    vars: &[(&str, String)],
+) -> Result<Map<String, Value>, RestError> {
+    let mut conditions = Vec::new();
+    for (name, value) in vars {
+        conditions.push(json!({"name": name, "op": "=", "value": value}));
+    }
+    let mut m = Map::new();
+    let mut fields_seen = false;
+    for (k, v) in pairs {
+        match k.as_str() {
+            k if "q".starts_with(k) => {
+                let c = query::parse_rest_condition(v).map_err(|r| bad(r.details))?;
+                conditions.push(json!({"name": c.name, "op": c.op.as_str(), "value": c.value}));
+            }
+            "limit" | "start" => {
+                m.insert(k.to_string(), json!(parse_uint(k, v)?));
+            }
+            "count" | "replyWithCount" => {
+                m.insert(k.to_string(), json!(parse_bool(k, v)?));
+            }
+            "groupBy" | "filterName" => {
+                m.insert(k.to_string(), json!(v));
+            }
+            "sort" => {
+                let (dir, field) = match v.chars().next() {
+                    Some('+') => ("asc", &v[1..]),
+                    Some('-') => ("desc", &v[1..]),
+                    _ => ("asc", v.as_str()),
+                };
+                m.insert("sortBy".into(), json!(field));
+                m.insert("sortDirection".into(), json!(dir));
+            }
+            "fields" if !fields_seen => {
+                fields_seen = true;
+                let list: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .collect();
+                m.insert("fields".into(), json!(list));
+            }
+            _ => {}
+        }
+    }
+    m.insert("conditions".into(), Value::Array(conditions));
+    Ok(m)
+}
+
+/// Resolve a REST request to its route and the equivalent RPC request.
+pub fn translate(
+    req: &RestRequest,
+) -> Result<(&'static Route, &'static CallSpec, ApiRequest), RestError> {
+    let method = Method::parse(&req.method).ok_or_else(|| RestError {
+        status: 405,
+        message: format!("method {} is not supported", req.method),
+    })?;
+    let body: Map<String, Value> = if req.body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice(&req.body) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(bad("the body must be a JSON object")),
+            Err(e) => return Err(bad(format!("the body is not valid JSON: {e}"))),
+        }
+    };
+    let candidates: Vec<(&'static Route, Vec<(&'static str, String)>)> = ROUTES
+        .iter()
+        .filter(|r| r.method == method)
+        .filter_map(|r| match_path(r.path, &req.path).map(|v| (r, v)))
+        .collect();
+    if candidates.is_empty() {
+        return Err(RestError {
+            status: 404,
+            message: format!("no api mapping to {}", req.path),
+        });
+    }
+    // Several actions share one URL; the body's key picks one.
+    let (route, vars) = if candidates.len() == 1 {
+        candidates.into_iter().next().expect("one candidate")
+    } else {
+        candidates
+            .into_iter()
+            .find(|(r, _)| body.contains_key(&action_name(r.call)))
+            .ok_or_else(|| {
+                bad(format!(
+                    "the body doesn't contain action mapping to the URL[{}]",
+                    req.path
+                ))
+            })?
+    };
+    let spec = catalogue::catalogue()
+        .by_name(route.call)
+        .ok_or_else(|| RestError {
+            status: 500,
+            message: format!("route {} names unknown call {}", route.path, route.call),
+        })?;
+    let mut fields = if spec.is_query() {
+        query_fields(&req.query, &vars)?
+    } else {
+        let mut m = match route.body {
+            Body::Params => match body.get("params") {
+                Some(Value::Object(p)) => p.clone(),
+                None => Map::new(),
+                Some(_) => return Err(bad("'params' must be an object")),
+            },
+            Body::Action => match body.get(&action_name(route.call)) {
+                Some(Value::Object(p)) => p.clone(),
+                None | Some(Value::Null) => Map::new(),
+                Some(_) => {
+                    return Err(bad(format!(
+                        "'{}' must be an object",
+                        action_name(route.call)
+                    )))
+                }
+            },
+            Body::None => Map::new(),
+        };
+        for (k, v) in &vars {
+            m.insert(k.to_string(), json!(v));
+        }
+        // Extra parameters of body-less calls ride in the query string (`?deleteMode=...`).
+        if route.body == Body::None {
+            for (k, v) in &req.query {
+                m.entry(k.clone()).or_insert_with(|| json!(v));
+            }
+        }
+        for tags in ["systemTags", "userTags"] {
+            if let Some(t) = body.get(tags) {
+                m.insert(tags.into(), t.clone());
+            }
+        }
+        m
+    };
+    let session_uuid = if crate::calls::needs_session(spec) {
+        let s = session_of(req.authorization.as_deref())?;
+        fields.insert("session".into(), json!({"uuid": s}));
+        Some(s)
+    } else {
+        None
+    };
+    let system_tags = string_list(fields.get("systemTags"));
+    let user_tags = string_list(fields.get("userTags"));
+    Ok((
+        route,
+        spec,
+        ApiRequest {
+            class: spec.class.clone(),
+            body: fields,
+            session_uuid,
+            system_tags,
+            user_tags,
+            timeout_ms: None,
+        },
+    ))
+}
+
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The inventory class a query returns (`APIQueryZoneMsg` → `ZoneInventory`), for `schema`.
+fn inventory_class(spec: &CallSpec) -> String {
+    let (pkg, simple) = spec.class.rsplit_once('.').unwrap_or(("", &spec.class));
+    let name = simple
+        .trim_start_matches("APIQuery")
+        .trim_end_matches("Msg");
+    format!("{pkg}.{name}Inventory")
+}
+
+/// A REST answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestReply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+}
+
+/// Map a finished call's reply object (`{"inventory":…,"success":true}` or a failure) to the
+/// REST answer: 200 with the mapped fields, or 503 with the error.
+pub fn reply(route: &Route, spec: &CallSpec, reply: &Value) -> RestReply {
+    let obj = reply.as_object().cloned().unwrap_or_default();
+    if obj.get("success") == Some(&Value::Bool(false)) {
+        return RestReply {
+            status: 503,
+            body: json!({"error": obj.get("error").cloned().unwrap_or(Value::Null)}),
+        };
+    }
+    let mut out = Map::new();
+    if spec.is_query() {
+        out.insert(
+            "schema".into(),
+            json!({"inventories[0]": inventory_class(spec)}),
+        );
+    }
+    for (k, v) in obj {
+        if k == "success" || k == "error" {
+            continue;
+        }
+        let k = match route.rename {
+            Some((from, to)) if from == k => to.to_string(),
+            _ => k,
+        };
+        out.insert(k, v);
+    }
+    RestReply {
+        status: 200,
+        body: Value::Object(out),
+    }
+}
+
+/// Map the stored RPC result text of a finished job (`{"<class>":{...}}`) to the REST answer.
+pub fn job_reply(route: Option<&Route>, spec: Option<&CallSpec>, result: &str) -> RestReply {
+    let inner = serde_json::from_str::<Value>(result)
+        .ok()
+        .and_then(|v| v.as_object().and_then(|m| m.values().next().cloned()))
+        .unwrap_or(Value::Null);
+    match (route, spec) {
+        (Some(r), Some(s)) => reply(r, s, &inner),
+        _ => {
+            let fake = Route {
+                method: Method::Get,
+                path: "",
+                call: "",
+                body: Body::None,
+                rename: None,
+            };
+            let spec = CallSpec {
+                name: String::new(),
+                class: String::new(),
+                reply_class: String::new(),
+                kind: CallKind::Async,
+                params: vec![],
+                query_fields: vec![],
+            };
+            reply(&fake, &spec, &inner)
+        }
+    }
+}
+
+/// The first route of a call, to map its job results.
+pub fn route_of(call: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| r.call == call)
+}
+
+/// The refusal body of a REST call: `{"error": {...}}`.
+pub fn error_body(r: &Refusal) -> Value {
+    json!({"error": r.to_error_code()})
+}
+
+/// OpenAPI 3 document of the mirror.
+pub fn openapi() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let Some(spec) = catalogue::catalogue().by_name(route.call) else {
+            continue;
+        };
+        let path_params: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|v| v.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = Map::new();
+        op.insert(
+            "operationId".into(),
+            json!(format!("{}{}", route.call, paths.len())),
+        );
+        op.insert(
+            "summary".into(),
+            json!(format!("{} ({})", route.call, spec.class)),
+        );
+        let mut params = path_params;
+        if crate::calls::needs_session(spec) {
+            params.push(
+                json!({"name": "Authorization", "in": "header", "required": true,
+                "description": "OAuth <session uuid>", "schema": {"type": "string"}}),
+            );
+        }
+        if spec.is_query() {
+            for (name, ty) in [
+                ("q", "string"),
+                ("limit", "integer"),
+                ("start", "integer"),
+                ("count", "boolean"),
+                ("replyWithCount", "boolean"),
+                ("sort", "string"),
+                ("fields", "string"),
+            ] {
+                params.push(
+                    json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}}),
+                );
+            }
+        }
+        op.insert("parameters".into(), Value::Array(params));
+        if route.body != Body::None {
+            let props: Map<String, Value> = spec
+                .params
+                .iter()
+                .map(|p| {
+                    let ty = match p.ty {
+                        catalogue::ParamType::String => "string",
+                        catalogue::ParamType::Integer => "integer",
+                        catalogue::ParamType::Boolean => "boolean",
+                        catalogue::ParamType::Array => "array",
+                        catalogue::ParamType::Object => "object",
+                    };
+                    let mut s = json!({"type": ty});
+                    if let Some(a) = &p.allowed {
+                        s["enum"] = json!(a);
+                    }
+                    (p.name.clone(), s)
+                })
+                .collect();
+            let required: Vec<&str> = spec
+                .params
+                .iter()
+                .filter(|p| p.required)
+                .map(|p| p.name.as_str())
+                .collect();
+            let key = match route.body {
+                Body::Params => "params".to_string(),
+                _ => action_name(route.call),
+            };
+            op.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "properties": {key: {"type": "object", "properties": props, "required": required}},
+                }}}}),
+            );
+        }
+        let ok = if spec.kind == CallKind::Async {
+            json!({"202": {"description": "accepted; poll `location`"}, "503": {"description": "refused"}})
+        } else {
+            json!({"200": {"description": "done"}, "503": {"description": "refused"}})
+        };
+        op.insert("responses".into(), ok);
+        let entry = paths
+            .entry(format!("/zstack{}", route.path))
+            .or_insert_with(|| json!({}));
+        // Several actions on one URL: describe the first, list the rest in its summary.
+        if let Some(existing) = entry.get_mut(route.method.lower()) {
+            let s = existing["summary"].as_str().unwrap_or("").to_string();
+            existing["summary"] = json!(format!("{s}; or {}", route.call));
+        } else {
+            entry[route.method.lower()] = Value::Object(op);
+        }
+    }
+    paths.insert(
+        "/zstack/v1/api-jobs/{uuid}".into(),
+        json!({"get": {"operationId": "QueryApiJob", "summary": "poll an async call",
+            "parameters": [{"name": "uuid", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "done"}, "202": {"description": "processing"},
+                "404": {"description": "the job has been expired"}, "503": {"description": "failed"}}}}),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "ZStack-compatible management API (REST v1 mirror)", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+    })
+}
+
+/// Refusal for an API error reached through REST.
+pub fn refusal(code: Code, details: impl Into<String>) -> Refusal {
+    Refusal::new(code, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &str,
+        auth: Option<&str>,
+    ) -> RestRequest {
+        RestRequest {
+            method: method.into(),
+            path: path.into(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            authorization: auth.map(str::to_string),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn create_query_action_and_login_translate() {
+        let (_, spec, r) = translate(&req(
+            "POST",
+            "/v1/zones",
+            &[],
+            r#"{"params":{"name":"z1"},"systemTags":["a"]}"#,
+            Some("OAuth s1"),
+        ))
+        .unwrap();
+        assert_eq!(spec.name, "CreateZone");
+        assert_eq!(r.body["name"], "z1");
+        assert_eq!(r.session_uuid.as_deref(), Some("s1"));
+        assert_eq!(r.system_tags, vec!["a"]);
+
+        let (_, spec, r) = translate(&req(
+            "GET",
+            "/v1/zones/abc",
+            &[
+                ("q", "name~=z%"),
+                ("limit", "5"),
+                ("sort", "-createDate"),
+                ("fields", "uuid,name"),
+                ("fields", "x"),
+            ],
+            "",
+            Some("OAuth s"),
+        ))
+        .unwrap();
+        assert_eq!(spec.name, "QueryZone");
+        let q = query::parse_query(&spec.class, &r.body).unwrap();
+        assert_eq!(q.conditions.len(), 2);
+        assert_eq!(
+            (q.limit, q.sort_desc, q.sort_by.as_deref()),
+            (5, true, Some("createDate"))
+        );
+        assert_eq!(q.fields, Some(vec!["uuid".into(), "name".into()]));
+
+        let (_, spec, r) = translate(&req(
+            "PUT",
+            "/v1/zones/abc/actions",
+            &[],
+            r#"{"changeZoneState":{"stateEvent":"disable"}}"#,
+            Some("OAuth s"),
+        ))
+        .unwrap();
+        assert_eq!(spec.name, "ChangeZoneState");
+        assert_eq!(
+            (r.body["uuid"].as_str(), r.body["stateEvent"].as_str()),
+            (Some("abc"), Some("disable"))
+        );
+
+        let (_, spec, r) = translate(&req(
+            "PUT",
+            "/v1/accounts/login",
+            &[],
+            r#"{"logInByAccount":{"accountName":"admin","password":"x"}}"#,
+            None,
+        ))
+        .unwrap();
+        assert_eq!(spec.name, "LogInByAccount");
+        assert!(r.session_uuid.is_none());
+
+        let (_, spec, r) = translate(&req(
+            "PUT",
+            "/v1/global-configurations/identity/session.timeout/actions",
+            &[],
+            r#"{"updateGlobalConfig":{"value":"60"}}"#,
+            Some("OAuth s"),
+        ))
+        .unwrap();
+        assert_eq!(spec.name, "UpdateGlobalConfig");
+        assert_eq!(
+            (r.body["category"].as_str(), r.body["name"].as_str()),
+            (Some("identity"), Some("session.timeout"))
+        );
+    }
+
+    #[test]
+    fn rest_refusals() {
+        let e = translate(&req("GET", "/v1/zones", &[], "", None)).unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (400, "missing header 'Authorization'")
+        );
+        let e = translate(&req("GET", "/v1/zones", &[], "", Some("Basic x"))).unwrap_err();
+        assert_eq!(e.message, "Authorization type must be 'OAuth'");
+        assert_eq!(
+            translate(&req("GET", "/v1/nothing", &[], "", Some("OAuth s")))
+                .unwrap_err()
+                .status,
+            404
+        );
+        let e = translate(&req(
+            "PUT",
+            "/v1/zones/abc/actions",
+            &[],
+            r#"{"explode":{}}"#,
+            Some("OAuth s"),
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("doesn't contain action mapping"));
+        let e = translate(&req(
+            "GET",
+            "/v1/zones",
+            &[("limit", "x")],
+            "",
+            Some("OAuth s"),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "Invalid query parameter. 'limit' must be an integer"
+        );
+        let e = translate(&req(
+            "GET",
+            "/v1/zones",
+            &[("q", "noop")],
+            "",
+            Some("OAuth s"),
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("doesn't contain any query operator"));
+        assert_eq!(
+            translate(&req("POST", "/v1/zones", &[], "{bad", Some("OAuth s")))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            translate(&req("PATCH", "/v1/zones", &[], "", Some("OAuth s")))
+                .unwrap_err()
+                .status,
+            405
+        );
+    }
+
+    #[test]
+    fn replies_map_and_openapi_covers_routes() {
+        let spec = catalogue::catalogue().by_name("ValidateSession").unwrap();
+        let route = route_of("ValidateSession").unwrap();
+        let r = reply(route, spec, &json!({"validSession": true, "success": true}));
+        assert_eq!(
+            r,
+            RestReply {
+                status: 200,
+                body: json!({"valid": true})
+            }
+        );
+        let q = catalogue::catalogue().by_name("QueryZone").unwrap();
+        let r = reply(
+            route_of("QueryZone").unwrap(),
+            q,
+            &json!({"inventories": [], "total": 0, "success": true}),
+        );
+        assert_eq!(
+            r.body["schema"]["inventories[0]"],
+            "org.zstack.header.zone.ZoneInventory"
+        );
+        let r = job_reply(
+            None,
+            None,
+            r#"{"org.X":{"success":false,"error":{"code":"SYS.1007"}}}"#,
+        );
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (503, Some("SYS.1007"))
+        );
+        let doc = openapi();
+        for route in ROUTES {
+            assert!(
+                doc["paths"][format!("/zstack{}", route.path)]
+                    .get(route.method.lower())
+                    .is_some(),
+                "{}",
+                route.path
+            );
+        }
+        assert_eq!(doc["openapi"], "3.0.3");
+        for route in ROUTES {
+            assert!(
+                crate::calls::IMPLEMENTED.contains(&route.call),
+                "{} routed but not implemented",
+                route.call
+            );
+        }
+    }
+}

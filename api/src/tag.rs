@@ -1,0 +1,570 @@
+//! System and user tags (spec 06 §6 `SystemTagInventory`): free-form strings attached to any
+//! resource, queried directly or through the `__systemTag__` / `__userTag__` pseudo-fields of
+//! every other query.
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+use serde_json::Value;
+
+use crate::catalogue::CallSpec;
+use crate::params;
+use crate::params::Body;
+use crate::resource;
+use crate::resource::Resource;
+use crate::validate;
+use crate::wire::date::java_date;
+use crate::wire::errors::Code;
+use crate::wire::errors::Refusal;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::Command;
+use crate::StateTxn;
+
+/// The system-tag table.
+pub const SYSTEM_TABLE: &str = "system_tag";
+/// The user-tag table.
+pub const USER_TABLE: &str = "user_tag";
+/// Longest tag text (`VARCHAR(2048)`).
+pub const MAX_TAG: usize = 2048;
+
+/// Resource types a tag may name: ZStack's VO class name and the table holding the records.
+/// Families added later append themselves here.
+pub const RESOURCE_TYPES: &[(&str, &str)] = &[
+    ("ZoneVO", crate::zone::TABLE),
+    ("ClusterVO", crate::cluster::TABLE),
+    ("PrimaryStorageVO", crate::primary_storage::TABLE),
+    ("BackupStorageVO", crate::backup_storage::TABLE),
+    ("ImageStoreBackupStorageVO", crate::backup_storage::TABLE),
+    ("ImageVO", crate::image::TABLE),
+    ("InstanceOfferingVO", crate::offering::INSTANCE_TABLE),
+    ("DiskOfferingVO", crate::offering::DISK_TABLE),
+    ("L2NetworkVO", crate::l2::TABLE),
+    ("L2VlanNetworkVO", crate::l2::TABLE),
+    ("VxlanNetworkVO", crate::l2::TABLE),
+    ("VxlanNetworkPoolVO", crate::l2::TABLE),
+    ("VniRangeVO", crate::l2::VNI_TABLE),
+    ("L3NetworkVO", crate::l3::TABLE),
+    ("IpRangeVO", crate::l3::RANGE_TABLE),
+];
+
+/// A tag record; the same shape for both kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// The tagged resource.
+    pub resource_uuid: String,
+    /// Its VO class name, e.g. `VmInstanceVO`.
+    pub resource_type: String,
+    /// The text.
+    pub tag: String,
+    /// System tags created by the system itself cannot be deleted by users.
+    pub inherent: bool,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+}
+
+/// A system tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SystemTag(pub TagRecord);
+
+/// A user tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserTag(pub TagRecord);
+
+impl Resource for SystemTag {
+    const KIND: &'static str = "SystemTag";
+    const TABLE: &'static str = SYSTEM_TABLE;
+    const FIELDS: &'static [&'static str] = &[
+        "inherent",
+        "uuid",
+        "resourceUuid",
+        "resourceType",
+        "tag",
+        "type",
+        "createDate",
+        "lastOpDate",
+    ];
+    const INDEXED: &'static [&'static str] = &["resourceUuid", "resourceType", "tag"];
+
+    fn uuid(&self) -> &str {
+        &self.0.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        let t = &self.0;
+        json!({
+            "inherent": t.inherent,
+            "uuid": t.uuid,
+            "resourceUuid": t.resource_uuid,
+            "resourceType": t.resource_type,
+            "tag": t.tag,
+            "type": "System",
+            "createDate": java_date(t.create_date),
+            "lastOpDate": java_date(t.last_op_date),
+        })
+    }
+}
+
+impl Resource for UserTag {
+    const KIND: &'static str = "UserTag";
+    const TABLE: &'static str = USER_TABLE;
+    const FIELDS: &'static [&'static str] = &[
+        "uuid",
+        "resourceUuid",
+        "resourceType",
+        "tag",
+        "type",
+        "createDate",
+        "lastOpDate",
+    ];
+    const INDEXED: &'static [&'static str] = &["resourceUuid", "resourceType", "tag"];
+
+    fn uuid(&self) -> &str {
+        &self.0.uuid
+    }
+
+    fn inventory(&self) -> Value {
+        let t = &self.0;
+        json!({
+            "uuid": t.uuid,
+            "resourceUuid": t.resource_uuid,
+            "resourceType": t.resource_type,
+            "tag": t.tag,
+            "type": "User",
+            "createDate": java_date(t.create_date),
+            "lastOpDate": java_date(t.last_op_date),
+        })
+    }
+}
+
+/// Tag commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagOp {
+    /// `CreateSystemTag` / `CreateUserTag`.
+    Create {
+        /// New tag's uuid.
+        uuid: String,
+        /// System (true) or user tag.
+        system: bool,
+        /// VO class name of the tagged resource.
+        resource_type: String,
+        /// Tagged resource.
+        resource_uuid: String,
+        /// Text.
+        tag: String,
+    },
+    /// `DeleteTag` (either kind).
+    Delete {
+        /// Tag.
+        uuid: String,
+    },
+}
+
+/// Answer of a tag command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagResult {
+    /// A system tag.
+    System(SystemTag),
+    /// A user tag.
+    User(UserTag),
+    /// Deleted (or already absent).
+    Deleted,
+}
+
+impl TagResult {
+    /// The `inventory` of the reply, if any.
+    pub fn inventory(&self) -> Option<Value> {
+        match self {
+            TagResult::System(t) => Some(t.inventory()),
+            TagResult::User(t) => Some(t.inventory()),
+            TagResult::Deleted => None,
+        }
+    }
+}
+
+/// Tag texts of a resource, in uuid order of the tags (system or user kind).
+pub fn tags_of(
+    txn: &impl StateTxn,
+    resource_uuid: &str,
+    system: bool,
+) -> Result<Vec<String>, ApiError> {
+    Ok(if system {
+        resource::find::<SystemTag>(txn, "resourceUuid", resource_uuid)?
+            .into_iter()
+            .map(|(_, t)| t.0.tag)
+            .collect()
+    } else {
+        resource::find::<UserTag>(txn, "resourceUuid", resource_uuid)?
+            .into_iter()
+            .map(|(_, t)| t.0.tag)
+            .collect()
+    })
+}
+
+/// Delete every tag of a resource (called by the families when they delete a record).
+pub fn delete_for_resource(txn: &mut impl StateTxn, resource_uuid: &str) -> Result<(), ApiError> {
+    for u in resource::uuids_where::<SystemTag>(txn, "resourceUuid", resource_uuid)? {
+        resource::remove::<SystemTag>(txn, &u)?;
+    }
+    for u in resource::uuids_where::<UserTag>(txn, "resourceUuid", resource_uuid)? {
+        resource::remove::<UserTag>(txn, &u)?;
+    }
+    Ok(())
+}
+
+/// Owner of a tagged resource, through the generic stored shape `{owner, record}`.
+fn resource_owner(
+    txn: &impl StateTxn,
+    resource_type: &str,
+    resource_uuid: &str,
+) -> Result<String, ApiError> {
+    let Some((_, table)) = RESOURCE_TYPES.iter().find(|(t, _)| *t == resource_type) else {
+        return Err(validate::invalid_arg(format!(
+            "resourceType[{resource_type}] is not a taggable resource type; valid types are {:?}",
+            RESOURCE_TYPES.iter().map(|(t, _)| *t).collect::<Vec<_>>()
+        )));
+    };
+    let raw = txn.get(table, resource_uuid.as_bytes())?.ok_or_else(|| {
+        validate::refuse(
+            Code::ResourceNotFound,
+            format!("invalid field[resourceUuid], resource[uuid:{resource_uuid}, type:{resource_type}] not found"),
+        )
+    })?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::Corrupt {
+        what: format!("{resource_type} record {resource_uuid}"),
+        detail: e.to_string(),
+    })?;
+    Ok(v.get("owner")
+        .and_then(Value::as_str)
+        .unwrap_or(crate::ADMIN_ACCOUNT_UUID)
+        .to_string())
+}
+
+pub(crate) fn apply(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    op: TagOp,
+) -> Result<TagResult, ApiError> {
+    match op {
+        TagOp::Create {
+            uuid,
+            system,
+            resource_type,
+            resource_uuid,
+            tag,
+        } => {
+            validate::uuid("resourceUuid", &uuid)?;
+            if tag.trim().is_empty() {
+                return Err(validate::invalid_arg("field[tag] cannot be empty"));
+            }
+            validate::max_len("tag", &tag, MAX_TAG)?;
+            let owner = resource_owner(txn, &resource_type, &resource_uuid)?;
+            if !caller.can_see(&owner) {
+                return Err(validate::refuse(
+                    Code::PermissionDenied,
+                    format!("permission denied: the account[uuid:{}] does not own the resource[uuid:{resource_uuid}]", caller.account_uuid),
+                ));
+            }
+            if resource::load::<SystemTag>(txn, &uuid)?.is_some()
+                || resource::load::<UserTag>(txn, &uuid)?.is_some()
+            {
+                return Err(validate::duplicate_uuid("Tag", &uuid));
+            }
+            if tags_of(txn, &resource_uuid, system)?.contains(&tag) {
+                return Err(validate::invalid_arg(format!(
+                    "duplicate tag[{tag}] on resource[uuid:{resource_uuid}]"
+                )));
+            }
+            let rec = TagRecord {
+                uuid,
+                resource_uuid,
+                resource_type,
+                tag,
+                inherent: false,
+                create_date: ctx.proposed_at_ms,
+                last_op_date: ctx.proposed_at_ms,
+            };
+            // The tag belongs to the resource's owner, so that it follows the resource.
+            if system {
+                let t = SystemTag(rec);
+                resource::save(txn, &owner, &t)?;
+                Ok(TagResult::System(t))
+            } else {
+                let t = UserTag(rec);
+                resource::save(txn, &owner, &t)?;
+                Ok(TagResult::User(t))
+            }
+        }
+        TagOp::Delete { uuid } => {
+            if let Some((owner, t)) = resource::load::<SystemTag>(txn, &uuid)? {
+                if !caller.can_see(&owner) {
+                    return Err(denied(caller, &uuid));
+                }
+                if t.0.inherent {
+                    return Err(validate::op_failure(format!(
+                        "system tag[uuid:{uuid}] is inherent and cannot be deleted"
+                    )));
+                }
+                resource::remove::<SystemTag>(txn, &uuid)?;
+            } else if let Some((owner, _)) = resource::load::<UserTag>(txn, &uuid)? {
+                if !caller.can_see(&owner) {
+                    return Err(denied(caller, &uuid));
+                }
+                resource::remove::<UserTag>(txn, &uuid)?;
+            }
+            Ok(TagResult::Deleted)
+        }
+    }
+}
+
+fn denied(caller: &Caller, uuid: &str) -> ApiError {
+    validate::refuse(
+        Code::PermissionDenied,
+        format!(
+            "permission denied: the account[uuid:{}] does not own the tag[uuid:{uuid}]",
+            caller.account_uuid
+        ),
+    )
+}
+
+/// Request → command for the tag calls this module implements (`None`: not a tag call).
+pub fn plan(
+    call: &CallSpec,
+    b: &Body,
+    caller: &Caller,
+    new_uuid: &str,
+) -> Option<Result<Command, Refusal>> {
+    let cmd = |op| Command::Tag {
+        caller: caller.clone(),
+        op: Box::new(op),
+    };
+    let create = |system: bool| -> Result<Command, Refusal> {
+        Ok(cmd(TagOp::Create {
+            // `APICreateTagMsg` is not an `APICreateMessage`: its `resourceUuid` names the tagged
+            // resource, so the tag's own uuid is always the stamped one.
+            uuid: new_uuid.to_string(),
+            system,
+            resource_type: params::required(b, "resourceType", call)?,
+            resource_uuid: params::required(b, "resourceUuid", call)?,
+            tag: params::required(b, "tag", call)?,
+        }))
+    };
+    Some(match call.name.as_str() {
+        "CreateSystemTag" => create(true),
+        "CreateUserTag" => create(false),
+        "DeleteTag" => params::required(b, "uuid", call).map(|uuid| cmd(TagOp::Delete { uuid })),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse_query;
+    use crate::testing::ctx;
+    use crate::testing::MemTxn;
+    use crate::zone::ZoneOp;
+
+    fn zone(t: &mut MemTxn) -> String {
+        let u = format!("{:032x}", 1);
+        crate::zone::apply(
+            t,
+            &ctx(1),
+            &Caller::admin(),
+            ZoneOp::Create {
+                uuid: u.clone(),
+                name: "z".into(),
+                description: None,
+                is_default: false,
+            },
+        )
+        .unwrap();
+        u
+    }
+
+    fn create(
+        t: &mut MemTxn,
+        i: u32,
+        system: bool,
+        rt: &str,
+        ru: &str,
+        tag: &str,
+    ) -> Result<TagResult, ApiError> {
+        apply(
+            t,
+            &ctx(2),
+            &Caller::admin(),
+            TagOp::Create {
+                uuid: format!("{:032x}", 100 + i),
+                system,
+                resource_type: rt.into(),
+                resource_uuid: ru.into(),
+                tag: tag.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn create_query_delete_and_tag_conditions() {
+        let mut t = MemTxn::default();
+        let z = zone(&mut t);
+        let TagResult::System(s) = create(&mut t, 1, true, "ZoneVO", &z, "ha::NeverStop").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            serde_json::to_string(&s.inventory()).unwrap(),
+            format!(
+                r#"{{"inherent":false,"uuid":"{}","resourceUuid":"{z}","resourceType":"ZoneVO","tag":"ha::NeverStop","type":"System","createDate":"{d}","lastOpDate":"{d}"}}"#,
+                s.0.uuid,
+                d = java_date(2000)
+            )
+        );
+        let TagResult::User(u) = create(&mut t, 2, false, "ZoneVO", &z, "web").unwrap() else {
+            panic!()
+        };
+        assert_eq!(u.inventory()["type"], "User");
+        let q = |c: Value| {
+            let mut m = serde_json::Map::new();
+            m.insert("conditions".into(), c);
+            parse_query("APIQueryZoneMsg", &m).unwrap()
+        };
+        let count = |t: &MemTxn, c: Value| {
+            resource::query::<crate::zone::Zone>(t, &q(c), |_| true)
+                .unwrap()
+                .inventories
+                .unwrap()
+                .len()
+        };
+        assert_eq!(
+            count(
+                &t,
+                json!([{"name":"__systemTag__","op":"=","value":"ha::NeverStop"}])
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &t,
+                json!([{"name":"__systemTag__","op":"like","value":"ha::%"}])
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &t,
+                json!([{"name":"__systemTag__","op":"!=","value":"ha::NeverStop"}])
+            ),
+            0
+        );
+        assert_eq!(
+            count(&t, json!([{"name":"__userTag__","op":"=","value":"web"}])),
+            1
+        );
+        assert_eq!(count(&t, json!([{"name":"__userTag__","op":"is null"}])), 0);
+        assert_eq!(
+            count(
+                &t,
+                json!([{"name":"__userTag__","op":"not in","value":"db,x"}])
+            ),
+            1
+        );
+        // Hidden tag keys never reach the inventories.
+        let out = resource::query::<crate::zone::Zone>(
+            &t,
+            &q(json!([{"name":"__systemTag__","op":"is not null"}])),
+            |_| true,
+        )
+        .unwrap();
+        assert!(out.inventories.unwrap()[0].get("__systemTag__").is_none());
+        assert_eq!(
+            apply(
+                &mut t,
+                &ctx(3),
+                &Caller::admin(),
+                TagOp::Delete {
+                    uuid: s.0.uuid.clone()
+                }
+            )
+            .unwrap(),
+            TagResult::Deleted
+        );
+        assert_eq!(
+            count(
+                &t,
+                json!([{"name":"__systemTag__","op":"=","value":"ha::NeverStop"}])
+            ),
+            0
+        );
+        // Deleting the resource deletes its tags.
+        crate::zone::apply(
+            &mut t,
+            &ctx(4),
+            &Caller::admin(),
+            ZoneOp::Delete { uuid: z },
+        )
+        .unwrap();
+        assert!(resource::list::<UserTag>(&t).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refusals_leave_state_unchanged() {
+        let mut t = MemTxn::default();
+        let z = zone(&mut t);
+        create(&mut t, 1, true, "ZoneVO", &z, "a").unwrap();
+        let before = t.tables.clone();
+        let code = |r: Result<TagResult, ApiError>| r.unwrap_err().code();
+        assert_eq!(code(create(&mut t, 2, true, "NopeVO", &z, "a")), "SYS.1007");
+        assert_eq!(
+            code(create(&mut t, 2, true, "ZoneVO", &"e".repeat(32), "a")),
+            "SYS.1003"
+        );
+        assert_eq!(code(create(&mut t, 2, true, "ZoneVO", &z, "")), "SYS.1007");
+        assert_eq!(
+            code(create(&mut t, 2, true, "ZoneVO", &z, "a")),
+            "SYS.1007",
+            "duplicate"
+        );
+        assert_eq!(
+            code(create(&mut t, 1, false, "ZoneVO", &z, "b")),
+            "SYS.1007",
+            "dup uuid"
+        );
+        let normal = Caller {
+            account_uuid: "a".repeat(32),
+            user_uuid: "a".repeat(32),
+            admin: false,
+        };
+        let r = apply(
+            &mut t,
+            &ctx(3),
+            &normal,
+            TagOp::Create {
+                uuid: "c".repeat(32),
+                system: false,
+                resource_type: "ZoneVO".into(),
+                resource_uuid: z.clone(),
+                tag: "mine".into(),
+            },
+        );
+        assert_eq!(code(r), "ID.1002");
+        let r = apply(
+            &mut t,
+            &ctx(3),
+            &normal,
+            TagOp::Delete {
+                uuid: format!("{:032x}", 101),
+            },
+        );
+        assert_eq!(code(r), "ID.1002");
+        assert_eq!(t.tables, before);
+    }
+}

@@ -1,0 +1,15 @@
+//! Multi-process chaos tests of the management cluster: a harness that runs real `zsnode`
+//! processes (kill -9, SIGTERM, restart from data dir), a fault-injecting TCP proxy for
+//! node-to-node traffic, a recorded write load, and the etcd peer used by the benchmark.
+
+pub mod cluster;
+pub mod etcd;
+pub mod load;
+pub mod proxy;
+
+/// True when `CHAOS_LONG=1` asks for the long mode (more rounds).
+pub fn long_mode() -> bool {
+    std::env::var("CHAOS_LONG")
+        .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+        .unwrap_or(false)
+}

@@ -1,0 +1,196 @@
+//! `deploy/local-cluster.sh` end to end: start 3 nodes, `zsctl status` shows one leader, two
+//! followers and equal applied indexes; a second start is a no-op; stop is clean; a restart
+//! from the data dirs converges again.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chaos_tests::cluster::{free_port, locate_binary, workspace_root, zsnode_bin};
+
+/// A base port with `n` consecutive free ports on 127.0.0.1.
+fn free_range(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = free_port().expect("port");
+        if base > u16::MAX - n {
+            continue;
+        }
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no range of {n} free ports");
+}
+
+struct Script {
+    dir: PathBuf,
+    bin_dir: PathBuf,
+    http: u16,
+    raft: u16,
+}
+
+impl Script {
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("bash")
+            .arg(workspace_root().join("deploy/local-cluster.sh"))
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .env("ZS_NO_BUILD", "1")
+            .env("ZS_BIN_DIR", &self.bin_dir)
+            .env("ZS_HTTP_BASE", self.http.to_string())
+            .env("ZS_RAFT_BASE", self.raft.to_string())
+            .env("ZS_START_TIMEOUT", "60")
+            .output()
+            .expect("run local-cluster.sh");
+        eprintln!(
+            "$ local-cluster.sh {args:?} -> {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn zsctl_status(&self) -> serde_json::Value {
+        let nodes = (0..3)
+            .map(|i| format!("http://127.0.0.1:{}", self.http + i))
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = Command::new(self.bin_dir.join("zsctl"))
+            .args(["--node", &nodes, "--json", "status"])
+            .output()
+            .expect("run zsctl");
+        assert!(
+            out.status.success(),
+            "zsctl status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("zsctl --json status is JSON")
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        // Never leave nodes running, even when an assertion failed.
+        let _ = self.run(&["stop"]);
+        if std::thread::panicking() {
+            for i in 1..=3 {
+                let log = self.dir.join(format!("node{i}/zsnode.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!(
+                    "===== {} =====\n{}",
+                    log.display(),
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
+        }
+    }
+}
+
+fn assert_one_leader_converged(v: &serde_json::Value) -> u64 {
+    let nodes = v["nodes"].as_array().expect("nodes array");
+    assert_eq!(nodes.len(), 3, "{v:#}");
+    let roles: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["role"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "Leader").count(),
+        1,
+        "roles {roles:?}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == "Follower").count(),
+        2,
+        "roles {roles:?}"
+    );
+    let applied: Vec<u64> = nodes
+        .iter()
+        .map(|n| n["applied_index"].as_u64().expect("applied"))
+        .collect();
+    assert!(
+        applied.windows(2).all(|w| w[0] == w[1]),
+        "applied indexes differ: {applied:?}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["ready"] == serde_json::Value::Bool(true)),
+        "{v:#}"
+    );
+    applied[0]
+}
+
+fn pids(dir: &Path) -> Vec<u32> {
+    (1..=3)
+        .filter_map(|i| std::fs::read_to_string(dir.join(format!("node{i}/zsnode.pid"))).ok())
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn local_cluster_script_starts_reports_stops_and_restarts() {
+    let zsnode = zsnode_bin().expect("zsnode binary");
+    let bin_dir = zsnode.parent().expect("bin dir").to_path_buf();
+    if !bin_dir.join("zsctl").is_file() {
+        locate_binary("zsctl", "ops", "ZSCTL_BIN").expect("zsctl binary");
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s = Script {
+        dir: tmp.path().join("local"),
+        bin_dir,
+        http: free_range(3),
+        raft: free_range(3),
+    };
+
+    let out = s.run(&["start", "--nodes", "3"]);
+    assert!(out.status.success(), "start failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ZSCTL_NODE="),
+        "start does not say how to reach the cluster:\n{text}"
+    );
+    let first = assert_one_leader_converged(&s.zsctl_status());
+    let running = pids(&s.dir);
+    assert_eq!(running.len(), 3);
+
+    let again = s.run(&["start"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already running"));
+    assert_eq!(
+        pids(&s.dir),
+        running,
+        "a second start must not start new processes"
+    );
+
+    let status = s.run(&["status"]);
+    assert!(status.status.success());
+
+    let stop = s.run(&["stop"]);
+    assert!(stop.status.success());
+    assert!(
+        !String::from_utf8_lossy(&stop.stderr).contains("SIGKILL"),
+        "nodes needed SIGKILL to stop"
+    );
+    for pid in &running {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} still alive after stop"
+        );
+    }
+    assert!(
+        !s.run(&["status"]).status.success(),
+        "status of a stopped cluster must fail"
+    );
+
+    // Restart from the data dirs: same members, nothing re-joined, state kept.
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "restart failed");
+    let second = assert_one_leader_converged(&s.zsctl_status());
+    assert!(
+        second >= first,
+        "applied index went back from {first} to {second}"
+    );
+}

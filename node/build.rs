@@ -1,0 +1,7 @@
+//! Compiles the node-to-node protobuf schema.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/cluster.proto");
+    tonic_prost_build::configure().compile_protos(&["proto/cluster.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Node configuration: a TOML file, overridden by `ZSNODE_*` environment variables, overridden
+//! by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::error::StartError;
+
+/// Default Raft / node-to-node gRPC listen address.
+pub const DEFAULT_RAFT_ADDR: &str = "127.0.0.1:7070";
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default cluster id.
+pub const DEFAULT_CLUSTER_ID: &str = "zstack";
+
+/// Command line of `zsnode`. Every flag also reads a `ZSNODE_*` environment variable.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "zsnode",
+    version,
+    about = "ZStack management node (openraft cluster member)"
+)]
+pub struct Cli {
+    /// TOML configuration file; flags and environment override its values.
+    #[arg(long, env = "ZSNODE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Raft node id (positive, never reused).
+    #[arg(long = "id", env = "ZSNODE_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Data directory (Raft log, state, snapshots, identity file).
+    #[arg(long, env = "ZSNODE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address of the Raft / node-to-node gRPC endpoint.
+    #[arg(long, env = "ZSNODE_RAFT_ADDR")]
+    pub raft_addr: Option<SocketAddr>,
+    /// Listen address of the HTTP endpoint.
+    #[arg(long, env = "ZSNODE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Raft address other nodes use to reach this one (default: --raft-addr).
+    #[arg(long, env = "ZSNODE_ADVERTISE_RAFT_ADDR")]
+    pub advertise_raft_addr: Option<String>,
+    /// HTTP address other nodes and clients use (default: --http-addr).
+    #[arg(long, env = "ZSNODE_ADVERTISE_HTTP_ADDR")]
+    pub advertise_http_addr: Option<String>,
+    /// Cluster identity; nodes of different clusters refuse to talk to each other.
+    #[arg(long, env = "ZSNODE_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Initialise a single-voter cluster with this node at start-up (no-op if initialised).
+    #[arg(long, env = "ZSNODE_INIT")]
+    pub init: bool,
+    /// Upper bound on any client request, in milliseconds (default 5000).
+    #[arg(long, env = "ZSNODE_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Build a snapshot (and purge the log behind it) every this many applied entries
+    /// (default 5000).
+    #[arg(long, env = "ZSNODE_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+}
+
+/// The TOML file's shape; every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Cli::node_id`].
+    pub node_id: Option<u64>,
+    /// See [`Cli::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`Cli::raft_addr`].
+    pub raft_addr: Option<SocketAddr>,
+    /// See [`Cli::http_addr`].
+    pub http_addr: Option<SocketAddr>,
+    /// See [`Cli::advertise_raft_addr`].
+    pub advertise_raft_addr: Option<String>,
+    /// See [`Cli::advertise_http_addr`].
+    pub advertise_http_addr: Option<String>,
+    /// See [`Cli::cluster_id`].
+    pub cluster_id: Option<String>,
+    /// See [`Cli::init`].
+    pub init: Option<bool>,
+    /// See [`Cli::request_timeout_ms`].
+    pub request_timeout_ms: Option<u64>,
+    /// See [`Cli::snapshot_logs`].
+    pub snapshot_logs: Option<u64>,
+}
+
+/// The resolved configuration the node runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Raft node id.
+    pub node_id: u64,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub raft_addr: SocketAddr,
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// Advertised gRPC address.
+    pub advertise_raft_addr: String,
+    /// Advertised HTTP address.
+    pub advertise_http_addr: String,
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Initialise a cluster at start-up.
+    pub init: bool,
+    /// Bound on client requests.
+    pub request_timeout: Duration,
+    /// Entries between snapshots.
+    pub snapshot_logs: u64,
+}
+
+impl NodeConfig {
+    /// Resolve the configuration from parsed flags (which already include the environment) and
+    /// the TOML file they name.
+    pub fn resolve(cli: Cli) -> Result<Self, StartError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| StartError::Config(format!("read {}: {e}", path.display())))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| StartError::Config(format!("parse {}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    /// Flags win over the file; defaults fill the rest.
+    pub fn merge(cli: Cli, file: FileConfig) -> Result<Self, StartError> {
+        let node_id = cli
+            .node_id
+            .or(file.node_id)
+            .ok_or_else(|| StartError::Config("node id is required (--id or node_id)".into()))?;
+        if node_id == 0 {
+            return Err(StartError::Config(
+                "node id 0 is reserved; use 1 or more".into(),
+            ));
+        }
+        let data_dir = cli.data_dir.or(file.data_dir).ok_or_else(|| {
+            StartError::Config("data dir is required (--data-dir or data_dir)".into())
+        })?;
+        let parse = |s: &str| -> Result<SocketAddr, StartError> {
+            s.parse()
+                .map_err(|e| StartError::Config(format!("address {s:?}: {e}")))
+        };
+        let raft_addr = match cli.raft_addr.or(file.raft_addr) {
+            Some(a) => a,
+            None => parse(DEFAULT_RAFT_ADDR)?,
+        };
+        let http_addr = match cli.http_addr.or(file.http_addr) {
+            Some(a) => a,
+            None => parse(DEFAULT_HTTP_ADDR)?,
+        };
+        let advertise = |explicit: Option<String>, listen: SocketAddr, what: &str| {
+            match explicit {
+                Some(a) => {
+                    validate_host_port(&a)
+                        .map_err(|e| StartError::Config(format!("{what}: {e}")))?;
+                    Ok(a)
+                }
+                // A wildcard listen address cannot be dialled by peers.
+                None if listen.ip().is_unspecified() => Err(StartError::Config(format!(
+                    "{what} is required when listening on the wildcard address {listen}"
+                ))),
+                None => Ok(listen.to_string()),
+            }
+        };
+        let advertise_raft_addr = advertise(
+            cli.advertise_raft_addr.or(file.advertise_raft_addr),
+            raft_addr,
+            "advertise_raft_addr",
+        )?;
+        let advertise_http_addr = advertise(
+            cli.advertise_http_addr.or(file.advertise_http_addr),
+            http_addr,
+            "advertise_http_addr",
+        )?;
+        let cluster_id = cli
+            .cluster_id
+            .or(file.cluster_id)
+            .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_string());
+        validate_cluster_id(&cluster_id).map_err(StartError::Config)?;
+        let request_timeout_ms = cli
+            .request_timeout_ms
+            .or(file.request_timeout_ms)
+            .unwrap_or(5_000);
+        if request_timeout_ms == 0 {
+            return Err(StartError::Config(
+                "request_timeout_ms must be positive".into(),
+            ));
+        }
+        let snapshot_logs = cli.snapshot_logs.or(file.snapshot_logs).unwrap_or(5_000);
+        if snapshot_logs == 0 {
+            return Err(StartError::Config("snapshot_logs must be positive".into()));
+        }
+        Ok(Self {
+            snapshot_logs,
+            node_id,
+            data_dir,
+            raft_addr,
+            http_addr,
+            advertise_raft_addr,
+            advertise_http_addr,
+            cluster_id,
+            init: cli.init || file.init.unwrap_or(false),
+            request_timeout: Duration::from_millis(request_timeout_ms),
+        })
+    }
+}
+
+/// Check a cluster id: 1..=64 characters of `[A-Za-z0-9._-]`.
+pub fn validate_cluster_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!("cluster id {id:?} must be 1 to 64 characters"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "cluster id {id:?} may only contain letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Check a `host:port` string (host may be a name).
+pub fn validate_host_port(s: &str) -> Result<(), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?} has an empty host"));
+    }
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{s:?} has an invalid port"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_apply() {
+        let file: FileConfig = toml::from_str(
+            "node_id = 3\ndata_dir = \"/tmp/x\"\ncluster_id = \"prod\"\nhttp_addr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            node_id: Some(4),
+            ..Default::default()
+        };
+        let c = NodeConfig::merge(cli, file).unwrap();
+        assert_eq!(c.node_id, 4);
+        assert_eq!(c.cluster_id, "prod");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.raft_addr.to_string(), DEFAULT_RAFT_ADDR);
+        assert_eq!(c.advertise_raft_addr, DEFAULT_RAFT_ADDR);
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let base = || Cli {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        assert!(NodeConfig::merge(
+            Cli {
+                node_id: Some(0),
+                ..base()
+            },
+            FileConfig::default()
+        )
+        .is_err());
+        assert!(NodeConfig::merge(
+            Cli {
+                cluster_id: Some("a b".into()),
+                ..base()
+            },
+            FileConfig::default()
+        )
+        .is_err());
+        assert!(NodeConfig::merge(
+            Cli {
+                raft_addr: Some("0.0.0.0:7070".parse().unwrap()),
+                ..base()
+            },
+            FileConfig::default()
+        )
+        .is_err());
+        assert!(toml::from_str::<FileConfig>("nodeid = 1").is_err());
+        assert!(validate_host_port("h:0").is_err() && validate_host_port("h:80").is_ok());
+    }
+}

@@ -1,0 +1,180 @@
+//! Wiring of the `ha` supervisor to openraft: the leadership watch, the catch-up barrier and
+//! the management-node registry's backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::management_node::ManagementNode;
+use api::management_node::ManagementNodeOp;
+use ha::registry::Member;
+use ha::registry::ProbedStatus;
+use ha::registry::RegistryBackend;
+use ha::BoxFuture;
+use ha::DutyError;
+use ha::LeaderBarrier;
+use ha::Leadership;
+use raft_store::openraft::async_runtime::WatchReceiver;
+use raft_store::openraft::ReadPolicy;
+use raft_store::openraft::ServerState;
+use raft_store::Proposal;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::network::Rpc;
+use crate::node::now_ms;
+use crate::node::Node;
+use crate::wire::NodeStatus;
+
+/// Bound on the catch-up barrier of a new leader.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Mirror openraft's metrics into a [`Leadership`] watch until `shutdown`.
+pub fn leadership_watch(
+    node: &Arc<Node>,
+    shutdown: CancellationToken,
+) -> watch::Receiver<Leadership> {
+    let mut metrics = node.raft.metrics();
+    let current = |m: &raft_store::openraft::RaftMetrics<raft_store::TypeConfig>| Leadership {
+        is_leader: m.state == ServerState::Leader,
+        term: m.current_term,
+    };
+    let (tx, rx) = watch::channel(current(&metrics.borrow_watched()));
+    tokio::spawn(async move {
+        loop {
+            let l = current(&metrics.borrow_and_update());
+            tx.send_if_modified(|old| {
+                let changed = *old != l;
+                *old = l;
+                changed
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = metrics.changed() => if r.is_err() { return },
+            }
+        }
+    });
+    rx
+}
+
+/// The new leader's barrier: a read index confirmed by a quorum covers everything committed
+/// so far (at least this term's first entry); waiting for it to apply is "caught up".
+pub struct RaftBarrier(pub Arc<Node>);
+
+impl LeaderBarrier for RaftBarrier {
+    fn wait_caught_up(&self, term: u64) -> BoxFuture<'static, Result<(), DutyError>> {
+        let node = self.0.clone();
+        Box::pin(async move {
+            let r = tokio::time::timeout(
+                BARRIER_TIMEOUT,
+                node.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await;
+            match r {
+                Err(_) => Err(DutyError(format!(
+                    "term {term}: not caught up within {BARRIER_TIMEOUT:?}"
+                ))),
+                Ok(Err(e)) => Err(DutyError(format!("term {term}: {e}"))),
+                Ok(Ok(read)) => {
+                    tracing::info!(term, read_index = read.index(), "leader caught up");
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+/// The registry's view of the node.
+pub struct NodeRegistry(pub Arc<Node>);
+
+fn role_of(st: &NodeStatus) -> String {
+    st.role.clone()
+}
+
+impl RegistryBackend for NodeRegistry {
+    fn members(&self) -> Vec<Member> {
+        let m = self.0.raft_metrics();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                raft_addr: n.raft_addr.clone(),
+                api_addr: n.api_addr.clone(),
+            })
+            .collect()
+    }
+
+    fn probe(&self, member: &Member) -> BoxFuture<'static, Result<ProbedStatus, DutyError>> {
+        let node = self.0.clone();
+        let member = member.clone();
+        Box::pin(async move {
+            let st = if member.id == node.id {
+                node.status()
+            } else {
+                node.peers
+                    .call::<(), NodeStatus>(
+                        member.id,
+                        &member.raft_addr,
+                        Rpc::Status,
+                        &(),
+                        Duration::from_millis(800),
+                    )
+                    .await
+                    .map_err(|e| DutyError(e.to_string()))?
+            };
+            Ok(ProbedStatus {
+                uuid: st.uuid.clone(),
+                host_name: st.host_name.clone(),
+                role: role_of(&st),
+                term: st.term,
+                commit_index: st.commit_index,
+                applied_index: st.applied_index,
+            })
+        })
+    }
+
+    fn records(&self) -> Result<Vec<ManagementNode>, DutyError> {
+        read_management_nodes(&self.0).map_err(|e| DutyError(e.to_string()))
+    }
+
+    fn commit(&self, op: ManagementNodeOp) -> BoxFuture<'static, Result<(), DutyError>> {
+        let node = self.0.clone();
+        Box::pin(async move {
+            // Leader-only: a duty must never reach the log through another leader after this
+            // node was deposed, so no forwarding here (openraft refuses on a non-leader).
+            let cmd = api::Command::ManagementNode(op);
+            let proposal = Proposal::new(Some(node.new_request_id()), now_ms(), &cmd);
+            let outcome = node
+                .propose_local(proposal, node.request_timeout)
+                .await
+                .map_err(|e| DutyError(e.to_string()))?;
+            let resp: api::Response = outcome
+                .decode()
+                .map_err(|e| DutyError(format!("undecodable registry response: {e}")))?;
+            match resp {
+                api::Response::Refused(e) => {
+                    Err(DutyError(format!("registry change refused: {e}")))
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}
+
+/// Every management node record in the local state.
+pub fn read_management_nodes(node: &Node) -> Result<Vec<ManagementNode>, crate::error::NodeError> {
+    let rows = node
+        .sm
+        .scan_prefix(api::management_node::TABLE, b"", usize::MAX)
+        .map_err(|e| crate::error::NodeError::Internal(e.to_string()))?;
+    rows.iter()
+        .map(|(_, v)| {
+            api::management_node::decode(v)
+                .map_err(|e| crate::error::NodeError::Internal(e.to_string()))
+        })
+        .collect()
+}

@@ -1,0 +1,451 @@
+//! The HTTP API (axum): health, metrics, cluster administration and the key-value test API.
+//! JSON keys are snake_case; errors are `{"error":{"code","description","details"}}`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::body::Bytes;
+use axum::extract::MatchedPath;
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::delete;
+use axum::routing::get;
+use axum::routing::post;
+use axum::routing::put;
+use axum::Json;
+use axum::Router;
+use base64::Engine;
+use raft_store::openraft::LogIdOptionExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::duties::read_management_nodes;
+use crate::error::NodeError;
+use crate::node::role_name;
+use crate::node::Node;
+use crate::wire::AdminRequest;
+
+/// Header carrying the client's idempotency key.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest accepted request id.
+const MAX_REQUEST_ID: usize = 200;
+
+/// An error reply naming the node that produced it.
+pub struct HttpError {
+    error: NodeError,
+    served_by: u64,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.error.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({
+            "error": {
+                "code": self.error.code(),
+                "description": self.error.description(),
+                "details": self.error.details(),
+            },
+            "served_by": self.served_by,
+        });
+        (status, Json(body)).into_response()
+    }
+}
+
+type HttpResult = Result<Response, HttpError>;
+
+fn err(node: &Node, error: NodeError) -> HttpError {
+    HttpError {
+        error,
+        served_by: node.id,
+    }
+}
+
+/// Build the router serving `node`.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/cluster/status", get(cluster_status))
+        .route("/cluster/management-nodes", get(management_nodes))
+        .route("/cluster/init", post(init))
+        .route("/cluster/members", post(add_member))
+        .route("/cluster/members/{id}", delete(remove_member))
+        .route("/cluster/leader/transfer", post(transfer_leader))
+        .route("/cluster/snapshot", get(snapshot))
+        .route("/kv/{*key}", put(kv_put).delete(kv_delete).get(kv_get))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            count_requests,
+        ))
+        .fallback(not_found)
+        .with_state(node)
+}
+
+async fn count_requests(
+    State(node): State<Arc<Node>>,
+    path: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = path
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    node.metrics
+        .count_http(&route, &method, resp.status().as_u16());
+    resp
+}
+
+async fn not_found(State(node): State<Arc<Node>>, req: Request) -> Response {
+    node.metrics
+        .count_http("unmatched", req.method().as_str(), 404);
+    err(
+        &node,
+        NodeError::NotFound(format!(
+            "no route for {} {}",
+            req.method(),
+            req.uri().path()
+        )),
+    )
+    .into_response()
+}
+
+async fn live() -> Response {
+    Json(json!({"status": "live"})).into_response()
+}
+
+async fn ready(State(node): State<Arc<Node>>) -> Response {
+    let m = node.raft_metrics();
+    let applied = m.last_applied.index().unwrap_or(0);
+    let (ready, reason) = match m.current_leader {
+        None => (false, "no leader known".to_string()),
+        Some(_) if applied < node.startup_commit => (
+            false,
+            format!(
+                "applied index {applied} is behind the commit index {} seen at start-up",
+                node.startup_commit
+            ),
+        ),
+        Some(l) => (true, format!("leader {l} known; applied index {applied}")),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": ready, "reason": reason, "node_id": node.id})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&node),
+    )
+        .into_response()
+}
+
+async fn cluster_status(State(node): State<Arc<Node>>) -> Response {
+    let m = node.raft_metrics();
+    let last_log = m.last_log_index.unwrap_or(0);
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members: Vec<_> = membership
+        .nodes()
+        .map(|(id, n)| {
+            // Only the leader knows how far each member got.
+            let matched = match &m.replication {
+                Some(r) if *id == node.id => Some(last_log),
+                Some(r) => r.get(id).map(|l| l.index().unwrap_or(0)),
+                None => None,
+            };
+            json!({
+                "id": id,
+                "raft_addr": n.raft_addr,
+                "api_addr": n.api_addr,
+                "voter": voters.contains(id),
+                "matched_index": matched,
+                "lag": matched.map(|x| last_log.saturating_sub(x)),
+            })
+        })
+        .collect();
+    Json(json!({
+        "node_id": node.id,
+        "cluster_id": node.cluster_id,
+        "role": role_name(m.state),
+        "term": m.current_term,
+        "leader_id": m.current_leader,
+        "last_log_index": last_log,
+        "commit_index": m.local_committed.index().unwrap_or(0),
+        "applied_index": m.last_applied.index().unwrap_or(0),
+        "members": members,
+        "served_by": node.id,
+    }))
+    .into_response()
+}
+
+/// Query parameters of reads.
+#[derive(Debug, Deserialize)]
+pub struct ReadParams {
+    /// `linearizable` (default) or `stale`.
+    pub consistency: Option<String>,
+}
+
+/// Apply the requested consistency before a local read; returns the applied index.
+async fn read_barrier(node: &Node, params: &ReadParams) -> Result<u64, HttpError> {
+    match params.consistency.as_deref() {
+        None | Some("linearizable") => node.linearizable_barrier().await.map_err(|e| err(node, e)),
+        Some("stale") => Ok(node.applied_index()),
+        Some(other) => Err(err(
+            node,
+            NodeError::BadRequest(format!(
+                "consistency must be linearizable or stale, not {other:?}"
+            )),
+        )),
+    }
+}
+
+async fn management_nodes(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<ReadParams>,
+) -> HttpResult {
+    let applied = read_barrier(&node, &params).await?;
+    let inventories = read_management_nodes(&node).map_err(|e| err(&node, e))?;
+    Ok(
+        Json(json!({"inventories": inventories, "served_by": node.id, "applied_index": applied}))
+            .into_response(),
+    )
+}
+
+async fn init(State(node): State<Arc<Node>>) -> HttpResult {
+    node.init_cluster().await.map_err(|e| err(&node, e))?;
+    Ok(
+        Json(json!({"initialized": true, "node_id": node.id, "served_by": node.id}))
+            .into_response(),
+    )
+}
+
+/// Body of `POST /cluster/members`.
+#[derive(Debug, Deserialize)]
+struct AddMemberBody {
+    id: u64,
+    raft_addr: String,
+    api_addr: String,
+}
+
+/// Body of `POST /cluster/leader/transfer`.
+#[derive(Debug, Default, Deserialize)]
+struct TransferBody {
+    to: Option<u64>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(node: &Node, body: &Bytes) -> Result<T, HttpError> {
+    serde_json::from_slice(body)
+        .map_err(|e| err(node, NodeError::BadRequest(format!("request body: {e}"))))
+}
+
+async fn add_member(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
+    let b: AddMemberBody = parse_json(&node, &body)?;
+    let v = node
+        .admin(AdminRequest::AddMember {
+            id: b.id,
+            raft_addr: b.raft_addr,
+            api_addr: b.api_addr,
+        })
+        .await
+        .map_err(|e| err(&node, e))?;
+    Ok(Json(v).into_response())
+}
+
+async fn remove_member(State(node): State<Arc<Node>>, Path(id): Path<String>) -> HttpResult {
+    let id: u64 = id.parse().map_err(|_| {
+        err(
+            &node,
+            NodeError::BadRequest(format!("node id {id:?} is not a number")),
+        )
+    })?;
+    let v = node
+        .admin(AdminRequest::RemoveMember { id })
+        .await
+        .map_err(|e| err(&node, e))?;
+    Ok(Json(v).into_response())
+}
+
+async fn transfer_leader(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
+    let b: TransferBody = if body.iter().all(|c| c.is_ascii_whitespace()) {
+        TransferBody::default()
+    } else {
+        parse_json(&node, &body)?
+    };
+    let v = node
+        .admin(AdminRequest::TransferLeader { to: b.to })
+        .await
+        .map_err(|e| err(&node, e))?;
+    Ok(Json(v).into_response())
+}
+
+async fn snapshot(State(node): State<Arc<Node>>) -> HttpResult {
+    let unavailable = |e: String| err(&node, NodeError::Unavailable(e));
+    let applied = node.applied_index();
+    node.raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| unavailable(format!("raft stopped: {e}")))?;
+    node.raft
+        .wait(Some(Duration::from_secs(60)))
+        .metrics(
+            |m| m.snapshot.index().unwrap_or(0) >= applied,
+            "snapshot built",
+        )
+        .await
+        .map_err(|e| unavailable(format!("snapshot not built: {e}")))?;
+    let snap = node
+        .raft
+        .get_snapshot()
+        .await
+        .map_err(|e| unavailable(format!("raft stopped: {e}")))?
+        .ok_or_else(|| unavailable("no snapshot available".into()))?;
+    let len = snap
+        .snapshot
+        .len()
+        .map_err(|e| err(&node, NodeError::Internal(e.to_string())))?;
+    // Hold the handle: a newer snapshot may unlink the path while we stream.
+    let file = snap
+        .snapshot
+        .open()
+        .map_err(|e| err(&node, NodeError::Internal(e.to_string())))?;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let last = snap.meta.last_log_id.index().unwrap_or(0);
+    Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(axum::http::header::CONTENT_LENGTH, len)
+        .header("x-snapshot-last-log-index", last)
+        .header("x-served-by", node.id)
+        .body(Body::from_stream(stream))
+        .map_err(|e| err(&node, NodeError::Internal(e.to_string())))
+}
+
+fn request_id(node: &Node, headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let Some(v) = headers.get(REQUEST_ID_HEADER) else {
+        return Ok(None);
+    };
+    let s = v.to_str().map_err(|_| {
+        err(
+            node,
+            NodeError::BadRequest("X-Request-Id must be printable ASCII".into()),
+        )
+    })?;
+    if s.is_empty() || s.len() > MAX_REQUEST_ID {
+        return Err(err(
+            node,
+            NodeError::BadRequest(format!(
+                "X-Request-Id must be 1 to {MAX_REQUEST_ID} characters"
+            )),
+        ));
+    }
+    // Prefix client ids so they can never collide with ids the nodes generate.
+    Ok(Some(format!("c-{s}")))
+}
+
+fn b64(v: &Option<Vec<u8>>) -> serde_json::Value {
+    match v {
+        Some(v) => json!(base64::engine::general_purpose::STANDARD.encode(v)),
+        None => serde_json::Value::Null,
+    }
+}
+
+async fn kv_write(node: &Node, headers: &HeaderMap, op: api::kv::KvOp) -> HttpResult {
+    let rid = request_id(node, headers)?;
+    let (outcome, response) = node
+        .propose(&api::Command::Kv(op), rid)
+        .await
+        .map_err(|e| err(node, e))?;
+    let previous = match response {
+        api::Response::Kv(api::kv::KvResult::Applied { previous }) => previous,
+        api::Response::Refused(e) => return Err(err(node, NodeError::BadRequest(e.to_string()))),
+        other => {
+            return Err(err(
+                node,
+                NodeError::Internal(format!("unexpected response {other:?}")),
+            ));
+        }
+    };
+    // No wait for the local state machine: a default (linearizable) read anywhere already sees
+    // this write, and waiting on a follower would add up to a heartbeat to every write.
+    let applied = node.applied_index();
+    Ok(Json(json!({
+        "index": outcome.index,
+        "duplicate": outcome.duplicate,
+        "previous": b64(&previous),
+        "served_by": node.id,
+        "applied_index": applied,
+    }))
+    .into_response())
+}
+
+async fn kv_put(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult {
+    api::kv::validate_key(&key).map_err(|e| err(&node, NodeError::BadRequest(e.to_string())))?;
+    api::kv::validate_value(&body).map_err(|e| err(&node, NodeError::BadRequest(e.to_string())))?;
+    kv_write(
+        &node,
+        &headers,
+        api::kv::KvOp::Put {
+            key,
+            value: body.to_vec(),
+        },
+    )
+    .await
+}
+
+async fn kv_delete(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult {
+    api::kv::validate_key(&key).map_err(|e| err(&node, NodeError::BadRequest(e.to_string())))?;
+    kv_write(&node, &headers, api::kv::KvOp::Delete { key }).await
+}
+
+async fn kv_get(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    Query(params): Query<ReadParams>,
+) -> HttpResult {
+    api::kv::validate_key(&key).map_err(|e| err(&node, NodeError::BadRequest(e.to_string())))?;
+    let applied = read_barrier(&node, &params).await?;
+    let value = node
+        .sm
+        .get(api::kv::TABLE, api::kv::storage_key(&key))
+        .map_err(|e| err(&node, NodeError::Internal(e.to_string())))?;
+    Ok(Json(json!({
+        "key": key,
+        "value": b64(&value),
+        "served_by": node.id,
+        "applied_index": applied,
+    }))
+    .into_response())
+}

@@ -1,0 +1,221 @@
+//! `zsnode`: one management node. Wires the Raft store, the tonic transport, the HTTP API and
+//! the leader-duty supervisor together; [`start`] runs a node inside the current tokio runtime.
+
+#![deny(missing_docs)]
+
+pub mod applier;
+pub mod config;
+pub mod duties;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod timing;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_store::openraft;
+use raft_store::MemberNode;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::applier::ModelApplier;
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::error::StartError;
+use crate::network::NetworkFactory;
+use crate::network::Peers;
+use crate::network::MAX_MESSAGE;
+use crate::node::Node;
+
+/// A started node and its background tasks.
+pub struct RunningNode {
+    /// The node.
+    pub node: Arc<Node>,
+    shutdown: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// Start a node: open its data directory, start Raft, the gRPC and HTTP servers and the
+/// leader-duty supervisor; with `config.init`, initialise a cluster if none exists yet.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    let identity = identity::load_or_create(&config.data_dir, config.node_id, &config.cluster_id)?;
+    let timing = timing::measure(&config.data_dir).map_err(|e| StartError::DataDir {
+        path: config.data_dir.clone(),
+        reason: format!("fsync probe failed: {e}"),
+    })?;
+    tracing::info!(
+        fsync_median_us = timing.fsync_median.as_micros() as u64,
+        fsync_max_us = timing.fsync_max.as_micros() as u64,
+        heartbeat_ms = timing.heartbeat.as_millis() as u64,
+        election_timeout_min_ms = timing.election_min.as_millis() as u64,
+        election_timeout_max_ms = (timing.election_min * 2).as_millis() as u64,
+        "raft timing chosen from measured fsync latency"
+    );
+    let (log, sm) = raft_store::open(&config.data_dir.join("raft"), ModelApplier)?;
+
+    let raft_config = openraft::Config {
+        cluster_name: config.cluster_id.clone(),
+        heartbeat_interval: timing.heartbeat.as_millis() as u64,
+        election_timeout_min: timing.election_min.as_millis() as u64,
+        election_timeout_max: (timing.election_min * 2).as_millis() as u64,
+        install_snapshot_timeout: 60_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        max_in_snapshot_log_to_keep: (config.snapshot_logs / 2).min(1000),
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Config(format!("raft timing: {e}")))?;
+
+    // Bind before starting Raft so a port clash fails the start instead of a half-up node.
+    let grpc_listener = tokio::net::TcpListener::bind(config.raft_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "raft gRPC",
+            addr: config.raft_addr,
+            source,
+        })?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr: config.http_addr,
+            source,
+        })?;
+
+    let peers = Arc::new(Peers::new(config.node_id, config.cluster_id.clone()));
+    let raft = raft_store::Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        NetworkFactory::new(peers.clone(), timing.election_min / 2),
+        log.clone(),
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let advertise = MemberNode {
+        raft_addr: config.advertise_raft_addr.clone(),
+        api_addr: config.advertise_http_addr.clone(),
+    };
+    let node = Arc::new(Node::new(
+        identity,
+        advertise,
+        raft,
+        sm,
+        log,
+        peers,
+        config.request_timeout,
+        timing,
+    ));
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+
+    let svc = wire::pb::cluster_server::ClusterServer::new(grpc::ClusterService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let stop = shutdown.clone();
+    // TCP_NODELAY on accepted sockets: Raft messages are small and latency-bound, and Nagle plus
+    // delayed ACKs would add tens of milliseconds to every round trip.
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    tasks.push((
+        "grpc",
+        tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }),
+    ));
+
+    let app = http::router(node.clone());
+    let stop = shutdown.clone();
+    tasks.push((
+        "http",
+        tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = http_listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
+                }
+            });
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }),
+    ));
+
+    let mut supervisor = ha::Supervisor::new();
+    supervisor.register(Arc::new(ha::registry::RegistryDuty::new(Arc::new(
+        duties::NodeRegistry(node.clone()),
+    ))));
+    let _ = node.duties.set(supervisor.state());
+    let leadership = duties::leadership_watch(&node, shutdown.clone());
+    let barrier = Arc::new(duties::RaftBarrier(node.clone()));
+    tasks.push((
+        "supervisor",
+        tokio::spawn(supervisor.run(leadership, barrier, shutdown.clone())),
+    ));
+
+    tracing::info!(
+        node_id = node.id,
+        cluster_id = %node.cluster_id,
+        raft_addr = %config.raft_addr,
+        http_addr = %config.http_addr,
+        uuid = %node.identity.uuid,
+        "zsnode started"
+    );
+
+    let running = RunningNode {
+        node,
+        shutdown,
+        tasks,
+    };
+    if config.init {
+        match running.node.init_cluster().await {
+            Ok(()) => tracing::info!("initialised a single-voter cluster"),
+            Err(NodeError::Conflict(reason)) => {
+                tracing::info!(%reason, "--init: already initialised")
+            }
+            Err(e) => {
+                running.shutdown().await;
+                return Err(StartError::Init(e));
+            }
+        }
+    }
+    Ok(running)
+}
+
+impl RunningNode {
+    /// Stop duties and servers, then Raft; bounded so a stuck peer cannot hold shutdown.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for (name, task) in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = name, "did not stop within 5 s");
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.node.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "raft shutdown error"),
+            Err(_) => tracing::warn!("raft did not shut down within 5 s"),
+        }
+        tracing::info!(node_id = self.node.id, "zsnode stopped");
+    }
+}

@@ -1,0 +1,57 @@
+//! `zsnode` entry point: parse configuration, start the node, stop cleanly on SIGTERM/SIGINT.
+
+use clap::Parser;
+use node::config::Cli;
+use node::config::NodeConfig;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
+    let config = match NodeConfig::resolve(Cli::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zsnode: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let running = match node::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "zsnode failed to start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C via tokio's portable API is the fallback.
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot wait for signals; exiting");
+            }
+        }
+    }
+}
