@@ -74,7 +74,10 @@ port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 build() {
   if [ "${ZS_NO_BUILD:-0}" = 1 ]; then
-    [ -x "$ZSNODE" ] && [ -x "$ZSCTL" ] || { echo "local-cluster: ZS_NO_BUILD=1 but $ZSNODE or $ZSCTL is missing" >&2; exit 1; }
+    if [ ! -x "$ZSNODE" ] || [ ! -x "$ZSCTL" ]; then
+      echo "local-cluster: ZS_NO_BUILD=1 but $ZSNODE or $ZSCTL is missing" >&2
+      exit 1
+    fi
     return
   fi
   local flag=()
@@ -141,7 +144,9 @@ cmd_start() {
     if running_pid "$i" >/dev/null; then running+=("$i"); else missing+=("$i"); fi
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    echo "local-cluster: already running ($NODES nodes, pids $(for i in $(seq 1 "$NODES"); do printf '%s ' "$(running_pid "$i")"; done))"
+    local pids=""
+    for i in $(seq 1 "$NODES"); do pids="$pids${pids:+ }$(running_pid "$i")"; done
+    echo "local-cluster: already running ($NODES nodes, pids $pids)"
     print_info
     return 0
   fi

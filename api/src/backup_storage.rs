@@ -102,8 +102,8 @@ const BASE_FIELDS: &[&str] = &[
 
 impl BackupStorage {
     fn base_inventory(&self) -> Value {
-        let mut v = json!({"uuid": self.uuid, "name": self.name, "url": self.url});
-        let m = v.as_object_mut().expect("json! object");
+        let mut m =
+            resource::object(json!({"uuid": self.uuid, "name": self.name, "url": self.url}));
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -115,7 +115,7 @@ impl BackupStorage {
         m.insert("createDate".into(), json!(java_date(self.create_date)));
         m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
         m.insert("attachedZoneUuids".into(), json!(self.attached_zone_uuids));
-        v
+        Value::Object(m)
     }
 
     /// `ImageStoreBackupStorageInventory`: subclass fields first, then the base (spec 06 §6).

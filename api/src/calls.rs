@@ -541,6 +541,7 @@ fn infra_plan(
         .or_else(|| crate::l2::plan(call, b, caller, new_uuid))
         .or_else(|| crate::l3::plan(call, b, caller, new_uuid))
         .or_else(|| crate::tag::plan(call, b, caller, new_uuid))
+        .map(|r| r.and_then(|c| crate::tag::with_create_tags(call, b, caller, c)))
 }
 
 /// Run a planned query and build the reply fields (`inventories`, `total`).

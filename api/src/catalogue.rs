@@ -17,6 +17,24 @@ const CATALOGUE: &str = include_str!("../catalogue/api-catalogue.json");
 /// account/user create and update calls of issue 4, with ZStack 2.5's parameters.
 const EXTRA_CALLS: &str = include_str!("../catalogue/extra-calls.json");
 
+/// Parameter types the catalogue file gets wrong (its type column is shifted for some calls),
+/// corrected to what ZStack's Java fields are and what its clients send: `(call, param, type)`.
+const TYPE_FIXES: &[(&str, &str, ParamType)] = &[
+    ("CreateCluster", "hypervisorType", ParamType::String),
+    ("CreateInstanceOffering", "cpuNum", ParamType::Integer),
+    ("CreateInstanceOffering", "sortKey", ParamType::Integer),
+    ("CreateDiskOffering", "sortKey", ParamType::Integer),
+    ("UpdateImage", "system", ParamType::Boolean),
+    ("UpdateImage", "virtio", ParamType::Boolean),
+    ("CreateL2VlanNetwork", "vlan", ParamType::Integer),
+    ("CreateVniRange", "endVni", ParamType::Integer),
+    ("CreateL2VxlanNetwork", "vni", ParamType::Integer),
+    ("CreateL3Network", "ipVersion", ParamType::Integer),
+    ("CreateL3Network", "system", ParamType::Boolean),
+    ("UpdateL3Network", "system", ParamType::Boolean),
+    ("AddIpRange", "startIp", ParamType::String),
+];
+
 /// Whether a call answers at once or through a durable job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {
@@ -127,6 +145,14 @@ impl Catalogue {
         let extra: BTreeMap<String, RawCall> =
             serde_json::from_str(EXTRA_CALLS).expect("catalogue/extra-calls.json is valid");
         raw.extend(extra);
+        for (call, param, ty) in TYPE_FIXES {
+            if let Some(p) = raw
+                .get_mut(*call)
+                .and_then(|r| r.parameters.iter_mut().find(|p| p.name == *param))
+            {
+                p.ty = *ty;
+            }
+        }
         let mut by_class = BTreeMap::new();
         let mut by_name = BTreeMap::new();
         for (name, r) in raw {

@@ -82,8 +82,7 @@ impl Resource for Cluster {
     }
 
     fn inventory(&self) -> Value {
-        let mut v = json!({"name": self.name, "uuid": self.uuid});
-        let m = v.as_object_mut().expect("json! object");
+        let mut m = resource::object(json!({"name": self.name, "uuid": self.uuid}));
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -96,7 +95,7 @@ impl Resource for Cluster {
         if let Some(a) = &self.architecture {
             m.insert("architecture".into(), json!(a));
         }
-        v
+        Value::Object(m)
     }
 }
 

@@ -159,8 +159,7 @@ impl Resource for Image {
     }
 
     fn inventory(&self) -> Value {
-        let mut v = json!({"uuid": self.uuid, "name": self.name});
-        let m = v.as_object_mut().expect("json! object");
+        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -188,22 +187,21 @@ impl Resource for Image {
             .backup_storage_refs
             .iter()
             .map(|r| {
-                let mut o = json!({
+                let mut om = resource::object(json!({
                     "imageUuid": self.uuid,
                     "backupStorageUuid": r.backup_storage_uuid,
-                });
-                let om = o.as_object_mut().expect("json! object");
+                }));
                 if let Some(p) = &r.install_path {
                     om.insert("installPath".into(), json!(p));
                 }
                 om.insert("status".into(), json!(r.status));
                 om.insert("createDate".into(), json!(java_date(r.create_date)));
                 om.insert("lastOpDate".into(), json!(java_date(r.last_op_date)));
-                o
+                Value::Object(om)
             })
             .collect();
         m.insert("backupStorageRefs".into(), json!(refs));
-        v
+        Value::Object(m)
     }
 }
 

@@ -384,8 +384,7 @@ impl Resource for VniRange {
     }
 
     fn inventory(&self) -> Value {
-        let mut v = json!({"uuid": self.uuid, "name": self.name});
-        let m = v.as_object_mut().expect("json! object");
+        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -394,7 +393,7 @@ impl Resource for VniRange {
         m.insert("l2NetworkUuid".into(), json!(self.l2_network_uuid));
         m.insert("createDate".into(), json!(java_date(self.create_date)));
         m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        v
+        Value::Object(m)
     }
 }
 
@@ -929,7 +928,7 @@ pub(crate) fn apply(
                 )));
             }
             if cluster.zone_uuid != l2.zone_uuid {
-                return Err(validate::op_failure(format!(
+                return Err(validate::invalid_arg(format!(
                     "L2 network[uuid:{uuid}] is in zone[uuid:{}] but cluster[uuid:{cluster_uuid}] is in zone[uuid:{}], they must be in the same zone",
                     l2.zone_uuid, cluster.zone_uuid
                 )));
@@ -1466,7 +1465,7 @@ pub(crate) mod tests {
             "SYS.1007",
             "dup"
         );
-        assert_eq!(code(attach(&mut t, &u(60), &c2, None)), "SYS.1006", "zone");
+        assert_eq!(code(attach(&mut t, &u(60), &c2, None)), "SYS.1007", "zone");
         assert_eq!(code(attach(&mut t, &u(60), &u(98), None)), "SYS.1003");
         assert_eq!(
             code(run(

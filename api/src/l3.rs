@@ -168,9 +168,9 @@ impl Resource for IpRange {
     }
 
     fn inventory(&self) -> Value {
-        let mut v =
-            json!({"uuid": self.uuid, "l3NetworkUuid": self.l3_network_uuid, "name": self.name});
-        let m = v.as_object_mut().expect("json! object");
+        let mut m = resource::object(
+            json!({"uuid": self.uuid, "l3NetworkUuid": self.l3_network_uuid, "name": self.name}),
+        );
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -187,7 +187,7 @@ impl Resource for IpRange {
         m.insert("ipRangeType".into(), json!("Normal"));
         m.insert("createDate".into(), json!(java_date(self.create_date)));
         m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        v
+        Value::Object(m)
     }
 }
 
@@ -259,8 +259,7 @@ impl Resource for L3Network {
     }
 
     fn inventory(&self) -> Value {
-        let mut v = json!({"uuid": self.uuid, "name": self.name});
-        let m = v.as_object_mut().expect("json! object");
+        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -286,7 +285,7 @@ impl Resource for L3Network {
         m.insert("networkServices".into(), json!([]));
         m.insert("hostRoute".into(), json!([]));
         m.insert("reservedIpRanges".into(), json!([]));
-        v
+        Value::Object(m)
     }
 }
 
@@ -316,7 +315,7 @@ pub struct UsedIp {
 impl UsedIp {
     /// The inventory in ZStack's field order.
     pub fn inventory(&self) -> Value {
-        let mut v = json!({
+        let mut m = resource::object(json!({
             "uuid": self.uuid,
             "ipRangeUuid": self.ip_range_uuid,
             "l3NetworkUuid": self.l3_network_uuid,
@@ -327,14 +326,13 @@ impl UsedIp {
             "usedFor": self.used_for,
             "ipInLong": self.ip,
             "ipInBinary": Ipv4Addr::from(self.ip).octets().iter().map(|b| *b as i8).collect::<Vec<_>>(),
-        });
-        let m = v.as_object_mut().expect("json! object");
+        }));
         if let Some(n) = &self.vm_nic_uuid {
             m.insert("vmNicUuid".into(), json!(n));
         }
         m.insert("createDate".into(), json!(java_date(self.create_date)));
         m.insert("lastOpDate".into(), json!(java_date(self.create_date)));
-        v
+        Value::Object(m)
     }
 }
 
@@ -357,6 +355,38 @@ pub fn used_ips(txn: &impl StateTxn, l3: &str) -> Result<Vec<UsedIp>, ApiError> 
             })
         })
         .collect()
+}
+
+/// Up to `limit` free addresses of an L3 in address order (for `GetFreeIp` and the UI's
+/// "available IPs" hint), and the L3's (total, used) address counts (for `GetIpAddressCapacity`).
+pub fn free_ips(
+    txn: &impl StateTxn,
+    l3_uuid: &str,
+    limit: usize,
+) -> Result<(Vec<String>, u64, u64), ApiError> {
+    let (_, l3) = resource::require::<L3Network>(txn, l3_uuid)?;
+    let used: Vec<u32> = used_ips(txn, l3_uuid)?.into_iter().map(|u| u.ip).collect();
+    let mut ranges = l3.ip_ranges.clone();
+    ranges.sort_by_key(|r| r.start_ip);
+    let total: u64 = ranges
+        .iter()
+        .map(|r| u64::from(r.end_ip - r.start_ip) + 1)
+        .sum();
+    let mut free = Vec::new();
+    'outer: for r in &ranges {
+        let mut ip = u64::from(r.start_ip);
+        while ip <= u64::from(r.end_ip) {
+            if free.len() >= limit {
+                break 'outer;
+            }
+            let v = ip as u32;
+            if used.binary_search(&v).is_err() {
+                free.push(ip_str(v));
+            }
+            ip += 1;
+        }
+    }
+    Ok((free, total, used.len() as u64))
 }
 
 /// The lowest free address of `ranges` given the sorted used addresses (pure IPAM core).
@@ -1485,6 +1515,19 @@ mod tests {
             panic!()
         };
         assert_eq!(ip_str(x.ip), "192.168.0.11");
+        let (free, total, used) = free_ips(&t, &l3, 5).unwrap();
+        assert_eq!((free, total, used), (vec![], 3, 3));
+        run(
+            &mut t,
+            L3Op::ReleaseIp {
+                l3_network_uuid: l3.clone(),
+                ip: "192.168.0.12".into(),
+            },
+        )
+        .unwrap();
+        let (free, _, used) = free_ips(&t, &l3, 5).unwrap();
+        assert_eq!((free, used), (vec!["192.168.0.12".to_string()], 2));
+        alloc(&mut t, &l3, 204, Some("192.168.0.12")).unwrap();
         // Permissive delete of a range in use is refused; Enforcing releases.
         let before = t.tables.clone();
         assert_eq!(

@@ -34,6 +34,9 @@ pub mod params;
 pub mod primary_storage;
 pub mod tag;
 
+#[cfg(test)]
+mod infra_tests;
+
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -233,6 +236,18 @@ pub enum Command {
         /// What.
         op: Box<tag::TagOp>,
     },
+    /// A create call with `systemTags`/`userTags`: the create, then the tags of the new resource,
+    /// in one apply (built by [`tag::with_create_tags`]; answers the create's response).
+    Tagged {
+        /// Who asked.
+        caller: Caller,
+        /// The create.
+        command: Box<Command>,
+        /// VO type of the created resource.
+        resource_type: String,
+        /// (system?, text) of each tag.
+        tags: Vec<(bool, String)>,
+    },
 }
 
 /// What applying a [`Command`] answered.
@@ -329,6 +344,12 @@ pub fn apply(
         Command::L2 { caller, op } => l2::apply(txn, ctx, &caller, *op).map(Response::L2),
         Command::L3 { caller, op } => l3::apply(txn, ctx, &caller, *op).map(Response::L3),
         Command::Tag { caller, op } => tag::apply(txn, ctx, &caller, *op).map(Response::Tag),
+        Command::Tagged {
+            caller,
+            command,
+            resource_type,
+            tags,
+        } => return tag::apply_tagged(txn, ctx, &caller, *command, resource_type, tags),
     };
     match res {
         Ok(r) => Ok(r),

@@ -104,8 +104,7 @@ impl Resource for InstanceOffering {
     }
 
     fn inventory(&self) -> Value {
-        let mut v = json!({"uuid": self.uuid, "name": self.name});
-        let m = v.as_object_mut().expect("json! object");
+        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -122,7 +121,7 @@ impl Resource for InstanceOffering {
         m.insert("createDate".into(), json!(java_date(self.create_date)));
         m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
         m.insert("state".into(), json!(self.state));
-        v
+        Value::Object(m)
     }
 }
 
@@ -171,8 +170,7 @@ impl Resource for DiskOffering {
     }
 
     fn inventory(&self) -> Value {
-        let mut v = json!({"uuid": self.uuid, "name": self.name});
-        let m = v.as_object_mut().expect("json! object");
+        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -185,7 +183,7 @@ impl Resource for DiskOffering {
         if let Some(a) = &self.allocator_strategy {
             m.insert("allocatorStrategy".into(), json!(a));
         }
-        v
+        Value::Object(m)
     }
 }
 

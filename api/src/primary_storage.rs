@@ -146,13 +146,12 @@ impl Resource for PrimaryStorage {
     }
 
     fn inventory(&self) -> Value {
-        let mut v = json!({
+        let mut m = resource::object(json!({
             "uuid": self.uuid,
             "zoneUuid": self.zone_uuid,
             "name": self.name,
             "url": self.url,
-        });
-        let m = v.as_object_mut().expect("json! object");
+        }));
         if let Some(d) = &self.description {
             m.insert("description".into(), json!(d));
         }
@@ -180,7 +179,7 @@ impl Resource for PrimaryStorage {
             "attachedClusterUuids".into(),
             json!(self.attached_cluster_uuids),
         );
-        v
+        Value::Object(m)
     }
 }
 
@@ -454,7 +453,7 @@ pub(crate) fn apply(
             let (owner, mut p) = resource::require::<PrimaryStorage>(txn, &uuid)?;
             let (_, c) = resource::require::<Cluster>(txn, &cluster_uuid)?;
             if c.zone_uuid != p.zone_uuid {
-                return Err(validate::op_failure(format!(
+                return Err(validate::invalid_arg(format!(
                     "primary storage[uuid:{uuid}] is in zone[uuid:{}] but cluster[uuid:{cluster_uuid}] is in zone[uuid:{}], they must be in the same zone",
                     p.zone_uuid, c.zone_uuid
                 )));
@@ -492,8 +491,8 @@ pub(crate) fn apply(
             let (owner, mut p) = resource::require::<PrimaryStorage>(txn, &uuid)?;
             resource::require::<Cluster>(txn, &cluster_uuid)?;
             if !p.attached_cluster_uuids.contains(&cluster_uuid) {
-                return Err(validate::op_failure(format!(
-                    "primary storage[uuid:{uuid}] is not attached to cluster[uuid:{cluster_uuid}]"
+                return Err(validate::invalid_arg(format!(
+                    "primary storage[uuid:{uuid}] has not been attached to cluster[uuid:{cluster_uuid}] yet"
                 )));
             }
             // Stopping the VMs that use it in that cluster joins here with the VM family.
@@ -550,7 +549,7 @@ fn url_free_in_cluster(
 ) -> Result<(), ApiError> {
     for (_, other) in resource::find::<PrimaryStorage>(txn, "attachedClusterUuids", cluster_uuid)? {
         if other.uuid != except && other.url == url {
-            return Err(validate::op_failure(format!(
+            return Err(validate::invalid_arg(format!(
                 "url[{url}] has been occupied by primary storage[uuid:{}] in cluster[uuid:{cluster_uuid}], it cannot be duplicate in same cluster",
                 other.uuid
             )));
@@ -756,7 +755,7 @@ mod tests {
         let nfs = add(&mut t, 23, PsType::Nfs, &z, "10.0.0.1:/a");
         let smp = add(&mut t, 24, PsType::SharedMountPoint, &z, "/mnt/smp");
         let before = t.tables.clone();
-        assert_eq!(code(attach(&mut t, &l1, &c_other_zone)), "SYS.1006", "zone");
+        assert_eq!(code(attach(&mut t, &l1, &c_other_zone)), "SYS.1007", "zone");
         assert_eq!(code(attach(&mut t, &u(99), &c)), "SYS.1003");
         assert_eq!(code(attach(&mut t, &l1, &u(98))), "SYS.1003");
         assert_eq!(t.tables, before);
@@ -765,7 +764,7 @@ mod tests {
         assert_eq!(code(attach(&mut t, &l1, &c)), "SYS.1006", "twice");
         assert_eq!(
             code(attach(&mut t, &l_same_url, &c)),
-            "SYS.1006",
+            "SYS.1007",
             "same url"
         );
         assert_eq!(t.tables, before);
@@ -795,7 +794,7 @@ mod tests {
                     cluster_uuid: c.clone()
                 }
             )),
-            "SYS.1006",
+            "SYS.1007",
             "not attached"
         );
         attach(&mut t, &nfs, &c).unwrap(); // Local + NFS

@@ -111,6 +111,15 @@ fn index_key(table: &str, field: &str, value: &str, uuid: Option<&str>) -> Vec<u
     k
 }
 
+/// The map of a JSON object (an empty map for anything else): lets inventories be built from a
+/// `json!({..})` literal without unwrapping.
+pub fn object(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// Load a record and its owner.
 pub fn load<R: Resource>(txn: &impl StateTxn, uuid: &str) -> Result<Option<(String, R)>, ApiError> {
     match txn.get(R::TABLE, uuid.as_bytes())? {

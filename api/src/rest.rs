@@ -140,7 +140,264 @@ pub const ROUTES: &[Route] = &[
         "/v1/global-configurations/actions",
         "ResetGlobalConfig",
         A,
+    ), // Infrastructure families (`@RestRequest` paths of ZStack 2.x).
+    r(Po, "/v1/clusters", "CreateCluster", P),
+    r(G, "/v1/clusters", "QueryCluster", N),
+    r(G, "/v1/clusters/{uuid}", "QueryCluster", N),
+    r(Pu, "/v1/clusters/{uuid}/actions", "UpdateCluster", A),
+    r(Pu, "/v1/clusters/{uuid}/actions", "ChangeClusterState", A),
+    r(D, "/v1/clusters/{uuid}", "DeleteCluster", N),
+    r(
+        Po,
+        "/v1/primary-storage/local-storage",
+        "AddLocalPrimaryStorage",
+        P,
     ),
+    r(Po, "/v1/primary-storage/nfs", "AddNfsPrimaryStorage", P),
+    r(
+        Po,
+        "/v1/primary-storage/smp",
+        "AddSharedMountPointPrimaryStorage",
+        P,
+    ),
+    r(G, "/v1/primary-storage", "QueryPrimaryStorage", N),
+    r(G, "/v1/primary-storage/{uuid}", "QueryPrimaryStorage", N),
+    r(
+        Pu,
+        "/v1/primary-storage/{uuid}/actions",
+        "UpdatePrimaryStorage",
+        A,
+    ),
+    r(
+        Pu,
+        "/v1/primary-storage/{uuid}/actions",
+        "ChangePrimaryStorageState",
+        A,
+    ),
+    r(D, "/v1/primary-storage/{uuid}", "DeletePrimaryStorage", N),
+    r(
+        Po,
+        "/v1/clusters/{clusterUuid}/primary-storage/{primaryStorageUuid}",
+        "AttachPrimaryStorageToCluster",
+        P,
+    ),
+    r(
+        D,
+        "/v1/clusters/{clusterUuid}/primary-storage/{primaryStorageUuid}",
+        "DetachPrimaryStorageFromCluster",
+        N,
+    ),
+    r(
+        Po,
+        "/v1/backup-storage/image-store",
+        "AddImageStoreBackupStorage",
+        P,
+    ),
+    r(G, "/v1/backup-storage", "QueryBackupStorage", N),
+    r(G, "/v1/backup-storage/{uuid}", "QueryBackupStorage", N),
+    r(
+        G,
+        "/v1/backup-storage/image-store",
+        "QueryImageStoreBackupStorage",
+        N,
+    ),
+    r(
+        G,
+        "/v1/backup-storage/image-store/{uuid}",
+        "QueryImageStoreBackupStorage",
+        N,
+    ),
+    r(
+        Pu,
+        "/v1/backup-storage/{uuid}/actions",
+        "UpdateBackupStorage",
+        A,
+    ),
+    r(
+        Pu,
+        "/v1/backup-storage/{uuid}/actions",
+        "ChangeBackupStorageState",
+        A,
+    ),
+    r(D, "/v1/backup-storage/{uuid}", "DeleteBackupStorage", N),
+    r(
+        Po,
+        "/v1/zones/{zoneUuid}/backup-storage/{backupStorageUuid}",
+        "AttachBackupStorageToZone",
+        P,
+    ),
+    r(
+        D,
+        "/v1/zones/{zoneUuid}/backup-storage/{backupStorageUuid}",
+        "DetachBackupStorageFromZone",
+        N,
+    ),
+    r(Po, "/v1/instance-offerings", "CreateInstanceOffering", P),
+    r(G, "/v1/instance-offerings", "QueryInstanceOffering", N),
+    r(
+        G,
+        "/v1/instance-offerings/{uuid}",
+        "QueryInstanceOffering",
+        N,
+    ),
+    r(
+        Pu,
+        "/v1/instance-offerings/{uuid}/actions",
+        "UpdateInstanceOffering",
+        A,
+    ),
+    r(
+        Pu,
+        "/v1/instance-offerings/{uuid}/actions",
+        "ChangeInstanceOfferingState",
+        A,
+    ),
+    r(
+        D,
+        "/v1/instance-offerings/{uuid}",
+        "DeleteInstanceOffering",
+        N,
+    ),
+    r(Po, "/v1/disk-offerings", "CreateDiskOffering", P),
+    r(G, "/v1/disk-offerings", "QueryDiskOffering", N),
+    r(G, "/v1/disk-offerings/{uuid}", "QueryDiskOffering", N),
+    r(
+        Pu,
+        "/v1/disk-offerings/{uuid}/actions",
+        "UpdateDiskOffering",
+        A,
+    ),
+    r(
+        Pu,
+        "/v1/disk-offerings/{uuid}/actions",
+        "ChangeDiskOfferingState",
+        A,
+    ),
+    r(D, "/v1/disk-offerings/{uuid}", "DeleteDiskOffering", N),
+    r(Po, "/v1/images", "AddImage", P),
+    r(G, "/v1/images", "QueryImage", N),
+    r(G, "/v1/images/{uuid}", "QueryImage", N),
+    r(Pu, "/v1/images/{uuid}/actions", "UpdateImage", A),
+    r(Pu, "/v1/images/{uuid}/actions", "ChangeImageState", A),
+    r(Pu, "/v1/images/{imageUuid}/actions", "ExpungeImage", A),
+    r(Pu, "/v1/images/{imageUuid}/actions", "RecoverImage", A),
+    r(D, "/v1/images/{uuid}", "DeleteImage", N),
+    r(Po, "/v1/l2-networks/no-vlan", "CreateL2NoVlanNetwork", P),
+    r(Po, "/v1/l2-networks/vlan", "CreateL2VlanNetwork", P),
+    r(
+        Po,
+        "/v1/l2-networks/vxlan-pool",
+        "CreateL2VxlanNetworkPool",
+        P,
+    ),
+    r(Po, "/v1/l2-networks/vxlan", "CreateL2VxlanNetwork", P),
+    r(
+        Po,
+        "/v1/l2-networks/vxlan-pool/{l2NetworkUuid}/vni-ranges",
+        "CreateVniRange",
+        P,
+    ),
+    r(
+        D,
+        "/v1/l2-networks/vxlan-pool/vni-ranges/{uuid}",
+        "DeleteVniRange",
+        N,
+    ),
+    r(G, "/v1/l2-networks", "QueryL2Network", N),
+    r(G, "/v1/l2-networks/{uuid}", "QueryL2Network", N),
+    r(G, "/v1/l2-networks/vlan", "QueryL2VlanNetwork", N),
+    r(G, "/v1/l2-networks/vlan/{uuid}", "QueryL2VlanNetwork", N),
+    r(G, "/v1/l2-networks/vxlan", "QueryL2VxlanNetwork", N),
+    r(G, "/v1/l2-networks/vxlan/{uuid}", "QueryL2VxlanNetwork", N),
+    r(
+        G,
+        "/v1/l2-networks/vxlan-pool",
+        "QueryL2VxlanNetworkPool",
+        N,
+    ),
+    r(
+        G,
+        "/v1/l2-networks/vxlan-pool/{uuid}",
+        "QueryL2VxlanNetworkPool",
+        N,
+    ),
+    r(
+        G,
+        "/v1/l2-networks/vxlan-pool/vni-ranges",
+        "QueryVniRange",
+        N,
+    ),
+    r(
+        G,
+        "/v1/l2-networks/vxlan-pool/vni-ranges/{uuid}",
+        "QueryVniRange",
+        N,
+    ),
+    r(Pu, "/v1/l2-networks/{uuid}/actions", "UpdateL2Network", A),
+    r(
+        Po,
+        "/v1/l2-networks/{l2NetworkUuid}/clusters/{clusterUuid}",
+        "AttachL2NetworkToCluster",
+        P,
+    ),
+    r(
+        D,
+        "/v1/l2-networks/{l2NetworkUuid}/clusters/{clusterUuid}",
+        "DetachL2NetworkFromCluster",
+        N,
+    ),
+    r(D, "/v1/l2-networks/{uuid}", "DeleteL2Network", N),
+    r(Po, "/v1/l3-networks", "CreateL3Network", P),
+    r(G, "/v1/l3-networks", "QueryL3Network", N),
+    r(G, "/v1/l3-networks/{uuid}", "QueryL3Network", N),
+    r(Pu, "/v1/l3-networks/{uuid}/actions", "UpdateL3Network", A),
+    r(
+        Pu,
+        "/v1/l3-networks/{uuid}/actions",
+        "ChangeL3NetworkState",
+        A,
+    ),
+    r(D, "/v1/l3-networks/{uuid}", "DeleteL3Network", N),
+    r(
+        Po,
+        "/v1/l3-networks/{l3NetworkUuid}/ip-ranges",
+        "AddIpRange",
+        P,
+    ),
+    r(
+        Po,
+        "/v1/l3-networks/{l3NetworkUuid}/ip-ranges/by-cidr",
+        "AddIpRangeByNetworkCidr",
+        P,
+    ),
+    r(G, "/v1/l3-networks/ip-ranges", "QueryIpRange", N),
+    r(G, "/v1/l3-networks/ip-ranges/{uuid}", "QueryIpRange", N),
+    r(
+        Pu,
+        "/v1/l3-networks/ip-ranges/{uuid}/actions",
+        "UpdateIpRange",
+        A,
+    ),
+    r(D, "/v1/l3-networks/ip-ranges/{uuid}", "DeleteIpRange", N),
+    r(
+        Po,
+        "/v1/l3-networks/{l3NetworkUuid}/dns",
+        "AddDnsToL3Network",
+        P,
+    ),
+    r(
+        D,
+        "/v1/l3-networks/{l3NetworkUuid}/dns/{dns}",
+        "RemoveDnsFromL3Network",
+        N,
+    ),
+    r(Po, "/v1/system-tags", "CreateSystemTag", P),
+    r(G, "/v1/system-tags", "QuerySystemTag", N),
+    r(G, "/v1/system-tags/{uuid}", "QuerySystemTag", N),
+    r(Po, "/v1/user-tags", "CreateUserTag", P),
+    r(G, "/v1/user-tags", "QueryUserTag", N),
+    r(G, "/v1/user-tags/{uuid}", "QueryUserTag", N),
+    r(D, "/v1/tags/{uuid}", "DeleteTag", N),
 ];
 
 /// `CreateZone` → `createZone`: the body key of an action.
@@ -308,6 +565,13 @@ pub fn translate(
             message: format!("no api mapping to {}", req.path),
         });
     }
+    // A route with literal segments wins over one that matches them with variables
+    // (`/v1/l2-networks/vlan` over `/v1/l2-networks/{uuid}`).
+    let fewest = candidates.iter().map(|(_, v)| v.len()).min().unwrap_or(0);
+    let candidates: Vec<_> = candidates
+        .into_iter()
+        .filter(|(_, v)| v.len() == fewest)
+        .collect();
     // Several actions share one URL; the body's key picks one.
     let (route, vars) = if candidates.len() == 1 {
         candidates.into_iter().next().expect("one candidate")
@@ -609,6 +873,52 @@ pub fn refusal(code: Code, details: impl Into<String>) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn infrastructure_routes_prefer_literal_segments_and_copy_path_variables() {
+        let auth = Some("OAuth s");
+        let (route, _, _) = translate(&req("GET", "/v1/l2-networks/vlan", &[], "", auth)).unwrap();
+        assert_eq!(route.call, "QueryL2VlanNetwork");
+        let (route, _, _) = translate(&req("GET", "/v1/l2-networks/abc", &[], "", auth)).unwrap();
+        assert_eq!(route.call, "QueryL2Network");
+        let (route, _, m) = translate(&req(
+            "POST",
+            "/v1/clusters/c1/primary-storage/p1",
+            &[],
+            "{}",
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(route.call, "AttachPrimaryStorageToCluster");
+        assert_eq!(
+            (
+                m.body["clusterUuid"].as_str(),
+                m.body["primaryStorageUuid"].as_str()
+            ),
+            (Some("c1"), Some("p1"))
+        );
+        let (route, _, m) = translate(&req(
+            "PUT",
+            "/v1/images/i1/actions",
+            &[],
+            r#"{"recoverImage": {}}"#,
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(
+            (route.call, m.body["imageUuid"].as_str()),
+            ("RecoverImage", Some("i1"))
+        );
+        let (route, _, _) = translate(&req(
+            "GET",
+            "/v1/l2-networks/vxlan-pool/vni-ranges",
+            &[],
+            "",
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(route.call, "QueryVniRange");
+    }
 
     fn req(
         method: &str,

@@ -47,6 +47,8 @@ pub const RESOURCE_TYPES: &[(&str, &str)] = &[
     ("VniRangeVO", crate::l2::VNI_TABLE),
     ("L3NetworkVO", crate::l3::TABLE),
     ("IpRangeVO", crate::l3::RANGE_TABLE),
+    ("AccountVO", crate::identity::ACCOUNT_TABLE),
+    ("UserVO", crate::identity::USER_TABLE),
 ];
 
 /// A tag record; the same shape for both kinds.
@@ -333,6 +335,104 @@ fn denied(caller: &Caller, uuid: &str) -> ApiError {
             caller.account_uuid
         ),
     )
+}
+
+/// The VO type a create call's new resource gets tagged as (`None`: not a create of ours).
+fn created_type(call: &str) -> Option<&'static str> {
+    Some(match call {
+        "CreateCluster" => "ClusterVO",
+        "AddLocalPrimaryStorage" | "AddNfsPrimaryStorage" | "AddSharedMountPointPrimaryStorage" => {
+            "PrimaryStorageVO"
+        }
+        "AddImageStoreBackupStorage" => "ImageStoreBackupStorageVO",
+        "CreateInstanceOffering" => "InstanceOfferingVO",
+        "CreateDiskOffering" => "DiskOfferingVO",
+        "AddImage" => "ImageVO",
+        "CreateL2NoVlanNetwork" | "CreateL2VxlanNetworkPool" => "L2NetworkVO",
+        "CreateL2VlanNetwork" => "L2VlanNetworkVO",
+        "CreateL2VxlanNetwork" => "VxlanNetworkVO",
+        "CreateVniRange" => "VniRangeVO",
+        "CreateL3Network" => "L3NetworkVO",
+        "AddIpRange" | "AddIpRangeByNetworkCidr" => "IpRangeVO",
+        _ => return None,
+    })
+}
+
+/// A create call's `systemTags`/`userTags` become tag records of the new resource, in the same
+/// apply ([`crate::Command::Tagged`]); checked here so that, once the create succeeded, creating
+/// the tags cannot be refused.
+pub fn with_create_tags(
+    call: &CallSpec,
+    b: &Body,
+    caller: &Caller,
+    command: Command,
+) -> Result<Command, Refusal> {
+    let Some(resource_type) = created_type(&call.name) else {
+        return Ok(command);
+    };
+    let mut tags = Vec::new();
+    for (field, system) in [("systemTags", true), ("userTags", false)] {
+        for t in params::strings(b, field, call)?.unwrap_or_default() {
+            if t.trim().is_empty() || t.chars().count() > MAX_TAG {
+                return Err(Refusal::new(
+                    Code::InvalidArgument,
+                    format!("a tag in field[{field}] is empty or longer than {MAX_TAG} characters"),
+                ));
+            }
+            if !tags.contains(&(system, t.clone())) {
+                tags.push((system, t));
+            }
+        }
+    }
+    if tags.is_empty() {
+        return Ok(command);
+    }
+    Ok(Command::Tagged {
+        caller: caller.clone(),
+        command: Box::new(command),
+        resource_type: resource_type.to_string(),
+        tags,
+    })
+}
+
+/// Apply a [`crate::Command::Tagged`]: the create, then its tags on the created resource (tag
+/// uuids derived from the resource's uuid and the tag's position, see [`params::derive_uuid`]).
+pub(crate) fn apply_tagged(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    command: Command,
+    resource_type: String,
+    tags: Vec<(bool, String)>,
+) -> Result<crate::Response, crate::StateError> {
+    let resp = crate::apply(txn, ctx, command)?;
+    if !resp.keeps_writes() {
+        return Ok(resp);
+    }
+    let uuid = crate::calls::reply_fields(&resp).ok().and_then(|m| {
+        m.get("inventory")?
+            .get("uuid")?
+            .as_str()
+            .map(str::to_string)
+    });
+    let Some(uuid) = uuid else {
+        return Ok(resp);
+    };
+    for (i, (system, tag)) in tags.into_iter().enumerate() {
+        let op = TagOp::Create {
+            uuid: params::derive_uuid(&uuid, i as u32),
+            system,
+            resource_type: resource_type.clone(),
+            resource_uuid: uuid.clone(),
+            tag,
+        };
+        match apply(txn, ctx, caller, op) {
+            Ok(_) => {}
+            Err(ApiError::State(e)) => return Err(e),
+            Err(e) => return Ok(crate::Response::Refused(e)),
+        }
+    }
+    Ok(resp)
 }
 
 /// Request → command for the tag calls this module implements (`None`: not a tag call).

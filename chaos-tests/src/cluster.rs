@@ -93,6 +93,10 @@ pub fn locate_binary(name: &str, package: &str, env_var: &str) -> Result<PathBuf
 /// Warn loudly when a binary is older than the workspace sources: the tests would exercise old
 /// code. (We do not rebuild from inside `cargo test`: that would contend for cargo's lock.)
 fn warn_if_stale(bin: &Path) {
+    static WARNED: OnceLock<()> = OnceLock::new();
+    if WARNED.set(()).is_err() {
+        return;
+    }
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return;
     };
@@ -413,6 +417,23 @@ impl Cluster {
         c.kill()?;
         c.wait()?;
         Ok(false)
+    }
+
+    /// Freeze (`SIGSTOP`) or thaw (`SIGCONT`) node `id`: a stalled process, not a dead one.
+    pub fn pause(&mut self, id: u64, frozen: bool) -> Result<()> {
+        let pid = self
+            .node(id)
+            .pid()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: plain kill(2) on a child pid we own and have not reaped yet.
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            bail!(
+                "signal {sig} to node {id}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
     }
 
     /// Add node `id` through node 1 (or any running node) as a voter.

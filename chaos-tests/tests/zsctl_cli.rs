@@ -146,6 +146,28 @@ fn zsctl_commands_against_a_real_cluster() {
     ));
     assert_eq!(left.as_array().map(Vec::len), Some(2), "{left}");
 
+    // A dead member is shown as unreachable, in the table and in JSON.
+    let down = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != after && *i != victim)
+        .expect("remaining follower");
+    c.kill9(down).expect("kill follower");
+    let leader_url = c.client(after).base().to_string();
+    let table = zsctl(&leader_url, &["status"]);
+    assert!(table.status.success());
+    assert!(String::from_utf8_lossy(&table.stdout).contains("unreachable"));
+    let st = json(&zsctl(&leader_url, &["--json", "status"]));
+    let row = st["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|r| r["id"].as_u64() == Some(down)))
+        .expect("dead node still listed")
+        .clone();
+    assert_eq!(row["reachable"], serde_json::Value::Bool(false), "{row}");
+    c.restart(down).expect("restart follower");
+    c.wait_ready(down, Duration::from_secs(60))
+        .expect("ready again");
+
     // Every node's /metrics parses as Prometheus text and has the core series.
     for id in c.ids() {
         let text = c.client(id).metrics().expect("metrics");

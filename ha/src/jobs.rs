@@ -32,7 +32,11 @@ pub struct JobExecutor<B> {
 impl<B: JobBackend> JobExecutor<B> {
     /// An executor polling every `poll` and woken early by `wakeup`.
     pub fn new(backend: B, wakeup: Arc<Notify>, poll: Duration) -> Self {
-        Self { backend, wakeup, poll }
+        Self {
+            backend,
+            wakeup,
+            poll,
+        }
     }
 }
 
@@ -41,7 +45,11 @@ impl<B: JobBackend> Duty for JobExecutor<B> {
         "job-executor"
     }
 
-    fn run(self: Arc<Self>, term: u64, cancel: CancellationToken) -> BoxFuture<'static, Result<(), DutyError>> {
+    fn run(
+        self: Arc<Self>,
+        term: u64,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), DutyError>> {
         Box::pin(async move {
             loop {
                 // Register interest before scanning, so a submit racing the scan still wakes us.
@@ -80,11 +88,16 @@ pub struct Periodic<F> {
 }
 
 impl<F> Periodic<F>
-where F: Fn() -> BoxFuture<'static, Result<(), DutyError>> + Send + Sync + 'static
+where
+    F: Fn() -> BoxFuture<'static, Result<(), DutyError>> + Send + Sync + 'static,
 {
     /// A duty named `name` running `tick` every `period()` (read again before each wait, so a
     /// changed global config takes effect without a restart).
-    pub fn new(name: impl Into<String>, period: Arc<dyn Fn() -> Duration + Send + Sync>, tick: F) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        period: Arc<dyn Fn() -> Duration + Send + Sync>,
+        tick: F,
+    ) -> Self {
         Self {
             name: name.into(),
             period,
@@ -94,13 +107,18 @@ where F: Fn() -> BoxFuture<'static, Result<(), DutyError>> + Send + Sync + 'stat
 }
 
 impl<F> Duty for Periodic<F>
-where F: Fn() -> BoxFuture<'static, Result<(), DutyError>> + Send + Sync + 'static
+where
+    F: Fn() -> BoxFuture<'static, Result<(), DutyError>> + Send + Sync + 'static,
 {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn run(self: Arc<Self>, term: u64, cancel: CancellationToken) -> BoxFuture<'static, Result<(), DutyError>> {
+    fn run(
+        self: Arc<Self>,
+        term: u64,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), DutyError>> {
         Box::pin(async move {
             loop {
                 tokio::select! {
@@ -131,7 +149,15 @@ mod tests {
 
     impl JobBackend for Backend {
         fn pending(&self, limit: usize) -> Result<Vec<String>, DutyError> {
-            Ok(self.0.pending.lock().unwrap().iter().take(limit).cloned().collect())
+            Ok(self
+                .0
+                .pending
+                .lock()
+                .unwrap()
+                .iter()
+                .take(limit)
+                .cloned()
+                .collect())
         }
         fn run(&self, job: String) -> BoxFuture<'static, Result<(), DutyError>> {
             let jobs = self.0.clone();
@@ -146,9 +172,16 @@ mod tests {
     #[tokio::test]
     async fn runs_pending_jobs_and_wakes_on_submit() {
         let jobs = Arc::new(Jobs::default());
-        jobs.pending.lock().unwrap().extend(["a".to_string(), "b".to_string()]);
+        jobs.pending
+            .lock()
+            .unwrap()
+            .extend(["a".to_string(), "b".to_string()]);
         let wake = Arc::new(Notify::new());
-        let exec = Arc::new(JobExecutor::new(Backend(jobs.clone()), wake.clone(), Duration::from_secs(3600)));
+        let exec = Arc::new(JobExecutor::new(
+            Backend(jobs.clone()),
+            wake.clone(),
+            Duration::from_secs(3600),
+        ));
         let cancel = CancellationToken::new();
         let task = tokio::spawn(exec.run(1, cancel.clone()));
         for _ in 0..200 {
@@ -176,13 +209,17 @@ mod tests {
     async fn periodic_ticks_until_cancelled() {
         let count = Arc::new(Mutex::new(0));
         let c = count.clone();
-        let duty = Arc::new(Periodic::new("tick", Arc::new(|| Duration::from_millis(5)), move || {
-            let c = c.clone();
-            Box::pin(async move {
-                *c.lock().unwrap() += 1;
-                Ok(())
-            }) as BoxFuture<'static, Result<(), DutyError>>
-        }));
+        let duty = Arc::new(Periodic::new(
+            "tick",
+            Arc::new(|| Duration::from_millis(5)),
+            move || {
+                let c = c.clone();
+                Box::pin(async move {
+                    *c.lock().unwrap() += 1;
+                    Ok(())
+                }) as BoxFuture<'static, Result<(), DutyError>>
+            },
+        ));
         let cancel = CancellationToken::new();
         let task = tokio::spawn(duty.run(1, cancel.clone()));
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+pub mod jobs;
 pub mod registry;
 mod supervisor;
 

@@ -218,7 +218,11 @@ impl<B: RegistryBackend> Duty for RegistryDuty<B> {
                         return Ok(());
                     }
                     tracing::debug!(term, ?op, "committing management node change");
-                    self.backend.commit(op).await?;
+                    // A commit can wait for a quorum; losing leadership must not wait for it.
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        r = self.backend.commit(op) => r?,
+                    }
                 }
             }
         })
@@ -339,5 +343,74 @@ mod tests {
             10,
         );
         assert!(ops.is_empty());
+    }
+
+    /// An in-memory backend: members always answer, commits land in `records` at once.
+    struct Fake {
+        members: Vec<Member>,
+        records: std::sync::Mutex<Vec<ManagementNode>>,
+        commits: std::sync::atomic::AtomicU64,
+        clock: std::sync::atomic::AtomicU64,
+    }
+
+    impl RegistryBackend for Fake {
+        fn members(&self) -> Vec<Member> {
+            self.members.clone()
+        }
+        fn probe(&self, m: &Member) -> BoxFuture<'static, Result<ProbedStatus, DutyError>> {
+            let s = status(m.id, "Follower", 1);
+            Box::pin(async move { s })
+        }
+        fn records(&self) -> Result<Vec<ManagementNode>, DutyError> {
+            Ok(self.records.lock().unwrap().clone())
+        }
+        fn commit(&self, op: ManagementNodeOp) -> BoxFuture<'static, Result<(), DutyError>> {
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut recs = self.records.lock().unwrap();
+            match op {
+                ManagementNodeOp::Upsert(r) => {
+                    recs.retain(|x| x.uuid != r.uuid);
+                    recs.push(r);
+                }
+                ManagementNodeOp::Remove { uuid } => recs.retain(|x| x.uuid != uuid),
+            }
+            Box::pin(async { Ok(()) })
+        }
+        fn now_ms(&self) -> u64 {
+            // Ten simulated milliseconds per call: the heartbeat interval passes quickly.
+            self.clock
+                .fetch_add(10, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn duty_commits_joins_then_only_periodic_heartbeats_and_stops_on_cancel() {
+        let fake = Arc::new(Fake {
+            members: vec![member(1), member(2)],
+            records: Default::default(),
+            commits: Default::default(),
+            clock: Default::default(),
+        });
+        let mut duty = RegistryDuty::new(fake.clone());
+        duty.interval = Duration::from_millis(5);
+        duty.heartbeat_commit = Duration::from_millis(200);
+        let cancel = CancellationToken::new();
+        let h = tokio::spawn(Arc::new(duty).run(7, cancel.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(1), h)
+            .await
+            .expect("duty stopped promptly")
+            .unwrap()
+            .unwrap();
+        assert_eq!(fake.records.lock().unwrap().len(), 2);
+        let rounds = fake.clock.load(std::sync::atomic::Ordering::SeqCst) / 10;
+        let commits = fake.commits.load(std::sync::atomic::Ordering::SeqCst);
+        // Two joins plus one heartbeat commit per member every 20 rounds, not one per round.
+        assert!(
+            commits >= 2 && commits <= 2 + 2 * (rounds / 20 + 1),
+            "{commits} commits in {rounds} rounds"
+        );
     }
 }

@@ -84,6 +84,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/cluster/leader/transfer", post(transfer_leader))
         .route("/cluster/snapshot", get(snapshot))
         .route("/kv/{*key}", put(kv_put).delete(kv_delete).get(kv_get))
+        .merge(crate::zstack_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             count_requests,
@@ -237,10 +238,10 @@ async fn management_nodes(
 
 async fn init(State(node): State<Arc<Node>>) -> HttpResult {
     node.init_cluster().await.map_err(|e| err(&node, e))?;
-    Ok(
-        Json(json!({"initialized": true, "node_id": node.id, "served_by": node.id}))
-            .into_response(),
-    )
+    Ok(stamp(
+        &node,
+        json!({"initialized": true, "node_id": node.id}),
+    ))
 }
 
 /// Body of `POST /cluster/members`.
@@ -255,6 +256,19 @@ struct AddMemberBody {
 #[derive(Debug, Default, Deserialize)]
 struct TransferBody {
     to: Option<u64>,
+}
+
+/// Name the node that answered this HTTP request and its applied index; the leader that
+/// executed a forwarded administration request stays visible as `executed_by`.
+fn stamp(node: &Node, mut v: serde_json::Value) -> Response {
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(leader) = obj.remove("served_by") {
+            obj.insert("executed_by".into(), leader);
+        }
+        obj.insert("served_by".into(), json!(node.id));
+        obj.insert("applied_index".into(), json!(node.applied_index()));
+    }
+    Json(v).into_response()
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(node: &Node, body: &Bytes) -> Result<T, HttpError> {
@@ -272,7 +286,7 @@ async fn add_member(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
         })
         .await
         .map_err(|e| err(&node, e))?;
-    Ok(Json(v).into_response())
+    Ok(stamp(&node, v))
 }
 
 async fn remove_member(State(node): State<Arc<Node>>, Path(id): Path<String>) -> HttpResult {
@@ -286,7 +300,7 @@ async fn remove_member(State(node): State<Arc<Node>>, Path(id): Path<String>) ->
         .admin(AdminRequest::RemoveMember { id })
         .await
         .map_err(|e| err(&node, e))?;
-    Ok(Json(v).into_response())
+    Ok(stamp(&node, v))
 }
 
 async fn transfer_leader(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
@@ -299,7 +313,7 @@ async fn transfer_leader(State(node): State<Arc<Node>>, body: Bytes) -> HttpResu
         .admin(AdminRequest::TransferLeader { to: b.to })
         .await
         .map_err(|e| err(&node, e))?;
-    Ok(Json(v).into_response())
+    Ok(stamp(&node, v))
 }
 
 async fn snapshot(State(node): State<Arc<Node>>) -> HttpResult {

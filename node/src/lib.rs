@@ -11,10 +11,13 @@ pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod model_duties;
 pub mod network;
 pub mod node;
+pub mod state_view;
 pub mod timing;
 pub mod wire;
+pub mod zstack_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,6 +165,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     supervisor.register(Arc::new(ha::registry::RegistryDuty::new(Arc::new(
         duties::NodeRegistry(node.clone()),
     ))));
+    for duty in model_duties::duties(&node) {
+        supervisor.register(duty);
+    }
     let _ = node.duties.set(supervisor.state());
     let leadership = duties::leadership_watch(&node, shutdown.clone());
     let barrier = Arc::new(duties::RaftBarrier(node.clone()));

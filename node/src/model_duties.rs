@@ -28,7 +28,11 @@ fn duty_err(e: impl std::fmt::Display) -> DutyError {
     DutyError(e.to_string())
 }
 
-async fn propose(node: &Node, cmd: Command, rid: Option<String>) -> Result<api::Response, DutyError> {
+async fn propose(
+    node: &Node,
+    cmd: Command,
+    rid: Option<String>,
+) -> Result<api::Response, DutyError> {
     let (_, resp) = node.propose(&cmd, rid).await.map_err(duty_err)?;
     match resp {
         api::Response::Refused(e) => Err(duty_err(e)),
@@ -49,11 +53,15 @@ impl JobBackend for NodeJobs {
         Box::pin(async move {
             let cmd = Command::Job {
                 caller: Caller::admin(),
-                op: JobOp::Run { uuid: job_uuid.clone() },
+                op: JobOp::Run {
+                    uuid: job_uuid.clone(),
+                },
             };
             // One request id per job run: a retry after a leader change is applied once, and a
             // second run of a finished job is a no-op in `apply` anyway.
-            propose(&node, cmd, Some(format!("run/{job_uuid}"))).await.map(|_| ())
+            propose(&node, cmd, Some(format!("run/{job_uuid}")))
+                .await
+                .map(|_| ())
         })
     }
 }
@@ -67,14 +75,24 @@ impl Duty for AdminBootstrap {
         "admin-bootstrap"
     }
 
-    fn run(self: Arc<Self>, term: u64, cancel: ha::CancellationToken) -> BoxFuture<'static, Result<(), DutyError>> {
+    fn run(
+        self: Arc<Self>,
+        term: u64,
+        cancel: ha::CancellationToken,
+    ) -> BoxFuture<'static, Result<(), DutyError>> {
         Box::pin(async move {
-            let present = api::resource::load::<identity::Account>(&StateView(&self.0.sm), api::ADMIN_ACCOUNT_UUID)
-                .map_err(duty_err)?
-                .is_some();
+            let present = api::resource::load::<identity::Account>(
+                &StateView(&self.0.sm),
+                api::ADMIN_ACCOUNT_UUID,
+            )
+            .map_err(duty_err)?
+            .is_some();
             if !present {
-                let password = identity::hash_password(identity::DEFAULT_ADMIN_PASSWORD_SHA512, &rand::random::<[u8; 16]>())
-                    .map_err(duty_err)?;
+                let password = identity::hash_password(
+                    identity::DEFAULT_ADMIN_PASSWORD_SHA512,
+                    &rand::random::<[u8; 16]>(),
+                )
+                .map_err(duty_err)?;
                 let cmd = Command::Identity {
                     caller: Caller::admin(),
                     op: IdentityOp::EnsureAdmin { password },
@@ -119,19 +137,27 @@ pub fn duties(node: &Arc<Node>) -> Vec<Arc<dyn Duty>> {
     };
     let results = {
         let n = node.clone();
-        Periodic::new("api-result-sweeper", Arc::new(|| Duration::from_secs(3600)), move || {
-            let n = n.clone();
-            Box::pin(async move {
-                let cmd = Command::Job {
-                    caller: Caller::admin(),
-                    op: JobOp::Expire,
-                };
-                propose(&n, cmd, None).await.map(|_| ())
-            }) as BoxFuture<'static, Result<(), DutyError>>
-        })
+        Periodic::new(
+            "api-result-sweeper",
+            Arc::new(|| Duration::from_secs(3600)),
+            move || {
+                let n = n.clone();
+                Box::pin(async move {
+                    let cmd = Command::Job {
+                        caller: Caller::admin(),
+                        op: JobOp::Expire,
+                    };
+                    propose(&n, cmd, None).await.map(|_| ())
+                }) as BoxFuture<'static, Result<(), DutyError>>
+            },
+        )
     };
     vec![
-        Arc::new(JobExecutor::new(NodeJobs(node.clone()), node.job_wakeup.clone(), JOB_POLL)),
+        Arc::new(JobExecutor::new(
+            NodeJobs(node.clone()),
+            node.job_wakeup.clone(),
+            JOB_POLL,
+        )),
         Arc::new(AdminBootstrap(node.clone())),
         Arc::new(sessions),
         Arc::new(results),

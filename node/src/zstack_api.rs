@@ -60,7 +60,10 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/zstack/api", post(rpc_call).put(rpc_call))
         .route("/zstack/api/", post(rpc_call).put(rpc_call))
         .route("/zstack/api/result/{uuid}", get(rpc_result).put(rpc_result))
-        .route("/zstack/api/result/{uuid}/", get(rpc_result).put(rpc_result))
+        .route(
+            "/zstack/api/result/{uuid}/",
+            get(rpc_result).put(rpc_result),
+        )
         .route("/zstack/v1/openapi.json", get(openapi))
         .route("/zstack/v1/api-jobs/{uuid}", any(rest_job))
         .route("/zstack/v1/{*path}", any(rest_call))
@@ -76,10 +79,7 @@ pub fn new_uuid() -> String {
 /// How a call ended, before it is written in one protocol or the other.
 enum Outcome {
     /// Finished: the reply object (`{..., "success": bool}`) in `class`.
-    Done {
-        class: String,
-        reply: Value,
-    },
+    Done { class: String, reply: Value },
     /// Accepted as a durable job.
     Job(Box<ApiJob>),
 }
@@ -125,7 +125,12 @@ fn reply_of(call: &CallSpec, resp: &ApiResponse) -> Outcome {
 }
 
 /// Run one call end to end.
-async fn execute(node: &Node, headers: &HeaderMap, spec: &'static CallSpec, req: ApiRequest) -> Outcome {
+async fn execute(
+    node: &Node,
+    headers: &HeaderMap,
+    spec: &'static CallSpec,
+    req: ApiRequest,
+) -> Outcome {
     if !stale_ok(headers) {
         if let Err(e) = node.linearizable_barrier().await {
             return refused_early(spec.kind, &unavailable(&e));
@@ -151,17 +156,26 @@ async fn execute(node: &Node, headers: &HeaderMap, spec: &'static CallSpec, req:
         Err(r) => return refused_early(spec.kind, &r),
     };
     match plan {
-        Plan::Query { call, target, query } => match calls::run_query(&view, target, &query, &caller) {
+        Plan::Query {
+            call,
+            target,
+            query,
+        } => match calls::run_query(&view, target, &query, &caller) {
             Ok(fields) => done(&call.reply_class, envelope::success(fields)),
             Err(e) => failed(&call.reply_class, &calls::refusal_of(&e)),
         },
         Plan::ValidateSession { call, session_uuid } => {
-            let valid = identity::session_caller(&view, &call.class, Some(&session_uuid), now).is_ok();
+            let valid =
+                identity::session_caller(&view, &call.class, Some(&session_uuid), now).is_ok();
             let mut m = Map::new();
             m.insert("validSession".into(), json!(valid));
             done(&call.reply_class, envelope::success(m))
         }
-        Plan::LogIn { call, target, password } => login(node, &view, call, target, &password).await,
+        Plan::LogIn {
+            call,
+            target,
+            password,
+        } => login(node, &view, call, target, &password).await,
         Plan::LogOut { call, session_uuid } => {
             if let Some(uuid) = session_uuid {
                 let cmd = Command::Identity {
@@ -184,7 +198,13 @@ async fn execute(node: &Node, headers: &HeaderMap, spec: &'static CallSpec, req:
     }
 }
 
-async fn login(node: &Node, view: &StateView<'_>, call: &'static CallSpec, target: LoginTarget, password: &str) -> Outcome {
+async fn login(
+    node: &Node,
+    view: &StateView<'_>,
+    call: &'static CallSpec,
+    target: LoginTarget,
+    password: &str,
+) -> Outcome {
     let who = match &target {
         LoginTarget::Account { name } => {
             identity::authenticate_account(view, name, password).map(|a| (a.clone(), a, false))
@@ -193,8 +213,14 @@ async fn login(node: &Node, view: &StateView<'_>, call: &'static CallSpec, targe
             account_uuid,
             account_name,
             user_name,
-        } => identity::authenticate_user(view, account_uuid.as_deref(), account_name.as_deref(), user_name, password)
-            .map(|(a, u)| (a, u, true)),
+        } => identity::authenticate_user(
+            view,
+            account_uuid.as_deref(),
+            account_name.as_deref(),
+            user_name,
+            password,
+        )
+        .map(|(a, u)| (a, u, true)),
     };
     let (account, user, by_user) = match who {
         Ok(w) => w,
@@ -209,14 +235,25 @@ async fn login(node: &Node, view: &StateView<'_>, call: &'static CallSpec, targe
 
 /// Accept an async call: commit its job record and answer with the job. A retry with the same
 /// `X-Job-UUID` finds the same job (and its result, if it already finished).
-async fn submit(node: &Node, headers: &HeaderMap, call: &'static CallSpec, command: Command, stamp: &Stamp) -> Outcome {
+async fn submit(
+    node: &Node,
+    headers: &HeaderMap,
+    call: &'static CallSpec,
+    command: Command,
+    stamp: &Stamp,
+) -> Outcome {
     let job_uuid = match headers.get(JOB_UUID_HEADER).map(|v| v.to_str()) {
         None => stamp.new_uuid.clone(),
-        Some(Ok(v)) if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) => v.to_ascii_lowercase(),
+        Some(Ok(v)) if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            v.to_ascii_lowercase()
+        }
         Some(_) => {
             return refused_early(
                 call.kind,
-                &Refusal::new(Code::InvalidArgument, "X-Job-UUID must be 32 hexadecimal characters"),
+                &Refusal::new(
+                    Code::InvalidArgument,
+                    "X-Job-UUID must be 32 hexadecimal characters",
+                ),
             )
         }
     };
@@ -238,7 +275,10 @@ async fn submit(node: &Node, headers: &HeaderMap, call: &'static CallSpec, comma
         Ok((_, ApiResponse::Refused(e))) => refused_early(call.kind, &calls::refusal_of(&e)),
         Ok((_, other)) => refused_early(
             call.kind,
-            &Refusal::new(Code::Internal, format!("unexpected answer to a job submit: {other:?}")),
+            &Refusal::new(
+                Code::Internal,
+                format!("unexpected answer to a job submit: {other:?}"),
+            ),
         ),
         Err(e) => refused_early(call.kind, &unavailable(&e)),
     }
@@ -267,11 +307,13 @@ fn rpc_body(text: String) -> Response {
 
 fn rpc_render(outcome: Outcome) -> Response {
     match outcome {
-        Outcome::Done { class, reply } => {
-            rpc_body(RestApiResponse::sync(now_ms(), envelope::encode_result(&class, &reply)).to_body())
-        }
+        Outcome::Done { class, reply } => rpc_body(
+            RestApiResponse::sync(now_ms(), envelope::encode_result(&class, &reply)).to_body(),
+        ),
         Outcome::Job(j) => match j.state {
-            job::JobState::Processing => rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body()),
+            job::JobState::Processing => {
+                rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body())
+            }
             job::JobState::Done => rpc_body(j.response().to_body()),
         },
     }
@@ -293,7 +335,11 @@ async fn rpc_call(State(node): State<Arc<Node>>, headers: HeaderMap, bytes: Byte
 async fn rpc_result(State(node): State<Arc<Node>>, Path(uuid): Path<String>) -> Response {
     match find_job(&node, &uuid.to_ascii_lowercase()).await {
         Ok(Some(j)) => rpc_body(j.response().to_body()),
-        Ok(None) => (StatusCode::NOT_FOUND, format!("No api result[uuid:{uuid}] found")).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            format!("No api result[uuid:{uuid}] found"),
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
@@ -320,7 +366,11 @@ async fn rest_call(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let path = uri.path().strip_prefix("/zstack").unwrap_or(uri.path()).to_string();
+    let path = uri
+        .path()
+        .strip_prefix("/zstack")
+        .unwrap_or(uri.path())
+        .to_string();
     let query = raw_query
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
@@ -358,9 +408,17 @@ async fn rest_call(
     }
 }
 
-async fn rest_job(State(node): State<Arc<Node>>, method: Method, Path(uuid): Path<String>) -> Response {
+async fn rest_job(
+    State(node): State<Arc<Node>>,
+    method: Method,
+    Path(uuid): Path<String>,
+) -> Response {
     if method != Method::GET {
-        return (StatusCode::METHOD_NOT_ALLOWED, "only GET method is allowed for querying job status").into_response();
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET method is allowed for querying job status",
+        )
+            .into_response();
     }
     match find_job(&node, &uuid.to_ascii_lowercase()).await {
         Ok(Some(j)) => match (&j.state, &j.result) {

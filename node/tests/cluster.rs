@@ -34,27 +34,46 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Start node `id` and wait until it reports it started; retried on fresh ports when the
+/// process exits first (another process may grab a port between probing and binding).
 fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
-    let raft = format!("127.0.0.1:{}", free_port());
-    let http = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.join(format!("node{id}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
-        .args(["--id", &id.to_string()])
-        .arg("--data-dir")
-        .arg(dir.join(format!("n{id}")))
-        .args(["--raft-addr", &raft, "--http-addr", &http])
-        .args(extra)
-        .env("RUST_LOG", "info,openraft=warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Proc {
-        id,
-        raft,
-        http,
-        child,
+    let log_path = dir.join(format!("node{id}.log"));
+    for _attempt in 0..5 {
+        let raft = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(dir.join(format!("n{id}")))
+            .args(["--raft-addr", &raft, "--http-addr", &http])
+            .args(extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut p = Proc {
+            id,
+            raft,
+            http,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("zsnode started") {
+                return p;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                eprintln!("node {id} exited ({status}) during start-up, retrying:\n{text}");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    panic!("node {id} did not start:\n{text}");
 }
 
 fn client() -> reqwest::Client {
@@ -148,9 +167,12 @@ async fn leader_of(c: &reqwest::Client, nodes: &[&Proc]) -> Option<u64> {
 async fn three_nodes_forward_read_linearizably_and_survive_leader_loss() {
     let td = tempfile::tempdir().unwrap();
     let c = client();
-    let n1 = spawn(td.path(), 1, &["--init"]);
-    let n2 = spawn(td.path(), 2, &[]);
-    let n3 = spawn(td.path(), 3, &[]);
+    // A generous request bound: this host's CPUs are shared with compilers, and a write that
+    // waits out an election must not be reported as a test failure.
+    let slow = ["--request-timeout-ms", "15000"];
+    let n1 = spawn(td.path(), 1, &["--init", slow[0], slow[1]]);
+    let n2 = spawn(td.path(), 2, &slow);
+    let n3 = spawn(td.path(), 3, &slow);
     for p in [&n1, &n2, &n3] {
         wait_live(&c, p).await;
     }
@@ -429,8 +451,22 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
 async fn new_member_catches_up_through_a_snapshot_and_snapshot_downloads() {
     let td = tempfile::tempdir().unwrap();
     let c = client();
-    let n1 = spawn(td.path(), 1, &["--init", "--snapshot-logs", "20"]);
-    let n2 = spawn(td.path(), 2, &["--snapshot-logs", "20"]);
+    let n1 = spawn(
+        td.path(),
+        1,
+        &[
+            "--init",
+            "--snapshot-logs",
+            "20",
+            "--request-timeout-ms",
+            "15000",
+        ],
+    );
+    let n2 = spawn(
+        td.path(),
+        2,
+        &["--snapshot-logs", "20", "--request-timeout-ms", "15000"],
+    );
     wait_live(&c, &n1).await;
     wait_live(&c, &n2).await;
     wait_until("node 1 leader", Duration::from_secs(10), || async {

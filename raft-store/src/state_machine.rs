@@ -44,8 +44,9 @@ use crate::Pair;
 /// How long a request id is remembered after its proposal was stamped. A client retrying the
 /// same request within this window gets the original answer instead of a second apply.
 pub const DEDUP_RETENTION_MS: u64 = 15 * 60 * 1000;
-/// Expired dedup records deleted per applied batch, so expiry never makes one batch slow.
-const DEDUP_GC_PER_BATCH: usize = 512;
+/// Expired dedup records deleted per applied proposal, so expiry never makes one entry slow;
+/// above the proposal rate it still keeps up.
+const DEDUP_GC_PER_ENTRY: usize = 16;
 
 /// Facts about the entry being applied, identical on every replica.
 #[derive(Debug, Clone)]
@@ -452,6 +453,7 @@ impl<A: Applier> StateMachineStore<A> {
         p: Proposal,
     ) -> Result<ApplyOutcome, StoreError> {
         let index = log_id.index();
+        self.expire_dedup(txn, p.proposed_at_ms)?;
         if let Some(rid) = &p.request_id {
             let key = [b"r/".as_slice(), rid.as_bytes()].concat();
             if let Some(raw) = txn.get(CF_DEDUP, &key)? {
@@ -507,19 +509,14 @@ impl<A: Applier> StateMachineStore<A> {
     }
 
     /// Forget request ids stamped more than [`DEDUP_RETENTION_MS`] before `now_ms`.
+    ///
+    /// Runs before every proposal, not once per batch: what a duplicate finds must depend only
+    /// on the entries before it, never on where openraft happened to cut the apply batches, or
+    /// replicas that batched differently would disagree about applying a retried request.
     fn expire_dedup(&self, txn: &mut Txn<'_>, now_ms: u64) -> Result<(), StoreError> {
         let cutoff = now_ms.saturating_sub(DEDUP_RETENTION_MS);
-        for (k, _) in txn.scan_prefix(CF_DEDUP, b"t/", DEDUP_GC_PER_BATCH)? {
-            let Some(ts) = k
-                .get(2..10)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-            else {
-                continue;
-            };
-            if ts >= cutoff {
-                break;
-            }
+        let until = [b"t/".as_slice(), &cutoff.to_be_bytes()].concat();
+        for (k, _) in txn.scan_range(CF_DEDUP, b"t/", &until, DEDUP_GC_PER_ENTRY)? {
             txn.delete(CF_DEDUP, &k)?;
             txn.delete(CF_DEDUP, &[b"r/".as_slice(), &k[10..]].concat())?;
         }
@@ -558,7 +555,6 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
         let mut txn = Txn::new(&db);
         let mut last_applied = None;
         let mut membership = None;
-        let mut newest_ts = 0u64;
         let mut replies = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
@@ -568,10 +564,7 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
                     duplicate: false,
                     response: Vec::new(),
                 },
-                EntryPayload::Normal(p) => {
-                    newest_ts = newest_ts.max(p.proposed_at_ms);
-                    self.apply_proposal(&mut txn, &log_id, p)?
-                }
+                EntryPayload::Normal(p) => self.apply_proposal(&mut txn, &log_id, p)?,
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(log_id), m));
                     ApplyOutcome {
@@ -589,9 +582,6 @@ impl<A: Applier> RaftStateMachine<TypeConfig> for StateMachineStore<A> {
         let Some(last_applied) = last_applied else {
             return Ok(());
         };
-        if newest_ts > 0 {
-            self.expire_dedup(&mut txn, newest_ts)?;
-        }
         let mut batch = rocksdb::WriteBatch::default();
         txn.into_batch(&mut batch);
         let sm = db.cf(CF_SM);

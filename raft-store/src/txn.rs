@@ -76,25 +76,48 @@ impl<'a> Txn<'a> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Pair>, StoreError> {
+        self.scan(table, prefix, |k| k.starts_with(prefix), limit)
+    }
+
+    /// All live pairs with `from <= key < until`, in key order, at most `limit` of them.
+    pub fn scan_range(
+        &self,
+        table: &str,
+        from: &[u8],
+        until: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
+        self.scan(table, from, |k| k < until, limit)
+    }
+
+    fn scan(
+        &self,
+        table: &str,
+        from: &[u8],
+        within: impl Fn(&[u8]) -> bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
         let t = self.table(table)?;
         // Merge the disk view with both overlays; overlay entries win.
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
+        // The overlays can delete disk keys, so read past `limit` by as many as they hold: the
+        // first `limit` live keys are then all among what was read.
+        let want = limit.saturating_add(self.committed.len() + self.current.len());
         for item in self.db.db.iterator_cf(self.db.cf(table), mode) {
+            if merged.len() >= want {
+                break;
+            }
             let (k, v) = item.map_err(StoreError::rocks("scan state"))?;
-            if !k.starts_with(prefix) {
+            if !within(&k) {
                 break;
             }
             merged.insert(k.to_vec(), Some(v.to_vec()));
-            // The overlay can delete disk keys, so read past `limit` only as far as needed.
-            if merged.len() >= limit.saturating_add(self.committed.len() + self.current.len()) {
-                break;
-            }
         }
         for overlay in [&self.committed, &self.current] {
-            let lo = Bound::Included((t, prefix.to_vec()));
+            let lo = Bound::Included((t, from.to_vec()));
             for ((tt, k), v) in overlay.range((lo, Bound::Unbounded)) {
-                if *tt != t || !k.starts_with(prefix) {
+                if *tt != t || !within(k) {
                     break;
                 }
                 merged.insert(k.clone(), v.clone());
@@ -154,6 +177,11 @@ mod tests {
             ]
         );
         assert_eq!(txn.scan_prefix("t", b"p/", 1).unwrap().len(), 1);
+        let range = txn.scan_range("t", b"p/2", b"p/4", 10).unwrap();
+        assert_eq!(
+            range.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            vec![b"p/2".to_vec(), b"p/3".to_vec()]
+        );
 
         // An entry whose writes are dropped.
         txn.put("t", b"p/4", b"x".to_vec()).unwrap();

@@ -1,0 +1,914 @@
+//! Wire-level tests of the infrastructure families: every call goes through
+//! `calls::plan` (catalogue checks included) → `apply` → `reply_fields`, and every query
+//! through `calls::run_query`, as the node does it.
+
+use serde_json::json;
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::calls;
+use crate::calls::Plan;
+use crate::calls::Stamp;
+use crate::testing::ctx;
+use crate::testing::MemTxn;
+use crate::wire::envelope::decode_request;
+use crate::wire::errors::Code;
+use crate::wire::errors::Refusal;
+use crate::Caller;
+
+struct Wire {
+    t: MemTxn,
+    n: u32,
+}
+
+fn uuid(n: u32) -> String {
+    format!("{:032x}", 0xabc0_0000u32 + n)
+}
+
+impl Wire {
+    fn new() -> Self {
+        Wire {
+            t: MemTxn::default(),
+            n: 0,
+        }
+    }
+
+    /// Send `{class-suffix: body}` as `caller`; the call's short name picks the class.
+    fn call_as(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        body: Value,
+    ) -> Result<Map<String, Value>, Refusal> {
+        self.n += 1;
+        let spec = crate::catalogue::catalogue()
+            .by_name(name)
+            .unwrap_or_else(|| panic!("{name} not in catalogue"));
+        let raw = json!({ spec.class.clone(): body }).to_string();
+        let req = decode_request(raw.as_bytes()).unwrap();
+        let stamp = Stamp {
+            now_ms: 1_000 * u64::from(self.n),
+            new_uuid: uuid(self.n),
+            salt: [0; 16],
+        };
+        match calls::plan(&req, caller, &stamp)? {
+            Plan::Propose { command, .. } => {
+                let before = self.t.tables.clone();
+                let resp = crate::apply(&mut self.t, &ctx(u64::from(self.n)), *command).unwrap();
+                if !resp.keeps_writes() {
+                    self.t.tables = before;
+                }
+                calls::reply_fields(&resp)
+            }
+            Plan::Query { target, query, .. } => {
+                calls::run_query(&self.t, target, &query, caller).map_err(|e| calls::refusal_of(&e))
+            }
+            other => panic!("unexpected plan {other:?}"),
+        }
+    }
+
+    fn ok(&mut self, name: &str, body: Value) -> Map<String, Value> {
+        self.call_as(&Caller::admin(), name, body)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn created(&mut self, name: &str, body: Value) -> String {
+        let m = self.ok(name, body);
+        m["inventory"]["uuid"].as_str().unwrap().to_string()
+    }
+
+    fn refused(&mut self, name: &str, body: Value) -> Code {
+        let before = self.t.tables.clone();
+        let e = self.call_as(&Caller::admin(), name, body).expect_err(name);
+        assert_eq!(self.t.tables, before, "{name} changed state while refused");
+        e.code
+    }
+
+    fn count(&mut self, name: &str, conds: Value) -> usize {
+        self.ok(name, json!({"conditions": conds}))["inventories"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+}
+
+#[test]
+fn every_infrastructure_call_through_the_wire() {
+    let mut w = Wire::new();
+    let zone = w.created("CreateZone", json!({"name": "z"}));
+    // Cluster.
+    let cluster = w.created(
+        "CreateCluster",
+        json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
+    );
+    w.ok("UpdateCluster", json!({"uuid": cluster, "name": "c1"}));
+    w.ok(
+        "ChangeClusterState",
+        json!({"uuid": cluster, "stateEvent": "disable"}),
+    );
+    w.ok(
+        "ChangeClusterState",
+        json!({"uuid": cluster, "stateEvent": "enable"}),
+    );
+    assert_eq!(
+        w.count(
+            "QueryCluster",
+            json!([{"name":"name","op":"=","value":"c1"}])
+        ),
+        1
+    );
+    assert_eq!(
+        w.refused(
+            "CreateCluster",
+            json!({"zoneUuid": zone, "name": "c", "hypervisorType": "Xen"})
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        w.refused(
+            "CreateCluster",
+            json!({"zoneUuid": uuid(999), "name": "c", "hypervisorType": "KVM"})
+        ),
+        Code::ResourceNotFound
+    );
+    // Primary storage (a create's systemTags become tags of the new resource).
+    let tagged = w.created(
+        "AddNfsPrimaryStorage",
+        json!({"zoneUuid": zone, "name": "hb", "url": "10.0.0.6:/nfs",
+               "systemTags": ["primaryStorage::gateway::cidr::10.1.0.0/24"], "userTags": ["gold"]}),
+    );
+    assert_eq!(
+        w.count(
+            "QueryPrimaryStorage",
+            json!([{"name":"__systemTag__","op":"like","value":"primaryStorage::gateway::cidr::%"}])
+        ),
+        1
+    );
+    assert_eq!(
+        w.count(
+            "QueryUserTag",
+            json!([{"name":"resourceUuid","op":"=","value": tagged}])
+        ),
+        1
+    );
+    assert_eq!(
+        w.refused(
+            "AddNfsPrimaryStorage",
+            json!({"zoneUuid": zone, "name": "hb", "url": "10.0.0.7:/nfs", "systemTags": [""]})
+        ),
+        Code::InvalidArgument
+    );
+    w.ok("DeletePrimaryStorage", json!({"uuid": tagged}));
+    assert_eq!(
+        w.count("QueryUserTag", json!([])),
+        0,
+        "tags go with the resource"
+    );
+    // Primary storage.
+    let local = w.created(
+        "AddLocalPrimaryStorage",
+        json!({"zoneUuid": zone, "name": "local", "url": "/zstack_ps"}),
+    );
+    let nfs = w.created(
+        "AddNfsPrimaryStorage",
+        json!({"zoneUuid": zone, "name": "nfs", "url": "10.0.0.5:/nfs"}),
+    );
+    let smp = w.created(
+        "AddSharedMountPointPrimaryStorage",
+        json!({"zoneUuid": zone, "name": "smp", "url": "/mnt/mfs/zstack"}),
+    );
+    w.ok(
+        "UpdatePrimaryStorage",
+        json!({"uuid": nfs, "description": "d"}),
+    );
+    w.ok(
+        "ChangePrimaryStorageState",
+        json!({"uuid": smp, "stateEvent": "maintain"}),
+    );
+    let m = w.ok(
+        "AttachPrimaryStorageToCluster",
+        json!({"primaryStorageUuid": local, "clusterUuid": cluster}),
+    );
+    assert_eq!(m["inventory"]["attachedClusterUuids"], json!([cluster]));
+    w.ok(
+        "AttachPrimaryStorageToCluster",
+        json!({"primaryStorageUuid": nfs, "clusterUuid": cluster}),
+    );
+    assert_eq!(
+        w.refused(
+            "AttachPrimaryStorageToCluster",
+            json!({"primaryStorageUuid": smp, "clusterUuid": cluster})
+        ),
+        Code::OperationFailure
+    );
+    w.ok(
+        "DetachPrimaryStorageFromCluster",
+        json!({"primaryStorageUuid": nfs, "clusterUuid": cluster}),
+    );
+    w.ok("DeletePrimaryStorage", json!({"uuid": nfs}));
+    assert_eq!(
+        w.refused("DeletePrimaryStorage", json!({"uuid": local})),
+        Code::OperationFailure
+    );
+    assert_eq!(
+        w.count(
+            "QueryPrimaryStorage",
+            json!([{"name":"attachedClusterUuids","op":"=","value": cluster}])
+        ),
+        1
+    );
+    assert_eq!(
+        w.refused(
+            "ChangePrimaryStorageState",
+            json!({"uuid": smp, "stateEvent": "explode"})
+        ),
+        Code::InvalidArgument
+    );
+    // Backup storage.
+    let bs = w.created(
+        "AddImageStoreBackupStorage",
+        json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root", "password": "p", "sshPort": 22}),
+    );
+    w.ok(
+        "AttachBackupStorageToZone",
+        json!({"backupStorageUuid": bs, "zoneUuid": zone}),
+    );
+    w.ok(
+        "DetachBackupStorageFromZone",
+        json!({"backupStorageUuid": bs, "zoneUuid": zone}),
+    );
+    w.ok(
+        "AttachBackupStorageToZone",
+        json!({"backupStorageUuid": bs, "zoneUuid": zone}),
+    );
+    w.ok("UpdateBackupStorage", json!({"uuid": bs, "name": "bs1"}));
+    w.ok(
+        "ChangeBackupStorageState",
+        json!({"uuid": bs, "stateEvent": "enable"}),
+    );
+    let q = w.ok(
+        "QueryImageStoreBackupStorage",
+        json!({"conditions": [{"name":"hostname","op":"=","value":"10.0.0.9"}]}),
+    );
+    assert_eq!(q["inventories"][0]["sshPort"], 22);
+    assert!(q["inventories"][0].get("password").is_none());
+    let q = w.ok(
+        "QueryBackupStorage",
+        json!({"conditions": [{"name":"attachedZoneUuids","op":"=","value": zone}]}),
+    );
+    assert!(q["inventories"][0].get("hostname").is_none());
+    assert_eq!(
+        w.refused(
+            "AddImageStoreBackupStorage",
+            json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root"})
+        ),
+        Code::InvalidArgument,
+        "password is mandatory"
+    );
+    // Offerings.
+    let io = w.created(
+        "CreateInstanceOffering",
+        json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
+    );
+    w.ok(
+        "UpdateInstanceOffering",
+        json!({"uuid": io, "description": "d"}),
+    );
+    w.ok(
+        "ChangeInstanceOfferingState",
+        json!({"uuid": io, "stateEvent": "disable"}),
+    );
+    assert_eq!(
+        w.count(
+            "QueryInstanceOffering",
+            json!([{"name":"cpuNum","op":"=","value":"1"}])
+        ),
+        1
+    );
+    w.ok("DeleteInstanceOffering", json!({"uuid": io}));
+    assert_eq!(
+        w.refused(
+            "CreateInstanceOffering",
+            json!({"name": "x", "cpuNum": 0, "memorySize": 1})
+        ),
+        Code::InvalidArgument
+    );
+    let dof = w.created(
+        "CreateDiskOffering",
+        json!({"name": "d", "diskSize": 1073741824u64}),
+    );
+    w.ok("UpdateDiskOffering", json!({"uuid": dof, "name": "d1"}));
+    w.ok(
+        "ChangeDiskOfferingState",
+        json!({"uuid": dof, "stateEvent": "disable"}),
+    );
+    assert_eq!(
+        w.count(
+            "QueryDiskOffering",
+            json!([{"name":"state","op":"=","value":"Disabled"}])
+        ),
+        1
+    );
+    w.ok("DeleteDiskOffering", json!({"uuid": dof}));
+    assert_eq!(
+        w.refused("CreateDiskOffering", json!({"name": "d", "diskSize": 0})),
+        Code::InvalidArgument
+    );
+    // Images.
+    let img = w.created(
+        "AddImage",
+        json!({"name": "ttylinux", "url": "http://h/ttylinux.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
+    );
+    w.ok(
+        "UpdateImage",
+        json!({"uuid": img, "platform": "Linux", "system": "false"}),
+    );
+    w.ok(
+        "ChangeImageState",
+        json!({"uuid": img, "stateEvent": "disable"}),
+    );
+    w.ok("DeleteImage", json!({"uuid": img}));
+    w.ok("RecoverImage", json!({"imageUuid": img}));
+    w.ok("DeleteImage", json!({"uuid": img}));
+    assert_eq!(
+        w.count(
+            "QueryImage",
+            json!([{"name":"status","op":"=","value":"Deleted"}])
+        ),
+        1
+    );
+    w.ok("ExpungeImage", json!({"imageUuid": img}));
+    assert_eq!(w.count("QueryImage", json!([])), 0);
+    assert_eq!(
+        w.refused(
+            "AddImage",
+            json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [bs]})
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        w.refused("AddImage", json!({"name": "x", "url": "http://h/x", "mediaType": "Floppy", "backupStorageUuids": [bs]})),
+        Code::InvalidArgument
+    );
+    // L2.
+    let l2 = w.created(
+        "CreateL2NoVlanNetwork",
+        json!({"zoneUuid": zone, "name": "flat", "physicalInterface": "eth0"}),
+    );
+    let vlan = w.created(
+        "CreateL2VlanNetwork",
+        json!({"zoneUuid": zone, "name": "v", "physicalInterface": "eth0", "vlan": 100}),
+    );
+    assert_eq!(
+        w.refused(
+            "CreateL2VlanNetwork",
+            json!({"zoneUuid": zone, "name": "v", "physicalInterface": "eth0", "vlan": 4095})
+        ),
+        Code::InvalidArgument
+    );
+    w.ok(
+        "AttachL2NetworkToCluster",
+        json!({"l2NetworkUuid": l2, "clusterUuid": cluster}),
+    );
+    w.ok(
+        "AttachL2NetworkToCluster",
+        json!({"l2NetworkUuid": vlan, "clusterUuid": cluster}),
+    );
+    w.ok(
+        "DetachL2NetworkFromCluster",
+        json!({"l2NetworkUuid": vlan, "clusterUuid": cluster}),
+    );
+    w.ok("UpdateL2Network", json!({"uuid": vlan, "name": "v100"}));
+    assert_eq!(
+        w.count(
+            "QueryL2VlanNetwork",
+            json!([{"name":"vlan","op":"=","value":"100"}])
+        ),
+        1
+    );
+    assert_eq!(
+        w.count(
+            "QueryL2Network",
+            json!([{"name":"attachedClusterUuids","op":"=","value": cluster}])
+        ),
+        1
+    );
+    let pool = w.created(
+        "CreateL2VxlanNetworkPool",
+        json!({"zoneUuid": zone, "name": "pool"}),
+    );
+    w.ok(
+        "CreateVniRange",
+        json!({"l2NetworkUuid": pool, "name": "r", "startVni": 10, "endVni": 20}),
+    );
+    let spare = w.created(
+        "CreateVniRange",
+        json!({"l2NetworkUuid": pool, "name": "r2", "startVni": 30, "endVni": 30}),
+    );
+    w.ok("DeleteVniRange", json!({"uuid": spare}));
+    assert_eq!(w.count("QueryVniRange", json!([])), 1);
+    let m = w.ok(
+        "AttachL2NetworkToCluster",
+        json!({"l2NetworkUuid": pool, "clusterUuid": cluster,
+               "systemTags": [format!("l2NetworkUuid::{pool}::clusterUuid::{cluster}::cidr::{{192.168.100.1/24}}")]}),
+    );
+    assert_eq!(
+        m["inventory"]["attachedCidrs"][&cluster],
+        json!(["192.168.100.0/24"])
+    );
+    let vx = w.created(
+        "CreateL2VxlanNetwork",
+        json!({"poolUuid": pool, "name": "vx", "vni": 15}),
+    );
+    assert_eq!(
+        w.count(
+            "QueryL2VxlanNetwork",
+            json!([{"name":"vni","op":"=","value":"15"}])
+        ),
+        1
+    );
+    assert_eq!(w.count("QueryL2VxlanNetworkPool", json!([])), 1);
+    // L3.
+    let l3 = w.created(
+        "CreateL3Network",
+        json!({"l2NetworkUuid": l2, "name": "flat-l3", "category": "Private", "ipVersion": 4}),
+    );
+    w.ok(
+        "UpdateL3Network",
+        json!({"uuid": l3, "dnsDomain": "zstack.org"}),
+    );
+    w.ok(
+        "ChangeL3NetworkState",
+        json!({"uuid": l3, "stateEvent": "enable"}),
+    );
+    let r1 = w.created(
+        "AddIpRange",
+        json!({"l3NetworkUuid": l3, "name": "r1", "startIp": "192.168.1.10", "endIp": "192.168.1.20", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
+    );
+    w.ok("UpdateIpRange", json!({"uuid": r1, "name": "range-1"}));
+    assert_eq!(
+        w.refused(
+            "AddIpRange",
+            json!({"l3NetworkUuid": l3, "name": "r2", "startIp": "192.168.1.15", "endIp": "192.168.1.30", "netmask": "255.255.255.0", "gateway": "192.168.1.1"})
+        ),
+        Code::InvalidArgument,
+        "overlap"
+    );
+    let l3b = w.created(
+        "CreateL3Network",
+        json!({"l2NetworkUuid": vx, "name": "vx-l3"}),
+    );
+    w.created(
+        "AddIpRangeByNetworkCidr",
+        json!({"l3NetworkUuid": l3b, "name": "c", "networkCidr": "10.10.0.1/24"}),
+    );
+    w.ok(
+        "AddDnsToL3Network",
+        json!({"l3NetworkUuid": l3, "dns": "8.8.8.8"}),
+    );
+    w.ok(
+        "AddDnsToL3Network",
+        json!({"l3NetworkUuid": l3, "dns": "1.1.1.1"}),
+    );
+    w.ok(
+        "RemoveDnsFromL3Network",
+        json!({"l3NetworkUuid": l3, "dns": "1.1.1.1"}),
+    );
+    let q = w.ok(
+        "QueryL3Network",
+        json!({"conditions": [{"name":"ipRanges.startIp","op":"=","value":"192.168.1.10"}]}),
+    );
+    assert_eq!(q["inventories"][0]["dns"], json!(["8.8.8.8"]));
+    assert_eq!(
+        w.count(
+            "QueryIpRange",
+            json!([{"name":"networkCidr","op":"=","value":"10.10.0.0/24"}])
+        ),
+        1
+    );
+    w.ok("DeleteIpRange", json!({"uuid": r1}));
+    // Tags, and the tag pseudo-fields of another query.
+    let tag = w.created(
+        "CreateSystemTag",
+        json!({"resourceType": "L3NetworkVO", "resourceUuid": l3, "tag": "networkServices::Flat"}),
+    );
+    assert_ne!(tag, l3, "the tag has its own uuid");
+    w.created(
+        "CreateUserTag",
+        json!({"resourceType": "ClusterVO", "resourceUuid": cluster, "tag": "rack-1"}),
+    );
+    assert_eq!(
+        w.count(
+            "QuerySystemTag",
+            json!([{"name":"resourceUuid","op":"=","value": l3}])
+        ),
+        1
+    );
+    assert_eq!(
+        w.count(
+            "QueryUserTag",
+            json!([{"name":"tag","op":"like","value":"rack%"}])
+        ),
+        1
+    );
+    assert_eq!(
+        w.count(
+            "QueryL3Network",
+            json!([{"name":"__systemTag__","op":"=","value":"networkServices::Flat"}])
+        ),
+        1
+    );
+    assert_eq!(
+        w.count(
+            "QueryCluster",
+            json!([{"name":"__userTag__","op":"=","value":"rack-1"}])
+        ),
+        1
+    );
+    w.ok("DeleteTag", json!({"uuid": tag}));
+    assert_eq!(
+        w.refused(
+            "CreateUserTag",
+            json!({"resourceType": "ClusterVO", "resourceUuid": uuid(998), "tag": "x"})
+        ),
+        Code::ResourceNotFound
+    );
+    // Deletions and the zone cascade.
+    w.ok("DeleteL3Network", json!({"uuid": l3b}));
+    w.ok("DeleteL2Network", json!({"uuid": vlan}));
+    w.ok("DeleteCluster", json!({"uuid": cluster}));
+    w.ok("DeleteBackupStorage", json!({"uuid": bs}));
+    w.ok("DeleteZone", json!({"uuid": zone}));
+    for q in [
+        "QueryCluster",
+        "QueryPrimaryStorage",
+        "QueryBackupStorage",
+        "QueryL2Network",
+        "QueryL3Network",
+        "QueryIpRange",
+        "QueryVniRange",
+        "QueryUserTag",
+    ] {
+        assert_eq!(w.count(q, json!([])), 0, "{q} after DeleteZone");
+    }
+}
+
+#[test]
+fn normal_accounts_are_refused_infrastructure_calls() {
+    let mut w = Wire::new();
+    let zone = w.created("CreateZone", json!({"name": "z"}));
+    let normal = Caller {
+        account_uuid: "b".repeat(32),
+        user_uuid: "b".repeat(32),
+        admin: false,
+    };
+    for (name, body) in [
+        (
+            "CreateCluster",
+            json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
+        ),
+        (
+            "AddLocalPrimaryStorage",
+            json!({"zoneUuid": zone, "name": "l", "url": "/ps"}),
+        ),
+        (
+            "AddImageStoreBackupStorage",
+            json!({"name": "b", "url": "/bs", "hostname": "h", "username": "root", "password": "p"}),
+        ),
+        (
+            "CreateInstanceOffering",
+            json!({"name": "s", "cpuNum": 1, "memorySize": 1}),
+        ),
+        ("CreateDiskOffering", json!({"name": "s", "diskSize": 1})),
+        (
+            "CreateL2NoVlanNetwork",
+            json!({"zoneUuid": zone, "name": "n", "physicalInterface": "eth0"}),
+        ),
+        (
+            "CreateUserTag",
+            json!({"resourceType": "ZoneVO", "resourceUuid": zone, "tag": "t"}),
+        ),
+    ] {
+        let before = w.t.tables.clone();
+        let e = w.call_as(&normal, name, body).expect_err(name);
+        assert_eq!(e.code, Code::PermissionDenied, "{name}");
+        assert_eq!(w.t.tables, before);
+    }
+    // What a normal account may not see, it does not get from queries.
+    w.created(
+        "CreateCluster",
+        json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
+    );
+    let q = w
+        .call_as(&normal, "QueryCluster", json!({"conditions": []}))
+        .unwrap();
+    assert_eq!(q["inventories"], json!([]));
+}
+
+mod determinism {
+    //! Random sequences of infrastructure commands: two fresh state machines end byte-identical,
+    //! and every refused command leaves the state exactly as it found it (no partial writes,
+    //! even without the node's write rollback).
+
+    use proptest::prelude::*;
+
+    use crate::backup_storage::BackupStorageOp;
+    use crate::cluster::ClusterOp;
+    use crate::image::ImageOp;
+    use crate::l2::L2Common;
+    use crate::l2::L2Op;
+    use crate::l3::L3Op;
+    use crate::l3::RangeSpec;
+    use crate::offering::OfferingOp;
+    use crate::primary_storage::PrimaryStorageOp;
+    use crate::primary_storage::PsType;
+    use crate::tag::TagOp;
+    use crate::testing::ctx;
+    use crate::testing::MemTxn;
+    use crate::zone::ZoneOp;
+    use crate::Caller;
+    use crate::Command;
+    use crate::Response;
+
+    fn u(kind: u32, i: u32) -> String {
+        format!("{:08x}{:024x}", kind, i)
+    }
+
+    fn command(op: u8, a: u32, b: u32, c: u32) -> Command {
+        let admin = Caller::admin();
+        let caller = if c == 3 {
+            Caller {
+                account_uuid: "e".repeat(32),
+                user_uuid: "e".repeat(32),
+                admin: false,
+            }
+        } else {
+            admin
+        };
+        let (z, cl, ps, bs, img, l2, l3) = (1, 2, 3, 4, 5, 6, 7);
+        let l2c = |i: u32| L2Common {
+            uuid: u(l2, i),
+            name: format!("l2-{i}"),
+            description: None,
+            zone_uuid: Some(u(z, b)),
+            physical_interface: Some(format!("eth{c}")),
+            v_switch_type: None,
+        };
+        macro_rules! cmd {
+            ($variant:ident, $op:expr) => {
+                Command::$variant {
+                    caller,
+                    op: Box::new($op),
+                }
+            };
+        }
+        // Ops 24.. repeat the creating and attaching ones, so that sequences build real topologies.
+        const MORE: [u8; 16] = [0, 2, 4, 5, 8, 9, 12, 14, 16, 18, 19, 20, 20, 5, 16, 19];
+        let op = if op >= 24 {
+            MORE[(op as usize - 24) % MORE.len()]
+        } else {
+            op
+        };
+        // Deletions only one time in four, else the create they undo.
+        let op = match (op, c) {
+            (1 | 3 | 7 | 10 | 13 | 17 | 23, 1..) => op - 1,
+            _ => op,
+        };
+        match op {
+            0 => Command::Zone {
+                caller,
+                op: ZoneOp::Create {
+                    uuid: u(z, a),
+                    name: format!("z{a}"),
+                    description: None,
+                    is_default: b == 0,
+                },
+            },
+            1 => Command::Zone {
+                caller,
+                op: ZoneOp::Delete { uuid: u(z, a) },
+            },
+            2 => {
+                let tagged_by = caller.clone();
+                let create = cmd!(
+                    Cluster,
+                    ClusterOp::Create {
+                        uuid: u(cl, a),
+                        zone_uuid: u(z, b),
+                        name: format!("c{a}"),
+                        description: None,
+                        hypervisor_type: if c == 2 { "Xen".into() } else { "KVM".into() },
+                        cluster_type: None,
+                        architecture: None,
+                    }
+                );
+                // Half the creates carry tags (a create call's systemTags/userTags).
+                if a == 1 {
+                    Command::Tagged {
+                        caller: tagged_by,
+                        command: Box::new(create),
+                        resource_type: "ClusterVO".into(),
+                        tags: vec![
+                            (true, "host::reservedMemory::1G".into()),
+                            (false, "rack".into()),
+                        ],
+                    }
+                } else {
+                    create
+                }
+            }
+            3 => cmd!(Cluster, ClusterOp::Delete { uuid: u(cl, a) }),
+            4 => cmd!(
+                PrimaryStorage,
+                PrimaryStorageOp::Add {
+                    uuid: u(ps, a),
+                    ps_type: [PsType::LocalStorage, PsType::Nfs, PsType::SharedMountPoint]
+                        [c as usize % 3],
+                    zone_uuid: u(z, b),
+                    name: "ps".into(),
+                    url: if c % 3 == 1 {
+                        format!("h:/p{a}")
+                    } else {
+                        format!("/p{}", a % 2)
+                    },
+                    description: None,
+                }
+            ),
+            5 => cmd!(
+                PrimaryStorage,
+                PrimaryStorageOp::Attach {
+                    uuid: u(ps, a),
+                    cluster_uuid: u(cl, b),
+                }
+            ),
+            6 => cmd!(
+                PrimaryStorage,
+                PrimaryStorageOp::Detach {
+                    uuid: u(ps, a),
+                    cluster_uuid: u(cl, b),
+                }
+            ),
+            7 => cmd!(PrimaryStorage, PrimaryStorageOp::Delete { uuid: u(ps, a) }),
+            8 => cmd!(
+                BackupStorage,
+                BackupStorageOp::AddImageStore {
+                    uuid: u(bs, a),
+                    name: "bs".into(),
+                    description: None,
+                    url: "/bs".into(),
+                    hostname: format!("10.0.0.{b}"),
+                    username: "root".into(),
+                    password: "p".into(),
+                    ssh_port: i64::from(c) * 30_000,
+                }
+            ),
+            9 => cmd!(
+                BackupStorage,
+                BackupStorageOp::AttachToZone {
+                    uuid: u(bs, a),
+                    zone_uuid: u(z, b),
+                }
+            ),
+            10 => cmd!(BackupStorage, BackupStorageOp::Delete { uuid: u(bs, a) }),
+            11 => cmd!(
+                Offering,
+                OfferingOp::CreateInstance {
+                    uuid: u(8, a),
+                    name: "o".into(),
+                    description: None,
+                    cpu_num: i64::from(b),
+                    memory_size: i64::from(c) << 20,
+                    reserved_memory_size: None,
+                    allocator_strategy: None,
+                    sort_key: None,
+                    offering_type: None,
+                }
+            ),
+            12 => cmd!(
+                Image,
+                ImageOp::Add {
+                    uuid: u(img, a),
+                    name: "i".into(),
+                    description: None,
+                    url: "http://h/i.qcow2".into(),
+                    media_type: None,
+                    guest_os_type: None,
+                    format: None,
+                    platform: None,
+                    architecture: None,
+                    system: false,
+                    virtio: None,
+                    backup_storage_uuids: vec![u(bs, b)],
+                }
+            ),
+            13 => cmd!(
+                Image,
+                ImageOp::Delete {
+                    uuid: u(img, a),
+                    backup_storage_uuids: vec![],
+                }
+            ),
+            14 => cmd!(L2, L2Op::CreateNoVlan(l2c(a))),
+            15 => cmd!(
+                L2,
+                L2Op::CreateVlan {
+                    common: l2c(a),
+                    vlan: i64::from(b) * 2000,
+                }
+            ),
+            16 => cmd!(
+                L2,
+                L2Op::Attach {
+                    uuid: u(l2, a),
+                    cluster_uuid: u(cl, b),
+                    vtep_cidr: None,
+                }
+            ),
+            17 => cmd!(L2, L2Op::Delete { uuid: u(l2, a) }),
+            18 => cmd!(
+                L3,
+                L3Op::Create {
+                    uuid: u(l3, a),
+                    l2_network_uuid: u(l2, b),
+                    name: "l3".into(),
+                    description: None,
+                    l3_type: None,
+                    category: if c == 2 { Some("System".into()) } else { None },
+                    ip_version: None,
+                    system: None,
+                    dns_domain: None,
+                    enable_ipam: None,
+                }
+            ),
+            19 => cmd!(
+                L3,
+                L3Op::AddIpRange {
+                    uuid: u(9, a * 4 + b),
+                    l3_network_uuid: u(l3, a),
+                    name: "r".into(),
+                    description: None,
+                    spec: RangeSpec::Cidr {
+                        cidr: format!("10.{b}.0.0/{}", 28 + c),
+                        gateway: None,
+                    },
+                    ip_range_type: None,
+                }
+            ),
+            20 => cmd!(
+                L3,
+                L3Op::AllocateIp {
+                    l3_network_uuid: u(l3, a),
+                    used_ip_uuid: u(10, b * 4 + c),
+                    required_ip: (c == 1).then(|| format!("10.{b}.0.3")),
+                    used_for: "VmNic".into(),
+                    vm_nic_uuid: None,
+                }
+            ),
+            21 => cmd!(
+                L3,
+                L3Op::ReleaseIp {
+                    l3_network_uuid: u(l3, a),
+                    ip: format!("10.{b}.0.{}", c + 2),
+                }
+            ),
+            22 => cmd!(
+                Tag,
+                TagOp::Create {
+                    uuid: u(11, a * 4 + b),
+                    system: c.is_multiple_of(2),
+                    resource_type: ["ZoneVO", "ClusterVO", "L3NetworkVO", "ImageVO"][b as usize]
+                        .into(),
+                    resource_uuid: [u(z, a), u(cl, a), u(l3, a), u(img, a)][b as usize].clone(),
+                    tag: format!("t{c}"),
+                }
+            ),
+            _ => cmd!(L3, L3Op::Delete { uuid: u(l3, a) }),
+        }
+    }
+
+    fn run(ops: &[(u8, u32, u32, u32)]) -> (MemTxn, Vec<Response>) {
+        let mut t = MemTxn::default();
+        let mut out = Vec::new();
+        for (i, (op, a, b, c)) in ops.iter().enumerate() {
+            let before = t.tables.clone();
+            let r = crate::apply(&mut t, &ctx(i as u64 + 1), command(*op, *a, *b, *c)).unwrap();
+            if !r.keeps_writes() {
+                assert_eq!(t.tables, before, "refused op {op} wrote state: {r:?}");
+            }
+            out.push(r);
+        }
+        (t, out)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn same_commands_same_state(ops in prop::collection::vec((0u8..40, 0u32..2, 0u32..2, 0u32..4), 1..80)) {
+            let (t1, r1) = run(&ops);
+            let (t2, r2) = run(&ops);
+            prop_assert_eq!(r1, r2);
+            prop_assert!(t1.tables == t2.tables);
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! Issue 4's end-to-end sequence through the ZStack wire protocol only, on a real 3-node
+//! cluster: log in, build zone → cluster → storage → offerings → L2/L3 with ranges, query with
+//! conditions, change a global config, log out; the leader is killed half-way and the
+//! sequence finishes through another node with no duplicate and no missing resource. Also
+//! the REST mirror, the error replies, and polling a job on a node other than the one that
+//! accepted it.
+
+use std::time::Duration;
+use std::time::Instant;
+
+use chaos_tests::cluster::Cluster;
+use chaos_tests::cluster::ClusterOpts;
+use serde_json::json;
+use serde_json::Value;
+
+/// SHA-512 of `password`, what ZStack clients send for the built-in admin.
+const ADMIN_PASSWORD: &str = "b109f3bbbc244eb82441917ed06d618b9008dd09b3befd1b5e07394c706a8bb980b1d7785e5976ec049b46df5f1326af5a2ea6d103fd07c95385ffab0cacbc86";
+
+struct Api {
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    fn new() -> Self {
+        Api {
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// POST a message; the outer envelope (or the plain-text body as a JSON string).
+    fn post(&self, node: &str, body: &Value, job: Option<&str>) -> Value {
+        let mut r = self
+            .http
+            .post(format!("http://{node}/zstack/api"))
+            .json(body);
+        if let Some(j) = job {
+            r = r.header("X-Job-UUID", j);
+        }
+        let text = r.send().unwrap().text().unwrap();
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+
+    /// The reply object inside `result`, with its class.
+    fn inner(outer: &Value) -> (String, Value) {
+        let result: Value =
+            serde_json::from_str(outer["result"].as_str().expect("result")).unwrap();
+        let (class, v) = result.as_object().unwrap().iter().next().unwrap();
+        (class.clone(), v.clone())
+    }
+
+    /// Run a sync call.
+    fn sync(
+        &self,
+        node: &str,
+        class: &str,
+        mut fields: Value,
+        session: Option<&str>,
+    ) -> (String, Value) {
+        if let Some(s) = session {
+            fields["session"] = json!({"uuid": s});
+        }
+        let outer = self.post(node, &json!({ class: fields }), None);
+        assert_eq!(outer["state"], "Done", "{outer}");
+        Self::inner(&outer)
+    }
+
+    /// Run an async call accepted by `node` and polled on `poll` until done.
+    fn call(
+        &self,
+        node: &str,
+        poll: &str,
+        class: &str,
+        mut fields: Value,
+        session: &str,
+        job: &str,
+    ) -> Value {
+        fields["session"] = json!({"uuid": session});
+        let outer = self.post(node, &json!({ class: fields }), Some(job));
+        if outer["state"] == "Done" {
+            return Self::inner(&outer).1;
+        }
+        assert_eq!(outer["state"], "Processing", "{outer}");
+        assert_eq!(outer["uuid"], job);
+        self.poll(poll, job)
+    }
+
+    fn poll(&self, node: &str, job: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self
+                .http
+                .get(format!("http://{node}/zstack/api/result/{job}"))
+                .send();
+            if let Ok(r) = r {
+                if r.status().as_u16() == 200 {
+                    let v: Value = r.json().unwrap();
+                    if v["state"] == "Done" {
+                        return Self::inner(&v).1;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "job {job} not done on {node}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn job_uuid(n: u32) -> String {
+    format!("{:032x}", 0x5e9_0000u128 + n as u128)
+}
+
+fn ok_inventory(reply: &Value) -> Value {
+    assert_eq!(reply["success"], true, "{reply}");
+    reply["inventory"].clone()
+}
+
+fn login(api: &Api, node: &str) -> String {
+    // The admin is created by the first leader's bootstrap duty; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (class, r) = api.sync(
+            node,
+            "org.zstack.header.identity.APILogInByAccountMsg",
+            json!({"accountName": "admin", "password": ADMIN_PASSWORD}),
+            None,
+        );
+        if r["success"] == true {
+            assert_eq!(class, "org.zstack.header.identity.APILogInReply");
+            return r["inventory"]["uuid"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "admin login never succeeded: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn count(api: &Api, node: &str, class: &str, session: &str, conds: Value) -> u64 {
+    let (_, r) = api.sync(
+        node,
+        class,
+        json!({"conditions": conds, "count": true}),
+        Some(session),
+    );
+    assert_eq!(r["success"], true, "{r}");
+    r["total"].as_u64().unwrap()
+}
+
+#[test]
+fn zstack_sequence_survives_leader_kill() {
+    let mut c = Cluster::start(ClusterOpts {
+        proxies: false,
+        ..ClusterOpts::default()
+    })
+    .expect("start cluster");
+    let leader = c.wait_leader(Duration::from_secs(20)).unwrap();
+    let followers: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
+    let addr = |c: &Cluster, id: u64| c.node(id).http.to_string();
+    let (a, b) = (addr(&c, followers[0]), addr(&c, followers[1]));
+    let api = Api::new();
+
+    // --- errors before anything else ---
+    let plain = api.post(&a, &json!("not an object"), None);
+    assert!(
+        plain
+            .as_str()
+            .is_some_and(|s| s.contains("Unable to deserialize")),
+        "{plain}"
+    );
+    let (class, r) = api.sync(
+        &a,
+        "org.zstack.header.zone.APIQueryZoneMsg",
+        json!({"conditions": []}),
+        None,
+    );
+    assert_eq!(class, "org.zstack.header.message.APIReply");
+    assert_eq!(
+        (r["success"].as_bool(), r["error"]["code"].as_str()),
+        (Some(false), Some("ID.1001"))
+    );
+    let (_, r) = api.sync(&a, "org.zstack.Nope", json!({}), None);
+    assert_eq!(r["error"]["code"], "SYS.1008");
+    let (_, r) = api.sync(
+        &a,
+        "org.zstack.header.identity.APILogInByAccountMsg",
+        json!({"accountName": "admin", "password": "wrong"}),
+        None,
+    );
+    assert!(r["error"]["code"] == "ID.1000", "{r}");
+
+    let s = login(&api, &a);
+    let (_, r) = api.sync(
+        &b,
+        "org.zstack.header.identity.APIValidateSessionMsg",
+        json!({"sessionUuid": s}),
+        None,
+    );
+    assert_eq!(
+        r["validSession"], true,
+        "a session made through one node is valid on another"
+    );
+    let (_, r) = api.sync(
+        &a,
+        "org.zstack.header.zone.APIQueryZoneMsg",
+        json!({"conditions": [{"name": "name", "op": "~=", "value": "x"}]}),
+        Some(&s),
+    );
+    assert_eq!(
+        (r["error"]["code"].as_str(), r["error"]["details"].as_str()),
+        (Some("SYS.1007"), Some("unknown QueryOp type[~=]"))
+    );
+
+    // --- the sequence, first half through follower a, polled on follower b ---
+    let zone = ok_inventory(&api.call(
+        &a,
+        &b,
+        "org.zstack.header.zone.APICreateZoneMsg",
+        json!({"name": "zone1", "description": "test"}),
+        &s,
+        &job_uuid(1),
+    ));
+    let zone_uuid = zone["uuid"].as_str().unwrap().to_string();
+    assert_eq!(zone["type"], "zstack");
+    let cluster = ok_inventory(&api.call(
+        &a,
+        &b,
+        "org.zstack.header.cluster.APICreateClusterMsg",
+        json!({"name": "cluster1", "zoneUuid": zone_uuid, "hypervisorType": "KVM"}),
+        &s,
+        &job_uuid(2),
+    ));
+    let cluster_uuid = cluster["uuid"].as_str().unwrap().to_string();
+    let ps = ok_inventory(&api.call(
+        &a,
+        &b,
+        "org.zstack.storage.primary.local.APIAddLocalPrimaryStorageMsg",
+        json!({"name": "local", "url": "/var/lib/zstack/local", "zoneUuid": zone_uuid}),
+        &s,
+        &job_uuid(3),
+    ));
+    let ps_uuid = ps["uuid"].as_str().unwrap().to_string();
+
+    // --- kill the leader with the next call in flight; retry it elsewhere with the same job ---
+    let attach_ps = json!({"primaryStorageUuid": ps_uuid, "clusterUuid": cluster_uuid});
+    let mut fields = attach_ps.clone();
+    fields["session"] = json!({"uuid": s});
+    let in_flight = api.post(
+        &a,
+        &json!({"org.zstack.header.storage.primary.APIAttachPrimaryStorageToClusterMsg": fields}),
+        Some(&job_uuid(4)),
+    );
+    c.kill9(leader).unwrap();
+    let survivors = followers.clone();
+    c.wait_leader_among(&survivors, Duration::from_secs(20))
+        .unwrap();
+    eprintln!("killed leader {leader}; in-flight answer: {in_flight}");
+    let attached = api.call(
+        &b,
+        &b,
+        "org.zstack.header.storage.primary.APIAttachPrimaryStorageToClusterMsg",
+        attach_ps,
+        &s,
+        &job_uuid(4),
+    );
+    assert_eq!(attached["success"], true, "{attached}");
+
+    // --- second half through b ---
+    let bs = ok_inventory(&api.call(&b, &a, "org.zstack.storage.backup.imagestore.APIAddImageStoreBackupStorageMsg",
+        json!({"name": "bs", "url": "/zstack_bs", "hostname": "127.0.0.1", "username": "root", "password": "password", "sshPort": 22}), &s, &job_uuid(5)));
+    let bs_uuid = bs["uuid"].as_str().unwrap().to_string();
+    let r = api.call(
+        &b,
+        &a,
+        "org.zstack.header.storage.backup.APIAttachBackupStorageToZoneMsg",
+        json!({"backupStorageUuid": bs_uuid, "zoneUuid": zone_uuid}),
+        &s,
+        &job_uuid(6),
+    );
+    assert_eq!(r["success"], true, "{r}");
+    ok_inventory(&api.call(
+        &b,
+        &a,
+        "org.zstack.header.configuration.APICreateInstanceOfferingMsg",
+        json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
+        &s,
+        &job_uuid(7),
+    ));
+    ok_inventory(&api.call(
+        &b,
+        &a,
+        "org.zstack.header.configuration.APICreateDiskOfferingMsg",
+        json!({"name": "10G", "diskSize": 10737418240u64}),
+        &s,
+        &job_uuid(8),
+    ));
+    let l2 = ok_inventory(&api.call(
+        &b,
+        &a,
+        "org.zstack.header.network.l2.APICreateL2NoVlanNetworkMsg",
+        json!({"name": "l2", "zoneUuid": zone_uuid, "physicalInterface": "eth0"}),
+        &s,
+        &job_uuid(9),
+    ));
+    let l2_uuid = l2["uuid"].as_str().unwrap().to_string();
+    let r = api.call(
+        &b,
+        &a,
+        "org.zstack.header.network.l2.APIAttachL2NetworkToClusterMsg",
+        json!({"l2NetworkUuid": l2_uuid, "clusterUuid": cluster_uuid}),
+        &s,
+        &job_uuid(10),
+    );
+    assert_eq!(r["success"], true, "{r}");
+    let l3 = ok_inventory(&api.call(
+        &b,
+        &a,
+        "org.zstack.header.network.l3.APICreateL3NetworkMsg",
+        json!({"name": "l3", "l2NetworkUuid": l2_uuid}),
+        &s,
+        &job_uuid(11),
+    ));
+    let l3_uuid = l3["uuid"].as_str().unwrap().to_string();
+    ok_inventory(&api.call(&b, &a, "org.zstack.header.network.l3.APIAddIpRangeMsg",
+        json!({"l3NetworkUuid": l3_uuid, "name": "r1", "startIp": "10.0.0.10", "endIp": "10.0.0.100", "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
+        &s, &job_uuid(12)));
+    // An overlapping range on the same L2 is refused with the exact code.
+    let r = api.call(&b, &a, "org.zstack.header.network.l3.APIAddIpRangeMsg",
+        json!({"l3NetworkUuid": l3_uuid, "name": "r2", "startIp": "10.0.0.50", "endIp": "10.0.0.60", "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
+        &s, &job_uuid(13));
+    assert_eq!(r["success"], false, "{r}");
+    let gc = ok_inventory(&api.call(
+        &b,
+        &a,
+        "org.zstack.core.config.APIUpdateGlobalConfigMsg",
+        json!({"category": "identity", "name": "session.timeout", "value": "3600"}),
+        &s,
+        &job_uuid(14),
+    ));
+    assert_eq!(gc["value"], "3600");
+
+    // --- every resource exactly once, seen from both survivors ---
+    for node in [&a, &b] {
+        let by_zone = json!([{"name": "zoneUuid", "op": "=", "value": zone_uuid}]);
+        assert_eq!(
+            count(
+                &api,
+                node,
+                "org.zstack.header.zone.APIQueryZoneMsg",
+                &s,
+                json!([])
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &api,
+                node,
+                "org.zstack.header.cluster.APIQueryClusterMsg",
+                &s,
+                by_zone.clone()
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &api,
+                node,
+                "org.zstack.header.storage.primary.APIQueryPrimaryStorageMsg",
+                &s,
+                by_zone.clone()
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &api,
+                node,
+                "org.zstack.header.storage.backup.APIQueryBackupStorageMsg",
+                &s,
+                json!([])
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &api,
+                node,
+                "org.zstack.header.configuration.APIQueryInstanceOfferingMsg",
+                &s,
+                json!([])
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &api,
+                node,
+                "org.zstack.header.configuration.APIQueryDiskOfferingMsg",
+                &s,
+                json!([])
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &api,
+                node,
+                "org.zstack.header.network.l2.APIQueryL2NetworkMsg",
+                &s,
+                by_zone.clone()
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &api,
+                node,
+                "org.zstack.header.network.l3.APIQueryL3NetworkMsg",
+                &s,
+                json!([{"name": "name", "op": "like", "value": "l%"}])
+            ),
+            1
+        );
+        let (_, r) = api.sync(
+            node,
+            "org.zstack.header.storage.primary.APIQueryPrimaryStorageMsg",
+            json!({"conditions": [{"name": "uuid", "op": "=", "value": ps_uuid}]}),
+            Some(&s),
+        );
+        assert_eq!(
+            r["inventories"][0]["attachedClusterUuids"],
+            json!([cluster_uuid]),
+            "{r}"
+        );
+        let (_, r) = api.sync(node, "org.zstack.core.config.APIQueryGlobalConfigMsg",
+            json!({"conditions": [{"name": "category", "op": "=", "value": "identity"}, {"name": "name", "op": "=", "value": "session.timeout"}]}), Some(&s));
+        assert_eq!(r["inventories"][0]["value"], "3600");
+    }
+
+    // --- the REST mirror on the same state ---
+    let rest = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = api
+            .http
+            .request(method, format!("http://{a}/zstack{path}"))
+            .header("Authorization", format!("OAuth {s}"));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (st, v) = rest(
+        reqwest::Method::GET,
+        &format!("/v1/zones/{zone_uuid}"),
+        None,
+    );
+    assert_eq!(
+        (st, v["inventories"][0]["name"].as_str()),
+        (200, Some("zone1")),
+        "{v}"
+    );
+    let (st, v) = rest(
+        reqwest::Method::POST,
+        "/v1/zones",
+        Some(json!({"params": {"name": "zone2"}})),
+    );
+    assert_eq!(st, 202, "{v}");
+    let location = v["location"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = api.http.get(&location).send().unwrap();
+        if r.status().as_u16() == 200 {
+            let v: Value = r.json().unwrap();
+            assert_eq!(v["inventory"]["name"], "zone2");
+            break;
+        }
+        assert_eq!(r.status().as_u16(), 202);
+        assert!(Instant::now() < deadline, "REST job never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (st, _) = rest(reqwest::Method::GET, "/v1/openapi.json", None);
+    assert_eq!(st, 200);
+    let no_auth = api
+        .http
+        .get(format!("http://{a}/zstack/v1/zones"))
+        .send()
+        .unwrap();
+    assert_eq!(no_auth.status().as_u16(), 400);
+
+    // --- log out: the session is gone everywhere ---
+    let (_, r) = api.sync(
+        &b,
+        "org.zstack.header.identity.APILogOutMsg",
+        json!({"sessionUuid": s}),
+        None,
+    );
+    assert_eq!(r["success"], true);
+    let (_, r) = api.sync(
+        &a,
+        "org.zstack.header.zone.APIQueryZoneMsg",
+        json!({"conditions": []}),
+        Some(&s),
+    );
+    assert_eq!(r["error"]["code"], "ID.1001");
+}
