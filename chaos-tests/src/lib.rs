@@ -1,9 +1,11 @@
 //! Multi-process chaos tests of the management cluster: a harness that runs real `zsnode`
 //! processes (kill -9, SIGTERM, restart from data dir), a fault-injecting TCP proxy for
-//! node-to-node traffic, a recorded write load, and the etcd peer used by the benchmark.
+//! node-to-node traffic, a recorded write load, a linearizability checker for recorded histories,
+//! and the etcd peer used by the benchmark.
 
 pub mod cluster;
 pub mod etcd;
+pub mod linearizability;
 pub mod load;
 pub mod proxy;
 

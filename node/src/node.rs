@@ -217,11 +217,14 @@ impl Node {
     }
 
     /// Run `f` against the current leader until it succeeds, fails for a reason retrying cannot
-    /// fix, or `timeout` passes. Leadership is re-resolved before every attempt.
+    /// fix, or `timeout` passes. Leadership is re-resolved before every attempt; with
+    /// `attempt_cap`, one attempt gets at most that long, so a request stuck on a leader that was
+    /// partitioned away or paused moves on to its successor instead of waiting out the timeout.
     async fn on_leader<T, F, Fut>(
         &self,
         what: &str,
         timeout: Duration,
+        attempt_cap: Option<Duration>,
         mut f: F,
     ) -> Result<T, NodeError>
     where
@@ -239,9 +242,10 @@ impl Node {
                 )));
             }
             let leader = self.raft.metrics().borrow_watched().current_leader;
+            let budget = attempt_cap.map_or(remaining, |c| remaining.min(c));
             let attempt = match leader {
                 None => Err(NodeError::Unavailable(format!("{what}: no leader known"))),
-                Some(l) if l == self.id => f(Target::Local, remaining).await,
+                Some(l) if l == self.id => f(Target::Local, budget).await,
                 Some(l) => match self.member(l) {
                     Some(n) => {
                         f(
@@ -249,7 +253,7 @@ impl Node {
                                 id: l,
                                 addr: n.raft_addr,
                             },
-                            remaining,
+                            budget,
                         )
                         .await
                     }
@@ -280,6 +284,12 @@ impl Node {
         }
     }
 
+    /// Longest single attempt of a write or read barrier: past two minimum election timeouts a
+    /// healthy cluster has elected a new leader, so re-resolving beats waiting.
+    fn attempt_cap(&self) -> Duration {
+        (self.timing.election_min * 2).max(Duration::from_secs(1))
+    }
+
     /// Propose a command through Raft from any node: run locally on the leader or forward to it,
     /// retrying with the same request id (raft-store dedups it) until the request timeout.
     pub async fn propose(
@@ -290,23 +300,28 @@ impl Node {
         let rid = request_id.unwrap_or_else(|| self.new_request_id());
         let proposal = Proposal::new(Some(rid), now_ms(), cmd);
         let outcome = self
-            .on_leader("write", self.request_timeout, |target, remaining| {
-                let proposal = proposal.clone();
-                async move {
-                    match target {
-                        Target::Local => self.propose_local(proposal, remaining).await,
-                        Target::Remote { id, addr } => {
-                            self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                            let r: Result<ApplyOutcome, NodeError> = self
-                                .peers
-                                .call(id, &addr, Rpc::Forward, &proposal, remaining)
-                                .await
-                                .map_err(peer_unavailable)?;
-                            r
+            .on_leader(
+                "write",
+                self.request_timeout,
+                Some(self.attempt_cap()),
+                |target, remaining| {
+                    let proposal = proposal.clone();
+                    async move {
+                        match target {
+                            Target::Local => self.propose_local(proposal, remaining).await,
+                            Target::Remote { id, addr } => {
+                                self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                                let r: Result<ApplyOutcome, NodeError> = self
+                                    .peers
+                                    .call(id, &addr, Rpc::Forward, &proposal, remaining)
+                                    .await
+                                    .map_err(peer_unavailable)?;
+                                r
+                            }
                         }
                     }
-                }
-            })
+                },
+            )
             .await?;
         let response: api::Response = outcome.decode().map_err(|e| {
             NodeError::Internal(format!(
@@ -363,6 +378,7 @@ impl Node {
             .on_leader(
                 "linearizable read",
                 self.request_timeout,
+                Some(self.attempt_cap()),
                 |target, remaining| async move {
                     match target {
                         Target::Local => self.read_index_local(remaining).await,
@@ -427,23 +443,28 @@ impl Node {
     /// Run an administration request on the leader, forwarding it if needed; returns JSON.
     pub async fn admin(&self, req: AdminRequest) -> Result<serde_json::Value, NodeError> {
         let json = self
-            .on_leader("administration", ADMIN_TIMEOUT, |target, remaining| {
-                let req = req.clone();
-                async move {
-                    match target {
-                        Target::Local => self.admin_local(req).await,
-                        Target::Remote { id, addr } => {
-                            self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                            let r: Result<String, NodeError> = self
-                                .peers
-                                .call(id, &addr, Rpc::Admin, &req, remaining)
-                                .await
-                                .map_err(peer_unavailable)?;
-                            r
+            .on_leader(
+                "administration",
+                ADMIN_TIMEOUT,
+                None,
+                |target, remaining| {
+                    let req = req.clone();
+                    async move {
+                        match target {
+                            Target::Local => self.admin_local(req).await,
+                            Target::Remote { id, addr } => {
+                                self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                                let r: Result<String, NodeError> = self
+                                    .peers
+                                    .call(id, &addr, Rpc::Admin, &req, remaining)
+                                    .await
+                                    .map_err(peer_unavailable)?;
+                                r
+                            }
                         }
                     }
-                }
-            })
+                },
+            )
             .await?;
         serde_json::from_str(&json)
             .map_err(|e| NodeError::Internal(format!("undecodable admin reply: {e}")))
