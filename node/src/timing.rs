@@ -43,7 +43,7 @@ pub fn measure(dir: &Path) -> std::io::Result<Timing> {
 }
 
 /// Timing from fsync latencies: heartbeat = 5 × worst fsync within [100 ms, 300 ms]; minimum
-/// election timeout = max(4 heartbeats, 20 × worst fsync) within [500 ms, 1500 ms]. The floors
+/// election timeout = max(4 heartbeats, 20 × worst fsync) within [400 ms, 1500 ms]. The floors
 /// keep a busy (shared-CPU) host from mistaking scheduling delay for a dead leader while keeping
 /// failover (election timeout + one round) well under 2 s.
 pub fn derive(median: Duration, max: Duration) -> Timing {
@@ -51,7 +51,7 @@ pub fn derive(median: Duration, max: Duration) -> Timing {
         d.clamp(Duration::from_millis(lo), Duration::from_millis(hi))
     };
     let heartbeat = clamp(max * 5, 100, 300);
-    let election_min = clamp((heartbeat * 4).max(max * 20), 500, 1500);
+    let election_min = clamp((heartbeat * 4).max(max * 20), 400, 1500);
     Timing {
         fsync_median: median,
         fsync_max: max,
@@ -68,7 +68,7 @@ mod tests {
     fn fast_and_slow_disks() {
         let fast = derive(Duration::from_micros(200), Duration::from_millis(1));
         assert_eq!(fast.heartbeat, Duration::from_millis(100));
-        assert_eq!(fast.election_min, Duration::from_millis(500));
+        assert_eq!(fast.election_min, Duration::from_millis(400));
         let slow = derive(Duration::from_millis(20), Duration::from_millis(50));
         assert_eq!(slow.heartbeat, Duration::from_millis(250));
         assert_eq!(slow.election_min, Duration::from_millis(1000));

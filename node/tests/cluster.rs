@@ -437,6 +437,24 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         "a refused request changed the membership"
     );
 
+    // A data dir belongs to one node id and cluster: another id is refused at start-up.
+    let out = Command::new(env!("CARGO_BIN_EXE_zsnode"))
+        .args([
+            "--id",
+            "9",
+            "--raft-addr",
+            "127.0.0.1:1",
+            "--http-addr",
+            "127.0.0.1:1",
+        ])
+        .arg("--data-dir")
+        .arg(td.path().join("n1"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("belongs to node 1"), "{stderr}");
+
     // An uninitialised node alone cannot serve writes: bounded 503, never a hang.
     let started = Instant::now();
     let (s, v) = put_kv(&c, &n3, "k", "v", "r").await;
