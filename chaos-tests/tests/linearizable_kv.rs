@@ -46,7 +46,7 @@ fn workload(
                     // Fresh keys every run: each history starts from an absent value.
                     let key = format!("{run}-{}", KEYS[k]);
                     let call = t0.elapsed().as_micros() as u64;
-                    let op = if n % 2 == 0 {
+                    let op = if n.is_multiple_of(2) {
                         let value = format!("{run}-c{cid}-{n}");
                         let rid = format!("{run}-{cid}-{n}");
                         match node.put(&key, value.as_bytes(), Some(&rid)) {
@@ -104,7 +104,7 @@ fn workload(
 
 #[test]
 fn kv_registers_stay_linearizable_under_kill_and_partition() {
-    let rounds = if long_mode() { 6 } else { 2 };
+    let rounds: usize = if long_mode() { 6 } else { 2 };
     let mut c = Cluster::start(ClusterOpts::default()).expect("start cluster");
     let clients: Vec<_> = c.ids().iter().map(|id| c.client(*id).clone()).collect();
     let t0 = Instant::now();
@@ -118,7 +118,7 @@ fn kv_registers_stay_linearizable_under_kill_and_partition() {
             std::thread::spawn(move || workload(clients, &run, stop, t0))
         };
         std::thread::sleep(Duration::from_millis(1500));
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             c.kill9(leader).expect("kill leader");
             std::thread::sleep(Duration::from_millis(2500));
             c.restart(leader).expect("restart");
@@ -154,7 +154,7 @@ fn kv_registers_stay_linearizable_under_kill_and_partition() {
         }
         println!(
             "run={round} fault={} ops={ops} violations={bad}",
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 "kill9-leader"
             } else {
                 "isolate-leader"
