@@ -660,6 +660,19 @@ pub(crate) fn apply(
     }
 }
 
+/// ZStack renews a session on every authenticated call (a sliding window). Renewing is a
+/// replicated write, so it is done only when less than half of `identity/session.timeout`
+/// remains: an active session never expires, and a busy client costs one write per half
+/// timeout instead of one per call.
+pub fn needs_renewal(
+    txn: &impl StateTxn,
+    session: &Session,
+    now_ms: u64,
+) -> Result<bool, ApiError> {
+    let timeout_ms = global_config::int_value(txn, "identity", "session.timeout")? as u64 * 1000;
+    Ok(session.expired_date.saturating_sub(now_ms) < timeout_ms / 2)
+}
+
 /// Check an account login; the account's uuid on success (`ID.1000` otherwise).
 pub fn authenticate_account(
     txn: &impl StateTxn,
@@ -981,6 +994,9 @@ mod tests {
         let (caller, s) = session_caller(&t, "m", Some(&"1".repeat(32)), now).unwrap();
         assert!(caller.admin);
         assert_eq!(s.expired_date, ctx(10).proposed_at_ms + 7_200_000);
+        // Sliding renewal is due once less than half the timeout remains.
+        assert!(!needs_renewal(&t, &s, s.expired_date - 3_600_001).unwrap());
+        assert!(needs_renewal(&t, &s, s.expired_date - 3_599_999).unwrap());
         assert_eq!(
             session_caller(&t, "m", None, now).unwrap_err().to_string(),
             "ID.1001: session of message[m] is null"

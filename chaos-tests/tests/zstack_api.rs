@@ -492,6 +492,34 @@ fn zstack_sequence_survives_leader_kill() {
         .unwrap();
     assert_eq!(no_auth.status().as_u16(), 400);
 
+    // --- sliding sessions: with a 10 s timeout, a session in use outlives it ---
+    let gc = ok_inventory(&api.call(
+        &b,
+        &a,
+        "org.zstack.core.config.APIUpdateGlobalConfigMsg",
+        json!({"category": "identity", "name": "session.timeout", "value": "10"}),
+        &s,
+        &job_uuid(15),
+    ));
+    assert_eq!(gc["value"], "10");
+    let short = login(&api, &a);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(14) {
+        let (_, r) = api.sync(
+            &b,
+            "org.zstack.header.zone.APIQueryZoneMsg",
+            json!({"conditions": [], "count": true}),
+            Some(&short),
+        );
+        assert_eq!(
+            r["success"],
+            true,
+            "an active session expired after {:?}: {r}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
     // --- log out: the session is gone everywhere ---
     let (_, r) = api.sync(
         &b,

@@ -126,7 +126,7 @@ fn reply_of(call: &CallSpec, resp: &ApiResponse) -> Outcome {
 
 /// Run one call end to end.
 async fn execute(
-    node: &Node,
+    node: &Arc<Node>,
     headers: &HeaderMap,
     spec: &'static CallSpec,
     req: ApiRequest,
@@ -140,7 +140,12 @@ async fn execute(
     let now = now_ms();
     let caller = if calls::needs_session(spec) {
         match identity::session_caller(&view, &spec.class, req.session_uuid.as_deref(), now) {
-            Ok((caller, _)) => caller,
+            Ok((caller, session)) => {
+                if identity::needs_renewal(&view, &session, now).unwrap_or(false) {
+                    renew_in_background(node, session.uuid);
+                }
+                caller
+            }
             Err(e) => return refused_early(spec.kind, &calls::refusal_of(&e)),
         }
     } else {
@@ -196,6 +201,24 @@ async fn execute(
             },
         },
     }
+}
+
+/// Extend an active session without delaying the call that found it due (the call itself is
+/// already authorised; a failed renewal is retried by the next call).
+fn renew_in_background(node: &Arc<Node>, session_uuid: String) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        let cmd = Command::Identity {
+            caller: Caller::admin(),
+            op: identity::IdentityOp::RenewSession {
+                uuid: session_uuid.clone(),
+                duration_s: None,
+            },
+        };
+        if let Err(e) = node.propose(&cmd, None).await {
+            tracing::debug!(session = %session_uuid, error = %e, "session renewal failed; next call retries");
+        }
+    });
 }
 
 async fn login(
