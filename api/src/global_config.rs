@@ -8,8 +8,6 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::Value;
 
-use crate::wire::errors::Code;
-use crate::wire::errors::Refusal;
 use crate::ApiError;
 use crate::Caller;
 use crate::StateTxn;
@@ -742,10 +740,6 @@ pub fn def(category: &str, name: &str) -> Option<(usize, &'static Def)> {
         .find(|(_, d)| d.category == category && d.name == name)
 }
 
-fn invalid(details: String) -> ApiError {
-    ApiError::Refused(Refusal::new(Code::InvalidArgument, details))
-}
-
 /// Parse a size such as `1G`, `512M`, `2T`, `100K` or plain bytes.
 pub fn parse_size(v: &str) -> Option<u64> {
     let v = v.trim();
@@ -762,7 +756,7 @@ pub fn parse_size(v: &str) -> Option<u64> {
 /// Check `value` against the setting's kind.
 pub fn check(def: &Def, value: &str) -> Result<(), ApiError> {
     let bad = |why: String| {
-        invalid(format!(
+        crate::validate::invalid_arg(format!(
             "invalid value[{value}] for GlobalConfig[category: {}, name: {}]: {why}",
             def.category, def.name
         ))
@@ -843,7 +837,7 @@ pub fn int_value(txn: &impl StateTxn, category: &str, name: &str) -> Result<i64,
 }
 
 fn unknown(category: &str, name: &str) -> ApiError {
-    invalid(format!(
+    crate::validate::invalid_arg(format!(
         "Unable to find GlobalConfig[category: {category}, name: {name}]"
     ))
 }

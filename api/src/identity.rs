@@ -22,6 +22,7 @@ use crate::global_config;
 use crate::resource;
 use crate::resource::Resource;
 use crate::validate;
+use crate::validate::refuse;
 use crate::wire::date::java_date;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
@@ -317,10 +318,6 @@ pub enum IdentityResult {
     Done,
     /// Sessions removed by the sweeper.
     Expired(u64),
-}
-
-fn refuse(code: Code, details: impl Into<String>) -> ApiError {
-    ApiError::Refused(Refusal::new(code, details))
 }
 
 fn check_phc(phc: &str) -> Result<(), ApiError> {

@@ -11,8 +11,6 @@ use crate::catalogue::CallKind;
 use crate::catalogue::CallSpec;
 use crate::query;
 use crate::wire::envelope::ApiRequest;
-use crate::wire::errors::Code;
-use crate::wire::errors::Refusal;
 
 /// HTTP methods the mirror uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -683,6 +681,11 @@ pub struct RestReply {
 /// Map a finished call's reply object (`{"inventory":…,"success":true}` or a failure) to the
 /// REST answer: 200 with the mapped fields, or 503 with the error.
 pub fn reply(route: &Route, spec: &CallSpec, reply: &Value) -> RestReply {
+    let schema = spec.is_query().then(|| inventory_class(spec));
+    map_reply(route.rename, schema, reply)
+}
+
+fn map_reply(rename: Option<(&str, &str)>, schema: Option<String>, reply: &Value) -> RestReply {
     let obj = reply.as_object().cloned().unwrap_or_default();
     if obj.get("success") == Some(&Value::Bool(false)) {
         return RestReply {
@@ -691,17 +694,14 @@ pub fn reply(route: &Route, spec: &CallSpec, reply: &Value) -> RestReply {
         };
     }
     let mut out = Map::new();
-    if spec.is_query() {
-        out.insert(
-            "schema".into(),
-            json!({"inventories[0]": inventory_class(spec)}),
-        );
+    if let Some(class) = schema {
+        out.insert("schema".into(), json!({ "inventories[0]": class }));
     }
     for (k, v) in obj {
         if k == "success" || k == "error" {
             continue;
         }
-        let k = match route.rename {
+        let k = match rename {
             Some((from, to)) if from == k => to.to_string(),
             _ => k,
         };
@@ -713,7 +713,8 @@ pub fn reply(route: &Route, spec: &CallSpec, reply: &Value) -> RestReply {
     }
 }
 
-/// Map the stored RPC result text of a finished job (`{"<class>":{...}}`) to the REST answer.
+/// Map the stored RPC result text of a finished job (`{"<class>":{...}}`) to the REST answer;
+/// without a known route (a job of a call no longer routed) the fields go out unrenamed.
 pub fn job_reply(route: Option<&Route>, spec: Option<&CallSpec>, result: &str) -> RestReply {
     let inner = serde_json::from_str::<Value>(result)
         .ok()
@@ -721,35 +722,13 @@ pub fn job_reply(route: Option<&Route>, spec: Option<&CallSpec>, result: &str) -
         .unwrap_or(Value::Null);
     match (route, spec) {
         (Some(r), Some(s)) => reply(r, s, &inner),
-        _ => {
-            let fake = Route {
-                method: Method::Get,
-                path: "",
-                call: "",
-                body: Body::None,
-                rename: None,
-            };
-            let spec = CallSpec {
-                name: String::new(),
-                class: String::new(),
-                reply_class: String::new(),
-                kind: CallKind::Async,
-                params: vec![],
-                query_fields: vec![],
-            };
-            reply(&fake, &spec, &inner)
-        }
+        _ => map_reply(None, None, &inner),
     }
 }
 
 /// The first route of a call, to map its job results.
 pub fn route_of(call: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.call == call)
-}
-
-/// The refusal body of a REST call: `{"error": {...}}`.
-pub fn error_body(r: &Refusal) -> Value {
-    json!({"error": r.to_error_code()})
 }
 
 /// OpenAPI 3 document of the mirror.
@@ -863,11 +842,6 @@ pub fn openapi() -> Value {
         "info": {"title": "ZStack-compatible management API (REST v1 mirror)", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
     })
-}
-
-/// Refusal for an API error reached through REST.
-pub fn refusal(code: Code, details: impl Into<String>) -> Refusal {
-    Refusal::new(code, details)
 }
 
 #[cfg(test)]

@@ -9,10 +9,6 @@ pub const MAX_NAME: usize = 255;
 /// Longest description (`VARCHAR(2048)`).
 pub const MAX_DESCRIPTION: usize = 2048;
 
-fn invalid(details: String) -> ApiError {
-    ApiError::Refused(Refusal::new(Code::InvalidArgument, details))
-}
-
 /// A resource uuid: 32 lowercase hex characters (a UUID without dashes).
 pub fn uuid(field: &str, v: &str) -> Result<(), ApiError> {
     if v.len() == 32
@@ -21,7 +17,7 @@ pub fn uuid(field: &str, v: &str) -> Result<(), ApiError> {
     {
         Ok(())
     } else {
-        Err(invalid(format!(
+        Err(invalid_arg(format!(
             "field[{field}] value {v:?} is not a valid uuid (32 lowercase hex characters)"
         )))
     }
@@ -30,15 +26,15 @@ pub fn uuid(field: &str, v: &str) -> Result<(), ApiError> {
 /// A display name: non-empty, at most 255 characters, no control characters.
 pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
     if v.trim().is_empty() {
-        return Err(invalid(format!("field[{field}] cannot be empty")));
+        return Err(invalid_arg(format!("field[{field}] cannot be empty")));
     }
     if v.chars().count() > MAX_NAME {
-        return Err(invalid(format!(
+        return Err(invalid_arg(format!(
             "field[{field}] exceeds {MAX_NAME} characters"
         )));
     }
     if v.chars().any(char::is_control) {
-        return Err(invalid(format!(
+        return Err(invalid_arg(format!(
             "field[{field}] contains control characters"
         )));
     }
@@ -48,7 +44,7 @@ pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
 /// An optional description of at most 2048 characters.
 pub fn description(v: Option<&str>) -> Result<(), ApiError> {
     match v {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(invalid(format!(
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(invalid_arg(format!(
             "field[description] exceeds {MAX_DESCRIPTION} characters"
         ))),
         _ => Ok(()),
@@ -57,7 +53,7 @@ pub fn description(v: Option<&str>) -> Result<(), ApiError> {
 
 /// A create whose uuid is taken.
 pub fn duplicate_uuid(kind: &str, uuid: &str) -> ApiError {
-    invalid(format!(
+    invalid_arg(format!(
         "resource[uuid:{uuid}, type:{kind}VO] already exists"
     ))
 }
@@ -80,7 +76,9 @@ pub fn op_failure(details: impl Into<String>) -> ApiError {
 /// A string of at most `max` characters.
 pub fn max_len(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     if v.chars().count() > max {
-        Err(invalid(format!("field[{field}] exceeds {max} characters")))
+        Err(invalid_arg(format!(
+            "field[{field}] exceeds {max} characters"
+        )))
     } else {
         Ok(())
     }
@@ -112,12 +110,12 @@ pub const SYSTEM_DIRS: &[&str] = &[
 /// not a system directory nor inside `/dev`, `/proc` or `/sys`.
 pub fn storage_path(field: &str, v: &str) -> Result<(), ApiError> {
     if !v.starts_with('/') || v.chars().any(char::is_control) {
-        return Err(invalid(format!(
+        return Err(invalid_arg(format!(
             "field[{field}] value {v:?} must be an absolute path"
         )));
     }
     if v.split('/').any(|c| c == "..") {
-        return Err(invalid(format!(
+        return Err(invalid_arg(format!(
             "field[{field}] value {v:?} must not contain '..'"
         )));
     }
@@ -127,7 +125,7 @@ pub fn storage_path(field: &str, v: &str) -> Result<(), ApiError> {
         .iter()
         .any(|p| norm.starts_with(p));
     if SYSTEM_DIRS.contains(&norm) || inside {
-        return Err(invalid(format!(
+        return Err(invalid_arg(format!(
             "field[{field}] value {v:?} is a system directory, it may make the host abnormal"
         )));
     }
@@ -148,7 +146,7 @@ pub fn hostname(field: &str, v: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(format!(
+        Err(invalid_arg(format!(
             "field[{field}] value {v:?} is not a valid host name or IP address"
         )))
     }
