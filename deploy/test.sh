@@ -11,6 +11,10 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
+# The deliberately broken node the checkers' self-tests run (chaos-tests/tests/seeded_bugs.rs);
+# its own binary name, so target/debug/zsnode stays the clean one.
+cargo clippy -p node --features seeded-bugs --all-targets -- -D warnings
+cargo build -p node --features seeded-bugs --bin zsnode-seeded
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

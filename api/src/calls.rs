@@ -52,6 +52,8 @@ pub enum QueryTarget {
     User,
     /// `QueryCluster`.
     Cluster,
+    /// `QueryHost`.
+    Host,
     /// `QueryPrimaryStorage`.
     PrimaryStorage,
     /// `QueryBackupStorage` (base inventories).
@@ -73,6 +75,26 @@ pub enum QueryTarget {
     SystemTag,
     /// `QueryUserTag`.
     UserTag,
+    /// `QueryAudit`.
+    Audit,
+}
+
+/// Sync reads that are not queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadCall {
+    /// `GetFreeIp`, `CheckIpAvailability`.
+    L3(crate::l3::L3Read),
+}
+
+/// Answer a [`Plan::Read`]: the reply's fields.
+pub fn run_read(
+    txn: &impl StateTxn,
+    read: &ReadCall,
+    caller: &Caller,
+) -> Result<Map<String, Value>, ApiError> {
+    match read {
+        ReadCall::L3(r) => crate::l3::run_read(txn, r, caller),
+    }
 }
 
 /// Who a login names.
@@ -131,6 +153,21 @@ pub enum Plan {
         /// The session.
         session_uuid: Option<String>,
     },
+    /// A sync call that reads state without being a query (`GetFreeIp`, ...).
+    Read {
+        /// The call.
+        call: &'static CallSpec,
+        /// What to read.
+        read: ReadCall,
+    },
+    /// Like `Propose`, but the receiving node first reaches the host the command names
+    /// ([`crate::host::probe_target`]); if it cannot, the call is refused and nothing is written.
+    ProbeHostThenPropose {
+        /// The call.
+        call: &'static CallSpec,
+        /// The command.
+        command: Box<Command>,
+    },
     /// Answer `validSession` from state; never fails.
     ValidateSession {
         /// The call.
@@ -170,6 +207,12 @@ pub const IMPLEMENTED: &[&str] = &[
     "ChangeClusterState",
     "DeleteCluster",
     "QueryCluster",
+    "AddKVMHost",
+    "UpdateKVMHost",
+    "ChangeHostState",
+    "DeleteHost",
+    "ReconnectHost",
+    "QueryHost",
     "AddLocalPrimaryStorage",
     "AddNfsPrimaryStorage",
     "AddSharedMountPointPrimaryStorage",
@@ -231,11 +274,14 @@ pub const IMPLEMENTED: &[&str] = &[
     "RemoveDnsFromL3Network",
     "QueryL3Network",
     "QueryIpRange",
+    "GetFreeIp",
+    "CheckIpAvailability",
     "CreateSystemTag",
     "CreateUserTag",
     "DeleteTag",
     "QuerySystemTag",
     "QueryUserTag",
+    "QueryAudit",
 ];
 
 /// Whether a call needs a valid session (everything but login, logout and validation).
@@ -360,6 +406,12 @@ pub fn plan(req: &ApiRequest, caller: &Caller, stamp: &Stamp) -> Result<Plan, Re
         }
         _ => {}
     }
+    if let Some(read) = crate::l3::read_plan(call, b) {
+        return Ok(Plan::Read {
+            call,
+            read: ReadCall::L3(read?),
+        });
+    }
     if call.is_query() {
         let target = match call.name.as_str() {
             "QueryZone" => QueryTarget::Zone,
@@ -368,6 +420,7 @@ pub fn plan(req: &ApiRequest, caller: &Caller, stamp: &Stamp) -> Result<Plan, Re
             "QueryAccount" => QueryTarget::Account,
             "QueryUser" => QueryTarget::User,
             "QueryCluster" => QueryTarget::Cluster,
+            "QueryHost" => QueryTarget::Host,
             "QueryPrimaryStorage" => QueryTarget::PrimaryStorage,
             "QueryBackupStorage" => QueryTarget::BackupStorage,
             "QueryImageStoreBackupStorage" => QueryTarget::ImageStoreBackupStorage,
@@ -383,6 +436,7 @@ pub fn plan(req: &ApiRequest, caller: &Caller, stamp: &Stamp) -> Result<Plan, Re
             "QueryIpRange" => QueryTarget::L3(crate::l3::L3Query::IpRange),
             "QuerySystemTag" => QueryTarget::SystemTag,
             "QueryUserTag" => QueryTarget::UserTag,
+            "QueryAudit" => QueryTarget::Audit,
             other => {
                 return Err(Refusal::new(
                     Code::NotSupported,
@@ -394,6 +448,14 @@ pub fn plan(req: &ApiRequest, caller: &Caller, stamp: &Stamp) -> Result<Plan, Re
             call,
             target,
             query: query::parse_query(&call.class, b)?,
+        });
+    }
+    if let Some(command) = crate::host::plan(call, b, caller, &stamp.new_uuid) {
+        let command = Box::new(crate::tag::with_create_tags(call, b, caller, command?)?);
+        return Ok(if crate::host::PROBED_CALLS.contains(&call.name.as_str()) {
+            Plan::ProbeHostThenPropose { call, command }
+        } else {
+            Plan::Propose { call, command }
         });
     }
     if let Some(command) = infra_plan(call, b, caller, &stamp.new_uuid) {
@@ -575,6 +637,8 @@ pub fn run_query(
         QueryTarget::Cluster => {
             resource::query::<crate::cluster::Cluster>(txn, q, |o| caller.can_see(o))?
         }
+        // Hosts are admin resources: a normal account sees none (as with clusters).
+        QueryTarget::Host => resource::query::<crate::host::Host>(txn, q, |o| caller.can_see(o))?,
         QueryTarget::PrimaryStorage => {
             resource::query::<crate::primary_storage::PrimaryStorage>(txn, q, |o| {
                 caller.can_see(o)
@@ -610,6 +674,7 @@ pub fn run_query(
         QueryTarget::UserTag => {
             resource::query::<crate::tag::UserTag>(txn, q, |o| caller.can_see(o))?
         }
+        QueryTarget::Audit => crate::audit::query(txn, q, caller)?,
     };
     let mut m = Map::new();
     if let Some(inv) = out.inventories {
@@ -645,10 +710,12 @@ pub fn reply_fields(resp: &Response) -> Result<Map<String, Value>, Refusal> {
         | Response::Identity(
             crate::identity::IdentityResult::Done | crate::identity::IdentityResult::Expired(_),
         )
-        | Response::Job(_) => {}
+        | Response::Job(_)
+        | Response::Audit(_) => {}
         Response::Refused(e) => return Err(refusal_of(e)),
         Response::Kv(_) | Response::ManagementNode(_) => {}
         Response::Cluster(r) => insert_inventory(&mut m, r.inventory()),
+        Response::Host(r) => insert_inventory(&mut m, r.inventory()),
         Response::PrimaryStorage(r) => insert_inventory(&mut m, r.inventory()),
         Response::BackupStorage(r) => insert_inventory(&mut m, r.inventory()),
         Response::Offering(r) => insert_inventory(&mut m, r.inventory()),

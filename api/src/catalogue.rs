@@ -33,6 +33,13 @@ const TYPE_FIXES: &[(&str, &str, ParamType)] = &[
     ("CreateL3Network", "system", ParamType::Boolean),
     ("UpdateL3Network", "system", ParamType::Boolean),
     ("AddIpRange", "startIp", ParamType::String),
+    // ZStack's `start` is the first IP to list (APIGetFreeIpMsg: `String start`).
+    ("GetFreeIp", "start", ParamType::String),
+    // Java `Boolean` fields the catalogue lists as strings.
+    ("CheckIpAvailability", "arpCheck", ParamType::Boolean),
+    ("CheckIpAvailability", "ipRangeCheck", ParamType::Boolean),
+    // APIRenewSessionMsg: `Long duration` (numberRange 60..31536000).
+    ("RenewSession", "duration", ParamType::Integer),
 ];
 
 /// Whether a call answers at once or through a durable job.
@@ -269,7 +276,7 @@ mod tests {
     fn loads_all_calls_with_sync_async_by_kind() {
         let c = catalogue();
         // The catalogue's 829 calls plus the identity and infrastructure calls it lacks.
-        assert_eq!(c.calls().count(), 829 + 14);
+        assert_eq!(c.calls().count(), 829 + 16);
         let create = c.by_name("CreateZone").unwrap();
         assert_eq!(create.class, "org.zstack.header.zone.APICreateZoneMsg");
         assert_eq!(

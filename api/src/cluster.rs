@@ -171,12 +171,13 @@ impl ClusterResult {
 }
 
 /// Delete a cluster and undo its attachments (storage, L2 networks, tags), inside the caller's
-/// apply. Hosts join this cascade when the host family arrives.
+/// apply, and delete its hosts.
 pub(crate) fn delete_cascade(
     txn: &mut impl StateTxn,
     ctx: &ApplyCtx,
     uuid: &str,
 ) -> Result<(), ApiError> {
+    crate::host::forget_cluster(txn, uuid)?;
     crate::primary_storage::forget_cluster(txn, ctx, uuid)?;
     crate::l2::forget_cluster(txn, ctx, uuid)?;
     crate::tag::delete_for_resource(txn, uuid)?;
@@ -196,7 +197,8 @@ pub(crate) fn cascade_zone_delete(
     Ok(())
 }
 
-/// Zone enable/disable propagates to its clusters (spec 03 §2.2, [U] `ClusterExtensionToZone`).
+/// Zone enable/disable propagates to its clusters (spec 03 §2.2, [U] `ClusterExtensionToZone`)
+/// and from each cluster to its hosts.
 pub(crate) fn cascade_zone_state(
     txn: &mut impl StateTxn,
     ctx: &ApplyCtx,
@@ -209,6 +211,7 @@ pub(crate) fn cascade_zone_state(
             c.last_op_date = ctx.proposed_at_ms;
             resource::save(txn, &owner, &c)?;
         }
+        crate::host::cascade_cluster_state(txn, ctx, &c.uuid, state)?;
     }
     Ok(())
 }
@@ -296,6 +299,7 @@ pub(crate) fn apply(
             };
             c.last_op_date = ctx.proposed_at_ms;
             resource::save(txn, &owner, &c)?;
+            crate::host::cascade_cluster_state(txn, ctx, &uuid, c.state)?;
             Ok(ClusterResult::Inventory(c))
         }
         ClusterOp::Delete { uuid } => {

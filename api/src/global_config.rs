@@ -731,6 +731,14 @@ pub const DEFS: &[Def] = &[
         POS,
         "management node heartbeat (s)",
     ),
+    // Appended, not grouped: an inventory `id` is the position, so new settings go last.
+    d(
+        "audit",
+        "retention",
+        "2592000",
+        int(60, 315_360_000),
+        "seconds an API audit record is kept (30 days; 1 minute to 10 years)",
+    ),
 ];
 
 /// The definition of `category/name`.

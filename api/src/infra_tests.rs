@@ -6,12 +6,8 @@ use serde_json::json;
 use serde_json::Map;
 use serde_json::Value;
 
-use crate::calls;
-use crate::calls::Plan;
-use crate::calls::Stamp;
 use crate::testing::ctx;
 use crate::testing::MemTxn;
-use crate::wire::envelope::decode_request;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
 use crate::Caller;
@@ -41,30 +37,9 @@ impl Wire {
         body: Value,
     ) -> Result<Map<String, Value>, Refusal> {
         self.n += 1;
-        let spec = crate::catalogue::catalogue()
-            .by_name(name)
-            .unwrap_or_else(|| panic!("{name} not in catalogue"));
-        let raw = json!({ spec.class.clone(): body }).to_string();
-        let req = decode_request(raw.as_bytes()).unwrap();
-        let stamp = Stamp {
-            now_ms: 1_000 * u64::from(self.n),
-            new_uuid: uuid(self.n),
-            salt: [0; 16],
-        };
-        match calls::plan(&req, caller, &stamp)? {
-            Plan::Propose { command, .. } => {
-                let before = self.t.tables.clone();
-                let resp = crate::apply(&mut self.t, &ctx(u64::from(self.n)), *command).unwrap();
-                if !resp.keeps_writes() {
-                    self.t.tables = before;
-                }
-                calls::reply_fields(&resp)
-            }
-            Plan::Query { target, query, .. } => {
-                calls::run_query(&self.t, target, &query, caller).map_err(|e| calls::refusal_of(&e))
-            }
-            other => panic!("unexpected plan {other:?}"),
-        }
+        // The harness the call matrix uses: every plan kind, executed as the node does.
+        let who = crate::call_matrix::Who::As(caller.clone());
+        crate::call_matrix::send(&mut self.t, self.n, &who, name, body)
     }
 
     fn ok(&mut self, name: &str, body: Value) -> Map<String, Value> {
@@ -603,6 +578,153 @@ fn normal_accounts_are_refused_infrastructure_calls() {
         .call_as(&normal, "QueryCluster", json!({"conditions": []}))
         .unwrap();
     assert_eq!(q["inventories"], json!([]));
+}
+
+#[test]
+fn free_ip_and_ip_availability_through_the_wire() {
+    let mut w = Wire::new();
+    let zone = w.created("CreateZone", json!({"name": "z"}));
+    let l2 = w.created(
+        "CreateL2NoVlanNetwork",
+        json!({"zoneUuid": zone, "name": "n", "physicalInterface": "eth0"}),
+    );
+    let l3 = w.created(
+        "CreateL3Network",
+        json!({"l2NetworkUuid": l2, "name": "flat"}),
+    );
+    let r1 = w.created(
+        "AddIpRange",
+        json!({"l3NetworkUuid": l3, "name": "r1", "startIp": "192.168.1.10", "endIp": "192.168.1.13", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
+    );
+    let r2 = w.created(
+        "AddIpRange",
+        json!({"l3NetworkUuid": l3, "name": "r2", "startIp": "192.168.1.100", "endIp": "192.168.1.101", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
+    );
+    // 192.168.1.11 is taken (an internal allocation, as a VM NIC would do).
+    let alloc = crate::Command::L3 {
+        caller: Caller::admin(),
+        op: Box::new(crate::l3::L3Op::AllocateIp {
+            l3_network_uuid: l3.clone(),
+            used_ip_uuid: uuid(900),
+            required_ip: Some("192.168.1.11".into()),
+            used_for: "VmNic".into(),
+            vm_nic_uuid: None,
+        }),
+    };
+    crate::apply(&mut w.t, &ctx(900), alloc).unwrap();
+    let ips = |m: &Map<String, Value>| -> Vec<String> {
+        m["inventories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["ip"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = w.ok("GetFreeIp", json!({"l3NetworkUuid": l3}));
+    assert_eq!(
+        ips(&all),
+        [
+            "192.168.1.10",
+            "192.168.1.12",
+            "192.168.1.13",
+            "192.168.1.100",
+            "192.168.1.101"
+        ]
+    );
+    assert_eq!(
+        all["inventories"][0],
+        json!({"ipRangeUuid": r1, "ip": "192.168.1.10", "netmask": "255.255.255.0", "gateway": "192.168.1.1"})
+    );
+    let page = w.ok(
+        "GetFreeIp",
+        json!({"l3NetworkUuid": l3, "start": "192.168.1.11", "limit": 2}),
+    );
+    assert_eq!(ips(&page), ["192.168.1.12", "192.168.1.13"]);
+    let by_range = w.ok("GetFreeIp", json!({"ipRangeUuid": r2, "limit": "10"}));
+    assert_eq!(ips(&by_range), ["192.168.1.100", "192.168.1.101"]);
+    let check = |w: &mut Wire, ip: &str, extra: Value| {
+        let mut body = json!({"l3NetworkUuid": l3, "ip": ip});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        w.ok("CheckIpAvailability", body)
+    };
+    assert_eq!(check(&mut w, "192.168.1.12", json!({}))["available"], true);
+    let used = check(&mut w, "192.168.1.11", json!({}));
+    assert_eq!(used["available"], false);
+    assert_eq!(used["reason"], "ip[192.168.1.11] is in use");
+    assert_eq!(check(&mut w, "192.168.1.50", json!({}))["available"], false);
+    assert_eq!(
+        check(&mut w, "192.168.1.50", json!({"ipRangeCheck": false}))["available"],
+        true
+    );
+    // Refusals, each with its exact code and no state change.
+    for (name, body, code) in [
+        ("GetFreeIp", json!({}), Code::InvalidArgument),
+        (
+            "GetFreeIp",
+            json!({"l3NetworkUuid": l3, "limit": 0}),
+            Code::InvalidArgument,
+        ),
+        (
+            "GetFreeIp",
+            json!({"l3NetworkUuid": l3, "start": "192.168.1"}),
+            Code::InvalidArgument,
+        ),
+        (
+            "GetFreeIp",
+            json!({"l3NetworkUuid": uuid(777)}),
+            Code::ResourceNotFound,
+        ),
+        (
+            "GetFreeIp",
+            json!({"l3NetworkUuid": uuid(777), "ipRangeUuid": r1}),
+            Code::InvalidArgument,
+        ),
+        (
+            "GetFreeIp",
+            json!({"l3NetworkUuid": l3, "ipVersion": "6"}),
+            Code::NotSupported,
+        ),
+        (
+            "CheckIpAvailability",
+            json!({"l3NetworkUuid": l3, "ip": "300.1.1.1"}),
+            Code::InvalidArgument,
+        ),
+        (
+            "CheckIpAvailability",
+            json!({"l3NetworkUuid": l3}),
+            Code::InvalidArgument,
+        ),
+        (
+            "CheckIpAvailability",
+            json!({"l3NetworkUuid": uuid(777), "ip": "192.168.1.12"}),
+            Code::ResourceNotFound,
+        ),
+        (
+            "CheckIpAvailability",
+            json!({"l3NetworkUuid": l3, "ip": "192.168.1.12", "arpCheck": true}),
+            Code::NotSupported,
+        ),
+    ] {
+        assert_eq!(w.refused(name, body.clone()), code, "{name} {body}");
+    }
+    // Another account's private L3 is not readable.
+    let normal = Caller {
+        account_uuid: "b".repeat(32),
+        user_uuid: "b".repeat(32),
+        admin: false,
+    };
+    for (name, body) in [
+        ("GetFreeIp", json!({"l3NetworkUuid": l3})),
+        (
+            "CheckIpAvailability",
+            json!({"l3NetworkUuid": l3, "ip": "192.168.1.12"}),
+        ),
+    ] {
+        let e = w.call_as(&normal, name, body).expect_err(name);
+        assert_eq!(e.code, Code::PermissionDenied, "{name}");
+    }
 }
 
 mod determinism {

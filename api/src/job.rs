@@ -220,6 +220,7 @@ pub(crate) fn apply(
             else {
                 return Ok(JobResult::Job(Box::new(job)));
             };
+            let who = crate::audit::caller_of(&command).cloned();
             // The call's writes are staged so that a refusal leaves only the job's own record.
             let mut staged = Staged::new(txn);
             let resp = crate::apply(&mut staged, ctx, *command)?;
@@ -232,6 +233,9 @@ pub(crate) fn apply(
             job.result = Some(result);
             job.last_op_date = ctx.proposed_at_ms;
             store(txn, &job)?;
+            // The outcome enters the audit log in this same entry, so it survives whatever
+            // happens to the node that accepted the call (see `audit`).
+            crate::audit::finish_job(txn, ctx, &job, &resp, who.as_ref())?;
             Ok(JobResult::Job(Box::new(job)))
         }
         JobOp::Expire => {

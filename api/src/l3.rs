@@ -1252,6 +1252,195 @@ pub fn plan(
     }))
 }
 
+// ---------------------------------------------------------------- sync reads (GetFreeIp, CheckIpAvailability)
+
+/// Most addresses one `GetFreeIp` returns, so a client cannot make a node walk a /8.
+pub const MAX_FREE_IP_LIMIT: i64 = 10_000;
+
+/// A sync L3 call that reads state but is not a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum L3Read {
+    /// `GetFreeIp`: free addresses of an L3 or one of its ranges, from `start` on.
+    FreeIp {
+        /// The L3 (or the range's L3 when only the range is named).
+        l3_network_uuid: Option<String>,
+        /// One range only.
+        ip_range_uuid: Option<String>,
+        /// First address to consider.
+        start: Option<u32>,
+        /// How many to return.
+        limit: usize,
+    },
+    /// `CheckIpAvailability`: whether an address could be allocated on an L3 now.
+    CheckIp {
+        /// The L3.
+        l3_network_uuid: String,
+        /// The address (already parsed).
+        ip: u32,
+        /// Whether the address must also lie inside one of the L3's ranges (default true).
+        ip_range_check: bool,
+    },
+}
+
+/// Request → read for the L3 sync reads (`None`: not one of them). Everything that can be
+/// checked without state is checked here.
+pub fn read_plan(call: &CallSpec, b: &Body) -> Option<Result<L3Read, Refusal>> {
+    let invalid = |d: String| Refusal::new(Code::InvalidArgument, d);
+    let ip_field = |f: &str, v: &str| -> Result<u32, Refusal> {
+        parse_ip(f, v).map_err(|_| invalid(format!("{f}[{v}] is not a valid IPv4 address")))
+    };
+    match call.name.as_str() {
+        "GetFreeIp" => Some((|| {
+            let l3_network_uuid = params::string(b, "l3NetworkUuid");
+            let ip_range_uuid = params::string(b, "ipRangeUuid");
+            if l3_network_uuid.is_none() && ip_range_uuid.is_none() {
+                return Err(invalid(
+                    "l3NetworkUuid and ipRangeUuid cannot both be null".into(),
+                ));
+            }
+            if params::string(b, "ipVersion").as_deref() == Some("6")
+                || b.get("ipVersion").and_then(Value::as_i64) == Some(6)
+            {
+                return Err(Refusal::new(
+                    Code::NotSupported,
+                    "IPv6 address pools are not supported by this management node",
+                ));
+            }
+            if params::string(b, "ipRangeType").as_deref() == Some("AddressPool") {
+                return Err(Refusal::new(
+                    Code::NotSupported,
+                    "address-pool ranges are not supported by this management node",
+                ));
+            }
+            let limit = params::int(b, "limit", call)?.unwrap_or(100);
+            if !(1..=MAX_FREE_IP_LIMIT).contains(&limit) {
+                return Err(invalid(format!(
+                    "limit must be between 1 and {MAX_FREE_IP_LIMIT}, got {limit}"
+                )));
+            }
+            let start = params::string(b, "start")
+                .map(|s| ip_field("start", &s))
+                .transpose()?;
+            Ok(L3Read::FreeIp {
+                l3_network_uuid,
+                ip_range_uuid,
+                start,
+                limit: limit as usize,
+            })
+        })()),
+        "CheckIpAvailability" => Some((|| {
+            let l3_network_uuid = params::required(b, "l3NetworkUuid", call)?;
+            let ip = ip_field("ip", &params::required(b, "ip", call)?)?;
+            if params::boolean(b, "arpCheck") == Some(true) {
+                // An ARP probe has to be sent from a host on the L2; there is no host agent
+                // to send it yet, and answering "available" without probing would mislead.
+                return Err(Refusal::new(
+                    Code::NotSupported,
+                    "arpCheck needs a connected host on the L3's L2 network to send the probe; send arpCheck=false",
+                ));
+            }
+            Ok(L3Read::CheckIp {
+                l3_network_uuid,
+                ip,
+                ip_range_check: params::boolean(b, "ipRangeCheck").unwrap_or(true),
+            })
+        })()),
+        _ => None,
+    }
+}
+
+/// Answer an L3 sync read: the reply's fields.
+pub fn run_read(
+    txn: &impl StateTxn,
+    read: &L3Read,
+    caller: &Caller,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let mut out = serde_json::Map::new();
+    match read {
+        L3Read::FreeIp {
+            l3_network_uuid,
+            ip_range_uuid,
+            start,
+            limit,
+        } => {
+            let range = match ip_range_uuid {
+                Some(r) => Some(resource::require::<IpRange>(txn, r)?.1),
+                None => None,
+            };
+            let l3_uuid = match (l3_network_uuid, &range) {
+                (Some(l3), Some(r)) if *l3 != r.l3_network_uuid => {
+                    return Err(validate::invalid_arg(format!(
+                        "ip range[uuid:{}] does not belong to l3 network[uuid:{l3}]",
+                        r.uuid
+                    )))
+                }
+                (Some(l3), _) => l3.clone(),
+                (None, Some(r)) => r.l3_network_uuid.clone(),
+                (None, None) => {
+                    return Err(validate::invalid_arg(
+                        "l3NetworkUuid and ipRangeUuid cannot both be null",
+                    ))
+                }
+            };
+            let (_, l3) = resource::require_visible::<L3Network>(txn, caller, &l3_uuid)?;
+            let used: Vec<u32> = used_ips(txn, &l3.uuid)?.into_iter().map(|u| u.ip).collect();
+            let mut ranges: Vec<&IpRange> = match &range {
+                Some(r) => vec![r],
+                None => l3.ip_ranges.iter().collect(),
+            };
+            ranges.sort_by_key(|r| r.start_ip);
+            let from = start.unwrap_or(0);
+            let mut inventories = Vec::new();
+            'ranges: for r in ranges {
+                let first = u64::from(r.start_ip.max(from));
+                let mut next_used = used.partition_point(|u| u64::from(*u) < first);
+                for ip in first..=u64::from(r.end_ip) {
+                    if inventories.len() >= *limit {
+                        break 'ranges;
+                    }
+                    let ip = ip as u32;
+                    if used.get(next_used) == Some(&ip) {
+                        next_used += 1;
+                        continue;
+                    }
+                    inventories.push(json!({
+                        "ipRangeUuid": r.uuid,
+                        "ip": ip_str(ip),
+                        "netmask": ip_str(mask_of(r.prefix_len)),
+                        "gateway": ip_str(r.gateway),
+                    }));
+                }
+            }
+            out.insert("inventories".into(), Value::Array(inventories));
+        }
+        L3Read::CheckIp {
+            l3_network_uuid,
+            ip,
+            ip_range_check,
+        } => {
+            let (_, l3) = resource::require_visible::<L3Network>(txn, caller, l3_network_uuid)?;
+            let in_range = l3.ip_ranges.iter().any(|r| r.contains(*ip));
+            let used = txn.get(USED_IP_TABLE, &used_key(&l3.uuid, *ip))?.is_some();
+            let reason = if used {
+                Some(format!("ip[{}] is in use", ip_str(*ip)))
+            } else if *ip_range_check && !in_range {
+                Some(format!(
+                    "ip[{}] is not in any ip range of l3 network[uuid:{}]",
+                    ip_str(*ip),
+                    l3.uuid
+                ))
+            } else {
+                None
+            };
+            out.insert("available".into(), json!(reason.is_none()));
+            if let Some(r) = reason {
+                out.insert("reason".into(), json!(r));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

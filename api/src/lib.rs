@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod calls;
 pub mod catalogue;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod zone;
 // the op so that `Command` stays small.
 pub mod backup_storage;
 pub mod cluster;
+pub mod host;
 pub mod image;
 pub mod l2;
 pub mod l3;
@@ -34,6 +36,8 @@ pub mod params;
 pub mod primary_storage;
 pub mod tag;
 
+#[cfg(test)]
+mod call_matrix;
 #[cfg(test)]
 mod infra_tests;
 
@@ -50,6 +54,7 @@ pub const TABLES: &[&str] = &[
     resource::INDEX_TABLE,
     zone::TABLE,
     cluster::TABLE,
+    host::TABLE,
     primary_storage::TABLE,
     backup_storage::TABLE,
     offering::INSTANCE_TABLE,
@@ -67,6 +72,8 @@ pub const TABLES: &[&str] = &[
     identity::USER_TABLE,
     identity::SESSION_TABLE,
     job::TABLE,
+    audit::TABLE,
+    audit::INDEX_TABLE,
 ];
 
 /// The account uuid of the built-in `admin` (spec decision 2).
@@ -248,6 +255,21 @@ pub enum Command {
         /// (system?, text) of each tag.
         tags: Vec<(bool, String)>,
     },
+    // New variants go last: commands are encoded by variant index in the Raft log.
+    /// KVM host calls.
+    Host {
+        /// Who asked.
+        caller: Caller,
+        /// What.
+        op: Box<host::HostOp>,
+    },
+    /// The API audit log (the serving nodes' batches, the leader's retention sweeper).
+    Audit {
+        /// Who asked (the node itself, as admin).
+        caller: Caller,
+        /// What.
+        op: audit::AuditOp,
+    },
 }
 
 /// What applying a [`Command`] answered.
@@ -283,6 +305,11 @@ pub enum Response {
     Tag(tag::TagResult),
     /// The command was refused by a business rule; nothing changed.
     Refused(ApiError),
+    // New variants go last: responses are stored by variant index (dedup records, jobs).
+    /// Answer of a host command.
+    Host(host::HostResult),
+    /// Answer of an audit command.
+    Audit(audit::AuditResult),
 }
 
 impl Response {
@@ -296,6 +323,8 @@ impl Response {
             | Response::Identity(_)
             | Response::Job(_)
             | Response::Cluster(_)
+            | Response::Host(_)
+            | Response::Audit(_)
             | Response::PrimaryStorage(_)
             | Response::BackupStorage(_)
             | Response::Offering(_)
@@ -331,6 +360,8 @@ pub fn apply(
         Command::Cluster { caller, op } => {
             cluster::apply(txn, ctx, &caller, *op).map(Response::Cluster)
         }
+        Command::Host { caller, op } => host::apply(txn, ctx, &caller, *op).map(Response::Host),
+        Command::Audit { caller, op } => audit::apply(txn, ctx, &caller, op).map(Response::Audit),
         Command::PrimaryStorage { caller, op } => {
             primary_storage::apply(txn, ctx, &caller, *op).map(Response::PrimaryStorage)
         }

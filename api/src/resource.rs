@@ -264,36 +264,127 @@ pub fn find<R: Resource>(
     Ok(out)
 }
 
-/// Candidate records for a query: through `uuid` or an indexed field when a condition allows
-/// (`=` or `in`), otherwise the whole table.
-fn candidates<R: Resource>(txn: &impl StateTxn, q: &Query) -> Result<Vec<(String, R)>, ApiError> {
-    for c in &q.conditions {
-        let values: Vec<&str> = match (c.op, c.value.as_deref()) {
-            (QueryOp::Eq, Some(v)) => vec![v],
-            (QueryOp::In, Some(v)) => v.split(',').collect(),
-            _ => continue,
-        };
-        if c.name == "uuid" {
-            let mut out = Vec::new();
-            for v in values {
-                // uuids are stored lowercase; MySQL would match any case.
-                if let Some(r) = load::<R>(txn, &v.to_ascii_lowercase())? {
-                    out.push(r);
-                }
+/// Index keys (or key prefixes) whose entries name every record a condition can hold for, when
+/// the index can answer it: `=`/`in` with textual literals (see [`query::eq_is_textual`]) and
+/// `like` with a literal prefix (`'vm-12%'`: a prefix range of the index). `None` otherwise.
+fn index_prefixes<R: Resource>(c: &query::Condition) -> Option<Vec<Vec<u8>>> {
+    if !R::INDEXED.contains(&c.name.as_str()) {
+        return None;
+    }
+    let v = c.value.as_deref()?;
+    match c.op {
+        QueryOp::Eq | QueryOp::In => {
+            let values: Vec<&str> = if c.op == QueryOp::Eq {
+                vec![v]
+            } else {
+                v.split(',').collect()
+            };
+            if !values.iter().all(|v| query::eq_is_textual(v)) {
+                return None;
             }
-            return Ok(out);
+            Some(
+                values
+                    .into_iter()
+                    .map(|v| index_key(R::TABLE, &c.name, &v.to_ascii_lowercase(), None))
+                    .collect(),
+            )
         }
-        if R::INDEXED.contains(&c.name.as_str()) {
-            let mut out = Vec::new();
-            for v in values {
-                out.extend(find::<R>(txn, &c.name, v)?);
-            }
-            out.sort_by(|a, b| a.1.uuid().cmp(b.1.uuid()));
-            out.dedup_by(|a, b| a.1.uuid() == b.1.uuid());
-            return Ok(out);
+        QueryOp::Like => {
+            let p = query::like_prefix(v)?.to_ascii_lowercase();
+            let mut k = index_key(R::TABLE, &c.name, &p, None);
+            k.pop(); // no terminator: every value that starts with the prefix
+            Some(vec![k])
+        }
+        _ => None,
+    }
+}
+
+/// Uuids under `prefixes` in the index, at most `cap` entries read (`None` if more).
+fn index_uuids(
+    txn: &impl StateTxn,
+    prefixes: &[Vec<u8>],
+    cap: usize,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let mut out = Vec::new();
+    for p in prefixes {
+        let want = cap.saturating_sub(out.len()).saturating_add(1);
+        for (k, _) in txn.scan_prefix(INDEX_TABLE, p, want)? {
+            // The uuid follows the value's terminator (values never contain NUL).
+            let at = k.iter().rposition(|b| *b == 0).unwrap_or(0);
+            out.push(String::from_utf8_lossy(&k[at + 1..]).into_owned());
+        }
+        if out.len() > cap {
+            return Ok(None);
         }
     }
+    Ok(Some(out))
+}
+
+/// Candidate records for a query, in uuid order: the named records for `uuid = / in`, else the
+/// entries of the most selective usable index condition (counted with growing caps, so a
+/// condition matching most of the table costs no more than the best one), else the whole table.
+/// Every candidate is still checked against every condition; the result never depends on the
+/// access path (property-tested below).
+fn candidates<R: Resource>(txn: &impl StateTxn, q: &Query) -> Result<Vec<(String, R)>, ApiError> {
+    let mut options = Vec::new();
+    for c in &q.conditions {
+        if c.name == "uuid" && matches!(c.op, QueryOp::Eq | QueryOp::In) {
+            let Some(v) = c.value.as_deref() else {
+                continue;
+            };
+            let values: Vec<&str> = if c.op == QueryOp::Eq {
+                vec![v]
+            } else {
+                v.split(',').collect()
+            };
+            if !values.iter().all(|v| query::eq_is_textual(v)) {
+                continue;
+            }
+            // uuids are stored lowercase; MySQL would match any case.
+            let mut uuids: Vec<String> = values.iter().map(|v| v.to_ascii_lowercase()).collect();
+            uuids.sort();
+            uuids.dedup();
+            return load_all(txn, uuids);
+        }
+        if let Some(p) = index_prefixes::<R>(c) {
+            options.push(p);
+        }
+    }
+    let mut cap = 64usize;
+    while !options.is_empty() {
+        let mut best: Option<Vec<String>> = None;
+        for p in &options {
+            let limit = best.as_ref().map_or(cap, |b| b.len());
+            if let Some(u) = index_uuids(txn, p, limit)? {
+                if best.as_ref().is_none_or(|b| u.len() < b.len()) {
+                    best = Some(u);
+                }
+            }
+        }
+        if let Some(mut uuids) = best {
+            uuids.sort();
+            uuids.dedup();
+            return load_all(txn, uuids);
+        }
+        if cap == usize::MAX {
+            break;
+        }
+        cap = cap.saturating_mul(32);
+    }
     list(txn)
+}
+
+fn load_all<R: Resource>(
+    txn: &impl StateTxn,
+    uuids: Vec<String>,
+) -> Result<Vec<(String, R)>, ApiError> {
+    let mut out = Vec::with_capacity(uuids.len());
+    for u in uuids {
+        if let Some(r) = load::<R>(txn, &u)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 /// Run a query over one resource family, showing only records `visible` says the caller may
@@ -315,7 +406,18 @@ pub fn query_filtered<R: Resource>(
     txn: &impl StateTxn,
     q: &Query,
     keep: impl Fn(&str, &R) -> bool,
+    decorate: impl FnMut(&R, &mut Value) -> Result<(), ApiError>,
+) -> Result<QueryOutput, ApiError> {
+    query_via(txn, q, keep, decorate, true)
+}
+
+/// [`query_filtered`], with the indexes or (`use_index` false) over the whole table.
+fn query_via<R: Resource>(
+    txn: &impl StateTxn,
+    q: &Query,
+    keep: impl Fn(&str, &R) -> bool,
     mut decorate: impl FnMut(&R, &mut Value) -> Result<(), ApiError>,
+    use_index: bool,
 ) -> Result<QueryOutput, ApiError> {
     query::validate(q, R::FIELDS)?;
     let (tag_conds, rest): (Vec<_>, Vec<_>) = q
@@ -326,7 +428,12 @@ pub fn query_filtered<R: Resource>(
     let mut plain = q.clone();
     plain.conditions = rest;
     let mut rows = Vec::new();
-    for (owner, r) in candidates::<R>(txn, &plain)? {
+    let found = if use_index {
+        candidates::<R>(txn, &plain)?
+    } else {
+        list(txn)?
+    };
+    for (owner, r) in found {
         if !keep(&owner, &r) {
             continue;
         }
@@ -523,5 +630,224 @@ mod tests {
         assert!(
             query::<Thing>(&t, &q(json!([{"name":"bogus","op":"=","value":"1"}])), all).is_err()
         );
+    }
+
+    /// A family with a numeric and a list-valued index besides text ones.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Gadget {
+        uuid: String,
+        name: String,
+        state: String,
+        size: u64,
+        labels: Vec<String>,
+    }
+
+    impl Resource for Gadget {
+        const KIND: &'static str = "Gadget";
+        const TABLE: &'static str = "gadget";
+        const FIELDS: &'static [&'static str] = &["uuid", "name", "state", "size", "labels"];
+        const INDEXED: &'static [&'static str] = &["name", "state", "size", "labels"];
+        fn uuid(&self) -> &str {
+            &self.uuid
+        }
+        fn inventory(&self) -> Value {
+            json!({"uuid": self.uuid, "name": self.name, "state": self.state,
+                   "size": self.size, "labels": self.labels})
+        }
+    }
+
+    #[test]
+    fn index_answers_like_prefixes_and_keeps_uuid_order() {
+        let mut t = MemTxn::default();
+        for (i, name) in ["abc", "ABD", "ab", "b", "1", "a_c"].iter().enumerate() {
+            let g = Gadget {
+                uuid: format!("{:032x}", 0xa0 + i),
+                name: name.to_string(),
+                state: "Enabled".into(),
+                size: i as u64,
+                labels: vec![],
+            };
+            save(&mut t, "a", &g).unwrap();
+        }
+        let names = |conds: Value, use_index: bool| -> Vec<String> {
+            let out =
+                query_via::<Gadget>(&t, &q(conds), |_, _| true, |_, _| Ok(()), use_index).unwrap();
+            out.inventories
+                .unwrap()
+                .iter()
+                .map(|v| v["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        for (conds, want) in [
+            (
+                json!([{"name":"name","op":"like","value":"aB%"}]),
+                vec!["abc", "ABD", "ab"],
+            ),
+            (
+                json!([{"name":"name","op":"like","value":"a\\_%"}]),
+                vec!["a_c"],
+            ),
+            (json!([{"name":"name","op":"=","value":"1.0"}]), vec!["1"]),
+            (
+                json!([{"name":"state","op":"=","value":"enabled"},
+                    {"name":"name","op":"like","value":"ab_"}]),
+                vec!["abc", "ABD"],
+            ),
+            (
+                json!([{"name":"uuid","op":"in",
+                     "value":format!("{:032x},{:032x},{:032x}", 0xa3, 0xa0, 0xa3)}]),
+                vec!["abc", "b"],
+            ),
+        ] {
+            assert_eq!(names(conds.clone(), true), want, "{conds}");
+            assert_eq!(names(conds.clone(), false), want, "{conds}");
+        }
+    }
+
+    mod index_vs_scan {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Short texts over an alphabet that collides often and includes LIKE wildcards,
+        /// escapes, case, NUL, non-ASCII, and texts that read as numbers or dates.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                6 => "[abAB]{0,4}",
+                4 => "[aAbB1%_\\\\. \u{0}éÉ-]{0,4}",
+                1 => prop_oneof![
+                    Just("1"), Just("01"), Just("1.0"), Just("1e0"), Just(" 1"), Just("-0"),
+                    Just("Nov 25, 2026 11:45:00 AM"), Just("Nov 25, 2026 11:45:00 am"),
+                ]
+                .prop_map(String::from),
+            ]
+        }
+
+        fn pattern() -> impl Strategy<Value = String> {
+            prop_oneof![
+                text(),
+                (text(), text()).prop_map(|(a, b)| format!("{a}%{b}")),
+                text().prop_map(|a| format!("{a}%")),
+                text().prop_map(|a| format!("%{a}%")),
+            ]
+        }
+
+        fn uuid_of(i: u8) -> String {
+            // Small numbers give all-digit uuids (numeric literals), larger ones hex letters.
+            if i.is_multiple_of(2) {
+                format!("{:032x}", i)
+            } else {
+                format!("{:032x}", 0xabcd_0000_u128 + i as u128)
+            }
+        }
+
+        /// Values of the stored rows, to aim conditions at what exists.
+        fn seen(rows: &[Row]) -> Vec<String> {
+            let mut v = vec!["x".to_string()];
+            for (i, name, state, size, labels, _) in rows {
+                v.extend([uuid_of(*i), name.clone(), state.clone(), size.to_string()]);
+                v.extend(labels.iter().cloned());
+            }
+            v
+        }
+
+        fn condition(seen: Vec<String>) -> impl Strategy<Value = query::Condition> {
+            let field = prop_oneof![
+                Just("uuid"),
+                Just("name"),
+                Just("state"),
+                Just("size"),
+                Just("labels")
+            ];
+            let op = prop_oneof![
+                3 => Just(QueryOp::Eq),
+                2 => Just(QueryOp::In),
+                3 => Just(QueryOp::Like),
+                1 => Just(QueryOp::NotLike),
+                1 => Just(QueryOp::NotEq),
+                1 => Just(QueryOp::Ge),
+            ];
+            let pick = proptest::sample::select(seen);
+            let value = prop_oneof![
+                pick.clone(),
+                (
+                    pick.clone(),
+                    0usize..4,
+                    prop_oneof![Just(""), Just("%"), Just("_%")]
+                )
+                    .prop_map(|(v, n, tail)| {
+                        let head: String = v.chars().take(n).collect();
+                        format!("{head}{tail}")
+                    }),
+                (pick.clone(), pick).prop_map(|(a, b)| format!("{a},{b}")),
+                text(),
+                pattern(),
+                (0u8..12).prop_map(uuid_of),
+                (0u8..12).prop_map(|i| uuid_of(i).to_ascii_uppercase()),
+                (0u8..4).prop_map(|i| i.to_string()),
+                (text(), text()).prop_map(|(a, b)| format!("{a},{b}")),
+            ];
+            (field, op, value).prop_map(|(f, op, v)| query::Condition {
+                name: f.to_string(),
+                op,
+                value: Some(v),
+            })
+        }
+
+        type Row = (u8, String, String, u64, Vec<String>, bool);
+
+        fn gadget() -> impl Strategy<Value = Row> {
+            (
+                0u8..12,
+                text(),
+                prop_oneof![
+                    Just("Enabled".to_string()),
+                    Just("disabled".to_string()),
+                    text()
+                ],
+                0u64..4,
+                proptest::collection::vec(text(), 0..3),
+                any::<bool>(),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+            #[test]
+            fn indexed_answers_equal_full_scan_answers(
+                (rows, conds) in proptest::collection::vec(gadget(), 0..16).prop_flat_map(|rows| {
+                    let conds = proptest::collection::vec(condition(seen(&rows)), 1..4);
+                    (Just(rows), conds)
+                }),
+                sort in prop_oneof![Just(None), Just(Some("name")), Just(Some("size"))],
+                desc in any::<bool>(),
+                start in 0usize..3,
+                limit in 1usize..20,
+                only_a in any::<bool>(),
+            ) {
+                let mut t = MemTxn::default();
+                for (i, name, state, size, labels, in_a) in rows {
+                    let g = Gadget { uuid: uuid_of(i), name, state, size, labels };
+                    save(&mut t, if in_a { "a" } else { "b" }, &g).unwrap();
+                }
+                let q = Query {
+                    conditions: conds,
+                    limit,
+                    start,
+                    reply_with_count: true,
+                    sort_by: sort.map(String::from),
+                    sort_desc: desc,
+                    ..Query::default()
+                };
+                let keep = |o: &str, _: &Gadget| !only_a || o == "a";
+                let indexed = query_via::<Gadget>(&t, &q, keep, |_, _| Ok(()), true);
+                let scanned = query_via::<Gadget>(&t, &q, keep, |_, _| Ok(()), false);
+                prop_assert_eq!(
+                    format!("{:?}", indexed),
+                    format!("{:?}", scanned),
+                    "query {:?}", q
+                );
+            }
+        }
     }
 }

@@ -145,6 +145,13 @@ pub const ROUTES: &[Route] = &[
     r(Pu, "/v1/clusters/{uuid}/actions", "UpdateCluster", A),
     r(Pu, "/v1/clusters/{uuid}/actions", "ChangeClusterState", A),
     r(D, "/v1/clusters/{uuid}", "DeleteCluster", N),
+    r(Po, "/v1/hosts/kvm", "AddKVMHost", P),
+    r(Pu, "/v1/hosts/kvm/{uuid}/actions", "UpdateKVMHost", A),
+    r(G, "/v1/hosts", "QueryHost", N),
+    r(G, "/v1/hosts/{uuid}", "QueryHost", N),
+    r(Pu, "/v1/hosts/{uuid}/actions", "ChangeHostState", A),
+    r(Pu, "/v1/hosts/{uuid}/actions", "ReconnectHost", A),
+    r(D, "/v1/hosts/{uuid}", "DeleteHost", N),
     r(
         Po,
         "/v1/primary-storage/local-storage",
@@ -389,6 +396,20 @@ pub const ROUTES: &[Route] = &[
         "RemoveDnsFromL3Network",
         N,
     ),
+    r(G, "/v1/l3-networks/ip/free", "GetFreeIp", N),
+    r(G, "/v1/l3-networks/{l3NetworkUuid}/ip/free", "GetFreeIp", N),
+    r(
+        G,
+        "/v1/l3-networks/ip-ranges/{ipRangeUuid}/ip/free",
+        "GetFreeIp",
+        N,
+    ),
+    r(
+        G,
+        "/v1/l3-networks/{l3NetworkUuid}/ip/{ip}/availability",
+        "CheckIpAvailability",
+        N,
+    ),
     r(Po, "/v1/system-tags", "CreateSystemTag", P),
     r(G, "/v1/system-tags", "QuerySystemTag", N),
     r(G, "/v1/system-tags/{uuid}", "QuerySystemTag", N),
@@ -396,6 +417,8 @@ pub const ROUTES: &[Route] = &[
     r(G, "/v1/user-tags", "QueryUserTag", N),
     r(G, "/v1/user-tags/{uuid}", "QueryUserTag", N),
     r(D, "/v1/tags/{uuid}", "DeleteTag", N),
+    r(G, "/v1/zwatch/audits", "QueryAudit", N),
+    r(G, "/v1/zwatch/audits/{uuid}", "QueryAudit", N),
 ];
 
 /// `CreateZone` → `createZone`: the body key of an action.
@@ -662,6 +685,10 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 
 /// The inventory class a query returns (`APIQueryZoneMsg` → `ZoneInventory`), for `schema`.
 fn inventory_class(spec: &CallSpec) -> String {
+    // Gson writes the runtime class: every host is a KVM host (spec 06 §3).
+    if spec.name == "QueryHost" {
+        return "org.zstack.kvm.KVMHostInventory".to_string();
+    }
     let (pkg, simple) = spec.class.rsplit_once('.').unwrap_or(("", &spec.class));
     let name = simple
         .trim_start_matches("APIQuery")
@@ -892,6 +919,48 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(route.call, "QueryVniRange");
+        // Sync reads: path variables and the query string become the message's fields.
+        let (route, _, m) = translate(&req(
+            "GET",
+            "/v1/l3-networks/l1/ip/free",
+            &[("limit", "5"), ("start", "10.0.0.9")],
+            "",
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(route.call, "GetFreeIp");
+        assert_eq!(
+            (m.body["l3NetworkUuid"].as_str(), m.body["limit"].as_str()),
+            (Some("l1"), Some("5"))
+        );
+        let (route, _, m) = translate(&req(
+            "GET",
+            "/v1/l3-networks/ip-ranges/r1/ip/free",
+            &[],
+            "",
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(
+            (route.call, m.body["ipRangeUuid"].as_str()),
+            ("GetFreeIp", Some("r1"))
+        );
+        let (route, _, m) = translate(&req(
+            "GET",
+            "/v1/l3-networks/l1/ip/10.0.0.7/availability",
+            &[("ipRangeCheck", "false")],
+            "",
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                route.call,
+                m.body["ip"].as_str(),
+                m.body["ipRangeCheck"].as_str()
+            ),
+            ("CheckIpAvailability", Some("10.0.0.7"), Some("false"))
+        );
     }
 
     fn req(

@@ -34,6 +34,8 @@ pub const MAX_TAG: usize = 2048;
 pub const RESOURCE_TYPES: &[(&str, &str)] = &[
     ("ZoneVO", crate::zone::TABLE),
     ("ClusterVO", crate::cluster::TABLE),
+    ("HostVO", crate::host::TABLE),
+    ("KVMHostVO", crate::host::TABLE),
     ("PrimaryStorageVO", crate::primary_storage::TABLE),
     ("BackupStorageVO", crate::backup_storage::TABLE),
     ("ImageStoreBackupStorageVO", crate::backup_storage::TABLE),
@@ -341,6 +343,7 @@ fn denied(caller: &Caller, uuid: &str) -> ApiError {
 fn created_type(call: &str) -> Option<&'static str> {
     Some(match call {
         "CreateCluster" => "ClusterVO",
+        "AddKVMHost" => "HostVO",
         "AddLocalPrimaryStorage" | "AddNfsPrimaryStorage" | "AddSharedMountPointPrimaryStorage" => {
             "PrimaryStorageVO"
         }

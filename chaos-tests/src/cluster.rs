@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ops::{ClusterStatus, NodeClient, Timeouts};
 
 use crate::proxy::{Links, Proxy};
+use crate::topology::{self, Netns, Shaping, TmpfsMount, Topology};
 
 /// Ports handed out in this process, so parallel helpers never pick the same one twice.
 fn taken() -> &'static Mutex<HashSet<u16>> {
@@ -134,6 +135,38 @@ pub fn zsnode_bin() -> Result<PathBuf> {
     locate_binary("zsnode", "node", "ZSNODE_BIN")
 }
 
+/// The `zsnode-seeded` binary: `zsnode` with the `seeded-bugs` feature (deliberate bugs chosen
+/// by `ZSNODE_SEEDED_BUG`, for checker self-tests). `$ZSNODE_SEEDED_BIN`, else
+/// `target/debug/zsnode-seeded` (the feature refuses release builds), else built with cargo.
+pub fn seeded_zsnode_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("ZSNODE_SEEDED_BIN") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("ZSNODE_SEEDED_BIN={} does not exist", p.display());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let p = target.join("debug").join("zsnode-seeded");
+    if p.is_file() {
+        warn_if_stale(&p);
+        return Ok(p);
+    }
+    eprintln!("chaos: zsnode-seeded not built; running cargo build -p node --features seeded-bugs");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args(["build", "-p", "node", "--features", "seeded-bugs"])
+        .args(["--bin", "zsnode-seeded"])
+        .status()
+        .context("run cargo build")?;
+    if !status.success() || !p.is_file() {
+        bail!("cargo build of zsnode-seeded failed: {status}");
+    }
+    Ok(p)
+}
+
 /// Poll `f` every `every` until it returns `Ok(Some(v))` or `timeout` passes.
 pub fn wait_for<T>(
     what: &str,
@@ -172,6 +205,18 @@ pub struct ClusterOpts {
     pub rust_log: String,
     /// Per-request client timeout.
     pub request_timeout: Duration,
+    /// Where the nodes run: [`Topology::Proxy`] (127.0.0.1, `proxies` decides whether Raft
+    /// goes through fault proxies) or [`Topology::Netns`] (a namespace per node).
+    pub topology: Topology,
+    /// Mount a tmpfs of this many MiB on every node's data dir (needs root; without root the
+    /// data dirs stay on disk and [`Cluster::tmpfs_skipped`] says why).
+    pub data_tmpfs_mib: Option<u64>,
+    /// Start nodes with `ZSNODE_CLOCK_OFFSET_FILE` so [`Cluster::set_clock_offset`] works.
+    pub clock_hook: bool,
+    /// Run this binary instead of [`zsnode_bin`] (e.g. [`seeded_zsnode_bin`]).
+    pub bin: Option<PathBuf>,
+    /// Extra environment variables of every node (e.g. `ZSNODE_SEEDED_BUG`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -182,6 +227,11 @@ impl Default for ClusterOpts {
             extra_args: Vec::new(),
             rust_log: std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "info".into()),
             request_timeout: Duration::from_secs(10),
+            topology: Topology::Proxy,
+            data_tmpfs_mib: None,
+            clock_hook: false,
+            bin: None,
+            env: Vec::new(),
         }
     }
 }
@@ -198,6 +248,10 @@ pub struct Node {
     pub raft_advertised: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Network namespace (netns topology).
+    pub ns: Option<String>,
+    /// File holding the node's wall-clock offset in ms (with `clock_hook`).
+    pub clock_file: Option<PathBuf>,
     /// stderr/stdout of every run, appended.
     pub log: PathBuf,
     child: Option<Child>,
@@ -229,6 +283,12 @@ pub struct Cluster {
     _proxies: Vec<Proxy>,
     bin: PathBuf,
     opts: ClusterOpts,
+    // Drop order matters: mounts are unmounted and namespaces removed before the tempdir goes.
+    mounts: Vec<TmpfsMount>,
+    /// Why the data dirs are not on tmpfs although asked for.
+    pub tmpfs_skipped: Option<String>,
+    /// The namespaces and bridge (netns topology).
+    pub net: Option<Netns>,
     dir: Option<tempfile::TempDir>,
     /// Cluster id passed to every node.
     pub cluster_id: String,
@@ -238,16 +298,75 @@ impl Cluster {
     /// Start `opts.nodes` nodes: node 1 with `--init`, the others joined with `POST
     /// /cluster/members` one at a time; returns when all are ready with equal applied index.
     pub fn start(opts: ClusterOpts) -> Result<Self> {
-        let bin = zsnode_bin()?;
+        let bin = match &opts.bin {
+            Some(b) => b.clone(),
+            None => zsnode_bin()?,
+        };
         let dir = tempfile::Builder::new()
-            .prefix("zs-chaos-")
+            .prefix(&format!(
+                "{}{:06x}-",
+                topology::TEMPDIR_PREFIX,
+                std::process::id() & 0xff_ffff
+            ))
             .tempdir()
             .context("create tempdir")?;
         let links = Links::new();
         let mut nodes = Vec::new();
         let mut proxies = Vec::new();
+        let net = match opts.topology {
+            Topology::Netns => Some(Netns::create(opts.nodes).context("create netns topology")?),
+            Topology::Proxy => None,
+        };
+        if opts.data_tmpfs_mib.is_some() && opts.topology == Topology::Proxy && topology::is_root()
+        {
+            // Netns::create does this for the netns topology.
+            topology::cleanup_stale();
+        }
+        let mut mounts = Vec::new();
+        let mut tmpfs_skipped = None;
         for i in 0..opts.nodes {
             let id = i as u64 + 1;
+            let data_dir = dir.path().join(format!("node{id}"));
+            std::fs::create_dir_all(&data_dir)?;
+            if let Some(mib) = opts.data_tmpfs_mib {
+                if topology::is_root() {
+                    mounts.push(TmpfsMount::mount(&data_dir, mib)?);
+                } else {
+                    tmpfs_skipped = Some("not root: cannot mount a tmpfs".to_string());
+                }
+            }
+            let clock_file = if opts.clock_hook {
+                let f = dir.path().join(format!("node{id}.clock"));
+                std::fs::write(&f, "0")?;
+                Some(f)
+            } else {
+                None
+            };
+            if let Some(net) = &net {
+                let ip = net.ip(id);
+                let http = SocketAddr::from((ip, 8080));
+                let raft = SocketAddr::from((ip, 7000));
+                let client = NodeClient::with_timeouts(
+                    &http.to_string(),
+                    Timeouts {
+                        connect: Duration::from_secs(1),
+                        request: opts.request_timeout,
+                    },
+                )?;
+                nodes.push(Node {
+                    id,
+                    http,
+                    raft_listen: raft,
+                    raft_advertised: raft,
+                    log: dir.path().join(format!("node{id}.log")),
+                    data_dir,
+                    ns: Some(net.ns(id).to_string()),
+                    clock_file,
+                    child: None,
+                    client,
+                });
+                continue;
+            }
             let http = free_addr()?;
             let raft_listen = free_addr()?;
             let raft_advertised = if opts.proxies {
@@ -259,8 +378,6 @@ impl Cluster {
             } else {
                 raft_listen
             };
-            let data_dir = dir.path().join(format!("node{id}"));
-            std::fs::create_dir_all(&data_dir)?;
             let client = NodeClient::with_timeouts(
                 &http.to_string(),
                 Timeouts {
@@ -275,6 +392,8 @@ impl Cluster {
                 raft_advertised,
                 log: dir.path().join(format!("node{id}.log")),
                 data_dir,
+                ns: None,
+                clock_file,
                 child: None,
                 client,
             });
@@ -285,6 +404,9 @@ impl Cluster {
             _proxies: proxies,
             bin,
             opts,
+            mounts,
+            tmpfs_skipped,
+            net,
             dir: Some(dir),
             cluster_id: "chaos".into(),
         };
@@ -350,7 +472,19 @@ impl Cluster {
             .open(&n.log)
             .context("open node log")?;
         let log2 = log.try_clone()?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match &n.ns {
+            Some(ns) => {
+                // `ip netns exec` enters the namespace and execs the node: same pid.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        if let Some(f) = &n.clock_file {
+            cmd.env("ZSNODE_CLOCK_OFFSET_FILE", f);
+        }
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--id")
             .arg(id.to_string())
             .arg("--data-dir")
@@ -564,14 +698,164 @@ impl Cluster {
         )
     }
 
-    /// Cut node `id` off from every other node (both directions).
+    /// Cut node `id` off from every other node (both directions). Clients still reach it.
     pub fn isolate(&self, id: u64) {
-        self.links.isolate(id, &self.ids());
+        let others: Vec<u64> = self.ids().into_iter().filter(|o| *o != id).collect();
+        self.partition(&[id], &others)
+            .unwrap_or_else(|e| panic!("isolate node {id}: {e:#}"));
     }
 
-    /// Remove every partition.
+    /// Remove every partition, link cut and shaping.
     pub fn heal(&self) {
+        self.heal_all()
+            .unwrap_or_else(|e| panic!("heal the network: {e:#}"));
+    }
+
+    /// The topology the nodes run on.
+    pub fn topology(&self) -> Topology {
+        self.opts.topology
+    }
+
+    /// `http://ip:port` of every node's HTTP API.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://{}", n.http))
+            .collect()
+    }
+
+    /// Drop traffic from `from` to `to` (one direction).
+    pub fn block(&self, from: u64, to: u64) -> Result<()> {
+        match &self.net {
+            Some(net) => net.block(from, to),
+            None => {
+                self.links.block(from, to);
+                Ok(())
+            }
+        }
+    }
+
+    /// Cut every link between a node of `a` and a node of `b`, both directions.
+    pub fn partition(&self, a: &[u64], b: &[u64]) -> Result<()> {
+        for &x in a {
+            for &y in b.iter().filter(|y| **y != x) {
+                self.block(x, y)?;
+                self.block(y, x)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Take node `id`'s whole link down: neither peers nor clients reach it. With proxies
+    /// (which only carry Raft traffic) this is [`Cluster::isolate`].
+    pub fn link_down(&self, id: u64) -> Result<()> {
+        match &self.net {
+            Some(net) => net.set_link(id, false),
+            None => {
+                self.isolate(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Add delay/loss to node `id`'s traffic: `tc` on its veth (netns), in the proxy otherwise.
+    /// Returns how it was done (`netem`, `tbf` or `proxy`).
+    pub fn shape(&self, id: u64, s: Shaping) -> Result<&'static str> {
+        match &self.net {
+            Some(net) => {
+                net.shape(id, s)?;
+                Ok(match net.shaping_mode() {
+                    topology::ShapingMode::Netem => "netem",
+                    topology::ShapingMode::Tbf => "tbf",
+                })
+            }
+            None => {
+                self.links.shape(
+                    id,
+                    crate::proxy::Shaping {
+                        delay_ms: s.delay_ms,
+                        jitter_ms: s.jitter_ms,
+                        loss_pct: s.loss_pct,
+                    },
+                );
+                Ok("proxy")
+            }
+        }
+    }
+
+    /// Remove every partition, link cut and shaping.
+    pub fn heal_all(&self) -> Result<()> {
         self.links.heal();
+        match &self.net {
+            Some(net) => net.heal(),
+            None => Ok(()),
+        }
+    }
+
+    /// Step node `id`'s wall clock by `offset_ms` from real time (needs `clock_hook`).
+    pub fn set_clock_offset(&self, id: u64, offset_ms: i64) -> Result<()> {
+        let f = self
+            .node(id)
+            .clock_file
+            .as_ref()
+            .ok_or_else(|| anyhow!("cluster started without clock_hook"))?;
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, offset_ms.to_string())?;
+        std::fs::rename(&tmp, f)?;
+        Ok(())
+    }
+
+    /// Are the data dirs on a size-limited tmpfs (so [`Cluster::fill_disk`] works)?
+    pub fn has_small_disks(&self) -> bool {
+        !self.mounts.is_empty()
+    }
+
+    /// Fill node `id`'s data filesystem with a file until ENOSPC; returns the bytes written.
+    pub fn fill_disk(&self, id: u64) -> Result<u64> {
+        use std::io::Write;
+        if !self.has_small_disks() {
+            bail!("data dirs are not on a size-limited tmpfs");
+        }
+        let path = self.node(id).data_dir.join("chaos-disk-fill");
+        let mut f = std::fs::File::create(&path).context("create fill file")?;
+        let chunk = vec![0xa5u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => return Err(anyhow!(e).context("fill disk")),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Remove the fill file of [`Cluster::fill_disk`].
+    pub fn free_disk(&self, id: u64) -> Result<()> {
+        let path = self.node(id).data_dir.join("chaos-disk-fill");
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Delete everything in node `id`'s data dir (the node must be stopped): it restarts as a
+    /// fresh, uninitialised node.
+    pub fn wipe(&mut self, id: u64) -> Result<()> {
+        if self.node_mut(id).is_running() {
+            bail!("node {id} is running; stop it before wiping its data");
+        }
+        let dir = self.node(id).data_dir.clone();
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        Ok(())
     }
 
     /// The last `lines` lines of every node's log, for failure reports.

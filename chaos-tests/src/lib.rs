@@ -3,11 +3,16 @@
 //! node-to-node traffic, a recorded write load, a linearizability checker for recorded histories,
 //! and the etcd peer used by the benchmark.
 
+pub mod checkers;
 pub mod cluster;
 pub mod etcd;
 pub mod linearizability;
 pub mod load;
+pub mod nemesis;
 pub mod proxy;
+pub mod topology;
+pub mod workload;
+pub mod zstack_client;
 
 /// True when `CHAOS_LONG=1` asks for the long mode (more rounds).
 pub fn long_mode() -> bool {

@@ -35,7 +35,26 @@ struct LinkState {
     pids: HashMap<u32, u64>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
+    /// node → added delay/loss on every connection to or from it.
+    shaping: HashMap<u64, Shaping>,
 }
+
+/// User-space link shaping of one node's proxied traffic: every chunk forwarded to or from the
+/// node waits `delay_ms` ± `jitter_ms`; with probability `loss_pct` % a chunk is held another
+/// 200 ms, the stall a TCP retransmission of a lost segment would cause (a byte stream cannot
+/// lose bytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shaping {
+    /// Added delay per chunk, ms.
+    pub delay_ms: u32,
+    /// Uniform jitter, ± ms.
+    pub jitter_ms: u32,
+    /// Chance of a retransmission-like stall, percent.
+    pub loss_pct: f64,
+}
+
+/// Stall standing in for a lost segment's retransmission.
+const LOSS_STALL: Duration = Duration::from_millis(200);
 
 /// Link rules and live connections shared by all proxies of one cluster.
 #[derive(Default)]
@@ -99,9 +118,22 @@ impl Links {
         }
     }
 
-    /// Remove every rule.
+    /// Remove every rule (blocks and shaping).
     pub fn heal(&self) {
-        self.lock().blocked.clear();
+        let mut s = self.lock();
+        s.blocked.clear();
+        s.shaping.clear();
+    }
+
+    /// Add delay/loss to every connection to or from node `id` (replacing earlier shaping).
+    pub fn shape(&self, id: u64, shaping: Shaping) {
+        self.lock().shaping.insert(id, shaping);
+    }
+
+    /// The shaping of the link `a` ↔ `b` (the first shaped end wins).
+    fn shaping_of(&self, a: u64, b: u64) -> Option<Shaping> {
+        let s = self.lock();
+        s.shaping.get(&a).or_else(|| s.shaping.get(&b)).copied()
     }
 
     /// Is `(from, to)` blocked?
@@ -295,10 +327,11 @@ fn serve(client: TcpStream, target: u64, proxy_port: u16, upstream: SocketAddr, 
         );
         key
     };
+    let links2 = links.clone();
     let t = std::thread::Builder::new()
         .name("proxy-pipe".into())
-        .spawn(move || pipe(c2, u2));
-    pipe(up, client);
+        .spawn(move || pipe(c2, u2, (from, target), &links2));
+    pipe(up, client, (from, target), &links);
     if let Ok(t) = t {
         let _ = t.join();
     }
@@ -306,12 +339,30 @@ fn serve(client: TcpStream, target: u64, proxy_port: u16, upstream: SocketAddr, 
 }
 
 /// Copy `from` → `to` until either side ends, then shut both down so the other pipe ends too.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Chunks wait as the link's [`Shaping`] says.
+fn pipe(mut from: TcpStream, mut to: TcpStream, link: (u64, u64), links: &Links) {
     let mut buf = [0u8; 64 * 1024];
+    let mut rng = (link.0 << 32) ^ link.1 ^ 0x9e37_79b9_7f4a_7c15;
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(s) = links.shaping_of(link.0, link.1) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let jitter = if s.jitter_ms > 0 {
+                        (rng % (2 * s.jitter_ms as u64 + 1)) as i64 - s.jitter_ms as i64
+                    } else {
+                        0
+                    };
+                    let mut wait =
+                        Duration::from_millis((s.delay_ms as i64 + jitter).max(0) as u64);
+                    if ((rng >> 20) % 10_000) as f64 / 100.0 < s.loss_pct {
+                        wait += LOSS_STALL;
+                    }
+                    std::thread::sleep(wait);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }

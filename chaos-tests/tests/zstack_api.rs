@@ -10,45 +10,29 @@ use std::time::Instant;
 
 use chaos_tests::cluster::Cluster;
 use chaos_tests::cluster::ClusterOpts;
+use chaos_tests::zstack_client::Submitted;
+use chaos_tests::zstack_client::ZsClient;
 use serde_json::json;
 use serde_json::Value;
 
-/// SHA-512 of `password`, what ZStack clients send for the built-in admin.
-const ADMIN_PASSWORD: &str = "b109f3bbbc244eb82441917ed06d618b9008dd09b3befd1b5e07394c706a8bb980b1d7785e5976ec049b46df5f1326af5a2ea6d103fd07c95385ffab0cacbc86";
-
+/// The tests' view of [`ZsClient`]: every transport or protocol failure is a test failure.
 struct Api {
+    client: ZsClient,
     http: reqwest::blocking::Client,
 }
 
+const TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Api {
     fn new() -> Self {
-        Api {
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
+        let client = ZsClient::new(TIMEOUT).unwrap();
+        let http = client.http().clone();
+        Api { client, http }
     }
 
     /// POST a message; the outer envelope (or the plain-text body as a JSON string).
     fn post(&self, node: &str, body: &Value, job: Option<&str>) -> Value {
-        let mut r = self
-            .http
-            .post(format!("http://{node}/zstack/api"))
-            .json(body);
-        if let Some(j) = job {
-            r = r.header("X-Job-UUID", j);
-        }
-        let text = r.send().unwrap().text().unwrap();
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    }
-
-    /// The reply object inside `result`, with its class.
-    fn inner(outer: &Value) -> (String, Value) {
-        let result: Value =
-            serde_json::from_str(outer["result"].as_str().expect("result")).unwrap();
-        let (class, v) = result.as_object().unwrap().iter().next().unwrap();
-        (class.clone(), v.clone())
+        self.client.post(node, body, job, TIMEOUT).unwrap()
     }
 
     /// Run a sync call.
@@ -56,15 +40,14 @@ impl Api {
         &self,
         node: &str,
         class: &str,
-        mut fields: Value,
+        fields: Value,
         session: Option<&str>,
     ) -> (String, Value) {
-        if let Some(s) = session {
-            fields["session"] = json!({"uuid": s});
-        }
-        let outer = self.post(node, &json!({ class: fields }), None);
-        assert_eq!(outer["state"], "Done", "{outer}");
-        Self::inner(&outer)
+        let r = self
+            .client
+            .sync(node, class, fields, session, TIMEOUT)
+            .unwrap();
+        (r.class, r.body)
     }
 
     /// Run an async call accepted by `node` and polled on `poll` until done.
@@ -73,37 +56,25 @@ impl Api {
         node: &str,
         poll: &str,
         class: &str,
-        mut fields: Value,
+        fields: Value,
         session: &str,
         job: &str,
     ) -> Value {
-        fields["session"] = json!({"uuid": session});
-        let outer = self.post(node, &json!({ class: fields }), Some(job));
-        if outer["state"] == "Done" {
-            return Self::inner(&outer).1;
-        }
-        assert_eq!(outer["state"], "Processing", "{outer}");
-        assert_eq!(outer["uuid"], job);
-        self.poll(poll, job)
-    }
-
-    fn poll(&self, node: &str, job: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = self
-                .http
-                .get(format!("http://{node}/zstack/api/result/{job}"))
-                .send();
-            if let Ok(r) = r {
-                if r.status().as_u16() == 200 {
-                    let v: Value = r.json().unwrap();
-                    if v["state"] == "Done" {
-                        return Self::inner(&v).1;
-                    }
-                }
+        match self
+            .client
+            .submit(node, class, fields, session, job, TIMEOUT)
+            .unwrap()
+        {
+            Submitted::Done(r) => r.body,
+            Submitted::Processing(uuid) => {
+                assert_eq!(uuid, job);
+                let r = self
+                    .client
+                    .wait_job(poll, job, Instant::now() + TIMEOUT)
+                    .unwrap();
+                r.unwrap_or_else(|| panic!("job {job} not done on {poll}"))
+                    .body
             }
-            assert!(Instant::now() < deadline, "job {job} not done on {node}");
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
@@ -118,25 +89,8 @@ fn ok_inventory(reply: &Value) -> Value {
 }
 
 fn login(api: &Api, node: &str) -> String {
-    // The admin is created by the first leader's bootstrap duty; wait for it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (class, r) = api.sync(
-            node,
-            "org.zstack.header.identity.APILogInByAccountMsg",
-            json!({"accountName": "admin", "password": ADMIN_PASSWORD}),
-            None,
-        );
-        if r["success"] == true {
-            assert_eq!(class, "org.zstack.header.identity.APILogInReply");
-            return r["inventory"]["uuid"].as_str().unwrap().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "admin login never succeeded: {r}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // The admin is created by the first leader's bootstrap duty; `login` waits for it.
+    api.client.login(&[node.to_string()], TIMEOUT).unwrap()
 }
 
 fn count(api: &Api, node: &str, class: &str, session: &str, conds: Value) -> u64 {

@@ -1,13 +1,28 @@
 //! The raft-store [`Applier`] that runs the `api` crate's deterministic `apply`.
 
+use std::sync::Arc;
+
 use raft_store::Applier;
 use raft_store::ApplyContext;
 use raft_store::StoreError;
 use raft_store::Txn;
+use tokio::sync::Notify;
 
 /// Applies `api::Command`s to the state tables.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ModelApplier;
+#[derive(Debug, Clone, Default)]
+pub struct ModelApplier {
+    /// Signalled whenever an async job is accepted, on every replica: the leader's job
+    /// executor then runs a job submitted through a follower at once instead of at its next
+    /// poll.
+    jobs_submitted: Arc<Notify>,
+}
+
+impl ModelApplier {
+    /// The signal raised when an applied entry accepts an async job.
+    pub fn jobs_submitted(&self) -> Arc<Notify> {
+        self.jobs_submitted.clone()
+    }
+}
 
 /// Adapts raft-store's transaction to `api::StateTxn`, keeping the first storage error so it can
 /// be returned with its full context instead of a flattened string.
@@ -77,7 +92,14 @@ impl Applier for ModelApplier {
         };
         let mut adapter = TxnAdapter { txn, failure: None };
         match api::apply(&mut adapter, &actx, cmd) {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                if let api::Response::Job(api::job::JobResult::Job(j)) = &r {
+                    if j.state == api::job::JobState::Processing {
+                        self.jobs_submitted.notify_waiters();
+                    }
+                }
+                Ok(r)
+            }
             Err(e) => Err(adapter
                 .failure
                 .take()

@@ -4,20 +4,29 @@
 #![deny(missing_docs)]
 
 pub mod applier;
+pub mod audit;
 pub mod config;
 pub mod duties;
 pub mod error;
 pub mod grpc;
+pub mod host_agent;
 pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod model_duties;
 pub mod network;
 pub mod node;
+#[cfg(feature = "seeded-bugs")]
+pub mod seeded;
 pub mod state_view;
 pub mod timing;
 pub mod wire;
 pub mod zstack_api;
+
+#[cfg(all(feature = "seeded-bugs", not(debug_assertions)))]
+compile_error!(
+    "the `seeded-bugs` feature (deliberately broken node) is for debug test builds only"
+);
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +56,15 @@ pub struct RunningNode {
 /// Start a node: open its data directory, start Raft, the gRPC and HTTP servers and the
 /// leader-duty supervisor; with `config.init`, initialise a cluster if none exists yet.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    start_with_host_agent(config, Arc::new(host_agent::SshPortProbe::default())).await
+}
+
+/// [`start`] with another way of reaching KVM hosts (the agent issue's implementation, or a
+/// test's): the only place the node's [`host_agent::HostAgent`] is chosen.
+pub async fn start_with_host_agent(
+    config: NodeConfig,
+    host_agent: Arc<dyn host_agent::HostAgent>,
+) -> Result<RunningNode, StartError> {
     let identity = identity::load_or_create(&config.data_dir, config.node_id, &config.cluster_id)?;
     let timing = timing::measure(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.clone(),
@@ -60,7 +78,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         election_timeout_max_ms = (timing.election_min * 2).as_millis() as u64,
         "raft timing chosen from measured fsync latency"
     );
-    let (log, sm) = raft_store::open(&config.data_dir.join("raft"), ModelApplier)?;
+    let (log, sm) = raft_store::open(&config.data_dir.join("raft"), ModelApplier::default())?;
 
     let raft_config = openraft::Config {
         cluster_name: config.cluster_id.clone(),
@@ -106,7 +124,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         raft_addr: config.advertise_raft_addr.clone(),
         api_addr: config.advertise_http_addr.clone(),
     };
-    let node = Arc::new(Node::new(
+    let mut node = Node::new(
         identity,
         advertise,
         raft,
@@ -115,7 +133,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         peers,
         config.request_timeout,
         timing,
-    ));
+    );
+    node.host_agent = host_agent;
+    let node = Arc::new(node);
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
 
@@ -152,6 +172,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
                 }
             });
+            // Connect info gives the audit log each call's client address.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let r = axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
@@ -159,6 +181,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }),
+    ));
+
+    tasks.push((
+        "audit-flusher",
+        tokio::spawn(audit::run_flusher(node.clone(), shutdown.clone())),
     ));
 
     let mut supervisor = ha::Supervisor::new();
@@ -206,6 +233,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 }
 
 impl RunningNode {
+    /// Resolves once Raft has stopped on a fatal error (e.g. its storage failed), with the
+    /// error's text. A node whose Raft is dead must not keep serving: it could neither write nor
+    /// read linearizably, and a process supervisor restarts a node that exits.
+    pub async fn raft_fatal(&self) -> String {
+        use raft_store::openraft::async_runtime::WatchReceiver;
+        let mut rx = self.node.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow_watched().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "the Raft core stopped".to_string();
+            }
+        }
+    }
+
     /// Stop duties and servers, then Raft; bounded so a stuck peer cannot hold shutdown.
     pub async fn shutdown(self) {
         self.shutdown.cancel();

@@ -5,7 +5,7 @@ use node::config::Cli;
 use node::config::NodeConfig;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+pub async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -28,7 +28,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        fatal = running.raft_fatal() => {
+            tracing::error!(error = %fatal, "raft stopped on a fatal error; exiting so that a supervisor restarts this node from its data dir");
+            running.shutdown().await;
+            // EX_IOERR: the usual cause is the data dir's storage.
+            return std::process::ExitCode::from(74);
+        }
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     std::process::ExitCode::SUCCESS

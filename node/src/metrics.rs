@@ -83,6 +83,12 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} gauge");
@@ -184,6 +190,18 @@ pub fn render(node: &Node) -> String {
         out,
         "zstack_forwarded_requests_total {}",
         node.metrics.forwarded.load(Relaxed)
+    );
+    counter(
+        &mut out,
+        "zstack_audit_records_total",
+        "API audit records this node committed through Raft.",
+        node.audit.records.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "zstack_audit_dropped_total",
+        "API audit records this node dropped (buffer full or batch not committed).",
+        node.audit.dropped.load(Relaxed),
     );
     let _ = writeln!(
         out,

@@ -1,6 +1,6 @@
 //! Backends of the cloud-model leader duties: the async-job executor, the bootstrap of the
-//! built-in admin, and the sweepers of expired sessions and API results. They only propose
-//! commands; `api::apply` decides what each does.
+//! built-in admin, and the sweepers of expired sessions, API results and audit records. They
+//! only propose commands; `api::apply` decides what each does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +152,17 @@ pub fn duties(node: &Arc<Node>) -> Vec<Arc<dyn Duty>> {
             },
         )
     };
+    let audit = {
+        let n = node.clone();
+        Periodic::new(
+            "audit-sweeper",
+            Arc::new(|| AUDIT_SWEEP_PERIOD),
+            move || {
+                let n = n.clone();
+                Box::pin(sweep_audit(n)) as BoxFuture<'static, Result<(), DutyError>>
+            },
+        )
+    };
     vec![
         Arc::new(JobExecutor::new(
             NodeJobs(node.clone()),
@@ -161,5 +172,33 @@ pub fn duties(node: &Arc<Node>) -> Vec<Arc<dyn Duty>> {
         Arc::new(AdminBootstrap(node.clone())),
         Arc::new(sessions),
         Arc::new(results),
+        Arc::new(audit),
     ]
+}
+
+/// How often the leader deletes audit records past `audit/retention`.
+const AUDIT_SWEEP_PERIOD: Duration = Duration::from_secs(600);
+/// Records deleted per proposed entry (bounds the entry and the apply).
+const AUDIT_SWEEP_BATCH: u32 = 1000;
+/// Entries per sweep, so one sweep cannot monopolise the log after a long outage; the rest
+/// waits for the next period.
+const AUDIT_SWEEP_MAX_BATCHES: usize = 100;
+
+/// Delete expired audit records, oldest first, one bounded batch per entry, until a batch
+/// comes back short.
+async fn sweep_audit(node: Arc<Node>) -> Result<(), DutyError> {
+    for _ in 0..AUDIT_SWEEP_MAX_BATCHES {
+        let cmd = Command::Audit {
+            caller: Caller::admin(),
+            op: api::audit::AuditOp::Expire {
+                limit: AUDIT_SWEEP_BATCH,
+            },
+        };
+        match propose(&node, cmd, None).await? {
+            api::Response::Audit(api::audit::AuditResult::Expired(n))
+                if n >= u64::from(AUDIT_SWEEP_BATCH) => {}
+            _ => break,
+        }
+    }
+    Ok(())
 }

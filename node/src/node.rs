@@ -51,12 +51,48 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on a status probe of a peer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (plus the test clock offset, see [`clock_offset_ms`]).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
+    let wall = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    wall.saturating_add(clock_offset_ms()).max(0) as u64
+}
+
+/// Environment variable naming a file that holds a wall-clock offset in milliseconds (a signed
+/// integer). Chaos tests use it to make one node's wall clock jump (docs/reliability.md explains
+/// why a hook rather than libfaketime). Unset (production): the offset is 0 and no task runs.
+pub const CLOCK_OFFSET_FILE_ENV: &str = "ZSNODE_CLOCK_OFFSET_FILE";
+
+/// The current wall-clock offset in ms: 0 unless [`CLOCK_OFFSET_FILE_ENV`] is set, in which case
+/// a background thread re-reads the file every 100 ms (a missing or unparsable file means 0).
+/// Only wall-clock stamps move; monotonic timers (Raft elections, heartbeats) are unaffected, as
+/// on a real host whose clock is stepped.
+pub fn clock_offset_ms() -> i64 {
+    static OFFSET: OnceLock<Option<Arc<std::sync::atomic::AtomicI64>>> = OnceLock::new();
+    let cell = OFFSET.get_or_init(|| {
+        let path = std::env::var_os(CLOCK_OFFSET_FILE_ENV)?;
+        let read = move |p: &std::ffi::OsStr| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let cell = Arc::new(std::sync::atomic::AtomicI64::new(read(&path)));
+        let c2 = cell.clone();
+        let spawned = std::thread::Builder::new()
+            .name("clock-offset".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(100));
+                c2.store(read(&path), Ordering::Relaxed);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the clock-offset reader");
+        }
+        Some(cell)
+    });
+    cell.as_ref().map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
 /// Role name as the HTTP contract spells it.
@@ -111,6 +147,10 @@ pub struct Node {
     seq: AtomicU64,
     /// Wakes the leader's job executor when this node accepted an async call.
     pub job_wakeup: Arc<tokio::sync::Notify>,
+    /// Finished-call audit records waiting for the batch flusher.
+    pub audit: crate::audit::AuditBuffer,
+    /// Reaches KVM hosts (probes before AddKVMHost/ReconnectHost/UpdateKVMHost are proposed).
+    pub host_agent: Arc<dyn crate::host_agent::HostAgent>,
 }
 
 impl Node {
@@ -132,6 +172,7 @@ impl Node {
             .local_committed
             .index()
             .unwrap_or(0);
+        let job_wakeup = sm.applier().jobs_submitted();
         Self {
             id: identity.node_id,
             cluster_id: identity.cluster_id.clone(),
@@ -149,7 +190,9 @@ impl Node {
             admin_lock: tokio::sync::Mutex::new(()),
             boot_nonce: rand::random(),
             seq: AtomicU64::new(0),
-            job_wakeup: Arc::new(tokio::sync::Notify::new()),
+            job_wakeup,
+            audit: crate::audit::AuditBuffer::default(),
+            host_agent: Arc::new(crate::host_agent::SshPortProbe::default()),
         }
     }
 
@@ -373,6 +416,11 @@ impl Node {
     /// Make a following local read linearizable: obtain the read index from the leader (or
     /// ourselves), then wait until this node has applied it. Returns the local applied index.
     pub async fn linearizable_barrier(&self) -> Result<u64, NodeError> {
+        // SEEDED BUG (test builds only): skip the read index, serve local state as linearizable.
+        #[cfg(feature = "seeded-bugs")]
+        if crate::seeded::stale_read() {
+            return Ok(self.applied_index());
+        }
         let deadline = Instant::now() + self.request_timeout;
         let index = self
             .on_leader(

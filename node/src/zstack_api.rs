@@ -4,6 +4,7 @@
 //! resolves the session, stamps time, uuids and salts, reads state after a linearizable
 //! barrier, proposes commands, and writes each protocol's exact envelope back.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use api::calls;
@@ -25,6 +26,7 @@ use api::Caller;
 use api::Command;
 use api::Response as ApiResponse;
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Path;
 use axum::extract::RawQuery;
@@ -38,12 +40,14 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::routing::get;
 use axum::routing::post;
+use axum::Extension;
 use axum::Json;
 use axum::Router;
 use serde_json::json;
 use serde_json::Map;
 use serde_json::Value;
 
+use crate::audit::CallAudit;
 use crate::error::NodeError;
 use crate::node::now_ms;
 use crate::node::Node;
@@ -124,12 +128,42 @@ fn reply_of(call: &CallSpec, resp: &ApiResponse) -> Outcome {
     }
 }
 
-/// Run one call end to end.
+/// Run one call end to end and record it in the audit log.
 async fn execute(
     node: &Arc<Node>,
     headers: &HeaderMap,
     spec: &'static CallSpec,
     req: ApiRequest,
+    client_ip: Option<String>,
+) -> Outcome {
+    let audit = CallAudit::new(&req, client_ip);
+    let mut who = None;
+    let outcome = run_call(node, headers, spec, req, &mut who).await;
+    audited(node, audit, who.as_ref(), &outcome);
+    outcome
+}
+
+/// Hand a finished call's record to the audit buffer (never blocks).
+fn audited(node: &Node, audit: CallAudit, who: Option<&Caller>, outcome: &Outcome) {
+    match outcome {
+        Outcome::Done { reply, .. } => audit.done(node, who, reply),
+        Outcome::Job(j) => audit.accepted(node, who, j),
+    }
+}
+
+/// The remote address the connection came from (absent when served without connect info).
+fn client_ip(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<String> {
+    connect.map(|Extension(ConnectInfo(a))| a.ip().to_string())
+}
+
+/// One call: session → caller (reported through `who` for the audit), plan, then read or
+/// propose.
+async fn run_call(
+    node: &Arc<Node>,
+    headers: &HeaderMap,
+    spec: &'static CallSpec,
+    req: ApiRequest,
+    who: &mut Option<Caller>,
 ) -> Outcome {
     if !stale_ok(headers) {
         if let Err(e) = node.linearizable_barrier().await {
@@ -144,6 +178,7 @@ async fn execute(
                 if identity::needs_renewal(&view, &session, now).unwrap_or(false) {
                     renew_in_background(node, session.uuid);
                 }
+                *who = Some(caller.clone());
                 caller
             }
             Err(e) => return refused_early(spec.kind, &calls::refusal_of(&e)),
@@ -165,7 +200,24 @@ async fn execute(
             call,
             target,
             query,
-        } => match calls::run_query(&view, target, &query, &caller) {
+        } => {
+            // A query may scan a whole table (`name like '%x%'` over 100k records takes
+            // seconds): run it off the async workers so Raft and other calls keep going.
+            let n = node.clone();
+            let ran = tokio::task::spawn_blocking(move || {
+                calls::run_query(&StateView(&n.sm), target, &query, &caller)
+            })
+            .await;
+            match ran {
+                Ok(Ok(fields)) => done(&call.reply_class, envelope::success(fields)),
+                Ok(Err(e)) => failed(&call.reply_class, &calls::refusal_of(&e)),
+                Err(e) => failed(
+                    &call.reply_class,
+                    &Refusal::new(Code::Internal, format!("query task failed: {e}")),
+                ),
+            }
+        }
+        Plan::Read { call, read } => match calls::run_read(&view, &read, &caller) {
             Ok(fields) => done(&call.reply_class, envelope::success(fields)),
             Err(e) => failed(&call.reply_class, &calls::refusal_of(&e)),
         },
@@ -193,6 +245,24 @@ async fn execute(
             }
             done(&call.reply_class, envelope::success(Map::new()))
         }
+        Plan::ProbeHostThenPropose { call, command } => {
+            if let Err(r) = probe_host(node, call, &command, now).await {
+                // Refused before any job exists: nothing at all is written for this call.
+                return failed(&call.reply_class, &r);
+            }
+            match call.kind {
+                CallKind::Async => submit(node, headers, call, *command, &stamp).await,
+                CallKind::Sync => match node.propose(&command, None).await {
+                    Ok((_, resp)) => reply_of(call, &resp),
+                    Err(e) => failed(&call.reply_class, &unavailable(&e)),
+                },
+            }
+        }
+        // SEEDED BUG (test builds only): acknowledge a write that is never proposed.
+        #[cfg(feature = "seeded-bugs")]
+        Plan::Propose { call, .. } if crate::seeded::drop_write() => {
+            done(&call.reply_class, envelope::success(Map::new()))
+        }
         Plan::Propose { call, command } => match call.kind {
             CallKind::Async => submit(node, headers, call, *command, &stamp).await,
             CallKind::Sync => match node.propose(&command, None).await {
@@ -201,6 +271,26 @@ async fn execute(
             },
         },
     }
+}
+
+/// Reach the host a probed call names before its command is proposed (spec 03 §12.1: a host
+/// that cannot be reached leaves nothing behind). The command is dry-run against local state
+/// first, so a call the state refuses answers with its own error and never dials out.
+async fn probe_host(
+    node: &Node,
+    call: &CallSpec,
+    command: &Command,
+    now_ms: u64,
+) -> Result<(), Refusal> {
+    let target = api::host::probe_target(&mut StateView(&node.sm), now_ms, command)
+        .map_err(|e| calls::refusal_of(&e))?;
+    let Some(endpoint) = target else {
+        return Ok(());
+    };
+    node.host_agent.probe(&endpoint).await.map_err(|e| {
+        tracing::info!(call = %call.name, host = %endpoint.management_ip, port = endpoint.ssh_port, error = %e, "host probe failed; call refused");
+        api::host::unreachable_refusal(&call.name, &endpoint, &e.to_string())
+    })
 }
 
 /// Extend an active session without delaying the call that found it due (the call itself is
@@ -342,17 +432,28 @@ fn rpc_render(outcome: Outcome) -> Response {
     }
 }
 
-async fn rpc_call(State(node): State<Arc<Node>>, headers: HeaderMap, bytes: Bytes) -> Response {
+async fn rpc_call(
+    State(node): State<Arc<Node>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
     let req = match envelope::decode_request(&bytes) {
         Ok(r) => r,
         // ZStack answers an undecodable body with HTTP 200 and the exception text.
         Err(e) => return rpc_body(e.to_string()),
     };
+    let ip = client_ip(connect);
     let spec = match calls::call_of(&req) {
         Ok(s) => s,
-        Err(r) => return rpc_render(refused_early(CallKind::Sync, &r)),
+        Err(r) => {
+            // An unknown or unimplemented call is still a call: audit its refusal.
+            let outcome = refused_early(CallKind::Sync, &r);
+            audited(&node, CallAudit::new(&req, ip), None, &outcome);
+            return rpc_render(outcome);
+        }
     };
-    rpc_render(execute(&node, &headers, spec, req).await)
+    rpc_render(execute(&node, &headers, spec, req, ip).await)
 }
 
 async fn rpc_result(State(node): State<Arc<Node>>, Path(uuid): Path<String>) -> Response {
@@ -383,6 +484,7 @@ fn location(headers: &HeaderMap, job_uuid: &str) -> String {
 
 async fn rest_call(
     State(node): State<Arc<Node>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     RawQuery(raw_query): RawQuery,
@@ -412,7 +514,7 @@ async fn rest_call(
         Err(e) => return (status(e.status), e.message).into_response(),
     };
     let timeout_ms = node.request_timeout.as_millis() as u64;
-    match execute(&node, &headers, spec, req).await {
+    match execute(&node, &headers, spec, req, client_ip(connect)).await {
         Outcome::Done { reply, .. } => {
             let r = rest::reply(route, spec, &reply);
             (status(r.status), Json(r.body)).into_response()

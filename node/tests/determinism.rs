@@ -3,7 +3,14 @@
 //! a third machine that receives a snapshot half-way and applies the rest ends up identical
 //! too. Any hidden non-determinism in `apply` (hash-map order, clocks, randomness) fails it.
 
+use api::audit::AuditOp;
+use api::audit::AuditRecord;
+use api::audit::AuditState;
+use api::cluster::ClusterOp;
+use api::cluster::ClusterStateEvent;
 use api::global_config::GlobalConfigOp;
+use api::host::HostOp;
+use api::host::HostStateEvent;
 use api::identity::IdentityOp;
 use api::job::JobOp;
 use api::kv::KvOp;
@@ -202,7 +209,126 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         ("[a-c]", proptest::collection::vec(any::<u8>(), 0..4))
             .prop_map(|(k, v)| Command::Kv(KvOp::Put { key: k, value: v })),
+        // Clusters and KVM hosts (cluster uuid(30+i) in zone uuid(i), host uuid(40+h)), with
+        // the cascades between them (state propagation, deletes).
+        small.clone().prop_map(|i| Command::Cluster {
+            caller: Caller::admin(),
+            op: Box::new(ClusterOp::Create {
+                uuid: uuid(i + 30),
+                zone_uuid: uuid(i),
+                name: "c".into(),
+                description: None,
+                hypervisor_type: "KVM".into(),
+                cluster_type: None,
+                architecture: None,
+            }),
+        }),
+        (small.clone(), any::<bool>()).prop_map(|(i, e)| Command::Cluster {
+            caller: Caller::admin(),
+            op: Box::new(ClusterOp::ChangeState {
+                uuid: uuid(i + 30),
+                event: if e {
+                    ClusterStateEvent::Enable
+                } else {
+                    ClusterStateEvent::Disable
+                },
+            }),
+        }),
+        small.clone().prop_map(|i| Command::Cluster {
+            caller: Caller::admin(),
+            op: Box::new(ClusterOp::Delete { uuid: uuid(i + 30) }),
+        }),
+        (small.clone(), small.clone(), 0u8..3).prop_map(|(h, c, ip)| Command::Host {
+            caller: Caller::admin(),
+            op: Box::new(HostOp::AddKvm {
+                uuid: uuid(h + 40),
+                cluster_uuid: uuid(c + 30),
+                name: format!("h{h}"),
+                description: None,
+                management_ip: format!("10.0.0.{ip}"),
+                username: "root".into(),
+                password: "pw".into(),
+                ssh_port: 22,
+            }),
+        }),
+        (small.clone(), 0u8..3).prop_map(|(h, e)| Command::Host {
+            caller: Caller::admin(),
+            op: Box::new(HostOp::ChangeState {
+                uuid: uuid(h + 40),
+                event: [
+                    HostStateEvent::Enable,
+                    HostStateEvent::Disable,
+                    HostStateEvent::Maintain
+                ][usize::from(e)],
+            }),
+        }),
+        (small.clone(), 0u8..3).prop_map(|(h, ip)| Command::Host {
+            caller: Caller::admin(),
+            op: Box::new(HostOp::UpdateKvm {
+                uuid: uuid(h + 40),
+                name: None,
+                description: None,
+                management_ip: Some(format!("10.0.0.{ip}")),
+                username: None,
+                password: None,
+                ssh_port: None,
+            }),
+        }),
+        small.clone().prop_map(|h| Command::Host {
+            caller: Caller::admin(),
+            op: Box::new(HostOp::Delete { uuid: uuid(h + 40) }),
+        }),
+        proptest::collection::vec(audit_record(), 1..4).prop_map(|records| Command::Audit {
+            caller: Caller::admin(),
+            op: AuditOp::Append { records },
+        }),
+        (1u32..4).prop_map(|limit| Command::Audit {
+            caller: Caller::admin(),
+            op: AuditOp::Expire { limit },
+        }),
+        Just(Command::GlobalConfig {
+            caller: Caller::admin(),
+            op: GlobalConfigOp::Update {
+                category: "audit".into(),
+                name: "retention".into(),
+                value: "60".into(),
+            },
+        }),
     ]
+}
+
+/// An audit record as a serving node sends it: a finished sync call, or an accepted job whose
+/// uuid collides with the generated jobs (so accept/finish merges run in both orders).
+fn audit_record() -> impl Strategy<Value = AuditRecord> {
+    (0u8..6, any::<bool>(), any::<bool>(), 0u64..100_000).prop_map(|(i, job, ok, at)| {
+        let id = if job { uuid(i + 50) } else { uuid(i + 150) };
+        AuditRecord {
+            uuid: id.clone(),
+            api_name: if job { "CreateZone" } else { "QueryZone" }.into(),
+            message_class: "org.zstack.header.zone.APIQueryZoneMsg".into(),
+            resource_uuid: None,
+            account_uuid: Some(uuid(i)),
+            user_uuid: Some(uuid(i)),
+            operator: Some("op".into()),
+            client_ip: Some("127.0.0.1".into()),
+            request_dump: Some("{}".into()),
+            success: (!job).then_some(ok),
+            error_code: (!job && !ok).then(|| "SYS.1007".into()),
+            error_description: None,
+            error_details: None,
+            job_uuid: job.then_some(id),
+            state: if job {
+                AuditState::Processing
+            } else {
+                AuditState::Done
+            },
+            create_date: 1_700_000_000_000 + at,
+            finish_date: (!job).then_some(1_700_000_000_000 + at + 5),
+            duration: (!job).then_some(5),
+            node_id: Some(u64::from(i % 3) + 1),
+            accepted: true,
+        }
+    })
 }
 
 fn entries(cmds: &[(Command, u64)]) -> Vec<Entry> {
@@ -246,8 +372,8 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let es = entries(&cmds);
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let (_l1, mut a) = raft_store::open(dirs[0].path(), ModelApplier).unwrap();
-        let (_l2, mut b) = raft_store::open(dirs[1].path(), ModelApplier).unwrap();
+        let (_l1, mut a) = raft_store::open(dirs[0].path(), ModelApplier::default()).unwrap();
+        let (_l2, mut b) = raft_store::open(dirs[1].path(), ModelApplier::default()).unwrap();
         apply_in_batches(&rt, &mut a, &es, b1);
         apply_in_batches(&rt, &mut b, &es, b2);
         let da = a.dump().unwrap();
@@ -256,11 +382,11 @@ proptest! {
 
         // A third replica: apply a prefix, ship a snapshot of it to a fresh store, continue there.
         let cut = cut.min(es.len());
-        let (_l3, mut c) = raft_store::open(dirs[2].path(), ModelApplier).unwrap();
+        let (_l3, mut c) = raft_store::open(dirs[2].path(), ModelApplier::default()).unwrap();
         apply_in_batches(&rt, &mut c, &es[..cut], b1);
         let snap = rt.block_on(async { c.get_snapshot_builder().await.build_snapshot().await }).unwrap();
         let d_dir = tempfile::tempdir().unwrap();
-        let (_l4, mut d) = raft_store::open(d_dir.path(), ModelApplier).unwrap();
+        let (_l4, mut d) = raft_store::open(d_dir.path(), ModelApplier::default()).unwrap();
         rt.block_on(d.install_snapshot(&snap.meta, snap.snapshot)).unwrap();
         apply_in_batches(&rt, &mut d, &es[cut..], b2);
         let d = diff(&da, &d.dump().unwrap());

@@ -47,9 +47,40 @@ pub fn matches(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '%')
 }
 
+/// The text every match of `pattern` starts with, compared as [`matches`] does (ASCII
+/// case-insensitively): the characters before the first `%` or `_`, with `\x` read as `x`.
+/// `None` when a match may start with anything.
+pub fn literal_prefix(pattern: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' | '_' => break,
+            '\\' => match chars.next() {
+                Some(n) => out.push(n),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::literal_prefix;
     use super::matches;
+
+    #[test]
+    fn literal_prefixes() {
+        assert_eq!(literal_prefix("vm-123%").as_deref(), Some("vm-123"));
+        assert_eq!(literal_prefix("vm_1%").as_deref(), Some("vm"));
+        assert_eq!(literal_prefix("100\\%x%").as_deref(), Some("100%x"));
+        assert_eq!(literal_prefix("exact").as_deref(), Some("exact"));
+        assert_eq!(literal_prefix("%vm-1%"), None);
+        assert_eq!(literal_prefix("_x"), None);
+        assert_eq!(literal_prefix(""), None);
+    }
 
     #[test]
     fn wildcards_escapes_and_case() {

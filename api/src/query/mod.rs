@@ -385,6 +385,18 @@ fn compare(v: &Value, lit: &str) -> Option<Ordering> {
     }
 }
 
+/// Whether `=` with literal `lit` is plain ASCII-case-insensitive text equality for every stored
+/// value (what the secondary index answers): false when the literal reads as a number or a Java
+/// date, since those compare by value (`"1.0"` equals a stored `"1"`).
+pub fn eq_is_textual(lit: &str) -> bool {
+    parse_num(lit).is_none() && parse_java_date(lit).is_none()
+}
+
+/// See [`like::literal_prefix`].
+pub fn like_prefix(pattern: &str) -> Option<String> {
+    like::literal_prefix(pattern)
+}
+
 fn cmp_ci(a: &str, b: &str) -> Ordering {
     a.bytes()
         .map(|c| c.to_ascii_lowercase())

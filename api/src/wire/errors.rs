@@ -42,11 +42,15 @@ pub enum Code {
     MaxConcurrentSessionExceeded,
     /// L3.1000
     IpAllocation,
+    /// HOST.1000: a host could not be added (unreachable, refused, ...).
+    HostAdd,
+    /// HOST.1002: a host could not be reconnected.
+    HostReconnect,
 }
 
 impl Code {
     /// Every code, for tables and tests.
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 20] = [
         Code::Internal,
         Code::Timeout,
         Code::CreateResource,
@@ -65,6 +69,8 @@ impl Code {
         Code::QuotaExceeded,
         Code::MaxConcurrentSessionExceeded,
         Code::IpAllocation,
+        Code::HostAdd,
+        Code::HostReconnect,
     ];
 
     /// The wire form, e.g. `SYS.1007`.
@@ -88,6 +94,8 @@ impl Code {
             Code::QuotaExceeded => "ID.1003",
             Code::MaxConcurrentSessionExceeded => "ID.1006",
             Code::IpAllocation => "L3.1000",
+            Code::HostAdd => "HOST.1000",
+            Code::HostReconnect => "HOST.1002",
         }
     }
 
@@ -114,6 +122,8 @@ impl Code {
             Code::QuotaExceeded => "The user exceeds a quota of a resource",
             Code::MaxConcurrentSessionExceeded => "Max number of active sessions exceeded",
             Code::IpAllocation => "Unable to allocate an ip address from L3Network",
+            Code::HostAdd => "Unable to add host",
+            Code::HostReconnect => "Unable to reconnect host",
         }
     }
 }

@@ -1,0 +1,1007 @@
+//! The audit log of API calls (issue #4): who called what, when, from where, and how it ended,
+//! queryable from any node through `QueryAudit`.
+//!
+//! Every record lives in the replicated state, so a query on any node sees the calls served by
+//! all nodes. The serving node does not propose one entry per call: it buffers finished-call
+//! records and proposes them in batches ([`AuditOp::Append`]), which keeps read traffic from
+//! doubling the Raft write load. The price, accepted on purpose: the records of sync calls
+//! (queries, reads, logins, logouts) that a node had buffered but not yet proposed are lost if
+//! that node crashes within one flush interval (~50 ms), or dropped (and counted) when the
+//! buffer overflows. The outcome of a mutation cannot be lost that way: every mutation is an
+//! async job, and the job's `Run` apply step completes the audit record keyed by the job uuid in
+//! the same log entry that applies the mutation ([`finish_job`]). The node's "accepted" record
+//! (who, from where, the request) travels through the batch and may be applied before or after
+//! that step; [`merge`] makes the order irrelevant and never moves a `Done` record back to
+//! `Processing`.
+//!
+//! Secrets never enter the log: [`redact`] replaces every field whose name contains `password`
+//! or `secret`, and every session uuid (a bearer credential), with `*****` before the node
+//! builds a record.
+//!
+//! The records live in their own tables (`audit` keyed by uuid, `audit_index` for the secondary
+//! index and the creation-time order) so that the log never bloats the resource tables or their
+//! shared index, and so that deleting an account leaves its history in place.
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::global_config;
+use crate::job::ApiJob;
+use crate::query;
+use crate::query::Query;
+use crate::query::QueryOp;
+use crate::query::QueryOutput;
+use crate::validate;
+use crate::wire::date::java_date;
+use crate::wire::errors::ErrorCode;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::Command;
+use crate::Response;
+use crate::StateTxn;
+
+/// Records, keyed by uuid.
+pub const TABLE: &str = "audit";
+/// Secondary index (`<field>\0<lowercased value>\0<uuid>`) and creation-time order
+/// (`\0t\0<createDate as 16 hex>\0<uuid>`).
+pub const INDEX_TABLE: &str = "audit_index";
+/// What a redacted value is replaced with.
+pub const REDACTED: &str = "*****";
+/// Most records one [`AuditOp::Append`] may carry (bounds one log entry).
+pub const MAX_BATCH: usize = 1000;
+/// Longest stored request dump in bytes; the node truncates longer bodies (ZStack accepts 4 MiB
+/// requests, which would make the audit log the biggest table by far).
+pub const MAX_DUMP: usize = 16 * 1024;
+/// Most records one [`AuditOp::Expire`] may delete (bounds one log entry).
+pub const MAX_EXPIRE_BATCH: u32 = 10_000;
+/// The inventory fields, in order (the query schema).
+pub const FIELDS: &[&str] = &[
+    "uuid",
+    "apiName",
+    "messageClass",
+    "resourceUuid",
+    "accountUuid",
+    "userUuid",
+    "operator",
+    "clientIp",
+    "requestDump",
+    "success",
+    "errorCode",
+    "errorDescription",
+    "error",
+    "jobUuid",
+    "state",
+    "createDate",
+    "finishDate",
+    "duration",
+    "nodeId",
+];
+/// Fields with a secondary index besides `uuid`.
+const INDEXED: &[&str] = &["apiName", "resourceUuid", "accountUuid", "jobUuid"];
+const TIME_PREFIX: &[u8] = b"\0t\0";
+
+/// `Processing` while an async call's job has not finished, else `Done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditState {
+    /// Accepted as a job, not finished.
+    Processing,
+    /// Finished (success or failure).
+    Done,
+}
+
+/// One API call. `Option` fields are unknown or not applicable (no session resolved, no job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Record uuid; the job uuid for async calls, so the job's completion finds it.
+    pub uuid: String,
+    /// Short API name, e.g. `CreateZone`.
+    pub api_name: String,
+    /// Fully qualified message class.
+    pub message_class: String,
+    /// The resource the call targeted (`uuid` of the request) or created.
+    pub resource_uuid: Option<String>,
+    /// The caller's account.
+    pub account_uuid: Option<String>,
+    /// The caller's user (equal to the account for account sessions).
+    pub user_uuid: Option<String>,
+    /// The caller's account or user name.
+    pub operator: Option<String>,
+    /// Remote address of the client as the serving node saw it.
+    pub client_ip: Option<String>,
+    /// The request body, secrets redacted, truncated to [`MAX_DUMP`].
+    pub request_dump: Option<String>,
+    /// How it ended (`None` while processing).
+    pub success: Option<bool>,
+    /// Error code on failure, e.g. `SYS.1007`.
+    pub error_code: Option<String>,
+    /// The code's fixed description on failure.
+    pub error_description: Option<String>,
+    /// What went wrong this time.
+    pub error_details: Option<String>,
+    /// The job of an async call.
+    pub job_uuid: Option<String>,
+    /// State.
+    pub state: AuditState,
+    /// When the call arrived (async: when its job was accepted), ms.
+    pub create_date: u64,
+    /// When it finished, ms.
+    pub finish_date: Option<u64>,
+    /// `finishDate - createDate`, ms.
+    pub duration: Option<u64>,
+    /// The node that served the call.
+    pub node_id: Option<u64>,
+    /// Whether the serving node's part (who, request) is in; false for a record the job's
+    /// completion created before the node's batch arrived.
+    pub accepted: bool,
+}
+
+impl AuditRecord {
+    /// The inventory `QueryAudit` answers.
+    pub fn inventory(&self) -> Value {
+        json!({
+            "uuid": self.uuid,
+            "apiName": self.api_name,
+            "messageClass": self.message_class,
+            "resourceUuid": self.resource_uuid,
+            "accountUuid": self.account_uuid,
+            "userUuid": self.user_uuid,
+            "operator": self.operator,
+            "clientIp": self.client_ip,
+            "requestDump": self.request_dump,
+            "success": self.success,
+            "errorCode": self.error_code,
+            "errorDescription": self.error_description,
+            "error": self.error_details,
+            "jobUuid": self.job_uuid,
+            "state": match self.state {
+                AuditState::Processing => "Processing",
+                AuditState::Done => "Done",
+            },
+            "createDate": java_date(self.create_date),
+            "finishDate": self.finish_date.map(java_date),
+            "duration": self.duration,
+            "nodeId": self.node_id,
+        })
+    }
+
+    /// Set the outcome from a failure's error code.
+    pub fn set_error(&mut self, e: &ErrorCode) {
+        self.success = Some(false);
+        self.error_code = Some(e.code.clone());
+        self.error_description = Some(e.description.clone());
+        self.error_details = e.details.clone();
+    }
+}
+
+/// Audit commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditOp {
+    /// Add (or merge into existing) records: a serving node's batch.
+    Append {
+        /// At most [`MAX_BATCH`] records.
+        records: Vec<AuditRecord>,
+    },
+    /// Delete at most `limit` of the oldest records older than `audit/retention` at the
+    /// command's stamp (the leader's sweeper repeats it while it deletes a full batch).
+    Expire {
+        /// At most [`MAX_EXPIRE_BATCH`].
+        limit: u32,
+    },
+}
+
+/// Answer of an audit command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditResult {
+    /// Records added or merged.
+    Appended(u64),
+    /// Records deleted.
+    Expired(u64),
+}
+
+/// Whether a JSON field name holds a secret: passwords (`password`, `oldPassword`,
+/// `sshPassword`, ...), other secrets, and session uuids, which are bearer credentials.
+fn secret_field(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("password") || n.contains("secret") || n == "session" || n.contains("sessionuuid")
+}
+
+/// Replace every secret (see the module doc) in `v`, at any depth, with [`REDACTED`].
+pub fn redact(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, field) in m.iter_mut() {
+                if secret_field(k) {
+                    *field = Value::String(REDACTED.to_string());
+                } else {
+                    redact(field);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// The stored request dump of a body: redacted, then cut to [`MAX_DUMP`] bytes at a character
+/// boundary with a marker.
+pub fn request_dump(body: &Map<String, Value>) -> String {
+    let mut v = Value::Object(body.clone());
+    redact(&mut v);
+    let mut s = v.to_string();
+    if s.len() > MAX_DUMP {
+        let mut cut = MAX_DUMP;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...(truncated)");
+    }
+    s
+}
+
+fn corrupt(uuid: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::Corrupt {
+        what: format!("audit record {uuid}"),
+        detail: e.to_string(),
+    }
+}
+
+fn time_key(create_date: u64, uuid: &str) -> Vec<u8> {
+    let mut k = TIME_PREFIX.to_vec();
+    k.extend_from_slice(format!("{create_date:016x}").as_bytes());
+    k.push(0);
+    k.extend_from_slice(uuid.as_bytes());
+    k
+}
+
+fn field_prefix(field: &str, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(field.len() + value.len() + 34);
+    k.extend_from_slice(field.as_bytes());
+    k.push(0);
+    k.extend(
+        value
+            .bytes()
+            .map(|b| if b == 0 { 1 } else { b.to_ascii_lowercase() }),
+    );
+    k.push(0);
+    k
+}
+
+/// The index keys of a record; a pure function of it, so an update can remove the old keys
+/// without storing them.
+fn index_keys(r: &AuditRecord) -> Vec<Vec<u8>> {
+    let mut keys = vec![time_key(r.create_date, &r.uuid)];
+    let values = [
+        Some(r.api_name.as_str()).filter(|s| !s.is_empty()),
+        r.resource_uuid.as_deref(),
+        r.account_uuid.as_deref(),
+        r.job_uuid.as_deref(),
+    ];
+    for (field, value) in INDEXED.iter().zip(values) {
+        if let Some(v) = value {
+            let mut k = field_prefix(field, v);
+            k.extend_from_slice(r.uuid.as_bytes());
+            keys.push(k);
+        }
+    }
+    keys
+}
+
+/// Read one record.
+pub fn get(txn: &impl StateTxn, uuid: &str) -> Result<Option<AuditRecord>, ApiError> {
+    txn.get(TABLE, uuid.as_bytes())?
+        .map(|raw| serde_json::from_slice(&raw).map_err(|e| corrupt(uuid, e)))
+        .transpose()
+}
+
+fn store(
+    txn: &mut impl StateTxn,
+    old: Option<&AuditRecord>,
+    r: &AuditRecord,
+) -> Result<(), ApiError> {
+    for k in old.map(index_keys).unwrap_or_default() {
+        txn.delete(INDEX_TABLE, &k)?;
+    }
+    for k in index_keys(r) {
+        txn.put(INDEX_TABLE, &k, Vec::new())?;
+    }
+    let raw = serde_json::to_vec(r).map_err(|e| corrupt(&r.uuid, e))?;
+    txn.put(TABLE, r.uuid.as_bytes(), raw)?;
+    Ok(())
+}
+
+fn remove(txn: &mut impl StateTxn, r: &AuditRecord) -> Result<(), ApiError> {
+    for k in index_keys(r) {
+        txn.delete(INDEX_TABLE, &k)?;
+    }
+    txn.delete(TABLE, r.uuid.as_bytes())?;
+    Ok(())
+}
+
+fn nonempty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Combine two versions of the same call's record, so that the serving node's accepted record
+/// and the job's completion give the same result in either order: the outcome comes from the
+/// first `Done` version (a `Done` record never goes back to `Processing`), who/what/where from
+/// the first accepted version, and each field falls back to the other version when unknown.
+pub fn merge(old: AuditRecord, new: AuditRecord) -> AuditRecord {
+    let take_result = old.state != AuditState::Done && new.state == AuditState::Done;
+    let (outcome, other_outcome) = if take_result {
+        (&new, &old)
+    } else {
+        (&old, &new)
+    };
+    let accept_new = !old.accepted && new.accepted;
+    let (who, other) = if accept_new {
+        (&new, &old)
+    } else {
+        (&old, &new)
+    };
+    let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+    let create_date = if who.create_date != 0 {
+        who.create_date
+    } else {
+        other.create_date
+    };
+    let finish_date = outcome.finish_date.or(other_outcome.finish_date);
+    let state = if old.state == AuditState::Done || new.state == AuditState::Done {
+        AuditState::Done
+    } else {
+        AuditState::Processing
+    };
+    AuditRecord {
+        uuid: old.uuid.clone(),
+        api_name: nonempty(&who.api_name)
+            .or_else(|| nonempty(&other.api_name))
+            .unwrap_or_default(),
+        message_class: nonempty(&who.message_class)
+            .or_else(|| nonempty(&other.message_class))
+            .unwrap_or_default(),
+        resource_uuid: pick(&who.resource_uuid, &other.resource_uuid),
+        account_uuid: pick(&who.account_uuid, &other.account_uuid),
+        user_uuid: pick(&who.user_uuid, &other.user_uuid),
+        operator: pick(&who.operator, &other.operator),
+        client_ip: pick(&who.client_ip, &other.client_ip),
+        request_dump: pick(&who.request_dump, &other.request_dump),
+        success: outcome.success.or(other_outcome.success),
+        error_code: pick(&outcome.error_code, &other_outcome.error_code),
+        error_description: pick(&outcome.error_description, &other_outcome.error_description),
+        error_details: pick(&outcome.error_details, &other_outcome.error_details),
+        job_uuid: pick(&who.job_uuid, &other.job_uuid),
+        state,
+        create_date,
+        finish_date,
+        duration: match (state, finish_date) {
+            (AuditState::Done, Some(f)) => Some(f.saturating_sub(create_date)),
+            _ => None,
+        },
+        node_id: who.node_id.or(other.node_id),
+        accepted: old.accepted || new.accepted,
+    }
+}
+
+fn upsert(txn: &mut impl StateTxn, r: AuditRecord) -> Result<(), ApiError> {
+    let old = get(txn, &r.uuid)?;
+    let merged = match &old {
+        Some(o) => merge(o.clone(), r),
+        None => r,
+    };
+    if old.as_ref() != Some(&merged) {
+        store(txn, old.as_ref(), &merged)?;
+    }
+    Ok(())
+}
+
+fn check(r: &AuditRecord) -> Result<(), ApiError> {
+    validate::uuid("uuid", &r.uuid)?;
+    if let Some(j) = &r.job_uuid {
+        validate::uuid("jobUuid", j)?;
+    }
+    validate::max_len("apiName", &r.api_name, validate::MAX_NAME)?;
+    validate::max_len("messageClass", &r.message_class, validate::MAX_NAME)?;
+    let short = [
+        ("resourceUuid", &r.resource_uuid),
+        ("accountUuid", &r.account_uuid),
+        ("userUuid", &r.user_uuid),
+        ("operator", &r.operator),
+        ("clientIp", &r.client_ip),
+        ("errorCode", &r.error_code),
+    ];
+    for (field, v) in short {
+        if let Some(v) = v {
+            validate::max_len(field, v, validate::MAX_NAME)?;
+        }
+    }
+    if let Some(d) = &r.error_description {
+        validate::max_len("errorDescription", d, validate::MAX_DESCRIPTION)?;
+    }
+    if let Some(d) = &r.error_details {
+        validate::max_len("error", d, MAX_DUMP + 64)?;
+    }
+    if let Some(d) = &r.request_dump {
+        // The node's truncation marker may follow the MAX_DUMP bytes it keeps.
+        validate::max_len("requestDump", d, MAX_DUMP + 64)?;
+    }
+    if r.state == AuditState::Done && r.success.is_none() {
+        return Err(validate::invalid_arg(format!(
+            "audit record {} is Done without a result",
+            r.uuid
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn apply(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    op: AuditOp,
+) -> Result<AuditResult, ApiError> {
+    caller.require_admin("audit")?;
+    match op {
+        AuditOp::Append { records } => {
+            if records.is_empty() || records.len() > MAX_BATCH {
+                return Err(validate::invalid_arg(format!(
+                    "an audit batch holds 1 to {MAX_BATCH} records, got {}",
+                    records.len()
+                )));
+            }
+            // Every record is checked before the first write: a bad batch writes nothing.
+            records.iter().try_for_each(check)?;
+            let n = records.len() as u64;
+            for r in records {
+                upsert(txn, r)?;
+            }
+            Ok(AuditResult::Appended(n))
+        }
+        AuditOp::Expire { limit } => {
+            if limit == 0 || limit > MAX_EXPIRE_BATCH {
+                return Err(validate::invalid_arg(format!(
+                    "limit must be 1 to {MAX_EXPIRE_BATCH}, got {limit}"
+                )));
+            }
+            let retention_ms = (global_config::int_value(txn, "audit", "retention")?.max(0) as u64)
+                .saturating_mul(1000);
+            let cutoff = ctx.proposed_at_ms.saturating_sub(retention_ms);
+            let mut n = 0;
+            // Oldest first: the scan stops at the first record still within retention.
+            for (k, _) in txn.scan_prefix(INDEX_TABLE, TIME_PREFIX, limit as usize)? {
+                let rest = &k[TIME_PREFIX.len()..];
+                let created = std::str::from_utf8(rest.get(..16).unwrap_or_default())
+                    .ok()
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| corrupt(&String::from_utf8_lossy(rest), "bad time key"))?;
+                if created > cutoff {
+                    break;
+                }
+                let uuid = String::from_utf8_lossy(rest.get(17..).unwrap_or_default()).into_owned();
+                match get(txn, &uuid)? {
+                    Some(r) => remove(txn, &r)?,
+                    // An orphan index key (cannot happen through this module) is still dropped
+                    // so the sweeper cannot stall on it.
+                    None => txn.delete(INDEX_TABLE, &k)?,
+                }
+                n += 1;
+            }
+            Ok(AuditResult::Expired(n))
+        }
+    }
+}
+
+/// The caller a command carries (for the audit of a job whose serving node's record is lost).
+pub fn caller_of(cmd: &Command) -> Option<&Caller> {
+    match cmd {
+        Command::Zone { caller, .. }
+        | Command::GlobalConfig { caller, .. }
+        | Command::Identity { caller, .. }
+        | Command::Job { caller, .. }
+        | Command::Cluster { caller, .. }
+        | Command::PrimaryStorage { caller, .. }
+        | Command::BackupStorage { caller, .. }
+        | Command::Offering { caller, .. }
+        | Command::Image { caller, .. }
+        | Command::L2 { caller, .. }
+        | Command::L3 { caller, .. }
+        | Command::Tag { caller, .. }
+        | Command::Tagged { caller, .. }
+        | Command::Host { caller, .. }
+        | Command::Audit { caller, .. } => Some(caller),
+        // Internal commands (no caller), and families added later: the serving node's record
+        // names the caller anyway; only its loss leaves `accountUuid` empty.
+        _ => None,
+    }
+}
+
+/// Complete the audit record of a finished job (called by the job's `Run` apply step, in the
+/// same entry that applied the call): success or error, finish date, the created resource.
+pub fn finish_job(
+    txn: &mut impl StateTxn,
+    ctx: &ApplyCtx,
+    job: &ApiJob,
+    resp: &Response,
+    caller: Option<&Caller>,
+) -> Result<(), ApiError> {
+    let mut r = AuditRecord {
+        uuid: job.uuid.clone(),
+        api_name: job.api_name.clone(),
+        message_class: crate::catalogue::catalogue()
+            .by_name(&job.api_name)
+            .map(|c| c.class.clone())
+            .unwrap_or_default(),
+        resource_uuid: None,
+        account_uuid: caller.map(|c| c.account_uuid.clone()),
+        user_uuid: caller.map(|c| c.user_uuid.clone()),
+        operator: None,
+        client_ip: None,
+        request_dump: None,
+        success: Some(true),
+        error_code: None,
+        error_description: None,
+        error_details: None,
+        job_uuid: Some(job.uuid.clone()),
+        state: AuditState::Done,
+        create_date: job.create_date,
+        finish_date: Some(ctx.proposed_at_ms),
+        duration: Some(ctx.proposed_at_ms.saturating_sub(job.create_date)),
+        node_id: None,
+        accepted: false,
+    };
+    match crate::calls::reply_fields(resp) {
+        // A session inventory's uuid is a credential, never a resource to record.
+        Ok(fields)
+            if !matches!(
+                resp,
+                Response::Identity(crate::identity::IdentityResult::Session(_))
+            ) =>
+        {
+            r.resource_uuid = fields
+                .get("inventory")
+                .and_then(|i| i.get("uuid"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        Ok(_) => {}
+        Err(refusal) => r.set_error(&refusal.to_error_code()),
+    }
+    upsert(txn, r)
+}
+
+/// Uuids of candidate records for `q`, through `uuid` or an indexed field when a condition
+/// allows (`=` or `in`), otherwise every record in creation order.
+fn candidates(txn: &impl StateTxn, q: &Query) -> Result<Vec<AuditRecord>, ApiError> {
+    let mut uuids: Option<Vec<String>> = None;
+    for c in &q.conditions {
+        let values: Vec<&str> = match (c.op, c.value.as_deref()) {
+            (QueryOp::Eq, Some(v)) => vec![v],
+            (QueryOp::In, Some(v)) => v.split(',').collect(),
+            _ => continue,
+        };
+        if c.name == "uuid" {
+            uuids = Some(values.iter().map(|v| v.to_ascii_lowercase()).collect());
+            break;
+        }
+        if INDEXED.contains(&c.name.as_str()) {
+            let mut found = Vec::new();
+            for v in values {
+                let prefix = field_prefix(&c.name, v);
+                for (k, _) in txn.scan_prefix(INDEX_TABLE, &prefix, usize::MAX)? {
+                    found.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+                }
+            }
+            uuids = Some(found);
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    match uuids {
+        Some(list) => {
+            for u in list {
+                if let Some(r) = get(txn, &u)? {
+                    out.push(r);
+                }
+            }
+            // Creation order, as a full scan would give.
+            out.sort_by(|a, b| (a.create_date, &a.uuid).cmp(&(b.create_date, &b.uuid)));
+            out.dedup_by(|a, b| a.uuid == b.uuid);
+        }
+        None => {
+            for (k, _) in txn.scan_prefix(INDEX_TABLE, TIME_PREFIX, usize::MAX)? {
+                let uuid =
+                    String::from_utf8_lossy(k.get(TIME_PREFIX.len() + 17..).unwrap_or_default())
+                        .into_owned();
+                if let Some(r) = get(txn, &uuid)? {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Run `QueryAudit`: the admin sees every record, a normal account those of its own calls.
+pub fn query(txn: &impl StateTxn, q: &Query, caller: &Caller) -> Result<QueryOutput, ApiError> {
+    query::validate(q, FIELDS)?;
+    let rows = candidates(txn, q)?
+        .into_iter()
+        .filter(|r| caller.admin || r.account_uuid.as_deref() == Some(&caller.account_uuid))
+        .map(|r| r.inventory());
+    Ok(query::run(q, FIELDS, rows)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls;
+    use crate::calls::Plan;
+    use crate::calls::Stamp;
+    use crate::job::JobOp;
+    use crate::job::JobResult;
+    use crate::testing::ctx;
+    use crate::testing::MemTxn;
+    use crate::wire::envelope::decode_request;
+    use crate::zone::ZoneOp;
+
+    const JOB: &str = "0123456789abcdef0123456789abcdef";
+
+    fn uuid(i: u32) -> String {
+        format!("{i:032x}")
+    }
+
+    fn normal(i: u32) -> Caller {
+        Caller {
+            account_uuid: uuid(1000 + i),
+            user_uuid: uuid(1000 + i),
+            admin: false,
+        }
+    }
+
+    /// A finished sync call's record, as a serving node builds it.
+    fn sync_record(i: u32, at: u64, who: &Caller, api: &str, ok: bool) -> AuditRecord {
+        let mut r = AuditRecord {
+            uuid: uuid(i),
+            api_name: api.into(),
+            message_class: format!("org.zstack.header.zone.API{api}Msg"),
+            resource_uuid: None,
+            account_uuid: Some(who.account_uuid.clone()),
+            user_uuid: Some(who.user_uuid.clone()),
+            operator: Some("admin".into()),
+            client_ip: Some("10.0.0.9".into()),
+            request_dump: Some("{}".into()),
+            success: Some(true),
+            error_code: None,
+            error_description: None,
+            error_details: None,
+            job_uuid: None,
+            state: AuditState::Done,
+            create_date: at,
+            finish_date: Some(at + 3),
+            duration: Some(3),
+            node_id: Some(2),
+            accepted: true,
+        };
+        if !ok {
+            r.set_error(
+                &crate::wire::errors::Refusal::new(
+                    crate::wire::errors::Code::InvalidArgument,
+                    "bad",
+                )
+                .to_error_code(),
+            );
+        }
+        r
+    }
+
+    /// The serving node's record of an accepted async call.
+    fn accepted(job_create: u64) -> AuditRecord {
+        AuditRecord {
+            uuid: JOB.into(),
+            api_name: "CreateZone".into(),
+            message_class: "org.zstack.header.zone.APICreateZoneMsg".into(),
+            resource_uuid: None,
+            account_uuid: Some(crate::ADMIN_ACCOUNT_UUID.into()),
+            user_uuid: Some(crate::ADMIN_ACCOUNT_UUID.into()),
+            operator: Some("admin".into()),
+            client_ip: Some("127.0.0.1".into()),
+            request_dump: Some(r#"{"name":"z"}"#.into()),
+            success: None,
+            error_code: None,
+            error_description: None,
+            error_details: None,
+            job_uuid: Some(JOB.into()),
+            state: AuditState::Processing,
+            create_date: job_create,
+            finish_date: None,
+            duration: None,
+            node_id: Some(3),
+            accepted: true,
+        }
+    }
+
+    fn append(t: &mut MemTxn, at: u64, records: Vec<AuditRecord>) -> Result<AuditResult, ApiError> {
+        apply(t, &ctx(at), &Caller::admin(), AuditOp::Append { records })
+    }
+
+    fn submit_and_run(t: &mut MemTxn, zone_uuid: &str) -> crate::job::ApiJob {
+        let submit = JobOp::Submit {
+            uuid: JOB.into(),
+            api_name: "CreateZone".into(),
+            reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
+            command: Box::new(Command::Zone {
+                caller: Caller::admin(),
+                op: ZoneOp::Create {
+                    uuid: zone_uuid.into(),
+                    name: "z".into(),
+                    description: None,
+                    is_default: false,
+                },
+            }),
+        };
+        let Ok(JobResult::Job(j)) = crate::job::apply(t, &ctx(1), &Caller::admin(), submit) else {
+            panic!("submit")
+        };
+        assert_eq!(j.create_date, 1000);
+        let run = JobOp::Run { uuid: JOB.into() };
+        match crate::job::apply(t, &ctx(2), &Caller::admin(), run) {
+            Ok(JobResult::Job(j)) => *j,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn redaction_is_recursive_and_case_insensitive() {
+        let body = json!({
+            "name": "bs",
+            "url": "/data",
+            "hostname": "10.0.0.5",
+            "username": "root",
+            // AddImageStoreBackupStorage carries the SSH password as `password`.
+            "password": "s3cret!",
+            "oldPassword": "old",
+            "session": {"uuid": "5f0c1a2b3c4d5e6f708192a3b4c5d6e7"},
+            "sessionUuid": "5f0c1a2b3c4d5e6f708192a3b4c5d6e7",
+            "nested": {"hosts": [{"sshPassword": "pw1", "ip": "1.1.1.1"}, {"SSHPASSWORD": 7}]},
+            "accessKeySecret": "k",
+            "systemTags": ["a::b"],
+        });
+        let dump = request_dump(body.as_object().unwrap());
+        for secret in [
+            "s3cret!",
+            "\"old\"",
+            "5f0c1a2b3c4d5e6f708192a3b4c5d6e7",
+            "pw1",
+            "\"k\"",
+        ] {
+            assert!(!dump.contains(secret), "{secret} leaked: {dump}");
+        }
+        let v: Value = serde_json::from_str(&dump).unwrap();
+        assert_eq!(v["password"], REDACTED);
+        assert_eq!(v["oldPassword"], REDACTED);
+        assert_eq!(v["session"], REDACTED);
+        assert_eq!(v["sessionUuid"], REDACTED);
+        assert_eq!(v["nested"]["hosts"][0]["sshPassword"], REDACTED);
+        assert_eq!(v["nested"]["hosts"][0]["ip"], "1.1.1.1");
+        assert_eq!(v["nested"]["hosts"][1]["SSHPASSWORD"], REDACTED);
+        assert_eq!(v["hostname"], "10.0.0.5");
+        assert_eq!(v["systemTags"][0], "a::b");
+        // Oversized bodies are cut at a character boundary, with a marker.
+        let mut big = Map::new();
+        big.insert("description".into(), json!("é".repeat(MAX_DUMP)));
+        let dump = request_dump(&big);
+        assert!(dump.len() <= MAX_DUMP + 20 && dump.ends_with("...(truncated)"));
+    }
+
+    #[test]
+    fn accept_and_job_finish_merge_in_either_order() {
+        let zone = "a".repeat(32);
+        // Order 1: the node's batch lands first, then the job runs.
+        let mut t1 = MemTxn::default();
+        append(&mut t1, 1, vec![accepted(1000)]).unwrap();
+        assert_eq!(
+            get(&t1, JOB).unwrap().unwrap().state,
+            AuditState::Processing
+        );
+        submit_and_run(&mut t1, &zone);
+        // Order 2: the job finishes before the (late) batch arrives.
+        let mut t2 = MemTxn::default();
+        submit_and_run(&mut t2, &zone);
+        let partial = get(&t2, JOB).unwrap().unwrap();
+        assert_eq!((partial.state, partial.accepted), (AuditState::Done, false));
+        assert_eq!(
+            partial.account_uuid.as_deref(),
+            Some(crate::ADMIN_ACCOUNT_UUID)
+        );
+        append(&mut t2, 3, vec![accepted(1000)]).unwrap();
+        let (a, b) = (
+            get(&t1, JOB).unwrap().unwrap(),
+            get(&t2, JOB).unwrap().unwrap(),
+        );
+        assert_eq!(a, b);
+        assert_eq!(t1.tables, t2.tables);
+        assert_eq!(a.state, AuditState::Done);
+        assert_eq!(a.success, Some(true));
+        assert_eq!(a.resource_uuid.as_deref(), Some(zone.as_str()));
+        assert_eq!(
+            (a.create_date, a.finish_date, a.duration),
+            (1000, Some(2000), Some(1000))
+        );
+        assert_eq!(
+            (a.node_id, a.client_ip.as_deref()),
+            (Some(3), Some("127.0.0.1"))
+        );
+        assert_eq!(a.message_class, "org.zstack.header.zone.APICreateZoneMsg");
+        // A replayed accept never moves it back to Processing.
+        append(&mut t2, 4, vec![accepted(1000)]).unwrap();
+        assert_eq!(get(&t2, JOB).unwrap().unwrap(), b);
+    }
+
+    #[test]
+    fn a_refused_job_records_its_error_code() {
+        let mut t = MemTxn::default();
+        let j = submit_and_run(&mut t, "not-a-uuid");
+        assert_eq!(j.success, Some(false));
+        let r = get(&t, JOB).unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.success, r.error_code.as_deref()),
+            (AuditState::Done, Some(false), Some("SYS.1007"))
+        );
+        assert!(r.error_details.unwrap().contains("not-a-uuid"));
+        assert_eq!(r.resource_uuid, None);
+    }
+
+    #[test]
+    fn batches_are_validated_whole() {
+        let mut t = MemTxn::default();
+        let mut bad = sync_record(2, 5, &Caller::admin(), "QueryZone", true);
+        bad.uuid = "nope".into();
+        let e = append(
+            &mut t,
+            1,
+            vec![sync_record(1, 5, &Caller::admin(), "QueryZone", true), bad],
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "SYS.1007");
+        assert!(t.tables.values().all(|t| t.is_empty()), "nothing written");
+        assert_eq!(append(&mut t, 1, vec![]).unwrap_err().code(), "SYS.1007");
+        let mut undone = sync_record(3, 5, &Caller::admin(), "QueryZone", true);
+        undone.success = None;
+        assert_eq!(
+            append(&mut t, 1, vec![undone]).unwrap_err().code(),
+            "SYS.1007"
+        );
+        let e = apply(
+            &mut t,
+            &ctx(1),
+            &normal(1),
+            AuditOp::Append {
+                records: vec![sync_record(1, 5, &normal(1), "QueryZone", true)],
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "ID.1002");
+        let e = apply(
+            &mut t,
+            &ctx(1),
+            &Caller::admin(),
+            AuditOp::Expire { limit: 0 },
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "SYS.1007");
+    }
+
+    fn plan_query(body: &str) -> Result<Plan, crate::wire::errors::Refusal> {
+        let req = decode_request(
+            format!(r#"{{"org.zstack.zwatch.api.APIQueryAuditMsg":{body}}}"#).as_bytes(),
+        )
+        .unwrap();
+        let stamp = Stamp {
+            now_ms: 1,
+            new_uuid: uuid(99),
+            salt: [0; 16],
+        };
+        calls::plan(&req, &Caller::admin(), &stamp)
+    }
+
+    fn run(t: &MemTxn, body: &str, who: &Caller) -> Result<Map<String, Value>, ApiError> {
+        let Ok(Plan::Query { target, query, .. }) = plan_query(body) else {
+            panic!("not a query plan: {body}")
+        };
+        calls::run_query(t, target, &query, who)
+    }
+
+    #[test]
+    fn query_audit_visibility_indexes_and_refusals() {
+        let mut t = MemTxn::default();
+        let (a, b) = (normal(1), normal(2));
+        append(
+            &mut t,
+            1,
+            vec![
+                sync_record(1, 10_000, &Caller::admin(), "QueryZone", true),
+                sync_record(2, 20_000, &a, "QueryZone", false),
+                sync_record(3, 30_000, &a, "LogOut", true),
+                sync_record(4, 40_000, &b, "QueryZone", true),
+            ],
+        )
+        .unwrap();
+        let all = run(
+            &t,
+            r#"{"conditions":[],"replyWithCount":true}"#,
+            &Caller::admin(),
+        )
+        .unwrap();
+        assert_eq!(all["total"], 4);
+        // Natural order is creation order.
+        let uuids: Vec<_> = all["inventories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["uuid"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(uuids, vec![uuid(1), uuid(2), uuid(3), uuid(4)]);
+        let mine = run(&t, r#"{"conditions":[],"replyWithCount":true}"#, &a).unwrap();
+        assert_eq!(mine["total"], 2);
+        let q = r#"{"conditions":[{"name":"apiName","op":"=","value":"queryzone"}],"replyWithCount":true,"sortBy":"createDate","sortDirection":"desc"}"#;
+        let m = run(&t, q, &Caller::admin()).unwrap();
+        assert_eq!(m["total"], 3);
+        assert_eq!(m["inventories"][0]["uuid"], uuid(4));
+        let m = run(&t, q, &a).unwrap();
+        assert_eq!(m["total"], 1);
+        let inv = &m["inventories"][0];
+        assert_eq!(
+            (
+                inv["success"].clone(),
+                inv["errorCode"].clone(),
+                inv["state"].clone()
+            ),
+            (json!(false), json!("SYS.1007"), json!("Done"))
+        );
+        let m = run(
+            &t,
+            r#"{"conditions":[{"name":"success","op":"=","value":"false"}],"count":true}"#,
+            &Caller::admin(),
+        )
+        .unwrap();
+        assert_eq!(m["total"], 1);
+        // Refusals: an unknown field, and the catalogue's mandatory `conditions`.
+        let e = run(
+            &t,
+            r#"{"conditions":[{"name":"password","op":"=","value":"x"}]}"#,
+            &Caller::admin(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "SYS.1007");
+        let e = plan_query("{}").unwrap_err();
+        assert_eq!(e.code.as_str(), "SYS.1007");
+    }
+
+    #[test]
+    fn retention_expires_oldest_first_in_bounded_batches() {
+        let mut t = MemTxn::default();
+        let day = 86_400_000;
+        let records = (0..10)
+            .map(|i| sync_record(i, (i as u64 + 1) * day, &Caller::admin(), "QueryZone", true))
+            .collect();
+        append(&mut t, 1, records).unwrap();
+        // At day 35, records created up to day 5 are past the 30-day default.
+        let mut at = ctx(2);
+        at.proposed_at_ms = 35 * day;
+        let expire = |t: &mut MemTxn, limit| {
+            apply(t, &at, &Caller::admin(), AuditOp::Expire { limit }).unwrap()
+        };
+        assert_eq!(expire(&mut t, 3), AuditResult::Expired(3));
+        assert_eq!(expire(&mut t, 3), AuditResult::Expired(2));
+        assert_eq!(expire(&mut t, 3), AuditResult::Expired(0));
+        assert!(get(&t, &uuid(4)).unwrap().is_none());
+        assert!(get(&t, &uuid(5)).unwrap().is_some());
+        // Index entries went with the records.
+        assert_eq!(t.tables[INDEX_TABLE].len(), 5 * 3);
+        let m = run(&t, r#"{"conditions":[],"count":true}"#, &Caller::admin()).unwrap();
+        assert_eq!(m["total"], 5);
+    }
+}

@@ -1,0 +1,56 @@
+//! DELIBERATE BUGS for the chaos checkers' self-tests (`chaos-tests/tests/seeded_bugs.rs`).
+//! Compiled only with the `seeded-bugs` feature, which refuses release builds; the binary is
+//! `zsnode-seeded`, never `zsnode`. `ZSNODE_SEEDED_BUG` picks the bug at start:
+//! - `stale-read`: linearizable reads skip the read-index barrier and serve local state;
+//! - `drop-acked-write`: a fraction (`ZSNODE_SEEDED_BUG_RATE`, default 0.2) of mutating API
+//!   calls is answered as successful without its command ever being proposed.
+
+use std::sync::OnceLock;
+
+/// The selectable bugs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// Serve local state as if linearizable.
+    StaleRead,
+    /// Acknowledge some writes without committing them.
+    DropAckedWrite,
+}
+
+/// Environment variable selecting the bug.
+pub const BUG_ENV: &str = "ZSNODE_SEEDED_BUG";
+/// Environment variable with the fraction of dropped writes (`drop-acked-write`).
+pub const RATE_ENV: &str = "ZSNODE_SEEDED_BUG_RATE";
+
+fn config() -> &'static (Option<Bug>, f64) {
+    static CONFIG: OnceLock<(Option<Bug>, f64)> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let bug = match std::env::var(BUG_ENV).as_deref() {
+            Ok("stale-read") => Some(Bug::StaleRead),
+            Ok("drop-acked-write") => Some(Bug::DropAckedWrite),
+            Ok("") | Err(_) => None,
+            Ok(other) => {
+                tracing::error!(value = other, "unknown {BUG_ENV}; no bug seeded");
+                None
+            }
+        };
+        let rate = std::env::var(RATE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.2);
+        if let Some(b) = bug {
+            tracing::warn!(bug = ?b, rate, "SEEDED BUG ACTIVE: this node is deliberately incorrect");
+        }
+        (bug, rate)
+    })
+}
+
+/// Is `stale-read` selected?
+pub fn stale_read() -> bool {
+    config().0 == Some(Bug::StaleRead)
+}
+
+/// Should this mutating call be acknowledged without being committed?
+pub fn drop_write() -> bool {
+    let (bug, rate) = *config();
+    bug == Some(Bug::DropAckedWrite) && rand::random::<f64>() < rate
+}
