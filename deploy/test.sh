@@ -18,10 +18,14 @@ cargo build -p node --features seeded-bugs --bin zsnode-seeded
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+reports="${CARGO_TARGET_DIR:-target}/chaos-reports"
+rm -f "$reports/summary.txt"
 set +e
 cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# The reliability runs' figures (their test output is captured): one line per run and a total.
+if [ -f "$reports/summary.txt" ]; then cat "$reports/summary.txt"; fi
 # One closing line for the whole run (cargo prints one per test binary, the last being doc tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

@@ -673,12 +673,11 @@ mod tests {
     use crate::calls::Plan;
     use crate::calls::Stamp;
     use crate::cluster::tests::normal;
-    use crate::testing::ctx;
     use crate::testing::MemTxn;
     use crate::wire::envelope::decode_request;
 
-    /// Calls through `calls::plan` → `apply` → `reply_fields`, as the node runs them (the probe
-    /// itself is the node's; here every probe "succeeds").
+    /// Calls through the node's path (`call_matrix::send`); the probe itself is the node's, so
+    /// here every probe "succeeds".
     struct Wire {
         t: MemTxn,
         n: u32,
@@ -699,35 +698,8 @@ mod tests {
             body: Value,
         ) -> Result<Map<String, Value>, Refusal> {
             self.n += 1;
-            let spec = crate::catalogue::catalogue().by_name(name).expect(name);
-            let raw = json!({ spec.class.clone(): body }).to_string();
-            let req = decode_request(raw.as_bytes()).expect("request decodes");
-            let stamp = Stamp {
-                now_ms: 1_000 * u64::from(self.n),
-                new_uuid: format!("{:032x}", 0x4000 + self.n),
-                salt: [0; 16],
-            };
-            let command = match calls::plan(&req, caller, &stamp)? {
-                Plan::Propose { command, .. } => {
-                    assert!(!PROBED_CALLS.contains(&name), "{name} must be probed");
-                    command
-                }
-                Plan::ProbeHostThenPropose { command, .. } => {
-                    assert!(PROBED_CALLS.contains(&name), "{name} is not probed");
-                    command
-                }
-                Plan::Query { target, query, .. } => {
-                    return calls::run_query(&self.t, target, &query, caller)
-                        .map_err(|e| calls::refusal_of(&e))
-                }
-                other => panic!("unexpected plan {other:?}"),
-            };
-            let before = self.t.tables.clone();
-            let resp = crate::apply(&mut self.t, &ctx(u64::from(self.n)), *command).unwrap();
-            if !resp.keeps_writes() {
-                self.t.tables = before;
-            }
-            calls::reply_fields(&resp)
+            let who = crate::call_matrix::Who::As(caller.clone());
+            crate::call_matrix::send(&mut self.t, self.n, &who, name, body)
         }
 
         fn ok(&mut self, name: &str, body: Value) -> Map<String, Value> {

@@ -57,6 +57,28 @@ impl RunOutcome {
     }
 }
 
+/// Print a summary line and append it to `<target>/chaos-reports/summary.txt`, so a run whose
+/// test output is captured (`cargo test` without `--nocapture`, as in `.ci/run`) still shows
+/// its figures (`deploy/test.sh` prints the file at the end).
+fn report(line: String) {
+    println!("{line}");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("chaos-reports");
+    let appended = std::fs::create_dir_all(&dir).and_then(|_| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("summary.txt"))?;
+        writeln!(f, "{line}")
+    });
+    if let Err(e) = appended {
+        eprintln!("reliability: cannot append to {}: {e}", dir.display());
+    }
+}
+
 fn failure_root() -> PathBuf {
     if let Some(d) = std::env::var_os("CHAOS_FAILURE_DIR") {
         return PathBuf::from(d);
@@ -248,13 +270,13 @@ fn reliability_under_faults() {
             .as_ref()
             .map(|r| (r.ops, r.violations, r.lost, r.duplicates))
             .unwrap_or_default();
-        println!(
+        report(format!(
             "reliability run={run} topology={topo} seed={seed} faults={} ops={rops} violations={rv} lost={rl} duplicates={rd} fault_kinds={} secs={:.0} result={}",
             o.tally.total(),
             o.tally.kinds(),
             o.secs,
             if o.failed() { "FAIL" } else { "ok" }
-        );
+        ));
         total.add(&o.tally);
         ops += rops;
         violations += rv;
@@ -275,14 +297,14 @@ fn reliability_under_faults() {
             ));
         }
     }
-    println!(
+    report(format!(
         "reliability total runs={runs} faults={} ops={ops} violations={violations} lost={lost} duplicates={duplicates} by_kind={} topology={topo} unexpected_exits={} disk_full_restarts={} secs={:.0}",
         total.total(),
         total.kinds(),
         total.unexpected_exits,
         total.disk_full_restarts,
         t0.elapsed().as_secs_f64()
-    );
+    ));
     assert!(
         failed.is_empty(),
         "{} failing run(s); histories and logs saved:\n{}",

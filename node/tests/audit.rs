@@ -2,144 +2,16 @@
 //! unknown-session refusal, a validation refusal, an unknown call, async jobs, one carrying a
 //! password) are found through `QueryAudit` on node 2, with their results and no secret.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::Child;
-use std::process::Command;
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 use std::time::Instant;
 
+use common::login;
+use common::spawn;
+use common::Rest;
 use serde_json::json;
 use serde_json::Value;
-
-/// One `zsnode` child process, killed when dropped.
-struct Proc {
-    id: u64,
-    raft: String,
-    http: String,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start node `id`; retried on fresh ports if the process exits during start-up.
-fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
-    let log_path = dir.join(format!("node{id}.log"));
-    for _attempt in 0..5 {
-        let raft = format!("127.0.0.1:{}", free_port());
-        let http = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
-            .args(["--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(dir.join(format!("n{id}")))
-            .args(["--raft-addr", &raft, "--http-addr", &http])
-            .args(["--request-timeout-ms", "15000"])
-            .args(extra)
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut p = Proc {
-            id,
-            raft,
-            http,
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if text.contains("zsnode started") {
-                return p;
-            }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                eprintln!("node {id} exited ({status}) during start-up, retrying:\n{text}");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!(
-        "node {id} did not start:\n{}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    );
-}
-
-/// A REST v1 client of one node with a session.
-struct Rest {
-    c: reqwest::Client,
-    base: String,
-    session: String,
-}
-
-impl Rest {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .c
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", format!("OAuth {}", self.session));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let v = r.json().await.unwrap_or(Value::Null);
-        if status != 202 {
-            return (status, v);
-        }
-        // An accepted async call: poll its job until it finishes.
-        let location = v["location"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let r = self.c.get(&location).send().await.unwrap();
-            let status = r.status().as_u16();
-            if status != 202 {
-                return (status, r.json().await.unwrap_or(Value::Null));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("job {location} did not finish");
-    }
-}
-
-async fn login(c: &reqwest::Client, base: &str) -> String {
-    // The admin account is created by a leader duty shortly after the cluster forms.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let body = json!({"logInByAccount": {
-            "accountName": "admin",
-            "password": api::identity::DEFAULT_ADMIN_PASSWORD_SHA512,
-        }});
-        if let Ok(r) = c
-            .put(format!("{base}/accounts/login"))
-            .json(&body)
-            .send()
-            .await
-        {
-            let v: Value = r.json().await.unwrap_or(Value::Null);
-            if let Some(s) = v["inventory"]["uuid"].as_str() {
-                return s.to_string();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("admin login never succeeded");
-}
 
 /// Every audit record node 2 shows the admin.
 async fn audits(rest: &Rest) -> Vec<Value> {
@@ -153,8 +25,8 @@ async fn audits(rest: &Rest) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_one_node_are_audited_and_queryable_on_another() {
     let td = tempfile::tempdir().unwrap();
-    let n1 = spawn(td.path(), 1, &["--init"]);
-    let n2 = spawn(td.path(), 2, &[]);
+    let n1 = spawn(td.path(), 1, &["--init", "--request-timeout-ms", "15000"]);
+    let n2 = spawn(td.path(), 2, &["--request-timeout-ms", "15000"]);
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

@@ -1,80 +1,15 @@
 //! End-to-end tests: real `zsnode` processes on 127.0.0.1 driven over HTTP.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::Child;
+mod common;
+
 use std::process::Command;
-use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
+use common::spawn;
+use common::Proc;
 use serde_json::json;
 use serde_json::Value;
-
-/// One `zsnode` child process, killed when dropped.
-struct Proc {
-    id: u64,
-    raft: String,
-    http: String,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start node `id` and wait until it reports it started; retried on fresh ports when the
-/// process exits first (another process may grab a port between probing and binding).
-fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
-    let log_path = dir.join(format!("node{id}.log"));
-    for _attempt in 0..5 {
-        let raft = format!("127.0.0.1:{}", free_port());
-        let http = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
-            .args(["--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(dir.join(format!("n{id}")))
-            .args(["--raft-addr", &raft, "--http-addr", &http])
-            .args(extra)
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut p = Proc {
-            id,
-            raft,
-            http,
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if text.contains("zsnode started") {
-                return p;
-            }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                eprintln!("node {id} exited ({status}) during start-up, retrying:\n{text}");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    panic!("node {id} did not start:\n{text}");
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()

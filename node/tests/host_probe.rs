@@ -2,76 +2,18 @@
 //! proposed only after the node's `SshPortProbe` read an SSH identification from
 //! managementIp:sshPort. Fake hosts are tiny TCP listeners on 127.0.0.1.
 
-use std::net::TcpListener as StdListener;
-use std::path::Path;
-use std::process::Child;
-use std::process::Command;
-use std::process::Stdio;
-use std::time::Duration;
-use std::time::Instant;
+mod common;
 
+use std::time::Duration;
+
+use common::free_port;
+use common::login;
+use common::spawn;
+use common::Rest;
 use serde_json::json;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-
-/// The `zsnode` child process, killed when dropped.
-struct Proc {
-    http: String,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start a single-node cluster; retried on fresh ports if the process exits during start-up.
-fn spawn(dir: &Path) -> Proc {
-    let log_path = dir.join("node.log");
-    for _attempt in 0..5 {
-        let raft = format!("127.0.0.1:{}", free_port());
-        let http = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
-            .args(["--id", "1", "--init"])
-            .arg("--data-dir")
-            .arg(dir.join("n1"))
-            .args(["--raft-addr", &raft, "--http-addr", &http])
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut p = Proc { http, child };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if text.contains("zsnode started") {
-                return p;
-            }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                eprintln!("node exited ({status}) during start-up, retrying:\n{text}");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!(
-        "node did not start:\n{}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    );
-}
 
 /// A fake host: every connection gets `greeting`, then is closed.
 async fn fake_host(greeting: &'static [u8]) -> (u16, tokio::task::JoinHandle<()>) {
@@ -85,41 +27,7 @@ async fn fake_host(greeting: &'static [u8]) -> (u16, tokio::task::JoinHandle<()>
     (port, task)
 }
 
-struct Rest {
-    c: reqwest::Client,
-    base: String,
-    session: String,
-}
-
 impl Rest {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .c
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", format!("OAuth {}", self.session));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let v = r.json().await.unwrap_or(Value::Null);
-        if status != 202 {
-            return (status, v);
-        }
-        // An accepted async call: poll its job until it finishes.
-        let location = v["location"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let r = self.c.get(&location).send().await.unwrap();
-            let status = r.status().as_u16();
-            if status != 202 {
-                return (status, r.json().await.unwrap_or(Value::Null));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("job {location} did not finish");
-    }
-
     async fn create(&self, path: &str, params: Value) -> (u16, Value) {
         self.send(
             reqwest::Method::POST,
@@ -141,30 +49,6 @@ impl Rest {
     }
 }
 
-async fn login(c: &reqwest::Client, base: &str) -> String {
-    // The admin account is created by a leader duty shortly after the cluster forms.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let body = json!({"logInByAccount": {
-            "accountName": "admin",
-            "password": api::identity::DEFAULT_ADMIN_PASSWORD_SHA512,
-        }});
-        if let Ok(r) = c
-            .put(format!("{base}/accounts/login"))
-            .json(&body)
-            .send()
-            .await
-        {
-            let v: Value = r.json().await.unwrap_or(Value::Null);
-            if let Some(s) = v["inventory"]["uuid"].as_str() {
-                return s.to_string();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("admin login never succeeded");
-}
-
 fn add_params(cluster: &str, port: u16) -> Value {
     json!({"clusterUuid": cluster, "name": "kvm-1", "managementIp": "127.0.0.1",
            "sshPort": port, "username": "root", "password": "host-secret"})
@@ -181,7 +65,7 @@ fn refusal(status: u16, v: &Value, endpoint: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_are_added_only_when_their_ssh_port_answers() {
     let td = tempfile::tempdir().unwrap();
-    let node = spawn(td.path());
+    let node = spawn(td.path(), 1, &["--init"]);
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
