@@ -36,6 +36,7 @@ use crate::query::QueryOp;
 use crate::query::QueryOutput;
 use crate::validate;
 use crate::wire::date::java_date;
+use crate::wire::errors::Code;
 use crate::wire::errors::ErrorCode;
 use crate::ApiError;
 use crate::ApplyCtx;
@@ -56,6 +57,8 @@ pub const MAX_BATCH: usize = 1000;
 /// Longest stored request dump in bytes; the node truncates longer bodies (ZStack accepts 4 MiB
 /// requests, which would make the audit log the biggest table by far).
 pub const MAX_DUMP: usize = 16 * 1024;
+/// Longest identifier-like value kept from a request or reply (uuids, names, codes).
+pub const MAX_TEXT: usize = 255;
 /// Most records one [`AuditOp::Expire`] may delete (bounds one log entry).
 pub const MAX_EXPIRE_BATCH: u32 = 10_000;
 /// The inventory fields, in order (the query schema).
@@ -168,6 +171,49 @@ impl AuditRecord {
         })
     }
 
+    /// Set the outcome from a finished call's reply object (`{..., "success": bool,
+    /// "inventory"?: {...}, "error"?: {...}}`).
+    pub fn set_reply(&mut self, reply: &Value) {
+        if reply.get("success").and_then(Value::as_bool) == Some(true) {
+            self.success = Some(true);
+            self.note_inventory(reply.get("inventory"));
+            return;
+        }
+        let field = |k: &str| {
+            reply
+                .get("error")
+                .and_then(|e| e.get(k))
+                .and_then(Value::as_str)
+        };
+        self.success = Some(false);
+        self.error_code = Some(
+            field("code")
+                .map(|c| clip(c, MAX_TEXT))
+                .unwrap_or(Code::Internal.as_str())
+                .to_string(),
+        );
+        self.error_description = field("description").map(|d| clip(d, MAX_TEXT).to_string());
+        self.error_details = field("details").map(|d| clip(d, MAX_DUMP).to_string());
+    }
+
+    /// What a successful call's inventory tells: the resource it created or touched, or, for a
+    /// session call, who logged in (a session's own uuid is a credential, never recorded).
+    fn note_inventory(&mut self, inv: Option<&Value>) {
+        let field = |k: &str| {
+            inv.and_then(|i| i.get(k))
+                .and_then(Value::as_str)
+                .map(|v| clip(v, MAX_TEXT).to_string())
+        };
+        if is_session_call(&self.api_name) {
+            if self.account_uuid.is_none() {
+                self.account_uuid = field("accountUuid");
+                self.user_uuid = field("userUuid");
+            }
+        } else if self.resource_uuid.is_none() {
+            self.resource_uuid = field("uuid");
+        }
+    }
+
     /// Set the outcome from a failure's error code.
     pub fn set_error(&mut self, e: &ErrorCode) {
         self.success = Some(false);
@@ -202,6 +248,21 @@ pub enum AuditResult {
     Expired(u64),
 }
 
+/// Whether a call's requests or answers carry session uuids (logins, logout, session calls):
+/// their `uuid` is never recorded as the call's resource.
+pub fn is_session_call(api_name: &str) -> bool {
+    api_name.starts_with("LogIn") || api_name.contains("Session") || api_name == "LogOut"
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    let mut cut = s.len().min(max);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
 /// Whether a JSON field name holds a secret: passwords (`password`, `oldPassword`,
 /// `sshPassword`, ...), other secrets, and session uuids, which are bearer credentials.
 fn secret_field(name: &str) -> bool {
@@ -231,16 +292,12 @@ pub fn redact(v: &mut Value) {
 pub fn request_dump(body: &Map<String, Value>) -> String {
     let mut v = Value::Object(body.clone());
     redact(&mut v);
-    let mut s = v.to_string();
+    let s = v.to_string();
     if s.len() > MAX_DUMP {
-        let mut cut = MAX_DUMP;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("...(truncated)");
+        format!("{}...(truncated)", clip(&s, MAX_DUMP))
+    } else {
+        s
     }
-    s
 }
 
 fn corrupt(uuid: &str, e: impl std::fmt::Display) -> ApiError {
@@ -553,20 +610,7 @@ pub fn finish_job(
         accepted: false,
     };
     match crate::calls::reply_fields(resp) {
-        // A session inventory's uuid is a credential, never a resource to record.
-        Ok(fields)
-            if !matches!(
-                resp,
-                Response::Identity(crate::identity::IdentityResult::Session(_))
-            ) =>
-        {
-            r.resource_uuid = fields
-                .get("inventory")
-                .and_then(|i| i.get("uuid"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-        }
-        Ok(_) => {}
+        Ok(fields) => r.note_inventory(fields.get("inventory")),
         Err(refusal) => r.set_error(&refusal.to_error_code()),
     }
     upsert(txn, r)

@@ -342,41 +342,24 @@ impl Cluster {
             } else {
                 None
             };
-            if let Some(net) = &net {
+            let (http, raft_listen, raft_advertised, ns) = if let Some(net) = &net {
                 let ip = net.ip(id);
-                let http = SocketAddr::from((ip, 8080));
                 let raft = SocketAddr::from((ip, 7000));
-                let client = NodeClient::with_timeouts(
-                    &http.to_string(),
-                    Timeouts {
-                        connect: Duration::from_secs(1),
-                        request: opts.request_timeout,
-                    },
-                )?;
-                nodes.push(Node {
-                    id,
-                    http,
-                    raft_listen: raft,
-                    raft_advertised: raft,
-                    log: dir.path().join(format!("node{id}.log")),
-                    data_dir,
-                    ns: Some(net.ns(id).to_string()),
-                    clock_file,
-                    child: None,
-                    client,
-                });
-                continue;
-            }
-            let http = free_addr()?;
-            let raft_listen = free_addr()?;
-            let raft_advertised = if opts.proxies {
-                let p = Proxy::start(id, free_addr()?, raft_listen, links.clone())
-                    .context("start proxy")?;
-                let a = p.addr();
-                proxies.push(p);
-                a
+                let ns = Some(net.ns(id).to_string());
+                (SocketAddr::from((ip, 8080)), raft, raft, ns)
             } else {
-                raft_listen
+                let http = free_addr()?;
+                let raft_listen = free_addr()?;
+                let raft_advertised = if opts.proxies {
+                    let p = Proxy::start(id, free_addr()?, raft_listen, links.clone())
+                        .context("start proxy")?;
+                    let a = p.addr();
+                    proxies.push(p);
+                    a
+                } else {
+                    raft_listen
+                };
+                (http, raft_listen, raft_advertised, None)
             };
             let client = NodeClient::with_timeouts(
                 &http.to_string(),
@@ -392,7 +375,7 @@ impl Cluster {
                 raft_advertised,
                 log: dir.path().join(format!("node{id}.log")),
                 data_dir,
-                ns: None,
+                ns,
                 clock_file,
                 child: None,
                 client,

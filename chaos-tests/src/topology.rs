@@ -81,6 +81,11 @@ fn probe_netns() -> Result<()> {
 
 /// Run a command; an error carries its stderr.
 pub fn run(args: &[&str]) -> Result<()> {
+    output(args).map(|_| ())
+}
+
+/// Run a command and return its stdout; an error carries its stderr.
+fn output(args: &[&str]) -> Result<String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -90,21 +95,6 @@ pub fn run(args: &[&str]) -> Result<()> {
             "`{}` failed ({}): {}",
             args.join(" "),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn output(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("run {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -14,13 +14,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
+use api::audit::clip;
+use api::audit::is_session_call;
 use api::audit::AuditOp;
 use api::audit::AuditRecord;
 use api::audit::AuditState;
+use api::audit::MAX_TEXT;
 use api::identity;
 use api::job::ApiJob;
 use api::wire::envelope::ApiRequest;
-use api::wire::errors::Code;
 use api::Caller;
 use api::Command;
 use serde_json::Value;
@@ -41,8 +43,6 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 const ATTEMPTS: usize = 3;
 /// Bound on the final flush at shutdown.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
-/// Longest identifier-like value kept from a request (uuids, names, class names).
-const MAX_TEXT: usize = 255;
 
 /// The bounded buffer between API handlers and the flusher.
 pub struct AuditBuffer {
@@ -101,16 +101,9 @@ impl AuditBuffer {
     }
 }
 
-fn clip(s: &str, max: usize) -> String {
-    let mut cut = s.len().min(max);
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s[..cut].to_string()
-}
-
 fn text(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(|s| clip(s, MAX_TEXT))
+    v.and_then(Value::as_str)
+        .map(|s| clip(s, MAX_TEXT).to_string())
 }
 
 /// What is known about a call when it arrives; completed into a record when it ends.
@@ -127,23 +120,18 @@ pub struct CallAudit {
     login_name: Option<String>,
 }
 
-/// Whether a call's answers carry session uuids (never recorded as its resource).
-fn session_call(api_name: &str) -> bool {
-    api_name.starts_with("LogIn") || api_name.contains("Session") || api_name == "LogOut"
-}
-
 impl CallAudit {
     /// Start the audit of a decoded request.
     pub fn new(req: &ApiRequest, client_ip: Option<String>) -> Self {
-        let api_name = clip(req.short_name(), MAX_TEXT);
+        let api_name = clip(req.short_name(), MAX_TEXT).to_string();
         let target = text(req.body.get("uuid")).or_else(|| text(req.body.get("resourceUuid")));
         let login_name =
             text(req.body.get("userName")).or_else(|| text(req.body.get("accountName")));
         Self {
             started_ms: now_ms(),
             started: Instant::now(),
-            class: clip(&req.class, MAX_TEXT),
-            target: if session_call(&api_name) {
+            class: clip(&req.class, MAX_TEXT).to_string(),
+            target: if is_session_call(&api_name) {
                 None
             } else {
                 target
@@ -189,36 +177,11 @@ impl CallAudit {
     /// every sync call, and async calls refused before a job existed.
     pub fn done(self, node: &Node, who: Option<&Caller>, reply: &Value) {
         let elapsed = self.started.elapsed().as_millis() as u64;
-        let session = session_call(&self.api_name);
         let mut r = self.record(node, who);
         r.state = AuditState::Done;
         r.finish_date = Some(r.create_date.saturating_add(elapsed));
         r.duration = Some(elapsed);
-        if reply.get("success").and_then(Value::as_bool) == Some(true) {
-            r.success = Some(true);
-            let inv = reply.get("inventory");
-            if session {
-                // A login's session inventory names who logged in (its uuid is the credential).
-                if r.account_uuid.is_none() {
-                    r.account_uuid = text(inv.and_then(|i| i.get("accountUuid")));
-                    r.user_uuid = text(inv.and_then(|i| i.get("userUuid")));
-                }
-            } else if r.resource_uuid.is_none() {
-                r.resource_uuid = text(inv.and_then(|i| i.get("uuid")));
-            }
-        } else {
-            let e = reply.get("error");
-            r.success = Some(false);
-            r.error_code = Some(
-                text(e.and_then(|e| e.get("code")))
-                    .unwrap_or_else(|| Code::Internal.as_str().to_string()),
-            );
-            r.error_description = text(e.and_then(|e| e.get("description")));
-            r.error_details = e
-                .and_then(|e| e.get("details"))
-                .and_then(Value::as_str)
-                .map(|d| clip(d, api::audit::MAX_DUMP));
-        }
+        r.set_reply(reply);
         node.audit.push(r);
     }
 
