@@ -21,10 +21,11 @@ trap 'rm -f "$log"' EXIT
 reports="${CARGO_TARGET_DIR:-target}/chaos-reports"
 rm -f "$reports/summary.txt"
 set +e
-cargo test --workspace 2>&1 | tee "$log"
+# --no-fail-fast: one failing test binary must not hide the verdict of the others.
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# The reliability runs' figures (their test output is captured): one line per run and a total.
+# The chaos runs' figures (their test output is captured): one line per run and a total.
 if [ -f "$reports/summary.txt" ]; then cat "$reports/summary.txt"; fi
 # One closing line for the whole run (cargo prints one per test binary, the last being doc tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -10,6 +10,7 @@ pub mod linearizability;
 pub mod load;
 pub mod nemesis;
 pub mod proxy;
+pub mod reports;
 pub mod topology;
 pub mod workload;
 pub mod zstack_client;

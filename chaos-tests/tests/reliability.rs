@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chaos_tests::checkers::{check, CheckReport};
-use chaos_tests::cluster::{workspace_root, Cluster, ClusterOpts};
+use chaos_tests::cluster::{Cluster, ClusterOpts};
 use chaos_tests::long_mode;
 use chaos_tests::nemesis::{
     available_families, covering_seed, schedule, Fault, Nemesis, Tally, FAMILIES,
 };
+use chaos_tests::reports::{failure_root, summary};
 use chaos_tests::topology::{self, Topology};
 use chaos_tests::workload::{History, Workload, WorkloadOpts};
 
@@ -55,38 +56,6 @@ impl RunOutcome {
                 .as_ref()
                 .is_none_or(|r| r.violations > 0 || r.lost > 0 || r.duplicates > 0)
     }
-}
-
-/// Print a summary line and append it to `<target>/chaos-reports/summary.txt`, so a run whose
-/// test output is captured (`cargo test` without `--nocapture`, as in `.ci/run`) still shows
-/// its figures (`deploy/test.sh` prints the file at the end).
-fn report(line: String) {
-    println!("{line}");
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join("chaos-reports");
-    let appended = std::fs::create_dir_all(&dir).and_then(|_| {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("summary.txt"))?;
-        writeln!(f, "{line}")
-    });
-    if let Err(e) = appended {
-        eprintln!("reliability: cannot append to {}: {e}", dir.display());
-    }
-}
-
-fn failure_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("CHAOS_FAILURE_DIR") {
-        return PathBuf::from(d);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join("chaos-failures")
 }
 
 /// Save what is needed to replay and diagnose a failing run.
@@ -270,7 +239,7 @@ fn reliability_under_faults() {
             .as_ref()
             .map(|r| (r.ops, r.violations, r.lost, r.duplicates))
             .unwrap_or_default();
-        report(format!(
+        summary(&format!(
             "reliability run={run} topology={topo} seed={seed} faults={} ops={rops} violations={rv} lost={rl} duplicates={rd} fault_kinds={} secs={:.0} result={}",
             o.tally.total(),
             o.tally.kinds(),
@@ -297,7 +266,7 @@ fn reliability_under_faults() {
             ));
         }
     }
-    report(format!(
+    summary(&format!(
         "reliability total runs={runs} faults={} ops={ops} violations={violations} lost={lost} duplicates={duplicates} by_kind={} topology={topo} unexpected_exits={} disk_full_restarts={} secs={:.0}",
         total.total(),
         total.kinds(),
