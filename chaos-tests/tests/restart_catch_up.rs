@@ -75,9 +75,12 @@ fn restarted_node_catches_up_through_snapshot_after_log_purge() {
             .wait_converged(Duration::from_secs(60))
             .expect("converged");
         let vst = c.client(victim).status().expect("victim status");
-        assert_eq!(
-            vst.applied_index, applied,
-            "victim did not reach the cluster's applied index"
+        // `>=`: leader duties (registry heartbeats, sweepers) keep committing entries, so the
+        // cluster may have moved on between the convergence check and this read.
+        assert!(
+            vst.applied_index >= applied,
+            "victim applied {} < the cluster's converged index {applied}",
+            vst.applied_index
         );
         assert!(
             count(&c, victim, "received snapshot") > snaps_before,
