@@ -28,6 +28,7 @@ use crate::linearizability::check as check_linearizable;
 use crate::linearizability::tighten_unique_writes;
 use crate::linearizability::Model;
 use crate::linearizability::Operation;
+use crate::linearizability::Register;
 use crate::linearizability::RegisterInput;
 use crate::linearizability::RegisterOutput;
 use crate::linearizability::Verdict;
@@ -182,15 +183,18 @@ impl Model for Window {
         input: &RegisterInput,
         out: Option<&RegisterOutput>,
     ) -> Option<Self::State> {
-        match (input, out) {
-            (RegisterInput::Put(v), None | Some(RegisterOutput::Ok)) => Some(Some(Some(v.clone()))),
-            (RegisterInput::Delete, None | Some(RegisterOutput::Ok)) => Some(Some(None)),
-            (RegisterInput::Get, None) => Some(s.clone()),
-            (RegisterInput::Get, Some(RegisterOutput::Value(v))) => match s {
-                Some(cur) => (cur == v).then(|| s.clone()),
-                None => self.initial.contains(v).then(|| Some(v.clone())),
-            },
-            _ => None,
+        match (s, input, out) {
+            // Known value: exactly a register.
+            (Some(cur), _, _) => Register.step(cur, input, out).map(Some),
+            // Unknown yet: the first read that answers pins it to one of `initial`.
+            (None, RegisterInput::Get, Some(RegisterOutput::Value(v))) => {
+                self.initial.contains(v).then(|| Some(v.clone()))
+            }
+            (None, RegisterInput::Get, None) => Some(None),
+            // The workload never swaps; a swap's outcome would depend on the unknown value.
+            (None, RegisterInput::Cas { .. }, _) => None,
+            // Writes do not depend on the value they replace.
+            (None, _, _) => Register.step(&None, input, out).map(Some),
         }
     }
 }
@@ -282,7 +286,7 @@ fn linearizable_key(key: &str, ops: &[Op], initial: Option<String>) -> Result<bo
     // Unanswered writes nobody saw are dropped and the others bounded by their first reader
     // (verdict-preserving, see `tighten_unique_writes`): besides keeping the search small,
     // a bounded write lets the history be cut into windows after it.
-    let (tight, _) = tighten_unique_writes(ops, &before);
+    let tight = tighten_unique_writes(ops, &before);
     let ops = &tight[..];
     let mut decided = true;
     for w in windows(ops, WINDOW_OPS) {

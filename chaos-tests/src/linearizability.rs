@@ -287,72 +287,57 @@ pub type RegisterOp = Operation<RegisterInput, RegisterOutput>;
 /// For an unanswered `Put(v)` whose value no other operation writes and that is not one of
 /// `initial` (so every read of `v` can only have read this write):
 ///
-/// - if no read saw `v`, the write is dropped: a write no one
-///   observed can be linearized last (its return is unbounded), so keeping it never rescues a
-///   history, and any linearization that includes it stays valid without it (only writes follow
-///   it before the next observation);
+/// - if no read saw `v`, the write is dropped: a write no one observed can be linearized last
+///   (its return is unbounded), so keeping it never rescues a history, and any linearization
+///   that includes it stays valid without it (only writes follow it before the next
+///   observation);
 /// - otherwise its return is bounded by the earliest return of a read that saw `v`: the write
 ///   must take effect before that read does, which is no later than the read's return.
 ///
 /// Histories with compare-and-swap are returned as they are (a failed swap observes a value
-/// without returning it). Returns the kept operations and, for each, its index in `ops`.
+/// without returning it).
 pub fn tighten_unique_writes(
     ops: &[RegisterOp],
     initial: &HashSet<Option<String>>,
-) -> (Vec<RegisterOp>, Vec<usize>) {
+) -> Vec<RegisterOp> {
     use std::collections::HashMap;
-    // A failed compare-and-swap observes a value without returning it; leave such histories be.
     if ops
         .iter()
         .any(|o| matches!(o.input, RegisterInput::Cas { .. }))
     {
-        return (ops.to_vec(), (0..ops.len()).collect());
+        return ops.to_vec();
     }
     let mut writers: HashMap<&str, usize> = HashMap::new();
     let mut first_seen: HashMap<&str, u64> = HashMap::new();
     for op in ops {
-        match (&op.input, &op.output) {
-            (RegisterInput::Put(v), _) => *writers.entry(v).or_default() += 1,
-            (RegisterInput::Get, Some(RegisterOutput::Value(Some(v)))) => {
-                // A read without a return time observes nothing we can bound by.
-                if let Some(ret) = op.ret {
-                    let t = first_seen.entry(v).or_insert(ret);
-                    *t = (*t).min(ret);
-                }
+        match (&op.input, &op.output, op.ret) {
+            (RegisterInput::Put(v), _, _) => *writers.entry(v).or_default() += 1,
+            (RegisterInput::Get, Some(RegisterOutput::Value(Some(v))), Some(ret)) => {
+                let t = first_seen.entry(v).or_insert(ret);
+                *t = (*t).min(ret);
             }
             _ => {}
         }
     }
     let mut kept = Vec::with_capacity(ops.len());
-    let mut index = Vec::with_capacity(ops.len());
-    for (i, op) in ops.iter().enumerate() {
-        let unique_unanswered = match (&op.input, op.ret) {
-            (RegisterInput::Put(v), None) => {
-                writers.get(v.as_str()) == Some(&1) && !initial.contains(&Some(v.clone()))
+    for op in ops {
+        match (&op.input, op.ret) {
+            (RegisterInput::Put(v), None)
+                if writers.get(v.as_str()) == Some(&1) && !initial.contains(&Some(v.clone())) =>
+            {
+                // Not seen: dropped. Seen: bounded. A read that returned before the write was
+                // even invoked is a violation the search must still find, so the call stays
+                // first (the read then cannot see `v`).
+                if let Some(&seen) = first_seen.get(v.as_str()) {
+                    let mut op = op.clone();
+                    op.ret = Some(seen.max(op.call));
+                    kept.push(op);
+                }
             }
-            _ => false,
-        };
-        if !unique_unanswered {
-            kept.push(op.clone());
-            index.push(i);
-            continue;
-        }
-        let RegisterInput::Put(v) = &op.input else {
-            unreachable!("matched above")
-        };
-        match first_seen.get(v.as_str()) {
-            None => {}
-            Some(&seen) => {
-                let mut op = op.clone();
-                // A read that returned before the write was even invoked is a violation the
-                // search must still find: keep the call first, the read then cannot see `v`.
-                op.ret = Some(seen.max(op.call));
-                kept.push(op);
-                index.push(i);
-            }
+            _ => kept.push(op.clone()),
         }
     }
-    (kept, index)
+    kept
 }
 
 #[cfg(test)]
@@ -590,9 +575,8 @@ mod tests {
         let ops = simulated_history(60, 20..40);
         let unanswered_count = ops.iter().filter(|o| o.ret.is_none()).count();
         assert!(unanswered_count >= 10, "{unanswered_count}");
-        let (tight, index) = tighten_unique_writes(&ops, &none_initial());
+        let tight = tighten_unique_writes(&ops, &none_initial());
         assert_eq!(tight.len(), ops.len() - unanswered_count);
-        assert!(index.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(check(&Register, &tight, 200_000), Verdict::Linearizable);
         // A stale read after everything returned: it sees the first acknowledged write.
         let mut bad = ops.clone();
@@ -610,7 +594,7 @@ mod tests {
             Verdict::Unknown,
             "the raw search should give up here (else this test proves nothing)"
         );
-        let (tight, _) = tighten_unique_writes(&bad, &none_initial());
+        let tight = tighten_unique_writes(&bad, &none_initial());
         assert!(matches!(
             check(&Register, &tight, 200_000),
             Verdict::NotLinearizable { .. }
@@ -625,8 +609,8 @@ mod tests {
             get(3, 5, 6, Some("b")),
             get(3, 7, 8, Some("b")),
         ];
-        let (tight, index) = tighten_unique_writes(&ops, &none_initial());
-        assert_eq!(index, vec![0, 1, 2, 3]);
+        let tight = tighten_unique_writes(&ops, &none_initial());
+        assert_eq!(tight.len(), 4);
         assert_eq!(tight[1].ret, Some(6));
         assert!(lin(&tight));
         // Seen before it was invoked: still a violation after tightening.
@@ -635,18 +619,16 @@ mod tests {
             get(3, 2, 3, Some("b")),
             unanswered(2, 5, "b"),
         ];
-        let (tight, _) = tighten_unique_writes(&early, &none_initial());
+        let tight = tighten_unique_writes(&early, &none_initial());
         assert_eq!(tight[2].ret, Some(5));
         assert!(!lin(&early));
         assert!(!lin(&tight));
         // A value also written by someone else, or one the register may start with, is left be.
         let dup = vec![unanswered(1, 0, "a"), put(2, 1, 2, "a")];
-        assert_eq!(tighten_unique_writes(&dup, &none_initial()).0.len(), 2);
+        assert_eq!(tighten_unique_writes(&dup, &none_initial()).len(), 2);
         let init = HashSet::from([Some("a".to_string())]);
         assert_eq!(
-            tighten_unique_writes(&[unanswered(1, 0, "a")], &init)
-                .0
-                .len(),
+            tighten_unique_writes(&[unanswered(1, 0, "a")], &init).len(),
             1
         );
     }
@@ -701,7 +683,7 @@ mod tests {
                 clock[c as usize] = if kind == 1 { u64::MAX / 4 } else { ret };
             }
             let raw = verdict(&ops);
-            let (tight, _) = tighten_unique_writes(&ops, &none_initial());
+            let tight = tighten_unique_writes(&ops, &none_initial());
             proptest::prop_assert!(raw.is_some());
             proptest::prop_assert_eq!(raw, verdict(&tight), "history {:#?}\ntightened {:#?}", ops, tight);
         }

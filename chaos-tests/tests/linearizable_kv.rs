@@ -160,7 +160,7 @@ fn kv_registers_stay_linearizable_under_kill_and_partition() {
             // Writes refused at once by a dead node are unanswered yet never applied; without
             // tightening, dozens of them make the search try every subset (CI once ran out of
             // steps on 212 ops).
-            let (tight, _) = tighten_unique_writes(h, &HashSet::from([None]));
+            let tight = tighten_unique_writes(h, &HashSet::from([None]));
             let verdict = check(&Register, &tight, 20_000_000);
             if verdict == Verdict::Linearizable {
                 continue;

@@ -200,14 +200,7 @@ async fn calls_on_one_node_are_audited_and_queryable_on_another() {
     );
 
     // The metrics count what node 1 committed.
-    let text = c
-        .get(format!("http://{}/metrics", n1.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics(&c, &n1).await;
     let committed = text
         .lines()
         .find_map(|l| l.strip_prefix("zstack_audit_records_total "))

@@ -152,14 +152,7 @@ async fn three_nodes_forward_read_linearizably_and_survive_leader_loss() {
 
     // Every /metrics line parses with a real Prometheus text parser.
     for p in [&n1, &n2] {
-        let text = c
-            .get(format!("http://{}/metrics", p.http))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::metrics(&c, p).await;
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("metrics parse");
         let names: Vec<_> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();

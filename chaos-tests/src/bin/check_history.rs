@@ -33,8 +33,8 @@ fn main() -> anyhow::Result<ExitCode> {
         std::fs::read(&args.file).with_context(|| format!("read {}", args.file.display()))?;
     let ops: Vec<RegisterOp> = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a register history", args.file.display()))?;
-    let (searched, _) = if args.raw {
-        (ops.clone(), (0..ops.len()).collect())
+    let searched = if args.raw {
+        ops.clone()
     } else {
         tighten_unique_writes(&ops, &HashSet::from([None]))
     };

@@ -144,3 +144,14 @@ pub async fn login(c: &reqwest::Client, base: &str) -> String {
     }
     panic!("admin login never succeeded");
 }
+
+/// The Prometheus text a node serves at `/metrics`.
+pub async fn metrics(c: &reqwest::Client, p: &Proc) -> String {
+    c.get(format!("http://{}/metrics", p.http))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("/metrics body")
+}
