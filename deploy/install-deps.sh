@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # Build: bindgen needs clang/libclang; we link Debian's librocksdb (7.8) instead of compiling
-# the bundled C++ (seconds instead of ~20 minutes here); tonic needs protoc; libvirt for the agent.
-BUILD_PKGS=(clang libclang-dev librocksdb-dev protobuf-compiler libvirt-dev pkg-config)
+# the bundled C++ (seconds instead of ~20 minutes here); tonic needs protoc, etcd-client also the
+# well-known .proto files of libprotobuf-dev (not a recommends of protobuf-compiler); libvirt for the agent.
+BUILD_PKGS=(clang libclang-dev librocksdb-dev protobuf-compiler libprotobuf-dev libvirt-dev pkg-config)
 # Tests and benchmarks: etcd is the peer in the write benchmark; promtool checks /metrics.
 TEST_PKGS=(etcd-server etcd-client prometheus iproute2)
 
