@@ -182,7 +182,7 @@ impl CallAudit {
         r.finish_date = Some(r.create_date.saturating_add(elapsed));
         r.duration = Some(elapsed);
         r.set_reply(reply);
-        node.audit.push(r);
+        node.audit().push(r);
     }
 
     /// Record an async call accepted as `job`: `Processing` under the job's uuid, completed by
@@ -192,7 +192,7 @@ impl CallAudit {
         r.uuid = job.uuid.clone();
         r.job_uuid = Some(job.uuid.clone());
         r.create_date = job.create_date;
-        node.audit.push(r);
+        node.audit().push(r);
     }
 }
 
@@ -227,7 +227,7 @@ async fn flush(node: &Node, records: Vec<AuditRecord>) {
                 break;
             }
             Ok(_) => {
-                node.audit.records.fetch_add(n, Relaxed);
+                node.audit().records.fetch_add(n, Relaxed);
                 return;
             }
             Err(e) => {
@@ -235,7 +235,7 @@ async fn flush(node: &Node, records: Vec<AuditRecord>) {
             }
         }
     }
-    node.audit
+    node.audit()
         .drop_records(n, "audit batch could not be committed");
 }
 
@@ -243,7 +243,7 @@ async fn flush(node: &Node, records: Vec<AuditRecord>) {
 /// [`FLUSH_INTERVAL`] of the first) and propose them until `shutdown`, then flush what is left
 /// within a bound.
 pub async fn run_flusher(node: Arc<Node>, shutdown: CancellationToken) {
-    let rx = node.audit.rx.lock().ok().and_then(|mut g| g.take());
+    let rx = node.audit().rx.lock().ok().and_then(|mut g| g.take());
     let Some(mut rx) = rx else {
         tracing::error!("audit flusher started twice; records stay buffered");
         return;

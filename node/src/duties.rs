@@ -13,6 +13,7 @@ use ha::BoxFuture;
 use ha::DutyError;
 use ha::LeaderBarrier;
 use ha::Leadership;
+use proto::cluster::NodeStatus;
 use raft_store::openraft::async_runtime::WatchReceiver;
 use raft_store::openraft::ReadPolicy;
 use raft_store::openraft::ServerState;
@@ -23,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use crate::network::Rpc;
 use crate::node::now_ms;
 use crate::node::Node;
-use crate::wire::NodeStatus;
 
 /// Bound on the catch-up barrier of a new leader.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -111,7 +111,7 @@ impl RegistryBackend for NodeRegistry {
             let st = if member.id == node.id {
                 node.status()
             } else {
-                node.peers
+                node.peers()
                     .call::<(), NodeStatus>(
                         member.id,
                         &member.raft_addr,
@@ -145,7 +145,7 @@ impl RegistryBackend for NodeRegistry {
             let cmd = api::Command::ManagementNode(op);
             let proposal = Proposal::new(Some(node.new_request_id()), now_ms(), &cmd);
             let outcome = node
-                .propose_local(proposal, node.request_timeout)
+                .propose_local(proposal, node.request_timeout())
                 .await
                 .map_err(|e| DutyError(e.to_string()))?;
             let resp: api::Response = outcome

@@ -20,11 +20,12 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
+use proto::cluster::v1 as pb;
+use proto::cluster::v1::cluster_server::Cluster;
+use proto::cluster::AdminRequest;
+use proto::cluster::PROTOCOL_VERSION;
+
 use crate::node::Node;
-use crate::wire::pb;
-use crate::wire::pb::cluster_server::Cluster;
-use crate::wire::AdminRequest;
-use crate::wire::PROTOCOL_VERSION;
 
 /// The `Cluster` service of one node.
 pub struct ClusterService {
@@ -164,14 +165,15 @@ impl Cluster for ClusterService {
     }
 
     async fn forward(&self, req: Request<pb::Envelope>) -> Result<Response<pb::Reply>, Status> {
-        let timeout = self.node.request_timeout;
+        let timeout = self.node.request_timeout();
         let proposal: Proposal = self.open(req)?;
         reply(&self.node.propose_local(proposal, timeout).await)
     }
 
     async fn read_index(&self, req: Request<pb::Envelope>) -> Result<Response<pb::Reply>, Status> {
+        let timeout = self.node.request_timeout();
         let () = self.open(req)?;
-        reply(&self.node.read_index_local(self.node.request_timeout).await)
+        reply(&self.node.read_index_local(timeout).await)
     }
 
     async fn status(&self, req: Request<pb::Envelope>) -> Result<Response<pb::Reply>, Status> {

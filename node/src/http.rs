@@ -1,7 +1,7 @@
 //! The HTTP API (axum): health, metrics, cluster administration and the key-value test API.
-//! JSON keys are snake_case; errors are `{"error":{"code","description","details"}}`.
+//! JSON keys are snake_case; errors are `{"error":{"code","description","details"},"served_by"}`.
+//! The bodies `zsctl` reads are declared once, in `proto::http`.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,19 +23,24 @@ use axum::routing::post;
 use axum::routing::put;
 use axum::Json;
 use axum::Router;
-use base64::Engine;
+use proto::cluster::AdminRequest;
+use proto::http::encode_value;
+use proto::http::AddMemberRequest;
+use proto::http::ApiErrorBody;
+use proto::http::Consistency;
+use proto::http::ErrorReply;
+use proto::http::ReadReply;
+use proto::http::TransferLeaderRequest;
+use proto::http::WriteReply;
+use proto::http::REQUEST_ID_HEADER;
 use raft_store::openraft::LogIdOptionExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::duties::read_management_nodes;
 use crate::error::NodeError;
-use crate::node::role_name;
 use crate::node::Node;
-use crate::wire::AdminRequest;
 
-/// Header carrying the client's idempotency key.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Longest accepted request id.
 const MAX_REQUEST_ID: usize = 200;
 
@@ -49,14 +54,14 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.error.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = json!({
-            "error": {
-                "code": self.error.code(),
-                "description": self.error.description(),
-                "details": self.error.details(),
+        let body = ErrorReply {
+            error: ApiErrorBody {
+                code: self.error.code().to_string(),
+                description: self.error.description().to_string(),
+                details: self.error.details().to_string(),
             },
-            "served_by": self.served_by,
-        });
+            served_by: self.served_by,
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -104,13 +109,13 @@ async fn count_requests(
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let resp = next.run(req).await;
-    node.metrics
+    node.metrics()
         .count_http(&route, &method, resp.status().as_u16());
     resp
 }
 
 async fn not_found(State(node): State<Arc<Node>>, req: Request) -> Response {
-    node.metrics
+    node.metrics()
         .count_http("unmatched", req.method().as_str(), 404);
     err(
         &node,
@@ -128,29 +133,13 @@ async fn live() -> Response {
 }
 
 async fn ready(State(node): State<Arc<Node>>) -> Response {
-    let m = node.raft_metrics();
-    let applied = m.last_applied.index().unwrap_or(0);
-    let (ready, reason) = match m.current_leader {
-        None => (false, "no leader known".to_string()),
-        Some(_) if applied < node.startup_commit => (
-            false,
-            format!(
-                "applied index {applied} is behind the commit index {} seen at start-up",
-                node.startup_commit
-            ),
-        ),
-        Some(l) => (true, format!("leader {l} known; applied index {applied}")),
-    };
-    let status = if ready {
+    let readiness = node.readiness();
+    let status = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({"ready": ready, "reason": reason, "node_id": node.id})),
-    )
-        .into_response()
+    (status, Json(readiness)).into_response()
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
@@ -165,62 +154,32 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn cluster_status(State(node): State<Arc<Node>>) -> Response {
-    let m = node.raft_metrics();
-    let last_log = m.last_log_index.unwrap_or(0);
-    let membership = m.membership_config.membership();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let members: Vec<_> = membership
-        .nodes()
-        .map(|(id, n)| {
-            // Only the leader knows how far each member got.
-            let matched = match &m.replication {
-                Some(r) if *id == node.id => Some(last_log),
-                Some(r) => r.get(id).map(|l| l.index().unwrap_or(0)),
-                None => None,
-            };
-            json!({
-                "id": id,
-                "raft_addr": n.raft_addr,
-                "api_addr": n.api_addr,
-                "voter": voters.contains(id),
-                "matched_index": matched,
-                "lag": matched.map(|x| last_log.saturating_sub(x)),
-            })
-        })
-        .collect();
-    Json(json!({
-        "node_id": node.id,
-        "cluster_id": node.cluster_id,
-        "role": role_name(m.state),
-        "term": m.current_term,
-        "leader_id": m.current_leader,
-        "last_log_index": last_log,
-        "commit_index": m.local_committed.index().unwrap_or(0),
-        "applied_index": m.last_applied.index().unwrap_or(0),
-        "members": members,
-        "served_by": node.id,
-    }))
-    .into_response()
+    Json(node.cluster_status()).into_response()
 }
 
 /// Query parameters of reads.
 #[derive(Debug, Deserialize)]
 pub struct ReadParams {
-    /// `linearizable` (default) or `stale`.
+    /// `linearizable` (default) or `stale` ([`Consistency`]).
     pub consistency: Option<String>,
 }
 
 /// Apply the requested consistency before a local read; returns the applied index.
 async fn read_barrier(node: &Node, params: &ReadParams) -> Result<u64, HttpError> {
-    match params.consistency.as_deref() {
-        None | Some("linearizable") => node.linearizable_barrier().await.map_err(|e| err(node, e)),
-        Some("stale") => Ok(node.applied_index()),
-        Some(other) => Err(err(
-            node,
-            NodeError::BadRequest(format!(
-                "consistency must be linearizable or stale, not {other:?}"
-            )),
-        )),
+    let consistency = match params.consistency.as_deref() {
+        None => Consistency::Linearizable,
+        Some(other) => Consistency::parse(other).ok_or_else(|| {
+            err(
+                node,
+                NodeError::BadRequest(format!(
+                    "consistency must be linearizable or stale, not {other:?}"
+                )),
+            )
+        })?,
+    };
+    match consistency {
+        Consistency::Linearizable => node.linearizable_barrier().await.map_err(|e| err(node, e)),
+        Consistency::Stale => Ok(node.applied_index()),
     }
 }
 
@@ -244,20 +203,6 @@ async fn init(State(node): State<Arc<Node>>) -> HttpResult {
     ))
 }
 
-/// Body of `POST /cluster/members`.
-#[derive(Debug, Deserialize)]
-struct AddMemberBody {
-    id: u64,
-    raft_addr: String,
-    api_addr: String,
-}
-
-/// Body of `POST /cluster/leader/transfer`.
-#[derive(Debug, Default, Deserialize)]
-struct TransferBody {
-    to: Option<u64>,
-}
-
 /// Name the node that answered this HTTP request and its applied index; the leader that
 /// executed a forwarded administration request stays visible as `executed_by`.
 fn stamp(node: &Node, mut v: serde_json::Value) -> Response {
@@ -277,7 +222,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(node: &Node, body: &Bytes) -> Resu
 }
 
 async fn add_member(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
-    let b: AddMemberBody = parse_json(&node, &body)?;
+    let b: AddMemberRequest = parse_json(&node, &body)?;
     let v = node
         .admin(AdminRequest::AddMember {
             id: b.id,
@@ -304,8 +249,8 @@ async fn remove_member(State(node): State<Arc<Node>>, Path(id): Path<String>) ->
 }
 
 async fn transfer_leader(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
-    let b: TransferBody = if body.iter().all(|c| c.is_ascii_whitespace()) {
-        TransferBody::default()
+    let b: TransferLeaderRequest = if body.iter().all(|c| c.is_ascii_whitespace()) {
+        TransferLeaderRequest::default()
     } else {
         parse_json(&node, &body)?
     };
@@ -380,13 +325,6 @@ fn request_id(node: &Node, headers: &HeaderMap) -> Result<Option<String>, HttpEr
     Ok(Some(format!("c-{s}")))
 }
 
-fn b64(v: &Option<Vec<u8>>) -> serde_json::Value {
-    match v {
-        Some(v) => json!(base64::engine::general_purpose::STANDARD.encode(v)),
-        None => serde_json::Value::Null,
-    }
-}
-
 async fn kv_write(node: &Node, headers: &HeaderMap, op: api::kv::KvOp) -> HttpResult {
     let rid = request_id(node, headers)?;
     let (outcome, response) = node
@@ -406,13 +344,13 @@ async fn kv_write(node: &Node, headers: &HeaderMap, op: api::kv::KvOp) -> HttpRe
     // No wait for the local state machine: a default (linearizable) read anywhere already sees
     // this write, and waiting on a follower would add up to a heartbeat to every write.
     let applied = node.applied_index();
-    Ok(Json(json!({
-        "index": outcome.index,
-        "duplicate": outcome.duplicate,
-        "previous": b64(&previous),
-        "served_by": node.id,
-        "applied_index": applied,
-    }))
+    Ok(Json(WriteReply {
+        index: outcome.index,
+        duplicate: outcome.duplicate,
+        previous: previous.as_deref().map(encode_value),
+        served_by: node.id,
+        applied_index: applied,
+    })
     .into_response())
 }
 
@@ -455,11 +393,11 @@ async fn kv_get(
         .sm
         .get(api::kv::TABLE, api::kv::storage_key(&key))
         .map_err(|e| err(&node, NodeError::Internal(e.to_string())))?;
-    Ok(Json(json!({
-        "key": key,
-        "value": b64(&value),
-        "served_by": node.id,
-        "applied_index": applied,
-    }))
+    Ok(Json(ReadReply {
+        key,
+        value: value.as_deref().map(encode_value),
+        served_by: node.id,
+        applied_index: applied,
+    })
     .into_response())
 }

@@ -20,7 +20,6 @@ pub mod node;
 pub mod seeded;
 pub mod state_view;
 pub mod timing;
-pub mod wire;
 pub mod zstack_api;
 
 #[cfg(all(feature = "seeded-bugs", not(debug_assertions)))]
@@ -31,6 +30,7 @@ compile_error!(
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::cluster::v1::cluster_server::ClusterServer;
 use raft_store::openraft;
 use raft_store::MemberNode;
 use tokio::task::JoinHandle;
@@ -124,22 +124,23 @@ pub async fn start_with_host_agent(
         raft_addr: config.advertise_raft_addr.clone(),
         api_addr: config.advertise_http_addr.clone(),
     };
-    let mut node = Node::new(
-        identity,
-        advertise,
-        raft,
-        sm,
-        log,
-        peers,
-        config.request_timeout,
-        timing,
+    let node = Arc::new(
+        Node::new(
+            identity,
+            advertise,
+            raft,
+            sm,
+            log,
+            peers,
+            config.request_timeout,
+            timing,
+        )
+        .with_host_agent(host_agent),
     );
-    node.host_agent = host_agent;
-    let node = Arc::new(node);
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
 
-    let svc = wire::pb::cluster_server::ClusterServer::new(grpc::ClusterService::new(node.clone()))
+    let svc = ClusterServer::new(grpc::ClusterService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let stop = shutdown.clone();
@@ -195,7 +196,7 @@ pub async fn start_with_host_agent(
     for duty in model_duties::duties(&node) {
         supervisor.register(duty);
     }
-    let _ = node.duties.set(supervisor.state());
+    node.set_duties(supervisor.state());
     let leadership = duties::leadership_watch(&node, shutdown.clone());
     let barrier = Arc::new(duties::RaftBarrier(node.clone()));
     tasks.push((
@@ -208,7 +209,7 @@ pub async fn start_with_host_agent(
         cluster_id = %node.cluster_id,
         raft_addr = %config.raft_addr,
         http_addr = %config.http_addr,
-        uuid = %node.identity.uuid,
+        uuid = %node.identity().uuid,
         "zsnode started"
     );
 

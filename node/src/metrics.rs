@@ -176,7 +176,7 @@ pub fn render(node: &Node) -> String {
             );
         }
     }
-    node.metrics.proposal_latency.render(
+    node.metrics().proposal_latency.render(
         &mut out,
         "zstack_proposal_latency_seconds",
         "Time from proposal to applied response on the leader.",
@@ -189,26 +189,26 @@ pub fn render(node: &Node) -> String {
     let _ = writeln!(
         out,
         "zstack_forwarded_requests_total {}",
-        node.metrics.forwarded.load(Relaxed)
+        node.metrics().forwarded.load(Relaxed)
     );
     counter(
         &mut out,
         "zstack_audit_records_total",
         "API audit records this node committed through Raft.",
-        node.audit.records.load(Relaxed),
+        node.audit().records.load(Relaxed),
     );
     counter(
         &mut out,
         "zstack_audit_dropped_total",
         "API audit records this node dropped (buffer full or batch not committed).",
-        node.audit.dropped.load(Relaxed),
+        node.audit().dropped.load(Relaxed),
     );
     let _ = writeln!(
         out,
         "# HELP zstack_http_requests_total HTTP requests by route, method and status."
     );
     let _ = writeln!(out, "# TYPE zstack_http_requests_total counter");
-    if let Ok(http) = node.metrics.http.lock() {
+    if let Ok(http) = node.metrics().http.lock() {
         for ((route, method, status), n) in http.iter() {
             let _ = writeln!(
                 out,
@@ -218,7 +218,7 @@ pub fn render(node: &Node) -> String {
             );
         }
     }
-    let fs = node.log.flush_stats();
+    let fs = node.log().flush_stats();
     let _ = writeln!(
         out,
         "# HELP zstack_wal_syncs_total WAL fsyncs performed by the log flusher."
@@ -241,7 +241,7 @@ pub fn render(node: &Node) -> String {
         "zstack_wal_sync_seconds_total {}",
         fs.sync_micros.load(Relaxed) as f64 / 1e6
     );
-    if let Some(d) = node.duties.get() {
+    if let Some(d) = node.duties() {
         let s = *d.borrow();
         gauge(
             &mut out,
@@ -254,13 +254,13 @@ pub fn render(node: &Node) -> String {
         &mut out,
         "zstack_raft_election_timeout_min_seconds",
         "Minimum election timeout chosen from measured fsync latency.",
-        node.timing.election_min.as_secs_f64(),
+        node.timing().election_min.as_secs_f64(),
     );
     gauge(
         &mut out,
         "zstack_raft_heartbeat_interval_seconds",
         "Heartbeat interval chosen from measured fsync latency.",
-        node.timing.heartbeat.as_secs_f64(),
+        node.timing().heartbeat.as_secs_f64(),
     );
     out
 }

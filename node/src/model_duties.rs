@@ -166,7 +166,7 @@ pub fn duties(node: &Arc<Node>) -> Vec<Arc<dyn Duty>> {
     vec![
         Arc::new(JobExecutor::new(
             NodeJobs(node.clone()),
-            node.job_wakeup.clone(),
+            node.job_wakeup().clone(),
             JOB_POLL,
         )),
         Arc::new(AdminBootstrap(node.clone())),

@@ -22,6 +22,9 @@ use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::RaftNetworkFactory;
+use proto::cluster::v1 as pb;
+use proto::cluster::v1::cluster_client::ClusterClient;
+use proto::cluster::PROTOCOL_VERSION;
 use raft_store::codec;
 use raft_store::openraft;
 use raft_store::MemberNode;
@@ -33,10 +36,6 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
-
-use crate::wire::pb;
-use crate::wire::pb::cluster_client::ClusterClient;
-use crate::wire::PROTOCOL_VERSION;
 
 /// Largest gRPC message accepted either way (append batches of large values, snapshot chunks).
 pub const MAX_MESSAGE: usize = 64 << 20;

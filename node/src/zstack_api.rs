@@ -287,7 +287,7 @@ async fn probe_host(
     let Some(endpoint) = target else {
         return Ok(());
     };
-    node.host_agent.probe(&endpoint).await.map_err(|e| {
+    node.host_agent().probe(&endpoint).await.map_err(|e| {
         tracing::info!(call = %call.name, host = %endpoint.management_ip, port = endpoint.ssh_port, error = %e, "host probe failed; call refused");
         api::host::unreachable_refusal(&call.name, &endpoint, &e.to_string())
     })
@@ -382,7 +382,7 @@ async fn submit(
     // The job uuid doubles as the Raft request id: a retried submit is applied once.
     match node.propose(&cmd, Some(format!("job/{job_uuid}"))).await {
         Ok((_, ApiResponse::Job(job::JobResult::Job(j)))) => {
-            node.job_wakeup.notify_waiters();
+            node.job_wakeup().notify_waiters();
             Outcome::Job(j)
         }
         Ok((_, ApiResponse::Refused(e))) => refused_early(call.kind, &calls::refusal_of(&e)),
@@ -513,7 +513,7 @@ async fn rest_call(
         Ok(t) => t,
         Err(e) => return (status(e.status), e.message).into_response(),
     };
-    let timeout_ms = node.request_timeout.as_millis() as u64;
+    let timeout_ms = node.request_timeout().as_millis() as u64;
     match execute(&node, &headers, spec, req, client_ip(connect)).await {
         Outcome::Done { reply, .. } => {
             let r = rest::reply(route, spec, &reply);

@@ -1,13 +1,16 @@
 //! Blocking HTTP client for one `zsnode` and for a list of them (try each until one answers).
 //!
-//! The wire types mirror the node's HTTP contract; every field a node might omit has a serde
-//! default so an older or newer node still decodes.
+//! The wire types are the node's own, from `proto::http` (re-exported here); every field a node
+//! might omit has a serde default so an older or newer node still decodes.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
+use proto::http::{AddMemberRequest, ErrorReply, TransferLeaderRequest, REQUEST_ID_HEADER};
+pub use proto::http::{
+    ApiErrorBody, ClusterStatus, Consistency, MemberInfo, ReadReply, Readiness, WriteReply,
+};
 use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong talking to a node.
@@ -78,186 +81,6 @@ impl OpsError {
         match self {
             OpsError::Api { status, .. } => Some(*status),
             _ => None,
-        }
-    }
-}
-
-/// The `{"error":{...}}` body of a failed request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiErrorBody {
-    /// ZStack error code, e.g. `SYS.1001`.
-    #[serde(default)]
-    pub code: String,
-    /// One-line description.
-    #[serde(default)]
-    pub description: String,
-    /// Details (may be empty).
-    #[serde(default)]
-    pub details: String,
-}
-
-impl ApiErrorBody {
-    /// `CODE: description (details)` with empty parts left out.
-    pub fn summary(&self) -> String {
-        let mut s = String::new();
-        if !self.code.is_empty() {
-            s.push_str(&self.code);
-            s.push_str(": ");
-        }
-        s.push_str(if self.description.is_empty() {
-            "(no description)"
-        } else {
-            &self.description
-        });
-        if !self.details.is_empty() {
-            s.push_str(" (");
-            s.push_str(&self.details);
-            s.push(')');
-        }
-        s
-    }
-}
-
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: ApiErrorBody,
-}
-
-/// One member as seen in `/cluster/status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberInfo {
-    /// Node id.
-    pub id: u64,
-    /// Advertised Raft address.
-    #[serde(default)]
-    pub raft_addr: String,
-    /// Advertised HTTP address (`host:port`).
-    #[serde(default)]
-    pub api_addr: String,
-    /// Voter (true) or learner.
-    #[serde(default)]
-    pub voter: bool,
-    /// Last log index the leader knows this member holds (leader's view only).
-    #[serde(default)]
-    pub matched_index: Option<u64>,
-    /// Entries behind the leader's last log index (leader's view only).
-    #[serde(default)]
-    pub lag: Option<u64>,
-}
-
-/// `GET /cluster/status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// The answering node's id.
-    pub node_id: u64,
-    /// Cluster id.
-    #[serde(default)]
-    pub cluster_id: String,
-    /// Leader, Follower, Candidate, Learner or Shutdown.
-    #[serde(default)]
-    pub role: String,
-    /// Current Raft term.
-    #[serde(default)]
-    pub term: u64,
-    /// Leader this node knows of.
-    #[serde(default)]
-    pub leader_id: Option<u64>,
-    /// Last log index.
-    #[serde(default)]
-    pub last_log_index: u64,
-    /// Commit index.
-    #[serde(default)]
-    pub commit_index: u64,
-    /// Applied index.
-    #[serde(default)]
-    pub applied_index: u64,
-    /// Members of the cluster.
-    #[serde(default)]
-    pub members: Vec<MemberInfo>,
-    /// The node that served the request.
-    #[serde(default)]
-    pub served_by: u64,
-}
-
-impl ClusterStatus {
-    /// The member record of `id`, if any.
-    pub fn member(&self, id: u64) -> Option<&MemberInfo> {
-        self.members.iter().find(|m| m.id == id)
-    }
-}
-
-/// `GET /health/ready`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Readiness {
-    /// Ready to serve.
-    pub ready: bool,
-    /// Why not (or "ok").
-    #[serde(default)]
-    pub reason: String,
-    /// The answering node.
-    #[serde(default)]
-    pub node_id: u64,
-}
-
-/// Reply to `PUT` / `DELETE /kv/{key}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteReply {
-    /// Raft log index of the write.
-    pub index: u64,
-    /// The request id had been applied before; this is the original result.
-    #[serde(default)]
-    pub duplicate: bool,
-    /// Previous value, base64.
-    #[serde(default)]
-    pub previous: Option<String>,
-    /// Node that served the request.
-    #[serde(default)]
-    pub served_by: u64,
-    /// Its applied index when answering.
-    #[serde(default)]
-    pub applied_index: u64,
-}
-
-/// Reply to `GET /kv/{key}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadReply {
-    /// The key.
-    #[serde(default)]
-    pub key: String,
-    /// Value, base64; null when absent.
-    #[serde(default)]
-    pub value: Option<String>,
-    /// Node that served the request.
-    #[serde(default)]
-    pub served_by: u64,
-    /// Its applied index when answering.
-    #[serde(default)]
-    pub applied_index: u64,
-}
-
-impl ReadReply {
-    /// The decoded value (None when absent or not valid base64).
-    pub fn value_bytes(&self) -> Option<Vec<u8>> {
-        self.value
-            .as_deref()
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-    }
-}
-
-/// Read consistency of `GET /kv/{key}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    /// Read index through the leader, then local read.
-    Linearizable,
-    /// Local state machine as it is.
-    Stale,
-}
-
-impl Consistency {
-    fn as_str(self) -> &'static str {
-        match self {
-            Consistency::Linearizable => "linearizable",
-            Consistency::Stale => "stale",
         }
     }
 }
@@ -383,8 +206,8 @@ impl NodeClient {
             return Ok(resp);
         }
         let text = resp.text().unwrap_or_default();
-        let error = match serde_json::from_str::<ErrorEnvelope>(&text) {
-            Ok(env) => env.error,
+        let error = match serde_json::from_str::<ErrorReply>(&text) {
+            Ok(reply) => reply.error,
             Err(_) => ApiErrorBody {
                 code: String::new(),
                 description: if text.trim().is_empty() {
@@ -432,11 +255,11 @@ impl NodeClient {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<&impl Serialize>,
     ) -> Result<T, OpsError> {
         let mut req = self.http.request(method.clone(), self.url(path));
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let resp = req.send().map_err(|e| self.transport(e))?;
         let what = format!("{method} {path}");
@@ -515,7 +338,7 @@ impl NodeClient {
 
     /// `POST /cluster/init`.
     pub fn init(&self) -> Result<serde_json::Value, OpsError> {
-        self.send_json(reqwest::Method::POST, "/cluster/init", None)
+        self.send_json(reqwest::Method::POST, "/cluster/init", None::<&()>)
     }
 
     /// `POST /cluster/members`: add as learner, catch up, promote to voter.
@@ -525,8 +348,12 @@ impl NodeClient {
         raft_addr: &str,
         api_addr: &str,
     ) -> Result<serde_json::Value, OpsError> {
-        let body = serde_json::json!({ "id": id, "raft_addr": raft_addr, "api_addr": api_addr });
-        self.send_json(reqwest::Method::POST, "/cluster/members", Some(body))
+        let body = AddMemberRequest {
+            id,
+            raft_addr: raft_addr.to_string(),
+            api_addr: api_addr.to_string(),
+        };
+        self.send_json(reqwest::Method::POST, "/cluster/members", Some(&body))
     }
 
     /// `DELETE /cluster/members/{id}`.
@@ -534,7 +361,7 @@ impl NodeClient {
         self.send_json(
             reqwest::Method::DELETE,
             &format!("/cluster/members/{id}"),
-            None,
+            None::<&()>,
         )
     }
 
@@ -543,7 +370,7 @@ impl NodeClient {
         self.send_json(
             reqwest::Method::POST,
             "/cluster/leader/transfer",
-            Some(serde_json::json!({ "to": to })),
+            Some(&TransferLeaderRequest { to: Some(to) }),
         )
     }
 
@@ -559,7 +386,7 @@ impl NodeClient {
             .put(self.url(&format!("/kv/{}", encode_key(key))))
             .body(value.to_vec());
         if let Some(id) = request_id {
-            req = req.header("X-Request-Id", id);
+            req = req.header(REQUEST_ID_HEADER, id);
         }
         let resp = req.send().map_err(|e| self.transport(e))?;
         self.json(&format!("PUT /kv/{key}"), resp)
@@ -571,7 +398,7 @@ impl NodeClient {
             .http
             .delete(self.url(&format!("/kv/{}", encode_key(key))));
         if let Some(id) = request_id {
-            req = req.header("X-Request-Id", id);
+            req = req.header(REQUEST_ID_HEADER, id);
         }
         let resp = req.send().map_err(|e| self.transport(e))?;
         self.json(&format!("DELETE /kv/{key}"), resp)

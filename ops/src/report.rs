@@ -1,8 +1,9 @@
 //! `zsctl status` / `member list`: gather every member's own view and render it.
 
+use proto::http::{ClusterStatus, Readiness};
 use serde::Serialize;
 
-use crate::client::{base_url, ClusterStatus, NodeClient, Nodes, OpsError, Timeouts};
+use crate::client::{base_url, NodeClient, Nodes, OpsError, Timeouts};
 use crate::table::{opt, Table};
 
 /// One row of `zsctl status`: a member as the cluster lists it plus what it says about itself.
@@ -148,7 +149,7 @@ pub fn gather(nodes: &Nodes, t: Timeouts) -> Result<ClusterReport, OpsError> {
 /// Assemble rows from a membership view and a per-member probe (split out for tests).
 pub fn build_report(
     view: &ClusterStatus,
-    mut probe: impl FnMut(&str) -> Result<(ClusterStatus, Option<crate::client::Readiness>), OpsError>,
+    mut probe: impl FnMut(&str) -> Result<(ClusterStatus, Option<Readiness>), OpsError>,
 ) -> ClusterReport {
     let mut members = view.members.clone();
     members.sort_by_key(|m| m.id);
@@ -247,7 +248,7 @@ pub fn pick_transfer_target(st: &ClusterStatus) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{MemberInfo, Readiness};
+    use proto::http::MemberInfo;
 
     fn member(id: u64, lag: Option<u64>) -> MemberInfo {
         MemberInfo {

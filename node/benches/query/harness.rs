@@ -430,7 +430,7 @@ async fn cluster(cfg: &Config, lines: &mut Lines) {
         .pool_max_idle_per_host(64)
         .build()
         .expect("client");
-    let a1 = n1.node.advertise.api_addr.clone();
+    let a1 = n1.node.advertise().api_addr.clone();
     until("node 1 ready", || async {
         http.get(format!("http://{a1}/health/ready"))
             .send()
@@ -441,8 +441,8 @@ async fn cluster(cfg: &Config, lines: &mut Lines) {
     let mut nodes = vec![n1];
     for id in [2, 3] {
         let n = start_node(dir.path(), id).await;
-        let body = json!({"id": id, "raft_addr": n.node.advertise.raft_addr,
-                          "api_addr": n.node.advertise.api_addr});
+        let body = json!({"id": id, "raft_addr": n.node.advertise().raft_addr,
+                          "api_addr": n.node.advertise().api_addr});
         let r = http
             .post(format!("http://{a1}/cluster/members"))
             .json(&body)
@@ -464,7 +464,7 @@ async fn cluster(cfg: &Config, lines: &mut Lines) {
         b.insert("accountName".into(), json!("admin"));
         b.insert("password".into(), json!(ADMIN_PASSWORD));
         let class = "org.zstack.header.identity.APILogInByAccountMsg";
-        let r = rpc(&http, &follower.advertise.api_addr, class, b, false).await;
+        let r = rpc(&http, &follower.advertise().api_addr, class, b, false).await;
         if let Some(u) = r["inventory"]["uuid"].as_str() {
             break u.to_string();
         }
@@ -521,7 +521,7 @@ async fn cluster(cfg: &Config, lines: &mut Lines) {
                     let s = drive(
                         cfg,
                         &http,
-                        &node.advertise.api_addr,
+                        &node.advertise().api_addr,
                         &session,
                         &case,
                         clients,

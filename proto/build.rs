@@ -1,4 +1,4 @@
-//! Compiles the node-to-node protobuf schema.
+//! Compiles the protobuf schemas (today the node-to-node `cluster.proto`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/cluster.proto");

@@ -1,5 +1,8 @@
-//! Messages of the node-to-node protocol that are not openraft's own (those travel as
-//! openraft structs), encoded with `raft_store::codec` inside the protobuf envelopes.
+//! The node-to-node protocol of the management cluster (`proto/cluster.proto`): Raft transport,
+//! write forwarding, read index, status probes and forwarded membership administration.
+//!
+//! openraft's own messages travel as openraft structs; the messages below are the others. The
+//! node encodes both with `raft_store::codec` inside the protobuf envelopes.
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -7,9 +10,9 @@ use serde::Serialize;
 /// Version of the node-to-node protocol; peers with another version are refused.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Generated protobuf / tonic code.
+/// Generated protobuf / tonic code of `zstack.cluster.v1`.
 #[allow(missing_docs, clippy::all)]
-pub mod pb {
+pub mod v1 {
     tonic::include_proto!("zstack.cluster.v1");
 }
 
