@@ -349,14 +349,14 @@ fn index_keys(r: &AuditRecord) -> Vec<Vec<u8>> {
 }
 
 /// Read one record.
-pub fn get(txn: &impl StateTxn, uuid: &str) -> Result<Option<AuditRecord>, ApiError> {
+pub fn get(txn: &dyn StateTxn, uuid: &str) -> Result<Option<AuditRecord>, ApiError> {
     txn.get(TABLE, uuid.as_bytes())?
         .map(|raw| serde_json::from_slice(&raw).map_err(|e| corrupt(uuid, e)))
         .transpose()
 }
 
 fn store(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     old: Option<&AuditRecord>,
     r: &AuditRecord,
 ) -> Result<(), ApiError> {
@@ -371,7 +371,7 @@ fn store(
     Ok(())
 }
 
-fn remove(txn: &mut impl StateTxn, r: &AuditRecord) -> Result<(), ApiError> {
+fn remove(txn: &mut dyn StateTxn, r: &AuditRecord) -> Result<(), ApiError> {
     for k in index_keys(r) {
         txn.delete(INDEX_TABLE, &k)?;
     }
@@ -443,7 +443,7 @@ pub fn merge(old: AuditRecord, new: AuditRecord) -> AuditRecord {
     }
 }
 
-fn upsert(txn: &mut impl StateTxn, r: AuditRecord) -> Result<(), ApiError> {
+fn upsert(txn: &mut dyn StateTxn, r: AuditRecord) -> Result<(), ApiError> {
     let old = get(txn, &r.uuid)?;
     let merged = match &old {
         Some(o) => merge(o.clone(), r),
@@ -495,7 +495,7 @@ fn check(r: &AuditRecord) -> Result<(), ApiError> {
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: AuditOp,
@@ -551,34 +551,19 @@ pub(crate) fn apply(
     }
 }
 
-/// The caller a command carries (for the audit of a job whose serving node's record is lost).
+/// The caller a command carries (for the audit of a job whose serving node's record is lost);
+/// `None` for the internal key-value and registry commands, which no API call issues.
 pub fn caller_of(cmd: &Command) -> Option<&Caller> {
     match cmd {
-        Command::Zone { caller, .. }
-        | Command::GlobalConfig { caller, .. }
-        | Command::Identity { caller, .. }
-        | Command::Job { caller, .. }
-        | Command::Cluster { caller, .. }
-        | Command::PrimaryStorage { caller, .. }
-        | Command::BackupStorage { caller, .. }
-        | Command::Offering { caller, .. }
-        | Command::Image { caller, .. }
-        | Command::L2 { caller, .. }
-        | Command::L3 { caller, .. }
-        | Command::Tag { caller, .. }
-        | Command::Tagged { caller, .. }
-        | Command::Host { caller, .. }
-        | Command::Audit { caller, .. } => Some(caller),
-        // Internal commands (no caller), and families added later: the serving node's record
-        // names the caller anyway; only its loss leaves `accountUuid` empty.
-        _ => None,
+        Command::Kv(_) | Command::ManagementNode(_) => None,
+        other => Some(other.caller()),
     }
 }
 
 /// Complete the audit record of a finished job (called by the job's `Run` apply step, in the
 /// same entry that applied the call): success or error, finish date, the created resource.
 pub fn finish_job(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     job: &ApiJob,
     resp: &Response,
@@ -609,7 +594,7 @@ pub fn finish_job(
         node_id: None,
         accepted: false,
     };
-    match crate::calls::reply_fields(resp) {
+    match resp.reply() {
         Ok(fields) => r.note_inventory(fields.get("inventory")),
         Err(refusal) => r.set_error(&refusal.to_error_code()),
     }
@@ -618,7 +603,7 @@ pub fn finish_job(
 
 /// Uuids of candidate records for `q`, through `uuid` or an indexed field when a condition
 /// allows (`=` or `in`), otherwise every record in creation order.
-fn candidates(txn: &impl StateTxn, q: &Query) -> Result<Vec<AuditRecord>, ApiError> {
+fn candidates(txn: &dyn StateTxn, q: &Query) -> Result<Vec<AuditRecord>, ApiError> {
     let mut uuids: Option<Vec<String>> = None;
     for c in &q.conditions {
         let values: Vec<&str> = match (c.op, c.value.as_deref()) {
@@ -669,7 +654,7 @@ fn candidates(txn: &impl StateTxn, q: &Query) -> Result<Vec<AuditRecord>, ApiErr
 }
 
 /// Run `QueryAudit`: the admin sees every record, a normal account those of its own calls.
-pub fn query(txn: &impl StateTxn, q: &Query, caller: &Caller) -> Result<QueryOutput, ApiError> {
+pub fn query(txn: &dyn StateTxn, q: &Query, caller: &Caller) -> Result<QueryOutput, ApiError> {
     query::validate(q, FIELDS)?;
     let rows = candidates(txn, q)?
         .into_iter()
@@ -678,18 +663,68 @@ pub fn query(txn: &impl StateTxn, q: &Query, caller: &Caller) -> Result<QueryOut
     Ok(query::run(q, FIELDS, rows)?)
 }
 
+fn run_query(
+    txn: &dyn StateTxn,
+    q: &Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    query(txn, q, caller)
+}
+
+/// The audit family: the API audit log and `QueryAudit`.
+pub struct Audits;
+
+impl crate::family::Family for Audits {
+    type Op = AuditOp;
+    type Out = AuditResult;
+    const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl {
+        calls: &[crate::family::CallDecl::new(
+            "QueryAudit",
+            |p| p.query(run_query),
+            &[
+                crate::family::route(
+                    crate::rest::Method::Get,
+                    "/v1/zwatch/audits",
+                    crate::rest::Body::None,
+                ),
+                crate::family::route(
+                    crate::rest::Method::Get,
+                    "/v1/zwatch/audits/{uuid}",
+                    crate::rest::Body::None,
+                ),
+            ],
+        )],
+        ..crate::family::FamilyDecl::internal("audit", &[TABLE, INDEX_TABLE])
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: AuditOp,
+    ) -> Result<AuditResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(
+        _out: &AuditResult,
+    ) -> Result<serde_json::Map<String, Value>, crate::wire::errors::Refusal> {
+        Ok(serde_json::Map::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls;
-    use crate::calls::Plan;
-    use crate::calls::Stamp;
+    use crate::families::zone::ZoneOp;
     use crate::job::JobOp;
     use crate::job::JobResult;
+    use crate::plan::Plan;
+    use crate::plan::Stamp;
     use crate::testing::ctx;
     use crate::testing::MemTxn;
     use crate::wire::envelope::decode_request;
-    use crate::zone::ZoneOp;
+    use crate::IntoCommand;
 
     const JOB: &str = "0123456789abcdef0123456789abcdef";
 
@@ -776,15 +811,15 @@ mod tests {
             uuid: JOB.into(),
             api_name: "CreateZone".into(),
             reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
-            command: Box::new(Command::Zone {
-                caller: Caller::admin(),
-                op: ZoneOp::Create {
+            command: Box::new(
+                ZoneOp::Create {
                     uuid: zone_uuid.into(),
                     name: "z".into(),
                     description: None,
                     is_default: false,
-                },
-            }),
+                }
+                .command(Caller::admin()),
+            ),
         };
         let Ok(JobResult::Job(j)) = crate::job::apply(t, &ctx(1), &Caller::admin(), submit) else {
             panic!("submit")
@@ -948,14 +983,14 @@ mod tests {
             new_uuid: uuid(99),
             salt: [0; 16],
         };
-        calls::plan(&req, &Caller::admin(), &stamp)
+        crate::plan::plan(&req, &Caller::admin(), &stamp)
     }
 
     fn run(t: &MemTxn, body: &str, who: &Caller) -> Result<Map<String, Value>, ApiError> {
-        let Ok(Plan::Query { target, query, .. }) = plan_query(body) else {
+        let Ok(Plan::Query { run, query, .. }) = plan_query(body) else {
             panic!("not a query plan: {body}")
         };
-        calls::run_query(t, target, &query, who)
+        run(t, &query, who).map(crate::plan::query_reply)
     }
 
     #[test]

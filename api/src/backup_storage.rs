@@ -11,15 +11,16 @@ use crate::catalogue::CallSpec;
 use crate::params;
 use crate::params::Body;
 use crate::resource;
+use crate::resource::date;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::validate;
-use crate::wire::date::java_date;
 use crate::wire::errors::Refusal;
-use crate::zone::Zone;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::StateTxn;
 
 /// The backup-storage table.
@@ -84,66 +85,28 @@ pub struct BackupStorage {
     pub ssh_port: u16,
 }
 
-/// The base `BackupStorageInventory` fields (what `QueryBackupStorage` shows).
-const BASE_FIELDS: &[&str] = &[
-    "uuid",
-    "name",
-    "url",
-    "description",
-    "totalCapacity",
-    "availableCapacity",
-    "type",
-    "state",
-    "status",
-    "createDate",
-    "lastOpDate",
-    "attachedZoneUuids",
-];
-
-impl BackupStorage {
-    fn base_inventory(&self) -> Value {
-        let mut m =
-            resource::object(json!({"uuid": self.uuid, "name": self.name, "url": self.url}));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("totalCapacity".into(), json!(self.total_capacity));
-        m.insert("availableCapacity".into(), json!(self.available_capacity));
-        m.insert("type".into(), json!(IMAGE_STORE));
-        m.insert("state".into(), json!(self.state));
-        m.insert("status".into(), json!(self.status));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        m.insert("attachedZoneUuids".into(), json!(self.attached_zone_uuids));
-        Value::Object(m)
-    }
-
-    /// `ImageStoreBackupStorageInventory`: subclass fields first, then the base (spec 06 §6).
-    pub fn image_store_inventory(&self) -> Value {
-        let mut v = json!({
-            "hostname": self.hostname,
-            "username": self.username,
-            "sshPort": self.ssh_port,
-        });
-        if let (Some(m), Value::Object(base)) = (v.as_object_mut(), self.base_inventory()) {
-            m.extend(base);
-        }
-        v
-    }
-}
-
 impl Resource for BackupStorage {
     const KIND: &'static str = "BackupStorage";
     const TABLE: &'static str = TABLE;
-    const FIELDS: &'static [&'static str] = BASE_FIELDS;
+    /// The base `BackupStorageInventory` (what `QueryBackupStorage` shows).
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::new("url", |r| json!(r.url)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("totalCapacity", |r| json!(r.total_capacity)),
+        Field::new("availableCapacity", |r| json!(r.available_capacity)),
+        Field::new("type", |_| json!(IMAGE_STORE)),
+        Field::new("state", |r| json!(r.state)),
+        Field::new("status", |r| json!(r.status)),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
+        Field::new("attachedZoneUuids", |r| json!(r.attached_zone_uuids)),
+    ];
     const INDEXED: &'static [&'static str] = &["name", "state", "attachedZoneUuids"];
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        self.base_inventory()
     }
 }
 
@@ -155,31 +118,20 @@ pub struct ImageStoreView(pub BackupStorage);
 impl Resource for ImageStoreView {
     const KIND: &'static str = "ImageStoreBackupStorage";
     const TABLE: &'static str = TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "hostname",
-        "username",
-        "sshPort",
-        "uuid",
-        "name",
-        "url",
-        "description",
-        "totalCapacity",
-        "availableCapacity",
-        "type",
-        "state",
-        "status",
-        "createDate",
-        "lastOpDate",
-        "attachedZoneUuids",
+    /// `ImageStoreBackupStorageInventory`: subclass fields first, then the base (spec 06 §6).
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("hostname", |r| json!(r.0.hostname)),
+        Field::new("username", |r| json!(r.0.username)),
+        Field::new("sshPort", |r| json!(r.0.ssh_port)),
+        Field::splice(
+            |r| resource::inventory(&r.0),
+            resource::fields::<BackupStorage>,
+        ),
     ];
     const INDEXED: &'static [&'static str] = BackupStorage::INDEXED;
 
     fn uuid(&self) -> &str {
         &self.0.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        self.0.image_store_inventory()
     }
 }
 
@@ -275,40 +227,37 @@ impl BackupStorageResult {
     /// The `inventory` of the reply, if any (the runtime class, ImageStore, is what Gson writes).
     pub fn inventory(&self) -> Option<Value> {
         match self {
-            BackupStorageResult::Inventory(b) => Some(b.image_store_inventory()),
+            BackupStorageResult::Inventory(b) => {
+                Some(resource::inventory(&ImageStoreView((**b).clone())))
+            }
             BackupStorageResult::Deleted => None,
         }
     }
 }
 
-fn delete_records(txn: &mut impl StateTxn, uuid: &str) -> Result<(), ApiError> {
-    crate::image::forget_backup_storage(txn, uuid)?;
-    crate::tag::delete_for_resource(txn, uuid)?;
-    resource::remove::<BackupStorage>(txn, uuid)?;
-    Ok(())
-}
-
 /// Zone deletion (spec 03 §1: "deleting a zone also deletes the BSs attached to it"): a BS
-/// attached only to this zone is deleted; one shared with other zones is only detached.
-pub(crate) fn cascade_zone_delete(
-    txn: &mut impl StateTxn,
+/// attached only to this zone is deleted (the relation's walk does it); one shared with other
+/// zones is only detached.
+fn forget_zone(
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
+    uuid: &str,
     zone_uuid: &str,
-) -> Result<(), ApiError> {
-    for (owner, mut b) in resource::find::<BackupStorage>(txn, "attachedZoneUuids", zone_uuid)? {
-        b.attached_zone_uuids.retain(|z| z != zone_uuid);
-        if b.attached_zone_uuids.is_empty() {
-            delete_records(txn, &b.uuid)?;
-        } else {
-            b.last_op_date = ctx.proposed_at_ms;
-            resource::save(txn, &owner, &b)?;
-        }
+) -> Result<bool, ApiError> {
+    let Some((owner, mut b)) = resource::load::<BackupStorage>(txn, uuid)? else {
+        return Ok(false);
+    };
+    b.attached_zone_uuids.retain(|z| z != zone_uuid);
+    if b.attached_zone_uuids.is_empty() {
+        return Ok(true);
     }
-    Ok(())
+    b.last_op_date = ctx.proposed_at_ms;
+    resource::save(txn, &owner, &b)?;
+    Ok(false)
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: BackupStorageOp,
@@ -406,7 +355,7 @@ pub(crate) fn apply(
         }
         BackupStorageOp::AttachToZone { uuid, zone_uuid } => {
             let (owner, mut b) = resource::require::<BackupStorage>(txn, &uuid)?;
-            resource::require::<Zone>(txn, &zone_uuid)?;
+            resource::require_ref(txn, "Zone", &zone_uuid)?;
             if b.attached_zone_uuids.contains(&zone_uuid) {
                 return Err(validate::op_failure(format!(
                     "backup storage[uuid:{uuid}] has been attached to zone[uuid:{zone_uuid}]"
@@ -419,7 +368,7 @@ pub(crate) fn apply(
         }
         BackupStorageOp::DetachFromZone { uuid, zone_uuid } => {
             let (owner, mut b) = resource::require::<BackupStorage>(txn, &uuid)?;
-            resource::require::<Zone>(txn, &zone_uuid)?;
+            resource::require_ref(txn, "Zone", &zone_uuid)?;
             if !b.attached_zone_uuids.contains(&zone_uuid) {
                 return Err(validate::op_failure(format!(
                     "backup storage[uuid:{uuid}] is not attached to zone[uuid:{zone_uuid}]"
@@ -431,7 +380,8 @@ pub(crate) fn apply(
             Ok(BackupStorageResult::Inventory(Box::new(b)))
         }
         BackupStorageOp::Delete { uuid } => {
-            delete_records(txn, &uuid)?;
+            // Images keep only their copies on other backup storage (their relation says so).
+            crate::resource::relations::delete(txn, ctx, "BackupStorage", &uuid)?;
             Ok(BackupStorageResult::Deleted)
         }
         BackupStorageOp::Report {
@@ -512,20 +462,139 @@ pub fn plan(
             }
             _ => return None,
         };
-    Some(op.map(|op| Command::BackupStorage {
-        caller: caller.clone(),
-        op: Box::new(op),
-    }))
+    Some(op.map(|op| op.command(caller.clone())))
+}
+
+// Every session may list backup storage (`account.api.control` default, spec 05).
+fn query_base(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    _caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    resource::query::<BackupStorage>(txn, q, |_| true)
+}
+
+/// The backup-storage family.
+pub struct BackupStorages;
+
+impl crate::family::Family for BackupStorages {
+    type Op = BackupStorageOp;
+    type Out = BackupStorageResult;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::op_plan;
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::resource::generic;
+        use crate::resource::relations::OnDelete;
+        use crate::resource::relations::Relation;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            name: "backup_storage",
+            tables: &[TABLE],
+            kinds: &[KindDecl {
+                relations: &[Relation {
+                    field: "attachedZoneUuids",
+                    parent: "Zone",
+                    on_delete: OnDelete::DetachOrDelete(forget_zone),
+                    on_parent_state: None,
+                }],
+                ..KindDecl::new(
+                    "BackupStorage",
+                    TABLE,
+                    &["BackupStorageVO", "ImageStoreBackupStorageVO"],
+                )
+            }],
+            calls: &[
+                CallDecl::new(
+                    "AddImageStoreBackupStorage",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/backup-storage/image-store", P)],
+                )
+                .creating("ImageStoreBackupStorageVO"),
+                CallDecl::new(
+                    "UpdateBackupStorage",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/backup-storage/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "ChangeBackupStorageState",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/backup-storage/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "AttachBackupStorageToZone",
+                    |p| op_plan(plan, p),
+                    &[route(
+                        Po,
+                        "/v1/zones/{zoneUuid}/backup-storage/{backupStorageUuid}",
+                        P,
+                    )],
+                ),
+                CallDecl::new(
+                    "DetachBackupStorageFromZone",
+                    |p| op_plan(plan, p),
+                    &[route(
+                        D,
+                        "/v1/zones/{zoneUuid}/backup-storage/{backupStorageUuid}",
+                        N,
+                    )],
+                ),
+                CallDecl::new(
+                    "DeleteBackupStorage",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/backup-storage/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "QueryBackupStorage",
+                    |p| p.query(query_base),
+                    &[
+                        route(G, "/v1/backup-storage", N),
+                        route(G, "/v1/backup-storage/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "QueryImageStoreBackupStorage",
+                    generic::plan_query::<ImageStoreView>,
+                    &[
+                        route(G, "/v1/backup-storage/image-store", N),
+                        route(G, "/v1/backup-storage/image-store/{uuid}", N),
+                    ],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: BackupStorageOp,
+    ) -> Result<BackupStorageResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &BackupStorageResult) -> Result<serde_json::Map<String, Value>, Refusal> {
+        crate::family::inventory_reply(out.inventory())
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::cluster::tests::make_zone;
-    use crate::cluster::tests::normal;
-    use crate::cluster::tests::u;
     use crate::testing::ctx;
+    use crate::testing::make_zone;
+    use crate::testing::normal;
+    use crate::testing::u;
     use crate::testing::MemTxn;
+    use crate::wire::date::java_date;
 
     fn run(t: &mut MemTxn, op: BackupStorageOp) -> Result<BackupStorageResult, ApiError> {
         apply(t, &ctx(6), &Caller::admin(), op)
@@ -628,13 +697,7 @@ pub(crate) mod tests {
             },
         )
         .unwrap();
-        crate::zone::apply(
-            &mut t,
-            &ctx(7),
-            &Caller::admin(),
-            crate::zone::ZoneOp::Delete { uuid: z },
-        )
-        .unwrap();
+        crate::testing::delete_zone(&mut t, 7, &z);
         let left = resource::list::<BackupStorage>(&t).unwrap();
         assert_eq!(left.len(), 1, "only the shared BS survives");
         assert_eq!(left[0].1.attached_zone_uuids, vec![z2]);

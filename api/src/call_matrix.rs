@@ -1,4 +1,4 @@
-//! The call matrix (issue #4): every call in [`calls::IMPLEMENTED`] has at least one success case
+//! The call matrix (issue #4): every implemented call (the registry's) has at least one success case
 //! and one refusal case at the wire level, each asserting something real (a reply field, a
 //! follow-up query) or the exact error code. A call added to `IMPLEMENTED` without both makes
 //! [`every_implemented_call_has_a_success_and_a_refusal`] fail, naming it.
@@ -16,139 +16,21 @@ use serde_json::json;
 use serde_json::Map;
 use serde_json::Value;
 
-use crate::calls;
-use crate::calls::LoginTarget;
-use crate::calls::Plan;
-use crate::calls::Stamp;
 use crate::identity;
+use crate::plan::Plan;
+use crate::plan::Stamp;
 use crate::testing::ctx;
+pub(crate) use crate::testing::harness::send;
+pub(crate) use crate::testing::harness::stamp_uuid;
+pub(crate) use crate::testing::harness::Who;
 use crate::testing::MemTxn;
 use crate::wire::envelope::decode_request;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::ADMIN_ACCOUNT_UUID;
-
-/// The uuid stamped at step `n` (what `Stamp::new_uuid` holds).
-pub(crate) fn stamp_uuid(n: u32) -> String {
-    format!("{:032x}", 0xabc0_0000u32 + n)
-}
-
-/// Who sends a request.
-#[derive(Debug, Clone)]
-pub(crate) enum Who {
-    /// A caller the node already resolved (no session in the request).
-    As(Caller),
-    /// A session uuid: put in the request as `session.uuid` and resolved as the node does
-    /// (`ID.1001` before planning when it is unknown or expired).
-    Session(String),
-}
-
-fn refusal(e: crate::ApiError) -> Refusal {
-    calls::refusal_of(&e)
-}
-
-/// Apply a command as the state machine does: a refused command's writes are discarded.
-fn propose(t: &mut MemTxn, n: u32, command: Command) -> Result<Map<String, Value>, Refusal> {
-    let before = t.tables.clone();
-    let resp = crate::apply(t, &ctx(u64::from(n)), command).expect("storage failure");
-    if !resp.keeps_writes() {
-        t.tables = before;
-    }
-    calls::reply_fields(&resp)
-}
-
-/// Send `{class of name: body}` as `who` at step `n` (time `1000 * n` ms, new uuid
-/// [`stamp_uuid`]`(n)`), executing the plan the way the node does. Returns the reply's fields
-/// (without `success`) or the refusal.
-pub(crate) fn send(
-    t: &mut MemTxn,
-    n: u32,
-    who: &Who,
-    name: &str,
-    mut body: Value,
-) -> Result<Map<String, Value>, Refusal> {
-    let spec = crate::catalogue::catalogue()
-        .by_name(name)
-        .unwrap_or_else(|| panic!("{name} not in catalogue"));
-    if let (Who::Session(s), Some(b)) = (who, body.as_object_mut()) {
-        b.insert("session".into(), json!({ "uuid": s }));
-    }
-    let raw = json!({ spec.class.clone(): body }).to_string();
-    let req = decode_request(raw.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let spec = calls::call_of(&req)?;
-    let now = 1_000 * u64::from(n);
-    let caller = match who {
-        Who::As(c) => c.clone(),
-        Who::Session(_) if calls::needs_session(spec) => {
-            identity::session_caller(t, &spec.class, req.session_uuid.as_deref(), now)
-                .map_err(refusal)?
-                .0
-        }
-        Who::Session(_) => Caller::admin(),
-    };
-    let stamp = Stamp {
-        now_ms: now,
-        new_uuid: stamp_uuid(n),
-        salt: [0; 16],
-    };
-    match calls::plan(&req, &caller, &stamp)? {
-        // The node reaches the host before proposing; at this level the probe succeeds.
-        Plan::Propose { command, .. } | Plan::ProbeHostThenPropose { command, .. } => {
-            propose(t, n, *command)
-        }
-        Plan::Query { target, query, .. } => {
-            calls::run_query(t, target, &query, &caller).map_err(refusal)
-        }
-        Plan::Read { read, .. } => calls::run_read(t, &read, &caller).map_err(refusal),
-        Plan::LogIn {
-            target, password, ..
-        } => {
-            let (account, user, by_user) = match target {
-                LoginTarget::Account { name } => {
-                    identity::authenticate_account(t, &name, &password)
-                        .map(|a| (a.clone(), a, false))
-                }
-                LoginTarget::User {
-                    account_uuid,
-                    account_name,
-                    user_name,
-                } => identity::authenticate_user(
-                    t,
-                    account_uuid.as_deref(),
-                    account_name.as_deref(),
-                    &user_name,
-                    &password,
-                )
-                .map(|(a, u)| (a, u, true)),
-            }
-            .map_err(refusal)?;
-            propose(
-                t,
-                n,
-                calls::login_command(&stamp.new_uuid, &account, &user, by_user),
-            )
-        }
-        Plan::LogOut { session_uuid, .. } => {
-            // The node proposes the delete and answers success whatever it found.
-            if let Some(uuid) = session_uuid {
-                let cmd = Command::Identity {
-                    caller: Caller::admin(),
-                    op: identity::IdentityOp::DeleteSession { uuid },
-                };
-                let _ = propose(t, n, cmd);
-            }
-            Ok(Map::new())
-        }
-        Plan::ValidateSession { call, session_uuid } => {
-            let valid = identity::session_caller(t, &call.class, Some(&session_uuid), now).is_ok();
-            let mut m = Map::new();
-            m.insert("validSession".into(), json!(valid));
-            Ok(m)
-        }
-    }
-}
 
 /// A state and its step counter.
 pub(crate) struct Harness {
@@ -196,26 +78,26 @@ impl Harness {
             new_uuid: stamp_uuid(self.n),
             salt: [0; 16],
         };
-        let Ok(Plan::Propose { call, command }) = calls::plan(&req, &Caller::admin(), &stamp)
+        let Ok(Plan::Propose { call, command }) = crate::plan::plan(&req, &Caller::admin(), &stamp)
         else {
             panic!("{name} is not a proposal")
         };
         let job_uuid = stamp.new_uuid.clone();
-        self.apply(Command::Job {
-            caller: Caller::admin(),
-            op: crate::job::JobOp::Submit {
+        self.apply(
+            crate::job::JobOp::Submit {
                 uuid: job_uuid.clone(),
                 api_name: call.name.clone(),
                 reply_class: call.reply_class.clone(),
                 command,
-            },
-        });
-        let resp = self.apply(Command::Job {
-            caller: Caller::admin(),
-            op: crate::job::JobOp::Run {
+            }
+            .command(Caller::admin()),
+        );
+        let resp = self.apply(
+            crate::job::JobOp::Run {
                 uuid: job_uuid.clone(),
-            },
-        });
+            }
+            .command(Caller::admin()),
+        );
         let crate::Response::Job(crate::job::JobResult::Job(job)) = resp else {
             panic!("{name}: {resp:?}")
         };
@@ -316,12 +198,9 @@ fn base() -> (Harness, Ids) {
     // The leader's duties: the admin bootstrap and the management-node registry.
     let password =
         identity::hash_password(identity::DEFAULT_ADMIN_PASSWORD_SHA512, &[7; 16]).expect("hash");
-    h.apply(Command::Identity {
-        caller: Caller::admin(),
-        op: identity::IdentityOp::EnsureAdmin { password },
-    });
+    h.apply(identity::IdentityOp::EnsureAdmin { password }.command(Caller::admin()));
     let mn = "0123456789abcdef0123456789abcdef".to_string();
-    h.apply(Command::ManagementNode(
+    h.apply(
         crate::management_node::ManagementNodeOp::Upsert(crate::management_node::ManagementNode {
             uuid: mn.clone(),
             host_name: "10.0.0.1".into(),
@@ -334,8 +213,9 @@ fn base() -> (Harness, Ids) {
             applied_index: 3,
             raft_addr: "10.0.0.1:7070".into(),
             api_addr: "10.0.0.1:8080".into(),
-        }),
-    ));
+        })
+        .command(Caller::admin()),
+    );
     let nobody = Who::Session("0".repeat(32));
     let admin_session = h.ok(
         &nobody,
@@ -2307,7 +2187,7 @@ fn every_implemented_call_has_a_success_and_a_refusal() {
     let cases = matrix(&ids);
     let mut failures = Vec::new();
     for case in &cases {
-        if !calls::IMPLEMENTED.contains(&case.call) {
+        if !crate::plan::is_implemented(case.call) {
             failures.push(format!("{}: in the matrix but not implemented", case.call));
         }
         let mut h = world.fork();
@@ -2341,14 +2221,14 @@ fn every_implemented_call_has_a_success_and_a_refusal() {
             }
         }
     }
-    for name in calls::IMPLEMENTED {
-        if PENDING.iter().any(|(p, _)| p == name) {
+    for name in crate::registry::calls().map(|c| c.name) {
+        if PENDING.iter().any(|(p, _)| *p == name) {
             continue;
         }
         let has = |refusal: bool| {
             cases
                 .iter()
-                .any(|c| c.call == *name && matches!(c.expect, Expect::Refused(_)) == refusal)
+                .any(|c| c.call == name && matches!(c.expect, Expect::Refused(_)) == refusal)
         };
         if !has(false) {
             failures.push(format!("{name}: no success case"));

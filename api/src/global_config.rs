@@ -827,7 +827,7 @@ fn key(category: &str, name: &str) -> Vec<u8> {
 }
 
 /// The current value of `category/name` (the default unless changed).
-pub fn value(txn: &impl StateTxn, category: &str, name: &str) -> Result<String, ApiError> {
+pub fn value(txn: &dyn StateTxn, category: &str, name: &str) -> Result<String, ApiError> {
     let (_, def) = def(category, name).ok_or_else(|| unknown(category, name))?;
     Ok(match txn.get(TABLE, &key(category, name))? {
         Some(v) => String::from_utf8_lossy(&v).into_owned(),
@@ -836,7 +836,7 @@ pub fn value(txn: &impl StateTxn, category: &str, name: &str) -> Result<String, 
 }
 
 /// The current value as an integer (for settings of integer kind).
-pub fn int_value(txn: &impl StateTxn, category: &str, name: &str) -> Result<i64, ApiError> {
+pub fn int_value(txn: &dyn StateTxn, category: &str, name: &str) -> Result<i64, ApiError> {
     let v = value(txn, category, name)?;
     v.parse().map_err(|_| ApiError::Corrupt {
         what: format!("global config {category}/{name}"),
@@ -873,7 +873,7 @@ pub const FIELDS: &[&str] = &[
 ];
 
 /// Every setting's inventory with its current value.
-pub fn inventories(txn: &impl StateTxn) -> Result<Vec<Value>, ApiError> {
+pub fn inventories(txn: &dyn StateTxn) -> Result<Vec<Value>, ApiError> {
     DEFS.iter()
         .enumerate()
         .map(|(i, d)| Ok(inventory(i, d, &value(txn, d.category, d.name)?)))
@@ -906,7 +906,7 @@ pub enum GlobalConfigResult {
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     caller: &Caller,
     op: GlobalConfigOp,
 ) -> Result<GlobalConfigResult, ApiError> {
@@ -932,6 +932,87 @@ pub(crate) fn apply(
             }
             Ok(GlobalConfigResult::Reset)
         }
+    }
+}
+
+fn run_query(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    _caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    Ok(crate::query::run(q, FIELDS, inventories(txn)?)?)
+}
+
+fn plan_update(
+    p: &crate::plan::PlanInput,
+) -> Result<crate::plan::Plan, crate::wire::errors::Refusal> {
+    Ok(p.propose(GlobalConfigOp::Update {
+        category: p.required("category")?,
+        name: p.required("name")?,
+        // ZStack accepts a missing value as the empty string, which then fails checks.
+        value: match p.body.get("value") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        },
+    }))
+}
+
+/// The global-config family.
+pub struct GlobalConfigs;
+
+impl crate::family::Family for GlobalConfigs {
+    type Op = GlobalConfigOp;
+    type Out = GlobalConfigResult;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            calls: &[
+                CallDecl::new(
+                    "UpdateGlobalConfig",
+                    plan_update,
+                    &[route(
+                        Pu,
+                        "/v1/global-configurations/{category}/{name}/actions",
+                        A,
+                    )],
+                ),
+                CallDecl::new(
+                    "ResetGlobalConfig",
+                    |p| Ok(p.propose(GlobalConfigOp::ResetAll)),
+                    &[route(Pu, "/v1/global-configurations/actions", A)],
+                ),
+                CallDecl::new(
+                    "QueryGlobalConfig",
+                    |p| p.query(run_query),
+                    &[route(G, "/v1/global-configurations", N)],
+                ),
+            ],
+            ..crate::family::FamilyDecl::internal("global_config", &[TABLE])
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        _ctx: &crate::ApplyCtx,
+        caller: &Caller,
+        op: GlobalConfigOp,
+    ) -> Result<GlobalConfigResult, ApiError> {
+        apply(txn, caller, op)
+    }
+
+    fn reply(
+        out: &GlobalConfigResult,
+    ) -> Result<serde_json::Map<String, Value>, crate::wire::errors::Refusal> {
+        crate::family::inventory_reply(match out {
+            GlobalConfigResult::Inventory(inv) => Some(inv.clone()),
+            GlobalConfigResult::Reset => None,
+        })
     }
 }
 

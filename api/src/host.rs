@@ -12,21 +12,21 @@ use serde_json::json;
 use serde_json::Value;
 
 use crate::catalogue::CallSpec;
-use crate::cluster::Cluster;
-use crate::cluster::ClusterState;
 use crate::params;
 use crate::params::Body;
 use crate::resource;
+use crate::resource::date;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::staged::Staged;
 use crate::validate;
-use crate::wire::date::java_date;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::Response;
 use crate::StateTxn;
 
@@ -104,18 +104,21 @@ pub struct Host {
     pub create_date: u64,
     /// Last change, ms.
     pub last_op_date: u64,
+    /// OS distribution, once the agent reported it.
+    #[serde(default)]
+    pub os_distribution: Option<String>,
+    /// OS release, once reported.
+    #[serde(default)]
+    pub os_release: Option<String>,
+    /// OS version, once reported.
+    #[serde(default)]
+    pub os_version: Option<String>,
+    /// CPU architecture, once reported.
+    #[serde(default)]
+    pub architecture: Option<String>,
 }
 
-/// Where a host is reached: what the receiving node probes before proposing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostEndpoint {
-    /// IPv4 address or host name.
-    pub management_ip: String,
-    /// SSH port.
-    pub ssh_port: u16,
-    /// SSH user.
-    pub username: String,
-}
+pub use crate::plan::HostEndpoint;
 
 impl Host {
     /// Where this host is reached.
@@ -133,72 +136,42 @@ impl Resource for Host {
     const TABLE: &'static str = TABLE;
     // `KVMHostInventory`: subclass fields first, then `HostInventory` (spec 06 §1.3, §6). The
     // os* and architecture fields arrive with the agent's facts; absent until then.
-    const FIELDS: &'static [&'static str] = &[
-        "username",
-        "sshPort",
-        "osDistribution",
-        "osRelease",
-        "osVersion",
-        "zoneUuid",
-        "name",
-        "uuid",
-        "clusterUuid",
-        "description",
-        "managementIp",
-        "hypervisorType",
-        "state",
-        "status",
-        "totalCpuCapacity",
-        "availableCpuCapacity",
-        "cpuSockets",
-        "totalMemoryCapacity",
-        "availableMemoryCapacity",
-        "cpuNum",
-        "architecture",
-        "createDate",
-        "lastOpDate",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("username", |r| json!(r.username)),
+        Field::new("sshPort", |r| json!(r.ssh_port)),
+        Field::maybe("osDistribution", |r| {
+            r.os_distribution.as_ref().map(|x| json!(x))
+        }),
+        Field::maybe("osRelease", |r| r.os_release.as_ref().map(|x| json!(x))),
+        Field::maybe("osVersion", |r| r.os_version.as_ref().map(|x| json!(x))),
+        Field::new("zoneUuid", |r| json!(r.zone_uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("clusterUuid", |r| json!(r.cluster_uuid)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("managementIp", |r| json!(r.management_ip)),
+        Field::new("hypervisorType", |_| json!(KVM)),
+        Field::new("state", |r| json!(r.state)),
+        Field::new("status", |r| json!(r.status)),
+        Field::new("totalCpuCapacity", |r| json!(r.total_cpu_capacity)),
+        Field::new("availableCpuCapacity", |r| json!(r.available_cpu_capacity)),
+        Field::new("cpuSockets", |r| json!(r.cpu_sockets)),
+        Field::new("totalMemoryCapacity", |r| json!(r.total_memory_capacity)),
+        Field::new("availableMemoryCapacity", |r| {
+            json!(r.available_memory_capacity)
+        }),
+        Field::new("cpuNum", |r| json!(r.cpu_num)),
+        Field::maybe("architecture", |r| {
+            r.architecture.as_ref().map(|x| json!(x))
+        }),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
     ];
     const INDEXED: &'static [&'static str] =
         &["name", "state", "zoneUuid", "clusterUuid", "managementIp"];
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        let mut m = resource::object(json!({
-            "username": self.username,
-            "sshPort": self.ssh_port,
-            "zoneUuid": self.zone_uuid,
-            "name": self.name,
-            "uuid": self.uuid,
-            "clusterUuid": self.cluster_uuid,
-        }));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("managementIp".into(), json!(self.management_ip));
-        m.insert("hypervisorType".into(), json!(KVM));
-        m.insert("state".into(), json!(self.state));
-        m.insert("status".into(), json!(self.status));
-        m.insert("totalCpuCapacity".into(), json!(self.total_cpu_capacity));
-        m.insert(
-            "availableCpuCapacity".into(),
-            json!(self.available_cpu_capacity),
-        );
-        m.insert("cpuSockets".into(), json!(self.cpu_sockets));
-        m.insert(
-            "totalMemoryCapacity".into(),
-            json!(self.total_memory_capacity),
-        );
-        m.insert(
-            "availableMemoryCapacity".into(),
-            json!(self.available_memory_capacity),
-        );
-        m.insert("cpuNum".into(), json!(self.cpu_num));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        Value::Object(m)
     }
 }
 
@@ -284,7 +257,7 @@ impl HostResult {
     /// The `inventory` of the reply, if any (runtime class `KVMHostInventory`).
     pub fn inventory(&self) -> Option<Value> {
         match self {
-            HostResult::Inventory(h) => Some(h.inventory()),
+            HostResult::Inventory(h) => Some(resource::inventory(h.as_ref())),
             HostResult::Deleted => None,
         }
     }
@@ -312,7 +285,7 @@ fn password(v: &str) -> Result<(), ApiError> {
 
 /// ZStack's `HostApiInterceptor`: one host per management IP (compared case-insensitively, as
 /// MySQL would).
-fn unique_ip(txn: &impl StateTxn, ip: &str, except: Option<&str>) -> Result<(), ApiError> {
+fn unique_ip(txn: &dyn StateTxn, ip: &str, except: Option<&str>) -> Result<(), ApiError> {
     if resource::uuids_where::<Host>(txn, "managementIp", ip)?
         .iter()
         .any(|u| Some(u.as_str()) != except)
@@ -328,40 +301,32 @@ fn in_maintenance(h: &Host) -> bool {
     matches!(h.state, HostState::PreMaintenance | HostState::Maintenance)
 }
 
-/// Cluster deletion: its hosts go with it (spec 03 §3.6). No VMs exist yet, so nothing else
-/// hangs off a host but its tags.
-pub(crate) fn forget_cluster(txn: &mut impl StateTxn, cluster_uuid: &str) -> Result<(), ApiError> {
-    for u in resource::uuids_where::<Host>(txn, "clusterUuid", cluster_uuid)? {
-        crate::tag::delete_for_resource(txn, &u)?;
-        resource::remove::<Host>(txn, &u)?;
-    }
-    Ok(())
-}
-
 /// Cluster enable/disable propagates to its hosts, except those in PreMaintenance or
 /// Maintenance (spec 03 §3.6, [U] `HostExtensionToCluster`).
-pub(crate) fn cascade_cluster_state(
-    txn: &mut impl StateTxn,
+fn cluster_state_changed(
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
-    cluster_uuid: &str,
-    state: ClusterState,
+    uuid: &str,
+    state: &str,
 ) -> Result<(), ApiError> {
-    let to = match state {
-        ClusterState::Enabled => HostState::Enabled,
-        ClusterState::Disabled => HostState::Disabled,
+    let to = if state == "Enabled" {
+        HostState::Enabled
+    } else {
+        HostState::Disabled
     };
-    for (owner, mut h) in resource::find::<Host>(txn, "clusterUuid", cluster_uuid)? {
-        if !in_maintenance(&h) && h.state != to {
-            h.state = to;
-            h.last_op_date = ctx.proposed_at_ms;
-            resource::save(txn, &owner, &h)?;
-        }
+    let Some((owner, mut h)) = resource::load::<Host>(txn, uuid)? else {
+        return Ok(());
+    };
+    if !in_maintenance(&h) && h.state != to {
+        h.state = to;
+        h.last_op_date = ctx.proposed_at_ms;
+        resource::save(txn, &owner, &h)?;
     }
     Ok(())
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: HostOp,
@@ -388,11 +353,11 @@ pub(crate) fn apply(
             let port = ssh_port(port)?;
             // A disabled cluster (or zone) still accepts new hosts (spec 03 §14.5); the new
             // host starts Enabled, as in ZStack.
-            let (_, cluster) = resource::require::<Cluster>(txn, &cluster_uuid)?;
-            if cluster.hypervisor_type != KVM {
+            let cluster = resource::require_ref(txn, "Cluster", &cluster_uuid)?;
+            let hypervisor = cluster.field("hypervisorType").unwrap_or_default();
+            if hypervisor != KVM {
                 return Err(validate::invalid_arg(format!(
-                    "cluster[uuid:{cluster_uuid}] is of hypervisorType[{}], a KVM host can only join a KVM cluster",
-                    cluster.hypervisor_type
+                    "cluster[uuid:{cluster_uuid}] is of hypervisorType[{hypervisor}], a KVM host can only join a KVM cluster"
                 )));
             }
             if resource::load::<Host>(txn, &uuid)?.is_some() {
@@ -403,7 +368,7 @@ pub(crate) fn apply(
                 uuid,
                 name,
                 description,
-                zone_uuid: cluster.zone_uuid,
+                zone_uuid: cluster.field("zoneUuid").unwrap_or_default().to_string(),
                 cluster_uuid,
                 management_ip,
                 state: HostState::Enabled,
@@ -421,6 +386,10 @@ pub(crate) fn apply(
                 ssh_port: port,
                 create_date: now,
                 last_op_date: now,
+                os_distribution: None,
+                os_release: None,
+                os_version: None,
+                architecture: None,
             };
             resource::save(txn, &caller.account_uuid, &h)?;
             Ok(HostResult::Inventory(Box::new(h)))
@@ -512,8 +481,7 @@ pub(crate) fn apply(
                     h.state, h.status
                 )));
             }
-            crate::tag::delete_for_resource(txn, &uuid)?;
-            resource::remove::<Host>(txn, &uuid)?;
+            crate::resource::relations::delete(txn, ctx, "Host", &uuid)?;
             Ok(HostResult::Deleted)
         }
         HostOp::Reconnect { uuid } => {
@@ -542,10 +510,7 @@ pub fn plan(
     caller: &Caller,
     new_uuid: &str,
 ) -> Option<Result<Command, Refusal>> {
-    let cmd = |op| Command::Host {
-        caller: caller.clone(),
-        op: Box::new(op),
-    };
+    let cmd = |op: HostOp| op.command(caller.clone());
     let r = || -> Result<Option<HostOp>, Refusal> {
         Ok(Some(match call.name.as_str() {
             "AddKVMHost" => HostOp::AddKvm {
@@ -592,9 +557,8 @@ pub fn plan(
 }
 
 fn host_op(command: &Command) -> Option<&HostOp> {
-    match command {
-        Command::Host { op, .. } => Some(op),
-        Command::Tagged { command, .. } => host_op(command),
+    match command.innermost() {
+        Command::Host(c) => Some(&c.op),
         _ => None,
     }
 }
@@ -627,10 +591,9 @@ pub fn probe_target(
         proposed_at_ms: now_ms,
     };
     let resp = crate::apply(&mut overlay, &ctx, command.clone())?;
-    let after = match resp {
-        Response::Refused(e) => return Err(e),
+    let after = match resp.innermost() {
+        Response::Refused(e) => return Err(e.clone()),
         Response::Host(HostResult::Inventory(h)) => Some(h.endpoint()),
-        // A tagged create answers with the create's response.
         _ => None,
     };
     Ok(match op {
@@ -664,16 +627,110 @@ pub fn unreachable_refusal(call: &str, endpoint: &HostEndpoint, cause: &str) -> 
     )
 }
 
+fn probed(p: &crate::plan::PlanInput) -> Result<crate::plan::Plan, Refusal> {
+    match crate::family::op_plan(plan, p)? {
+        crate::plan::Plan::Propose { call, command } => Ok(crate::plan::Plan::ProbeThenPropose {
+            call,
+            command,
+            probe: probe_target,
+            unreachable: unreachable_refusal,
+        }),
+        other => Ok(other),
+    }
+}
+
+/// The host family.
+pub struct Hosts;
+
+impl crate::family::Family for Hosts {
+    type Op = HostOp;
+    type Out = HostResult;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::op_plan;
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::resource::generic;
+        use crate::resource::relations::OnDelete;
+        use crate::resource::relations::Relation;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            name: "host",
+            tables: &[TABLE],
+            kinds: &[KindDecl {
+                // A cluster's hosts go with it (spec 03 §3.6); no VMs exist yet, so nothing
+                // else hangs off a host but its tags.
+                relations: &[Relation {
+                    field: "clusterUuid",
+                    parent: "Cluster",
+                    on_delete: OnDelete::Cascade,
+                    on_parent_state: Some(cluster_state_changed),
+                }],
+                ..KindDecl::new("Host", TABLE, &["HostVO", "KVMHostVO"])
+            }],
+            calls: &[
+                CallDecl::new("AddKVMHost", probed, &[route(Po, "/v1/hosts/kvm", P)])
+                    .creating("HostVO"),
+                CallDecl::new(
+                    "UpdateKVMHost",
+                    probed,
+                    &[route(Pu, "/v1/hosts/kvm/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "ChangeHostState",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/hosts/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "DeleteHost",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/hosts/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "ReconnectHost",
+                    probed,
+                    &[route(Pu, "/v1/hosts/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "QueryHost",
+                    generic::plan_query::<Host>,
+                    &[route(G, "/v1/hosts", N), route(G, "/v1/hosts/{uuid}", N)],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: HostOp,
+    ) -> Result<HostResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &HostResult) -> Result<serde_json::Map<String, Value>, Refusal> {
+        crate::family::inventory_reply(out.inventory())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Map;
 
     use super::*;
-    use crate::calls;
-    use crate::calls::Plan;
-    use crate::calls::Stamp;
-    use crate::cluster::tests::normal;
+    use crate::plan::Plan;
+    use crate::plan::Stamp;
+    use crate::testing::normal;
     use crate::testing::MemTxn;
+    use crate::wire::date::java_date;
     use crate::wire::envelope::decode_request;
 
     /// Calls through the node's path (`call_matrix::send`); the probe itself is the node's, so
@@ -847,7 +904,8 @@ mod tests {
         b["username"] = json!("u".repeat(256));
         assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "long username");
         // A cluster of another hypervisor (CreateCluster only makes KVM ones).
-        let (owner, mut other) = resource::require::<Cluster>(&w.t, &c).unwrap();
+        let (owner, mut other) =
+            resource::require::<crate::families::cluster::Cluster>(&w.t, &c).unwrap();
         other.uuid = "e".repeat(32);
         other.hypervisor_type = "Simulator".into();
         resource::save(&mut w.t, &owner, &other).unwrap();
@@ -1146,8 +1204,8 @@ mod tests {
             new_uuid: "f".repeat(32),
             salt: [0; 16],
         };
-        match calls::plan(&req, &Caller::admin(), &stamp).unwrap() {
-            Plan::ProbeHostThenPropose { command, .. } | Plan::Propose { command, .. } => *command,
+        match crate::plan::plan(&req, &Caller::admin(), &stamp).unwrap() {
+            Plan::ProbeThenPropose { command, .. } | Plan::Propose { command, .. } => *command,
             other => panic!("{other:?}"),
         }
     }
@@ -1166,7 +1224,9 @@ mod tests {
         let mut body = add_body(&c, "10.0.0.6");
         body["systemTags"] = json!(["x::y"]);
         let add = planned("AddKVMHost", body);
-        assert!(matches!(add, Command::Tagged { .. }));
+        assert!(
+            matches!(&add, Command::Tag(c) if matches!(*c.op, crate::tag::TagOp::Tagged { .. }))
+        );
         assert_eq!(
             probe_target(&mut w.t, 9_000, &add).unwrap(),
             Some(ep("10.0.0.6", 2222))

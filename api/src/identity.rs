@@ -20,6 +20,8 @@ use serde_json::Value;
 
 use crate::global_config;
 use crate::resource;
+use crate::resource::date;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::validate;
 use crate::validate::refuse;
@@ -96,28 +98,17 @@ pub struct Account {
 impl Resource for Account {
     const KIND: &'static str = "Account";
     const TABLE: &'static str = ACCOUNT_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "name",
-        "description",
-        "type",
-        "createDate",
-        "lastOpDate",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("type", |r| json!(r.account_type)),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
     ];
     const INDEXED: &'static [&'static str] = &["name"];
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-    fn inventory(&self) -> Value {
-        let mut v = json!({"uuid": self.uuid, "name": self.name});
-        let m = v.as_object_mut().expect("json! object");
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("type".into(), json!(self.account_type));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        v
     }
 }
 
@@ -143,27 +134,17 @@ pub struct User {
 impl Resource for User {
     const KIND: &'static str = "User";
     const TABLE: &'static str = USER_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "accountUuid",
-        "name",
-        "description",
-        "createDate",
-        "lastOpDate",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("accountUuid", |r| json!(r.account_uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
     ];
     const INDEXED: &'static [&'static str] = &["accountUuid", "name"];
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-    fn inventory(&self) -> Value {
-        let mut v = json!({"uuid": self.uuid, "accountUuid": self.account_uuid, "name": self.name});
-        let m = v.as_object_mut().expect("json! object");
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        v
     }
 }
 
@@ -187,27 +168,17 @@ pub struct Session {
 impl Resource for Session {
     const KIND: &'static str = "Session";
     const TABLE: &'static str = SESSION_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "accountUuid",
-        "userUuid",
-        "userType",
-        "expiredDate",
-        "createDate",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("accountUuid", |r| json!(r.account_uuid)),
+        Field::new("userUuid", |r| json!(r.user_uuid)),
+        Field::new("userType", |r| json!(r.user_type)),
+        Field::new("expiredDate", |r| json!(java_date(r.expired_date))),
+        Field::new("createDate", |r| json!(java_date(r.create_date))),
     ];
     const INDEXED: &'static [&'static str] = &["userUuid"];
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-    fn inventory(&self) -> Value {
-        json!({
-            "uuid": self.uuid,
-            "accountUuid": self.account_uuid,
-            "userUuid": self.user_uuid,
-            "userType": self.user_type,
-            "expiredDate": java_date(self.expired_date),
-            "createDate": java_date(self.create_date),
-        })
     }
 }
 
@@ -331,14 +302,14 @@ fn check_phc(phc: &str) -> Result<(), ApiError> {
     }
 }
 
-fn account_name_taken(txn: &impl StateTxn, name: &str, except: &str) -> Result<bool, ApiError> {
+fn account_name_taken(txn: &dyn StateTxn, name: &str, except: &str) -> Result<bool, ApiError> {
     Ok(resource::find::<Account>(txn, "name", name)?
         .iter()
         .any(|(_, a)| a.name == name && a.uuid != except))
 }
 
 fn user_name_taken(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     account: &str,
     name: &str,
     except: &str,
@@ -348,7 +319,7 @@ fn user_name_taken(
         .any(|(_, u)| u.account_uuid == account && u.name == name && u.uuid != except))
 }
 
-fn delete_sessions_of(txn: &mut impl StateTxn, user_uuid: &str) -> Result<(), ApiError> {
+fn delete_sessions_of(txn: &mut dyn StateTxn, user_uuid: &str) -> Result<(), ApiError> {
     for u in resource::uuids_where::<Session>(txn, "userUuid", user_uuid)? {
         resource::remove::<Session>(txn, &u)?;
     }
@@ -356,7 +327,7 @@ fn delete_sessions_of(txn: &mut impl StateTxn, user_uuid: &str) -> Result<(), Ap
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: IdentityOp,
@@ -661,18 +632,14 @@ pub(crate) fn apply(
 /// replicated write, so it is done only when less than half of `identity/session.timeout`
 /// remains: an active session never expires, and a busy client costs one write per half
 /// timeout instead of one per call.
-pub fn needs_renewal(
-    txn: &impl StateTxn,
-    session: &Session,
-    now_ms: u64,
-) -> Result<bool, ApiError> {
+pub fn needs_renewal(txn: &dyn StateTxn, session: &Session, now_ms: u64) -> Result<bool, ApiError> {
     let timeout_ms = global_config::int_value(txn, "identity", "session.timeout")? as u64 * 1000;
     Ok(session.expired_date.saturating_sub(now_ms) < timeout_ms / 2)
 }
 
 /// Check an account login; the account's uuid on success (`ID.1000` otherwise).
 pub fn authenticate_account(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     name: &str,
     client_hash: &str,
 ) -> Result<String, ApiError> {
@@ -690,7 +657,7 @@ pub fn authenticate_account(
 
 /// Check a user login by account name or uuid; `(account uuid, user uuid)` on success.
 pub fn authenticate_user(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     account_uuid: Option<&str>,
     account_name: Option<&str>,
     user_name: &str,
@@ -730,7 +697,7 @@ pub fn authenticate_user(
 
 /// Resolve a session to its caller (`ID.1001` for a missing, unknown or expired session).
 pub fn session_caller(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     class: &str,
     session_uuid: Option<&str>,
     now_ms: u64,
@@ -751,6 +718,282 @@ pub fn session_caller(
         admin: s.account_uuid == ADMIN_ACCOUNT_UUID,
     };
     Ok((caller, s))
+}
+
+/// The session command for a verified login.
+pub fn login_command(
+    session_uuid: &str,
+    account_uuid: &str,
+    user_uuid: &str,
+    by_user: bool,
+) -> crate::Command {
+    use crate::IntoCommand;
+    IdentityOp::CreateSession {
+        uuid: session_uuid.to_string(),
+        account_uuid: account_uuid.to_string(),
+        user_uuid: user_uuid.to_string(),
+        user_type: if by_user { "UserVO" } else { "AccountVO" }.to_string(),
+    }
+    .command(Caller::admin())
+}
+
+mod plans {
+    //! Identity calls on the wire: request → plan.
+
+    use serde_json::Value;
+
+    use super::IdentityOp;
+    use crate::plan::LoginTarget;
+    use crate::plan::Plan;
+    use crate::plan::PlanInput;
+    use crate::wire::errors::Code;
+    use crate::wire::errors::Refusal;
+
+    pub(super) fn log_in_by_account(p: &PlanInput) -> Result<Plan, Refusal> {
+        Ok(Plan::LogIn {
+            call: p.call,
+            target: LoginTarget::Account {
+                name: p.required("accountName")?,
+            },
+            password: p.required("password")?,
+        })
+    }
+
+    pub(super) fn log_in_by_user(p: &PlanInput) -> Result<Plan, Refusal> {
+        let (account_uuid, account_name) = (p.string("accountUuid"), p.string("accountName"));
+        if account_uuid.is_none() && account_name.is_none() {
+            return Err(Refusal::new(
+                Code::InvalidArgument,
+                format!(
+                    "accountUuid or accountName of message[{}] is required",
+                    p.call.class
+                ),
+            ));
+        }
+        Ok(Plan::LogIn {
+            call: p.call,
+            target: LoginTarget::User {
+                account_uuid,
+                account_name,
+                user_name: p.required("userName")?,
+            },
+            password: p.required("password")?,
+        })
+    }
+
+    pub(super) fn log_out(p: &PlanInput) -> Result<Plan, Refusal> {
+        Ok(Plan::LogOut {
+            call: p.call,
+            session_uuid: p
+                .string("sessionUuid")
+                .or_else(|| p.session_uuid.map(str::to_string)),
+        })
+    }
+
+    pub(super) fn validate_session(p: &PlanInput) -> Result<Plan, Refusal> {
+        Ok(Plan::ValidateSession {
+            call: p.call,
+            session_uuid: p.required("sessionUuid")?,
+        })
+    }
+
+    pub(super) fn renew_session(p: &PlanInput) -> Result<Plan, Refusal> {
+        let duration_s = match p.body.get("duration") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| {
+                        Refusal::new(
+                            Code::InvalidArgument,
+                            format!("duration {v} is not a number of seconds"),
+                        )
+                    })?,
+            ),
+        };
+        Ok(p.propose(IdentityOp::RenewSession {
+            uuid: p.required("sessionUuid")?,
+            duration_s,
+        }))
+    }
+
+    fn hash(p: &PlanInput, f: &str) -> Result<String, Refusal> {
+        super::hash_password(&p.required(f)?, &p.stamp.salt)
+    }
+
+    fn hash_opt(p: &PlanInput, f: &str) -> Result<Option<String>, Refusal> {
+        p.string(f)
+            .map(|pw| super::hash_password(&pw, &p.stamp.salt))
+            .transpose()
+    }
+
+    pub(super) fn create_account(p: &PlanInput) -> Result<Plan, Refusal> {
+        if p.string("type").as_deref() == Some("SystemAdmin") {
+            return Err(Refusal::new(
+                Code::InvalidArgument,
+                "only one SystemAdmin account exists: the built-in admin",
+            ));
+        }
+        Ok(p.propose(IdentityOp::CreateAccount {
+            uuid: p.new_uuid(),
+            name: p.required("name")?,
+            password: hash(p, "password")?,
+            description: p.string("description"),
+        }))
+    }
+
+    pub(super) fn update_account(p: &PlanInput) -> Result<Plan, Refusal> {
+        Ok(p.propose(IdentityOp::UpdateAccount {
+            uuid: p.required("uuid")?,
+            name: p.string("name"),
+            password: hash_opt(p, "password")?,
+            description: p.string("description"),
+        }))
+    }
+
+    pub(super) fn create_user(p: &PlanInput) -> Result<Plan, Refusal> {
+        Ok(p.propose(IdentityOp::CreateUser {
+            uuid: p.new_uuid(),
+            name: p.required("name")?,
+            password: hash(p, "password")?,
+            description: p.string("description"),
+        }))
+    }
+
+    pub(super) fn update_user(p: &PlanInput) -> Result<Plan, Refusal> {
+        Ok(p.propose(IdentityOp::UpdateUser {
+            uuid: p.required("uuid")?,
+            name: p.string("name"),
+            password: hash_opt(p, "password")?,
+            description: p.string("description"),
+        }))
+    }
+}
+
+/// The identity family: accounts, users, sessions.
+pub struct Identities;
+
+impl crate::family::Family for Identities {
+    type Op = IdentityOp;
+    type Out = IdentityResult;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::family::RestRoute;
+        use crate::resource::generic;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            name: "identity",
+            tables: &[ACCOUNT_TABLE, USER_TABLE, SESSION_TABLE],
+            kinds: &[
+                KindDecl::new("Account", ACCOUNT_TABLE, &["AccountVO"]),
+                KindDecl::new("User", USER_TABLE, &["UserVO"]),
+                KindDecl::new("Session", SESSION_TABLE, &[]),
+            ],
+            calls: &[
+                CallDecl::new(
+                    "LogInByAccount",
+                    plans::log_in_by_account,
+                    &[route(Pu, "/v1/accounts/login", A)],
+                ),
+                CallDecl::new(
+                    "LogInByUser",
+                    plans::log_in_by_user,
+                    &[route(Pu, "/v1/accounts/users/login", A)],
+                ),
+                CallDecl::new(
+                    "LogOut",
+                    plans::log_out,
+                    &[route(D, "/v1/accounts/sessions/{sessionUuid}", N)],
+                ),
+                CallDecl::new(
+                    "ValidateSession",
+                    plans::validate_session,
+                    &[RestRoute {
+                        rename: Some(("validSession", "valid")),
+                        ..route(G, "/v1/accounts/sessions/{sessionUuid}/valid", N)
+                    }],
+                ),
+                CallDecl::new(
+                    "RenewSession",
+                    plans::renew_session,
+                    &[route(Pu, "/v1/accounts/sessions/{sessionUuid}/renew", A)],
+                ),
+                CallDecl::new(
+                    "CreateAccount",
+                    plans::create_account,
+                    &[route(Po, "/v1/accounts", P)],
+                ),
+                CallDecl::new(
+                    "UpdateAccount",
+                    plans::update_account,
+                    &[route(Pu, "/v1/accounts/{uuid}", A)],
+                ),
+                CallDecl::new(
+                    "DeleteAccount",
+                    |p| generic::plan_delete(p, |uuid| IdentityOp::DeleteAccount { uuid }),
+                    &[route(D, "/v1/accounts/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "QueryAccount",
+                    generic::plan_query::<Account>,
+                    &[
+                        route(G, "/v1/accounts", N),
+                        route(G, "/v1/accounts/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "CreateUser",
+                    plans::create_user,
+                    &[route(Po, "/v1/accounts/users", P)],
+                ),
+                CallDecl::new(
+                    "UpdateUser",
+                    plans::update_user,
+                    &[route(Pu, "/v1/accounts/users/{uuid}", A)],
+                ),
+                CallDecl::new(
+                    "DeleteUser",
+                    |p| generic::plan_delete(p, |uuid| IdentityOp::DeleteUser { uuid }),
+                    &[route(D, "/v1/accounts/users/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "QueryUser",
+                    generic::plan_query::<User>,
+                    &[
+                        route(G, "/v1/accounts/users", N),
+                        route(G, "/v1/accounts/users/{uuid}", N),
+                    ],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: IdentityOp,
+    ) -> Result<IdentityResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &IdentityResult) -> Result<serde_json::Map<String, Value>, Refusal> {
+        crate::family::inventory_reply(match out {
+            IdentityResult::Account(a) => Some(resource::inventory(a)),
+            IdentityResult::User(u) => Some(resource::inventory(u)),
+            IdentityResult::Session(s) => Some(resource::inventory(s)),
+            IdentityResult::Done | IdentityResult::Expired(_) => None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -838,7 +1081,7 @@ mod tests {
         // The stored form is never the client's hash.
         let (_, a) = resource::require::<Account>(&t, ADMIN_ACCOUNT_UUID).unwrap();
         assert!(a.password.starts_with("$argon2id$") && !a.password.contains("new"));
-        assert!(a.inventory().get("password").is_none());
+        assert!(resource::inventory(&a).get("password").is_none());
     }
 
     #[test]

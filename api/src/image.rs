@@ -9,20 +9,20 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::Value;
 
-use crate::backup_storage::BackupStorage;
-use crate::backup_storage::BsState;
 use crate::catalogue::CallSpec;
 use crate::params;
 use crate::params::Body;
 use crate::resource;
+use crate::resource::date;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::validate;
-use crate::wire::date::java_date;
 use crate::wire::errors::Refusal;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::StateTxn;
 
 /// The image table.
@@ -129,93 +129,76 @@ pub struct Image {
 impl Resource for Image {
     const KIND: &'static str = "Image";
     const TABLE: &'static str = TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("state", |r| json!(r.state)),
+        Field::new("status", |r| json!(r.status)),
+        Field::new("size", |r| json!(r.size)),
+        Field::new("actualSize", |r| json!(r.actual_size)),
+        Field::maybe("md5Sum", |r| r.md5_sum.as_ref().map(|x| json!(x))),
+        Field::new("url", |r| json!(r.url)),
+        Field::new("mediaType", |r| json!(r.media_type)),
+        Field::maybe("guestOsType", |r| {
+            r.guest_os_type.as_ref().map(|x| json!(x))
+        }),
+        Field::new("type", |_| json!("zstack")),
+        Field::new("platform", |r| json!(r.platform)),
+        Field::new("architecture", |r| json!(r.architecture)),
+        Field::new("format", |r| json!(r.format)),
+        Field::new("system", |r| json!(r.system)),
+        Field::new("virtio", |r| json!(r.virtio)),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
+        Field::new("backupStorageRefs", |r| {
+            Value::Array(
+                r.backup_storage_refs
+                    .iter()
+                    .map(|b| b.inventory(&r.uuid))
+                    .collect(),
+            )
+        }),
+        // SystemTagInventory objects, read from the tag table: in query results only.
+        Field::joined("systemTags", |txn, r| {
+            let tags = resource::find::<crate::tag::SystemTag>(txn, "resourceUuid", &r.uuid)?
+                .into_iter()
+                .map(|(_, t)| resource::inventory(&t))
+                .collect();
+            Ok(Value::Array(tags))
+        }),
+    ];
+    const INDEXED: &'static [&'static str] = &[
         "name",
-        "description",
         "state",
         "status",
-        "size",
-        "actualSize",
-        "md5Sum",
-        "url",
         "mediaType",
-        "guestOsType",
-        "type",
-        "platform",
-        "architecture",
-        "format",
-        "system",
-        "virtio",
-        "createDate",
-        "lastOpDate",
-        "backupStorageRefs",
-        "systemTags",
+        "backupStorageRefs.backupStorageUuid",
     ];
-    const INDEXED: &'static [&'static str] = &["name", "state", "status", "mediaType"];
 
     fn uuid(&self) -> &str {
         &self.uuid
     }
-
-    fn inventory(&self) -> Value {
-        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("state".into(), json!(self.state));
-        m.insert("status".into(), json!(self.status));
-        m.insert("size".into(), json!(self.size));
-        m.insert("actualSize".into(), json!(self.actual_size));
-        if let Some(md5) = &self.md5_sum {
-            m.insert("md5Sum".into(), json!(md5));
-        }
-        m.insert("url".into(), json!(self.url));
-        m.insert("mediaType".into(), json!(self.media_type));
-        if let Some(g) = &self.guest_os_type {
-            m.insert("guestOsType".into(), json!(g));
-        }
-        m.insert("type".into(), json!("zstack"));
-        m.insert("platform".into(), json!(self.platform));
-        m.insert("architecture".into(), json!(self.architecture));
-        m.insert("format".into(), json!(self.format));
-        m.insert("system".into(), json!(self.system));
-        m.insert("virtio".into(), json!(self.virtio));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        let refs: Vec<Value> = self
-            .backup_storage_refs
-            .iter()
-            .map(|r| {
-                let mut om = resource::object(json!({
-                    "imageUuid": self.uuid,
-                    "backupStorageUuid": r.backup_storage_uuid,
-                }));
-                if let Some(p) = &r.install_path {
-                    om.insert("installPath".into(), json!(p));
-                }
-                om.insert("status".into(), json!(r.status));
-                om.insert("createDate".into(), json!(java_date(r.create_date)));
-                om.insert("lastOpDate".into(), json!(java_date(r.last_op_date)));
-                Value::Object(om)
-            })
-            .collect();
-        m.insert("backupStorageRefs".into(), json!(refs));
-        Value::Object(m)
-    }
 }
 
-/// The inventory with its `systemTags` (SystemTagInventory objects) filled in from the tag table.
-pub fn full_inventory(txn: &impl StateTxn, img: &Image) -> Result<Value, ApiError> {
-    let mut v = img.inventory();
-    let tags: Vec<Value> = resource::find::<crate::tag::SystemTag>(txn, "resourceUuid", &img.uuid)?
-        .into_iter()
-        .map(|(_, t)| t.inventory())
-        .collect();
-    if let Some(m) = v.as_object_mut() {
-        m.insert("systemTags".into(), json!(tags));
+impl BackupStorageRef {
+    /// `ImageBackupStorageRefInventory`.
+    fn inventory(&self, image_uuid: &str) -> Value {
+        let mut om = resource::object(json!({
+            "imageUuid": image_uuid,
+            "backupStorageUuid": self.backup_storage_uuid,
+        }));
+        if let Some(p) = &self.install_path {
+            om.insert("installPath".into(), json!(p));
+        }
+        om.insert("status".into(), json!(self.status));
+        om.insert("createDate".into(), crate::resource::date(self.create_date));
+        om.insert(
+            "lastOpDate".into(),
+            crate::resource::date(self.last_op_date),
+        );
+        Value::Object(om)
     }
-    Ok(v)
 }
 
 /// State events of `ChangeImageState`.
@@ -239,7 +222,7 @@ pub enum DeletionPolicy {
 }
 
 /// The current image deletion policy (global config `image.deletionPolicy`).
-pub fn deletion_policy(txn: &impl StateTxn) -> Result<DeletionPolicy, ApiError> {
+pub fn deletion_policy(txn: &dyn StateTxn) -> Result<DeletionPolicy, ApiError> {
     Ok(
         match crate::global_config::value(txn, "image", "deletionPolicy")?.as_str() {
             "Direct" => DeletionPolicy::Direct,
@@ -365,10 +348,10 @@ pub enum ImageResult {
 }
 
 impl ImageResult {
-    /// The `inventory` of the reply, if any (without tags; see [`full_inventory`]).
+    /// The `inventory` of the reply, if any (without tags, which only queries join in).
     pub fn inventory(&self) -> Option<Value> {
         match self {
-            ImageResult::Inventory(i) => Some(i.inventory()),
+            ImageResult::Inventory(i) => Some(resource::inventory(i.as_ref())),
             ImageResult::Deleted => None,
         }
     }
@@ -408,28 +391,24 @@ fn check_url(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Backup-storage deletion: drop the image copies on it; an image left with no copy is removed
-/// (records only, spec 03 gaps #2).
-pub(crate) fn forget_backup_storage(
-    txn: &mut impl StateTxn,
+/// Backup-storage deletion: drop the image's copy on it; an image left with no copy is removed
+/// (records only, spec 03 gaps #2) by the relation's walk.
+fn forget_backup_storage(
+    txn: &mut dyn StateTxn,
+    _ctx: &ApplyCtx,
+    uuid: &str,
     bs_uuid: &str,
-) -> Result<(), ApiError> {
-    // Images carry their BS refs inline; the image table is scanned (BS deletion is rare).
-    for (owner, mut img) in resource::list::<Image>(txn)? {
-        let n = img.backup_storage_refs.len();
-        img.backup_storage_refs
-            .retain(|r| r.backup_storage_uuid != bs_uuid);
-        if img.backup_storage_refs.len() == n {
-            continue;
-        }
-        if img.backup_storage_refs.is_empty() {
-            crate::tag::delete_for_resource(txn, &img.uuid)?;
-            resource::remove::<Image>(txn, &img.uuid)?;
-        } else {
-            resource::save(txn, &owner, &img)?;
-        }
+) -> Result<bool, ApiError> {
+    let Some((owner, mut img)) = resource::load::<Image>(txn, uuid)? else {
+        return Ok(false);
+    };
+    img.backup_storage_refs
+        .retain(|r| r.backup_storage_uuid != bs_uuid);
+    if img.backup_storage_refs.is_empty() {
+        return Ok(true);
     }
-    Ok(())
+    resource::save(txn, &owner, &img)?;
+    Ok(false)
 }
 
 /// Which refs an operation names: all when `only` is empty, else those (each must exist).
@@ -452,14 +431,13 @@ fn pick_refs(img: &Image, only: &[String]) -> Result<Vec<usize>, ApiError> {
         .collect()
 }
 
-fn remove_image(txn: &mut impl StateTxn, uuid: &str) -> Result<(), ApiError> {
-    crate::tag::delete_for_resource(txn, uuid)?;
-    resource::remove::<Image>(txn, uuid)?;
+fn remove_image(txn: &mut dyn StateTxn, ctx: &ApplyCtx, uuid: &str) -> Result<(), ApiError> {
+    crate::resource::relations::delete(txn, ctx, "Image", uuid)?;
     Ok(())
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: ImageOp,
@@ -501,7 +479,11 @@ pub(crate) fn apply(
             let platform = platform.unwrap_or_else(|| "Linux".into());
             one_of("platform", &platform, PLATFORMS)?;
             let architecture = architecture.unwrap_or_else(|| "x86_64".into());
-            one_of("architecture", &architecture, crate::cluster::ARCHITECTURES)?;
+            one_of(
+                "architecture",
+                &architecture,
+                crate::validate::ARCHITECTURES,
+            )?;
             if let Some(g) = &guest_os_type {
                 validate::max_len("guestOsType", g, 255)?;
             }
@@ -512,8 +494,8 @@ pub(crate) fn apply(
             }
             let mut refs = Vec::with_capacity(backup_storage_uuids.len());
             for b in &backup_storage_uuids {
-                let (_, bs) = resource::require::<BackupStorage>(txn, b)?;
-                if bs.state != BsState::Enabled {
+                let bs = resource::require_ref(txn, "BackupStorage", b)?;
+                if bs.field("state") != Some("Enabled") {
                     return Err(validate::op_failure(format!(
                         "backup storage[uuid:{b}] is not Enabled, it cannot take new images"
                     )));
@@ -598,7 +580,7 @@ pub(crate) fn apply(
                 img.platform = p;
             }
             if let Some(a) = architecture {
-                one_of("architecture", &a, crate::cluster::ARCHITECTURES)?;
+                one_of("architecture", &a, crate::validate::ARCHITECTURES)?;
                 img.architecture = a;
             }
             if let Some(s) = system {
@@ -636,7 +618,7 @@ pub(crate) fn apply(
             let all = picked.len() == img.backup_storage_refs.len();
             if policy == DeletionPolicy::Direct {
                 if all {
-                    remove_image(txn, &uuid)?;
+                    remove_image(txn, ctx, &uuid)?;
                     return Ok(ImageResult::Deleted);
                 }
                 let mut i = 0;
@@ -682,7 +664,7 @@ pub(crate) fn apply(
                 keep
             });
             if img.backup_storage_refs.is_empty() {
-                remove_image(txn, &uuid)?;
+                remove_image(txn, ctx, &uuid)?;
             } else {
                 img.last_op_date = now;
                 resource::save(txn, &owner, &img)?;
@@ -764,7 +746,7 @@ pub(crate) fn apply(
             let idx = pick_refs(&img, std::slice::from_ref(&backup_storage_uuid))?[0];
             img.backup_storage_refs.remove(idx);
             if img.backup_storage_refs.is_empty() {
-                remove_image(txn, &uuid)?;
+                remove_image(txn, ctx, &uuid)?;
                 return Ok(ImageResult::Deleted);
             }
             img.last_op_date = now;
@@ -848,20 +830,107 @@ pub fn plan(
         })(),
         _ => return None,
     };
-    Some(op.map(|op| Command::Image {
-        caller: caller.clone(),
-        op: Box::new(op),
-    }))
+    Some(op.map(|op| op.command(caller.clone())))
+}
+
+/// The image family.
+pub struct Images;
+
+impl crate::family::Family for Images {
+    type Op = ImageOp;
+    type Out = ImageResult;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::op_plan;
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::resource::generic;
+        use crate::resource::relations::OnDelete;
+        use crate::resource::relations::Relation;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            name: "image",
+            tables: &[TABLE],
+            kinds: &[KindDecl {
+                relations: &[Relation {
+                    field: "backupStorageRefs.backupStorageUuid",
+                    parent: "BackupStorage",
+                    on_delete: OnDelete::DetachOrDelete(forget_backup_storage),
+                    on_parent_state: None,
+                }],
+                ..KindDecl::new("Image", TABLE, &["ImageVO"])
+            }],
+            calls: &[
+                CallDecl::new(
+                    "AddImage",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/images", P)],
+                )
+                .creating("ImageVO"),
+                CallDecl::new(
+                    "UpdateImage",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/images/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "ChangeImageState",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/images/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "DeleteImage",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/images/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "ExpungeImage",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/images/{imageUuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "RecoverImage",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/images/{imageUuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "QueryImage",
+                    generic::plan_query::<Image>,
+                    &[route(G, "/v1/images", N), route(G, "/v1/images/{uuid}", N)],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: ImageOp,
+    ) -> Result<ImageResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &ImageResult) -> Result<serde_json::Map<String, Value>, Refusal> {
+        crate::family::inventory_reply(out.inventory())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup_storage::tests::make_bs;
-    use crate::cluster::tests::normal;
-    use crate::cluster::tests::u;
     use crate::testing::ctx;
+    use crate::testing::make_bs;
+    use crate::testing::normal;
+    use crate::testing::u;
     use crate::testing::MemTxn;
+    use crate::wire::date::java_date;
 
     fn run(t: &mut MemTxn, op: ImageOp) -> Result<ImageResult, ApiError> {
         apply(t, &ctx(10), &Caller::admin(), op)
@@ -940,7 +1009,7 @@ mod tests {
             panic!()
         };
         assert_eq!((img.status, img.size), (ImageStatus::Ready, 1 << 30));
-        let full = full_inventory(&t, &img).unwrap();
+        let full = resource::full_inventory(&t, img.as_ref()).unwrap();
         assert_eq!(full["systemTags"], json!([]));
         assert_eq!(
             code(ready(&mut t, &u(50), &bs)),

@@ -601,16 +601,16 @@ fn free_ip_and_ip_availability_through_the_wire() {
         json!({"l3NetworkUuid": l3, "name": "r2", "startIp": "192.168.1.100", "endIp": "192.168.1.101", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
     );
     // 192.168.1.11 is taken (an internal allocation, as a VM NIC would do).
-    let alloc = crate::Command::L3 {
-        caller: Caller::admin(),
-        op: Box::new(crate::l3::L3Op::AllocateIp {
+    let alloc = crate::IntoCommand::command(
+        crate::l3::L3Op::AllocateIp {
             l3_network_uuid: l3.clone(),
             used_ip_uuid: uuid(900),
             required_ip: Some("192.168.1.11".into()),
             used_for: "VmNic".into(),
             vm_nic_uuid: None,
-        }),
-    };
+        },
+        Caller::admin(),
+    );
     crate::apply(&mut w.t, &ctx(900), alloc).unwrap();
     let ips = |m: &Map<String, Value>| -> Vec<String> {
         m["inventories"]
@@ -735,7 +735,8 @@ mod determinism {
     use proptest::prelude::*;
 
     use crate::backup_storage::BackupStorageOp;
-    use crate::cluster::ClusterOp;
+    use crate::families::cluster::ClusterOp;
+    use crate::families::zone::ZoneOp;
     use crate::image::ImageOp;
     use crate::l2::L2Common;
     use crate::l2::L2Op;
@@ -747,9 +748,9 @@ mod determinism {
     use crate::tag::TagOp;
     use crate::testing::ctx;
     use crate::testing::MemTxn;
-    use crate::zone::ZoneOp;
     use crate::Caller;
     use crate::Command;
+    use crate::IntoCommand;
     use crate::Response;
 
     fn u(kind: u32, i: u32) -> String {
@@ -778,10 +779,7 @@ mod determinism {
         };
         macro_rules! cmd {
             ($variant:ident, $op:expr) => {
-                Command::$variant {
-                    caller,
-                    op: Box::new($op),
-                }
+                $op.command(caller)
             };
         }
         // Ops 24.. repeat the creating and attaching ones, so that sequences build real topologies.
@@ -797,19 +795,14 @@ mod determinism {
             _ => op,
         };
         match op {
-            0 => Command::Zone {
-                caller,
-                op: ZoneOp::Create {
-                    uuid: u(z, a),
-                    name: format!("z{a}"),
-                    description: None,
-                    is_default: b == 0,
-                },
-            },
-            1 => Command::Zone {
-                caller,
-                op: ZoneOp::Delete { uuid: u(z, a) },
-            },
+            0 => ZoneOp::Create {
+                uuid: u(z, a),
+                name: format!("z{a}"),
+                description: None,
+                is_default: b == 0,
+            }
+            .command(caller),
+            1 => ZoneOp::Delete { uuid: u(z, a) }.command(caller),
             2 => {
                 let tagged_by = caller.clone();
                 let create = cmd!(
@@ -826,8 +819,7 @@ mod determinism {
                 );
                 // Half the creates carry tags (a create call's systemTags/userTags).
                 if a == 1 {
-                    Command::Tagged {
-                        caller: tagged_by,
+                    crate::tag::TagOp::Tagged {
                         command: Box::new(create),
                         resource_type: "ClusterVO".into(),
                         tags: vec![
@@ -835,6 +827,7 @@ mod determinism {
                             (false, "rack".into()),
                         ],
                     }
+                    .command(tagged_by)
                 } else {
                     create
                 }

@@ -8,7 +8,6 @@
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::calls;
 use crate::global_config;
 use crate::staged::Staged;
 use crate::wire::envelope;
@@ -115,7 +114,7 @@ pub enum JobResult {
     Expired(u64),
 }
 
-fn load(txn: &impl StateTxn, uuid: &str) -> Result<Option<ApiJob>, ApiError> {
+fn load(txn: &dyn StateTxn, uuid: &str) -> Result<Option<ApiJob>, ApiError> {
     txn.get(TABLE, &record_key(uuid))?
         .map(|raw| {
             serde_json::from_slice(&raw).map_err(|e| ApiError::Corrupt {
@@ -126,7 +125,7 @@ fn load(txn: &impl StateTxn, uuid: &str) -> Result<Option<ApiJob>, ApiError> {
         .transpose()
 }
 
-fn store(txn: &mut impl StateTxn, job: &ApiJob) -> Result<(), ApiError> {
+fn store(txn: &mut dyn StateTxn, job: &ApiJob) -> Result<(), ApiError> {
     let raw = serde_json::to_vec(job).map_err(|e| ApiError::Corrupt {
         what: format!("api job {}", job.uuid),
         detail: e.to_string(),
@@ -140,12 +139,12 @@ fn store(txn: &mut impl StateTxn, job: &ApiJob) -> Result<(), ApiError> {
 }
 
 /// Read a job (for polling on any node).
-pub fn get(txn: &impl StateTxn, uuid: &str) -> Result<Option<ApiJob>, ApiError> {
+pub fn get(txn: &dyn StateTxn, uuid: &str) -> Result<Option<ApiJob>, ApiError> {
     load(txn, uuid)
 }
 
 /// Uuids of jobs not yet run, in uuid order (the executor's work list), at most `limit`.
-pub fn pending(txn: &impl StateTxn, limit: usize) -> Result<Vec<String>, ApiError> {
+pub fn pending(txn: &dyn StateTxn, limit: usize) -> Result<Vec<String>, ApiError> {
     Ok(txn
         .scan_prefix(TABLE, b"p/", limit)?
         .into_iter()
@@ -154,8 +153,8 @@ pub fn pending(txn: &impl StateTxn, limit: usize) -> Result<Vec<String>, ApiErro
 }
 
 /// Render a command's response as ZStack's result text in `reply_class`.
-fn render(reply_class: &str, resp: &Response) -> (bool, String) {
-    match calls::reply_fields(resp) {
+pub(crate) fn render(reply_class: &str, resp: &Response) -> (bool, String) {
+    match resp.reply() {
         Ok(fields) => (
             true,
             envelope::encode_result(reply_class, &envelope::success(fields)),
@@ -168,7 +167,7 @@ fn render(reply_class: &str, resp: &Response) -> (bool, String) {
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: JobOp,
@@ -181,7 +180,7 @@ pub(crate) fn apply(
             command,
         } => {
             crate::validate::uuid("X-Job-UUID", &uuid)?;
-            if matches!(*command, Command::Job { .. }) {
+            if matches!(*command, Command::Job(_)) {
                 return Err(ApiError::Refused(Refusal::new(
                     Code::InvalidArgument,
                     "a job cannot wrap a job command",
@@ -260,25 +259,55 @@ pub(crate) fn apply(
     }
 }
 
+/// The job family: durable async API jobs (internal commands; polling is the node's).
+pub struct Jobs;
+
+impl crate::family::Family for Jobs {
+    type Op = JobOp;
+    type Out = JobResult;
+    const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("job", &[TABLE]);
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: JobOp,
+    ) -> Result<JobResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(_out: &JobResult) -> Result<serde_json::Map<String, serde_json::Value>, Refusal> {
+        Ok(serde_json::Map::new())
+    }
+
+    fn inner(op: &JobOp) -> Option<&Command> {
+        match op {
+            JobOp::Submit { command, .. } => Some(command),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::families::zone::ZoneOp;
     use crate::testing::ctx;
     use crate::testing::MemTxn;
-    use crate::zone::ZoneOp;
+    use crate::IntoCommand;
 
     const JOB: &str = "0123456789abcdef0123456789abcdef";
 
     fn create_zone(uuid: &str, name: &str) -> Box<Command> {
-        Box::new(Command::Zone {
-            caller: Caller::admin(),
-            op: ZoneOp::Create {
+        Box::new(
+            ZoneOp::Create {
                 uuid: uuid.into(),
                 name: name.into(),
                 description: None,
                 is_default: false,
-            },
-        })
+            }
+            .command(Caller::admin()),
+        )
     }
 
     fn submit(t: &mut MemTxn, at: u64, job: &str, cmd: Box<Command>) -> ApiJob {
@@ -337,7 +366,7 @@ mod tests {
         // Running it again (a new leader re-running an already finished job) changes nothing.
         assert_eq!(run(&mut t, 4, JOB), done);
         assert_eq!(
-            crate::resource::list::<crate::zone::Zone>(&t)
+            crate::resource::list::<crate::families::zone::Zone>(&t)
                 .unwrap()
                 .len(),
             1
@@ -355,7 +384,7 @@ mod tests {
             r.contains(r#""success":false,"error":{"code":"SYS.1007""#),
             "{r}"
         );
-        assert!(crate::resource::list::<crate::zone::Zone>(&t)
+        assert!(crate::resource::list::<crate::families::zone::Zone>(&t)
             .unwrap()
             .is_empty());
     }
@@ -379,10 +408,7 @@ mod tests {
             uuid: JOB.into(),
             api_name: "A".into(),
             reply_class: "c".into(),
-            command: Box::new(Command::Job {
-                caller: Caller::admin(),
-                op: JobOp::Expire,
-            }),
+            command: Box::new(JobOp::Expire.command(Caller::admin())),
         };
         assert_eq!(
             apply(&mut t, &ctx(1), &Caller::admin(), nested)

@@ -93,7 +93,7 @@ pub fn storage_key(key: &str) -> &[u8] {
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     _ctx: &ApplyCtx,
     op: KvOp,
 ) -> Result<KvResult, ApiError> {
@@ -128,16 +128,44 @@ pub(crate) fn apply(
     }
 }
 
+/// The key-value family (no API calls: the node's `/kv` routes propose it directly).
+pub struct Kv;
+
+impl crate::family::Family for Kv {
+    type Op = KvOp;
+    type Out = KvResult;
+    const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("kv", &[TABLE]);
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        _caller: &crate::Caller,
+        op: KvOp,
+    ) -> Result<KvResult, ApiError> {
+        apply(txn, ctx, op)
+    }
+
+    fn reply(
+        _out: &KvResult,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::wire::errors::Refusal> {
+        Ok(serde_json::Map::new())
+    }
+
+    fn keeps_writes(out: &KvResult) -> bool {
+        out.keeps_writes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::ctx;
     use crate::testing::MemTxn;
-    use crate::Command;
+    use crate::IntoCommand;
     use crate::Response;
 
     fn run(txn: &mut MemTxn, op: KvOp) -> Response {
-        crate::apply(txn, &ctx(1), Command::Kv(op)).unwrap()
+        crate::apply(txn, &ctx(1), op.command(crate::Caller::admin())).unwrap()
     }
 
     #[test]

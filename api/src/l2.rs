@@ -10,19 +10,20 @@ use serde_json::Map;
 use serde_json::Value;
 
 use crate::catalogue::CallSpec;
-use crate::cluster::Cluster;
 use crate::params;
 use crate::params::Body;
 use crate::resource;
+use crate::resource::date;
+use crate::resource::relations;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::validate;
-use crate::wire::date::java_date;
 use crate::wire::errors::Refusal;
-use crate::zone::Zone;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::StateTxn;
 
 /// The L2 table (every kind).
@@ -95,22 +96,6 @@ pub struct L2Network {
     pub attached_cluster_uuids: Vec<String>,
 }
 
-/// `L2NetworkInventory` fields in order.
-const BASE_FIELDS: &[&str] = &[
-    "uuid",
-    "name",
-    "description",
-    "zoneUuid",
-    "physicalInterface",
-    "type",
-    "vSwitchType",
-    "virtualNetworkId",
-    "isolated",
-    "pvlan",
-    "createDate",
-    "lastOpDate",
-    "attachedClusterUuids",
-];
 const INDEXED: &[&str] = &[
     "name",
     "zoneUuid",
@@ -123,35 +108,6 @@ const INDEXED: &[&str] = &[
 ];
 
 impl L2Network {
-    fn base(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("uuid".into(), json!(self.uuid));
-        m.insert("name".into(), json!(self.name));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("zoneUuid".into(), json!(self.zone_uuid));
-        if let Some(p) = &self.physical_interface {
-            m.insert("physicalInterface".into(), json!(p));
-        }
-        m.insert("type".into(), json!(self.kind.type_name()));
-        m.insert("vSwitchType".into(), json!(self.v_switch_type));
-        let vid = match &self.kind {
-            L2Kind::Vlan { vlan } => u32::from(*vlan),
-            L2Kind::Vxlan { vni, .. } => *vni,
-            _ => 0,
-        };
-        m.insert("virtualNetworkId".into(), json!(vid));
-        m.insert("isolated".into(), json!(false));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        m.insert(
-            "attachedClusterUuids".into(),
-            json!(self.attached_cluster_uuids),
-        );
-        m
-    }
-
     fn is_pool(&self) -> bool {
         matches!(self.kind, L2Kind::VxlanPool { .. })
     }
@@ -159,45 +115,100 @@ impl L2Network {
     fn is_vxlan(&self) -> bool {
         matches!(self.kind, L2Kind::Vxlan { .. })
     }
+
+    fn vlan(&self) -> Option<Value> {
+        match &self.kind {
+            L2Kind::Vlan { vlan } => Some(json!(vlan)),
+            _ => None,
+        }
+    }
+
+    fn vxlan(&self) -> Option<(u32, &str)> {
+        match &self.kind {
+            L2Kind::Vxlan { vni, pool_uuid } => Some((*vni, pool_uuid.as_str())),
+            _ => None,
+        }
+    }
+
+    fn attached_cidrs(&self) -> Option<Value> {
+        let L2Kind::VxlanPool { vtep_cidrs } = &self.kind else {
+            return None;
+        };
+        let mut cidrs = Map::new();
+        for (c, cidr) in vtep_cidrs {
+            cidrs.insert(c.clone(), json!([cidr]));
+        }
+        Some(Value::Object(cidrs))
+    }
+}
+
+/// The base `L2NetworkInventory`, what `QueryL2Network` answers for every kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct L2Base(pub L2Network);
+
+impl Resource for L2Base {
+    const KIND: &'static str = "L2Network";
+    const TABLE: &'static str = TABLE;
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.0.uuid)),
+        Field::new("name", |r| json!(r.0.name)),
+        Field::maybe("description", |r| {
+            r.0.description.as_ref().map(|x| json!(x))
+        }),
+        Field::new("zoneUuid", |r| json!(r.0.zone_uuid)),
+        Field::maybe("physicalInterface", |r| {
+            r.0.physical_interface.as_ref().map(|x| json!(x))
+        }),
+        Field::new("type", |r| json!(r.0.kind.type_name())),
+        Field::new("vSwitchType", |r| json!(r.0.v_switch_type)),
+        Field::new("virtualNetworkId", |r| {
+            json!(match &r.0.kind {
+                L2Kind::Vlan { vlan } => u32::from(*vlan),
+                L2Kind::Vxlan { vni, .. } => *vni,
+                _ => 0,
+            })
+        }),
+        Field::new("isolated", |_| json!(false)),
+        // Private VLANs are not supported: always null, as ZStack shows them for these types.
+        Field::maybe("pvlan", |_| None),
+        Field::new("createDate", |r| date(r.0.create_date)),
+        Field::new("lastOpDate", |r| date(r.0.last_op_date)),
+        Field::new("attachedClusterUuids", |r| {
+            json!(r.0.attached_cluster_uuids)
+        }),
+    ];
+    const INDEXED: &'static [&'static str] = INDEXED;
+
+    fn uuid(&self) -> &str {
+        &self.0.uuid
+    }
+}
+
+fn base_inventory(l2: &L2Network) -> Value {
+    resource::inventory(&L2Base(l2.clone()))
 }
 
 impl Resource for L2Network {
     const KIND: &'static str = "L2Network";
     const TABLE: &'static str = TABLE;
-    const FIELDS: &'static [&'static str] = BASE_FIELDS;
+    /// The runtime class's inventory (what replies carry): subclass fields first.
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::maybe("vlan", L2Network::vlan),
+        Field::maybe("vni", |r| r.vxlan().map(|(vni, _)| json!(vni))),
+        Field::maybe("poolUuid", |r| r.vxlan().map(|(_, pool)| json!(pool))),
+        Field::splice(base_inventory, resource::fields::<L2Base>),
+        Field::maybe("attachedCidrs", L2Network::attached_cidrs),
+    ];
     const INDEXED: &'static [&'static str] = INDEXED;
 
     fn uuid(&self) -> &str {
         &self.uuid
     }
-
-    /// The runtime class's inventory (what replies carry): subclass fields first.
-    fn inventory(&self) -> Value {
-        let mut m = Map::new();
-        match &self.kind {
-            L2Kind::Vlan { vlan } => {
-                m.insert("vlan".into(), json!(vlan));
-            }
-            L2Kind::Vxlan { vni, pool_uuid } => {
-                m.insert("vni".into(), json!(vni));
-                m.insert("poolUuid".into(), json!(pool_uuid));
-            }
-            _ => {}
-        }
-        m.extend(self.base());
-        if let L2Kind::VxlanPool { vtep_cidrs } = &self.kind {
-            let mut cidrs = Map::new();
-            for (c, cidr) in vtep_cidrs {
-                cidrs.insert(c.clone(), json!([cidr]));
-            }
-            m.insert("attachedCidrs".into(), Value::Object(cidrs));
-        }
-        Value::Object(m)
-    }
 }
 
 macro_rules! l2_view {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $fields:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, [$($field:expr),* $(,)?]) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -206,15 +217,11 @@ macro_rules! l2_view {
         impl Resource for $name {
             const KIND: &'static str = $kind;
             const TABLE: &'static str = TABLE;
-            const FIELDS: &'static [&'static str] = $fields;
+            const INVENTORY: &'static [Field<Self>] = &[$($field),*];
             const INDEXED: &'static [&'static str] = INDEXED;
 
             fn uuid(&self) -> &str {
                 &self.0.uuid
-            }
-
-            fn inventory(&self) -> Value {
-                self.0.inventory()
             }
         }
     };
@@ -224,64 +231,28 @@ l2_view!(
     /// The `L2VlanNetworkInventory` view, for `QueryL2VlanNetwork`.
     L2VlanView,
     "L2VlanNetwork",
-    &[
-        "vlan",
-        "uuid",
-        "name",
-        "description",
-        "zoneUuid",
-        "physicalInterface",
-        "type",
-        "vSwitchType",
-        "virtualNetworkId",
-        "isolated",
-        "pvlan",
-        "createDate",
-        "lastOpDate",
-        "attachedClusterUuids",
+    [
+        Field::maybe("vlan", |r| r.0.vlan()),
+        Field::splice(|r| base_inventory(&r.0), resource::fields::<L2Base>),
     ]
 );
 l2_view!(
     /// The `L2VxlanNetworkInventory` view, for `QueryL2VxlanNetwork`.
     VxlanView,
     "VxlanNetwork",
-    &[
-        "vni",
-        "poolUuid",
-        "uuid",
-        "name",
-        "description",
-        "zoneUuid",
-        "physicalInterface",
-        "type",
-        "vSwitchType",
-        "virtualNetworkId",
-        "isolated",
-        "pvlan",
-        "createDate",
-        "lastOpDate",
-        "attachedClusterUuids",
+    [
+        Field::maybe("vni", |r| r.0.vxlan().map(|(vni, _)| json!(vni))),
+        Field::maybe("poolUuid", |r| r.0.vxlan().map(|(_, pool)| json!(pool))),
+        Field::splice(|r| base_inventory(&r.0), resource::fields::<L2Base>),
     ]
 );
 l2_view!(
     /// The `L2VxlanNetworkPoolInventory` view, for `QueryL2VxlanNetworkPool`.
     PoolView,
     "VxlanNetworkPool",
-    &[
-        "uuid",
-        "name",
-        "description",
-        "zoneUuid",
-        "physicalInterface",
-        "type",
-        "vSwitchType",
-        "virtualNetworkId",
-        "isolated",
-        "pvlan",
-        "createDate",
-        "lastOpDate",
-        "attachedClusterUuids",
-        "attachedCidrs",
+    [
+        Field::splice(|r| base_inventory(&r.0), resource::fields::<L2Base>),
+        Field::maybe("attachedCidrs", |r| r.0.attached_cidrs()),
     ]
 );
 
@@ -302,25 +273,15 @@ pub enum L2Query {
 
 /// Run an L2-family query.
 pub fn query(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     which: L2Query,
     q: &crate::query::Query,
     caller: &Caller,
 ) -> Result<crate::query::QueryOutput, ApiError> {
     let vis = |o: &str| caller.can_see(o);
     match which {
-        L2Query::All => resource::query_filtered::<L2Network>(
-            txn,
-            q,
-            |o, _| vis(o),
-            |_, inv| {
-                // Base-class inventories, as ZStack's QueryL2Network answers.
-                if let Value::Object(m) = inv {
-                    m.retain(|k, _| BASE_FIELDS.contains(&k.as_str()));
-                }
-                Ok(())
-            },
-        ),
+        // Base-class inventories, as ZStack's QueryL2Network answers.
+        L2Query::All => resource::query_filtered::<L2Base>(txn, q, |o, _| vis(o), |_, _| Ok(())),
         L2Query::Vlan => resource::query_filtered::<L2VlanView>(
             txn,
             q,
@@ -367,33 +328,20 @@ pub struct VniRange {
 impl Resource for VniRange {
     const KIND: &'static str = "VniRange";
     const TABLE: &'static str = VNI_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "name",
-        "description",
-        "startVni",
-        "endVni",
-        "l2NetworkUuid",
-        "createDate",
-        "lastOpDate",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("startVni", |r| json!(r.start_vni)),
+        Field::new("endVni", |r| json!(r.end_vni)),
+        Field::new("l2NetworkUuid", |r| json!(r.l2_network_uuid)),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
     ];
     const INDEXED: &'static [&'static str] = &["name", "l2NetworkUuid"];
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("startVni".into(), json!(self.start_vni));
-        m.insert("endVni".into(), json!(self.end_vni));
-        m.insert("l2NetworkUuid".into(), json!(self.l2_network_uuid));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        Value::Object(m)
     }
 }
 
@@ -504,8 +452,8 @@ impl L2Result {
     /// The `inventory` of the reply, if any.
     pub fn inventory(&self) -> Option<Value> {
         match self {
-            L2Result::L2(l) => Some(l.inventory()),
-            L2Result::VniRange(r) => Some(r.inventory()),
+            L2Result::L2(l) => Some(resource::inventory(l)),
+            L2Result::VniRange(r) => Some(resource::inventory(r)),
             L2Result::Deleted => None,
         }
     }
@@ -538,7 +486,7 @@ fn check_vni(field: &str, v: i64) -> Result<u32, ApiError> {
 
 /// Check the common create fields and build the record (kind filled by the caller).
 fn new_record(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     ctx: &ApplyCtx,
     c: L2Common,
     kind: L2Kind,
@@ -563,7 +511,7 @@ fn new_record(
             "unsupported vSwitchType[{v_switch_type}], supported types are {V_SWITCH_TYPES:?}"
         )));
     }
-    resource::require::<Zone>(txn, &zone_uuid)?;
+    resource::require_ref(txn, "Zone", &zone_uuid)?;
     if resource::load::<L2Network>(txn, &c.uuid)?.is_some() {
         return Err(validate::duplicate_uuid("L2Network", &c.uuid));
     }
@@ -593,61 +541,27 @@ fn identical(a: &L2Network, b: &L2Network) -> bool {
     }
 }
 
-/// Delete an L2 and everything under it, inside the caller's apply.
-pub(crate) fn delete_cascade(
-    txn: &mut impl StateTxn,
+/// Cluster deletion: forget the cluster in the L2 (the relation's detach).
+fn forget_cluster(
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     uuid: &str,
-) -> Result<(), ApiError> {
-    let Some((_, l2)) = resource::load::<L2Network>(txn, uuid)? else {
-        return Ok(());
-    };
-    if l2.is_pool() {
-        for v in resource::uuids_where::<L2Network>(txn, "poolUuid", uuid)? {
-            delete_cascade(txn, ctx, &v)?;
-        }
-        for r in resource::uuids_where::<VniRange>(txn, "l2NetworkUuid", uuid)? {
-            crate::tag::delete_for_resource(txn, &r)?;
-            resource::remove::<VniRange>(txn, &r)?;
-        }
-    }
-    crate::l3::cascade_l2_delete(txn, ctx, uuid)?;
-    crate::tag::delete_for_resource(txn, uuid)?;
-    resource::remove::<L2Network>(txn, uuid)?;
-    Ok(())
-}
-
-/// Zone deletion: delete every L2 of the zone.
-pub(crate) fn cascade_zone_delete(
-    txn: &mut impl StateTxn,
-    ctx: &ApplyCtx,
-    zone_uuid: &str,
-) -> Result<(), ApiError> {
-    for u in resource::uuids_where::<L2Network>(txn, "zoneUuid", zone_uuid)? {
-        delete_cascade(txn, ctx, &u)?;
-    }
-    Ok(())
-}
-
-/// Cluster deletion: forget the cluster in every L2 attached to it.
-pub(crate) fn forget_cluster(
-    txn: &mut impl StateTxn,
-    ctx: &ApplyCtx,
     cluster_uuid: &str,
-) -> Result<(), ApiError> {
-    for (owner, mut l2) in resource::find::<L2Network>(txn, "attachedClusterUuids", cluster_uuid)? {
-        l2.attached_cluster_uuids.retain(|c| c != cluster_uuid);
-        if let L2Kind::VxlanPool { vtep_cidrs } = &mut l2.kind {
-            vtep_cidrs.retain(|(c, _)| c != cluster_uuid);
-        }
-        l2.last_op_date = ctx.proposed_at_ms;
-        resource::save(txn, &owner, &l2)?;
+) -> Result<bool, ApiError> {
+    let Some((owner, mut l2)) = resource::load::<L2Network>(txn, uuid)? else {
+        return Ok(false);
+    };
+    l2.attached_cluster_uuids.retain(|c| c != cluster_uuid);
+    if let L2Kind::VxlanPool { vtep_cidrs } = &mut l2.kind {
+        vtep_cidrs.retain(|(c, _)| c != cluster_uuid);
     }
-    Ok(())
+    l2.last_op_date = ctx.proposed_at_ms;
+    resource::save(txn, &owner, &l2)?;
+    Ok(l2.attached_cluster_uuids.is_empty())
 }
 
 fn set_vxlan_clusters(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     pool: &L2Network,
 ) -> Result<(), ApiError> {
@@ -663,7 +577,7 @@ fn set_vxlan_clusters(
 /// starting at a point derived from the new network's uuid (deterministic "random", spec 04
 /// §6.7: no RNG inside apply).
 fn pick_vni(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     pool_uuid: &str,
     requested: Option<i64>,
     seed: &str,
@@ -725,7 +639,7 @@ fn pick_vni(
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: L2Op,
@@ -892,8 +806,7 @@ pub(crate) fn apply(
                     }
                 }
             }
-            crate::tag::delete_for_resource(txn, &uuid)?;
-            resource::remove::<VniRange>(txn, &uuid)?;
+            relations::delete(txn, ctx, "VniRange", &uuid)?;
             Ok(L2Result::Deleted)
         }
         L2Op::Update {
@@ -921,16 +834,17 @@ pub(crate) fn apply(
         } => {
             caller.require_admin("L2 network")?;
             let (owner, mut l2) = resource::require::<L2Network>(txn, &uuid)?;
-            let (_, cluster) = resource::require::<Cluster>(txn, &cluster_uuid)?;
+            let cluster = resource::require_ref(txn, "Cluster", &cluster_uuid)?;
+            let cluster_zone = cluster.field("zoneUuid").unwrap_or_default();
             if l2.is_vxlan() {
                 return Err(validate::op_failure(format!(
                     "VxlanNetwork[uuid:{uuid}] cannot be attached to a cluster; attach its pool"
                 )));
             }
-            if cluster.zone_uuid != l2.zone_uuid {
+            if cluster_zone != l2.zone_uuid {
                 return Err(validate::invalid_arg(format!(
                     "L2 network[uuid:{uuid}] is in zone[uuid:{}] but cluster[uuid:{cluster_uuid}] is in zone[uuid:{}], they must be in the same zone",
-                    l2.zone_uuid, cluster.zone_uuid
+                    l2.zone_uuid, cluster_zone
                 )));
             }
             if l2.attached_cluster_uuids.contains(&cluster_uuid) {
@@ -955,10 +869,10 @@ pub(crate) fn apply(
                         "attaching VxlanNetworkPool[uuid:{uuid}] to a cluster needs a VTEP CIDR (system tag l2NetworkUuid::{uuid}::clusterUuid::{cluster_uuid}::cidr::{{cidr}})"
                     )));
                 };
-                let (net, prefix) = crate::l3::parse_cidr(&cidr)?;
+                let (net, prefix) = crate::net::parse_cidr(&cidr)?;
                 vtep_cidrs.push((
                     cluster_uuid.clone(),
-                    format!("{}/{prefix}", crate::l3::ip_str(net)),
+                    format!("{}/{prefix}", crate::net::ip_str(net)),
                 ));
             }
             l2.attached_cluster_uuids.push(cluster_uuid);
@@ -972,7 +886,7 @@ pub(crate) fn apply(
         L2Op::Detach { uuid, cluster_uuid } => {
             caller.require_admin("L2 network")?;
             let (owner, mut l2) = resource::require::<L2Network>(txn, &uuid)?;
-            resource::require::<Cluster>(txn, &cluster_uuid)?;
+            resource::require_ref(txn, "Cluster", &cluster_uuid)?;
             if !l2.attached_cluster_uuids.contains(&cluster_uuid) || l2.is_vxlan() {
                 return Err(validate::op_failure(format!(
                     "L2 network[uuid:{uuid}] is not attached to cluster[uuid:{cluster_uuid}]"
@@ -1000,7 +914,7 @@ pub(crate) fn apply(
             } else {
                 caller.require_admin("L2 network")?;
             }
-            delete_cascade(txn, ctx, &uuid)?;
+            relations::delete(txn, ctx, "L2Network", &uuid)?;
             Ok(L2Result::Deleted)
         }
     }
@@ -1089,21 +1003,253 @@ pub fn plan(
         "DeleteL2Network" => params::required(b, "uuid", call).map(|uuid| L2Op::Delete { uuid }),
         _ => return None,
     };
-    Some(op.map(|op| Command::L2 {
-        caller: caller.clone(),
-        op: Box::new(op),
-    }))
+    Some(op.map(|op| op.command(caller.clone())))
+}
+
+fn query_all(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    query(txn, L2Query::All, q, caller)
+}
+
+fn query_vlan(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    query(txn, L2Query::Vlan, q, caller)
+}
+
+fn query_vxlan(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    query(txn, L2Query::Vxlan, q, caller)
+}
+
+fn query_pool(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    query(txn, L2Query::Pool, q, caller)
+}
+
+fn query_vnirange(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    query(txn, L2Query::VniRange, q, caller)
+}
+
+/// The L2 network family.
+pub struct L2Networks;
+
+impl crate::family::Family for L2Networks {
+    type Op = L2Op;
+    type Out = L2Result;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::op_plan;
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::resource::relations::OnDelete;
+        use crate::resource::relations::Relation;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            name: "l2",
+            tables: &[TABLE, VNI_TABLE],
+            kinds: &[
+                KindDecl {
+                    relations: &[
+                        Relation {
+                            field: "zoneUuid",
+                            parent: "Zone",
+                            on_delete: OnDelete::Cascade,
+                            on_parent_state: None,
+                        },
+                        Relation {
+                            field: "attachedClusterUuids",
+                            parent: "Cluster",
+                            on_delete: OnDelete::Detach(forget_cluster),
+                            on_parent_state: None,
+                        },
+                        // A pool's VXLAN networks go with it.
+                        Relation {
+                            field: "poolUuid",
+                            parent: "L2Network",
+                            on_delete: OnDelete::Cascade,
+                            on_parent_state: None,
+                        },
+                    ],
+                    ..KindDecl::new(
+                        "L2Network",
+                        TABLE,
+                        &[
+                            "L2NetworkVO",
+                            "L2VlanNetworkVO",
+                            "VxlanNetworkVO",
+                            "VxlanNetworkPoolVO",
+                        ],
+                    )
+                },
+                KindDecl {
+                    relations: &[Relation {
+                        field: "l2NetworkUuid",
+                        parent: "L2Network",
+                        on_delete: OnDelete::Cascade,
+                        on_parent_state: None,
+                    }],
+                    ..KindDecl::new("VniRange", VNI_TABLE, &["VniRangeVO"])
+                },
+            ],
+            calls: &[
+                CallDecl::new(
+                    "CreateL2NoVlanNetwork",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/l2-networks/no-vlan", P)],
+                )
+                .creating("L2NetworkVO"),
+                CallDecl::new(
+                    "CreateL2VlanNetwork",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/l2-networks/vlan", P)],
+                )
+                .creating("L2VlanNetworkVO"),
+                CallDecl::new(
+                    "CreateL2VxlanNetworkPool",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/l2-networks/vxlan-pool", P)],
+                )
+                .creating("L2NetworkVO"),
+                CallDecl::new(
+                    "CreateVniRange",
+                    |p| op_plan(plan, p),
+                    &[route(
+                        Po,
+                        "/v1/l2-networks/vxlan-pool/{l2NetworkUuid}/vni-ranges",
+                        P,
+                    )],
+                )
+                .creating("VniRangeVO"),
+                CallDecl::new(
+                    "DeleteVniRange",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/l2-networks/vxlan-pool/vni-ranges/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "CreateL2VxlanNetwork",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/l2-networks/vxlan", P)],
+                )
+                .creating("VxlanNetworkVO"),
+                CallDecl::new(
+                    "UpdateL2Network",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/l2-networks/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "AttachL2NetworkToCluster",
+                    |p| op_plan(plan, p),
+                    &[route(
+                        Po,
+                        "/v1/l2-networks/{l2NetworkUuid}/clusters/{clusterUuid}",
+                        P,
+                    )],
+                ),
+                CallDecl::new(
+                    "DetachL2NetworkFromCluster",
+                    |p| op_plan(plan, p),
+                    &[route(
+                        D,
+                        "/v1/l2-networks/{l2NetworkUuid}/clusters/{clusterUuid}",
+                        N,
+                    )],
+                ),
+                CallDecl::new(
+                    "DeleteL2Network",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/l2-networks/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "QueryL2Network",
+                    |p| p.query(query_all),
+                    &[
+                        route(G, "/v1/l2-networks", N),
+                        route(G, "/v1/l2-networks/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "QueryL2VlanNetwork",
+                    |p| p.query(query_vlan),
+                    &[
+                        route(G, "/v1/l2-networks/vlan", N),
+                        route(G, "/v1/l2-networks/vlan/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "QueryL2VxlanNetwork",
+                    |p| p.query(query_vxlan),
+                    &[
+                        route(G, "/v1/l2-networks/vxlan", N),
+                        route(G, "/v1/l2-networks/vxlan/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "QueryL2VxlanNetworkPool",
+                    |p| p.query(query_pool),
+                    &[
+                        route(G, "/v1/l2-networks/vxlan-pool", N),
+                        route(G, "/v1/l2-networks/vxlan-pool/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "QueryVniRange",
+                    |p| p.query(query_vnirange),
+                    &[
+                        route(G, "/v1/l2-networks/vxlan-pool/vni-ranges", N),
+                        route(G, "/v1/l2-networks/vxlan-pool/vni-ranges/{uuid}", N),
+                    ],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: L2Op,
+    ) -> Result<L2Result, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &L2Result) -> Result<serde_json::Map<String, Value>, Refusal> {
+        crate::family::inventory_reply(out.inventory())
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::cluster::tests::make_cluster;
-    use crate::cluster::tests::make_zone;
-    use crate::cluster::tests::normal;
-    use crate::cluster::tests::u;
     use crate::testing::ctx;
+    use crate::testing::make_cluster;
+    use crate::testing::make_zone;
+    use crate::testing::normal;
+    use crate::testing::u;
     use crate::testing::MemTxn;
+    use crate::wire::date::java_date;
 
     pub(crate) fn run(t: &mut MemTxn, op: L2Op) -> Result<L2Result, ApiError> {
         apply(t, &ctx(20), &Caller::admin(), op)
@@ -1202,13 +1348,7 @@ pub(crate) mod tests {
             "SYS.1006"
         );
         // Cluster deletion forgets the attachment; zone deletion deletes the L2s.
-        crate::cluster::apply(
-            &mut t,
-            &ctx(21),
-            &Caller::admin(),
-            crate::cluster::ClusterOp::Delete { uuid: c },
-        )
-        .unwrap();
+        crate::testing::delete_cluster(&mut t, 21, &c);
         let L2Result::L2(l2) = run(
             &mut t,
             L2Op::Update {
@@ -1221,13 +1361,7 @@ pub(crate) mod tests {
             panic!()
         };
         assert!(l2.attached_cluster_uuids.is_empty());
-        crate::zone::apply(
-            &mut t,
-            &ctx(22),
-            &Caller::admin(),
-            crate::zone::ZoneOp::Delete { uuid: z },
-        )
-        .unwrap();
+        crate::testing::delete_zone(&mut t, 22, &z);
         assert!(resource::list::<L2Network>(&t).unwrap().is_empty());
     }
 
@@ -1281,7 +1415,7 @@ pub(crate) mod tests {
             panic!()
         };
         assert_eq!(
-            pool.inventory()["attachedCidrs"],
+            resource::inventory(&pool)["attachedCidrs"],
             json!({ c.clone(): ["192.168.29.0/24"] })
         );
         let vx = |n: u32, vni: Option<i64>| L2Op::CreateVxlan {
@@ -1298,7 +1432,7 @@ pub(crate) mod tests {
             panic!()
         };
         assert_eq!(v1.attached_cluster_uuids, vec![c.clone()]);
-        let inv = v1.inventory();
+        let inv = resource::inventory(&v1);
         assert_eq!(
             (inv["vni"].clone(), inv["poolUuid"].clone()),
             (json!(101), json!(u(70)))

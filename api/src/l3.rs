@@ -13,11 +13,11 @@ use serde_json::json;
 use serde_json::Value;
 
 use crate::catalogue::CallSpec;
-use crate::l2::L2Kind;
-use crate::l2::L2Network;
 use crate::params;
 use crate::params::Body;
 use crate::resource;
+use crate::resource::date;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::validate;
 use crate::wire::date::java_date;
@@ -27,6 +27,7 @@ use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::StateTxn;
 
 /// The L3 table.
@@ -38,53 +39,11 @@ pub const USED_IP_TABLE: &str = "used_ip";
 /// L3 categories.
 pub const CATEGORIES: &[&str] = &["Public", "Private", "System"];
 
-// ---------------------------------------------------------------- IPv4 helpers (pure)
-
-/// Parse a dotted IPv4 address.
-pub fn parse_ip(field: &str, s: &str) -> Result<u32, ApiError> {
-    s.parse::<Ipv4Addr>().map(u32::from).map_err(|_| {
-        validate::invalid_arg(format!(
-            "field[{field}] value {s:?} is not a valid IPv4 address"
-        ))
-    })
-}
-
-/// Render an IPv4 address.
-pub fn ip_str(ip: u32) -> String {
-    Ipv4Addr::from(ip).to_string()
-}
-
-/// Prefix length of a dotted netmask (`SYS.1007` for a non-contiguous or zero mask).
-pub fn mask_prefix(s: &str) -> Result<u32, ApiError> {
-    let m = parse_ip("netmask", s)?;
-    let p = m.leading_ones();
-    if m == 0 || m.checked_shl(p).unwrap_or(0) != 0 {
-        return Err(validate::invalid_arg(format!(
-            "field[netmask] value {s:?} is not a valid netmask"
-        )));
-    }
-    Ok(p)
-}
-
-fn mask_of(prefix: u32) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    }
-}
-
-/// Parse `a.b.c.d/n` (host bits allowed, normalised away): (network, prefix).
-pub fn parse_cidr(s: &str) -> Result<(u32, u32), ApiError> {
-    let bad = || validate::invalid_arg(format!("{s:?} is not a valid CIDR (a.b.c.d/n)"));
-    let (ip, p) = s.split_once('/').ok_or_else(bad)?;
-    let prefix: u32 = p.parse().map_err(|_| bad())?;
-    if !(1..=32).contains(&prefix) {
-        return Err(bad());
-    }
-    let ip: u32 = ip.parse::<Ipv4Addr>().map_err(|_| bad())?.into();
-    Ok((ip & mask_of(prefix), prefix))
-}
+pub use crate::net::ip_str;
+use crate::net::mask_of;
+pub use crate::net::mask_prefix;
+pub use crate::net::parse_cidr;
+pub use crate::net::parse_ip;
 
 /// Whether `[s, e]` touches multicast/reserved (224.0.0.0–255.255.255.255) or link-local
 /// 169.254.1.0–169.254.254.255.
@@ -144,50 +103,30 @@ impl IpRange {
 impl Resource for IpRange {
     const KIND: &'static str = "IpRange";
     const TABLE: &'static str = RANGE_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "l3NetworkUuid",
-        "name",
-        "description",
-        "startIp",
-        "endIp",
-        "netmask",
-        "gateway",
-        "networkCidr",
-        "ipVersion",
-        "addressMode",
-        "prefixLen",
-        "ipRangeType",
-        "createDate",
-        "lastOpDate",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("l3NetworkUuid", |r| json!(r.l3_network_uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("startIp", |r| json!(ip_str(r.start_ip))),
+        Field::new("endIp", |r| json!(ip_str(r.end_ip))),
+        Field::new("netmask", |r| json!(ip_str(mask_of(r.prefix_len)))),
+        Field::new("gateway", |r| json!(ip_str(r.gateway))),
+        Field::new("networkCidr", |r| {
+            json!(format!("{}/{}", ip_str(r.network()), r.prefix_len))
+        }),
+        Field::new("ipVersion", |_| json!(4)),
+        // IPv6 address modes (SLAAC, ...); null for the IPv4 ranges this build manages.
+        Field::maybe("addressMode", |_| None),
+        Field::new("prefixLen", |r| json!(r.prefix_len)),
+        Field::new("ipRangeType", |_| json!("Normal")),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
     ];
     const INDEXED: &'static [&'static str] = &["name", "l3NetworkUuid", "startIp", "networkCidr"];
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        let mut m = resource::object(
-            json!({"uuid": self.uuid, "l3NetworkUuid": self.l3_network_uuid, "name": self.name}),
-        );
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("startIp".into(), json!(ip_str(self.start_ip)));
-        m.insert("endIp".into(), json!(ip_str(self.end_ip)));
-        m.insert("netmask".into(), json!(ip_str(mask_of(self.prefix_len))));
-        m.insert("gateway".into(), json!(ip_str(self.gateway)));
-        m.insert(
-            "networkCidr".into(),
-            json!(format!("{}/{}", ip_str(self.network()), self.prefix_len)),
-        );
-        m.insert("ipVersion".into(), json!(4));
-        m.insert("prefixLen".into(), json!(self.prefix_len));
-        m.insert("ipRangeType".into(), json!("Normal"));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        Value::Object(m)
     }
 }
 
@@ -229,63 +168,35 @@ pub struct L3Network {
 impl Resource for L3Network {
     const KIND: &'static str = "L3Network";
     const TABLE: &'static str = TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "name",
-        "description",
-        "type",
-        "zoneUuid",
-        "l2NetworkUuid",
-        "state",
-        "dnsDomain",
-        "system",
-        "category",
-        "ipVersion",
-        "enableIPAM",
-        "isolated",
-        "createDate",
-        "lastOpDate",
-        "dns",
-        "ipRanges",
-        "networkServices",
-        "hostRoute",
-        "reservedIpRanges",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("type", |r| json!(r.l3_type)),
+        Field::new("zoneUuid", |r| json!(r.zone_uuid)),
+        Field::new("l2NetworkUuid", |r| json!(r.l2_network_uuid)),
+        Field::new("state", |r| json!(r.state)),
+        Field::maybe("dnsDomain", |r| r.dns_domain.as_ref().map(|x| json!(x))),
+        Field::new("system", |r| json!(r.system)),
+        Field::new("category", |r| json!(r.category)),
+        Field::new("ipVersion", |_| json!(4)),
+        Field::new("enableIPAM", |r| json!(r.enable_ipam)),
+        Field::new("isolated", |_| json!(false)),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
+        Field::new("dns", |r| json!(r.dns)),
+        Field::new("ipRanges", |r| {
+            Value::Array(r.ip_ranges.iter().map(resource::inventory).collect())
+        }),
+        Field::new("networkServices", |_| json!([])),
+        Field::new("hostRoute", |_| json!([])),
+        Field::new("reservedIpRanges", |_| json!([])),
     ];
     const INDEXED: &'static [&'static str] =
         &["name", "state", "zoneUuid", "l2NetworkUuid", "category"];
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("type".into(), json!(self.l3_type));
-        m.insert("zoneUuid".into(), json!(self.zone_uuid));
-        m.insert("l2NetworkUuid".into(), json!(self.l2_network_uuid));
-        m.insert("state".into(), json!(self.state));
-        if let Some(d) = &self.dns_domain {
-            m.insert("dnsDomain".into(), json!(d));
-        }
-        m.insert("system".into(), json!(self.system));
-        m.insert("category".into(), json!(self.category));
-        m.insert("ipVersion".into(), json!(4));
-        m.insert("enableIPAM".into(), json!(self.enable_ipam));
-        m.insert("isolated".into(), json!(false));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        m.insert("dns".into(), json!(self.dns));
-        m.insert(
-            "ipRanges".into(),
-            Value::Array(self.ip_ranges.iter().map(IpRange::inventory).collect()),
-        );
-        m.insert("networkServices".into(), json!([]));
-        m.insert("hostRoute".into(), json!([]));
-        m.insert("reservedIpRanges".into(), json!([]));
-        Value::Object(m)
     }
 }
 
@@ -345,7 +256,7 @@ fn used_key(l3: &str, ip: u32) -> Vec<u8> {
 }
 
 /// Every used address of an L3, in address order.
-pub fn used_ips(txn: &impl StateTxn, l3: &str) -> Result<Vec<UsedIp>, ApiError> {
+pub fn used_ips(txn: &dyn StateTxn, l3: &str) -> Result<Vec<UsedIp>, ApiError> {
     txn.scan_prefix(USED_IP_TABLE, &used_prefix(l3), usize::MAX)?
         .into_iter()
         .map(|(k, v)| {
@@ -360,7 +271,7 @@ pub fn used_ips(txn: &impl StateTxn, l3: &str) -> Result<Vec<UsedIp>, ApiError> 
 /// Up to `limit` free addresses of an L3 in address order (for `GetFreeIp` and the UI's
 /// "available IPs" hint), and the L3's (total, used) address counts (for `GetIpAddressCapacity`).
 pub fn free_ips(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     l3_uuid: &str,
     limit: usize,
 ) -> Result<(Vec<String>, u64, u64), ApiError> {
@@ -589,8 +500,8 @@ impl L3Result {
     /// The `inventory` of the reply, if any.
     pub fn inventory(&self) -> Option<Value> {
         match self {
-            L3Result::L3(l) => Some(l.inventory()),
-            L3Result::IpRange(r) => Some(r.inventory()),
+            L3Result::L3(l) => Some(resource::inventory(l)),
+            L3Result::IpRange(r) => Some(resource::inventory(r)),
             L3Result::UsedIp(u) => Some(u.inventory()),
             L3Result::Deleted => None,
         }
@@ -723,36 +634,16 @@ fn build_range(
     })
 }
 
-fn delete_l3(txn: &mut impl StateTxn, uuid: &str) -> Result<(), ApiError> {
-    let Some((_, l3)) = resource::load::<L3Network>(txn, uuid)? else {
-        return Ok(());
-    };
-    for r in &l3.ip_ranges {
-        crate::tag::delete_for_resource(txn, &r.uuid)?;
-        resource::remove::<IpRange>(txn, &r.uuid)?;
-    }
+/// What an L3 leaves besides its record and ranges when deleted: its used addresses.
+fn forget_used_ips(txn: &mut dyn StateTxn, _ctx: &ApplyCtx, uuid: &str) -> Result<(), ApiError> {
     for (k, _) in txn.scan_prefix(USED_IP_TABLE, &used_prefix(uuid), usize::MAX)? {
         txn.delete(USED_IP_TABLE, &k)?;
-    }
-    crate::tag::delete_for_resource(txn, uuid)?;
-    resource::remove::<L3Network>(txn, uuid)?;
-    Ok(())
-}
-
-/// L2 deletion: delete its L3 networks (VM NICs on them join this cascade with the VM family).
-pub(crate) fn cascade_l2_delete(
-    txn: &mut impl StateTxn,
-    _ctx: &ApplyCtx,
-    l2_uuid: &str,
-) -> Result<(), ApiError> {
-    for u in resource::uuids_where::<L3Network>(txn, "l2NetworkUuid", l2_uuid)? {
-        delete_l3(txn, &u)?;
     }
     Ok(())
 }
 
 fn save_l3_with_range(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     owner: &str,
     l3: &L3Network,
     range: &IpRange,
@@ -762,7 +653,7 @@ fn save_l3_with_range(
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: L3Op,
@@ -798,8 +689,9 @@ pub(crate) fn apply(
             }
             let system = system.unwrap_or(false) || category == "System";
             // Normal accounts create L3s on the L2s they own (their VXLAN networks).
-            let (_, l2) = resource::require_visible::<L2Network>(txn, caller, &l2_network_uuid)?;
-            if matches!(l2.kind, L2Kind::VxlanPool { .. }) {
+            let l2 = resource::require_ref(txn, "L2Network", &l2_network_uuid)?;
+            l2.check_visible(caller)?;
+            if l2.field("type") == Some("VxlanNetworkPool") {
                 return Err(validate::invalid_arg(format!(
                     "L2 network[uuid:{l2_network_uuid}] is a VxlanNetworkPool; create the L3 on one of its VXLAN networks"
                 )));
@@ -825,7 +717,7 @@ pub(crate) fn apply(
                 name,
                 description,
                 l3_type,
-                zone_uuid: l2.zone_uuid,
+                zone_uuid: l2.field("zoneUuid").unwrap_or_default().to_string(),
                 l2_network_uuid,
                 state: L3State::Enabled,
                 dns_domain,
@@ -902,7 +794,7 @@ pub(crate) fn apply(
                 if !caller.can_see(&owner) {
                     resource::require_visible::<L3Network>(txn, caller, &uuid)?;
                 }
-                delete_l3(txn, &uuid)?;
+                crate::resource::relations::delete(txn, ctx, "L3Network", &uuid)?;
             }
             Ok(L3Result::Deleted)
         }
@@ -1015,8 +907,7 @@ pub(crate) fn apply(
                 l3.last_op_date = now;
                 resource::save(txn, &l3_owner, &l3)?;
             }
-            crate::tag::delete_for_resource(txn, &uuid)?;
-            resource::remove::<IpRange>(txn, &uuid)?;
+            crate::resource::relations::delete(txn, ctx, "IpRange", &uuid)?;
             Ok(L3Result::Deleted)
         }
         L3Op::AddDns {
@@ -1135,7 +1026,7 @@ pub enum L3Query {
 
 /// Run an L3-family query.
 pub fn query(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     which: L3Query,
     q: &crate::query::Query,
     caller: &Caller,
@@ -1246,10 +1137,7 @@ pub fn plan(
         })(),
         _ => return None,
     };
-    Some(op.map(|op| Command::L3 {
-        caller: caller.clone(),
-        op: Box::new(op),
-    }))
+    Some(op.map(|op| op.command(caller.clone())))
 }
 
 // ---------------------------------------------------------------- sync reads (GetFreeIp, CheckIpAvailability)
@@ -1351,7 +1239,7 @@ pub fn read_plan(call: &CallSpec, b: &Body) -> Option<Result<L3Read, Refusal>> {
 
 /// Answer an L3 sync read: the reply's fields.
 pub fn run_read(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     read: &L3Read,
     caller: &Caller,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
@@ -1441,14 +1329,202 @@ pub fn run_read(
     Ok(out)
 }
 
+fn query_l3(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    query(txn, L3Query::L3, q, caller)
+}
+
+fn query_ranges(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    caller: &Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    query(txn, L3Query::IpRange, q, caller)
+}
+
+fn read_call(p: &crate::plan::PlanInput) -> Result<crate::plan::Plan, Refusal> {
+    match read_plan(p.call, p.body) {
+        Some(read) => {
+            let read = read?;
+            Ok(crate::plan::Plan::Read {
+                call: p.call,
+                read: Box::new(move |txn, caller| run_read(txn, &read, caller)),
+            })
+        }
+        None => Err(Refusal::new(
+            Code::NotSupported,
+            format!("API {} is not implemented", p.call.name),
+        )),
+    }
+}
+
+/// The L3 network family.
+pub struct L3Networks;
+
+impl crate::family::Family for L3Networks {
+    type Op = L3Op;
+    type Out = L3Result;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::op_plan;
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::resource::relations::OnDelete;
+        use crate::resource::relations::Relation;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            name: "l3",
+            tables: &[TABLE, RANGE_TABLE, USED_IP_TABLE],
+            kinds: &[
+                KindDecl {
+                    // VM NICs on it join this cascade with the VM family.
+                    relations: &[Relation {
+                        field: "l2NetworkUuid",
+                        parent: "L2Network",
+                        on_delete: OnDelete::Cascade,
+                        on_parent_state: None,
+                    }],
+                    on_delete: Some(forget_used_ips),
+                    ..KindDecl::new("L3Network", TABLE, &["L3NetworkVO"])
+                },
+                KindDecl {
+                    relations: &[Relation {
+                        field: "l3NetworkUuid",
+                        parent: "L3Network",
+                        on_delete: OnDelete::Cascade,
+                        on_parent_state: None,
+                    }],
+                    ..KindDecl::new("IpRange", RANGE_TABLE, &["IpRangeVO"])
+                },
+            ],
+            calls: &[
+                CallDecl::new(
+                    "CreateL3Network",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/l3-networks", P)],
+                )
+                .creating("L3NetworkVO"),
+                CallDecl::new(
+                    "UpdateL3Network",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/l3-networks/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "ChangeL3NetworkState",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/l3-networks/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "DeleteL3Network",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/l3-networks/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "AddIpRange",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/l3-networks/{l3NetworkUuid}/ip-ranges", P)],
+                )
+                .creating("IpRangeVO"),
+                CallDecl::new(
+                    "AddIpRangeByNetworkCidr",
+                    |p| op_plan(plan, p),
+                    &[route(
+                        Po,
+                        "/v1/l3-networks/{l3NetworkUuid}/ip-ranges/by-cidr",
+                        P,
+                    )],
+                )
+                .creating("IpRangeVO"),
+                CallDecl::new(
+                    "UpdateIpRange",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/l3-networks/ip-ranges/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "DeleteIpRange",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/l3-networks/ip-ranges/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "AddDnsToL3Network",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/l3-networks/{l3NetworkUuid}/dns", P)],
+                ),
+                CallDecl::new(
+                    "RemoveDnsFromL3Network",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/l3-networks/{l3NetworkUuid}/dns/{dns}", N)],
+                ),
+                CallDecl::new(
+                    "QueryL3Network",
+                    |p| p.query(query_l3),
+                    &[
+                        route(G, "/v1/l3-networks", N),
+                        route(G, "/v1/l3-networks/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "QueryIpRange",
+                    |p| p.query(query_ranges),
+                    &[
+                        route(G, "/v1/l3-networks/ip-ranges", N),
+                        route(G, "/v1/l3-networks/ip-ranges/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "GetFreeIp",
+                    read_call,
+                    &[
+                        route(G, "/v1/l3-networks/ip/free", N),
+                        route(G, "/v1/l3-networks/{l3NetworkUuid}/ip/free", N),
+                        route(G, "/v1/l3-networks/ip-ranges/{ipRangeUuid}/ip/free", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "CheckIpAvailability",
+                    read_call,
+                    &[route(
+                        G,
+                        "/v1/l3-networks/{l3NetworkUuid}/ip/{ip}/availability",
+                        N,
+                    )],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: L3Op,
+    ) -> Result<L3Result, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &L3Result) -> Result<serde_json::Map<String, Value>, Refusal> {
+        crate::family::inventory_reply(out.inventory())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::tests::make_zone;
-    use crate::cluster::tests::normal;
-    use crate::cluster::tests::u;
-    use crate::l2::tests::make_novlan;
     use crate::testing::ctx;
+    use crate::testing::make_novlan;
+    use crate::testing::make_zone;
+    use crate::testing::normal;
+    use crate::testing::u;
     use crate::testing::MemTxn;
 
     fn run(t: &mut MemTxn, op: L3Op) -> Result<L3Result, ApiError> {
@@ -1566,7 +1642,7 @@ mod tests {
             let L3Result::IpRange(r) = run(&mut t, cidr_op(110, &l3, cidr, None)).unwrap() else {
                 panic!()
             };
-            let inv = r.inventory();
+            let inv = resource::inventory(&r);
             assert_eq!(
                 (
                     inv["startIp"].as_str(),
@@ -1597,7 +1673,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            serde_json::to_string(&r.inventory()).unwrap(),
+            serde_json::to_string(&resource::inventory(&r)).unwrap(),
             format!(
                 r#"{{"uuid":"{}","l3NetworkUuid":"{l3}","name":"r-110","startIp":"192.168.0.10","endIp":"192.168.0.12","netmask":"255.255.255.0","gateway":"192.168.0.1","networkCidr":"192.168.0.0/24","ipVersion":4,"prefixLen":24,"ipRangeType":"Normal","createDate":"{d}","lastOpDate":"{d}"}}"#,
                 u(110),
@@ -1622,7 +1698,7 @@ mod tests {
         .unwrap() else {
             panic!()
         };
-        let inv = net.inventory();
+        let inv = resource::inventory(&net);
         let keys: Vec<&str> = inv
             .as_object()
             .unwrap()

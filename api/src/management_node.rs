@@ -107,7 +107,7 @@ pub fn decode(raw: &[u8]) -> Result<ManagementNode, ApiError> {
 }
 
 /// Every record, from any state view that can scan the table.
-pub fn list(txn: &impl StateTxn) -> Result<Vec<ManagementNode>, ApiError> {
+pub fn list(txn: &dyn StateTxn) -> Result<Vec<ManagementNode>, ApiError> {
     txn.scan_prefix(TABLE, b"", usize::MAX)?
         .into_iter()
         .map(|(_, v)| decode(&v))
@@ -125,7 +125,7 @@ fn validate(mn: &ManagementNode) -> Result<(), ApiError> {
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     _ctx: &ApplyCtx,
     op: ManagementNodeOp,
 ) -> Result<ManagementNodeResult, ApiError> {
@@ -147,12 +147,57 @@ pub(crate) fn apply(
     }
 }
 
+fn run_query(
+    txn: &dyn StateTxn,
+    q: &crate::query::Query,
+    _caller: &crate::Caller,
+) -> Result<crate::query::QueryOutput, ApiError> {
+    // Management nodes are infrastructure every session may list (zstack-ctl does).
+    let rows = list(txn)?.into_iter().map(|mn| mn.inventory());
+    Ok(crate::query::run(q, FIELDS, rows)?)
+}
+
+/// The management-node family: the registry duty's records and `QueryManagementNode`.
+pub struct ManagementNodes;
+
+impl crate::family::Family for ManagementNodes {
+    type Op = ManagementNodeOp;
+    type Out = ManagementNodeResult;
+    const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl {
+        calls: &[crate::family::CallDecl::new(
+            "QueryManagementNode",
+            |p| p.query(run_query),
+            &[crate::family::route(
+                crate::rest::Method::Get,
+                "/v1/management-nodes",
+                crate::rest::Body::None,
+            )],
+        )],
+        ..crate::family::FamilyDecl::internal("management_node", &[TABLE])
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        _caller: &crate::Caller,
+        op: ManagementNodeOp,
+    ) -> Result<ManagementNodeResult, ApiError> {
+        apply(txn, ctx, op)
+    }
+
+    fn reply(
+        _out: &ManagementNodeResult,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::wire::errors::Refusal> {
+        Ok(serde_json::Map::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::ctx;
     use crate::testing::MemTxn;
-    use crate::Command;
+    use crate::IntoCommand;
     use crate::Response;
 
     fn record(id: u64) -> ManagementNode {
@@ -174,7 +219,7 @@ mod tests {
     #[test]
     fn upsert_list_remove() {
         let mut t = MemTxn::default();
-        let up = |r| Command::ManagementNode(ManagementNodeOp::Upsert(r));
+        let up = |r| ManagementNodeOp::Upsert(r).command(crate::Caller::admin());
         assert_eq!(
             crate::apply(&mut t, &ctx(1), up(record(1))).unwrap(),
             Response::ManagementNode(ManagementNodeResult::Stored { created: true })
@@ -186,9 +231,10 @@ mod tests {
         crate::apply(&mut t, &ctx(3), up(record(2))).unwrap();
         let all = list(&t).unwrap();
         assert_eq!(all, vec![record(1), record(2)]);
-        let rm = Command::ManagementNode(ManagementNodeOp::Remove {
+        let rm = ManagementNodeOp::Remove {
             uuid: record(1).uuid,
-        });
+        }
+        .command(crate::Caller::admin());
         assert_eq!(
             crate::apply(&mut t, &ctx(4), rm).unwrap(),
             Response::ManagementNode(ManagementNodeResult::Removed { existed: true })
@@ -206,7 +252,7 @@ mod tests {
         let r = crate::apply(
             &mut t,
             &ctx(1),
-            Command::ManagementNode(ManagementNodeOp::Upsert(bad)),
+            ManagementNodeOp::Upsert(bad).command(crate::Caller::admin()),
         )
         .unwrap();
         assert!(matches!(r, Response::Refused(ApiError::InvalidArgument(_))));

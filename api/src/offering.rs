@@ -11,14 +11,16 @@ use crate::catalogue::CallSpec;
 use crate::params;
 use crate::params::Body;
 use crate::resource;
+use crate::resource::date;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::validate;
-use crate::wire::date::java_date;
 use crate::wire::errors::Refusal;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::StateTxn;
 
 /// The instance-offering table.
@@ -82,46 +84,25 @@ pub struct InstanceOffering {
 impl Resource for InstanceOffering {
     const KIND: &'static str = "InstanceOffering";
     const TABLE: &'static str = INSTANCE_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "name",
-        "description",
-        "cpuNum",
-        "cpuSpeed",
-        "memorySize",
-        "reservedMemorySize",
-        "type",
-        "allocatorStrategy",
-        "sortKey",
-        "createDate",
-        "lastOpDate",
-        "state",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("cpuNum", |r| json!(r.cpu_num)),
+        Field::new("cpuSpeed", |_| json!(0)),
+        Field::new("memorySize", |r| json!(r.memory_size)),
+        Field::new("reservedMemorySize", |r| json!(r.reserved_memory_size)),
+        Field::new("type", |_| json!("UserVm")),
+        Field::new("allocatorStrategy", |r| json!(r.allocator_strategy)),
+        Field::new("sortKey", |r| json!(r.sort_key)),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
+        Field::new("state", |r| json!(r.state)),
     ];
     const INDEXED: &'static [&'static str] = &["name", "state"];
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("cpuNum".into(), json!(self.cpu_num));
-        m.insert("cpuSpeed".into(), json!(0));
-        m.insert("memorySize".into(), json!(self.memory_size));
-        m.insert(
-            "reservedMemorySize".into(),
-            json!(self.reserved_memory_size),
-        );
-        m.insert("type".into(), json!("UserVm"));
-        m.insert("allocatorStrategy".into(), json!(self.allocator_strategy));
-        m.insert("sortKey".into(), json!(self.sort_key));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        m.insert("state".into(), json!(self.state));
-        Value::Object(m)
     }
 }
 
@@ -151,39 +132,24 @@ pub struct DiskOffering {
 impl Resource for DiskOffering {
     const KIND: &'static str = "DiskOffering";
     const TABLE: &'static str = DISK_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "name",
-        "description",
-        "diskSize",
-        "sortKey",
-        "state",
-        "type",
-        "createDate",
-        "lastOpDate",
-        "allocatorStrategy",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("diskSize", |r| json!(r.disk_size)),
+        Field::new("sortKey", |r| json!(r.sort_key)),
+        Field::new("state", |r| json!(r.state)),
+        Field::new("type", |_| json!("zstack")),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
+        Field::maybe("allocatorStrategy", |r| {
+            r.allocator_strategy.as_ref().map(|x| json!(x))
+        }),
     ];
     const INDEXED: &'static [&'static str] = &["name", "state"];
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        let mut m = resource::object(json!({"uuid": self.uuid, "name": self.name}));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("diskSize".into(), json!(self.disk_size));
-        m.insert("sortKey".into(), json!(self.sort_key));
-        m.insert("state".into(), json!(self.state));
-        m.insert("type".into(), json!("zstack"));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        if let Some(a) = &self.allocator_strategy {
-            m.insert("allocatorStrategy".into(), json!(a));
-        }
-        Value::Object(m)
     }
 }
 
@@ -288,8 +254,8 @@ impl OfferingResult {
     /// The `inventory` of the reply, if any.
     pub fn inventory(&self) -> Option<Value> {
         match self {
-            OfferingResult::Instance(o) => Some(o.inventory()),
-            OfferingResult::Disk(o) => Some(o.inventory()),
+            OfferingResult::Instance(o) => Some(resource::inventory(o)),
+            OfferingResult::Disk(o) => Some(resource::inventory(o)),
             OfferingResult::Deleted => None,
         }
     }
@@ -313,7 +279,7 @@ fn state_of(event: OfferingStateEvent) -> OfferingState {
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: OfferingOp,
@@ -477,14 +443,12 @@ pub(crate) fn apply(
             }
         }
         OfferingOp::Delete { disk, uuid } => {
-            let existed = if disk {
-                resource::remove::<DiskOffering>(txn, &uuid)?.is_some()
+            let kind = if disk {
+                "DiskOffering"
             } else {
-                resource::remove::<InstanceOffering>(txn, &uuid)?.is_some()
+                "InstanceOffering"
             };
-            if existed {
-                crate::tag::delete_for_resource(txn, &uuid)?;
-            }
+            crate::resource::relations::delete(txn, ctx, kind, &uuid)?;
             Ok(OfferingResult::Deleted)
         }
     }
@@ -550,19 +514,121 @@ pub fn plan(
         }),
         _ => return None,
     };
-    Some(op.map(|op| Command::Offering {
-        caller: caller.clone(),
-        op: Box::new(op),
-    }))
+    Some(op.map(|op| op.command(caller.clone())))
+}
+
+/// The offering family: instance and disk offerings.
+pub struct Offerings;
+
+impl crate::family::Family for Offerings {
+    type Op = OfferingOp;
+    type Out = OfferingResult;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::op_plan;
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::resource::generic;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            name: "offering",
+            tables: &[INSTANCE_TABLE, DISK_TABLE],
+            kinds: &[
+                KindDecl::new("InstanceOffering", INSTANCE_TABLE, &["InstanceOfferingVO"]),
+                KindDecl::new("DiskOffering", DISK_TABLE, &["DiskOfferingVO"]),
+            ],
+            calls: &[
+                CallDecl::new(
+                    "CreateInstanceOffering",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/instance-offerings", P)],
+                )
+                .creating("InstanceOfferingVO"),
+                CallDecl::new(
+                    "UpdateInstanceOffering",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/instance-offerings/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "ChangeInstanceOfferingState",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/instance-offerings/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "DeleteInstanceOffering",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/instance-offerings/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "QueryInstanceOffering",
+                    generic::plan_query::<InstanceOffering>,
+                    &[
+                        route(G, "/v1/instance-offerings", N),
+                        route(G, "/v1/instance-offerings/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "CreateDiskOffering",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/disk-offerings", P)],
+                )
+                .creating("DiskOfferingVO"),
+                CallDecl::new(
+                    "UpdateDiskOffering",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/disk-offerings/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "ChangeDiskOfferingState",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/disk-offerings/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "DeleteDiskOffering",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/disk-offerings/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "QueryDiskOffering",
+                    generic::plan_query::<DiskOffering>,
+                    &[
+                        route(G, "/v1/disk-offerings", N),
+                        route(G, "/v1/disk-offerings/{uuid}", N),
+                    ],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: OfferingOp,
+    ) -> Result<OfferingResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &OfferingResult) -> Result<serde_json::Map<String, Value>, Refusal> {
+        crate::family::inventory_reply(out.inventory())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::tests::normal;
-    use crate::cluster::tests::u;
     use crate::testing::ctx;
+    use crate::testing::normal;
+    use crate::testing::u;
     use crate::testing::MemTxn;
+    use crate::wire::date::java_date;
 
     fn run(t: &mut MemTxn, op: OfferingOp) -> Result<OfferingResult, ApiError> {
         apply(t, &ctx(8), &Caller::admin(), op)

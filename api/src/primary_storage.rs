@@ -8,23 +8,26 @@ use serde_json::json;
 use serde_json::Value;
 
 use crate::catalogue::CallSpec;
-use crate::cluster::Cluster;
 use crate::params;
 use crate::params::Body;
 use crate::resource;
+use crate::resource::date;
+use crate::resource::relations;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::validate;
-use crate::wire::date::java_date;
 use crate::wire::errors::Refusal;
-use crate::zone::Zone;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::StateTxn;
 
 /// The primary-storage table.
 pub const TABLE: &str = "primary_storage";
+/// The kind name other families use.
+pub const KIND: &str = "PrimaryStorage";
 /// Longest url (`VARCHAR(2048)`).
 pub const MAX_URL: usize = 2048;
 /// Where hosts mount an NFS primary storage ([U] `nfsPrimaryStorage.mount.base`).
@@ -119,67 +122,34 @@ pub struct PrimaryStorage {
 impl Resource for PrimaryStorage {
     const KIND: &'static str = "PrimaryStorage";
     const TABLE: &'static str = TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "zoneUuid",
-        "name",
-        "url",
-        "description",
-        "totalCapacity",
-        "availableCapacity",
-        "totalPhysicalCapacity",
-        "availablePhysicalCapacity",
-        "systemUsedCapacity",
-        "type",
-        "state",
-        "status",
-        "mountPath",
-        "createDate",
-        "lastOpDate",
-        "attachedClusterUuids",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("uuid", |r| json!(r.uuid)),
+        Field::new("zoneUuid", |r| json!(r.zone_uuid)),
+        Field::new("name", |r| json!(r.name)),
+        Field::new("url", |r| json!(r.url)),
+        Field::maybe("description", |r| r.description.as_ref().map(|x| json!(x))),
+        Field::new("totalCapacity", |r| json!(r.total_capacity)),
+        Field::new("availableCapacity", |r| json!(r.available_capacity)),
+        Field::new("totalPhysicalCapacity", |r| {
+            json!(r.total_physical_capacity)
+        }),
+        Field::new("availablePhysicalCapacity", |r| {
+            json!(r.available_physical_capacity)
+        }),
+        Field::new("systemUsedCapacity", |r| json!(r.system_used_capacity)),
+        Field::new("type", |r| json!(r.ps_type.as_str())),
+        Field::new("state", |r| json!(r.state)),
+        Field::new("status", |r| json!(r.status)),
+        Field::new("mountPath", |r| json!(r.mount_path)),
+        Field::new("createDate", |r| date(r.create_date)),
+        Field::new("lastOpDate", |r| date(r.last_op_date)),
+        Field::new("attachedClusterUuids", |r| json!(r.attached_cluster_uuids)),
     ];
     const INDEXED: &'static [&'static str] =
         &["name", "state", "zoneUuid", "type", "attachedClusterUuids"];
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        let mut m = resource::object(json!({
-            "uuid": self.uuid,
-            "zoneUuid": self.zone_uuid,
-            "name": self.name,
-            "url": self.url,
-        }));
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("totalCapacity".into(), json!(self.total_capacity));
-        m.insert("availableCapacity".into(), json!(self.available_capacity));
-        m.insert(
-            "totalPhysicalCapacity".into(),
-            json!(self.total_physical_capacity),
-        );
-        m.insert(
-            "availablePhysicalCapacity".into(),
-            json!(self.available_physical_capacity),
-        );
-        m.insert(
-            "systemUsedCapacity".into(),
-            json!(self.system_used_capacity),
-        );
-        m.insert("type".into(), json!(self.ps_type.as_str()));
-        m.insert("state".into(), json!(self.state));
-        m.insert("status".into(), json!(self.status));
-        m.insert("mountPath".into(), json!(self.mount_path));
-        m.insert("createDate".into(), json!(java_date(self.create_date)));
-        m.insert("lastOpDate".into(), json!(java_date(self.last_op_date)));
-        m.insert(
-            "attachedClusterUuids".into(),
-            json!(self.attached_cluster_uuids),
-        );
-        Value::Object(m)
     }
 }
 
@@ -290,7 +260,7 @@ impl PrimaryStorageResult {
     /// The `inventory` of the reply, if any.
     pub fn inventory(&self) -> Option<Value> {
         match self {
-            PrimaryStorageResult::Inventory(p) => Some(p.inventory()),
+            PrimaryStorageResult::Inventory(p) => Some(resource::inventory(p.as_ref())),
             PrimaryStorageResult::Deleted => None,
         }
     }
@@ -335,36 +305,24 @@ pub fn combination_allowed(types: &[PsType]) -> bool {
     )
 }
 
-/// Cluster deletion: forget the cluster in every PS attached to it.
-pub(crate) fn forget_cluster(
-    txn: &mut impl StateTxn,
+/// Cluster deletion: forget the cluster in the PS (the relation's detach).
+fn forget_cluster(
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
+    uuid: &str,
     cluster_uuid: &str,
-) -> Result<(), ApiError> {
-    for (owner, mut p) in
-        resource::find::<PrimaryStorage>(txn, "attachedClusterUuids", cluster_uuid)?
-    {
-        p.attached_cluster_uuids.retain(|c| c != cluster_uuid);
-        p.last_op_date = ctx.proposed_at_ms;
-        resource::save(txn, &owner, &p)?;
-    }
-    Ok(())
-}
-
-/// Zone deletion: delete every PS of the zone (its clusters are already gone).
-pub(crate) fn cascade_zone_delete(
-    txn: &mut impl StateTxn,
-    zone_uuid: &str,
-) -> Result<(), ApiError> {
-    for u in resource::uuids_where::<PrimaryStorage>(txn, "zoneUuid", zone_uuid)? {
-        crate::tag::delete_for_resource(txn, &u)?;
-        resource::remove::<PrimaryStorage>(txn, &u)?;
-    }
-    Ok(())
+) -> Result<bool, ApiError> {
+    let Some((owner, mut p)) = resource::load::<PrimaryStorage>(txn, uuid)? else {
+        return Ok(false);
+    };
+    p.attached_cluster_uuids.retain(|c| c != cluster_uuid);
+    p.last_op_date = ctx.proposed_at_ms;
+    resource::save(txn, &owner, &p)?;
+    Ok(p.attached_cluster_uuids.is_empty())
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: PrimaryStorageOp,
@@ -384,7 +342,7 @@ pub(crate) fn apply(
             validate::name("name", &name)?;
             validate::description(description.as_deref())?;
             check_url(ps_type, &url)?;
-            resource::require::<Zone>(txn, &zone_uuid)?;
+            resource::require_ref(txn, "Zone", &zone_uuid)?;
             if resource::load::<PrimaryStorage>(txn, &uuid)?.is_some() {
                 return Err(validate::duplicate_uuid("PrimaryStorage", &uuid));
             }
@@ -451,11 +409,12 @@ pub(crate) fn apply(
         }
         PrimaryStorageOp::Attach { uuid, cluster_uuid } => {
             let (owner, mut p) = resource::require::<PrimaryStorage>(txn, &uuid)?;
-            let (_, c) = resource::require::<Cluster>(txn, &cluster_uuid)?;
-            if c.zone_uuid != p.zone_uuid {
+            let c = resource::require_ref(txn, "Cluster", &cluster_uuid)?;
+            let c_zone = c.field("zoneUuid").unwrap_or_default();
+            if c_zone != p.zone_uuid {
                 return Err(validate::invalid_arg(format!(
                     "primary storage[uuid:{uuid}] is in zone[uuid:{}] but cluster[uuid:{cluster_uuid}] is in zone[uuid:{}], they must be in the same zone",
-                    p.zone_uuid, c.zone_uuid
+                    p.zone_uuid, c_zone
                 )));
             }
             if p.attached_cluster_uuids.contains(&cluster_uuid) {
@@ -489,7 +448,7 @@ pub(crate) fn apply(
         }
         PrimaryStorageOp::Detach { uuid, cluster_uuid } => {
             let (owner, mut p) = resource::require::<PrimaryStorage>(txn, &uuid)?;
-            resource::require::<Cluster>(txn, &cluster_uuid)?;
+            resource::require_ref(txn, "Cluster", &cluster_uuid)?;
             if !p.attached_cluster_uuids.contains(&cluster_uuid) {
                 return Err(validate::invalid_arg(format!(
                     "primary storage[uuid:{uuid}] has not been attached to cluster[uuid:{cluster_uuid}] yet"
@@ -511,8 +470,7 @@ pub(crate) fn apply(
                     p.attached_cluster_uuids
                 )));
             }
-            crate::tag::delete_for_resource(txn, &uuid)?;
-            resource::remove::<PrimaryStorage>(txn, &uuid)?;
+            relations::delete(txn, ctx, KIND, &uuid)?;
             Ok(PrimaryStorageResult::Deleted)
         }
         PrimaryStorageOp::Report {
@@ -542,7 +500,7 @@ pub(crate) fn apply(
 }
 
 fn url_free_in_cluster(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     cluster_uuid: &str,
     url: &str,
     except: &str,
@@ -619,21 +577,140 @@ pub fn plan(
         }
         _ => return None,
     };
-    Some(op.map(|op| Command::PrimaryStorage {
-        caller: caller.clone(),
-        op: Box::new(op),
-    }))
+    Some(op.map(|op| op.command(caller.clone())))
+}
+
+/// The primary-storage family.
+pub struct PrimaryStorages;
+
+impl crate::family::Family for PrimaryStorages {
+    type Op = PrimaryStorageOp;
+    type Out = PrimaryStorageResult;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::op_plan;
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::resource::generic;
+        use crate::resource::relations::OnDelete;
+        use crate::resource::relations::Relation;
+        use crate::rest::Body::Action as A;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        use crate::rest::Method::Put as Pu;
+        crate::family::FamilyDecl {
+            name: "primary_storage",
+            tables: &[TABLE],
+            kinds: &[KindDecl {
+                relations: &[
+                    // A zone's primary storage goes with it (its clusters are gone by then).
+                    Relation {
+                        field: "zoneUuid",
+                        parent: "Zone",
+                        on_delete: OnDelete::Cascade,
+                        on_parent_state: None,
+                    },
+                    Relation {
+                        field: "attachedClusterUuids",
+                        parent: "Cluster",
+                        on_delete: OnDelete::Detach(forget_cluster),
+                        on_parent_state: None,
+                    },
+                ],
+                ..KindDecl::new(KIND, TABLE, &["PrimaryStorageVO"])
+            }],
+            calls: &[
+                CallDecl::new(
+                    "AddLocalPrimaryStorage",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/primary-storage/local-storage", P)],
+                )
+                .creating("PrimaryStorageVO"),
+                CallDecl::new(
+                    "AddNfsPrimaryStorage",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/primary-storage/nfs", P)],
+                )
+                .creating("PrimaryStorageVO"),
+                CallDecl::new(
+                    "AddSharedMountPointPrimaryStorage",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/primary-storage/smp", P)],
+                )
+                .creating("PrimaryStorageVO"),
+                CallDecl::new(
+                    "UpdatePrimaryStorage",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/primary-storage/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "ChangePrimaryStorageState",
+                    |p| op_plan(plan, p),
+                    &[route(Pu, "/v1/primary-storage/{uuid}/actions", A)],
+                ),
+                CallDecl::new(
+                    "AttachPrimaryStorageToCluster",
+                    |p| op_plan(plan, p),
+                    &[route(
+                        Po,
+                        "/v1/clusters/{clusterUuid}/primary-storage/{primaryStorageUuid}",
+                        P,
+                    )],
+                ),
+                CallDecl::new(
+                    "DetachPrimaryStorageFromCluster",
+                    |p| op_plan(plan, p),
+                    &[route(
+                        D,
+                        "/v1/clusters/{clusterUuid}/primary-storage/{primaryStorageUuid}",
+                        N,
+                    )],
+                ),
+                CallDecl::new(
+                    "DeletePrimaryStorage",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/primary-storage/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "QueryPrimaryStorage",
+                    generic::plan_query::<PrimaryStorage>,
+                    &[
+                        route(G, "/v1/primary-storage", N),
+                        route(G, "/v1/primary-storage/{uuid}", N),
+                    ],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: PrimaryStorageOp,
+    ) -> Result<PrimaryStorageResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &PrimaryStorageResult) -> Result<serde_json::Map<String, Value>, Refusal> {
+        crate::family::inventory_reply(out.inventory())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::tests::make_cluster;
-    use crate::cluster::tests::make_zone;
-    use crate::cluster::tests::normal;
-    use crate::cluster::tests::u;
     use crate::testing::ctx;
+    use crate::testing::make_cluster;
+    use crate::testing::make_zone;
+    use crate::testing::normal;
+    use crate::testing::u;
     use crate::testing::MemTxn;
+    use crate::wire::date::java_date;
 
     fn run(t: &mut MemTxn, op: PrimaryStorageOp) -> Result<PrimaryStorageResult, ApiError> {
         apply(t, &ctx(5), &Caller::admin(), op)
@@ -679,7 +756,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            serde_json::to_string(&p.inventory()).unwrap(),
+            serde_json::to_string(&resource::inventory(p.as_ref())).unwrap(),
             format!(
                 r#"{{"uuid":"{u}","zoneUuid":"{z}","name":"ps-20","url":"192.168.0.1:/nfs/ps","totalCapacity":0,"availableCapacity":0,"totalPhysicalCapacity":0,"availablePhysicalCapacity":0,"systemUsedCapacity":0,"type":"NFS","state":"Enabled","status":"Connecting","mountPath":"/opt/zstack/nfsprimarystorage/prim-{u}","createDate":"{d}","lastOpDate":"{d}","attachedClusterUuids":[]}}"#,
                 u = p.uuid,
@@ -808,13 +885,7 @@ mod tests {
             PrimaryStorageResult::Deleted
         );
         // Deleting the cluster detaches its storage.
-        crate::cluster::apply(
-            &mut t,
-            &ctx(6),
-            &Caller::admin(),
-            crate::cluster::ClusterOp::Delete { uuid: c },
-        )
-        .unwrap();
+        crate::testing::delete_cluster(&mut t, 6, &c);
         assert!(
             resource::find::<PrimaryStorage>(&t, "attachedClusterUuids", &u(10))
                 .unwrap()
@@ -822,13 +893,7 @@ mod tests {
         );
         run(&mut t, PrimaryStorageOp::Delete { uuid: l1 }).unwrap();
         // Deleting the zone deletes the rest.
-        crate::zone::apply(
-            &mut t,
-            &ctx(7),
-            &Caller::admin(),
-            crate::zone::ZoneOp::Delete { uuid: z },
-        )
-        .unwrap();
+        crate::testing::delete_zone(&mut t, 7, &z);
         assert!(resource::list::<PrimaryStorage>(&t).unwrap().is_empty());
     }
 

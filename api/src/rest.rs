@@ -650,7 +650,7 @@ pub fn translate(
         }
         m
     };
-    let session_uuid = if crate::calls::needs_session(spec) {
+    let session_uuid = if crate::plan::needs_session(spec) {
         let s = session_of(req.authorization.as_deref())?;
         fields.insert("session".into(), json!({"uuid": s}));
         Some(s)
@@ -781,7 +781,7 @@ pub fn openapi() -> Value {
             json!(format!("{} ({})", route.call, spec.class)),
         );
         let mut params = path_params;
-        if crate::calls::needs_session(spec) {
+        if crate::plan::needs_session(spec) {
             params.push(
                 json!({"name": "Authorization", "in": "header", "required": true,
                 "description": "OAuth <session uuid>", "schema": {"type": "string"}}),
@@ -1163,7 +1163,7 @@ mod tests {
         assert_eq!(doc["openapi"], "3.0.3");
         for route in ROUTES {
             assert!(
-                crate::calls::IMPLEMENTED.contains(&route.call),
+                crate::plan::is_implemented(route.call),
                 "{} routed but not implemented",
                 route.call
             );

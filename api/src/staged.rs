@@ -9,11 +9,17 @@ use crate::Pair;
 use crate::StateError;
 use crate::StateTxn;
 
+/// What the buffer sits on: a transaction it may commit into, or a view it only reads.
+enum Base<'a> {
+    Txn(&'a mut dyn StateTxn),
+    View(&'a dyn StateTxn),
+}
+
 /// Buffered writes over `inner`.
 pub struct Staged<'a> {
     // Dynamic so that a job applying a command through a `Staged` does not instantiate
     // `apply` for ever deeper `Staged<Staged<...>>` types.
-    inner: &'a mut dyn StateTxn,
+    inner: Base<'a>,
     writes: BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>,
 }
 
@@ -21,17 +27,37 @@ impl<'a> Staged<'a> {
     /// Start buffering.
     pub fn new(inner: &'a mut dyn StateTxn) -> Self {
         Self {
-            inner,
+            inner: Base::Txn(inner),
             writes: BTreeMap::new(),
+        }
+    }
+
+    /// A throw-away overlay of a read-only view: a dry run writes here and is dropped.
+    pub fn over(view: &'a dyn StateTxn) -> Self {
+        Self {
+            inner: Base::View(view),
+            writes: BTreeMap::new(),
+        }
+    }
+
+    fn base(&self) -> &dyn StateTxn {
+        match &self.inner {
+            Base::Txn(t) => &**t,
+            Base::View(v) => *v,
         }
     }
 
     /// Apply the buffered writes to the underlying transaction.
     pub fn commit(self) -> Result<(), StateError> {
+        let Base::Txn(inner) = self.inner else {
+            return Err(StateError(
+                "a dry-run overlay of a read-only view cannot be committed".into(),
+            ));
+        };
         for ((table, key), v) in self.writes {
             match v {
-                Some(v) => self.inner.put(&table, &key, v)?,
-                None => self.inner.delete(&table, &key)?,
+                Some(v) => inner.put(&table, &key, v)?,
+                None => inner.delete(&table, &key)?,
             }
         }
         Ok(())
@@ -42,7 +68,7 @@ impl StateTxn for Staged<'_> {
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         match self.writes.get(&(table.to_string(), key.to_vec())) {
             Some(v) => Ok(v.clone()),
-            None => self.inner.get(table, key),
+            None => self.base().get(table, key),
         }
     }
 
@@ -66,7 +92,7 @@ impl StateTxn for Staged<'_> {
         // Read enough from below to survive buffered deletes, then overlay the buffer.
         let buffered = self.writes.len();
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
-            .inner
+            .base()
             .scan_prefix(table, prefix, limit.saturating_add(buffered))?
             .into_iter()
             .map(|(k, v)| (k, Some(v)))

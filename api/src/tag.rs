@@ -11,15 +11,16 @@ use crate::catalogue::CallSpec;
 use crate::params;
 use crate::params::Body;
 use crate::resource;
+use crate::resource::Field;
 use crate::resource::Resource;
 use crate::validate;
-use crate::wire::date::java_date;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
+use crate::IntoCommand;
 use crate::StateTxn;
 
 /// The system-tag table.
@@ -28,30 +29,6 @@ pub const SYSTEM_TABLE: &str = "system_tag";
 pub const USER_TABLE: &str = "user_tag";
 /// Longest tag text (`VARCHAR(2048)`).
 pub const MAX_TAG: usize = 2048;
-
-/// Resource types a tag may name: ZStack's VO class name and the table holding the records.
-/// Families added later append themselves here.
-pub const RESOURCE_TYPES: &[(&str, &str)] = &[
-    ("ZoneVO", crate::zone::TABLE),
-    ("ClusterVO", crate::cluster::TABLE),
-    ("HostVO", crate::host::TABLE),
-    ("KVMHostVO", crate::host::TABLE),
-    ("PrimaryStorageVO", crate::primary_storage::TABLE),
-    ("BackupStorageVO", crate::backup_storage::TABLE),
-    ("ImageStoreBackupStorageVO", crate::backup_storage::TABLE),
-    ("ImageVO", crate::image::TABLE),
-    ("InstanceOfferingVO", crate::offering::INSTANCE_TABLE),
-    ("DiskOfferingVO", crate::offering::DISK_TABLE),
-    ("L2NetworkVO", crate::l2::TABLE),
-    ("L2VlanNetworkVO", crate::l2::TABLE),
-    ("VxlanNetworkVO", crate::l2::TABLE),
-    ("VxlanNetworkPoolVO", crate::l2::TABLE),
-    ("VniRangeVO", crate::l2::VNI_TABLE),
-    ("L3NetworkVO", crate::l3::TABLE),
-    ("IpRangeVO", crate::l3::RANGE_TABLE),
-    ("AccountVO", crate::identity::ACCOUNT_TABLE),
-    ("UserVO", crate::identity::USER_TABLE),
-];
 
 /// A tag record; the same shape for both kinds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,67 +62,55 @@ pub struct UserTag(pub TagRecord);
 impl Resource for SystemTag {
     const KIND: &'static str = "SystemTag";
     const TABLE: &'static str = SYSTEM_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "inherent",
-        "uuid",
-        "resourceUuid",
-        "resourceType",
-        "tag",
-        "type",
-        "createDate",
-        "lastOpDate",
+    const INVENTORY: &'static [Field<Self>] = &[
+        Field::new("inherent", |r| json!(r.0.inherent)),
+        Field::splice(|r| common_inventory(&r.0, "System"), common_fields),
     ];
     const INDEXED: &'static [&'static str] = &["resourceUuid", "resourceType", "tag"];
 
     fn uuid(&self) -> &str {
         &self.0.uuid
-    }
-
-    fn inventory(&self) -> Value {
-        let t = &self.0;
-        json!({
-            "inherent": t.inherent,
-            "uuid": t.uuid,
-            "resourceUuid": t.resource_uuid,
-            "resourceType": t.resource_type,
-            "tag": t.tag,
-            "type": "System",
-            "createDate": java_date(t.create_date),
-            "lastOpDate": java_date(t.last_op_date),
-        })
     }
 }
 
 impl Resource for UserTag {
     const KIND: &'static str = "UserTag";
     const TABLE: &'static str = USER_TABLE;
-    const FIELDS: &'static [&'static str] = &[
-        "uuid",
-        "resourceUuid",
-        "resourceType",
-        "tag",
-        "type",
-        "createDate",
-        "lastOpDate",
-    ];
+    const INVENTORY: &'static [Field<Self>] = &[Field::splice(
+        |r| common_inventory(&r.0, "User"),
+        common_fields,
+    )];
     const INDEXED: &'static [&'static str] = &["resourceUuid", "resourceType", "tag"];
 
     fn uuid(&self) -> &str {
         &self.0.uuid
     }
+}
 
-    fn inventory(&self) -> Value {
-        let t = &self.0;
-        json!({
-            "uuid": t.uuid,
-            "resourceUuid": t.resource_uuid,
-            "resourceType": t.resource_type,
-            "tag": t.tag,
-            "type": "User",
-            "createDate": java_date(t.create_date),
-            "lastOpDate": java_date(t.last_op_date),
-        })
-    }
+/// The fields both tag kinds share, in order (`TagInventory`).
+type RenderTag = fn(&TagRecord, &str) -> Value;
+
+const COMMON: &[(&str, RenderTag)] = &[
+    ("uuid", |t, _| json!(t.uuid)),
+    ("resourceUuid", |t, _| json!(t.resource_uuid)),
+    ("resourceType", |t, _| json!(t.resource_type)),
+    ("tag", |t, _| json!(t.tag)),
+    ("type", |_, kind| json!(kind)),
+    ("createDate", |t, _| crate::resource::date(t.create_date)),
+    ("lastOpDate", |t, _| crate::resource::date(t.last_op_date)),
+];
+
+fn common_inventory(t: &TagRecord, kind: &str) -> Value {
+    Value::Object(
+        COMMON
+            .iter()
+            .map(|(name, render)| (name.to_string(), render(t, kind)))
+            .collect(),
+    )
+}
+
+fn common_fields() -> Vec<&'static str> {
+    COMMON.iter().map(|(name, _)| *name).collect()
 }
 
 /// Tag commands.
@@ -169,6 +134,16 @@ pub enum TagOp {
         /// Tag.
         uuid: String,
     },
+    /// A create call with `systemTags`/`userTags`: the create, then the tags of the new
+    /// resource, in one apply (built by [`with_create_tags`]; answers the create's response).
+    Tagged {
+        /// The create.
+        command: Box<Command>,
+        /// Resource type of the created resource.
+        resource_type: String,
+        /// (system?, text) of each tag.
+        tags: Vec<(bool, String)>,
+    },
 }
 
 /// Answer of a tag command.
@@ -180,22 +155,24 @@ pub enum TagResult {
     User(UserTag),
     /// Deleted (or already absent).
     Deleted,
+    /// A tagged create: the create's own answer.
+    Created(Box<crate::Response>),
 }
 
 impl TagResult {
     /// The `inventory` of the reply, if any.
     pub fn inventory(&self) -> Option<Value> {
         match self {
-            TagResult::System(t) => Some(t.inventory()),
-            TagResult::User(t) => Some(t.inventory()),
-            TagResult::Deleted => None,
+            TagResult::System(t) => Some(resource::inventory(t)),
+            TagResult::User(t) => Some(resource::inventory(t)),
+            TagResult::Deleted | TagResult::Created(_) => None,
         }
     }
 }
 
 /// Tag texts of a resource, in uuid order of the tags (system or user kind).
 pub fn tags_of(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     resource_uuid: &str,
     system: bool,
 ) -> Result<Vec<String>, ApiError> {
@@ -213,7 +190,7 @@ pub fn tags_of(
 }
 
 /// Delete every tag of a resource (called by the families when they delete a record).
-pub fn delete_for_resource(txn: &mut impl StateTxn, resource_uuid: &str) -> Result<(), ApiError> {
+pub fn delete_for_resource(txn: &mut dyn StateTxn, resource_uuid: &str) -> Result<(), ApiError> {
     for u in resource::uuids_where::<SystemTag>(txn, "resourceUuid", resource_uuid)? {
         resource::remove::<SystemTag>(txn, &u)?;
     }
@@ -225,16 +202,17 @@ pub fn delete_for_resource(txn: &mut impl StateTxn, resource_uuid: &str) -> Resu
 
 /// Owner of a tagged resource, through the generic stored shape `{owner, record}`.
 fn resource_owner(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     resource_type: &str,
     resource_uuid: &str,
 ) -> Result<String, ApiError> {
-    let Some((_, table)) = RESOURCE_TYPES.iter().find(|(t, _)| *t == resource_type) else {
+    let Some(kind) = crate::registry::kind_of_vo(resource_type) else {
         return Err(validate::invalid_arg(format!(
             "resourceType[{resource_type}] is not a taggable resource type; valid types are {:?}",
-            RESOURCE_TYPES.iter().map(|(t, _)| *t).collect::<Vec<_>>()
+            crate::registry::vo_types().collect::<Vec<_>>()
         )));
     };
+    let table = kind.table;
     let raw = txn.get(table, resource_uuid.as_bytes())?.ok_or_else(|| {
         validate::refuse(
             Code::ResourceNotFound,
@@ -252,7 +230,7 @@ fn resource_owner(
 }
 
 pub(crate) fn apply(
-    txn: &mut impl StateTxn,
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: TagOp,
@@ -326,6 +304,11 @@ pub(crate) fn apply(
             }
             Ok(TagResult::Deleted)
         }
+        TagOp::Tagged {
+            command,
+            resource_type,
+            tags,
+        } => apply_tagged(txn, ctx, caller, *command, resource_type, tags),
     }
 }
 
@@ -339,40 +322,16 @@ fn denied(caller: &Caller, uuid: &str) -> ApiError {
     )
 }
 
-/// The VO type a create call's new resource gets tagged as (`None`: not a create of ours).
-fn created_type(call: &str) -> Option<&'static str> {
-    Some(match call {
-        "CreateCluster" => "ClusterVO",
-        "AddKVMHost" => "HostVO",
-        "AddLocalPrimaryStorage" | "AddNfsPrimaryStorage" | "AddSharedMountPointPrimaryStorage" => {
-            "PrimaryStorageVO"
-        }
-        "AddImageStoreBackupStorage" => "ImageStoreBackupStorageVO",
-        "CreateInstanceOffering" => "InstanceOfferingVO",
-        "CreateDiskOffering" => "DiskOfferingVO",
-        "AddImage" => "ImageVO",
-        "CreateL2NoVlanNetwork" | "CreateL2VxlanNetworkPool" => "L2NetworkVO",
-        "CreateL2VlanNetwork" => "L2VlanNetworkVO",
-        "CreateL2VxlanNetwork" => "VxlanNetworkVO",
-        "CreateVniRange" => "VniRangeVO",
-        "CreateL3Network" => "L3NetworkVO",
-        "AddIpRange" | "AddIpRangeByNetworkCidr" => "IpRangeVO",
-        _ => return None,
-    })
-}
-
 /// A create call's `systemTags`/`userTags` become tag records of the new resource, in the same
-/// apply ([`crate::Command::Tagged`]); checked here so that, once the create succeeded, creating
+/// apply ([`TagOp::Tagged`]); checked here so that, once the create succeeded, creating
 /// the tags cannot be refused.
 pub fn with_create_tags(
     call: &CallSpec,
     b: &Body,
     caller: &Caller,
+    resource_type: &str,
     command: Command,
 ) -> Result<Command, Refusal> {
-    let Some(resource_type) = created_type(&call.name) else {
-        return Ok(command);
-    };
     let mut tags = Vec::new();
     for (field, system) in [("systemTags", true), ("userTags", false)] {
         for t in params::strings(b, field, call)?.unwrap_or_default() {
@@ -390,36 +349,36 @@ pub fn with_create_tags(
     if tags.is_empty() {
         return Ok(command);
     }
-    Ok(Command::Tagged {
-        caller: caller.clone(),
+    Ok(TagOp::Tagged {
         command: Box::new(command),
         resource_type: resource_type.to_string(),
         tags,
-    })
+    }
+    .command(caller.clone()))
 }
 
-/// Apply a [`crate::Command::Tagged`]: the create, then its tags on the created resource (tag
-/// uuids derived from the resource's uuid and the tag's position, see [`params::derive_uuid`]).
-pub(crate) fn apply_tagged(
-    txn: &mut impl StateTxn,
+/// Apply a [`TagOp::Tagged`]: the create, then its tags on the created resource (tag uuids
+/// derived from the resource's uuid and the tag's position, see [`params::derive_uuid`]).
+fn apply_tagged(
+    txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     command: Command,
     resource_type: String,
     tags: Vec<(bool, String)>,
-) -> Result<crate::Response, crate::StateError> {
+) -> Result<TagResult, ApiError> {
     let resp = crate::apply(txn, ctx, command)?;
-    if !resp.keeps_writes() {
-        return Ok(resp);
+    if let crate::Response::Refused(e) = resp {
+        return Err(e);
     }
-    let uuid = crate::calls::reply_fields(&resp).ok().and_then(|m| {
+    let uuid = resp.reply().ok().and_then(|m| {
         m.get("inventory")?
             .get("uuid")?
             .as_str()
             .map(str::to_string)
     });
     let Some(uuid) = uuid else {
-        return Ok(resp);
+        return Ok(TagResult::Created(Box::new(resp)));
     };
     for (i, (system, tag)) in tags.into_iter().enumerate() {
         let op = TagOp::Create {
@@ -429,13 +388,9 @@ pub(crate) fn apply_tagged(
             resource_uuid: uuid.clone(),
             tag,
         };
-        match apply(txn, ctx, caller, op) {
-            Ok(_) => {}
-            Err(ApiError::State(e)) => return Err(e),
-            Err(e) => return Ok(crate::Response::Refused(e)),
-        }
+        apply(txn, ctx, caller, op)?;
     }
-    Ok(resp)
+    Ok(TagResult::Created(Box::new(resp)))
 }
 
 /// Request → command for the tag calls this module implements (`None`: not a tag call).
@@ -445,10 +400,7 @@ pub fn plan(
     caller: &Caller,
     new_uuid: &str,
 ) -> Option<Result<Command, Refusal>> {
-    let cmd = |op| Command::Tag {
-        caller: caller.clone(),
-        op: Box::new(op),
-    };
+    let cmd = |op: TagOp| op.command(caller.clone());
     let create = |system: bool| -> Result<Command, Refusal> {
         Ok(cmd(TagOp::Create {
             // `APICreateTagMsg` is not an `APICreateMessage`: its `resourceUuid` names the tagged
@@ -468,28 +420,142 @@ pub fn plan(
     })
 }
 
+/// The tag family: system and user tags of any resource.
+pub struct Tags;
+
+impl crate::family::Family for Tags {
+    type Op = TagOp;
+    type Out = TagResult;
+    const DECL: crate::family::FamilyDecl = {
+        use crate::family::op_plan;
+        use crate::family::route;
+        use crate::family::CallDecl;
+        use crate::family::KindDecl;
+        use crate::resource::generic;
+        use crate::resource::relations::OnDelete;
+        use crate::resource::relations::Relation;
+        use crate::resource::relations::ANY;
+        use crate::rest::Body::None as N;
+        use crate::rest::Body::Params as P;
+        use crate::rest::Method::Delete as D;
+        use crate::rest::Method::Get as G;
+        use crate::rest::Method::Post as Po;
+        // A resource's tags go with it, whatever its kind.
+        const TAGGED: &[Relation] = &[Relation {
+            field: "resourceUuid",
+            parent: ANY,
+            on_delete: OnDelete::Cascade,
+            on_parent_state: None,
+        }];
+        crate::family::FamilyDecl {
+            name: "tag",
+            tables: &[SYSTEM_TABLE, USER_TABLE],
+            kinds: &[
+                KindDecl {
+                    relations: TAGGED,
+                    ..KindDecl::new("SystemTag", SYSTEM_TABLE, &[])
+                },
+                KindDecl {
+                    relations: TAGGED,
+                    ..KindDecl::new("UserTag", USER_TABLE, &[])
+                },
+            ],
+            calls: &[
+                CallDecl::new(
+                    "CreateSystemTag",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/system-tags", P)],
+                ),
+                CallDecl::new(
+                    "CreateUserTag",
+                    |p| op_plan(plan, p),
+                    &[route(Po, "/v1/user-tags", P)],
+                ),
+                CallDecl::new(
+                    "DeleteTag",
+                    |p| op_plan(plan, p),
+                    &[route(D, "/v1/tags/{uuid}", N)],
+                ),
+                CallDecl::new(
+                    "QuerySystemTag",
+                    generic::plan_query::<SystemTag>,
+                    &[
+                        route(G, "/v1/system-tags", N),
+                        route(G, "/v1/system-tags/{uuid}", N),
+                    ],
+                ),
+                CallDecl::new(
+                    "QueryUserTag",
+                    generic::plan_query::<UserTag>,
+                    &[
+                        route(G, "/v1/user-tags", N),
+                        route(G, "/v1/user-tags/{uuid}", N),
+                    ],
+                ),
+            ],
+            flows: &[],
+        }
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: TagOp,
+    ) -> Result<TagResult, ApiError> {
+        apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &TagResult) -> Result<serde_json::Map<String, Value>, Refusal> {
+        match out {
+            TagResult::Created(resp) => resp.reply(),
+            other => crate::family::inventory_reply(other.inventory()),
+        }
+    }
+
+    fn keeps_writes(out: &TagResult) -> bool {
+        match out {
+            TagResult::Created(resp) => resp.keeps_writes(),
+            _ => true,
+        }
+    }
+
+    fn inner(op: &TagOp) -> Option<&Command> {
+        match op {
+            TagOp::Tagged { command, .. } => Some(command),
+            _ => None,
+        }
+    }
+
+    fn inner_response(out: &TagResult) -> Option<&crate::Response> {
+        match out {
+            TagResult::Created(resp) => Some(resp),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::families::zone::ZoneOp;
     use crate::query::parse_query;
     use crate::testing::ctx;
     use crate::testing::MemTxn;
-    use crate::zone::ZoneOp;
+    use crate::wire::date::java_date;
 
     fn zone(t: &mut MemTxn) -> String {
         let u = format!("{:032x}", 1);
-        crate::zone::apply(
+        crate::testing::admin_apply(
             t,
-            &ctx(1),
-            &Caller::admin(),
+            1,
             ZoneOp::Create {
                 uuid: u.clone(),
                 name: "z".into(),
                 description: None,
                 is_default: false,
             },
-        )
-        .unwrap();
+        );
         u
     }
 
@@ -524,7 +590,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            serde_json::to_string(&s.inventory()).unwrap(),
+            serde_json::to_string(&resource::inventory(&s)).unwrap(),
             format!(
                 r#"{{"inherent":false,"uuid":"{}","resourceUuid":"{z}","resourceType":"ZoneVO","tag":"ha::NeverStop","type":"System","createDate":"{d}","lastOpDate":"{d}"}}"#,
                 s.0.uuid,
@@ -534,14 +600,14 @@ mod tests {
         let TagResult::User(u) = create(&mut t, 2, false, "ZoneVO", &z, "web").unwrap() else {
             panic!()
         };
-        assert_eq!(u.inventory()["type"], "User");
+        assert_eq!(resource::inventory(&u)["type"], "User");
         let q = |c: Value| {
             let mut m = serde_json::Map::new();
             m.insert("conditions".into(), c);
             parse_query("APIQueryZoneMsg", &m).unwrap()
         };
         let count = |t: &MemTxn, c: Value| {
-            resource::query::<crate::zone::Zone>(t, &q(c), |_| true)
+            resource::query::<crate::families::zone::Zone>(t, &q(c), |_| true)
                 .unwrap()
                 .inventories
                 .unwrap()
@@ -581,7 +647,7 @@ mod tests {
             1
         );
         // Hidden tag keys never reach the inventories.
-        let out = resource::query::<crate::zone::Zone>(
+        let out = resource::query::<crate::families::zone::Zone>(
             &t,
             &q(json!([{"name":"__systemTag__","op":"is not null"}])),
             |_| true,
@@ -608,13 +674,7 @@ mod tests {
             0
         );
         // Deleting the resource deletes its tags.
-        crate::zone::apply(
-            &mut t,
-            &ctx(4),
-            &Caller::admin(),
-            ZoneOp::Delete { uuid: z },
-        )
-        .unwrap();
+        crate::testing::delete_zone(&mut t, 4, &z);
         assert!(resource::list::<UserTag>(&t).unwrap().is_empty());
     }
 

@@ -4,6 +4,9 @@ use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
 use crate::ApiError;
 
+/// CPU architectures ZStack knows (clusters and images declare one of these).
+pub const ARCHITECTURES: &[&str] = &["x86_64", "aarch64", "mips64el", "loongarch64"];
+
 /// Longest name ZStack's `VARCHAR(255)` columns hold.
 pub const MAX_NAME: usize = 255;
 /// Longest description (`VARCHAR(2048)`).

@@ -76,7 +76,11 @@ impl Applier for ModelApplier {
     type Response = api::Response;
 
     fn tables(&self) -> Vec<&'static str> {
-        api::TABLES.to_vec()
+        api::tables()
+    }
+
+    fn format(&self) -> &'static str {
+        api::MODEL_FORMAT
     }
 
     fn apply(

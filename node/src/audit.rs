@@ -24,7 +24,7 @@ use api::identity;
 use api::job::ApiJob;
 use api::wire::envelope::ApiRequest;
 use api::Caller;
-use api::Command;
+use api::IntoCommand;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -214,10 +214,7 @@ fn operator_name(node: &Node, caller: &Caller) -> Option<String> {
 /// Propose one batch, retrying with the same request id (applied once) a few times.
 async fn flush(node: &Node, records: Vec<AuditRecord>) {
     let n = records.len() as u64;
-    let cmd = Command::Audit {
-        caller: Caller::admin(),
-        op: AuditOp::Append { records },
-    };
+    let cmd = AuditOp::Append { records }.command(Caller::admin());
     let rid = node.new_request_id();
     for attempt in 1..=ATTEMPTS {
         match node.propose(&cmd, Some(rid.clone())).await {

@@ -142,7 +142,7 @@ impl RegistryBackend for NodeRegistry {
         Box::pin(async move {
             // Leader-only: a duty must never reach the log through another leader after this
             // node was deposed, so no forwarding here (openraft refuses on a non-leader).
-            let cmd = api::Command::ManagementNode(op);
+            let cmd = api::IntoCommand::command(op, api::Caller::admin());
             let proposal = Proposal::new(Some(node.new_request_id()), now_ms(), &cmd);
             let outcome = node
                 .propose_local(proposal, node.request_timeout())

@@ -328,7 +328,7 @@ fn request_id(node: &Node, headers: &HeaderMap) -> Result<Option<String>, HttpEr
 async fn kv_write(node: &Node, headers: &HeaderMap, op: api::kv::KvOp) -> HttpResult {
     let rid = request_id(node, headers)?;
     let (outcome, response) = node
-        .propose(&api::Command::Kv(op), rid)
+        .propose(&api::IntoCommand::command(op, api::Caller::admin()), rid)
         .await
         .map_err(|e| err(node, e))?;
     let previous = match response {

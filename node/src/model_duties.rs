@@ -11,6 +11,7 @@ use api::job;
 use api::job::JobOp;
 use api::Caller;
 use api::Command;
+use api::IntoCommand;
 use ha::jobs::JobBackend;
 use ha::jobs::JobExecutor;
 use ha::jobs::Periodic;
@@ -51,12 +52,10 @@ impl JobBackend for NodeJobs {
     fn run(&self, job_uuid: String) -> BoxFuture<'static, Result<(), DutyError>> {
         let node = self.0.clone();
         Box::pin(async move {
-            let cmd = Command::Job {
-                caller: Caller::admin(),
-                op: JobOp::Run {
-                    uuid: job_uuid.clone(),
-                },
-            };
+            let cmd = JobOp::Run {
+                uuid: job_uuid.clone(),
+            }
+            .command(Caller::admin());
             // One request id per job run: a retry after a leader change is applied once, and a
             // second run of a finished job is a no-op in `apply` anyway.
             propose(&node, cmd, Some(format!("run/{job_uuid}")))
@@ -93,10 +92,7 @@ impl Duty for AdminBootstrap {
                     &rand::random::<[u8; 16]>(),
                 )
                 .map_err(duty_err)?;
-                let cmd = Command::Identity {
-                    caller: Caller::admin(),
-                    op: IdentityOp::EnsureAdmin { password },
-                };
+                let cmd = IdentityOp::EnsureAdmin { password }.command(Caller::admin());
                 propose(&self.0, cmd, None).await?;
                 tracing::info!(term, "created the built-in admin account");
             }
@@ -126,10 +122,7 @@ pub fn duties(node: &Arc<Node>) -> Vec<Arc<dyn Duty>> {
             move || {
                 let n = n.clone();
                 Box::pin(async move {
-                    let cmd = Command::Identity {
-                        caller: Caller::admin(),
-                        op: IdentityOp::ExpireSessions,
-                    };
+                    let cmd = IdentityOp::ExpireSessions.command(Caller::admin());
                     propose(&n, cmd, None).await.map(|_| ())
                 }) as BoxFuture<'static, Result<(), DutyError>>
             },
@@ -143,10 +136,7 @@ pub fn duties(node: &Arc<Node>) -> Vec<Arc<dyn Duty>> {
             move || {
                 let n = n.clone();
                 Box::pin(async move {
-                    let cmd = Command::Job {
-                        caller: Caller::admin(),
-                        op: JobOp::Expire,
-                    };
+                    let cmd = JobOp::Expire.command(Caller::admin());
                     propose(&n, cmd, None).await.map(|_| ())
                 }) as BoxFuture<'static, Result<(), DutyError>>
             },
@@ -188,12 +178,10 @@ const AUDIT_SWEEP_MAX_BATCHES: usize = 100;
 /// comes back short.
 async fn sweep_audit(node: Arc<Node>) -> Result<(), DutyError> {
     for _ in 0..AUDIT_SWEEP_MAX_BATCHES {
-        let cmd = Command::Audit {
-            caller: Caller::admin(),
-            op: api::audit::AuditOp::Expire {
-                limit: AUDIT_SWEEP_BATCH,
-            },
-        };
+        let cmd = api::audit::AuditOp::Expire {
+            limit: AUDIT_SWEEP_BATCH,
+        }
+        .command(Caller::admin());
         match propose(&node, cmd, None).await? {
             api::Response::Audit(api::audit::AuditResult::Expired(n))
                 if n >= u64::from(AUDIT_SWEEP_BATCH) => {}

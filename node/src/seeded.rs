@@ -54,3 +54,41 @@ pub fn drop_write() -> bool {
     let (bug, rate) = *config();
     bug == Some(Bug::DropAckedWrite) && rand::random::<f64>() < rate
 }
+
+/// `drop-acked-write`: the answer a mutating call's submit gets without being proposed: its
+/// job "done" with an empty success result (what the client sees as acknowledged).
+pub fn fake_acknowledgement(cmd: &api::Command) -> Option<api::Response> {
+    let api::Command::Job(call) = cmd else {
+        return None;
+    };
+    let api::job::JobOp::Submit {
+        uuid,
+        api_name,
+        reply_class,
+        ..
+    } = &*call.op
+    else {
+        return None;
+    };
+    if !drop_write() {
+        return None;
+    }
+    let now = crate::node::now_ms();
+    let result = api::wire::envelope::encode_result(
+        reply_class,
+        &api::wire::envelope::success(serde_json::Map::new()),
+    );
+    Some(api::Response::Job(api::job::JobResult::Job(Box::new(
+        api::job::ApiJob {
+            uuid: uuid.clone(),
+            api_name: api_name.clone(),
+            reply_class: reply_class.clone(),
+            state: api::job::JobState::Done,
+            create_date: now,
+            last_op_date: now,
+            result: Some(result),
+            success: Some(true),
+            command: None,
+        },
+    ))))
+}

@@ -4,27 +4,36 @@
 //! resolves the session, stamps time, uuids and salts, reads state after a linearizable
 //! barrier, proposes commands, and writes each protocol's exact envelope back.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use api::calls;
-use api::calls::LoginTarget;
-use api::calls::Plan;
-use api::calls::Stamp;
 use api::catalogue::CallKind;
 use api::catalogue::CallSpec;
 use api::identity;
+use api::interpret;
+use api::interpret::CallOptions;
+use api::interpret::Effects;
+use api::interpret::Outcome;
 use api::job;
 use api::job::ApiJob;
+use api::plan;
+use api::plan::HostEndpoint;
+use api::plan::QueryFn;
+use api::plan::Stamp;
+use api::query::Query;
 use api::rest;
 use api::wire::envelope;
 use api::wire::envelope::ApiRequest;
 use api::wire::envelope::RestApiResponse;
 use api::wire::errors::Code;
 use api::wire::errors::Refusal;
+use api::ApiError;
 use api::Caller;
 use api::Command;
+use api::IntoCommand;
 use api::Response as ApiResponse;
+use api::StateTxn;
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
@@ -80,32 +89,6 @@ pub fn new_uuid() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// How a call ended, before it is written in one protocol or the other.
-enum Outcome {
-    /// Finished: the reply object (`{..., "success": bool}`) in `class`.
-    Done { class: String, reply: Value },
-    /// Accepted as a durable job.
-    Job(Box<ApiJob>),
-}
-
-fn done(class: &str, reply: Value) -> Outcome {
-    Outcome::Done {
-        class: class.to_string(),
-        reply,
-    }
-}
-
-fn failed(class: &str, r: &Refusal) -> Outcome {
-    done(class, envelope::failure(&r.to_error_code()))
-}
-
-/// A refusal before the call's handler ran goes out in the generic reply/event class (spec 06
-/// §1.6 (2)). Async calls refused this early are answered `Done` at once rather than with a
-/// job to poll: no job record is written for a request that was never accepted.
-fn refused_early(kind: CallKind, r: &Refusal) -> Outcome {
-    failed(calls::generic_class(kind), r)
-}
-
 fn unavailable(e: &NodeError) -> Refusal {
     let code = match e {
         NodeError::Unavailable(_) => Code::ManagementNodeUnavailable,
@@ -114,18 +97,94 @@ fn unavailable(e: &NodeError) -> Refusal {
     Refusal::new(code, e.to_string())
 }
 
+/// The interpreter's effects on this node: Raft for proposals and barriers, local RocksDB
+/// state for reads, the host agent for probes.
+struct NodeEffects<'a> {
+    node: &'a Arc<Node>,
+}
+
+impl Effects for NodeEffects<'_> {
+    fn read<T>(&self, f: impl FnOnce(&dyn StateTxn) -> T) -> T {
+        f(&StateView(&self.node.sm))
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            now_ms: now_ms(),
+            new_uuid: new_uuid(),
+            salt: rand::random(),
+        }
+    }
+
+    async fn barrier(&self) -> Result<(), Refusal> {
+        self.node
+            .linearizable_barrier()
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable(&e))
+    }
+
+    async fn propose(
+        &self,
+        cmd: Command,
+        request_id: Option<String>,
+    ) -> Result<ApiResponse, Refusal> {
+        // SEEDED BUG (test builds only): acknowledge a write that is never proposed.
+        #[cfg(feature = "seeded-bugs")]
+        if let Some(fake) = crate::seeded::fake_acknowledgement(&cmd) {
+            return Ok(fake);
+        }
+        self.node
+            .propose(&cmd, request_id)
+            .await
+            .map(|(_, r)| r)
+            .map_err(|e| unavailable(&e))
+    }
+
+    fn query(
+        &self,
+        run: QueryFn,
+        query: Query,
+        caller: Caller,
+    ) -> impl Future<Output = Result<Map<String, Value>, ApiError>> {
+        // A query may scan a whole table (`name like '%x%'` over 100k records takes
+        // seconds): run it off the async workers so Raft and other calls keep going.
+        let n = self.node.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                run(&StateView(&n.sm), &query, &caller).map(plan::query_reply)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ApiError::Refused(Refusal::new(
+                    Code::Internal,
+                    format!("query task failed: {e}"),
+                )))
+            })
+        }
+    }
+
+    async fn probe(&self, endpoint: &HostEndpoint) -> Result<(), String> {
+        self.node.host_agent().probe(endpoint).await.map_err(|e| {
+            tracing::info!(host = %endpoint.management_ip, port = endpoint.ssh_port, error = %e, "host probe failed; call refused");
+            e.to_string()
+        })
+    }
+
+    fn renew_session(&self, session_uuid: String) {
+        renew_in_background(self.node, session_uuid);
+    }
+
+    fn job_accepted(&self) {
+        self.node.job_wakeup().notify_waiters();
+    }
+}
+
 fn stale_ok(headers: &HeaderMap) -> bool {
     headers
         .get(CONSISTENCY_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("stale"))
-}
-
-fn reply_of(call: &CallSpec, resp: &ApiResponse) -> Outcome {
-    match calls::reply_fields(resp) {
-        Ok(fields) => done(&call.reply_class, envelope::success(fields)),
-        Err(r) => failed(&call.reply_class, &r),
-    }
 }
 
 /// Run one call end to end and record it in the audit log.
@@ -138,7 +197,13 @@ async fn execute(
 ) -> Outcome {
     let audit = CallAudit::new(&req, client_ip);
     let mut who = None;
-    let outcome = run_call(node, headers, spec, req, &mut who).await;
+    let opts = CallOptions {
+        stale_ok: stale_ok(headers),
+        job_uuid: headers
+            .get(JOB_UUID_HEADER)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").to_string()),
+    };
+    let outcome = interpret::run(&NodeEffects { node }, spec, req, &opts, &mut who).await;
     audited(node, audit, who.as_ref(), &outcome);
     outcome
 }
@@ -156,245 +221,20 @@ fn client_ip(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<Stri
     connect.map(|Extension(ConnectInfo(a))| a.ip().to_string())
 }
 
-/// One call: session → caller (reported through `who` for the audit), plan, then read or
-/// propose.
-async fn run_call(
-    node: &Arc<Node>,
-    headers: &HeaderMap,
-    spec: &'static CallSpec,
-    req: ApiRequest,
-    who: &mut Option<Caller>,
-) -> Outcome {
-    if !stale_ok(headers) {
-        if let Err(e) = node.linearizable_barrier().await {
-            return refused_early(spec.kind, &unavailable(&e));
-        }
-    }
-    let view = StateView(&node.sm);
-    let now = now_ms();
-    let caller = if calls::needs_session(spec) {
-        match identity::session_caller(&view, &spec.class, req.session_uuid.as_deref(), now) {
-            Ok((caller, session)) => {
-                if identity::needs_renewal(&view, &session, now).unwrap_or(false) {
-                    renew_in_background(node, session.uuid);
-                }
-                *who = Some(caller.clone());
-                caller
-            }
-            Err(e) => return refused_early(spec.kind, &calls::refusal_of(&e)),
-        }
-    } else {
-        Caller::admin()
-    };
-    let stamp = Stamp {
-        now_ms: now,
-        new_uuid: new_uuid(),
-        salt: rand::random(),
-    };
-    let plan = match calls::plan(&req, &caller, &stamp) {
-        Ok(p) => p,
-        Err(r) => return refused_early(spec.kind, &r),
-    };
-    match plan {
-        Plan::Query {
-            call,
-            target,
-            query,
-        } => {
-            // A query may scan a whole table (`name like '%x%'` over 100k records takes
-            // seconds): run it off the async workers so Raft and other calls keep going.
-            let n = node.clone();
-            let ran = tokio::task::spawn_blocking(move || {
-                calls::run_query(&StateView(&n.sm), target, &query, &caller)
-            })
-            .await;
-            match ran {
-                Ok(Ok(fields)) => done(&call.reply_class, envelope::success(fields)),
-                Ok(Err(e)) => failed(&call.reply_class, &calls::refusal_of(&e)),
-                Err(e) => failed(
-                    &call.reply_class,
-                    &Refusal::new(Code::Internal, format!("query task failed: {e}")),
-                ),
-            }
-        }
-        Plan::Read { call, read } => match calls::run_read(&view, &read, &caller) {
-            Ok(fields) => done(&call.reply_class, envelope::success(fields)),
-            Err(e) => failed(&call.reply_class, &calls::refusal_of(&e)),
-        },
-        Plan::ValidateSession { call, session_uuid } => {
-            let valid =
-                identity::session_caller(&view, &call.class, Some(&session_uuid), now).is_ok();
-            let mut m = Map::new();
-            m.insert("validSession".into(), json!(valid));
-            done(&call.reply_class, envelope::success(m))
-        }
-        Plan::LogIn {
-            call,
-            target,
-            password,
-        } => login(node, &view, call, target, &password).await,
-        Plan::LogOut { call, session_uuid } => {
-            if let Some(uuid) = session_uuid {
-                let cmd = Command::Identity {
-                    caller: Caller::admin(),
-                    op: identity::IdentityOp::DeleteSession { uuid },
-                };
-                if let Err(e) = node.propose(&cmd, None).await {
-                    return failed(&call.reply_class, &unavailable(&e));
-                }
-            }
-            done(&call.reply_class, envelope::success(Map::new()))
-        }
-        Plan::ProbeHostThenPropose { call, command } => {
-            if let Err(r) = probe_host(node, call, &command, now).await {
-                // Refused before any job exists: nothing at all is written for this call.
-                return failed(&call.reply_class, &r);
-            }
-            match call.kind {
-                CallKind::Async => submit(node, headers, call, *command, &stamp).await,
-                CallKind::Sync => match node.propose(&command, None).await {
-                    Ok((_, resp)) => reply_of(call, &resp),
-                    Err(e) => failed(&call.reply_class, &unavailable(&e)),
-                },
-            }
-        }
-        // SEEDED BUG (test builds only): acknowledge a write that is never proposed.
-        #[cfg(feature = "seeded-bugs")]
-        Plan::Propose { call, .. } if crate::seeded::drop_write() => {
-            done(&call.reply_class, envelope::success(Map::new()))
-        }
-        Plan::Propose { call, command } => match call.kind {
-            CallKind::Async => submit(node, headers, call, *command, &stamp).await,
-            CallKind::Sync => match node.propose(&command, None).await {
-                Ok((_, resp)) => reply_of(call, &resp),
-                Err(e) => failed(&call.reply_class, &unavailable(&e)),
-            },
-        },
-    }
-}
-
-/// Reach the host a probed call names before its command is proposed (spec 03 §12.1: a host
-/// that cannot be reached leaves nothing behind). The command is dry-run against local state
-/// first, so a call the state refuses answers with its own error and never dials out.
-async fn probe_host(
-    node: &Node,
-    call: &CallSpec,
-    command: &Command,
-    now_ms: u64,
-) -> Result<(), Refusal> {
-    let target = api::host::probe_target(&mut StateView(&node.sm), now_ms, command)
-        .map_err(|e| calls::refusal_of(&e))?;
-    let Some(endpoint) = target else {
-        return Ok(());
-    };
-    node.host_agent().probe(&endpoint).await.map_err(|e| {
-        tracing::info!(call = %call.name, host = %endpoint.management_ip, port = endpoint.ssh_port, error = %e, "host probe failed; call refused");
-        api::host::unreachable_refusal(&call.name, &endpoint, &e.to_string())
-    })
-}
-
 /// Extend an active session without delaying the call that found it due (the call itself is
 /// already authorised; a failed renewal is retried by the next call).
 fn renew_in_background(node: &Arc<Node>, session_uuid: String) {
     let node = node.clone();
     tokio::spawn(async move {
-        let cmd = Command::Identity {
-            caller: Caller::admin(),
-            op: identity::IdentityOp::RenewSession {
-                uuid: session_uuid.clone(),
-                duration_s: None,
-            },
-        };
+        let cmd = identity::IdentityOp::RenewSession {
+            uuid: session_uuid.clone(),
+            duration_s: None,
+        }
+        .command(Caller::admin());
         if let Err(e) = node.propose(&cmd, None).await {
             tracing::debug!(session = %session_uuid, error = %e, "session renewal failed; next call retries");
         }
     });
-}
-
-async fn login(
-    node: &Node,
-    view: &StateView<'_>,
-    call: &'static CallSpec,
-    target: LoginTarget,
-    password: &str,
-) -> Outcome {
-    let who = match &target {
-        LoginTarget::Account { name } => {
-            identity::authenticate_account(view, name, password).map(|a| (a.clone(), a, false))
-        }
-        LoginTarget::User {
-            account_uuid,
-            account_name,
-            user_name,
-        } => identity::authenticate_user(
-            view,
-            account_uuid.as_deref(),
-            account_name.as_deref(),
-            user_name,
-            password,
-        )
-        .map(|(a, u)| (a, u, true)),
-    };
-    let (account, user, by_user) = match who {
-        Ok(w) => w,
-        Err(e) => return failed(&call.reply_class, &calls::refusal_of(&e)),
-    };
-    let cmd = calls::login_command(&new_uuid(), &account, &user, by_user);
-    match node.propose(&cmd, None).await {
-        Ok((_, resp)) => reply_of(call, &resp),
-        Err(e) => failed(&call.reply_class, &unavailable(&e)),
-    }
-}
-
-/// Accept an async call: commit its job record and answer with the job. A retry with the same
-/// `X-Job-UUID` finds the same job (and its result, if it already finished).
-async fn submit(
-    node: &Node,
-    headers: &HeaderMap,
-    call: &'static CallSpec,
-    command: Command,
-    stamp: &Stamp,
-) -> Outcome {
-    let job_uuid = match headers.get(JOB_UUID_HEADER).map(|v| v.to_str()) {
-        None => stamp.new_uuid.clone(),
-        Some(Ok(v)) if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            v.to_ascii_lowercase()
-        }
-        Some(_) => {
-            return refused_early(
-                call.kind,
-                &Refusal::new(
-                    Code::InvalidArgument,
-                    "X-Job-UUID must be 32 hexadecimal characters",
-                ),
-            )
-        }
-    };
-    let cmd = Command::Job {
-        caller: Caller::admin(),
-        op: job::JobOp::Submit {
-            uuid: job_uuid.clone(),
-            api_name: call.name.clone(),
-            reply_class: call.reply_class.clone(),
-            command: Box::new(command),
-        },
-    };
-    // The job uuid doubles as the Raft request id: a retried submit is applied once.
-    match node.propose(&cmd, Some(format!("job/{job_uuid}"))).await {
-        Ok((_, ApiResponse::Job(job::JobResult::Job(j)))) => {
-            node.job_wakeup().notify_waiters();
-            Outcome::Job(j)
-        }
-        Ok((_, ApiResponse::Refused(e))) => refused_early(call.kind, &calls::refusal_of(&e)),
-        Ok((_, other)) => refused_early(
-            call.kind,
-            &Refusal::new(
-                Code::Internal,
-                format!("unexpected answer to a job submit: {other:?}"),
-            ),
-        ),
-        Err(e) => refused_early(call.kind, &unavailable(&e)),
-    }
 }
 
 /// Read a job; when it is unknown or unfinished locally, a barrier makes sure this node is not
@@ -444,11 +284,11 @@ async fn rpc_call(
         Err(e) => return rpc_body(e.to_string()),
     };
     let ip = client_ip(connect);
-    let spec = match calls::call_of(&req) {
+    let spec = match plan::call_of(&req) {
         Ok(s) => s,
         Err(r) => {
             // An unknown or unimplemented call is still a call: audit its refusal.
-            let outcome = refused_early(CallKind::Sync, &r);
+            let outcome = interpret::refused_early(CallKind::Sync, &r);
             audited(&node, CallAudit::new(&req, ip), None, &outcome);
             return rpc_render(outcome);
         }

@@ -6,16 +6,16 @@
 use api::audit::AuditOp;
 use api::audit::AuditRecord;
 use api::audit::AuditState;
-use api::cluster::ClusterOp;
-use api::cluster::ClusterStateEvent;
+use api::families::cluster::ClusterOp;
+use api::families::zone::ZoneOp;
 use api::global_config::GlobalConfigOp;
 use api::host::HostOp;
 use api::host::HostStateEvent;
 use api::identity::IdentityOp;
 use api::job::JobOp;
 use api::kv::KvOp;
-use api::zone::ZoneOp;
-use api::zone::ZoneStateEvent;
+use api::resource::generic::EnableEvent;
+use api::resource::generic::Rename;
 use api::Caller;
 use api::Command;
 use futures::stream;
@@ -98,122 +98,126 @@ fn normal(i: u8) -> Caller {
 fn command() -> impl Strategy<Value = Command> {
     let small = 0u8..6;
     prop_oneof![
-        (small.clone(), "[a-z]{0,3}", any::<bool>()).prop_map(|(i, name, d)| Command::Zone {
-            caller: Caller::admin(),
-            op: ZoneOp::Create {
-                uuid: uuid(i),
-                name,
-                description: None,
-                is_default: d
-            },
+        (small.clone(), "[a-z]{0,3}", any::<bool>()).prop_map(|(i, name, d)| {
+            api::IntoCommand::command(
+                ZoneOp::Create {
+                    uuid: uuid(i),
+                    name,
+                    description: None,
+                    is_default: d,
+                },
+                Caller::admin(),
+            )
         }),
-        (small.clone(), any::<bool>()).prop_map(|(i, e)| Command::Zone {
-            caller: Caller::admin(),
-            op: ZoneOp::ChangeState {
+        (small.clone(), any::<bool>()).prop_map(|(i, e)| api::IntoCommand::command(
+            ZoneOp::ChangeState {
                 uuid: uuid(i),
                 event: if e {
-                    ZoneStateEvent::Enable
+                    EnableEvent::Enable
                 } else {
-                    ZoneStateEvent::Disable
+                    EnableEvent::Disable
                 },
             },
-        }),
-        small.clone().prop_map(|i| Command::Zone {
-            caller: Caller::admin(),
-            op: ZoneOp::Delete { uuid: uuid(i) }
-        }),
-        (small.clone(), 0u8..3).prop_map(|(i, who)| Command::Zone {
-            caller: if who == 0 {
+            Caller::admin()
+        )),
+        small.clone().prop_map(|i| api::IntoCommand::command(
+            ZoneOp::Delete { uuid: uuid(i) },
+            Caller::admin()
+        )),
+        (small.clone(), 0u8..3).prop_map(|(i, who)| api::IntoCommand::command(
+            ZoneOp::Update {
+                uuid: uuid(i),
+                rename: Rename {
+                    name: Some(format!("n{who}")),
+                    description: None,
+                },
+                is_default: Some(who == 1),
+            },
+            if who == 0 {
                 Caller::admin()
             } else {
                 normal(who)
-            },
-            op: ZoneOp::Update {
-                uuid: uuid(i),
-                name: Some(format!("n{who}")),
-                description: None,
-                is_default: Some(who == 1)
-            },
-        }),
+            }
+        )),
         (
             prop_oneof![Just("session.timeout"), Just("session.maxConcurrent")],
             0u32..5000
         )
-            .prop_map(|(n, v)| Command::GlobalConfig {
-                caller: Caller::admin(),
-                op: GlobalConfigOp::Update {
+            .prop_map(|(n, v)| api::IntoCommand::command(
+                GlobalConfigOp::Update {
                     category: "identity".into(),
                     name: n.into(),
                     value: v.to_string()
                 },
-            }),
-        Just(Command::GlobalConfig {
-            caller: Caller::admin(),
-            op: GlobalConfigOp::ResetAll
-        }),
-        (small.clone(), "[a-c]{1,2}").prop_map(|(i, name)| Command::Identity {
-            caller: Caller::admin(),
-            op: IdentityOp::CreateAccount {
+                Caller::admin()
+            )),
+        Just(api::IntoCommand::command(
+            GlobalConfigOp::ResetAll,
+            Caller::admin()
+        )),
+        (small.clone(), "[a-c]{1,2}").prop_map(|(i, name)| api::IntoCommand::command(
+            IdentityOp::CreateAccount {
                 uuid: uuid(i),
                 name,
                 password: phc(i),
                 description: None
             },
-        }),
-        small.clone().prop_map(|i| Command::Identity {
-            caller: Caller::admin(),
-            op: IdentityOp::DeleteAccount { uuid: uuid(i) }
-        }),
-        (small.clone(), small.clone()).prop_map(|(a, u)| Command::Identity {
-            caller: normal(a),
-            op: IdentityOp::CreateUser {
+            Caller::admin()
+        )),
+        small.clone().prop_map(|i| api::IntoCommand::command(
+            IdentityOp::DeleteAccount { uuid: uuid(i) },
+            Caller::admin()
+        )),
+        (small.clone(), small.clone()).prop_map(|(a, u)| api::IntoCommand::command(
+            IdentityOp::CreateUser {
                 uuid: uuid(u + 100),
                 name: format!("u{}", u % 2),
                 password: phc(u),
                 description: None
             },
-        }),
-        (small.clone(), small.clone()).prop_map(|(s, a)| Command::Identity {
-            caller: Caller::admin(),
-            op: IdentityOp::CreateSession {
+            normal(a)
+        )),
+        (small.clone(), small.clone()).prop_map(|(s, a)| api::IntoCommand::command(
+            IdentityOp::CreateSession {
                 uuid: uuid(s + 200),
                 account_uuid: uuid(a),
                 user_uuid: uuid(a),
                 user_type: "AccountVO".into()
             },
-        }),
-        Just(Command::Identity {
-            caller: Caller::admin(),
-            op: IdentityOp::ExpireSessions
-        }),
-        (small.clone(), small.clone()).prop_map(|(j, z)| Command::Job {
-            caller: Caller::admin(),
-            op: JobOp::Submit {
+            Caller::admin()
+        )),
+        Just(api::IntoCommand::command(
+            IdentityOp::ExpireSessions,
+            Caller::admin()
+        )),
+        (small.clone(), small.clone()).prop_map(|(j, z)| api::IntoCommand::command(
+            JobOp::Submit {
                 uuid: uuid(j + 50),
                 api_name: "CreateZone".into(),
                 reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
-                command: Box::new(Command::Zone {
-                    caller: Caller::admin(),
-                    op: ZoneOp::Create {
+                command: Box::new(api::IntoCommand::command(
+                    ZoneOp::Create {
                         uuid: uuid(z),
                         name: "job".into(),
                         description: None,
                         is_default: false
                     },
-                }),
+                    Caller::admin()
+                )),
             },
+            Caller::admin()
+        )),
+        small.clone().prop_map(|j| api::IntoCommand::command(
+            JobOp::Run { uuid: uuid(j + 50) },
+            Caller::admin()
+        )),
+        ("[a-c]", proptest::collection::vec(any::<u8>(), 0..4)).prop_map(|(k, v)| {
+            api::IntoCommand::command(KvOp::Put { key: k, value: v }, Caller::admin())
         }),
-        small.clone().prop_map(|j| Command::Job {
-            caller: Caller::admin(),
-            op: JobOp::Run { uuid: uuid(j + 50) }
-        }),
-        ("[a-c]", proptest::collection::vec(any::<u8>(), 0..4))
-            .prop_map(|(k, v)| Command::Kv(KvOp::Put { key: k, value: v })),
         // Clusters and KVM hosts (cluster uuid(30+i) in zone uuid(i), host uuid(40+h)), with
         // the cascades between them (state propagation, deletes).
-        small.clone().prop_map(|i| Command::Cluster {
-            caller: Caller::admin(),
-            op: Box::new(ClusterOp::Create {
+        small.clone().prop_map(|i| api::IntoCommand::command(
+            ClusterOp::Create {
                 uuid: uuid(i + 30),
                 zone_uuid: uuid(i),
                 name: "c".into(),
@@ -221,26 +225,26 @@ fn command() -> impl Strategy<Value = Command> {
                 hypervisor_type: "KVM".into(),
                 cluster_type: None,
                 architecture: None,
-            }),
-        }),
-        (small.clone(), any::<bool>()).prop_map(|(i, e)| Command::Cluster {
-            caller: Caller::admin(),
-            op: Box::new(ClusterOp::ChangeState {
+            },
+            Caller::admin()
+        )),
+        (small.clone(), any::<bool>()).prop_map(|(i, e)| api::IntoCommand::command(
+            ClusterOp::ChangeState {
                 uuid: uuid(i + 30),
                 event: if e {
-                    ClusterStateEvent::Enable
+                    EnableEvent::Enable
                 } else {
-                    ClusterStateEvent::Disable
+                    EnableEvent::Disable
                 },
-            }),
-        }),
-        small.clone().prop_map(|i| Command::Cluster {
-            caller: Caller::admin(),
-            op: Box::new(ClusterOp::Delete { uuid: uuid(i + 30) }),
-        }),
-        (small.clone(), small.clone(), 0u8..3).prop_map(|(h, c, ip)| Command::Host {
-            caller: Caller::admin(),
-            op: Box::new(HostOp::AddKvm {
+            },
+            Caller::admin()
+        )),
+        small.clone().prop_map(|i| api::IntoCommand::command(
+            ClusterOp::Delete { uuid: uuid(i + 30) },
+            Caller::admin()
+        )),
+        (small.clone(), small.clone(), 0u8..3).prop_map(|(h, c, ip)| api::IntoCommand::command(
+            HostOp::AddKvm {
                 uuid: uuid(h + 40),
                 cluster_uuid: uuid(c + 30),
                 name: format!("h{h}"),
@@ -249,22 +253,22 @@ fn command() -> impl Strategy<Value = Command> {
                 username: "root".into(),
                 password: "pw".into(),
                 ssh_port: 22,
-            }),
-        }),
-        (small.clone(), 0u8..3).prop_map(|(h, e)| Command::Host {
-            caller: Caller::admin(),
-            op: Box::new(HostOp::ChangeState {
+            },
+            Caller::admin()
+        )),
+        (small.clone(), 0u8..3).prop_map(|(h, e)| api::IntoCommand::command(
+            HostOp::ChangeState {
                 uuid: uuid(h + 40),
                 event: [
                     HostStateEvent::Enable,
                     HostStateEvent::Disable,
                     HostStateEvent::Maintain
                 ][usize::from(e)],
-            }),
-        }),
-        (small.clone(), 0u8..3).prop_map(|(h, ip)| Command::Host {
-            caller: Caller::admin(),
-            op: Box::new(HostOp::UpdateKvm {
+            },
+            Caller::admin()
+        )),
+        (small.clone(), 0u8..3).prop_map(|(h, ip)| api::IntoCommand::command(
+            HostOp::UpdateKvm {
                 uuid: uuid(h + 40),
                 name: None,
                 description: None,
@@ -272,28 +276,28 @@ fn command() -> impl Strategy<Value = Command> {
                 username: None,
                 password: None,
                 ssh_port: None,
-            }),
+            },
+            Caller::admin()
+        )),
+        small.clone().prop_map(|h| api::IntoCommand::command(
+            HostOp::Delete { uuid: uuid(h + 40) },
+            Caller::admin()
+        )),
+        proptest::collection::vec(audit_record(), 1..4).prop_map(|records| {
+            api::IntoCommand::command(AuditOp::Append { records }, Caller::admin())
         }),
-        small.clone().prop_map(|h| Command::Host {
-            caller: Caller::admin(),
-            op: Box::new(HostOp::Delete { uuid: uuid(h + 40) }),
-        }),
-        proptest::collection::vec(audit_record(), 1..4).prop_map(|records| Command::Audit {
-            caller: Caller::admin(),
-            op: AuditOp::Append { records },
-        }),
-        (1u32..4).prop_map(|limit| Command::Audit {
-            caller: Caller::admin(),
-            op: AuditOp::Expire { limit },
-        }),
-        Just(Command::GlobalConfig {
-            caller: Caller::admin(),
-            op: GlobalConfigOp::Update {
+        (1u32..4).prop_map(|limit| api::IntoCommand::command(
+            AuditOp::Expire { limit },
+            Caller::admin()
+        )),
+        Just(api::IntoCommand::command(
+            GlobalConfigOp::Update {
                 category: "audit".into(),
                 name: "retention".into(),
                 value: "60".into(),
             },
-        }),
+            Caller::admin()
+        )),
     ]
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 /// Version of the node-to-node protocol; peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Generated protobuf / tonic code of `zstack.cluster.v1`.
 #[allow(missing_docs, clippy::all)]

@@ -33,6 +33,8 @@ pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 
 /// The on-disk layout version this build writes and reads.
 pub(crate) const FORMAT: &[u8] = b"zstack-raft-store/1";
+/// Key of the applier's own format (how its commands and state are encoded).
+pub(crate) const KEY_APPLIER_FORMAT: &[u8] = b"applier_format";
 
 /// The open database plus the ordered list of replicated state tables.
 #[derive(Debug)]
@@ -54,7 +56,11 @@ impl Db {
 }
 
 /// Open (or create) the RocksDB directory `path` with the applier's `tables`.
-pub(crate) fn open(path: &Path, tables: &[&str]) -> Result<Arc<Db>, StoreError> {
+pub(crate) fn open(
+    path: &Path,
+    tables: &[&str],
+    applier_format: &str,
+) -> Result<Arc<Db>, StoreError> {
     let mut state_tables = vec![CF_DEDUP.to_string()];
     for t in tables {
         if RESERVED.contains(t) {
@@ -66,7 +72,7 @@ pub(crate) fn open(path: &Path, tables: &[&str]) -> Result<Arc<Db>, StoreError> 
     }
 
     if !path.exists() {
-        create(path, &state_tables)?;
+        create(path, &state_tables, applier_format)?;
     } else if !path.join("CURRENT").exists() {
         return Err(StoreError::Format {
             path: path.to_path_buf(),
@@ -118,6 +124,30 @@ pub(crate) fn open(path: &Path, tables: &[&str]) -> Result<Arc<Db>, StoreError> 
         }
     }
 
+    // Commands in the log and records in the state were written by the applier of some build;
+    // a build that encodes them differently must not read them (it could misread instead of
+    // failing), so the store carries the applier's format and refuses another.
+    let found = db
+        .get_cf(meta, KEY_APPLIER_FORMAT)
+        .map_err(StoreError::rocks("read applier format marker"))?;
+    let found = found.as_deref().map(String::from_utf8_lossy);
+    if found.as_deref() != Some(applier_format) {
+        return Err(StoreError::Format {
+            path: path.to_path_buf(),
+            reason: match found {
+                Some(f) => format!(
+                    "its state and log were written in format {f:?}, this build reads {applier_format:?}; \
+                     there is no migration between them: start this node with an empty data \
+                     directory and let it join (or restore a snapshot taken by a build of the same format)"
+                ),
+                None => format!(
+                    "its state and log were written by a build that predates format markers; this build \
+                     reads {applier_format:?}: start this node with an empty data directory"
+                ),
+            },
+        });
+    }
+
     Ok(Arc::new(Db {
         db,
         path: path.to_path_buf(),
@@ -150,7 +180,7 @@ fn db_options(create: bool) -> Options {
 
 /// Create a new store atomically: build it in a sibling directory, write the format marker
 /// durably, then rename. A crash at any point leaves either no `path` or a complete store.
-fn create(path: &Path, state_tables: &[String]) -> Result<(), StoreError> {
+fn create(path: &Path, state_tables: &[String], applier_format: &str) -> Result<(), StoreError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -180,6 +210,8 @@ fn create(path: &Path, state_tables: &[String]) -> Result<(), StoreError> {
         w.set_sync(true);
         db.put_cf_opt(meta, KEY_FORMAT, FORMAT, &w)
             .map_err(StoreError::rocks("write format marker"))?;
+        db.put_cf_opt(meta, KEY_APPLIER_FORMAT, applier_format.as_bytes(), &w)
+            .map_err(StoreError::rocks("write applier format marker"))?;
     }
     std::fs::rename(&tmp, path).map_err(StoreError::io("rename new store into place", path))?;
     if let Some(parent) = path.parent() {

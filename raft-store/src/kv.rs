@@ -70,6 +70,10 @@ impl Applier for KvApplier {
         vec![KV_TABLE]
     }
 
+    fn format(&self) -> &'static str {
+        "raft-store-kv/1"
+    }
+
     fn apply(
         &self,
         txn: &mut Txn<'_>,

@@ -47,7 +47,7 @@ pub fn open<A: Applier>(
     applier: A,
 ) -> Result<(LogStore, StateMachineStore<A>), StoreError> {
     let tables = applier.tables();
-    let db = db::open(&dir.join("db"), &tables)?;
+    let db = db::open(&dir.join("db"), &tables, applier.format())?;
     let log = LogStore::new(db.clone())?;
     let sm = StateMachineStore::new(db, applier, dir.join("snapshots"))?;
     Ok((log, sm))

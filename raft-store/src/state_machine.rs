@@ -72,6 +72,10 @@ pub trait Applier: Send + Sync + 'static {
     /// The state tables (column families) this applier reads and writes.
     fn tables(&self) -> Vec<&'static str>;
 
+    /// How this applier encodes its commands and state; a store written in another format is
+    /// refused at open.
+    fn format(&self) -> &'static str;
+
     /// Apply one command. An `Err` is a storage failure and stops the node; a refused command
     /// is an ordinary `Response` for which [`Applier::keep_writes`] returns false.
     fn apply(

@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn reads_see_own_writes_and_rejected_entries_vanish() {
         let td = tempfile::tempdir().unwrap();
-        let db = crate::db::open(&td.path().join("db"), &["t", "u"]).unwrap();
+        let db = crate::db::open(&td.path().join("db"), &["t", "u"], "test/1").unwrap();
         db.db.put_cf(db.cf("t"), b"p/1", b"disk1").unwrap();
         db.db.put_cf(db.cf("t"), b"p/2", b"disk2").unwrap();
         db.db.put_cf(db.cf("t"), b"q/1", b"other").unwrap();

@@ -146,6 +146,36 @@ async fn foreign_or_newer_format_is_refused() {
 }
 
 #[tokio::test]
+async fn data_of_another_applier_format_is_refused() {
+    // The state and log of an older (or different) encoding of the application's commands:
+    // refused at open with both formats named, never read.
+    let td = tempfile::tempdir().unwrap();
+    store_with_log(td.path()).await;
+    poke(td.path(), "meta", b"applier_format", b"raft-store-kv/0");
+    let err = open_err(td.path());
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Format { .. }), "{msg}");
+    assert!(
+        msg.contains("raft-store-kv/0") && msg.contains("raft-store-kv/1"),
+        "{msg}"
+    );
+    assert!(msg.contains("empty data directory"), "{msg}");
+
+    // A store from before applier formats were recorded.
+    let td = tempfile::tempdir().unwrap();
+    store_with_log(td.path()).await;
+    {
+        let db_dir = td.path().join("db");
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &db_dir).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_dir, cfs).unwrap();
+        db.delete_cf(db.cf_handle("meta").unwrap(), b"applier_format")
+            .unwrap();
+    }
+    let msg = open_err(td.path()).to_string();
+    assert!(msg.contains("predates format markers"), "{msg}");
+}
+
+#[tokio::test]
 async fn damaged_rocksdb_files_are_refused() {
     // CURRENT pointing nowhere.
     let td = tempfile::tempdir().unwrap();
@@ -222,6 +252,9 @@ fn reserved_table_names_are_refused() {
         type Response = ();
         fn tables(&self) -> Vec<&'static str> {
             vec!["log"]
+        }
+        fn format(&self) -> &'static str {
+            "bad/1"
         }
         fn apply(
             &self,

@@ -205,6 +205,16 @@ impl Refusal {
     pub fn to_error_code(&self) -> ErrorCode {
         ErrorCode::new(self.code, self.details.clone())
     }
+
+    /// The refusal an error object carries (an unknown code reads as `SYS.1000`).
+    pub fn from_error_code(e: &ErrorCode) -> Refusal {
+        let code = Code::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == e.code)
+            .unwrap_or(Code::Internal);
+        Refusal::new(code, e.details.clone().unwrap_or_default())
+    }
 }
 
 #[cfg(test)]

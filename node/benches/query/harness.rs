@@ -3,7 +3,7 @@
 //! N image records, at two levels:
 //!
 //! - `level=engine`: the records are applied to a RocksDB state machine through raft-store's
-//!   apply path (the node's `ModelApplier`, batches of 256 entries), then `calls::run_query`
+//!   apply path (the node's `ModelApplier`, batches of 256 entries), then the `QueryImage` plan's query
 //!   runs in-process on the local state (no HTTP, no Raft).
 //! - `level=cluster`: a 3-node in-process cluster (real gRPC and HTTP on 127.0.0.1, one RocksDB
 //!   per node) is loaded with concurrent `Node::propose` calls of the real `AddImage` command,
@@ -20,8 +20,6 @@ use std::time::Duration;
 use std::time::Instant;
 
 use api::backup_storage::BackupStorageOp;
-use api::calls;
-use api::calls::QueryTarget;
 use api::image::ImageOp;
 use api::Caller;
 use api::Command;
@@ -86,9 +84,8 @@ fn uuid_of(i: usize) -> String {
 }
 
 fn add_image(i: usize) -> Command {
-    Command::Image {
-        caller: Caller::admin(),
-        op: Box::new(ImageOp::Add {
+    api::IntoCommand::command(
+        ImageOp::Add {
             uuid: uuid_of(i),
             name: name_of(i),
             description: Some(format!("benchmark image {i}")),
@@ -101,14 +98,14 @@ fn add_image(i: usize) -> Command {
             system: false,
             virtio: None,
             backup_storage_uuids: vec![BS_UUID.to_string()],
-        }),
-    }
+        },
+        Caller::admin(),
+    )
 }
 
 fn add_bs() -> Command {
-    Command::BackupStorage {
-        caller: Caller::admin(),
-        op: Box::new(BackupStorageOp::AddImageStore {
+    api::IntoCommand::command(
+        BackupStorageOp::AddImageStore {
             uuid: BS_UUID.into(),
             name: "bs".into(),
             description: None,
@@ -117,8 +114,9 @@ fn add_bs() -> Command {
             username: "root".into(),
             password: "password".into(),
             ssh_port: 22,
-        }),
-    }
+        },
+        Caller::admin(),
+    )
 }
 
 /// One query case: the request body per iteration and the expected total.
@@ -300,7 +298,9 @@ fn engine(cfg: &Config, lines: &mut Lines) {
     let admin = Caller::admin();
     let run = |body: &Map<String, Value>| -> Value {
         let q = api::query::parse_query(QUERY_CLASS, body).expect("query parses");
-        let mut m = calls::run_query(&view, QueryTarget::Image, &q, &admin).expect("query runs");
+        let mut m = api::resource::generic::visible_query::<api::image::Image>(&view, &q, &admin)
+            .map(api::plan::query_reply)
+            .expect("query runs");
         m.insert("success".into(), json!(true));
         Value::Object(m)
     };

@@ -1,21 +1,35 @@
-//! Storage of cloud resources: one table per resource family keyed by uuid, each record kept
-//! with its owner account, plus a shared secondary index so that lookups by the fields queried
-//! most (`name`, `state`, `zoneUuid`, ...) do not scan the table.
+//! Storage of cloud resources: one table per resource kind keyed by uuid, each record kept with
+//! its owner account, plus a shared secondary index so that lookups by the fields queried most
+//! (`name`, `state`, `zoneUuid`, ...) do not scan the table.
 //!
 //! Index keys are `<table>\0<field>\0<lowercased value>\0<uuid>`; values are lowercased because
 //! ZStack's MySQL collation compares text case-insensitively. The index only narrows the
 //! candidates: every candidate is still checked by the query engine, so an imperfect key (a
 //! value containing `\0`) can cost a false positive, never a wrong answer.
+//!
+//! The indexed fields are also what one family may read of another's records ([`Ref`]): a
+//! record is stored with their values, so a lookup by kind and uuid needs no knowledge of the
+//! record's type, and families never import each other.
+
+pub mod generic;
+mod inventory;
+pub mod query;
+pub mod relations;
+
+pub use inventory::date;
+pub use inventory::fields;
+pub use inventory::full_inventory;
+pub use inventory::inventory;
+pub use inventory::Field;
+pub use inventory::Render;
+pub use query::query;
+pub use query::query_filtered;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::query;
-use crate::query::Query;
-use crate::query::QueryOp;
-use crate::query::QueryOutput;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
 use crate::ApiError;
@@ -24,30 +38,29 @@ use crate::StateTxn;
 /// The shared secondary-index table.
 pub const INDEX_TABLE: &str = "resource_index";
 
-/// A cloud resource family.
-pub trait Resource: Serialize + DeserializeOwned + Clone {
+/// A cloud resource kind.
+pub trait Resource: Serialize + DeserializeOwned + Clone + 'static {
     /// ZStack's type name, e.g. `Zone` (errors say `ZoneVO`).
     const KIND: &'static str;
     /// The table records live in.
     const TABLE: &'static str;
-    /// Inventory fields in ZStack's serialisation order (the query schema).
-    const FIELDS: &'static [&'static str];
-    /// Fields with a secondary index besides `uuid`.
+    /// The inventory in ZStack's serialisation order; also the query schema.
+    const INVENTORY: &'static [Field<Self>];
+    /// Fields with a secondary index besides `uuid`; also what other families may read
+    /// through [`lookup`].
     const INDEXED: &'static [&'static str];
     /// The record's uuid.
     fn uuid(&self) -> &str;
-    /// The inventory exactly as ZStack serialises it.
-    fn inventory(&self) -> Value;
 }
 
 /// What is stored: the owner account, the index keys written for the record (so that a
-/// record can be removed without knowing its type, e.g. when its account is deleted) and the
-/// record itself.
+/// record can be removed without knowing its type, e.g. when its account is deleted), the
+/// values of its indexed fields (what [`Ref`] shows other families) and the record itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored<R> {
     owner: String,
-    #[serde(default)]
     keys: Vec<Vec<u8>>,
+    fields: Vec<(String, String)>,
     record: R,
 }
 
@@ -68,36 +81,51 @@ fn owner_prefix(owner: &str) -> Vec<u8> {
     k
 }
 
-fn corrupt<R: Resource>(uuid: &str, e: impl std::fmt::Display) -> ApiError {
+fn corrupt(kind: &str, uuid: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::Corrupt {
-        what: format!("{} record {uuid}", R::KIND),
+        what: format!("{kind} record {uuid}"),
         detail: e.to_string(),
     }
 }
 
-fn index_keys<R: Resource>(owner: &str, r: &R) -> Vec<Vec<u8>> {
-    let inv = r.inventory();
-    let mut keys = vec![owner_key(owner, R::TABLE, r.uuid())];
-    for f in R::INDEXED {
-        let values: Vec<String> = match inv.get(*f) {
-            Some(Value::String(s)) => vec![s.to_ascii_lowercase()],
-            Some(Value::Number(n)) => vec![n.to_string()],
-            Some(Value::Bool(b)) => vec![b.to_string()],
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str())
-                .map(str::to_ascii_lowercase)
-                .collect(),
-            _ => vec![],
-        };
-        for v in values {
-            keys.push(index_key(R::TABLE, f, &v, Some(r.uuid())));
+/// The indexed fields' values of a record, as text (a list field gives one pair per element).
+fn exported<R: Resource>(r: &R) -> Vec<(String, String)> {
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
         }
     }
-    keys
+    let inv = inventory(r);
+    let mut out = Vec::new();
+    for f in R::INDEXED {
+        // `list.field` indexes a field of every element of a list of objects.
+        let (head, tail) = match f.split_once('.') {
+            Some((h, t)) => (h, Some(t)),
+            None => (*f, None),
+        };
+        let values: Vec<String> = match (inv.get(head), tail) {
+            (Some(Value::Array(a)), None) => a
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(str::to_string)
+                .collect(),
+            (Some(Value::Array(a)), Some(t)) => a
+                .iter()
+                .filter_map(|v| v.get(t))
+                .filter_map(scalar)
+                .collect(),
+            (Some(v), None) => scalar(v).into_iter().collect(),
+            _ => vec![],
+        };
+        out.extend(values.into_iter().map(|v| (f.to_string(), v)));
+    }
+    out
 }
 
-fn index_key(table: &str, field: &str, value: &str, uuid: Option<&str>) -> Vec<u8> {
+pub(crate) fn index_key(table: &str, field: &str, value: &str, uuid: Option<&str>) -> Vec<u8> {
     let mut k = Vec::with_capacity(table.len() + field.len() + value.len() + 36);
     k.extend_from_slice(table.as_bytes());
     k.push(0);
@@ -121,73 +149,151 @@ pub fn object(v: Value) -> serde_json::Map<String, Value> {
 }
 
 /// Load a record and its owner.
-pub fn load<R: Resource>(txn: &impl StateTxn, uuid: &str) -> Result<Option<(String, R)>, ApiError> {
+pub fn load<R: Resource>(txn: &dyn StateTxn, uuid: &str) -> Result<Option<(String, R)>, ApiError> {
     match txn.get(R::TABLE, uuid.as_bytes())? {
         None => Ok(None),
         Some(raw) => {
-            let s: Stored<R> = serde_json::from_slice(&raw).map_err(|e| corrupt::<R>(uuid, e))?;
+            let s: Stored<R> =
+                serde_json::from_slice(&raw).map_err(|e| corrupt(R::KIND, uuid, e))?;
             Ok(Some((s.owner, s.record)))
         }
     }
 }
 
 /// Load a record that must exist (ZStack's `SYS.1003` otherwise).
-pub fn require<R: Resource>(txn: &impl StateTxn, uuid: &str) -> Result<(String, R), ApiError> {
-    load(txn, uuid)?.ok_or_else(|| not_found::<R>(uuid))
+pub fn require<R: Resource>(txn: &dyn StateTxn, uuid: &str) -> Result<(String, R), ApiError> {
+    load(txn, uuid)?.ok_or_else(|| not_found_kind(R::KIND, uuid))
 }
 
 /// ZStack's not-found refusal for a resource.
 pub fn not_found<R: Resource>(uuid: &str) -> ApiError {
+    not_found_kind(R::KIND, uuid)
+}
+
+/// ZStack's not-found refusal for a resource of `kind`.
+pub fn not_found_kind(kind: &str, uuid: &str) -> ApiError {
     ApiError::Refused(Refusal::new(
         Code::ResourceNotFound,
-        format!(
-            "invalid field[uuid], resource[uuid:{uuid}, type:{}VO] not found",
-            R::KIND
-        ),
+        format!("invalid field[uuid], resource[uuid:{uuid}, type:{kind}VO] not found"),
     ))
 }
 
-/// The index keys stored with a record, read without knowing its type.
-fn stored_keys(
-    txn: &impl StateTxn,
-    table: &str,
-    uuid: &str,
-) -> Result<Option<Vec<Vec<u8>>>, ApiError> {
+/// ZStack's refusal of a second record with a uuid already taken.
+pub fn refuse_duplicate<R: Resource>(txn: &dyn StateTxn, uuid: &str) -> Result<(), ApiError> {
+    if txn.get(R::TABLE, uuid.as_bytes())?.is_some() {
+        return Err(crate::validate::duplicate_uuid(R::KIND, uuid));
+    }
+    Ok(())
+}
+
+/// Owner, index keys and indexed values of a stored record.
+type Head = (String, Vec<Vec<u8>>, Vec<(String, String)>);
+
+fn load_untyped(txn: &dyn StateTxn, table: &str, uuid: &str) -> Result<Option<Head>, ApiError> {
     match txn.get(table, uuid.as_bytes())? {
         None => Ok(None),
         Some(raw) => {
-            let s: Stored<serde::de::IgnoredAny> =
-                serde_json::from_slice(&raw).map_err(|e| ApiError::Corrupt {
-                    what: format!("{table} record {uuid}"),
-                    detail: e.to_string(),
-                })?;
-            Ok(Some(s.keys))
+            #[derive(Deserialize)]
+            struct Head {
+                owner: String,
+                keys: Vec<Vec<u8>>,
+                fields: Vec<(String, String)>,
+            }
+            let h: Head = serde_json::from_slice(&raw).map_err(|e| corrupt(table, uuid, e))?;
+            Ok(Some((h.owner, h.keys, h.fields)))
         }
     }
 }
 
-/// Store a record (new or changed), keeping the index in step.
-pub fn save<R: Resource>(txn: &mut impl StateTxn, owner: &str, r: &R) -> Result<(), ApiError> {
-    for k in stored_keys(txn, R::TABLE, r.uuid())?.unwrap_or_default() {
-        txn.delete(INDEX_TABLE, &k)?;
+/// Another family's record, seen through its indexed fields only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ref {
+    /// Its kind, e.g. `Cluster`.
+    pub kind: &'static str,
+    /// Its uuid.
+    pub uuid: String,
+    /// The account owning it.
+    pub owner: String,
+    fields: Vec<(String, String)>,
+}
+
+impl Ref {
+    /// The value of an indexed field (the first, for a list field).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| v.as_str())
     }
-    let keys = index_keys(owner, r);
+
+    /// Every value of a list field.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(f, _)| f == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Whether `caller` may act on it (`ID.1002` otherwise).
+    pub fn check_visible(&self, caller: &crate::Caller) -> Result<(), ApiError> {
+        if caller.can_see(&self.owner) {
+            Ok(())
+        } else {
+            Err(permission_denied(caller, self.kind, &self.uuid))
+        }
+    }
+}
+
+/// Look up a record of `kind` (any family's) by uuid.
+pub fn lookup(txn: &dyn StateTxn, kind: &'static str, uuid: &str) -> Result<Option<Ref>, ApiError> {
+    let table = crate::registry::table_of(kind);
+    Ok(
+        load_untyped(txn, table, uuid)?.map(|(owner, _, fields)| Ref {
+            kind,
+            uuid: uuid.to_string(),
+            owner,
+            fields,
+        }),
+    )
+}
+
+/// [`lookup`] of a record that must exist (`SYS.1003` otherwise).
+pub fn require_ref(txn: &dyn StateTxn, kind: &'static str, uuid: &str) -> Result<Ref, ApiError> {
+    lookup(txn, kind, uuid)?.ok_or_else(|| not_found_kind(kind, uuid))
+}
+
+/// Store a record (new or changed), keeping the index in step.
+pub fn save<R: Resource>(txn: &mut dyn StateTxn, owner: &str, r: &R) -> Result<(), ApiError> {
+    if let Some((_, old_keys, _)) = load_untyped(txn, R::TABLE, r.uuid())? {
+        for k in old_keys {
+            txn.delete(INDEX_TABLE, &k)?;
+        }
+    }
+    let fields = exported(r);
+    let mut keys = vec![owner_key(owner, R::TABLE, r.uuid())];
+    keys.extend(
+        fields
+            .iter()
+            .map(|(f, v)| index_key(R::TABLE, f, &v.to_ascii_lowercase(), Some(r.uuid()))),
+    );
     for k in &keys {
         txn.put(INDEX_TABLE, k, Vec::new())?;
     }
     let raw = serde_json::to_vec(&Stored {
         owner: owner.to_string(),
         keys,
+        fields,
         record: r.clone(),
     })
-    .map_err(|e| corrupt::<R>(r.uuid(), e))?;
+    .map_err(|e| corrupt(R::KIND, r.uuid(), e))?;
     txn.put(R::TABLE, r.uuid().as_bytes(), raw)?;
     Ok(())
 }
 
-/// Delete a record of any family by table and uuid, with its index entries; true if it existed.
-pub fn remove_raw(txn: &mut impl StateTxn, table: &str, uuid: &str) -> Result<bool, ApiError> {
-    let Some(keys) = stored_keys(txn, table, uuid)? else {
+/// Delete a record of any kind by table and uuid, with its index entries; true if it existed.
+pub fn remove_raw(txn: &mut dyn StateTxn, table: &str, uuid: &str) -> Result<bool, ApiError> {
+    let Some((_, keys, _)) = load_untyped(txn, table, uuid)? else {
         return Ok(false);
     };
     for k in keys {
@@ -198,7 +304,7 @@ pub fn remove_raw(txn: &mut impl StateTxn, table: &str, uuid: &str) -> Result<bo
 }
 
 /// Delete a record and its index entries; returns it if it existed.
-pub fn remove<R: Resource>(txn: &mut impl StateTxn, uuid: &str) -> Result<Option<R>, ApiError> {
+pub fn remove<R: Resource>(txn: &mut dyn StateTxn, uuid: &str) -> Result<Option<R>, ApiError> {
     let Some((_, old)) = load::<R>(txn, uuid)? else {
         return Ok(None);
     };
@@ -207,7 +313,7 @@ pub fn remove<R: Resource>(txn: &mut impl StateTxn, uuid: &str) -> Result<Option
 }
 
 /// `(table, uuid)` of every record `owner` owns, in table then uuid order.
-pub fn owned_by(txn: &impl StateTxn, owner: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub fn owned_by(txn: &dyn StateTxn, owner: &str) -> Result<Vec<(String, String)>, ApiError> {
     let prefix = owner_prefix(owner);
     Ok(txn
         .scan_prefix(INDEX_TABLE, &prefix, usize::MAX)?
@@ -224,24 +330,25 @@ pub fn owned_by(txn: &impl StateTxn, owner: &str) -> Result<Vec<(String, String)
 }
 
 /// Every record with its owner, in uuid order.
-pub fn list<R: Resource>(txn: &impl StateTxn) -> Result<Vec<(String, R)>, ApiError> {
+pub fn list<R: Resource>(txn: &dyn StateTxn) -> Result<Vec<(String, R)>, ApiError> {
     txn.scan_prefix(R::TABLE, b"", usize::MAX)?
         .into_iter()
         .map(|(k, v)| {
             let s: Stored<R> = serde_json::from_slice(&v)
-                .map_err(|e| corrupt::<R>(&String::from_utf8_lossy(&k), e))?;
+                .map_err(|e| corrupt(R::KIND, &String::from_utf8_lossy(&k), e))?;
             Ok((s.owner, s.record))
         })
         .collect()
 }
 
-/// Uuids of records whose indexed `field` equals `value` (case-insensitively).
-pub fn uuids_where<R: Resource>(
-    txn: &impl StateTxn,
+/// Uuids of records in `table` whose indexed `field` equals `value` (case-insensitively).
+pub fn uuids_in(
+    txn: &dyn StateTxn,
+    table: &str,
     field: &str,
     value: &str,
 ) -> Result<Vec<String>, ApiError> {
-    let prefix = index_key(R::TABLE, field, &value.to_ascii_lowercase(), None);
+    let prefix = index_key(table, field, &value.to_ascii_lowercase(), None);
     Ok(txn
         .scan_prefix(INDEX_TABLE, &prefix, usize::MAX)?
         .into_iter()
@@ -249,9 +356,35 @@ pub fn uuids_where<R: Resource>(
         .collect())
 }
 
+/// Uuids of records whose indexed `field` equals `value` (case-insensitively).
+pub fn uuids_where<R: Resource>(
+    txn: &dyn StateTxn,
+    field: &str,
+    value: &str,
+) -> Result<Vec<String>, ApiError> {
+    uuids_in(txn, R::TABLE, field, value)
+}
+
+/// Records of `kind` (any family's) whose indexed `field` equals `value`.
+pub fn refs_where(
+    txn: &dyn StateTxn,
+    kind: &'static str,
+    field: &str,
+    value: &str,
+) -> Result<Vec<Ref>, ApiError> {
+    let table = crate::registry::table_of(kind);
+    let mut out = Vec::new();
+    for u in uuids_in(txn, table, field, value)? {
+        if let Some(r) = lookup(txn, kind, &u)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 /// Records whose indexed `field` equals `value`.
 pub fn find<R: Resource>(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     field: &str,
     value: &str,
 ) -> Result<Vec<(String, R)>, ApiError> {
@@ -264,235 +397,26 @@ pub fn find<R: Resource>(
     Ok(out)
 }
 
-/// Index keys (or key prefixes) whose entries name every record a condition can hold for, when
-/// the index can answer it: `=`/`in` with textual literals (see [`query::eq_is_textual`]) and
-/// `like` with a literal prefix (`'vm-12%'`: a prefix range of the index). `None` otherwise.
-fn index_prefixes<R: Resource>(c: &query::Condition) -> Option<Vec<Vec<u8>>> {
-    if !R::INDEXED.contains(&c.name.as_str()) {
-        return None;
-    }
-    let v = c.value.as_deref()?;
-    match c.op {
-        QueryOp::Eq | QueryOp::In => {
-            let values: Vec<&str> = if c.op == QueryOp::Eq {
-                vec![v]
-            } else {
-                v.split(',').collect()
-            };
-            if !values.iter().all(|v| query::eq_is_textual(v)) {
-                return None;
-            }
-            Some(
-                values
-                    .into_iter()
-                    .map(|v| index_key(R::TABLE, &c.name, &v.to_ascii_lowercase(), None))
-                    .collect(),
-            )
-        }
-        QueryOp::Like => {
-            let p = query::like_prefix(v)?.to_ascii_lowercase();
-            let mut k = index_key(R::TABLE, &c.name, &p, None);
-            k.pop(); // no terminator: every value that starts with the prefix
-            Some(vec![k])
-        }
-        _ => None,
-    }
-}
-
-/// Uuids under `prefixes` in the index, at most `cap` entries read (`None` if more).
-fn index_uuids(
-    txn: &impl StateTxn,
-    prefixes: &[Vec<u8>],
-    cap: usize,
-) -> Result<Option<Vec<String>>, ApiError> {
-    let mut out = Vec::new();
-    for p in prefixes {
-        let want = cap.saturating_sub(out.len()).saturating_add(1);
-        for (k, _) in txn.scan_prefix(INDEX_TABLE, p, want)? {
-            // The uuid follows the value's terminator (values never contain NUL).
-            let at = k.iter().rposition(|b| *b == 0).unwrap_or(0);
-            out.push(String::from_utf8_lossy(&k[at + 1..]).into_owned());
-        }
-        if out.len() > cap {
-            return Ok(None);
-        }
-    }
-    Ok(Some(out))
-}
-
-/// Candidate records for a query, in uuid order: the named records for `uuid = / in`, else the
-/// entries of the most selective usable index condition (counted with growing caps, so a
-/// condition matching most of the table costs no more than the best one), else the whole table.
-/// Every candidate is still checked against every condition; the result never depends on the
-/// access path (property-tested below).
-fn candidates<R: Resource>(txn: &impl StateTxn, q: &Query) -> Result<Vec<(String, R)>, ApiError> {
-    let mut options = Vec::new();
-    for c in &q.conditions {
-        if c.name == "uuid" && matches!(c.op, QueryOp::Eq | QueryOp::In) {
-            let Some(v) = c.value.as_deref() else {
-                continue;
-            };
-            let values: Vec<&str> = if c.op == QueryOp::Eq {
-                vec![v]
-            } else {
-                v.split(',').collect()
-            };
-            if !values.iter().all(|v| query::eq_is_textual(v)) {
-                continue;
-            }
-            // uuids are stored lowercase; MySQL would match any case.
-            let mut uuids: Vec<String> = values.iter().map(|v| v.to_ascii_lowercase()).collect();
-            uuids.sort();
-            uuids.dedup();
-            return load_all(txn, uuids);
-        }
-        if let Some(p) = index_prefixes::<R>(c) {
-            options.push(p);
-        }
-    }
-    let mut cap = 64usize;
-    while !options.is_empty() {
-        let mut best: Option<Vec<String>> = None;
-        for p in &options {
-            let limit = best.as_ref().map_or(cap, |b| b.len());
-            if let Some(u) = index_uuids(txn, p, limit)? {
-                if best.as_ref().is_none_or(|b| u.len() < b.len()) {
-                    best = Some(u);
-                }
-            }
-        }
-        if let Some(mut uuids) = best {
-            uuids.sort();
-            uuids.dedup();
-            return load_all(txn, uuids);
-        }
-        if cap == usize::MAX {
-            break;
-        }
-        cap = cap.saturating_mul(32);
-    }
-    list(txn)
-}
-
-fn load_all<R: Resource>(
-    txn: &impl StateTxn,
-    uuids: Vec<String>,
-) -> Result<Vec<(String, R)>, ApiError> {
-    let mut out = Vec::with_capacity(uuids.len());
-    for u in uuids {
-        if let Some(r) = load::<R>(txn, &u)? {
-            out.push(r);
-        }
-    }
-    Ok(out)
-}
-
-/// Run a query over one resource family, showing only records `visible` says the caller may
-/// see (by owner account).
-pub fn query<R: Resource>(
-    txn: &impl StateTxn,
-    q: &Query,
-    visible: impl Fn(&str) -> bool,
-) -> Result<QueryOutput, ApiError> {
-    query_filtered::<R>(txn, q, |owner, _| visible(owner), |_, _| Ok(()))
-}
-
-/// A query over the records `keep` accepts (given owner and record), each inventory passed
-/// through `decorate` (to embed what lives in other tables). Conditions on `__systemTag__` /
-/// `__userTag__` are evaluated against the record's tags as ZStack does: a positive operator
-/// holds when some tag matches, a negative one (`!=`, `not in`, `not like`) when none does,
-/// `is null` when the record has no tag of that kind.
-pub fn query_filtered<R: Resource>(
-    txn: &impl StateTxn,
-    q: &Query,
-    keep: impl Fn(&str, &R) -> bool,
-    decorate: impl FnMut(&R, &mut Value) -> Result<(), ApiError>,
-) -> Result<QueryOutput, ApiError> {
-    query_via(txn, q, keep, decorate, true)
-}
-
-/// [`query_filtered`], with the indexes or (`use_index` false) over the whole table.
-fn query_via<R: Resource>(
-    txn: &impl StateTxn,
-    q: &Query,
-    keep: impl Fn(&str, &R) -> bool,
-    mut decorate: impl FnMut(&R, &mut Value) -> Result<(), ApiError>,
-    use_index: bool,
-) -> Result<QueryOutput, ApiError> {
-    query::validate(q, R::FIELDS)?;
-    let (tag_conds, rest): (Vec<_>, Vec<_>) = q
-        .conditions
-        .iter()
-        .cloned()
-        .partition(|c| query::TAG_FIELDS.contains(&c.name.as_str()));
-    let mut plain = q.clone();
-    plain.conditions = rest;
-    let mut rows = Vec::new();
-    let found = if use_index {
-        candidates::<R>(txn, &plain)?
-    } else {
-        list(txn)?
-    };
-    for (owner, r) in found {
-        if !keep(&owner, &r) {
-            continue;
-        }
-        if !tag_conds.is_empty() && !tags_match(txn, r.uuid(), &tag_conds)? {
-            continue;
-        }
-        let mut inv = r.inventory();
-        decorate(&r, &mut inv)?;
-        rows.push(inv);
-    }
-    Ok(query::run(&plain, R::FIELDS, rows)?)
-}
-
-fn tags_match(
-    txn: &impl StateTxn,
-    uuid: &str,
-    conds: &[query::Condition],
-) -> Result<bool, ApiError> {
-    for c in conds {
-        let system = c.name == query::TAG_FIELDS[0];
-        let tags = crate::tag::tags_of(txn, uuid, system)?;
-        let row = serde_json::json!({ "t": tags });
-        let (op, negate) = match c.op {
-            QueryOp::NotEq => (QueryOp::Eq, true),
-            QueryOp::NotIn => (QueryOp::In, true),
-            QueryOp::NotLike => (QueryOp::Like, true),
-            QueryOp::IsNull => (QueryOp::IsNotNull, true),
-            op => (op, false),
-        };
-        let probe = query::Condition {
-            name: "t".into(),
-            op,
-            value: c.value.clone(),
-        };
-        let hit = query::matches(&row, &probe);
-        if hit == negate {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+fn permission_denied(caller: &crate::Caller, kind: &str, uuid: &str) -> ApiError {
+    ApiError::Refused(Refusal::new(
+        Code::PermissionDenied,
+        format!(
+            "permission denied: the account[uuid:{}] does not own the resource[uuid:{uuid}, type:{kind}VO]",
+            caller.account_uuid
+        ),
+    ))
 }
 
 /// Load a record the caller may act on: `SYS.1003` when absent, `ID.1002` when it belongs to
 /// another account (the admin may act on everything).
 pub fn require_visible<R: Resource>(
-    txn: &impl StateTxn,
+    txn: &dyn StateTxn,
     caller: &crate::Caller,
     uuid: &str,
 ) -> Result<(String, R), ApiError> {
     let (owner, r) = require::<R>(txn, uuid)?;
     if !caller.can_see(&owner) {
-        return Err(ApiError::Refused(Refusal::new(
-            Code::PermissionDenied,
-            format!(
-                "permission denied: the account[uuid:{}] does not own the resource[uuid:{uuid}, type:{}VO]",
-                caller.account_uuid,
-                R::KIND
-            ),
-        )));
+        return Err(permission_denied(caller, R::KIND, uuid));
     }
     Ok((owner, r))
 }
@@ -502,7 +426,11 @@ mod tests {
     use serde_json::json;
     use serde_json::Map;
 
+    use super::query::query_via;
     use super::*;
+    use crate::query;
+    use crate::query::Query;
+    use crate::query::QueryOp;
     use crate::testing::MemTxn;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -515,13 +443,14 @@ mod tests {
     impl Resource for Thing {
         const KIND: &'static str = "Thing";
         const TABLE: &'static str = "thing";
-        const FIELDS: &'static [&'static str] = &["uuid", "name", "state"];
+        const INVENTORY: &'static [Field<Self>] = &[
+            Field::new("uuid", |r| json!(r.uuid)),
+            Field::new("name", |r| json!(r.name)),
+            Field::new("state", |r| json!(r.state)),
+        ];
         const INDEXED: &'static [&'static str] = &["name", "state"];
         fn uuid(&self) -> &str {
             &self.uuid
-        }
-        fn inventory(&self) -> Value {
-            json!({"uuid": self.uuid, "name": self.name, "state": self.state})
         }
     }
 
@@ -645,14 +574,16 @@ mod tests {
     impl Resource for Gadget {
         const KIND: &'static str = "Gadget";
         const TABLE: &'static str = "gadget";
-        const FIELDS: &'static [&'static str] = &["uuid", "name", "state", "size", "labels"];
+        const INVENTORY: &'static [Field<Self>] = &[
+            Field::new("uuid", |r| json!(r.uuid)),
+            Field::new("name", |r| json!(r.name)),
+            Field::new("state", |r| json!(r.state)),
+            Field::new("size", |r| json!(r.size)),
+            Field::new("labels", |r| json!(r.labels)),
+        ];
         const INDEXED: &'static [&'static str] = &["name", "state", "size", "labels"];
         fn uuid(&self) -> &str {
             &self.uuid
-        }
-        fn inventory(&self) -> Value {
-            json!({"uuid": self.uuid, "name": self.name, "state": self.state,
-                   "size": self.size, "labels": self.labels})
         }
     }
 

@@ -1,0 +1,7 @@
+//! The resource families, one module (or folder) each. A family never names another family's
+//! module: it reads other kinds through `resource::lookup` (their indexed fields) and declares
+//! its references to them as relations (`resource::relations`). `api/tests/family_isolation.rs`
+//! enforces this in CI.
+
+pub mod cluster;
+pub mod zone;

@@ -1,0 +1,205 @@
+//! What a resource family declares about itself, once: its commands and their apply, the
+//! reply each result renders, the resource kinds it stores (tables, taggable types, relations
+//! to other kinds), the calls it implements (plan and REST routes) and its flows. The
+//! registry (`registry.rs`) lists the families; everything that used to be wired by hand
+//! (command dispatch, query targets, taggable types, REST routes, the implemented-call list)
+//! is read from these declarations.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::plan::Plan;
+use crate::plan::PlanInput;
+use crate::resource::relations::Relation;
+use crate::rest::Method;
+use crate::wire::errors::Refusal;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::StateTxn;
+
+/// A family's typed side: its command, its answer and the deterministic apply.
+pub trait Family: 'static {
+    /// The family's command (carried in the Raft log inside [`crate::Command`]).
+    type Op: std::fmt::Debug + Clone + PartialEq + Eq + Serialize + DeserializeOwned;
+    /// What applying an op answers.
+    type Out: std::fmt::Debug + Clone + PartialEq + Eq + Serialize + DeserializeOwned;
+    /// The declaration.
+    const DECL: FamilyDecl;
+    /// Validate and apply one op. Time and uuids come in the op or `ctx`; nothing here may
+    /// read a clock, a random source or anything outside `txn`.
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: Self::Op,
+    ) -> Result<Self::Out, ApiError>;
+    /// The reply fields an answer renders (wire layer): usually its `inventory`.
+    fn reply(out: &Self::Out) -> Result<Map<String, Value>, Refusal>;
+    /// Whether the writes made while producing `out` are kept.
+    fn keeps_writes(_out: &Self::Out) -> bool {
+        true
+    }
+    /// The command an op wraps, if it is a wrapper (a create with its tags, a job).
+    fn inner(_op: &Self::Op) -> Option<&crate::Command> {
+        None
+    }
+    /// The answer a wrapper's answer carries (the create's answer inside a tagged create).
+    fn inner_response(_out: &Self::Out) -> Option<&crate::Response> {
+        None
+    }
+}
+
+/// Cleanup a kind needs beyond its own record when it is deleted (rows of internal tables).
+pub type CleanupFn = fn(&mut dyn StateTxn, &ApplyCtx, &str) -> Result<(), ApiError>;
+
+/// A resource kind a family stores.
+pub struct KindDecl {
+    /// ZStack's type name (`Zone`; errors say `ZoneVO`).
+    pub kind: &'static str,
+    /// The table its records live in.
+    pub table: &'static str,
+    /// The resource types (`resourceType` of tags) naming this kind.
+    pub vo_types: &'static [&'static str],
+    /// References to parents and what their deletion does.
+    pub relations: &'static [Relation],
+    /// Extra cleanup on delete.
+    pub on_delete: Option<CleanupFn>,
+}
+
+impl KindDecl {
+    /// A kind with no relations and no extra cleanup.
+    pub const fn new(
+        kind: &'static str,
+        table: &'static str,
+        vo_types: &'static [&'static str],
+    ) -> Self {
+        KindDecl {
+            kind,
+            table,
+            vo_types,
+            relations: &[],
+            on_delete: None,
+        }
+    }
+}
+
+/// Where a REST call's fields come from.
+pub use crate::rest::Body as RestBody;
+
+/// One REST route of a call (ZStack's `@RestRequest`).
+#[derive(Debug, Clone, Copy)]
+pub struct RestRoute {
+    /// Method.
+    pub method: Method,
+    /// Path under `/zstack`, with `{var}` placeholders copied into the message.
+    pub path: &'static str,
+    /// Body style.
+    pub body: RestBody,
+    /// Reply field renamed for REST (`validSession` → `valid`), if any.
+    pub rename: Option<(&'static str, &'static str)>,
+}
+
+/// A route without a renamed reply field.
+pub const fn route(method: Method, path: &'static str, body: RestBody) -> RestRoute {
+    RestRoute {
+        method,
+        path,
+        body,
+        rename: None,
+    }
+}
+
+/// From a call's request to what must be done.
+pub type PlanFn = fn(&PlanInput) -> Result<Plan, Refusal>;
+
+/// One implemented API call.
+pub struct CallDecl {
+    /// Short name, e.g. `CreateZone`.
+    pub name: &'static str,
+    /// Request → plan.
+    pub plan: PlanFn,
+    /// For a create: the resource type of what it creates, so that the request's
+    /// `systemTags`/`userTags` are attached to it in the same apply.
+    pub creates: Option<&'static str>,
+    /// REST v1 routes.
+    pub routes: &'static [RestRoute],
+}
+
+impl CallDecl {
+    /// A call that creates nothing taggable.
+    pub const fn new(name: &'static str, plan: PlanFn, routes: &'static [RestRoute]) -> Self {
+        CallDecl {
+            name,
+            plan,
+            creates: None,
+            routes,
+        }
+    }
+
+    /// The same call, creating a resource of type `vo` (which the request may tag).
+    pub const fn creating(mut self, vo: &'static str) -> Self {
+        self.creates = Some(vo);
+        self
+    }
+}
+
+/// A family's declaration.
+pub struct FamilyDecl {
+    /// Short name (module name).
+    pub name: &'static str,
+    /// Every state table the family uses.
+    pub tables: &'static [&'static str],
+    /// The resource kinds it stores.
+    pub kinds: &'static [KindDecl],
+    /// The API calls it implements.
+    pub calls: &'static [CallDecl],
+    /// Its multi-step flows.
+    pub flows: &'static [crate::flow::FlowDef],
+}
+
+impl FamilyDecl {
+    /// A family with nothing declared yet (internal command families).
+    pub const fn internal(name: &'static str, tables: &'static [&'static str]) -> Self {
+        FamilyDecl {
+            name,
+            tables,
+            kinds: &[],
+            calls: &[],
+            flows: &[],
+        }
+    }
+}
+
+/// The reply of an answer that carries one inventory.
+pub fn inventory_reply(inv: Option<Value>) -> Result<Map<String, Value>, Refusal> {
+    let mut m = Map::new();
+    if let Some(inv) = inv {
+        m.insert("inventory".into(), inv);
+    }
+    Ok(m)
+}
+
+/// The family's request → op function of the older style: `None` when the call is not its.
+pub type OpPlanFn = fn(
+    &crate::catalogue::CallSpec,
+    &crate::params::Body,
+    &Caller,
+    &str,
+) -> Option<Result<crate::Command, Refusal>>;
+
+/// A plan that proposes the command `f` builds from the request.
+pub fn op_plan(f: OpPlanFn, p: &PlanInput) -> Result<Plan, Refusal> {
+    match f(p.call, p.body, p.caller, &p.stamp.new_uuid) {
+        Some(command) => Ok(Plan::Propose {
+            call: p.call,
+            command: Box::new(command?),
+        }),
+        None => Err(Refusal::new(
+            crate::wire::errors::Code::NotSupported,
+            format!("API {} is not implemented", p.call.name),
+        )),
+    }
+}

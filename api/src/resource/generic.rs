@@ -1,0 +1,220 @@
+//! What most families do the same way, once: the checks every create makes, `UpdateX` of name
+//! and description, the enable/disable state pair, and load-change-stamp-save.
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::plan::Plan;
+use crate::plan::PlanInput;
+use crate::query::Query;
+use crate::query::QueryOutput;
+use crate::registry::IntoCommand;
+use crate::resource;
+use crate::resource::Resource;
+use crate::validate;
+use crate::wire::errors::Refusal;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::StateTxn;
+
+/// A record stamped with the time of its last change (`lastOpDate`).
+pub trait Stamped {
+    /// Record a change at `now_ms`.
+    fn touch(&mut self, now_ms: u64);
+}
+
+/// A record users name and describe.
+pub trait Described {
+    /// Its name.
+    fn name_mut(&mut self) -> &mut String;
+    /// Its description.
+    fn description_mut(&mut self) -> &mut Option<String>;
+}
+
+/// Implement [`Stamped`] (field `last_op_date`) and [`Described`] (fields `name`,
+/// `description`) for record types.
+#[macro_export]
+macro_rules! described_record {
+    ($($t:ty),* $(,)?) => {
+        $(
+            impl $crate::resource::generic::Stamped for $t {
+                fn touch(&mut self, now_ms: u64) {
+                    self.last_op_date = now_ms;
+                }
+            }
+            impl $crate::resource::generic::Described for $t {
+                fn name_mut(&mut self) -> &mut String {
+                    &mut self.name
+                }
+                fn description_mut(&mut self) -> &mut Option<String> {
+                    &mut self.description
+                }
+            }
+        )*
+    };
+}
+
+/// Name and description as `CreateX`/`UpdateX` send them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rename {
+    /// New name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+}
+
+impl Rename {
+    /// The `name` and `description` fields of a request.
+    pub fn from_request(p: &PlanInput) -> Rename {
+        Rename {
+            name: p.string("name"),
+            description: p.string("description"),
+        }
+    }
+
+    /// Validate and set what was sent.
+    pub fn apply_to<R: Described>(self, r: &mut R) -> Result<(), ApiError> {
+        if let Some(n) = self.name {
+            validate::name("name", &n)?;
+            *r.name_mut() = n;
+        }
+        if let Some(d) = self.description {
+            validate::description(Some(&d))?;
+            *r.description_mut() = Some(d);
+        }
+        Ok(())
+    }
+}
+
+/// The checks every create makes before writing: a well-formed uuid nobody has, a name, a
+/// description of bounded length.
+pub fn check_new<R: Resource>(
+    txn: &dyn StateTxn,
+    uuid: &str,
+    name: &str,
+    description: Option<&str>,
+) -> Result<(), ApiError> {
+    validate::uuid("resourceUuid", uuid)?;
+    validate::name("name", name)?;
+    validate::description(description)?;
+    resource::refuse_duplicate::<R>(txn, uuid)
+}
+
+/// Load a record that must exist, let `change` edit it (it may refuse; nothing is written
+/// then), stamp it and save it. Returns the record as saved.
+pub fn modify<R: Resource + Stamped>(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    uuid: &str,
+    change: impl FnOnce(&dyn StateTxn, &mut R) -> Result<(), ApiError>,
+) -> Result<R, ApiError> {
+    let (owner, mut r) = resource::require::<R>(txn, uuid)?;
+    change(txn, &mut r)?;
+    r.touch(ctx.proposed_at_ms);
+    resource::save(txn, &owner, &r)?;
+    Ok(r)
+}
+
+/// `UpdateX` of name and description only.
+pub fn rename<R: Resource + Stamped + Described>(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    uuid: &str,
+    rename: Rename,
+) -> Result<R, ApiError> {
+    modify(txn, ctx, uuid, |_, r: &mut R| rename.apply_to(r))
+}
+
+/// The `Enabled`/`Disabled` state most resources have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnableState {
+    /// In use.
+    Enabled,
+    /// Nothing new is placed on or created from it.
+    Disabled,
+}
+
+impl EnableState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnableState::Enabled => "Enabled",
+            EnableState::Disabled => "Disabled",
+        }
+    }
+}
+
+/// The `stateEvent` of `ChangeXState` for an [`EnableState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnableEvent {
+    /// → Enabled.
+    Enable,
+    /// → Disabled.
+    Disable,
+}
+
+impl EnableEvent {
+    /// The state the event leads to (every event is accepted in every state).
+    pub fn target(self) -> EnableState {
+        match self {
+            EnableEvent::Enable => EnableState::Enabled,
+            EnableEvent::Disable => EnableState::Disabled,
+        }
+    }
+
+    /// The `stateEvent` field of a request (`enable`/`disable`).
+    pub fn from_request(p: &PlanInput) -> Result<EnableEvent, Refusal> {
+        crate::params::state_event(
+            p.body,
+            p.call,
+            &[
+                ("enable", EnableEvent::Enable),
+                ("disable", EnableEvent::Disable),
+            ],
+        )
+    }
+}
+
+/// The common `{uuid}` of calls that name one resource.
+pub fn target_uuid(p: &PlanInput) -> Result<String, Refusal> {
+    p.required("uuid")
+}
+
+/// `UpdateX{uuid, name, description}` → the family's op.
+pub fn plan_update<Op: IntoCommand>(
+    p: &PlanInput,
+    make: impl FnOnce(String, Rename) -> Op,
+) -> Result<Plan, Refusal> {
+    Ok(p.propose(make(target_uuid(p)?, Rename::from_request(p))))
+}
+
+/// `ChangeXState{uuid, stateEvent: enable|disable}` → the family's op.
+pub fn plan_change_state<Op: IntoCommand>(
+    p: &PlanInput,
+    make: impl FnOnce(String, EnableEvent) -> Op,
+) -> Result<Plan, Refusal> {
+    Ok(p.propose(make(target_uuid(p)?, EnableEvent::from_request(p)?)))
+}
+
+/// `DeleteX{uuid}` → the family's op.
+pub fn plan_delete<Op: IntoCommand>(
+    p: &PlanInput,
+    make: impl FnOnce(String) -> Op,
+) -> Result<Plan, Refusal> {
+    Ok(p.propose(make(target_uuid(p)?)))
+}
+
+/// The query of a kind whose records each account sees its own of (the admin all).
+pub fn visible_query<R: Resource>(
+    txn: &dyn StateTxn,
+    q: &Query,
+    caller: &Caller,
+) -> Result<QueryOutput, ApiError> {
+    resource::query::<R>(txn, q, |owner| caller.can_see(owner))
+}
+
+/// `QueryX` of a kind queried with [`visible_query`].
+pub fn plan_query<R: Resource>(p: &PlanInput) -> Result<Plan, Refusal> {
+    p.query(visible_query::<R>)
+}

@@ -1,0 +1,123 @@
+//! Inventories from ONE declaration: a resource lists its inventory fields in ZStack's
+//! serialisation order, each with how it is rendered; the same list is the query schema, so a
+//! field can never be rendered without being queryable or the other way round.
+
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::resource::Resource;
+use crate::ApiError;
+use crate::StateTxn;
+
+/// How one inventory field is rendered from a record.
+pub enum Render<R: 'static> {
+    /// Always present.
+    Always(fn(&R) -> Value),
+    /// Omitted when `None` (Gson drops null fields).
+    Maybe(fn(&R) -> Option<Value>),
+    /// Read from other tables (tags, child records): present in query results, where the
+    /// state is at hand, and absent from the inventory a command's reply carries.
+    Joined(fn(&dyn StateTxn, &R) -> Result<Value, ApiError>),
+    /// Every field of another inventory, in its order (a subclass view of a base kind).
+    Splice(fn(&R) -> Value, fn() -> Vec<&'static str>),
+}
+
+/// One inventory field (or, with [`Render::Splice`], a run of them).
+pub struct Field<R: 'static> {
+    /// The wire name, e.g. `zoneUuid`.
+    pub name: &'static str,
+    /// How it is rendered.
+    pub render: Render<R>,
+}
+
+impl<R: 'static> Field<R> {
+    /// A field every inventory carries.
+    pub const fn new(name: &'static str, f: fn(&R) -> Value) -> Self {
+        Field {
+            name,
+            render: Render::Always(f),
+        }
+    }
+
+    /// A field omitted when the record has no value for it.
+    pub const fn maybe(name: &'static str, f: fn(&R) -> Option<Value>) -> Self {
+        Field {
+            name,
+            render: Render::Maybe(f),
+        }
+    }
+
+    /// A field joined from other tables (see [`Render::Joined`]).
+    pub const fn joined(
+        name: &'static str,
+        f: fn(&dyn StateTxn, &R) -> Result<Value, ApiError>,
+    ) -> Self {
+        Field {
+            name,
+            render: Render::Joined(f),
+        }
+    }
+}
+
+impl<R: 'static> Field<R> {
+    /// Every field of another kind's inventory, rendered from the record it wraps.
+    pub const fn splice(render: fn(&R) -> Value, names: fn() -> Vec<&'static str>) -> Self {
+        Field {
+            name: "",
+            render: Render::Splice(render, names),
+        }
+    }
+}
+
+fn render<R: Resource>(r: &R, txn: Option<&dyn StateTxn>) -> Result<Value, ApiError> {
+    let mut m = Map::new();
+    for f in R::INVENTORY {
+        let v = match (&f.render, txn) {
+            (Render::Splice(g, _), _) => {
+                if let Value::Object(inner) = g(r) {
+                    m.extend(inner);
+                }
+                continue;
+            }
+            (Render::Always(g), _) => Some(g(r)),
+            (Render::Maybe(g), _) => g(r),
+            (Render::Joined(g), Some(t)) => Some(g(t, r)?),
+            (Render::Joined(_), None) => None,
+        };
+        if let Some(v) = v {
+            m.insert(f.name.to_string(), v);
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// The inventory a reply carries (joined fields left out).
+pub fn inventory<R: Resource>(r: &R) -> Value {
+    match render(r, None) {
+        Ok(v) => v,
+        // Without a state view no joined field is read, so rendering cannot fail.
+        Err(_) => Value::Object(Map::new()),
+    }
+}
+
+/// The inventory as a query answers it, joined fields included.
+pub fn full_inventory<R: Resource>(txn: &dyn StateTxn, r: &R) -> Result<Value, ApiError> {
+    render(r, Some(txn))
+}
+
+/// The query schema: every field name, in inventory order.
+pub fn fields<R: Resource>() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for f in R::INVENTORY {
+        match &f.render {
+            Render::Splice(_, names) => out.extend(names()),
+            _ => out.push(f.name),
+        }
+    }
+    out
+}
+
+/// A Java-8 date field (`createDate`, `lastOpDate`).
+pub fn date(ms: u64) -> Value {
+    Value::String(crate::wire::date::java_date(ms))
+}

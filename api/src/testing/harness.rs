@@ -1,0 +1,224 @@
+//! The wire-level test harness: a request goes through the same interpreter the node runs
+//! (`interpret::run`), over in-memory effects. Proposals are applied at once (a refused
+//! command's writes discarded, as the state machine does); an async call's command is applied
+//! directly, as the job executor would, and answered as a finished job; the host probe
+//! succeeds.
+
+use std::cell::Cell;
+use std::cell::RefCell;
+use std::future::Future;
+
+use serde_json::json;
+use serde_json::Map;
+use serde_json::Value;
+
+use super::ctx;
+use super::MemTxn;
+use crate::catalogue::CallSpec;
+use crate::interpret;
+use crate::interpret::CallOptions;
+use crate::interpret::Effects;
+use crate::interpret::Outcome;
+use crate::job;
+use crate::job::ApiJob;
+use crate::job::JobOp;
+use crate::plan;
+use crate::plan::HostEndpoint;
+use crate::plan::QueryFn;
+use crate::plan::Stamp;
+use crate::query::Query;
+use crate::wire::envelope::decode_request;
+use crate::wire::errors::Refusal;
+use crate::ApiError;
+use crate::Caller;
+use crate::Command;
+use crate::Response;
+use crate::StateTxn;
+
+/// The uuid stamped at step `n` (what `Stamp::new_uuid` holds).
+pub(crate) fn stamp_uuid(n: u32) -> String {
+    format!("{:032x}", 0xabc0_0000u32 + n)
+}
+
+/// Who sends a request.
+#[derive(Debug, Clone)]
+pub(crate) enum Who {
+    /// A caller the node already resolved (no session in the request).
+    As(Caller),
+    /// A session uuid: put in the request as `session.uuid` and resolved as the node does
+    /// (`ID.1001` before planning when it is unknown or expired).
+    Session(String),
+}
+
+/// Apply a command as the state machine does: a refused command's writes are discarded.
+pub(crate) fn apply_kept(t: &mut MemTxn, n: u32, command: Command) -> Response {
+    let before = t.tables.clone();
+    let resp = crate::apply(t, &ctx(u64::from(n)), command).expect("storage failure");
+    if !resp.keeps_writes() {
+        t.tables = before;
+    }
+    resp
+}
+
+struct MemEffects<'a> {
+    t: RefCell<&'a mut MemTxn>,
+    n: u32,
+    who: &'a Who,
+    proposals: Cell<u32>,
+}
+
+impl Effects for MemEffects<'_> {
+    fn read<T>(&self, f: impl FnOnce(&dyn StateTxn) -> T) -> T {
+        let t = self.t.borrow();
+        f(&**t)
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            now_ms: 1_000 * u64::from(self.n),
+            new_uuid: stamp_uuid(self.n),
+            salt: [0; 16],
+        }
+    }
+
+    fn barrier(&self) -> impl Future<Output = Result<(), Refusal>> {
+        std::future::ready(Ok(()))
+    }
+
+    fn propose(
+        &self,
+        cmd: Command,
+        _request_id: Option<String>,
+    ) -> impl Future<Output = Result<Response, Refusal>> {
+        self.proposals.set(self.proposals.get() + 1);
+        let mut t = self.t.borrow_mut();
+        let resp = match cmd {
+            // The executor's part, at once: the call's command, its result as the job's.
+            Command::Job(c) => match *c.op {
+                JobOp::Submit {
+                    uuid,
+                    api_name,
+                    reply_class,
+                    command,
+                } => {
+                    let resp = apply_kept(&mut t, self.n, *command);
+                    let (success, result) = job::render(&reply_class, &resp);
+                    let now = 1_000 * u64::from(self.n);
+                    Response::Job(job::JobResult::Job(Box::new(ApiJob {
+                        uuid,
+                        api_name,
+                        reply_class,
+                        state: job::JobState::Done,
+                        create_date: now,
+                        last_op_date: now,
+                        result: Some(result),
+                        success: Some(success),
+                        command: None,
+                    })))
+                }
+                op => apply_kept(&mut t, self.n, crate::IntoCommand::command(op, c.caller)),
+            },
+            other => apply_kept(&mut t, self.n, other),
+        };
+        std::future::ready(Ok(resp))
+    }
+
+    fn query(
+        &self,
+        run: QueryFn,
+        query: Query,
+        caller: Caller,
+    ) -> impl Future<Output = Result<Map<String, Value>, ApiError>> {
+        let t = self.t.borrow();
+        std::future::ready(run(&**t, &query, &caller).map(plan::query_reply))
+    }
+
+    fn probe(&self, _endpoint: &HostEndpoint) -> impl Future<Output = Result<(), String>> {
+        std::future::ready(Ok(()))
+    }
+
+    fn renew_session(&self, _session_uuid: String) {}
+
+    fn job_accepted(&self) {}
+
+    fn caller(
+        &self,
+        spec: &CallSpec,
+        session_uuid: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Caller, Refusal> {
+        match self.who {
+            Who::As(c) => Ok(c.clone()),
+            Who::Session(_) => self.read(|s| {
+                crate::identity::session_caller(s, &spec.class, session_uuid, now_ms)
+                    .map(|(c, _)| c)
+                    .map_err(|e| plan::refusal_of(&e))
+            }),
+        }
+    }
+}
+
+/// Run a future whose every await is ready (the in-memory effects never wait).
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("in-memory effects never wait"),
+    }
+}
+
+/// The reply's fields (without `success`), or its error as a refusal.
+fn fields_of(reply: &Value) -> Result<Map<String, Value>, Refusal> {
+    let mut m = reply.as_object().cloned().unwrap_or_default();
+    if m.remove("success") == Some(Value::Bool(true)) {
+        return Ok(m);
+    }
+    let e = m.get("error").cloned().unwrap_or(Value::Null);
+    Err(serde_json::from_value::<crate::wire::errors::ErrorCode>(e)
+        .map(|e| Refusal::from_error_code(&e))
+        .unwrap_or_else(|e| Refusal::new(crate::wire::errors::Code::Internal, e.to_string())))
+}
+
+/// Send `{class of name: body}` as `who` at step `n` (time `1000 * n` ms, new uuid
+/// [`stamp_uuid`]`(n)`) through the interpreter. Returns the reply's fields (without
+/// `success`) or the refusal.
+pub(crate) fn send(
+    t: &mut MemTxn,
+    n: u32,
+    who: &Who,
+    name: &str,
+    mut body: Value,
+) -> Result<Map<String, Value>, Refusal> {
+    let spec = crate::catalogue::catalogue()
+        .by_name(name)
+        .unwrap_or_else(|| panic!("{name} not in catalogue"));
+    if let (Who::Session(s), Some(b)) = (who, body.as_object_mut()) {
+        b.insert("session".into(), json!({ "uuid": s }));
+    }
+    let raw = json!({ spec.class.clone(): body }).to_string();
+    let req = decode_request(raw.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let spec = plan::call_of(&req)?;
+    let fx = MemEffects {
+        t: RefCell::new(t),
+        n,
+        who,
+        proposals: Cell::new(0),
+    };
+    let mut caller = None;
+    match ready(interpret::run(
+        &fx,
+        spec,
+        req,
+        &CallOptions::default(),
+        &mut caller,
+    )) {
+        Outcome::Done { reply, .. } => fields_of(&reply),
+        Outcome::Job(j) => {
+            let result: Value = serde_json::from_str(j.result.as_deref().unwrap_or("{}"))
+                .unwrap_or_else(|e| panic!("{name}: job result is not JSON: {e}"));
+            let reply = result.as_object().and_then(|m| m.values().next()).cloned();
+            fields_of(&reply.unwrap_or(Value::Null))
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Test support: an in-memory [`crate::StateTxn`], and fixtures that build worlds through the
+//! families' own commands (so a family's tests need not name another family's module).
+
+pub(crate) mod harness;
+
+use std::collections::BTreeMap;
+
+use crate::ApplyCtx;
+use crate::Pair;
+use crate::StateError;
+use crate::StateTxn;
+
+/// Tables as ordered maps.
+#[derive(Default)]
+pub struct MemTxn {
+    pub tables: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl StateTxn for MemTxn {
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.tables.get(table).and_then(|t| t.get(key)).cloned())
+    }
+    fn put(&mut self, table: &str, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
+        self.tables
+            .entry(table.to_string())
+            .or_default()
+            .insert(key.to_vec(), value);
+        Ok(())
+    }
+    fn delete(&mut self, table: &str, key: &[u8]) -> Result<(), StateError> {
+        if let Some(t) = self.tables.get_mut(table) {
+            t.remove(key);
+        }
+        Ok(())
+    }
+    fn scan_prefix(
+        &self,
+        table: &str,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Pair>, StateError> {
+        Ok(self
+            .tables
+            .get(table)
+            .map(|t| {
+                t.range(prefix.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// A context for entry `index`.
+pub fn ctx(index: u64) -> ApplyCtx {
+    ApplyCtx {
+        index,
+        term: 1,
+        proposed_at_ms: 1_000 * index,
+    }
+}
+
+use crate::Caller;
+use crate::IntoCommand;
+
+/// Uuid `n` as 32 hex chars.
+pub fn u(n: u32) -> String {
+    format!("{n:032x}")
+}
+
+/// A normal (non-admin) caller.
+pub fn normal() -> Caller {
+    Caller {
+        account_uuid: "a".repeat(32),
+        user_uuid: "a".repeat(32),
+        admin: false,
+    }
+}
+
+/// Apply `op` as the admin at entry `index`; panics if refused.
+pub fn admin_apply(t: &mut MemTxn, index: u64, op: impl IntoCommand) -> crate::Response {
+    let r = crate::apply(t, &ctx(index), op.command(Caller::admin())).expect("storage");
+    if let crate::Response::Refused(e) = &r {
+        panic!("fixture refused: {e}");
+    }
+    r
+}
+
+/// Create zone `u(n)`.
+pub fn make_zone(t: &mut MemTxn, n: u32) -> String {
+    admin_apply(
+        t,
+        1,
+        crate::families::zone::ZoneOp::Create {
+            uuid: u(n),
+            name: format!("zone-{n}"),
+            description: None,
+            is_default: false,
+        },
+    );
+    u(n)
+}
+
+/// Delete zone `z` (and everything in it).
+pub fn delete_zone(t: &mut MemTxn, index: u64, z: &str) {
+    admin_apply(
+        t,
+        index,
+        crate::families::zone::ZoneOp::Delete { uuid: z.into() },
+    );
+}
+
+/// Disable zone `z`.
+pub fn disable_zone(t: &mut MemTxn, index: u64, z: &str) {
+    admin_apply(
+        t,
+        index,
+        crate::families::zone::ZoneOp::ChangeState {
+            uuid: z.into(),
+            event: crate::resource::generic::EnableEvent::Disable,
+        },
+    );
+}
+
+/// Create cluster `u(n)` in `zone`.
+pub fn make_cluster(t: &mut MemTxn, n: u32, zone: &str) -> String {
+    admin_apply(t, 2, cluster_create(n, zone));
+    u(n)
+}
+
+/// The op creating cluster `u(n)` in `zone`.
+pub fn cluster_create(n: u32, zone: &str) -> crate::families::cluster::ClusterOp {
+    crate::families::cluster::ClusterOp::Create {
+        uuid: u(n),
+        zone_uuid: zone.into(),
+        name: format!("cluster-{n}"),
+        description: Some("d".into()),
+        hypervisor_type: "KVM".into(),
+        cluster_type: None,
+        architecture: None,
+    }
+}
+
+/// Delete cluster `c`.
+pub fn delete_cluster(t: &mut MemTxn, index: u64, c: &str) {
+    admin_apply(
+        t,
+        index,
+        crate::families::cluster::ClusterOp::Delete { uuid: c.into() },
+    );
+}
+
+/// Add ImageStore backup storage `u(n)` (host `10.0.0.<n>`).
+pub fn make_bs(t: &mut MemTxn, n: u32) -> String {
+    admin_apply(
+        t,
+        6,
+        crate::backup_storage::BackupStorageOp::AddImageStore {
+            uuid: u(n),
+            name: format!("bs-{n}"),
+            description: None,
+            url: "/zstack_bs".into(),
+            hostname: format!("10.0.0.{n}"),
+            username: "root".into(),
+            password: "secret".into(),
+            ssh_port: 22,
+        },
+    );
+    u(n)
+}
+
+/// Create NoVlan L2 `u(n)` on `nic` in `zone`.
+pub fn make_novlan(t: &mut MemTxn, n: u32, zone: &str, nic: &str) -> String {
+    admin_apply(
+        t,
+        20,
+        crate::l2::L2Op::CreateNoVlan(crate::l2::L2Common {
+            uuid: u(n),
+            name: format!("l2-{n}"),
+            description: None,
+            zone_uuid: Some(zone.into()),
+            physical_interface: Some(nic.into()),
+            v_switch_type: None,
+        }),
+    );
+    u(n)
+}
