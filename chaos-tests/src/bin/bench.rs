@@ -1,8 +1,11 @@
 //! Write benchmark of a 3-node `zsnode` cluster against a 3-member etcd cluster started in the
-//! same run on the same machine (256-byte values, fsync on for both), plus leader fail-over time.
+//! same run on the same machine (256-byte values, fsync on for both), plus leader fail-over time,
+//! and (`--api` / `--api-only`) ZStack API calls through `/zstack/api` against the KV write of
+//! the same run.
 //!
-//! `cargo run --release -p chaos-tests --bin bench [-- --quick]`. Prints one machine-readable
-//! line per case (`bench=write ...`, `bench=write_ratio ...`, `bench=failover ...`).
+//! `cargo run --release -p chaos-tests --bin bench [-- --quick] [-- --api | --api-only]`. Prints
+//! one machine-readable line per case (`bench=write ...`, `bench=write_ratio ...`,
+//! `bench=failover ...`, `bench=api ...`, `bench=api_ratio ...`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use chaos_tests::cluster::{Cluster, ClusterOpts};
 use chaos_tests::etcd::EtcdCluster;
+use chaos_tests::zstack_client::{new_job_uuid, Reply, ZsClient, ADMIN_PASSWORD, LOGIN_BY_ACCOUNT};
 use clap::Parser;
+use serde_json::{json, Value};
 use tokio::runtime::Runtime;
 
 /// Command line of the benchmark.
@@ -35,9 +40,23 @@ struct Args {
     /// Skip the etcd peer (zsnode figures only).
     #[arg(long)]
     skip_etcd: bool,
-    /// Skip the write cases (fail-over only).
+    /// Skip the write cases (fail-over only; with --api the KV peer of the API cases still runs).
     #[arg(long)]
     skip_writes: bool,
+    /// Also run the ZStack API cases (sync write, async update and create, query), each beside
+    /// the KV write (`target=all`) of the same run.
+    #[arg(long)]
+    api: bool,
+    /// Only the API cases and their KV peer: no etcd, no leader-target writes, no fail-over.
+    #[arg(long)]
+    api_only: bool,
+    /// Calls per API case (default: the KV write count for the sync write and the query;
+    /// 500/2000/4000 for 1/16/64 clients for the async calls; a fifth of that with --quick).
+    #[arg(long)]
+    api_ops: Option<usize>,
+    /// Interval between polls of an async call's result, in ms.
+    #[arg(long, default_value_t = 10)]
+    poll_ms: u64,
 }
 
 /// Outcome of one write case.
@@ -341,6 +360,424 @@ fn etcd_failover(rt: &Runtime, etcd: &mut EtcdCluster, rounds: usize) -> Result<
     Ok(out)
 }
 
+// ---- ZStack API cases ----
+
+const LOG_OUT: &str = "org.zstack.header.identity.APILogOutMsg";
+const CREATE_ZONE: &str = "org.zstack.header.zone.APICreateZoneMsg";
+const UPDATE_ZONE: &str = "org.zstack.header.zone.APIUpdateZoneMsg";
+const QUERY_ZONE: &str = "org.zstack.header.zone.APIQueryZoneMsg";
+/// How long one async call may take from submit to `Done` before it counts as an error.
+const ASYNC_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One API case: which call, measured how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApiCase {
+    /// `LogOut` of a session uuid nobody holds: the only sync calls of this build that write are
+    /// the logins and `LogOut` (every other mutation is async, spec decision 1), and a login
+    /// spends most of its time in argon2id; the node proposes `DeleteSession` for it all the same.
+    SyncWrite,
+    /// `UpdateZone` (async): submit, then poll the result until `Done`.
+    AsyncUpdate,
+    /// `CreateZone` (async): submit, then poll the result until `Done`.
+    AsyncCreate,
+    /// `QueryZone` with `uuid = <zone>` (sync, linearizable read).
+    Query,
+}
+
+impl ApiCase {
+    const ALL: [ApiCase; 4] = [
+        ApiCase::SyncWrite,
+        ApiCase::Query,
+        ApiCase::AsyncUpdate,
+        ApiCase::AsyncCreate,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ApiCase::SyncWrite => "sync_write",
+            ApiCase::AsyncUpdate => "async_update",
+            ApiCase::AsyncCreate => "async_create",
+            ApiCase::Query => "query",
+        }
+    }
+
+    fn call(self) -> &'static str {
+        match self {
+            ApiCase::SyncWrite => "LogOut",
+            ApiCase::AsyncUpdate => "UpdateZone",
+            ApiCase::AsyncCreate => "CreateZone",
+            ApiCase::Query => "QueryZone",
+        }
+    }
+
+    fn is_async(self) -> bool {
+        matches!(self, ApiCase::AsyncUpdate | ApiCase::AsyncCreate)
+    }
+}
+
+/// What every API client task shares.
+#[derive(Clone)]
+struct ApiCtx {
+    http: reqwest::Client,
+    urls: Arc<Vec<String>>,
+    session: Arc<str>,
+    /// Zones made before the cases, one per client (client `t` updates and queries zone `t`).
+    zones: Arc<Vec<String>>,
+    poll: Duration,
+}
+
+/// A call's failure, as counted (with its text, so the first one can be shown).
+type CallResult<T> = std::result::Result<T, String>;
+
+fn api_http(clients: usize) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(clients.max(4))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(15))
+        .no_proxy()
+        .build()?)
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(300).collect()
+}
+
+/// POST `{class: fields(+session)}` to `base/zstack/api`; the outer envelope.
+async fn api_post(
+    http: &reqwest::Client,
+    base: &str,
+    class: &str,
+    mut fields: Value,
+    session: Option<&str>,
+    job: Option<&str>,
+) -> CallResult<Value> {
+    if let Some(s) = session {
+        fields["session"] = json!({ "uuid": s });
+    }
+    let mut r = http
+        .post(format!("{base}/zstack/api"))
+        .json(&json!({ class: fields }));
+    if let Some(j) = job {
+        r = r.header("X-Job-UUID", j);
+    }
+    let resp = r.send().await.map_err(|e| format!("{base}: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| format!("{base}: {e}"))?;
+    if status != 200 {
+        return Err(format!("{base}: HTTP {status}: {}", short(&text)));
+    }
+    serde_json::from_str(&text).map_err(|_| format!("{base}: not JSON: {}", short(&text)))
+}
+
+/// The reply inside a `Done` envelope; a reply with `success: false` is an error.
+fn done_reply(base: &str, outer: &Value) -> CallResult<Reply> {
+    let r = ZsClient::inner(base, outer).map_err(|e| e.to_string())?;
+    if r.success() {
+        Ok(r)
+    } else {
+        Err(format!(
+            "{base}: {} failed: {}",
+            r.class,
+            short(&r.body.to_string())
+        ))
+    }
+}
+
+/// A sync call: its successful reply.
+async fn api_sync(
+    http: &reqwest::Client,
+    base: &str,
+    class: &str,
+    fields: Value,
+    session: Option<&str>,
+) -> CallResult<Reply> {
+    let outer = api_post(http, base, class, fields, session, None).await?;
+    if outer["state"] != "Done" {
+        return Err(format!(
+            "{base}: sync call not Done: {}",
+            short(&outer.to_string())
+        ));
+    }
+    done_reply(base, &outer)
+}
+
+/// An async call submitted to `base` (fresh `X-Job-UUID`) and its result polled there every
+/// `poll` until `Done`: the successful reply and the number of polls.
+async fn api_async(
+    http: &reqwest::Client,
+    base: &str,
+    class: &str,
+    fields: Value,
+    session: &str,
+    poll: Duration,
+) -> CallResult<(Reply, u64)> {
+    let t0 = Instant::now();
+    let job = new_job_uuid();
+    let outer = api_post(http, base, class, fields, Some(session), Some(&job)).await?;
+    let uuid = match outer["state"].as_str() {
+        Some("Done") => return done_reply(base, &outer).map(|r| (r, 0)),
+        Some("Processing") => outer["uuid"].as_str().unwrap_or(&job).to_string(),
+        _ => {
+            return Err(format!(
+                "{base}: bad submit answer: {}",
+                short(&outer.to_string())
+            ))
+        }
+    };
+    let mut polls = 0u64;
+    loop {
+        if t0.elapsed() > ASYNC_DEADLINE {
+            return Err(format!(
+                "{base}: job {uuid} not Done within {ASYNC_DEADLINE:?}"
+            ));
+        }
+        tokio::time::sleep(poll).await;
+        polls += 1;
+        let resp = http
+            .get(format!("{base}/zstack/api/result/{uuid}"))
+            .send()
+            .await
+            .map_err(|e| format!("{base}: poll: {e}"))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("{base}: poll: {e}"))?;
+        match status {
+            // Not visible yet (the node found it neither locally nor after a barrier): go on.
+            404 => continue,
+            200 => {}
+            _ => return Err(format!("{base}: poll: HTTP {status}: {}", short(&text))),
+        }
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| format!("{base}: poll: {}", short(&text)))?;
+        if v["state"] == "Done" {
+            return done_reply(base, &v).map(|r| (r, polls));
+        }
+    }
+}
+
+/// Log in as admin through any node (the first leader's bootstrap duty creates the admin, so
+/// retry for a while): the session uuid.
+async fn api_login(http: &reqwest::Client, urls: &[String]) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    for i in 0.. {
+        let base = &urls[i % urls.len()];
+        let fields = json!({"accountName": "admin", "password": ADMIN_PASSWORD});
+        match api_sync(http, base, LOGIN_BY_ACCOUNT, fields, None).await {
+            Ok(r) => match r.inventory()["uuid"].as_str() {
+                Some(s) => return Ok(s.to_string()),
+                None => last = format!("login reply without a session: {}", r.body),
+            },
+            Err(e) => last = e,
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("admin login failed: {last}")
+}
+
+/// Create `n` zones (8 at a time) for the update and query cases: their uuids.
+async fn make_zones(
+    http: &reqwest::Client,
+    urls: &[String],
+    session: &str,
+    n: usize,
+    poll: Duration,
+) -> Result<Vec<String>> {
+    let mut out = vec![String::new(); n];
+    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+        let mut tasks = Vec::new();
+        for &i in chunk {
+            let (http, base, session) = (
+                http.clone(),
+                urls[i % urls.len()].clone(),
+                session.to_string(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let fields = json!({"name": format!("bench-zone-{i}"), "description": "bench"});
+                api_async(&http, &base, CREATE_ZONE, fields, &session, poll).await
+            }));
+        }
+        for (&i, t) in chunk.iter().zip(tasks) {
+            let (r, _) = t
+                .await
+                .map_err(|e| anyhow!("zone task: {e}"))?
+                .map_err(|e| anyhow!("create zone {i}: {e}"))?;
+            out[i] = r.inventory()["uuid"]
+                .as_str()
+                .ok_or_else(|| anyhow!("CreateZone reply without a uuid: {}", r.body))?
+                .to_string();
+        }
+    }
+    Ok(out)
+}
+
+/// One call of `case` by client `t` (its `j`-th) through `base`: the polls it took.
+async fn api_op(
+    ctx: &ApiCtx,
+    case: ApiCase,
+    tag: &str,
+    t: usize,
+    j: usize,
+    base: &str,
+) -> CallResult<u64> {
+    let zone = &ctx.zones[t % ctx.zones.len()];
+    match case {
+        ApiCase::SyncWrite => {
+            // A fresh 32-hex uuid no session has: LogOut proposes its DeleteSession anyway.
+            let fields = json!({ "sessionUuid": new_job_uuid() });
+            api_sync(&ctx.http, base, LOG_OUT, fields, None)
+                .await
+                .map(|_| 0)
+        }
+        ApiCase::Query => {
+            let fields = json!({"conditions": [{"name": "uuid", "op": "=", "value": zone}]});
+            let r = api_sync(&ctx.http, base, QUERY_ZONE, fields, Some(&ctx.session)).await?;
+            match r.inventories() {
+                [one] if one["uuid"] == zone.as_str() => Ok(0),
+                other => Err(format!(
+                    "{base}: QueryZone {zone}: {} inventories",
+                    other.len()
+                )),
+            }
+        }
+        ApiCase::AsyncUpdate => {
+            let fields = json!({"uuid": zone, "description": format!("{tag}-{t}-{j}")});
+            api_async(&ctx.http, base, UPDATE_ZONE, fields, &ctx.session, ctx.poll)
+                .await
+                .map(|(_, p)| p)
+        }
+        ApiCase::AsyncCreate => {
+            let fields = json!({"name": format!("{tag}-{t}-{j}")});
+            api_async(&ctx.http, base, CREATE_ZONE, fields, &ctx.session, ctx.poll)
+                .await
+                .map(|(_, p)| p)
+        }
+    }
+}
+
+/// Outcome of one API case.
+struct ApiResult {
+    case: CaseResult,
+    polls: u64,
+    first_error: Option<String>,
+}
+
+impl ApiResult {
+    fn line(&self, case: ApiCase, clients: usize) -> String {
+        let c = &self.case;
+        let mut l = format!(
+            "bench=api case={} call={} clients={clients} ops={} errors={} secs={:.2} calls_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
+            case.name(),
+            case.call(),
+            c.ops,
+            c.errors,
+            c.elapsed.as_secs_f64(),
+            c.writes_per_s(),
+            c.pct_ms(0.50),
+            c.pct_ms(0.99)
+        );
+        if case.is_async() {
+            l.push_str(&format!(
+                " polls_per_call={:.1}",
+                self.polls as f64 / (c.ops + c.errors).max(1) as f64
+            ));
+        }
+        l
+    }
+}
+
+/// `clients` tasks making `total` calls of `case` between them; task `t`'s `j`-th call (with
+/// its polls) goes to `urls[(t + j) % urls.len()]`. Latency per successful call, submit to
+/// `Done` for async calls.
+async fn api_calls(
+    ctx: ApiCtx,
+    case: ApiCase,
+    clients: usize,
+    total: usize,
+    tag: &str,
+) -> Result<ApiResult> {
+    let per = total.div_ceil(clients);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let (ctx, tag) = (ctx.clone(), tag.to_string());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut err, mut polls) = (0usize, 0usize, 0u64);
+            let mut lat = Vec::with_capacity(per);
+            let mut first_error = None;
+            for j in 0..per {
+                let base = &ctx.urls[(t + j) % ctx.urls.len()];
+                let t0 = Instant::now();
+                match api_op(&ctx, case, &tag, t, j, base).await {
+                    Ok(p) => {
+                        lat.push(t0.elapsed().as_micros() as u64);
+                        polls += p;
+                        ok += 1;
+                    }
+                    Err(e) => {
+                        err += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (ok, err, lat, polls, first_error)
+        }));
+    }
+    let (mut parts, mut polls, mut first_error) = (Vec::new(), 0, None);
+    for t in tasks {
+        let (ok, err, lat, p, e) = t.await.map_err(|e| anyhow!("api task: {e}"))?;
+        parts.push((ok, err, lat));
+        polls += p;
+        if first_error.is_none() {
+            first_error = e;
+        }
+    }
+    Ok(ApiResult {
+        case: merge(parts, start.elapsed()),
+        polls,
+        first_error,
+    })
+}
+
+/// Every API case at `clients` clients, each followed by its ratio line against `kv`.
+fn run_api_cases(
+    rt: &Runtime,
+    ctx: &ApiCtx,
+    clients: usize,
+    ops: impl Fn(ApiCase) -> usize,
+    kv: &CaseResult,
+) -> Result<()> {
+    let mut results = Vec::new();
+    for case in ApiCase::ALL {
+        let tag = format!("{}{clients}", case.name());
+        let r = rt.block_on(api_calls(ctx.clone(), case, clients, ops(case), &tag))?;
+        println!("{}", r.line(case, clients));
+        if let Some(e) = &r.first_error {
+            println!(
+                "bench=api_error case={} clients={clients} errors={} first={e:?}",
+                case.name(),
+                r.case.errors
+            );
+        }
+        results.push((case, r));
+    }
+    for (case, r) in &results {
+        println!(
+            "bench=api_ratio case={} clients={clients} api_per_s_over_kv={:.2} p50_over_kv={:.2} p99_over_kv={:.2}",
+            case.name(),
+            r.case.writes_per_s() / kv.writes_per_s(),
+            r.case.pct_ms(0.5) / kv.pct_ms(0.5),
+            r.case.pct_ms(0.99) / kv.pct_ms(0.99)
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -358,6 +795,22 @@ fn main() -> Result<()> {
             full
         }
     };
+    let api = args.api || args.api_only;
+    let default_api_ops = |case: ApiCase, c: usize| {
+        if !case.is_async() {
+            return default_ops(c);
+        }
+        let full = match c {
+            1 => 500,
+            c if c <= 16 => 2000,
+            _ => 4000,
+        };
+        if args.quick {
+            full / 5
+        } else {
+            full
+        }
+    };
     let rounds = args
         .failover_rounds
         .unwrap_or(if args.quick { 3 } else { 10 });
@@ -365,12 +818,15 @@ fn main() -> Result<()> {
 
     let bin = chaos_tests::cluster::zsnode_bin()?;
     println!(
-        "bench=env cores={} zsnode_bin={} value_bytes=256 quick={}",
+        "bench=env cores={} zsnode_bin={} value_bytes=256 quick={} api={} api_only={} poll_ms={}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         bin.display(),
-        args.quick
+        args.quick,
+        api,
+        args.api_only,
+        args.poll_ms
     );
     let mut zs = Cluster::start(ClusterOpts {
         proxies: false,
@@ -378,7 +834,7 @@ fn main() -> Result<()> {
         ..Default::default()
     })
     .context("start zsnode cluster")?;
-    let mut etcd = if args.skip_etcd {
+    let mut etcd = if args.skip_etcd || args.api_only {
         None
     } else {
         let e = EtcdCluster::start(3).context("start etcd cluster")?;
@@ -386,17 +842,50 @@ fn main() -> Result<()> {
             .with_context(|| e.log_tails(20))?;
         Some(e)
     };
+    let all_urls: Vec<String> = zs
+        .ids()
+        .into_iter()
+        .map(|i| format!("http://{}", zs.node(i).http))
+        .collect();
 
-    if !args.skip_writes {
-        for &clients in &args.clients {
-            let total = args.ops.unwrap_or_else(|| default_ops(clients));
+    // The API cases' session and zones, made once before any case runs.
+    let api_ctx = if api {
+        let max_clients = args.clients.iter().copied().max().unwrap_or(1);
+        let http = api_http(max_clients)?;
+        let poll = Duration::from_millis(args.poll_ms);
+        let t0 = Instant::now();
+        let session = rt.block_on(api_login(&http, &all_urls))?;
+        // A few more logins, timed, for the doc's account of where a login's time goes.
+        let mut login_ms = Vec::new();
+        for i in 0..5 {
+            let t = Instant::now();
+            rt.block_on(api_login(&http, &all_urls[i % all_urls.len()..]))?;
+            login_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let zones = rt.block_on(make_zones(&http, &all_urls, &session, max_clients, poll))?;
+        println!(
+            "bench=api_setup zones={} secs={:.2} login_median_ms={:.2}",
+            zones.len(),
+            t0.elapsed().as_secs_f64(),
+            median(&mut login_ms)
+        );
+        Some(ApiCtx {
+            http,
+            urls: Arc::new(all_urls.clone()),
+            session: session.into(),
+            zones: Arc::new(zones),
+            poll,
+        })
+    } else {
+        None
+    };
+
+    for &clients in &args.clients {
+        let total = args.ops.unwrap_or_else(|| default_ops(clients));
+        let mut kv_peer = None;
+        if !args.skip_writes && !args.api_only {
             let leader = zs.wait_leader(Duration::from_secs(30))?;
             let leader_url = vec![format!("http://{}", zs.node(leader).http)];
-            let all_urls: Vec<String> = zs
-                .ids()
-                .into_iter()
-                .map(|i| format!("http://{}", zs.node(i).http))
-                .collect();
 
             let z_lead = rt.block_on(zsnode_writes(
                 leader_url,
@@ -420,7 +909,7 @@ fn main() -> Result<()> {
                 None => None,
             };
             let z_all = rt.block_on(zsnode_writes(
-                all_urls,
+                all_urls.clone(),
                 clients,
                 total,
                 &format!("za{clients}"),
@@ -449,14 +938,38 @@ fn main() -> Result<()> {
                     );
                 }
             }
+            kv_peer = Some(z_all);
+        }
+        if let Some(ctx) = &api_ctx {
+            // The peer: the KV write spread over all nodes, as the API calls are.
+            let kv = match kv_peer {
+                Some(k) => k,
+                None => {
+                    let k = rt.block_on(zsnode_writes(
+                        all_urls.clone(),
+                        clients,
+                        total,
+                        &format!("zk{clients}"),
+                    ))?;
+                    println!("{}", k.line("zsnode", "all", clients));
+                    k
+                }
+            };
+            let ops = |case| {
+                args.api_ops
+                    .unwrap_or_else(|| default_api_ops(case, clients))
+            };
+            run_api_cases(&rt, ctx, clients, ops, &kv)?;
         }
     }
 
-    let mut zms = zsnode_failover(&rt, &mut zs, rounds)?;
-    summary("zsnode", &mut zms);
-    if let Some(e) = etcd.as_mut() {
-        let mut ems = etcd_failover(&rt, e, rounds)?;
-        summary("etcd", &mut ems);
+    if !args.api_only {
+        let mut zms = zsnode_failover(&rt, &mut zs, rounds)?;
+        summary("zsnode", &mut zms);
+        if let Some(e) = etcd.as_mut() {
+            let mut ems = etcd_failover(&rt, e, rounds)?;
+            summary("etcd", &mut ems);
+        }
     }
     println!("bench=done secs={:.0}", started.elapsed().as_secs_f64());
     Ok(())
@@ -480,5 +993,20 @@ mod tests {
         assert_eq!(median(&mut [5.0, 1.0, 3.0]), 3.0);
         assert_eq!(median(&mut [4.0, 1.0]), 2.5);
         assert_eq!(value().len(), 256);
+    }
+
+    #[test]
+    fn api_lines() {
+        let r = ApiResult {
+            case: merge(vec![(2, 1, vec![1000, 3000])], Duration::from_secs(1)),
+            polls: 6,
+            first_error: None,
+        };
+        assert_eq!(
+            r.line(ApiCase::AsyncUpdate, 4),
+            "bench=api case=async_update call=UpdateZone clients=4 ops=2 errors=1 secs=1.00 calls_per_s=2 p50_ms=3.00 p99_ms=3.00 polls_per_call=2.0"
+        );
+        assert!(!r.line(ApiCase::SyncWrite, 4).contains("polls"));
+        assert!(ApiCase::ALL.iter().filter(|c| c.is_async()).count() == 2);
     }
 }
