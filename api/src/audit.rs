@@ -694,6 +694,8 @@ impl crate::family::Family for Audits {
                 ),
             ],
         )],
+        #[cfg(test)]
+        cases: cases::cases,
         ..crate::family::FamilyDecl::internal("audit", &[TABLE, INDEX_TABLE])
     };
 
@@ -1082,5 +1084,57 @@ mod tests {
         assert_eq!(t.tables[INDEX_TABLE].len(), 5 * 3);
         let m = run(&t, r#"{"conditions":[],"count":true}"#, &Caller::admin()).unwrap();
         assert_eq!(m["total"], 5);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod cases {
+    //! Call-matrix cases of this family's calls (run by `testing::matrix`).
+
+    use serde_json::json;
+
+    use crate::testing::matrix::bad_query;
+    use crate::testing::matrix::eq;
+    use crate::testing::matrix::no;
+    use crate::testing::matrix::ok;
+    use crate::testing::matrix::Case;
+    use crate::testing::matrix::Ids;
+    use crate::testing::matrix::Parties;
+    use crate::wire::errors::Code;
+
+    /// The call-matrix cases of this family's calls.
+    pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+        let Parties { admin, tenant, .. } = Parties::of(ids);
+        let i = ids.clone();
+        let mut m = Vec::new();
+        // ---- Audit.
+        {
+            let (job, zone2) = (i.zone2_job.clone(), i.zone2.clone());
+            m.push(ok(
+                "QueryAudit",
+                &admin,
+                json!({"conditions": eq("apiName", "CreateZone")}),
+                move |_, r| {
+                    let inv = &r["inventories"][0];
+                    assert_eq!(inv["jobUuid"], job.as_str());
+                    assert_eq!(inv["resourceUuid"], zone2.as_str());
+                    assert_eq!(inv["success"], true);
+                },
+            ));
+        }
+        m.push(ok(
+            "QueryAudit",
+            &tenant,
+            json!({"conditions": []}),
+            |_, r| {
+                assert_eq!(
+                    r["inventories"],
+                    json!([]),
+                    "a tenant sees only its own calls"
+                )
+            },
+        ));
+        m.push(no("QueryAudit", &admin, bad_query(), Code::InvalidArgument));
+        m
     }
 }

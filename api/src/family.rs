@@ -158,6 +158,9 @@ pub struct FamilyDecl {
     pub calls: &'static [CallDecl],
     /// Its multi-step flows.
     pub flows: &'static [crate::flow::FlowDef],
+    /// Its calls' cases in the call matrix (`testing::matrix`).
+    #[cfg(test)]
+    pub(crate) cases: fn(&crate::testing::matrix::Ids) -> Vec<crate::testing::matrix::Case>,
 }
 
 impl FamilyDecl {
@@ -169,6 +172,8 @@ impl FamilyDecl {
             kinds: &[],
             calls: &[],
             flows: &[],
+            #[cfg(test)]
+            cases: |_| Vec::new(),
         }
     }
 }

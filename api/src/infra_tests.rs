@@ -38,8 +38,8 @@ impl Wire {
     ) -> Result<Map<String, Value>, Refusal> {
         self.n += 1;
         // The harness the call matrix uses: every plan kind, executed as the node does.
-        let who = crate::call_matrix::Who::As(caller.clone());
-        crate::call_matrix::send(&mut self.t, self.n, &who, name, body)
+        let who = crate::testing::harness::Who::As(caller.clone());
+        crate::testing::harness::send(&mut self.t, self.n, &who, name, body)
     }
 
     fn ok(&mut self, name: &str, body: Value) -> Map<String, Value> {

@@ -1223,6 +1223,8 @@ impl crate::family::Family for L2Networks {
                 ),
             ],
             flows: &[],
+            #[cfg(test)]
+            cases: cases::cases,
         }
     };
 
@@ -1644,5 +1646,253 @@ pub(crate) mod tests {
             assert_eq!(code(apply(&mut t, &ctx(21), &normal(), op)), "ID.1002");
         }
         assert_eq!(t.tables, before);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod cases {
+    //! Call-matrix cases of this family's calls (run by `testing::matrix`).
+
+    use serde_json::json;
+
+    use crate::testing::matrix::bad_query;
+    use crate::testing::matrix::eq;
+    use crate::testing::matrix::missing;
+    use crate::testing::matrix::no;
+    use crate::testing::matrix::ok;
+    use crate::testing::matrix::Case;
+    use crate::testing::matrix::Ids;
+    use crate::testing::matrix::Parties;
+    use crate::wire::errors::Code;
+
+    /// The call-matrix cases of this family's calls.
+    pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+        let Parties { admin, tenant, .. } = Parties::of(ids);
+        let i = ids.clone();
+        let mut m = Vec::new();
+        // ---- L2 networks.
+        m.push(ok(
+            "CreateL2NoVlanNetwork",
+            &admin,
+            json!({"zoneUuid": i.zone, "name": "flat2", "physicalInterface": "eth1"}),
+            |_, r| {
+                assert_eq!(r["inventory"]["type"], "L2NoVlanNetwork");
+                assert_eq!(r["inventory"]["physicalInterface"], "eth1");
+            },
+        ));
+        m.push(no(
+            "CreateL2NoVlanNetwork",
+            &admin,
+            json!({"zoneUuid": missing(), "name": "flat2", "physicalInterface": "eth1"}),
+            Code::ResourceNotFound,
+        ));
+        m.push(ok(
+            "CreateL2VlanNetwork",
+            &admin,
+            json!({"zoneUuid": i.zone, "name": "v200", "physicalInterface": "eth0", "vlan": 200}),
+            |h, r| {
+                assert_eq!(r["inventory"]["vlan"], 200);
+                assert_eq!(h.count("QueryL2VlanNetwork", json!([])), 2);
+            },
+        ));
+        m.push(no(
+            "CreateL2VlanNetwork",
+            &admin,
+            json!({"zoneUuid": i.zone, "name": "v", "physicalInterface": "eth0", "vlan": 4095}),
+            Code::InvalidArgument,
+        ));
+        m.push(ok(
+            "CreateL2VxlanNetworkPool",
+            &admin,
+            json!({"zoneUuid": i.zone, "name": "pool2"}),
+            |h, r| {
+                assert_eq!(r["inventory"]["name"], "pool2");
+                assert_eq!(h.count("QueryL2VxlanNetworkPool", json!([])), 2);
+            },
+        ));
+        m.push(no(
+            "CreateL2VxlanNetworkPool",
+            &tenant,
+            json!({"zoneUuid": i.zone, "name": "pool2"}),
+            Code::PermissionDenied,
+        ));
+        m.push(ok(
+            "CreateVniRange",
+            &admin,
+            json!({"l2NetworkUuid": i.pool, "name": "r3", "startVni": 100, "endVni": 200}),
+            |h, r| {
+                assert_eq!(r["inventory"]["startVni"], 100);
+                assert_eq!(h.count("QueryVniRange", json!([])), 3);
+            },
+        ));
+        m.push(no(
+            "CreateVniRange",
+            &admin,
+            json!({"l2NetworkUuid": i.pool, "name": "r3", "startVni": 15, "endVni": 25}),
+            Code::InvalidArgument,
+        ));
+        {
+            let r = i.spare_vni_range.clone();
+            m.push(ok(
+                "DeleteVniRange",
+                &admin,
+                json!({"uuid": i.spare_vni_range}),
+                move |h, _| assert_eq!(h.count("QueryVniRange", eq("uuid", &r)), 0),
+            ));
+        }
+        m.push(no(
+            "DeleteVniRange",
+            &tenant,
+            json!({"uuid": i.spare_vni_range}),
+            Code::PermissionDenied,
+        ));
+        {
+            let pool = i.pool.clone();
+            m.push(ok(
+                "CreateL2VxlanNetwork",
+                &admin,
+                json!({"poolUuid": i.pool, "name": "vx2", "vni": 16}),
+                move |_, r| {
+                    assert_eq!(r["inventory"]["vni"], 16);
+                    assert_eq!(r["inventory"]["poolUuid"], pool.as_str());
+                },
+            ));
+        }
+        m.push(no(
+            "CreateL2VxlanNetwork",
+            &admin,
+            json!({"poolUuid": i.pool, "name": "vx2", "vni": 15}),
+            Code::InvalidArgument,
+        ));
+        m.push(ok(
+            "UpdateL2Network",
+            &admin,
+            json!({"uuid": i.vlan, "name": "v100"}),
+            |h, _| assert_eq!(h.count("QueryL2Network", eq("name", "v100")), 1),
+        ));
+        m.push(no(
+            "UpdateL2Network",
+            &admin,
+            json!({"uuid": missing(), "name": "x"}),
+            Code::ResourceNotFound,
+        ));
+        {
+            let c = i.cluster.clone();
+            m.push(ok(
+                "AttachL2NetworkToCluster",
+                &admin,
+                json!({"l2NetworkUuid": i.vlan, "clusterUuid": i.cluster}),
+                move |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([c])),
+            ));
+        }
+        m.push(no(
+            "AttachL2NetworkToCluster",
+            &admin,
+            json!({"l2NetworkUuid": i.vlan, "clusterUuid": missing()}),
+            Code::ResourceNotFound,
+        ));
+        m.push(ok(
+            "DetachL2NetworkFromCluster",
+            &admin,
+            json!({"l2NetworkUuid": i.l2, "clusterUuid": i.cluster}),
+            |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([])),
+        ));
+        m.push(no(
+            "DetachL2NetworkFromCluster",
+            &tenant,
+            json!({"l2NetworkUuid": i.l2, "clusterUuid": i.cluster}),
+            Code::PermissionDenied,
+        ));
+        {
+            let (l2, l3) = (i.l2.clone(), i.l3.clone());
+            m.push(ok(
+                "DeleteL2Network",
+                &admin,
+                json!({"uuid": i.l2}),
+                move |h, _| {
+                    assert_eq!(h.count("QueryL2Network", eq("uuid", &l2)), 0);
+                    assert_eq!(h.count("QueryL3Network", eq("uuid", &l3)), 0);
+                },
+            ));
+        }
+        m.push(no(
+            "DeleteL2Network",
+            &tenant,
+            json!({"uuid": i.l2}),
+            Code::PermissionDenied,
+        ));
+        {
+            let l2 = i.l2.clone();
+            m.push(ok(
+                "QueryL2Network",
+                &admin,
+                json!({"conditions": eq("attachedClusterUuids", &i.cluster)}),
+                move |_, r| assert_eq!(r["inventories"][0]["uuid"], l2.as_str()),
+            ));
+        }
+        m.push(no(
+            "QueryL2Network",
+            &admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ));
+        m.push(ok(
+            "QueryL2VlanNetwork",
+            &admin,
+            json!({"conditions": eq("vlan", "100")}),
+            |_, r| assert_eq!(r["inventories"][0]["name"], "vlan"),
+        ));
+        m.push(no(
+            "QueryL2VlanNetwork",
+            &admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ));
+        {
+            let vx = i.vxlan.clone();
+            m.push(ok(
+                "QueryL2VxlanNetwork",
+                &admin,
+                json!({"conditions": eq("vni", "15")}),
+                move |_, r| assert_eq!(r["inventories"][0]["uuid"], vx.as_str()),
+            ));
+        }
+        m.push(no(
+            "QueryL2VxlanNetwork",
+            &admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ));
+        {
+            let pool = i.pool.clone();
+            m.push(ok(
+                "QueryL2VxlanNetworkPool",
+                &admin,
+                json!({"conditions": []}),
+                move |_, r| assert_eq!(r["inventories"][0]["uuid"], pool.as_str()),
+            ));
+        }
+        m.push(no(
+            "QueryL2VxlanNetworkPool",
+            &admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ));
+        {
+            let r = i.vni_range.clone();
+            m.push(ok(
+                "QueryVniRange",
+                &admin,
+                json!({"conditions": eq("startVni", "10")}),
+                move |_, q| assert_eq!(q["inventories"][0]["uuid"], r.as_str()),
+            ));
+        }
+        m.push(no(
+            "QueryVniRange",
+            &admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ));
+        m
     }
 }

@@ -1500,6 +1500,8 @@ impl crate::family::Family for L3Networks {
                 ),
             ],
             flows: &[],
+            #[cfg(test)]
+            cases: cases::cases,
         }
     };
 
@@ -2159,5 +2161,226 @@ mod tests {
                 .system
         );
         assert_eq!(code(run(&mut t, create_op(101, &l2, None))), "SYS.1006");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod cases {
+    //! Call-matrix cases of this family's calls (run by `testing::matrix`).
+
+    use serde_json::json;
+
+    use crate::testing::matrix::bad_query;
+    use crate::testing::matrix::eq;
+    use crate::testing::matrix::missing;
+    use crate::testing::matrix::no;
+    use crate::testing::matrix::ok;
+    use crate::testing::matrix::Case;
+    use crate::testing::matrix::Ids;
+    use crate::testing::matrix::Parties;
+    use crate::wire::errors::Code;
+
+    /// The call-matrix cases of this family's calls.
+    pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+        let Parties {
+            admin, stranger, ..
+        } = Parties::of(ids);
+        let i = ids.clone();
+        let mut m = Vec::new();
+        // ---- L3 networks and IP ranges.
+        {
+            let vlan = i.vlan.clone();
+            m.push(ok(
+                "CreateL3Network",
+                &admin,
+                json!({"l2NetworkUuid": i.vlan, "name": "l3b"}),
+                move |h, r| {
+                    assert_eq!(r["inventory"]["l2NetworkUuid"], vlan.as_str());
+                    assert_eq!(h.count("QueryL3Network", eq("l2NetworkUuid", &vlan)), 2);
+                },
+            ));
+        }
+        m.push(no(
+            "CreateL3Network",
+            &admin,
+            json!({"l2NetworkUuid": missing(), "name": "l3b"}),
+            Code::ResourceNotFound,
+        ));
+        m.push(ok(
+            "UpdateL3Network",
+            &admin,
+            json!({"uuid": i.l3, "dnsDomain": "zstack.org"}),
+            |_, r| assert_eq!(r["inventory"]["dnsDomain"], "zstack.org"),
+        ));
+        m.push(no(
+            "UpdateL3Network",
+            &admin,
+            json!({"uuid": missing(), "name": "x"}),
+            Code::ResourceNotFound,
+        ));
+        m.push(ok(
+            "ChangeL3NetworkState",
+            &admin,
+            json!({"uuid": i.l3, "stateEvent": "disable"}),
+            |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
+        ));
+        m.push(no(
+            "ChangeL3NetworkState",
+            &admin,
+            json!({"uuid": i.l3, "stateEvent": "pause"}),
+            Code::InvalidArgument,
+        ));
+        {
+            let l3 = i.l3.clone();
+            m.push(ok(
+                "DeleteL3Network",
+                &admin,
+                json!({"uuid": i.l3}),
+                move |h, _| {
+                    assert_eq!(h.count("QueryL3Network", eq("uuid", &l3)), 0);
+                    assert_eq!(h.count("QueryIpRange", eq("l3NetworkUuid", &l3)), 0);
+                    assert_eq!(h.count("QuerySystemTag", eq("resourceUuid", &l3)), 0);
+                },
+            ));
+        }
+        m.push(no(
+            "DeleteL3Network",
+            &stranger,
+            json!({"uuid": i.l3}),
+            Code::PermissionDenied,
+        ));
+        m.push(ok(
+            "AddIpRange",
+            &admin,
+            json!({"l3NetworkUuid": i.l3, "name": "r2", "startIp": "192.168.1.100", "endIp": "192.168.1.110", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
+            |h, r| {
+                assert_eq!(r["inventory"]["startIp"], "192.168.1.100");
+                assert_eq!(h.count("QueryIpRange", json!([])), 2);
+            },
+        ));
+        m.push(no(
+            "AddIpRange",
+            &admin,
+            json!({"l3NetworkUuid": i.l3, "name": "r2", "startIp": "192.168.1.15", "endIp": "192.168.1.30", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
+            Code::InvalidArgument,
+        ));
+        m.push(ok(
+            "AddIpRangeByNetworkCidr",
+            &admin,
+            json!({"l3NetworkUuid": i.l3v, "name": "c", "networkCidr": "10.10.0.1/24"}),
+            |_, r| assert_eq!(r["inventory"]["networkCidr"], "10.10.0.0/24"),
+        ));
+        m.push(no(
+            "AddIpRangeByNetworkCidr",
+            &admin,
+            json!({"l3NetworkUuid": i.l3v, "name": "c", "networkCidr": "10.10.0.1/33"}),
+            Code::InvalidArgument,
+        ));
+        m.push(ok(
+            "UpdateIpRange",
+            &admin,
+            json!({"uuid": i.ip_range, "name": "range-1"}),
+            |_, r| assert_eq!(r["inventory"]["name"], "range-1"),
+        ));
+        m.push(no(
+            "UpdateIpRange",
+            &admin,
+            json!({"uuid": missing(), "name": "x"}),
+            Code::ResourceNotFound,
+        ));
+        {
+            let r = i.ip_range.clone();
+            m.push(ok(
+                "DeleteIpRange",
+                &admin,
+                json!({"uuid": i.ip_range}),
+                move |h, _| assert_eq!(h.count("QueryIpRange", eq("uuid", &r)), 0),
+            ));
+        }
+        m.push(no(
+            "DeleteIpRange",
+            &stranger,
+            json!({"uuid": i.ip_range}),
+            Code::PermissionDenied,
+        ));
+        m.push(ok(
+            "AddDnsToL3Network",
+            &admin,
+            json!({"l3NetworkUuid": i.l3, "dns": "1.1.1.1"}),
+            |_, r| assert_eq!(r["inventory"]["dns"], json!(["8.8.8.8", "1.1.1.1"])),
+        ));
+        m.push(no(
+            "AddDnsToL3Network",
+            &admin,
+            json!({"l3NetworkUuid": i.l3, "dns": "not-an-ip"}),
+            Code::InvalidArgument,
+        ));
+        m.push(ok(
+            "RemoveDnsFromL3Network",
+            &admin,
+            json!({"l3NetworkUuid": i.l3, "dns": "8.8.8.8"}),
+            |_, r| assert_eq!(r["inventory"]["dns"], json!([])),
+        ));
+        m.push(no(
+            "RemoveDnsFromL3Network",
+            &admin,
+            json!({"l3NetworkUuid": missing(), "dns": "8.8.8.8"}),
+            Code::ResourceNotFound,
+        ));
+        m.push(ok(
+            "QueryL3Network",
+            &admin,
+            json!({"conditions": eq("ipRanges.startIp", "192.168.1.10")}),
+            |_, r| assert_eq!(r["inventories"][0]["dns"], json!(["8.8.8.8"])),
+        ));
+        m.push(no(
+            "QueryL3Network",
+            &admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ));
+        {
+            let r = i.ip_range.clone();
+            m.push(ok(
+                "QueryIpRange",
+                &admin,
+                json!({"conditions": eq("networkCidr", "192.168.1.0/24")}),
+                move |_, q| assert_eq!(q["inventories"][0]["uuid"], r.as_str()),
+            ));
+        }
+        m.push(no(
+            "QueryIpRange",
+            &admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ));
+        m.push(ok(
+            "GetFreeIp",
+            &admin,
+            json!({"l3NetworkUuid": i.l3, "limit": 2}),
+            |_, r| {
+                assert_eq!(r["inventories"][0]["ip"], "192.168.1.10");
+                assert_eq!(r["inventories"][1]["ip"], "192.168.1.11");
+            },
+        ));
+        m.push(no(
+            "GetFreeIp",
+            &admin,
+            json!({"l3NetworkUuid": missing()}),
+            Code::ResourceNotFound,
+        ));
+        m.push(ok(
+            "CheckIpAvailability",
+            &admin,
+            json!({"l3NetworkUuid": i.l3, "ip": "192.168.1.12"}),
+            |_, r| assert_eq!(r["available"], true),
+        ));
+        m.push(no(
+            "CheckIpAvailability",
+            &admin,
+            json!({"l3NetworkUuid": i.l3, "ip": "300.1.1.1"}),
+            Code::InvalidArgument,
+        ));
+        m
     }
 }

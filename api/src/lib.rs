@@ -40,8 +40,6 @@ pub mod primary_storage;
 pub mod tag;
 
 #[cfg(test)]
-mod call_matrix;
-#[cfg(test)]
 mod infra_tests;
 
 use serde::Deserialize;

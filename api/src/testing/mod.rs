@@ -2,6 +2,7 @@
 //! families' own commands (so a family's tests need not name another family's module).
 
 pub(crate) mod harness;
+pub(crate) mod matrix;
 
 use std::collections::BTreeMap;
 

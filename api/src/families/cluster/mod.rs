@@ -2,6 +2,8 @@
 //! networks are attached to clusters; deleting a cluster detaches them and deletes its hosts
 //! (their families declare how).
 
+#[cfg(test)]
+mod cases;
 mod model;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -96,6 +98,8 @@ impl Family for Clusters {
             ),
         ],
         flows: &[],
+        #[cfg(test)]
+        cases: cases::cases,
     };
 
     fn apply(

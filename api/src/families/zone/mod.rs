@@ -2,6 +2,8 @@
 //! own relation to it (cluster, primary storage, L2 network, backup storage), so deleting or
 //! disabling a zone walks those declarations.
 
+#[cfg(test)]
+mod cases;
 mod model;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -74,6 +76,8 @@ impl Family for Zones {
             ),
         ],
         flows: &[],
+        #[cfg(test)]
+        cases: cases::cases,
     };
 
     fn apply(

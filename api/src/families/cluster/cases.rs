@@ -1,0 +1,110 @@
+//! Call-matrix cases of the cluster calls (run by `testing::matrix`).
+
+use serde_json::json;
+
+use crate::testing::matrix::bad_query;
+use crate::testing::matrix::eq;
+use crate::testing::matrix::missing;
+use crate::testing::matrix::no;
+use crate::testing::matrix::ok;
+use crate::testing::matrix::Case;
+use crate::testing::matrix::Ids;
+use crate::testing::matrix::Parties;
+use crate::wire::errors::Code;
+
+/// The call-matrix cases of this family's calls.
+pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+    let Parties { admin, tenant, .. } = Parties::of(ids);
+    let i = ids.clone();
+    let mut m = Vec::new();
+    // ---- Clusters.
+    {
+        let zone = i.zone.clone();
+        m.push(ok(
+            "CreateCluster",
+            &admin,
+            json!({"zoneUuid": i.zone, "name": "c2", "hypervisorType": "KVM"}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["zoneUuid"], zone.as_str());
+                assert_eq!(h.count("QueryCluster", eq("zoneUuid", &zone)), 2);
+            },
+        ));
+    }
+    m.push(no(
+        "CreateCluster",
+        &admin,
+        json!({"zoneUuid": missing(), "name": "c2", "hypervisorType": "KVM"}),
+        Code::ResourceNotFound,
+    ));
+    m.push(no(
+        "CreateCluster",
+        &admin,
+        json!({"zoneUuid": i.zone, "name": "c2", "hypervisorType": "Xen"}),
+        Code::InvalidArgument,
+    ));
+    m.push(no(
+        "CreateCluster",
+        &tenant,
+        json!({"zoneUuid": i.zone, "name": "c2", "hypervisorType": "KVM"}),
+        Code::PermissionDenied,
+    ));
+    m.push(ok(
+        "UpdateCluster",
+        &admin,
+        json!({"uuid": i.cluster, "name": "c1", "description": "d"}),
+        |_, r| assert_eq!(r["inventory"]["name"], "c1"),
+    ));
+    m.push(no(
+        "UpdateCluster",
+        &admin,
+        json!({"uuid": missing(), "name": "c1"}),
+        Code::ResourceNotFound,
+    ));
+    m.push(ok(
+        "ChangeClusterState",
+        &admin,
+        json!({"uuid": i.cluster, "stateEvent": "disable"}),
+        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
+    ));
+    m.push(no(
+        "ChangeClusterState",
+        &admin,
+        json!({"uuid": i.cluster, "stateEvent": "maintain"}),
+        Code::InvalidArgument,
+    ));
+    {
+        let (c, local) = (i.cluster.clone(), i.local.clone());
+        m.push(ok(
+            "DeleteCluster",
+            &admin,
+            json!({"uuid": i.cluster}),
+            move |h, _| {
+                assert_eq!(h.count("QueryCluster", eq("uuid", &c)), 0);
+                let ps = h.one("QueryPrimaryStorage", "uuid", &local);
+                assert_eq!(ps["attachedClusterUuids"], json!([]));
+            },
+        ));
+    }
+    m.push(no(
+        "DeleteCluster",
+        &tenant,
+        json!({"uuid": i.cluster}),
+        Code::PermissionDenied,
+    ));
+    {
+        let c = i.cluster.clone();
+        m.push(ok(
+            "QueryCluster",
+            &admin,
+            json!({"conditions": [{"name": "__userTag__", "op": "=", "value": "rack-1"}]}),
+            move |_, r| assert_eq!(r["inventories"][0]["uuid"], c.as_str()),
+        ));
+    }
+    m.push(no(
+        "QueryCluster",
+        &admin,
+        bad_query(),
+        Code::InvalidArgument,
+    ));
+    m
+}

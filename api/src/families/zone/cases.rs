@@ -1,0 +1,107 @@
+//! Call-matrix cases of the zone calls (run by `testing::matrix`).
+
+use serde_json::json;
+
+use crate::testing::matrix::bad_query;
+use crate::testing::matrix::eq;
+use crate::testing::matrix::missing;
+use crate::testing::matrix::no;
+use crate::testing::matrix::ok;
+use crate::testing::matrix::Case;
+use crate::testing::matrix::Ids;
+use crate::testing::matrix::Parties;
+use crate::wire::errors::Code;
+
+/// The call-matrix cases of this family's calls.
+pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+    let Parties { admin, tenant, .. } = Parties::of(ids);
+    let i = ids.clone();
+    let mut m = Vec::new();
+    // ---- Zone.
+    m.push(ok(
+        "CreateZone",
+        &admin,
+        json!({"name": "z3", "description": "d"}),
+        |h, r| {
+            assert_eq!(r["inventory"]["name"], "z3");
+            assert_eq!(r["inventory"]["state"], "Enabled");
+            assert_eq!(h.count("QueryZone", eq("name", "z3")), 1);
+        },
+    ));
+    m.push(no(
+        "CreateZone",
+        &tenant,
+        json!({"name": "z3"}),
+        Code::PermissionDenied,
+    ));
+    m.push(no("CreateZone", &admin, json!({}), Code::InvalidArgument));
+    m.push(ok(
+        "UpdateZone",
+        &admin,
+        json!({"uuid": i.zone, "name": "renamed"}),
+        |_, r| assert_eq!(r["inventory"]["name"], "renamed"),
+    ));
+    m.push(no(
+        "UpdateZone",
+        &admin,
+        json!({"uuid": missing(), "name": "x"}),
+        Code::ResourceNotFound,
+    ));
+    {
+        let cluster = i.cluster.clone();
+        m.push(ok(
+            "ChangeZoneState",
+            &admin,
+            json!({"uuid": i.zone, "stateEvent": "disable"}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["state"], "Disabled");
+                assert_eq!(h.one("QueryCluster", "uuid", &cluster)["state"], "Disabled");
+            },
+        ));
+    }
+    m.push(no(
+        "ChangeZoneState",
+        &admin,
+        json!({"uuid": i.zone, "stateEvent": "boom"}),
+        Code::InvalidArgument,
+    ));
+    {
+        let zone = i.zone.clone();
+        m.push(ok(
+            "DeleteZone",
+            &admin,
+            json!({"uuid": i.zone}),
+            move |h, _| {
+                assert_eq!(h.count("QueryZone", eq("uuid", &zone)), 0);
+                assert_eq!(h.count("QueryCluster", json!([])), 0);
+                assert_eq!(h.count("QueryL3Network", json!([])), 0);
+            },
+        ));
+    }
+    m.push(no(
+        "DeleteZone",
+        &tenant,
+        json!({"uuid": i.zone}),
+        Code::PermissionDenied,
+    ));
+    {
+        let zone = i.zone.clone();
+        m.push(ok(
+            "QueryZone",
+            &admin,
+            json!({"conditions": eq("uuid", &zone), "replyWithCount": true}),
+            |_, r| {
+                assert_eq!(r["total"], 1);
+                assert_eq!(r["inventories"][0]["name"], "zone");
+            },
+        ));
+    }
+    m.push(ok(
+        "QueryZone",
+        &tenant,
+        json!({"conditions": []}),
+        |_, r| assert_eq!(r["inventories"], json!([]), "a tenant sees no admin zone"),
+    ));
+    m.push(no("QueryZone", &admin, bad_query(), Code::InvalidArgument));
+    m
+}

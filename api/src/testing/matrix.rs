@@ -1,0 +1,575 @@
+//! The call matrix (issue #4): every implemented call (the registry's) has at least one success case
+//! and one refusal case at the wire level, each asserting something real (a reply field, a
+//! follow-up query) or the exact error code. A call added to `IMPLEMENTED` without both makes
+//! [`every_implemented_call_has_a_success_and_a_refusal`] fail, naming it.
+//!
+//! Requests go through [`send`], which does what `node/src/zstack_api.rs` `execute` does: decode
+//! `{class: body}`, resolve the session (or take a given caller), plan with a [`Stamp`], and run
+//! every plan kind: proposals are applied (writes of a refused command discarded, as the state
+//! machine does; async calls apply their command directly, like the job executor), queries and
+//! reads run on the state, logins authenticate and then apply the session command, logouts apply
+//! the session delete, and session validation reads the session.
+
+use std::panic::AssertUnwindSafe;
+
+use serde_json::json;
+use serde_json::Map;
+use serde_json::Value;
+
+use super::ctx;
+pub(crate) use super::harness::send;
+pub(crate) use super::harness::stamp_uuid;
+pub(crate) use super::harness::Who;
+use super::MemTxn;
+use crate::identity;
+use crate::plan::Plan;
+use crate::plan::Stamp;
+use crate::wire::envelope::decode_request;
+use crate::wire::errors::Code;
+use crate::wire::errors::Refusal;
+use crate::Caller;
+use crate::Command;
+use crate::IntoCommand;
+
+/// A state and its step counter.
+pub(crate) struct Harness {
+    pub(crate) t: MemTxn,
+    pub(crate) n: u32,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            t: MemTxn::default(),
+            n: 0,
+        }
+    }
+
+    /// A copy that continues from the same step (fresh uuids never collide with the base's).
+    fn fork(&self) -> Self {
+        Harness {
+            t: MemTxn {
+                tables: self.t.tables.clone(),
+            },
+            n: self.n,
+        }
+    }
+
+    pub(crate) fn send(
+        &mut self,
+        who: &Who,
+        name: &str,
+        body: Value,
+    ) -> Result<Map<String, Value>, Refusal> {
+        self.n += 1;
+        send(&mut self.t, self.n, who, name, body)
+    }
+
+    pub(crate) fn apply(&mut self, command: Command) -> crate::Response {
+        self.n += 1;
+        crate::apply(&mut self.t, &ctx(u64::from(self.n)), command).unwrap()
+    }
+
+    /// An async call through the durable job path (`Submit`, then the executor's `Run`), as
+    /// the node runs it: the job's result and the audit record are written too.
+    pub(crate) fn through_job(&mut self, name: &str, body: Value) -> String {
+        self.n += 1;
+        let spec = crate::catalogue::catalogue().by_name(name).unwrap();
+        let raw = json!({ spec.class.clone(): body }).to_string();
+        let req = decode_request(raw.as_bytes()).unwrap();
+        let stamp = Stamp {
+            now_ms: 1_000 * u64::from(self.n),
+            new_uuid: stamp_uuid(self.n),
+            salt: [0; 16],
+        };
+        let Ok(Plan::Propose { call, command }) = crate::plan::plan(&req, &Caller::admin(), &stamp)
+        else {
+            panic!("{name} is not a proposal")
+        };
+        let job_uuid = stamp.new_uuid.clone();
+        self.apply(
+            crate::job::JobOp::Submit {
+                uuid: job_uuid.clone(),
+                api_name: call.name.clone(),
+                reply_class: call.reply_class.clone(),
+                command,
+            }
+            .command(Caller::admin()),
+        );
+        let resp = self.apply(
+            crate::job::JobOp::Run {
+                uuid: job_uuid.clone(),
+            }
+            .command(Caller::admin()),
+        );
+        let crate::Response::Job(crate::job::JobResult::Job(job)) = resp else {
+            panic!("{name}: {resp:?}")
+        };
+        assert_eq!(job.success, Some(true), "{name}: {:?}", job.result);
+        job_uuid
+    }
+
+    pub(crate) fn ok(&mut self, who: &Who, name: &str, body: Value) -> Map<String, Value> {
+        self.send(who, name, body)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    pub(crate) fn admin(&mut self, name: &str, body: Value) -> Map<String, Value> {
+        self.ok(&Who::As(Caller::admin()), name, body)
+    }
+
+    pub(crate) fn created(&mut self, name: &str, body: Value) -> String {
+        self.admin(name, body)["inventory"]["uuid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} returned no inventory uuid"))
+            .to_string()
+    }
+
+    /// Inventories of an admin query with these conditions.
+    pub(crate) fn query(&mut self, name: &str, conds: Value) -> Vec<Value> {
+        match self
+            .admin(name, json!({ "conditions": conds }))
+            .remove("inventories")
+        {
+            Some(Value::Array(v)) => v,
+            other => panic!("{name}: no inventories in {other:?}"),
+        }
+    }
+
+    pub(crate) fn count(&mut self, name: &str, conds: Value) -> usize {
+        self.query(name, conds).len()
+    }
+
+    pub(crate) fn one(&mut self, name: &str, field: &str, value: &str) -> Value {
+        let mut v = self.query(name, json!([{"name": field, "op": "=", "value": value}]));
+        assert_eq!(v.len(), 1, "{name} {field}={value}: {v:?}");
+        v.remove(0)
+    }
+
+    pub(crate) fn valid(&mut self, session: &str) -> bool {
+        self.send(
+            &Who::As(Caller::admin()),
+            "ValidateSession",
+            json!({ "sessionUuid": session }),
+        )
+        .unwrap()["validSession"]
+            == true
+    }
+}
+
+pub(crate) const TENANT_PW: &str = "tenant-password-sha512";
+pub(crate) const ALICE_PW: &str = "alice-password-sha512";
+
+/// What the base world holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Ids {
+    pub(crate) mn: String,
+    pub(crate) admin_session: String,
+    pub(crate) tenant: String,
+    pub(crate) tenant_session: String,
+    pub(crate) alice: String,
+    pub(crate) alice_session: String,
+    pub(crate) zone: String,
+    pub(crate) zone2: String,
+    pub(crate) zone2_job: String,
+    pub(crate) cluster: String,
+    pub(crate) host: String,
+    pub(crate) host_in_maintenance: String,
+    pub(crate) local: String,
+    pub(crate) nfs: String,
+    pub(crate) smp: String,
+    pub(crate) bs: String,
+    pub(crate) io: String,
+    pub(crate) dof: String,
+    pub(crate) image: String,
+    pub(crate) deleted_image: String,
+    pub(crate) l2: String,
+    pub(crate) vlan: String,
+    pub(crate) pool: String,
+    pub(crate) vni_range: String,
+    pub(crate) spare_vni_range: String,
+    pub(crate) vxlan: String,
+    pub(crate) l3: String,
+    pub(crate) l3v: String,
+    pub(crate) ip_range: String,
+    pub(crate) sys_tag: String,
+    pub(crate) user_tag: String,
+}
+
+/// The base world, built through the wire as a client (and the node's duties) would.
+pub(crate) fn base() -> (Harness, Ids) {
+    let mut h = Harness::new();
+    // The leader's duties: the admin bootstrap and the management-node registry.
+    let password =
+        identity::hash_password(identity::DEFAULT_ADMIN_PASSWORD_SHA512, &[7; 16]).expect("hash");
+    h.apply(identity::IdentityOp::EnsureAdmin { password }.command(Caller::admin()));
+    let mn = "0123456789abcdef0123456789abcdef".to_string();
+    h.apply(
+        crate::management_node::ManagementNodeOp::Upsert(crate::management_node::ManagementNode {
+            uuid: mn.clone(),
+            host_name: "10.0.0.1".into(),
+            join_date: 1,
+            heart_beat: 2,
+            raft_node_id: 1,
+            raft_role: "Leader".into(),
+            term: 1,
+            commit_index: 3,
+            applied_index: 3,
+            raft_addr: "10.0.0.1:7070".into(),
+            api_addr: "10.0.0.1:8080".into(),
+        })
+        .command(Caller::admin()),
+    );
+    let nobody = Who::Session("0".repeat(32));
+    let admin_session = h.ok(
+        &nobody,
+        "LogInByAccount",
+        json!({"accountName": "admin", "password": identity::DEFAULT_ADMIN_PASSWORD_SHA512}),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s_admin = Who::Session(admin_session.clone());
+    let tenant = h.ok(
+        &s_admin,
+        "CreateAccount",
+        json!({"name": "tenant", "password": TENANT_PW}),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tenant_session = h.ok(
+        &nobody,
+        "LogInByAccount",
+        json!({"accountName": "tenant", "password": TENANT_PW}),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let alice = h.ok(
+        &Who::Session(tenant_session.clone()),
+        "CreateUser",
+        json!({"name": "alice", "password": ALICE_PW}),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let alice_session = h.ok(
+        &nobody,
+        "LogInByUser",
+        json!({"accountName": "tenant", "userName": "alice", "password": ALICE_PW}),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.ok(
+        &s_admin,
+        "UpdateGlobalConfig",
+        json!({"category": "vm", "name": "expungePeriod", "value": "3600"}),
+    );
+    let zone = h.created("CreateZone", json!({"name": "zone", "description": "base"}));
+    // One call through the job path leaves an audit record (the job's `Run` writes it).
+    let zone2_job = h.through_job("CreateZone", json!({"name": "zone2"}));
+    let zone2 = h.one("QueryZone", "name", "zone2")["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cluster = h.created(
+        "CreateCluster",
+        json!({"zoneUuid": zone, "name": "cluster", "hypervisorType": "KVM"}),
+    );
+    let host = h.created(
+        "AddKVMHost",
+        json!({"clusterUuid": cluster, "name": "host1", "managementIp": "10.0.1.1", "username": "root", "password": "p"}),
+    );
+    let host_in_maintenance = h.created(
+        "AddKVMHost",
+        json!({"clusterUuid": cluster, "name": "host2", "managementIp": "10.0.1.2", "username": "root", "password": "p"}),
+    );
+    h.admin(
+        "ChangeHostState",
+        json!({"uuid": host_in_maintenance, "stateEvent": "maintain"}),
+    );
+    let local = h.created(
+        "AddLocalPrimaryStorage",
+        json!({"zoneUuid": zone, "name": "local", "url": "/zstack_ps"}),
+    );
+    let nfs = h.created(
+        "AddNfsPrimaryStorage",
+        json!({"zoneUuid": zone, "name": "nfs", "url": "10.0.0.5:/nfs"}),
+    );
+    let smp = h.created(
+        "AddSharedMountPointPrimaryStorage",
+        json!({"zoneUuid": zone, "name": "smp", "url": "/mnt/smp"}),
+    );
+    h.admin(
+        "AttachPrimaryStorageToCluster",
+        json!({"primaryStorageUuid": local, "clusterUuid": cluster}),
+    );
+    let bs = h.created(
+        "AddImageStoreBackupStorage",
+        json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root", "password": "p", "sshPort": 22}),
+    );
+    h.admin(
+        "AttachBackupStorageToZone",
+        json!({"backupStorageUuid": bs, "zoneUuid": zone}),
+    );
+    let io = h.created(
+        "CreateInstanceOffering",
+        json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
+    );
+    let dof = h.created(
+        "CreateDiskOffering",
+        json!({"name": "disk", "diskSize": 1073741824u64}),
+    );
+    let image = h.created(
+        "AddImage",
+        json!({"name": "ttylinux", "url": "http://h/ttylinux.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
+    );
+    let deleted_image = h.created(
+        "AddImage",
+        json!({"name": "gone", "url": "http://h/gone.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
+    );
+    h.admin("DeleteImage", json!({"uuid": deleted_image}));
+    let l2 = h.created(
+        "CreateL2NoVlanNetwork",
+        json!({"zoneUuid": zone, "name": "flat", "physicalInterface": "eth0"}),
+    );
+    h.admin(
+        "AttachL2NetworkToCluster",
+        json!({"l2NetworkUuid": l2, "clusterUuid": cluster}),
+    );
+    let vlan = h.created(
+        "CreateL2VlanNetwork",
+        json!({"zoneUuid": zone, "name": "vlan", "physicalInterface": "eth0", "vlan": 100}),
+    );
+    let pool = h.created(
+        "CreateL2VxlanNetworkPool",
+        json!({"zoneUuid": zone, "name": "pool"}),
+    );
+    let vni_range = h.created(
+        "CreateVniRange",
+        json!({"l2NetworkUuid": pool, "name": "r", "startVni": 10, "endVni": 20}),
+    );
+    let spare_vni_range = h.created(
+        "CreateVniRange",
+        json!({"l2NetworkUuid": pool, "name": "spare", "startVni": 50, "endVni": 60}),
+    );
+    let vxlan = h.created(
+        "CreateL2VxlanNetwork",
+        json!({"poolUuid": pool, "name": "vx", "vni": 15}),
+    );
+    let l3 = h.created(
+        "CreateL3Network",
+        json!({"l2NetworkUuid": l2, "name": "flat-l3", "category": "Private", "ipVersion": 4}),
+    );
+    let l3v = h.created(
+        "CreateL3Network",
+        json!({"l2NetworkUuid": vlan, "name": "vlan-l3"}),
+    );
+    let ip_range = h.created(
+        "AddIpRange",
+        json!({"l3NetworkUuid": l3, "name": "r1", "startIp": "192.168.1.10", "endIp": "192.168.1.20", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
+    );
+    h.admin(
+        "AddDnsToL3Network",
+        json!({"l3NetworkUuid": l3, "dns": "8.8.8.8"}),
+    );
+    let sys_tag = h.created(
+        "CreateSystemTag",
+        json!({"resourceType": "L3NetworkVO", "resourceUuid": l3, "tag": "networkServices::Flat"}),
+    );
+    let user_tag = h.created(
+        "CreateUserTag",
+        json!({"resourceType": "ClusterVO", "resourceUuid": cluster, "tag": "rack-1"}),
+    );
+    let ids = Ids {
+        mn,
+        admin_session,
+        tenant,
+        tenant_session,
+        alice,
+        alice_session,
+        zone,
+        zone2,
+        zone2_job,
+        cluster,
+        host,
+        host_in_maintenance,
+        local,
+        nfs,
+        smp,
+        bs,
+        io,
+        dof,
+        image,
+        deleted_image,
+        l2,
+        vlan,
+        pool,
+        vni_range,
+        spare_vni_range,
+        vxlan,
+        l3,
+        l3v,
+        ip_range,
+        sys_tag,
+        user_tag,
+    };
+    (h, ids)
+}
+
+pub(crate) type Check = Box<dyn Fn(&mut Harness, &Map<String, Value>)>;
+
+pub(crate) enum Expect {
+    Ok(Check),
+    Refused(Code),
+}
+
+pub(crate) struct Case {
+    pub(crate) call: &'static str,
+    pub(crate) who: Who,
+    pub(crate) body: Value,
+    pub(crate) expect: Expect,
+}
+
+pub(crate) fn ok(
+    call: &'static str,
+    who: &Who,
+    body: Value,
+    check: impl Fn(&mut Harness, &Map<String, Value>) + 'static,
+) -> Case {
+    Case {
+        call,
+        who: who.clone(),
+        body,
+        expect: Expect::Ok(Box::new(check)),
+    }
+}
+
+pub(crate) fn no(call: &'static str, who: &Who, body: Value, code: Code) -> Case {
+    Case {
+        call,
+        who: who.clone(),
+        body,
+        expect: Expect::Refused(code),
+    }
+}
+
+/// A syntactically bad query condition (unknown operator).
+pub(crate) fn bad_query() -> Value {
+    json!({"conditions": [{"name": "uuid", "op": "~=", "value": "x"}]})
+}
+
+pub(crate) fn eq(field: &str, value: &str) -> Value {
+    json!([{"name": field, "op": "=", "value": value}])
+}
+
+/// A uuid nothing in the base world has.
+pub(crate) fn missing() -> String {
+    "deadbeefdeadbeefdeadbeefdeadbeef".to_string()
+}
+
+/// Who the cases send as: the admin, a tenant account, its user alice, an account that does
+/// not exist, and an unknown session.
+pub(crate) struct Parties {
+    pub(crate) admin: Who,
+    pub(crate) tenant: Who,
+    pub(crate) alice: Who,
+    pub(crate) stranger: Who,
+    pub(crate) nobody: Who,
+}
+
+impl Parties {
+    pub(crate) fn of(ids: &Ids) -> Parties {
+        Parties {
+            admin: Who::As(Caller::admin()),
+            tenant: Who::Session(ids.tenant_session.clone()),
+            alice: Who::Session(ids.alice_session.clone()),
+            stranger: Who::As(Caller {
+                account_uuid: "5".repeat(32),
+                user_uuid: "5".repeat(32),
+                admin: false,
+            }),
+            nobody: Who::Session("0".repeat(32)),
+        }
+    }
+}
+
+/// Calls in `IMPLEMENTED` whose implementation is still in flux, with the reason; the lead
+/// removes entries once their cases are in the matrix.
+const PENDING: &[(&str, &str)] = &[];
+
+fn describe(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+#[test]
+fn every_implemented_call_has_a_success_and_a_refusal() {
+    let (world, ids) = base();
+    let cases: Vec<Case> = crate::registry::FAMILIES
+        .iter()
+        .flat_map(|f| (f.cases)(&ids))
+        .collect();
+    let mut failures = Vec::new();
+    for case in &cases {
+        if !crate::plan::is_implemented(case.call) {
+            failures.push(format!("{}: in the matrix but not implemented", case.call));
+        }
+        let mut h = world.fork();
+        let before = h.t.tables.clone();
+        let got = h.send(&case.who, case.call, case.body.clone());
+        let label = format!("{} {} as {:?}", case.call, case.body, case.who);
+        match (&case.expect, got) {
+            (Expect::Ok(check), Ok(reply)) => {
+                if let Err(e) = std::panic::catch_unwind(AssertUnwindSafe(|| check(&mut h, &reply)))
+                {
+                    failures.push(format!("{label}: check failed: {}", describe(&*e)));
+                }
+            }
+            (Expect::Ok(_), Err(e)) => failures.push(format!("{label}: refused {e}")),
+            (Expect::Refused(code), Ok(reply)) => failures.push(format!(
+                "{label}: expected {}, succeeded with {reply:?}",
+                code.as_str()
+            )),
+            (Expect::Refused(code), Err(e)) => {
+                if e.code != *code {
+                    failures.push(format!(
+                        "{label}: expected {}, got {} ({})",
+                        code.as_str(),
+                        e.code.as_str(),
+                        e.details
+                    ));
+                }
+                if h.t.tables != before {
+                    failures.push(format!("{label}: refused but changed state"));
+                }
+            }
+        }
+    }
+    for name in crate::registry::calls().map(|c| c.name) {
+        if PENDING.iter().any(|(p, _)| *p == name) {
+            continue;
+        }
+        let has = |refusal: bool| {
+            cases
+                .iter()
+                .any(|c| c.call == name && matches!(c.expect, Expect::Refused(_)) == refusal)
+        };
+        if !has(false) {
+            failures.push(format!("{name}: no success case"));
+        }
+        if !has(true) {
+            failures.push(format!("{name}: no refusal case"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} problem(s) in the call matrix:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
