@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod call;
 pub mod catalogue;
 pub mod error;
 pub mod families;
@@ -17,7 +18,9 @@ pub mod identity;
 pub mod interpret;
 pub mod job;
 pub mod kv;
+pub mod leader;
 pub mod management_node;
+pub mod mem;
 pub mod net;
 pub mod params;
 pub mod plan;

@@ -174,6 +174,10 @@ registry! {
     Host => crate::host::Hosts,
     /// The API audit log (the serving nodes' batches, the leader's retention sweeper).
     Audit => crate::audit::Audits,
+    /// A leader duty's command, valid only in its own term.
+    Leader => crate::leader::Leaders,
+    /// An API call's write: session check, command or job, audit record, in one entry.
+    Call => crate::call::Calls,
 }
 
 /// Apply one command through its family. `Err` is a storage failure (the replica must stop);

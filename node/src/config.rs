@@ -59,6 +59,10 @@ pub struct Cli {
     /// (default 5000).
     #[arg(long, env = "ZSNODE_SNAPSHOT_LOGS")]
     pub snapshot_logs: Option<u64>,
+    /// URL of the flow engine's self-test receiver (`POST` per side effect); enables
+    /// `/cluster/flow-selftest`. Unset: the self-test flow's side effect has no receiver.
+    #[arg(long, env = "ZSNODE_FLOW_SELFTEST_RECEIVER")]
+    pub flow_selftest_receiver: Option<String>,
 }
 
 /// The TOML file's shape; every key is optional.
@@ -85,6 +89,8 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     /// See [`Cli::snapshot_logs`].
     pub snapshot_logs: Option<u64>,
+    /// See [`Cli::flow_selftest_receiver`].
+    pub flow_selftest_receiver: Option<String>,
 }
 
 /// The resolved configuration the node runs with.
@@ -110,6 +116,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Entries between snapshots.
     pub snapshot_logs: u64,
+    /// The flow self-test receiver, if any.
+    pub flow_selftest_receiver: Option<String>,
 }
 
 impl NodeConfig {
@@ -196,7 +204,16 @@ impl NodeConfig {
         if snapshot_logs == 0 {
             return Err(StartError::Config("snapshot_logs must be positive".into()));
         }
+        let flow_selftest_receiver = cli.flow_selftest_receiver.or(file.flow_selftest_receiver);
+        if let Some(url) = &flow_selftest_receiver {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(StartError::Config(format!(
+                    "flow_selftest_receiver {url:?} must be an http(s) URL"
+                )));
+            }
+        }
         Ok(Self {
+            flow_selftest_receiver,
             snapshot_logs,
             node_id,
             data_dir,
