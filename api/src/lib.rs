@@ -12,12 +12,9 @@ pub mod error;
 pub mod families;
 pub mod family;
 pub mod flow;
-pub mod global_config;
-pub mod identity;
 pub mod interpret;
 pub mod job;
 pub mod kv;
-pub mod management_node;
 pub mod net;
 pub mod params;
 pub mod plan;
@@ -25,6 +22,7 @@ pub mod query;
 pub mod registry;
 pub mod resource;
 pub mod rest;
+pub mod settings;
 pub mod staged;
 pub mod validate;
 pub mod wire;
@@ -37,10 +35,16 @@ pub mod l2;
 pub mod l3;
 pub mod offering;
 pub mod primary_storage;
-pub mod tag;
 
 #[cfg(test)]
 mod infra_tests;
+
+// Families moved under `families/`, still at the paths the node and the unported modules use
+// (`api::identity::IdentityOp`, `crate::global_config::int_value`, ...).
+pub use families::global_config;
+pub use families::identity;
+pub use families::management_node;
+pub use families::tag;
 
 use serde::Deserialize;
 use serde::Serialize;
