@@ -161,11 +161,9 @@ impl Resource for Image {
         }),
         // SystemTagInventory objects, read from the tag table: in query results only.
         Field::joined("systemTags", |txn, r| {
-            let tags = resource::find::<crate::tag::SystemTag>(txn, "resourceUuid", &r.uuid)?
-                .into_iter()
-                .map(|(_, t)| resource::inventory(&t))
-                .collect();
-            Ok(Value::Array(tags))
+            Ok(Value::Array(resource::tags::inventories(
+                txn, &r.uuid, true,
+            )?))
         }),
     ];
     const INDEXED: &'static [&'static str] = &[
@@ -224,7 +222,7 @@ pub enum DeletionPolicy {
 /// The current image deletion policy (global config `image.deletionPolicy`).
 pub fn deletion_policy(txn: &dyn StateTxn) -> Result<DeletionPolicy, ApiError> {
     Ok(
-        match crate::global_config::value(txn, "image", "deletionPolicy")?.as_str() {
+        match crate::settings::value(txn, "image", "deletionPolicy")?.as_str() {
             "Direct" => DeletionPolicy::Direct,
             "Never" => DeletionPolicy::Never,
             _ => DeletionPolicy::Delay,
@@ -970,16 +968,7 @@ mod tests {
     }
 
     fn set_policy(t: &mut MemTxn, p: &str) {
-        crate::global_config::apply(
-            t,
-            &Caller::admin(),
-            crate::global_config::GlobalConfigOp::Update {
-                category: "image".into(),
-                name: "deletionPolicy".into(),
-                value: p.into(),
-            },
-        )
-        .unwrap();
+        crate::testing::set_global_config(t, "image", "deletionPolicy", p);
     }
 
     fn code(r: Result<ImageResult, ApiError>) -> &'static str {

@@ -145,13 +145,13 @@ registry! {
     /// Generic key-value commands (tests, benchmarks, chaos history).
     Kv => crate::kv::Kv,
     /// Management-node registry changes, proposed by the leader's registry duty.
-    ManagementNode => crate::management_node::ManagementNodes,
+    ManagementNode => crate::families::management_node::ManagementNodes,
     /// Zone calls.
     Zone => crate::families::zone::Zones,
     /// Global configuration changes.
-    GlobalConfig => crate::global_config::GlobalConfigs,
+    GlobalConfig => crate::families::global_config::GlobalConfigs,
     /// Accounts, users and sessions.
-    Identity => crate::identity::Identities,
+    Identity => crate::families::identity::Identities,
     /// Durable async API jobs.
     Job => crate::job::Jobs,
     /// Cluster calls.
@@ -169,7 +169,7 @@ registry! {
     /// L3 network, IP-range, DNS and IPAM calls.
     L3 => crate::l3::L3Networks,
     /// System- and user-tag calls, and creates carrying tags.
-    Tag => crate::tag::Tags,
+    Tag => crate::families::tag::Tags,
     /// KVM host calls.
     Host => crate::host::Hosts,
     /// The API audit log (the serving nodes' batches, the leader's retention sweeper).

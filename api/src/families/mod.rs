@@ -4,4 +4,8 @@
 //! enforces this in CI.
 
 pub mod cluster;
+pub mod global_config;
+pub mod identity;
+pub mod management_node;
+pub mod tag;
 pub mod zone;

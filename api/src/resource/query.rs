@@ -208,7 +208,7 @@ fn tags_match(
 ) -> Result<bool, ApiError> {
     for c in conds {
         let system = c.name == query::TAG_FIELDS[0];
-        let tags = crate::tag::tags_of(txn, uuid, system)?;
+        let tags = super::tags::texts(txn, uuid, system)?;
         let row = serde_json::json!({ "t": tags });
         let (op, negate) = match c.op {
             QueryOp::NotEq => (QueryOp::Eq, true),

@@ -43,6 +43,19 @@ pub fn admin_apply(t: &mut MemTxn, index: u64, op: impl IntoCommand) -> crate::R
     r
 }
 
+/// Set a global setting (as the admin's `UpdateGlobalConfig` would); panics if refused.
+pub fn set_global_config(t: &mut MemTxn, category: &str, name: &str, value: &str) {
+    admin_apply(
+        t,
+        1,
+        crate::global_config::GlobalConfigOp::Update {
+            category: category.into(),
+            name: name.into(),
+            value: value.into(),
+        },
+    );
+}
+
 /// Create zone `u(n)`.
 pub fn make_zone(t: &mut MemTxn, n: u32) -> String {
     admin_apply(
