@@ -63,7 +63,10 @@ pub enum CallOutcome {
     Refused(ApiError),
     /// A sync call's answer.
     Answer(Box<Response>),
-    /// An async call's job (done already when it ran inline).
+    /// An async call accepted by this entry as a new job (done already when it ran inline;
+    /// it is still answered as accepted, as ZStack does, and its first poll finds it done).
+    Accepted(Box<ApiJob>),
+    /// An async call whose job existed already (a client's retry with the same job uuid).
     Job(Box<ApiJob>),
 }
 
@@ -147,6 +150,7 @@ pub(crate) fn apply(
         ticket.chain,
         *command,
     );
+    let existed = job::get(txn, &submission.uuid)?.is_some();
     let mut j = match job::submit(txn, ctx, caller, submission) {
         Ok(j) => j,
         Err(ApiError::State(e)) => return Err(ApiError::State(e)),
@@ -157,6 +161,9 @@ pub(crate) fn apply(
             return Ok(CallOutcome::Refused(e));
         }
     };
+    if existed {
+        return Ok(CallOutcome::Job(Box::new(j)));
+    }
     if job::runs_inline(txn, &j)? {
         j = job::step(txn, ctx, &j.uuid, 0, false)?;
     }
@@ -168,7 +175,7 @@ pub(crate) fn apply(
         r.create_date = j.create_date;
         crate::audit::upsert(txn, r)?;
     }
-    Ok(CallOutcome::Job(Box::new(j)))
+    Ok(CallOutcome::Accepted(Box::new(j)))
 }
 
 /// The API-call family: the envelope of every API write (internal; the interpreter builds it).
@@ -192,7 +199,7 @@ impl crate::family::Family for Calls {
         match out {
             CallOutcome::Refused(e) => Err(crate::plan::refusal_of(e)),
             CallOutcome::Answer(resp) => resp.reply(),
-            CallOutcome::Job(_) => Ok(Map::new()),
+            CallOutcome::Accepted(_) | CallOutcome::Job(_) => Ok(Map::new()),
         }
     }
 
@@ -286,7 +293,7 @@ mod tests {
     fn an_async_call_on_an_idle_resource_runs_and_is_audited_in_its_own_entry() {
         let mut t = world();
         let zone = "a".repeat(32);
-        let CallOutcome::Job(j) = outcome(&mut t, 3, call(SESSION, Some((JOB, &zone)), &zone))
+        let CallOutcome::Accepted(j) = outcome(&mut t, 3, call(SESSION, Some((JOB, &zone)), &zone))
         else {
             panic!()
         };
@@ -322,7 +329,7 @@ mod tests {
             *create_zone(&zone),
         );
         job::submit(&mut t, &ctx(3), &Caller::admin(), first).unwrap();
-        let CallOutcome::Job(j) = outcome(
+        let CallOutcome::Accepted(j) = outcome(
             &mut t,
             4,
             call(SESSION, Some((JOB, &zone)), &"c".repeat(32)),

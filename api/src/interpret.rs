@@ -112,7 +112,9 @@ pub enum Outcome {
         /// The reply object.
         reply: Value,
     },
-    /// Accepted as a durable job.
+    /// Accepted now as a new durable job: answered as accepted whatever state it is in.
+    Accepted(Box<ApiJob>),
+    /// An existing job (a retry with the same job uuid): answered as it stands.
     Job(Box<ApiJob>),
 }
 
@@ -253,10 +255,11 @@ impl<E: Effects> Serving<'_, E> {
         .command(Caller::admin());
         // The job uuid doubles as the Raft request id: a retried submit is applied once.
         let outcome = match self.fx.propose(envelope, request_id).await {
-            Ok(Response::Call(CallOutcome::Job(j))) => {
+            Ok(Response::Call(CallOutcome::Accepted(j))) => {
                 self.fx.job_accepted();
-                Outcome::Job(j)
+                Outcome::Accepted(j)
             }
+            Ok(Response::Call(CallOutcome::Job(j))) => Outcome::Job(j),
             Ok(Response::Call(CallOutcome::Answer(resp))) => reply_of(call, &resp),
             Ok(Response::Call(CallOutcome::Refused(e))) if is_job => {
                 refused_early(kind, &plan::refusal_of(&e))

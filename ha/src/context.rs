@@ -39,16 +39,26 @@ pub trait LeaderNode: Send + Sync + 'static {
 /// Reports progress within a long side effect (percent).
 pub type ProgressFn = Arc<dyn Fn(u8) + Send + Sync>;
 
+/// Why a side effect has no outcome to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EffectError {
+    /// The receiver answered that it failed: the step fails (and the flow rolls back).
+    Failed(Refusal),
+    /// No definite answer (unreachable, timed out, a 5xx): it may or may not have happened, so
+    /// it is asked again with the same key rather than assumed either way.
+    Indeterminate(String),
+}
+
 /// Performs the side effects of flow steps. `key` is the step's idempotency key: a receiver
 /// that already performed it answers the same outcome again instead of doing it twice.
 pub trait EffectRunner: Send + Sync + 'static {
-    /// Perform `request`; the outcome is committed as the step.
+    /// Perform `request`; a definite outcome is committed as the step.
     fn perform(
         &self,
         key: String,
         request: EffectRequest,
         progress: ProgressFn,
-    ) -> BoxFuture<'static, Result<Vars, Refusal>>;
+    ) -> BoxFuture<'static, Result<Vars, EffectError>>;
 }
 
 /// An [`EffectRunner`] that has no receivers: every effect fails with a clear error.
@@ -60,15 +70,15 @@ impl EffectRunner for NoReceivers {
         _key: String,
         request: EffectRequest,
         _progress: ProgressFn,
-    ) -> BoxFuture<'static, Result<Vars, Refusal>> {
+    ) -> BoxFuture<'static, Result<Vars, EffectError>> {
         Box::pin(async move {
-            Err(Refusal::new(
+            Err(EffectError::Failed(Refusal::new(
                 api::wire::errors::Code::NotSupported,
                 format!(
                     "no receiver '{}' is configured on this management node",
                     request.receiver
                 ),
-            ))
+            )))
         })
     }
 }

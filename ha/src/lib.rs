@@ -17,6 +17,7 @@ mod supervisor;
 #[cfg(test)]
 mod testing;
 
+pub use context::EffectError;
 pub use context::EffectRunner;
 pub use context::LeaderContext;
 pub use context::LeaderNode;

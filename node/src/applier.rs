@@ -99,7 +99,7 @@ impl Applier for ModelApplier {
             Ok(r) => {
                 let accepted = match &r {
                     api::Response::Job(api::job::JobResult::Job(j))
-                    | api::Response::Call(api::call::CallOutcome::Job(j)) => {
+                    | api::Response::Call(api::call::CallOutcome::Accepted(j)) => {
                         j.state == api::job::JobState::Processing
                     }
                     _ => false,

@@ -63,6 +63,10 @@ pub struct Cli {
     /// `/cluster/flow-selftest`. Unset: the self-test flow's side effect has no receiver.
     #[arg(long, env = "ZSNODE_FLOW_SELFTEST_RECEIVER")]
     pub flow_selftest_receiver: Option<String>,
+    /// Pause before every committed step of a flow, in milliseconds: widens the windows
+    /// between steps for fault-injection tests (default 0; never needed in production).
+    #[arg(long, env = "ZSNODE_FLOW_STEP_PAUSE_MS")]
+    pub flow_step_pause_ms: Option<u64>,
 }
 
 /// The TOML file's shape; every key is optional.
@@ -91,6 +95,8 @@ pub struct FileConfig {
     pub snapshot_logs: Option<u64>,
     /// See [`Cli::flow_selftest_receiver`].
     pub flow_selftest_receiver: Option<String>,
+    /// See [`Cli::flow_step_pause_ms`].
+    pub flow_step_pause_ms: Option<u64>,
 }
 
 /// The resolved configuration the node runs with.
@@ -118,6 +124,8 @@ pub struct NodeConfig {
     pub snapshot_logs: u64,
     /// The flow self-test receiver, if any.
     pub flow_selftest_receiver: Option<String>,
+    /// Pause before every committed flow step (fault-injection tests).
+    pub flow_step_pause: Duration,
 }
 
 impl NodeConfig {
@@ -212,8 +220,15 @@ impl NodeConfig {
                 )));
             }
         }
+        let flow_step_pause = Duration::from_millis(
+            cli.flow_step_pause_ms
+                .or(file.flow_step_pause_ms)
+                .unwrap_or(0)
+                .min(60_000),
+        );
         Ok(Self {
             flow_selftest_receiver,
+            flow_step_pause,
             snapshot_logs,
             node_id,
             data_dir,

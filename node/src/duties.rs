@@ -179,7 +179,7 @@ const JOB_POLL: Duration = Duration::from_millis(200);
 pub const MAX_JOBS_IN_FLIGHT: usize = 16;
 
 /// Every leader duty, in the order they are established (and revoked in reverse).
-pub fn all(node: &Arc<Node>) -> Vec<Arc<dyn Duty>> {
+pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
     use ha::duties::sweepers;
     vec![
         Arc::new(ha::registry::RegistryDuty::new(Arc::new(NodeRegistry(
@@ -190,7 +190,8 @@ pub fn all(node: &Arc<Node>) -> Vec<Arc<dyn Duty>> {
             node.job_wakeup().clone(),
             JOB_POLL,
             MAX_JOBS_IN_FLIGHT,
-        )),
+        )
+        .with_step_pause(step_pause)),
         Arc::new(sweepers::session_sweeper()),
         Arc::new(sweepers::api_result_sweeper()),
         Arc::new(sweepers::audit_sweeper()),

@@ -65,6 +65,8 @@ pub async fn start_with_host_agent(
     config: NodeConfig,
     host_agent: Arc<dyn host_agent::HostAgent>,
 ) -> Result<RunningNode, StartError> {
+    #[cfg(feature = "seeded-bugs")]
+    seeded::install();
     let identity = identity::load_or_create(&config.data_dir, config.node_id, &config.cluster_id)?;
     let timing = timing::measure(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.clone(),
@@ -193,7 +195,7 @@ pub async fn start_with_host_agent(
     ));
 
     let mut supervisor = ha::Supervisor::new();
-    for duty in duties::all(&node) {
+    for duty in duties::all(&node, config.flow_step_pause) {
         supervisor.register(duty);
     }
     node.set_duties(supervisor.state());

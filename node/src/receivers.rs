@@ -13,6 +13,7 @@ use api::flow::Vars;
 use api::wire::errors::Code;
 use api::wire::errors::Refusal;
 use ha::BoxFuture;
+use ha::EffectError;
 use ha::EffectRunner;
 use ha::ProgressFn;
 use serde_json::json;
@@ -32,6 +33,8 @@ impl Receivers {
         let selftest = selftest_url.map(|url| {
             let http = reqwest::Client::builder()
                 .timeout(SELFTEST_TIMEOUT)
+                // Occasional calls: no pooled connection a receiver may have closed meanwhile.
+                .pool_max_idle_per_host(0)
                 .no_proxy()
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new());
@@ -46,43 +49,49 @@ impl Receivers {
     }
 }
 
-fn refused(code: Code, details: impl Into<String>) -> Refusal {
-    Refusal::new(code, details)
+fn failed(code: Code, details: impl Into<String>) -> EffectError {
+    EffectError::Failed(Refusal::new(code, details))
 }
 
 /// Call the self-test receiver: `POST {url}` with `{key, action, payload}`; it answers
-/// `{"ok": true, "vars": {...}}` or `{"ok": false, "error": "..."}`.
+/// `{"ok": true, "vars": {...}}` or `{"ok": false, "error": "..."}`. No answer, or a 5xx, is
+/// indeterminate (asked again with the same key); a 4xx, a refusal or garbage fails the step.
 async fn call_selftest(
     url: String,
     http: reqwest::Client,
     key: String,
     request: EffectRequest,
-) -> Result<Vars, Refusal> {
+) -> Result<Vars, EffectError> {
     let payload: Value = serde_json::from_str(&request.payload)
-        .map_err(|e| refused(Code::InvalidArgument, format!("bad self-test payload: {e}")))?;
+        .map_err(|e| failed(Code::InvalidArgument, format!("bad self-test payload: {e}")))?;
     let body = json!({"key": key, "action": request.action, "payload": payload});
     let resp = http.post(&url).json(&body).send().await.map_err(|e| {
-        refused(
-            Code::OperationFailure,
-            format!("self-test receiver {url} unreachable: {e}"),
-        )
+        EffectError::Indeterminate(format!("self-test receiver {url} unreachable: {e}"))
     })?;
     let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| EffectError::Indeterminate(format!("self-test receiver's answer lost: {e}")))?;
+    if status.is_server_error() {
+        return Err(EffectError::Indeterminate(format!(
+            "self-test receiver answered HTTP {status}: {text:.200}"
+        )));
+    }
     if !status.is_success() {
-        return Err(refused(
+        return Err(failed(
             Code::OperationFailure,
-            format!("self-test receiver answered HTTP {status}: {text}"),
+            format!("self-test receiver answered HTTP {status}: {text:.200}"),
         ));
     }
     let v: Value = serde_json::from_str(&text).map_err(|e| {
-        refused(
+        failed(
             Code::OperationFailure,
             format!("self-test receiver answered garbage ({e}): {text:.200}"),
         )
     })?;
     if v["ok"] != true {
-        return Err(refused(
+        return Err(failed(
             Code::OperationFailure,
             v["error"]
                 .as_str()
@@ -107,7 +116,7 @@ impl EffectRunner for Receivers {
         key: String,
         request: EffectRequest,
         progress: ProgressFn,
-    ) -> BoxFuture<'static, Result<Vars, Refusal>> {
+    ) -> BoxFuture<'static, Result<Vars, EffectError>> {
         let selftest = self.selftest.clone();
         Box::pin(async move {
             match (request.receiver.as_str(), selftest) {
@@ -117,7 +126,7 @@ impl EffectRunner for Receivers {
                     progress(100);
                     r
                 }
-                (receiver, _) => Err(refused(
+                (receiver, _) => Err(failed(
                     Code::NotSupported,
                     format!("no receiver '{receiver}' is configured on this management node"),
                 )),

@@ -264,6 +264,9 @@ fn rpc_render(outcome: Outcome) -> Response {
         Outcome::Done { class, reply } => rpc_body(
             RestApiResponse::sync(now_ms(), envelope::encode_result(&class, &reply)).to_body(),
         ),
+        // A new job is answered as accepted even when it already ran (ZStack's protocol: the
+        // client polls; its first poll finds the result).
+        Outcome::Accepted(j) => rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body()),
         Outcome::Job(j) => match j.state {
             job::JobState::Processing => {
                 rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body())
@@ -364,17 +367,16 @@ async fn rest_call(
             let r = rest::reply(route, spec, &reply);
             (status(r.status), Json(r.body)).into_response()
         }
-        Outcome::Job(j) => match (&j.state, &j.result) {
-            (job::JobState::Done, Some(result)) => {
-                let r = rest::job_reply(Some(route), Some(spec), result);
-                (status(r.status), Json(r.body)).into_response()
-            }
-            _ => (
-                StatusCode::ACCEPTED,
-                Json(json!({"apiTimeout": timeout_ms, "location": location(&headers, &j.uuid)})),
-            )
-                .into_response(),
-        },
+        Outcome::Job(j) if j.state == job::JobState::Done && j.result.is_some() => {
+            let result = j.result.as_deref().unwrap_or_default();
+            let r = rest::job_reply(Some(route), Some(spec), result);
+            (status(r.status), Json(r.body)).into_response()
+        }
+        Outcome::Accepted(j) | Outcome::Job(j) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"apiTimeout": timeout_ms, "location": location(&headers, &j.uuid)})),
+        )
+            .into_response(),
     }
 }
 

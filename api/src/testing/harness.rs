@@ -104,7 +104,7 @@ impl Effects for MemEffects<'_> {
                     Some(ticket) => {
                         let (success, result) = job::render(&ticket.reply_class, &resp);
                         let now = 1_000 * u64::from(self.n);
-                        CallOutcome::Job(Box::new(ApiJob {
+                        CallOutcome::Accepted(Box::new(ApiJob {
                             version: job::RECORD_VERSION,
                             uuid: ticket.uuid,
                             api_name: ticket.api_name,
@@ -212,7 +212,7 @@ pub(crate) fn send(
     };
     match ready(interpret::run(&fx, spec, req, &CallOptions::default())).outcome {
         Outcome::Done { reply, .. } => fields_of(&reply),
-        Outcome::Job(j) => {
+        Outcome::Accepted(j) | Outcome::Job(j) => {
             let result: Value = serde_json::from_str(j.result.as_deref().unwrap_or("{}"))
                 .unwrap_or_else(|e| panic!("{name}: job result is not JSON: {e}"));
             let reply = result.as_object().and_then(|m| m.values().next()).cloned();

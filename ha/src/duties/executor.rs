@@ -19,6 +19,7 @@ use api::IntoCommand;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::context::EffectError;
 use crate::context::LeaderContext;
 use crate::BoxFuture;
 use crate::Duty;
@@ -26,12 +27,16 @@ use crate::DutyError;
 
 /// Least time between two progress commits of one step.
 const PROGRESS_EVERY: Duration = Duration::from_millis(300);
+/// How long a side effect is asked again (same key) while its receiver gives no definite
+/// answer, before the step fails.
+const INDETERMINATE_FOR: Duration = Duration::from_secs(120);
 
 /// The job executor duty.
 pub struct JobExecutor {
     wakeup: Arc<Notify>,
     poll: Duration,
     max_in_flight: usize,
+    step_pause: Duration,
 }
 
 impl JobExecutor {
@@ -42,7 +47,15 @@ impl JobExecutor {
             wakeup,
             poll,
             max_in_flight: max_in_flight.max(1),
+            step_pause: Duration::ZERO,
         }
+    }
+
+    /// Wait this long before every committed step of a flow: widens the windows between
+    /// steps for fault-injection tests (zero in production).
+    pub fn with_step_pause(mut self, pause: Duration) -> Self {
+        self.step_pause = pause;
+        self
     }
 }
 
@@ -50,7 +63,8 @@ fn err(e: impl std::fmt::Display) -> DutyError {
     DutyError(e.to_string())
 }
 
-/// Perform a side effect, turning a panicking receiver into the step's failure.
+/// Perform a side effect until its receiver gives a definite answer (asking again with the
+/// same key after an indeterminate one, with backoff, for at most [`INDETERMINATE_FOR`]).
 async fn perform(
     ctx: &Arc<LeaderContext>,
     uuid: &str,
@@ -58,6 +72,38 @@ async fn perform(
     request: api::flow::EffectRequest,
     step: u32,
 ) -> Result<api::flow::Vars, Refusal> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match perform_once(ctx, uuid, key.clone(), request.clone(), step).await {
+            Ok(vars) => return Ok(vars),
+            Err(EffectError::Failed(r)) => return Err(r),
+            Err(EffectError::Indeterminate(why)) => {
+                if started.elapsed() >= INDETERMINATE_FOR {
+                    return Err(Refusal::new(
+                        Code::OperationFailure,
+                        format!(
+                            "receiver '{}' gave no definite answer for {INDETERMINATE_FOR:?}: {why}",
+                            request.receiver
+                        ),
+                    ));
+                }
+                tracing::info!(job = %uuid, %key, error = %why, "side effect outcome unknown; asking again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One attempt, a panicking receiver being the step's failure.
+async fn perform_once(
+    ctx: &Arc<LeaderContext>,
+    uuid: &str,
+    key: String,
+    request: api::flow::EffectRequest,
+    step: u32,
+) -> Result<api::flow::Vars, EffectError> {
     // Progress reports become (rate-limited) commits of the step's percent.
     let (tx, mut rx) = tokio::sync::watch::channel(0u8);
     let progress: crate::context::ProgressFn = Arc::new(move |p| {
@@ -70,7 +116,10 @@ async fn perform(
         tokio::select! {
             r = &mut effect => {
                 return r.unwrap_or_else(|e| {
-                    Err(Refusal::new(Code::Internal, format!("the side effect failed unexpectedly: {e}")))
+                    Err(EffectError::Failed(Refusal::new(
+                        Code::Internal,
+                        format!("the side effect failed unexpectedly: {e}"),
+                    )))
                 });
             }
             changed = rx.changed(), if last.elapsed() >= PROGRESS_EVERY => {
@@ -91,7 +140,7 @@ async fn perform(
 
 /// Drive one job until it is done, leadership ends or a proposal fails (the job stays where
 /// it is; the next pass, or the next leader, carries on from there).
-async fn drive(ctx: Arc<LeaderContext>, uuid: String) -> Result<(), DutyError> {
+async fn drive(ctx: Arc<LeaderContext>, uuid: String, pause: Duration) -> Result<(), DutyError> {
     loop {
         if ctx.cancelled().is_cancelled() {
             return Ok(());
@@ -101,7 +150,15 @@ async fn drive(ctx: Arc<LeaderContext>, uuid: String) -> Result<(), DutyError> {
         };
         let op = match job::next_action(&j) {
             NextAction::Finished => return Ok(()),
-            NextAction::Commit(op) => op,
+            NextAction::Commit(op) => {
+                if !pause.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = ctx.cancelled().cancelled() => return Ok(()),
+                    }
+                }
+                op
+            }
             NextAction::Effect {
                 key,
                 request,
@@ -155,8 +212,9 @@ impl Duty for JobExecutor {
                 for uuid in next {
                     running.insert(uuid.clone());
                     let c = ctx.clone();
+                    let pause = self.step_pause;
                     tasks.spawn(async move {
-                        let r = drive(c, uuid.clone()).await;
+                        let r = drive(c, uuid.clone(), pause).await;
                         (uuid, r)
                     });
                 }
@@ -228,7 +286,7 @@ mod tests {
             key: String,
             request: EffectRequest,
             progress: ProgressFn,
-        ) -> BoxFuture<'static, Result<Vars, Refusal>> {
+        ) -> BoxFuture<'static, Result<Vars, EffectError>> {
             *self.seen.lock().unwrap().entry(key.clone()).or_default() += 1;
             Box::pin(async move {
                 progress(50);
