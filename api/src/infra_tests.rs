@@ -736,10 +736,10 @@ mod determinism {
 
     use crate::backup_storage::BackupStorageOp;
     use crate::families::cluster::ClusterOp;
+    use crate::families::l2::L2Common;
+    use crate::families::l2::L2Op;
     use crate::families::zone::ZoneOp;
     use crate::image::ImageOp;
-    use crate::l2::L2Common;
-    use crate::l2::L2Op;
     use crate::l3::L3Op;
     use crate::l3::RangeSpec;
     use crate::offering::OfferingOp;

@@ -1897,13 +1897,7 @@ mod tests {
         run(&mut t, create_op(101, &l2, None)).unwrap();
         run(&mut t, L3Op::Delete { uuid: u(101) }).unwrap();
         assert!(resource::load::<L3Network>(&t, &u(101)).unwrap().is_none());
-        crate::l2::apply(
-            &mut t,
-            &ctx(31),
-            &Caller::admin(),
-            crate::l2::L2Op::Delete { uuid: l2 },
-        )
-        .unwrap();
+        crate::testing::delete_l2(&mut t, 31, &l2);
         assert!(resource::list::<L3Network>(&t).unwrap().is_empty());
         assert!(resource::list::<IpRange>(&t).unwrap().is_empty());
         assert!(t.scan_prefix(USED_IP_TABLE, b"", 10).unwrap().is_empty());
