@@ -167,7 +167,7 @@ registry! {
     /// L2 network and VNI-range calls.
     L2 => crate::families::l2::L2Networks,
     /// L3 network, IP-range, DNS and IPAM calls.
-    L3 => crate::l3::L3Networks,
+    L3 => crate::families::l3::L3Networks,
     /// System- and user-tag calls, and creates carrying tags.
     Tag => crate::tag::Tags,
     /// KVM host calls.

@@ -5,4 +5,5 @@
 
 pub mod cluster;
 pub mod l2;
+pub mod l3;
 pub mod zone;
