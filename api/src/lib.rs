@@ -30,12 +30,13 @@ pub mod staged;
 pub mod validate;
 pub mod wire;
 
+pub use families::l2;
+pub use families::l3;
+
 // Families not yet moved under `families/` (one module each).
 pub mod backup_storage;
 pub mod host;
 pub mod image;
-pub mod l2;
-pub mod l3;
 pub mod offering;
 pub mod primary_storage;
 

@@ -165,9 +165,9 @@ registry! {
     /// Image calls (and the download duty's internal ones).
     Image => crate::image::Images,
     /// L2 network and VNI-range calls.
-    L2 => crate::l2::L2Networks,
+    L2 => crate::families::l2::L2Networks,
     /// L3 network, IP-range, DNS and IPAM calls.
-    L3 => crate::l3::L3Networks,
+    L3 => crate::families::l3::L3Networks,
     /// System- and user-tag calls, and creates carrying tags.
     Tag => crate::families::tag::Tags,
     /// KVM host calls.

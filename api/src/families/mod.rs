@@ -6,6 +6,8 @@
 pub mod cluster;
 pub mod global_config;
 pub mod identity;
+pub mod l2;
+pub mod l3;
 pub mod management_node;
 pub mod tag;
 pub mod zone;

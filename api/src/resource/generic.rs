@@ -95,10 +95,16 @@ pub fn check_new<R: Resource>(
     name: &str,
     description: Option<&str>,
 ) -> Result<(), ApiError> {
+    check_fields(uuid, name, description)?;
+    resource::refuse_duplicate::<R>(txn, uuid)
+}
+
+/// The part of [`check_new`] that needs no state, for creates that check their references
+/// before the uuid is known to be free.
+pub fn check_fields(uuid: &str, name: &str, description: Option<&str>) -> Result<(), ApiError> {
     validate::uuid("resourceUuid", uuid)?;
     validate::name("name", name)?;
-    validate::description(description)?;
-    resource::refuse_duplicate::<R>(txn, uuid)
+    validate::description(description)
 }
 
 /// Load a record that must exist, let `change` edit it (it may refuse; nothing is written
@@ -114,6 +120,58 @@ pub fn modify<R: Resource + Stamped>(
     r.touch(ctx.proposed_at_ms);
     resource::save(txn, &owner, &r)?;
     Ok(r)
+}
+
+/// [`modify`] of a record the caller may act on (`ID.1002` when another account owns it).
+pub fn modify_visible<R: Resource + Stamped>(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    uuid: &str,
+    change: impl FnOnce(&dyn StateTxn, &mut R) -> Result<(), ApiError>,
+) -> Result<R, ApiError> {
+    resource::require_visible::<R>(txn, caller, uuid)?;
+    modify(txn, ctx, uuid, change)
+}
+
+/// One end of a many-to-many attachment kept as a list of parent uuids on the child (L2
+/// network → clusters, backup storage → zones, ...), named as its refusals name it.
+pub struct Attachment<'a> {
+    /// What the child is, e.g. `L2 network`.
+    pub what: &'static str,
+    /// The child.
+    pub uuid: &'a str,
+    /// What the parent is, e.g. `cluster`.
+    pub parent: &'static str,
+    /// The parent.
+    pub parent_uuid: &'a str,
+}
+
+impl Attachment<'_> {
+    /// Add the parent to `attached`; attaching twice is refused (`SYS.1006`).
+    pub fn attach(&self, attached: &mut Vec<String>) -> Result<(), ApiError> {
+        if attached.iter().any(|a| a == self.parent_uuid) {
+            return Err(self.refusal("has been attached to"));
+        }
+        attached.push(self.parent_uuid.to_string());
+        Ok(())
+    }
+
+    /// Remove the parent from `attached`; refused (`SYS.1006`) when it is not there.
+    pub fn detach(&self, attached: &mut Vec<String>) -> Result<(), ApiError> {
+        if !attached.iter().any(|a| a == self.parent_uuid) {
+            return Err(self.refusal("is not attached to"));
+        }
+        attached.retain(|a| a != self.parent_uuid);
+        Ok(())
+    }
+
+    fn refusal(&self, how: &str) -> ApiError {
+        validate::op_failure(format!(
+            "{}[uuid:{}] {how} {}[uuid:{}]",
+            self.what, self.uuid, self.parent, self.parent_uuid
+        ))
+    }
 }
 
 /// `UpdateX` of name and description only.

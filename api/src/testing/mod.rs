@@ -56,6 +56,14 @@ pub fn set_global_config(t: &mut MemTxn, category: &str, name: &str, value: &str
     );
 }
 
+/// The `Rename` of an `UpdateX` sending these.
+pub fn rename(name: Option<&str>, description: Option<&str>) -> crate::resource::generic::Rename {
+    crate::resource::generic::Rename {
+        name: name.map(str::to_string),
+        description: description.map(str::to_string),
+    }
+}
+
 /// Create zone `u(n)`.
 pub fn make_zone(t: &mut MemTxn, n: u32) -> String {
     admin_apply(
@@ -139,19 +147,33 @@ pub fn make_bs(t: &mut MemTxn, n: u32) -> String {
     u(n)
 }
 
+/// The common fields of L2 `u(n)` (named `l2-<n>`) on `nic` in `zone`.
+pub fn l2_common(n: u32, zone: &str, nic: &str) -> crate::families::l2::L2Common {
+    crate::families::l2::L2Common {
+        uuid: u(n),
+        name: format!("l2-{n}"),
+        description: None,
+        zone_uuid: Some(zone.into()),
+        physical_interface: Some(nic.into()),
+        v_switch_type: None,
+    }
+}
+
 /// Create NoVlan L2 `u(n)` on `nic` in `zone`.
 pub fn make_novlan(t: &mut MemTxn, n: u32, zone: &str, nic: &str) -> String {
     admin_apply(
         t,
         20,
-        crate::l2::L2Op::CreateNoVlan(crate::l2::L2Common {
-            uuid: u(n),
-            name: format!("l2-{n}"),
-            description: None,
-            zone_uuid: Some(zone.into()),
-            physical_interface: Some(nic.into()),
-            v_switch_type: None,
-        }),
+        crate::families::l2::L2Op::CreateNoVlan(l2_common(n, zone, nic)),
     );
     u(n)
+}
+
+/// Delete L2 `l2` (and what sits on it).
+pub fn delete_l2(t: &mut MemTxn, index: u64, l2: &str) {
+    admin_apply(
+        t,
+        index,
+        crate::families::l2::L2Op::Delete { uuid: l2.into() },
+    );
 }
