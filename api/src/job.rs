@@ -101,6 +101,9 @@ pub struct StepMark {
     pub at: u64,
     /// Whether this was the step's rollback.
     pub undo: bool,
+    /// Whether the step failed (its effects discarded; the rollback starts).
+    #[serde(default)]
+    pub failed: bool,
 }
 
 /// Where a running flow stands.
@@ -520,12 +523,13 @@ fn apply_command(
     move |txn, ctx, _caller, _vars| Ok(Some(crate::registry::apply(txn, ctx, command.clone())?))
 }
 
-fn mark(job: &mut ApiJob, ctx: &ApplyCtx, step: u32, name: &str, undo: bool) {
+fn mark(job: &mut ApiJob, ctx: &ApplyCtx, step: u32, name: &str, undo: bool, failed: bool) {
     job.history.push(StepMark {
         step,
         name: name.to_string(),
         at: ctx.proposed_at_ms,
         undo,
+        failed,
     });
 }
 
@@ -732,7 +736,7 @@ pub(crate) fn step(
         (FlowSpec::Command(c), _) => {
             let name = job.api_name.clone();
             let r = run_commit(txn, ctx, &caller, &mut vars, &name, apply_command(c))?;
-            mark(&mut job, ctx, step, &name, undo);
+            mark(&mut job, ctx, step, &name, undo, r.is_err());
             r
         }
         (FlowSpec::Named { flow, .. }, None) => Err(unknown_flow(flow)),
@@ -744,7 +748,7 @@ pub(crate) fn step(
                 _ => return Ok(job),
             };
             let r = run_commit(txn, ctx, &caller, &mut vars, def.name, f)?;
-            mark(&mut job, ctx, step, def.name, undo);
+            mark(&mut job, ctx, step, def.name, undo, r.is_err());
             r
         }
     };
@@ -831,7 +835,7 @@ fn effect_done(
     if !is_effect && outcome.is_ok() {
         return Ok(job);
     }
-    mark(&mut job, ctx, step, def.name, undo);
+    mark(&mut job, ctx, step, def.name, undo, outcome.is_err());
     job.last_op_date = ctx.proposed_at_ms;
     let job = match (undo, outcome) {
         (false, Ok(vars)) => {
@@ -944,7 +948,12 @@ fn progress_inventories(job: &ApiJob, all: bool) -> Vec<Value> {
                 "taskUuid": format!("{}-{}{}", job.uuid, m.step, if m.undo { "-undo" } else { "" }),
                 "taskName": m.name,
                 "type": "Task",
-                "content": format!("{} of {total}{}", m.step + 1, if m.undo { " (rollback)" } else { "" }),
+                "content": format!(
+                    "{} of {total}{}{}",
+                    m.step + 1,
+                    if m.undo { " (rollback)" } else { "" },
+                    if m.failed { " (failed)" } else { "" }
+                ),
                 "time": m.at,
             })
         })

@@ -158,8 +158,15 @@ fn serve(
             false
         }
     };
-    if let Some(a) = seen.lock().unwrap().answers.get(&idem).cloned() {
-        seen.lock().unwrap().repeats += 1;
+    let earlier = {
+        let mut s = seen.lock().unwrap();
+        let a = s.answers.get(&idem).cloned();
+        if a.is_some() {
+            s.repeats += 1;
+        }
+        a
+    };
+    if let Some(a) = earlier {
         answer(&mut stream, &a);
         return;
     }
@@ -202,7 +209,10 @@ fn progress(zs: &ZsClient, node: &str, session: &str, job: &str) -> Option<(Vec<
     let inv = r.inventories();
     let steps = inv
         .iter()
-        .filter(|i| i["type"] == "Task" && !i["content"].as_str().unwrap_or("").contains("rollback"))
+        .filter(|i| {
+            let content = i["content"].as_str().unwrap_or("");
+            i["type"] == "Task" && !content.contains("rollback") && !content.contains("failed")
+        })
         .map(|i| i["taskName"].as_str().unwrap_or("").to_string())
         .collect();
     let done = inv
@@ -243,7 +253,14 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
         ("fail1", Some(1), KillAt::Never),
         ("ok-undisturbed", None, KillAt::Never),
     ];
+    // FLOW_SCENARIOS=a,b runs only those (for debugging one kill point).
+    let only: Option<Vec<String>> = std::env::var("FLOW_SCENARIOS")
+        .ok()
+        .map(|s| s.split(',').map(str::to_string).collect());
     for (key, fail_at, kill) in scenarios.iter().copied() {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|k| k == key)) {
+            continue;
+        }
         let leader = c.wait_leader(Duration::from_secs(30)).expect("leader");
         let via = c.ids().into_iter().find(|id| *id != leader).unwrap();
         let job = new_job_uuid();
@@ -361,5 +378,5 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
     }
     let repeats = rx.seen.lock().unwrap().repeats;
     eprintln!("flow engine: side effects re-issued after a leader change and answered from the receiver's record: {repeats}");
-    assert!(repeats >= 1, "no side effect was ever re-issued: the kills missed the effect");
+    assert!(only.is_some() || repeats >= 1, "no side effect was ever re-issued: the kills missed the effect");
 }
