@@ -56,10 +56,20 @@ struct Seen {
     answers: BTreeMap<String, Value>,
     /// Requests answered from `answers` (re-issued after a leader change).
     repeats: u32,
+    /// The highest leadership term a request came with.
+    max_term: u64,
+    /// Requests refused for a term below `max_term` (a deposed leader's).
+    stale: u32,
 }
 
-/// A hook: stop on this (flow key, before/after performing) and let the test act first.
-type Hook = (String, bool);
+/// A hook: stop on this (flow key, before/after performing) and let the test act first; then
+/// either drop the request (its sender was killed) or serve it (`resume`).
+#[derive(Clone, PartialEq, Eq)]
+struct Hook {
+    key: String,
+    after: bool,
+    resume: bool,
+}
 
 struct Receiver {
     url: String,
@@ -90,11 +100,15 @@ fn read_request(stream: &mut TcpStream) -> Option<Value> {
 }
 
 fn answer(stream: &mut TcpStream, v: &Value) {
+    answer_status(stream, 200, v)
+}
+
+fn answer_status(stream: &mut TcpStream, status: u16, v: &Value) {
     let body = v.to_string();
     // The leader may be dead by now: a failed write is what a dead client looks like.
     let _ = write!(
         stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
 }
@@ -122,7 +136,20 @@ impl Receiver {
     }
 
     fn arm(&self, key: &str, after_perform: bool) {
-        *self.hook.lock().unwrap() = Some((key.to_string(), after_perform));
+        *self.hook.lock().unwrap() = Some(Hook {
+            key: key.to_string(),
+            after: after_perform,
+            resume: false,
+        });
+    }
+
+    /// Hold the next request for `key` until released, then serve it.
+    fn arm_hold(&self, key: &str) {
+        *self.hook.lock().unwrap() = Some(Hook {
+            key: key.to_string(),
+            after: false,
+            resume: true,
+        });
     }
 
     /// Wait for the armed hook to fire; returns the sender that releases the receiver.
@@ -144,19 +171,30 @@ fn serve(
     };
     let idem = req["key"].as_str().unwrap_or_default().to_string();
     let action = req["action"].as_str().unwrap_or_default().to_string();
-    let flow_key = req["payload"]["key"].as_str().unwrap_or_default().to_string();
+    let flow_key = req["payload"]["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let term = req["term"].as_u64().unwrap_or(0);
+    {
+        let mut s = seen.lock().unwrap();
+        s.max_term = s.max_term.max(term);
+    }
+    // Fires the armed hook: Some(resume) when it matched.
     let fire = |after: bool| {
         let mut h = hook.lock().unwrap();
-        if h.as_ref() == Some(&(flow_key.clone(), after)) && action == "apply" {
-            *h = None;
-            drop(h);
-            let (release, wait) = mpsc::channel();
-            let _ = events.send(release);
-            let _ = wait.recv_timeout(Duration::from_secs(60));
-            true
-        } else {
-            false
+        let matched = h
+            .as_ref()
+            .is_some_and(|h| h.key == flow_key && h.after == after && action == "apply");
+        if !matched {
+            return None;
         }
+        let resume = h.take().is_some_and(|h| h.resume);
+        drop(h);
+        let (release, wait) = mpsc::channel();
+        let _ = events.send(release);
+        let _ = wait.recv_timeout(Duration::from_secs(60));
+        Some(resume)
     };
     let earlier = {
         let mut s = seen.lock().unwrap();
@@ -170,14 +208,29 @@ fn serve(
         answer(&mut stream, &a);
         return;
     }
-    if fire(false) {
+    match fire(false) {
         // Killed before performing: nothing done, nothing recorded; the next leader asks again.
-        return;
+        Some(false) => return,
+        Some(true) | None => {}
+    }
+    // The fencing token: a leader of a term below one already seen was deposed.
+    {
+        let mut s = seen.lock().unwrap();
+        if term < s.max_term {
+            s.stale += 1;
+            let max = s.max_term;
+            drop(s);
+            let body = json!({"ok": false, "error": format!("stale leader: term {term} < {max}")});
+            answer_status(&mut stream, 409, &body);
+            return;
+        }
     }
     let a = {
         let mut s = seen.lock().unwrap();
         let a = match action.as_str() {
-            "apply" if req["payload"]["fail"] == true => json!({"ok": false, "error": "the receiver was told to fail"}),
+            "apply" if req["payload"]["fail"] == true => {
+                json!({"ok": false, "error": "the receiver was told to fail"})
+            }
             "apply" => {
                 *s.applied.entry(flow_key.clone()).or_default() += 1;
                 json!({"ok": true, "vars": {"token": format!("tok-{flow_key}")}})
@@ -191,7 +244,7 @@ fn serve(
         s.answers.insert(idem, a.clone());
         a
     };
-    fire(true);
+    let _ = fire(true);
     answer(&mut stream, &a);
 }
 
@@ -275,12 +328,19 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
             .json(&json!({"key": key, "fail_at": fail_at, "job_uuid": job}))
             .send()
             .expect("submit self-test");
-        assert!(r.status().is_success(), "{key}: {}", r.text().unwrap_or_default());
+        assert!(
+            r.status().is_success(),
+            "{key}: {}",
+            r.text().unwrap_or_default()
+        );
         let mut killed = None;
         match kill {
             KillAt::BeforeStep1 => {
                 let (steps, _) = progress(&zs, &http_base(&c, via), &session, &job).unwrap();
-                assert!(steps.is_empty(), "{key}: step 1 already committed: {steps:?}");
+                assert!(
+                    steps.is_empty(),
+                    "{key}: step 1 already committed: {steps:?}"
+                );
                 c.kill9(leader).expect("kill leader");
                 killed = Some(leader);
             }
@@ -294,7 +354,8 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
                     assert!(Instant::now() < deadline, "{key}: step 2 never committed");
-                    if let Some((steps, done)) = progress(&zs, &http_base(&c, via), &session, &job) {
+                    if let Some((steps, done)) = progress(&zs, &http_base(&c, via), &session, &job)
+                    {
                         assert!(!done, "{key}: done before the kill: {steps:?}");
                         if steps.len() == 2 {
                             break;
@@ -313,7 +374,11 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
                 .expect("new leader");
         }
         let reply = zs
-            .wait_job(&http_base(&c, via), &job, Instant::now() + Duration::from_secs(120))
+            .wait_job(
+                &http_base(&c, via),
+                &job,
+                Instant::now() + Duration::from_secs(120),
+            )
             .expect("poll")
             .unwrap_or_else(|| panic!("{key}: job not done in 120 s"));
         eprintln!(
@@ -323,7 +388,10 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
         );
         assert_eq!(reply.success(), fail_at.is_none(), "{key}: {}", reply.body);
         if let Some(k) = fail_at {
-            let details = reply.body["error"]["details"].as_str().unwrap_or("").to_string();
+            let details = reply.body["error"]["details"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let expected = if k == 2 {
                 "told to fail".to_string()
             } else {
@@ -338,7 +406,10 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
         for s in &steps {
             *counts.entry(s.clone()).or_default() += 1;
         }
-        assert!(counts.values().all(|n| *n == 1), "{key}: a step committed twice: {steps:?}");
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "{key}: a step committed twice: {steps:?}"
+        );
         let expected_steps: &[&str] = match fail_at {
             None => &["mark-begin", "call-receiver", "mark-end"],
             Some(1) => &[],
@@ -348,15 +419,27 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
         assert_eq!(steps, expected_steps, "{key}");
         // Markers: all of a success, nothing of a failure.
         let markers: Value = http
-            .get(format!("{}/cluster/flow-selftest/{key}", http_base(&c, via)))
+            .get(format!(
+                "{}/cluster/flow-selftest/{key}",
+                http_base(&c, via)
+            ))
             .send()
             .expect("markers")
             .json()
             .expect("markers json");
         let m = markers["markers"].as_object().cloned().unwrap_or_default();
         if fail_at.is_none() {
-            assert!(m.contains_key("begin") && m.contains_key("end"), "{key}: {markers}");
-            assert!(m["end"].as_str().unwrap_or("").ends_with(&format!("tok-{key}")), "{key}: {markers}");
+            assert!(
+                m.contains_key("begin") && m.contains_key("end"),
+                "{key}: {markers}"
+            );
+            assert!(
+                m["end"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with(&format!("tok-{key}")),
+                "{key}: {markers}"
+            );
         } else {
             assert!(m.is_empty(), "{key}: a failed flow left a trace: {markers}");
         }
@@ -378,5 +461,162 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
     }
     let repeats = rx.seen.lock().unwrap().repeats;
     eprintln!("flow engine: side effects re-issued after a leader change and answered from the receiver's record: {repeats}");
-    assert!(only.is_some() || repeats >= 1, "no side effect was ever re-issued: the kills missed the effect");
+    assert!(
+        only.is_some() || repeats >= 1,
+        "no side effect was ever re-issued: the kills missed the effect"
+    );
+}
+
+/// What became of the partitioned-leader scenario.
+struct Partitioned {
+    /// The job's reply succeeded.
+    success: bool,
+    /// Forward steps committed (through GetTaskProgress).
+    steps: Vec<String>,
+    /// Requests the receiver refused as a deposed leader's.
+    stale: u32,
+    /// Whether the old leader logged a duty proposal of its term that did not commit.
+    old_leader_refused: bool,
+    /// The reply's body, for messages.
+    body: String,
+}
+
+/// The old leader L is cut off while its executor is inside the side effect of step 2: the
+/// receiver holds L's request. A new leader N takes over and re-issues the effect (held too).
+/// L's request is then released; the receiver refuses it (a term below N's) and L's duty
+/// proposes that failure on its side of the partition, where it cannot commit. The network
+/// heals, then N's request is served. A clean node ends the flow with success and every step
+/// once; a node whose duties are not fenced commits L's failure through N and the flow rolls
+/// back.
+fn partitioned_leader(
+    key: &str,
+    bin: Option<std::path::PathBuf>,
+    bug: Option<&str>,
+) -> Partitioned {
+    let rx = Receiver::start();
+    let mut c = Cluster::start(ClusterOpts {
+        bin,
+        env: bug
+            .map(|b| vec![("ZSNODE_SEEDED_BUG".to_string(), b.to_string())])
+            .unwrap_or_default(),
+        extra_args: vec![
+            "--flow-selftest-receiver".into(),
+            rx.url.clone(),
+            "--flow-step-pause-ms".into(),
+            "300".into(),
+        ],
+        ..ClusterOpts::default()
+    })
+    .expect("start cluster");
+    let zs = ZsClient::new(Duration::from_secs(10)).unwrap();
+    let nodes: Vec<String> = c.ids().iter().map(|id| http_base(&c, *id)).collect();
+    let session = zs.login(&nodes, Duration::from_secs(60)).expect("login");
+    let http = reqwest::blocking::Client::new();
+    let old = c.wait_leader(Duration::from_secs(30)).expect("leader");
+    let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != old).collect();
+    let via = http_base(&c, others[0]);
+    let job = new_job_uuid();
+    rx.arm_hold(key);
+    let r = http
+        .post(format!("{via}/cluster/flow-selftest"))
+        .json(&json!({"key": key, "job_uuid": job}))
+        .send()
+        .expect("submit self-test");
+    assert!(
+        r.status().is_success(),
+        "{key}: {}",
+        r.text().unwrap_or_default()
+    );
+    let release_old = rx.wait_hook(Duration::from_secs(60));
+    // L is inside step 2; cut it off and let the others elect N.
+    rx.arm_hold(key);
+    c.isolate(old);
+    let new = c
+        .wait_leader_among(&others, Duration::from_secs(30))
+        .expect("new leader");
+    let release_new = rx.wait_hook(Duration::from_secs(60));
+    let (old_term, new_term) = {
+        let st = c.statuses();
+        let term_of = |id: u64| {
+            st.iter()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, s)| s.as_ref().ok())
+                .map(|s| s.term)
+                .unwrap_or(0)
+        };
+        (term_of(old), term_of(new))
+    };
+    eprintln!("{key}: old leader {old} (term {old_term}), new leader {new} (term {new_term})");
+    // L's effect is refused; L's duty proposes the failure where no quorum is.
+    let _ = release_old.send(());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.seen.lock().unwrap().stale == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    c.heal();
+    // Time for whatever L had pending to reach N, fenced or not.
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = release_new.send(());
+    let reply = zs
+        .wait_job(&via, &job, Instant::now() + Duration::from_secs(120))
+        .expect("poll")
+        .unwrap_or_else(|| panic!("{key}: job not done in 120 s"));
+    let (steps, _) = progress(&zs, &via, &session, &job).unwrap_or_default();
+    c.wait_converged(Duration::from_secs(60)).expect("converge");
+    let old_leader_refused = c.log_contains(old, "duty proposal not committed");
+    let stale = rx.seen.lock().unwrap().stale;
+    Partitioned {
+        success: reply.success(),
+        steps,
+        stale,
+        old_leader_refused,
+        body: reply.body.to_string(),
+    }
+}
+
+#[test]
+fn a_partitioned_old_leaders_duty_commits_nothing() {
+    let p = partitioned_leader("partitioned-leader", None, None);
+    eprintln!(
+        "partitioned leader: success={} steps={:?} stale={} old_leader_refused={}",
+        p.success, p.steps, p.stale, p.old_leader_refused
+    );
+    assert!(
+        p.stale >= 1,
+        "the old leader never drove the receiver after the new one: {}",
+        p.body
+    );
+    assert!(
+        p.old_leader_refused,
+        "the old leader's duty never proposed: the scenario missed"
+    );
+    assert!(
+        p.success,
+        "the deposed leader's outcome was committed: {}",
+        p.body
+    );
+    assert_eq!(p.steps, ["mark-begin", "call-receiver", "mark-end"]);
+}
+
+/// The same scenario against `zsnode-seeded` with `unfenced-duty`: the checks above must
+/// catch it (the deposed leader's refused effect commits and the flow rolls back).
+#[test]
+fn an_unfenced_duty_is_caught() {
+    let bin = chaos_tests::cluster::seeded_zsnode_bin().expect("zsnode-seeded");
+    let p = partitioned_leader("unfenced-duty", Some(bin), Some("unfenced-duty"));
+    eprintln!(
+        "seeded=unfenced-duty success={} steps={:?} stale={}",
+        p.success, p.steps, p.stale
+    );
+    assert!(
+        p.stale >= 1,
+        "the scenario did not reach the stale effect: {}",
+        p.body
+    );
+    assert!(
+        !p.success,
+        "the checker missed a deposed leader's duty committing: {}",
+        p.body
+    );
 }

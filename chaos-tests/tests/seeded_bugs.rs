@@ -5,6 +5,9 @@
 //!   stale answers must show up as linearizability violations.
 //! - `drop-acked-write`: a fraction of mutating calls is acknowledged without being committed;
 //!   "no acknowledged write lost" must flag it under plain load.
+//! - `unfenced-duty` (deposed leaders' duties not fenced by their term) is caught by
+//!   `flow_engine.rs::an_unfenced_duty_is_caught`, beside the partitioned-leader scenario it
+//!   breaks, which needs that test's side-effect receiver.
 //!
 //! A control runs the stale-read scenario with the clean `zsnode` and must report nothing.
 //! Each test prints `seeded=<bug> ops=.. violations=.. lost=.. duplicates=..`.

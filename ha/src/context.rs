@@ -53,9 +53,12 @@ pub enum EffectError {
 /// that already performed it answers the same outcome again instead of doing it twice.
 pub trait EffectRunner: Send + Sync + 'static {
     /// Perform `request`; a definite outcome is committed as the step.
+    /// `term` is the leadership term of the duty asking: a receiver that has seen a higher
+    /// term refuses it (the fencing token that keeps a deposed leader from driving anything).
     fn perform(
         &self,
         key: String,
+        term: u64,
         request: EffectRequest,
         progress: ProgressFn,
     ) -> BoxFuture<'static, Result<Vars, EffectError>>;
@@ -68,6 +71,7 @@ impl EffectRunner for NoReceivers {
     fn perform(
         &self,
         _key: String,
+        _term: u64,
         request: EffectRequest,
         _progress: ProgressFn,
     ) -> BoxFuture<'static, Result<Vars, EffectError>> {
@@ -148,20 +152,24 @@ impl LeaderContext {
             },
             api::Caller::admin(),
         );
+        // SEEDED BUG (test builds only): the deposed leader's proposal outlives its term and
+        // goes wherever the node's writes go.
+        #[cfg(feature = "seeded-bugs")]
+        if api::leader::seeded::UNFENCED.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = tokio::spawn(self.node.propose_local(fenced, request_id))
+                .await
+                .map_err(|e| DutyError(e.to_string()))?;
+            return r.and_then(unwrap_duty_response);
+        }
         let resp = tokio::select! {
-            r = self.node.propose_local(fenced, request_id) => r?,
+            r = self.node.propose_local(fenced, request_id) => r,
             _ = self.cancel.cancelled() => {
-                return Err(DutyError(format!("leadership of term {} ended while proposing", self.term)))
+                Err(DutyError(format!("leadership of term {} ended while proposing", self.term)))
             }
         };
-        match resp {
-            Response::Refused(e) => Err(DutyError(format!("refused: {e}"))),
-            Response::Leader(inner) => match *inner {
-                Response::Refused(e) => Err(DutyError(format!("refused: {e}"))),
-                other => Ok(other),
-            },
-            other => Ok(other),
-        }
+        resp.and_then(unwrap_duty_response).inspect_err(|e| {
+            tracing::info!(term = self.term, error = %e.0, "duty proposal not committed");
+        })
     }
 
     /// Wall clock, ms since the Unix epoch.
@@ -177,5 +185,18 @@ impl LeaderContext {
     /// Where side effects go.
     pub fn effects(&self) -> Arc<dyn EffectRunner> {
         self.node.effects()
+    }
+}
+
+/// A duty's answer: the command's own response, a refusal (of the term fence or the family)
+/// being the proposal's failure.
+fn unwrap_duty_response(resp: Response) -> Result<Response, DutyError> {
+    match resp {
+        Response::Refused(e) => Err(DutyError(format!("refused: {e}"))),
+        Response::Leader(inner) => match *inner {
+            Response::Refused(e) => Err(DutyError(format!("refused: {e}"))),
+            other => Ok(other),
+        },
+        other => Ok(other),
     }
 }

@@ -152,6 +152,16 @@ impl LeaderNode for NodeLeader {
         Box::pin(async move {
             // Leader-only: a duty must never reach the log through another leader after this
             // node was deposed, so no forwarding here (openraft refuses on a non-leader).
+            // SEEDED BUG (test builds only): duties propose like clients, forwarded to
+            // whichever node leads now.
+            #[cfg(feature = "seeded-bugs")]
+            if crate::seeded::unfenced_duty() {
+                return node
+                    .propose(&cmd, request_id)
+                    .await
+                    .map(|(_, r)| r)
+                    .map_err(|e| DutyError(e.to_string()));
+            }
             let rid = request_id.unwrap_or_else(|| node.new_request_id());
             let proposal = Proposal::new(Some(rid), now_ms(), &cmd);
             let outcome = node
@@ -186,12 +196,14 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
             node.clone(),
         )))),
         Arc::new(sweepers::AdminBootstrap),
-        Arc::new(ha::duties::executor::JobExecutor::new(
-            node.job_wakeup().clone(),
-            JOB_POLL,
-            MAX_JOBS_IN_FLIGHT,
-        )
-        .with_step_pause(step_pause)),
+        Arc::new(
+            ha::duties::executor::JobExecutor::new(
+                node.job_wakeup().clone(),
+                JOB_POLL,
+                MAX_JOBS_IN_FLIGHT,
+            )
+            .with_step_pause(step_pause),
+        ),
         Arc::new(sweepers::session_sweeper()),
         Arc::new(sweepers::api_result_sweeper()),
         Arc::new(sweepers::audit_sweeper()),

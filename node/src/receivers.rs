@@ -53,26 +53,26 @@ fn failed(code: Code, details: impl Into<String>) -> EffectError {
     EffectError::Failed(Refusal::new(code, details))
 }
 
-/// Call the self-test receiver: `POST {url}` with `{key, action, payload}`; it answers
+/// Call the self-test receiver: `POST {url}` with `{key, term, action, payload}`; it answers
 /// `{"ok": true, "vars": {...}}` or `{"ok": false, "error": "..."}`. No answer, or a 5xx, is
 /// indeterminate (asked again with the same key); a 4xx, a refusal or garbage fails the step.
 async fn call_selftest(
     url: String,
     http: reqwest::Client,
     key: String,
+    term: u64,
     request: EffectRequest,
 ) -> Result<Vars, EffectError> {
     let payload: Value = serde_json::from_str(&request.payload)
         .map_err(|e| failed(Code::InvalidArgument, format!("bad self-test payload: {e}")))?;
-    let body = json!({"key": key, "action": request.action, "payload": payload});
+    let body = json!({"key": key, "term": term, "action": request.action, "payload": payload});
     let resp = http.post(&url).json(&body).send().await.map_err(|e| {
         EffectError::Indeterminate(format!("self-test receiver {url} unreachable: {e}"))
     })?;
     let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| EffectError::Indeterminate(format!("self-test receiver's answer lost: {e}")))?;
+    let text = resp.text().await.map_err(|e| {
+        EffectError::Indeterminate(format!("self-test receiver's answer lost: {e}"))
+    })?;
     if status.is_server_error() {
         return Err(EffectError::Indeterminate(format!(
             "self-test receiver answered HTTP {status}: {text:.200}"
@@ -114,6 +114,7 @@ impl EffectRunner for Receivers {
     fn perform(
         &self,
         key: String,
+        term: u64,
         request: EffectRequest,
         progress: ProgressFn,
     ) -> BoxFuture<'static, Result<Vars, EffectError>> {
@@ -122,7 +123,7 @@ impl EffectRunner for Receivers {
             match (request.receiver.as_str(), selftest) {
                 (selftest::RECEIVER, Some((url, http))) => {
                     progress(10);
-                    let r = call_selftest(url, http, key, request).await;
+                    let r = call_selftest(url, http, key, term, request).await;
                     progress(100);
                     r
                 }

@@ -4,8 +4,9 @@
 //! - `stale-read`: linearizable reads skip the read-index barrier and serve local state;
 //! - `drop-acked-write`: a fraction (`ZSNODE_SEEDED_BUG_RATE`, default 0.2) of mutating API
 //!   calls is answered as successful without its command ever being proposed;
-//! - `unfenced-duty`: a leader duty's command of another term than its entry's is applied
-//!   instead of refused (the term fence of `api::leader` switched off).
+//! - `unfenced-duty`: leader duties are not fenced by their term: a duty's proposal is
+//!   forwarded to whichever node leads (as client writes are), outlives the term it was made
+//!   in, and apply does not refuse a command of another term than its entry's.
 
 use std::sync::OnceLock;
 
@@ -75,8 +76,8 @@ pub fn fake_acknowledgement(cmd: &api::Command) -> Option<api::Response> {
         &ticket.reply_class,
         &api::wire::envelope::success(serde_json::Map::new()),
     );
-    Some(api::Response::Call(api::call::CallOutcome::Accepted(Box::new(
-        api::job::ApiJob {
+    Some(api::Response::Call(api::call::CallOutcome::Accepted(
+        Box::new(api::job::ApiJob {
             version: api::job::RECORD_VERSION,
             uuid: ticket.uuid.clone(),
             api_name: ticket.api_name.clone(),
@@ -91,8 +92,13 @@ pub fn fake_acknowledgement(cmd: &api::Command) -> Option<api::Response> {
             caller: call.op.command.caller().clone(),
             flow: None,
             history: Vec::new(),
-        },
-    ))))
+        }),
+    )))
+}
+
+/// Is `unfenced-duty` selected?
+pub fn unfenced_duty() -> bool {
+    config().0 == Some(Bug::UnfencedDuty)
 }
 
 /// Switch on the bugs that live in the model (`unfenced-duty`); called once at start-up.

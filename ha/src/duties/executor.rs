@@ -110,8 +110,9 @@ async fn perform_once(
         tx.send_replace(p);
     });
     let runner = ctx.effects();
-    let mut effect = tokio::spawn(runner.perform(key, request, progress));
+    let mut effect = tokio::spawn(runner.perform(key, ctx.term(), request, progress));
     let mut last = Instant::now() - PROGRESS_EVERY;
+    let mut progress_in_flight: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             r = &mut effect => {
@@ -128,11 +129,18 @@ async fn perform_once(
                 }
                 let percent = *rx.borrow_and_update();
                 last = Instant::now();
-                let op = JobOp::Progress { uuid: uuid.to_string(), step, percent };
-                // Progress is advisory: a lost one is overwritten by the next.
-                if let Err(e) = ctx.propose_as_leader(op.command(Caller::admin()), None).await {
-                    tracing::debug!(job = %uuid, error = %e, "progress not committed");
+                // Progress is advisory: a lost one is overwritten by the next, and its proposal
+                // must never hold up the step's own outcome (one in flight at a time).
+                if progress_in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+                    continue;
                 }
+                let op = JobOp::Progress { uuid: uuid.to_string(), step, percent };
+                let (c, job) = (ctx.clone(), uuid.to_string());
+                progress_in_flight = Some(tokio::spawn(async move {
+                    if let Err(e) = c.propose_as_leader(op.command(Caller::admin()), None).await {
+                        tracing::debug!(%job, error = %e, "progress not committed");
+                    }
+                }));
             }
         }
     }
@@ -284,6 +292,7 @@ mod tests {
         fn perform(
             &self,
             key: String,
+            _term: u64,
             request: EffectRequest,
             progress: ProgressFn,
         ) -> BoxFuture<'static, Result<Vars, EffectError>> {
