@@ -208,10 +208,9 @@ fn serve(
         answer(&mut stream, &a);
         return;
     }
-    match fire(false) {
+    if fire(false) == Some(false) {
         // Killed before performing: nothing done, nothing recorded; the next leader asks again.
-        Some(false) => return,
-        Some(true) | None => {}
+        return;
     }
     // The fencing token: a leader of a term below one already seen was deposed.
     {
