@@ -35,9 +35,11 @@ pub mod host;
 pub mod image;
 pub mod l2;
 pub mod l3;
-pub mod offering;
 pub mod primary_storage;
 pub mod tag;
+
+// Families moved under `families/`, still reachable at their old paths.
+pub use families::offering;
 
 #[cfg(test)]
 mod infra_tests;

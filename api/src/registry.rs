@@ -161,7 +161,7 @@ registry! {
     /// Backup-storage calls.
     BackupStorage => crate::backup_storage::BackupStorages,
     /// Instance- and disk-offering calls.
-    Offering => crate::offering::Offerings,
+    Offering => crate::families::offering::Offerings,
     /// Image calls (and the download duty's internal ones).
     Image => crate::image::Images,
     /// L2 network and VNI-range calls.

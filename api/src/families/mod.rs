@@ -4,4 +4,5 @@
 //! enforces this in CI.
 
 pub mod cluster;
+pub mod offering;
 pub mod zone;

@@ -95,10 +95,17 @@ pub fn check_new<R: Resource>(
     name: &str,
     description: Option<&str>,
 ) -> Result<(), ApiError> {
+    check_fields(uuid, name, description)?;
+    resource::refuse_duplicate::<R>(txn, uuid)
+}
+
+/// The field checks of [`check_new`] alone, for a create that checks its own fields and
+/// references before it looks for a duplicate uuid (ZStack's interceptors run in that order,
+/// so the first refusal a request meets stays the same).
+pub fn check_fields(uuid: &str, name: &str, description: Option<&str>) -> Result<(), ApiError> {
     validate::uuid("resourceUuid", uuid)?;
     validate::name("name", name)?;
-    validate::description(description)?;
-    resource::refuse_duplicate::<R>(txn, uuid)
+    validate::description(description)
 }
 
 /// Load a record that must exist, let `change` edit it (it may refuse; nothing is written
