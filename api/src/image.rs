@@ -1158,13 +1158,7 @@ mod tests {
             add_op(54, "http://h/d.qcow2", std::slice::from_ref(&bs)),
         )
         .unwrap();
-        crate::backup_storage::apply(
-            &mut t,
-            &ctx(11),
-            &Caller::admin(),
-            crate::backup_storage::BackupStorageOp::Delete { uuid: bs.clone() },
-        )
-        .unwrap();
+        crate::testing::delete_bs(&mut t, 11, &bs);
         assert!(load(&t, 54).is_none());
         assert_eq!(load(&t, 53).unwrap().backup_storage_refs.len(), 1);
     }
@@ -1280,31 +1274,23 @@ mod tests {
             assert_eq!(code(apply(&mut t, &ctx(11), &normal, op)), "ID.1002");
         }
         // A disabled BS takes no new image.
-        crate::backup_storage::apply(
+        crate::testing::change_bs_state(
             &mut t,
-            &ctx(11),
-            &Caller::admin(),
-            crate::backup_storage::BackupStorageOp::ChangeState {
-                uuid: bs.clone(),
-                event: crate::backup_storage::BsStateEvent::Disable,
-            },
-        )
-        .unwrap();
+            11,
+            &bs,
+            crate::resource::generic::EnableEvent::Disable,
+        );
         let before2 = t.tables.clone();
         assert_eq!(code(run(&mut t, add_op(56, "http://h/x", one))), "SYS.1006");
         assert_eq!(t.tables, before2);
         assert_ne!(t.tables, before);
         // A normal account may add its own image.
-        crate::backup_storage::apply(
+        crate::testing::change_bs_state(
             &mut t,
-            &ctx(12),
-            &Caller::admin(),
-            crate::backup_storage::BackupStorageOp::ChangeState {
-                uuid: bs.clone(),
-                event: crate::backup_storage::BsStateEvent::Enable,
-            },
-        )
-        .unwrap();
+            12,
+            &bs,
+            crate::resource::generic::EnableEvent::Enable,
+        );
         apply(&mut t, &ctx(13), &normal, add_op(57, "http://h/y", one)).unwrap();
         assert_eq!(
             resource::load::<Image>(&t, &u(57)).unwrap().unwrap().0,

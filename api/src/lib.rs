@@ -30,7 +30,6 @@ pub mod validate;
 pub mod wire;
 
 // Families not yet moved under `families/` (one module each).
-pub mod backup_storage;
 pub mod host;
 pub mod image;
 pub mod l2;
@@ -39,6 +38,7 @@ pub mod primary_storage;
 pub mod tag;
 
 // Families moved under `families/`, still reachable at their old paths.
+pub use families::backup_storage;
 pub use families::offering;
 
 #[cfg(test)]

@@ -159,7 +159,7 @@ registry! {
     /// Primary-storage calls.
     PrimaryStorage => crate::primary_storage::PrimaryStorages,
     /// Backup-storage calls.
-    BackupStorage => crate::backup_storage::BackupStorages,
+    BackupStorage => crate::families::backup_storage::BackupStorages,
     /// Instance- and disk-offering calls.
     Offering => crate::families::offering::Offerings,
     /// Image calls (and the download duty's internal ones).

@@ -3,6 +3,7 @@
 //! its references to them as relations (`resource::relations`). `api/tests/family_isolation.rs`
 //! enforces this in CI.
 
+pub mod backup_storage;
 pub mod cluster;
 pub mod offering;
 pub mod zone;

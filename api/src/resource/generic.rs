@@ -1,5 +1,6 @@
 //! What most families do the same way, once: the checks every create makes, `UpdateX` of name
-//! and description, the enable/disable state pair, and load-change-stamp-save.
+//! and description, the enable/disable state pair, load-change-stamp-save, and attaching a
+//! record to parents of another kind.
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -181,6 +182,84 @@ impl EnableEvent {
             ],
         )
     }
+}
+
+/// A kind attached to parents of another kind through a list of their uuids in its records
+/// (primary storage to clusters, backup storage to zones): attach and detach refuse in
+/// ZStack's words, naming both sides, and the relation's detach (when a parent is deleted)
+/// edits the list the same way, so each family only says what its sides are called.
+pub struct Attachment<R: 'static> {
+    /// What a record is called in refusals (`primary storage`).
+    pub what: &'static str,
+    /// What a parent is called (`cluster`).
+    pub parent: &'static str,
+    /// The record's parent uuids, in attach order.
+    pub list: fn(&mut R) -> &mut Vec<String>,
+}
+
+impl<R: Resource + Stamped> Attachment<R> {
+    /// Refuse (`SYS.1006`) attaching `r` to a parent it is attached to already.
+    pub fn refuse_attached(&self, r: &mut R, parent_uuid: &str) -> Result<(), ApiError> {
+        if (self.list)(r).iter().any(|p| p == parent_uuid) {
+            return Err(validate::op_failure(format!(
+                "{}[uuid:{}] has been attached to {}[uuid:{parent_uuid}]",
+                self.what,
+                r.uuid(),
+                self.parent
+            )));
+        }
+        Ok(())
+    }
+
+    /// Attach `r` to a parent (refused when it is attached already).
+    pub fn attach(&self, r: &mut R, parent_uuid: &str) -> Result<(), ApiError> {
+        self.refuse_attached(r, parent_uuid)?;
+        (self.list)(r).push(parent_uuid.to_string());
+        Ok(())
+    }
+
+    /// Detach `r` from a parent, refusing (`SYS.1006`) one it is not attached to.
+    pub fn detach(&self, r: &mut R, parent_uuid: &str) -> Result<(), ApiError> {
+        if !(self.list)(r).iter().any(|p| p == parent_uuid) {
+            return Err(validate::op_failure(format!(
+                "{}[uuid:{}] is not attached to {}[uuid:{parent_uuid}]",
+                self.what,
+                r.uuid(),
+                self.parent
+            )));
+        }
+        (self.list)(r).retain(|p| p != parent_uuid);
+        Ok(())
+    }
+
+    /// The relation's detach when a parent is deleted: forget it in record `uuid`. True when
+    /// the record is left with no parent (a `DetachOrDelete` relation then deletes it).
+    pub fn forget(
+        &self,
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        uuid: &str,
+        parent_uuid: &str,
+    ) -> Result<bool, ApiError> {
+        let Some((owner, mut r)) = resource::load::<R>(txn, uuid)? else {
+            return Ok(false);
+        };
+        (self.list)(&mut r).retain(|p| p != parent_uuid);
+        r.touch(ctx.proposed_at_ms);
+        resource::save(txn, &owner, &r)?;
+        Ok((self.list)(&mut r).is_empty())
+    }
+}
+
+/// `AttachXToY{xUuid, yUuid}` and its `DetachXFromY` → the family's op, given the record's
+/// uuid and the parent's, read from the two named fields in that order.
+pub fn plan_pair<Op: IntoCommand>(
+    p: &PlanInput,
+    field: &str,
+    parent_field: &str,
+    make: impl FnOnce(String, String) -> Op,
+) -> Result<Plan, Refusal> {
+    Ok(p.propose(make(p.required(field)?, p.required(parent_field)?)))
 }
 
 /// The common `{uuid}` of calls that name one resource.

@@ -158,7 +158,7 @@ pub fn make_bs(t: &mut MemTxn, n: u32) -> String {
     admin_apply(
         t,
         6,
-        crate::backup_storage::BackupStorageOp::AddImageStore {
+        crate::families::backup_storage::BackupStorageOp::AddImageStore {
             uuid: u(n),
             name: format!("bs-{n}"),
             description: None,
@@ -170,6 +170,32 @@ pub fn make_bs(t: &mut MemTxn, n: u32) -> String {
         },
     );
     u(n)
+}
+
+/// Enable or disable backup storage `bs`.
+pub fn change_bs_state(
+    t: &mut MemTxn,
+    index: u64,
+    bs: &str,
+    event: crate::resource::generic::EnableEvent,
+) {
+    admin_apply(
+        t,
+        index,
+        crate::families::backup_storage::BackupStorageOp::ChangeState {
+            uuid: bs.into(),
+            event,
+        },
+    );
+}
+
+/// Delete backup storage `bs` (and the images kept nowhere else).
+pub fn delete_bs(t: &mut MemTxn, index: u64, bs: &str) {
+    admin_apply(
+        t,
+        index,
+        crate::families::backup_storage::BackupStorageOp::Delete { uuid: bs.into() },
+    );
 }
 
 /// Create NoVlan L2 `u(n)` on `nic` in `zone`.
