@@ -34,12 +34,12 @@ pub mod host;
 pub mod image;
 pub mod l2;
 pub mod l3;
-pub mod primary_storage;
 pub mod tag;
 
 // Families moved under `families/`, still reachable at their old paths.
 pub use families::backup_storage;
 pub use families::offering;
+pub use families::primary_storage;
 
 #[cfg(test)]
 mod infra_tests;

@@ -157,7 +157,7 @@ registry! {
     /// Cluster calls.
     Cluster => crate::families::cluster::Clusters,
     /// Primary-storage calls.
-    PrimaryStorage => crate::primary_storage::PrimaryStorages,
+    PrimaryStorage => crate::families::primary_storage::PrimaryStorages,
     /// Backup-storage calls.
     BackupStorage => crate::families::backup_storage::BackupStorages,
     /// Instance- and disk-offering calls.

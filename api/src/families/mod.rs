@@ -6,4 +6,5 @@
 pub mod backup_storage;
 pub mod cluster;
 pub mod offering;
+pub mod primary_storage;
 pub mod zone;
