@@ -163,7 +163,7 @@ registry! {
     /// Instance- and disk-offering calls.
     Offering => crate::families::offering::Offerings,
     /// Image calls (and the download duty's internal ones).
-    Image => crate::image::Images,
+    Image => crate::families::image::Images,
     /// L2 network and VNI-range calls.
     L2 => crate::l2::L2Networks,
     /// L3 network, IP-range, DNS and IPAM calls.

@@ -117,7 +117,29 @@ pub fn modify<R: Resource + Stamped>(
     uuid: &str,
     change: impl FnOnce(&dyn StateTxn, &mut R) -> Result<(), ApiError>,
 ) -> Result<R, ApiError> {
-    let (owner, mut r) = resource::require::<R>(txn, uuid)?;
+    let found = resource::require::<R>(txn, uuid)?;
+    change_and_save(txn, ctx, found, change)
+}
+
+/// [`modify`] of a record the caller must be allowed to see (`ID.1002` otherwise): the kinds
+/// normal accounts own themselves (images, networks).
+pub fn modify_visible<R: Resource + Stamped>(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    uuid: &str,
+    change: impl FnOnce(&dyn StateTxn, &mut R) -> Result<(), ApiError>,
+) -> Result<R, ApiError> {
+    let found = resource::require_visible::<R>(txn, caller, uuid)?;
+    change_and_save(txn, ctx, found, change)
+}
+
+fn change_and_save<R: Resource + Stamped>(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    (owner, mut r): (String, R),
+    change: impl FnOnce(&dyn StateTxn, &mut R) -> Result<(), ApiError>,
+) -> Result<R, ApiError> {
     change(txn, &mut r)?;
     r.touch(ctx.proposed_at_ms);
     resource::save(txn, &owner, &r)?;

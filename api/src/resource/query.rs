@@ -201,6 +201,16 @@ pub(crate) fn query_via<R: Resource>(
     Ok(query::run(&plain, &schema, rows)?)
 }
 
+/// The `SystemTagInventory` objects of resource `uuid`, for an inventory's joined `systemTags`
+/// field: tags may name any kind, so the resource layer reads them for every family.
+pub fn system_tag_inventories(txn: &dyn StateTxn, uuid: &str) -> Result<Value, ApiError> {
+    let tags = crate::resource::find::<crate::tag::SystemTag>(txn, "resourceUuid", uuid)?
+        .into_iter()
+        .map(|(_, t)| crate::resource::inventory(&t))
+        .collect();
+    Ok(Value::Array(tags))
+}
+
 fn tags_match(
     txn: &dyn StateTxn,
     uuid: &str,

@@ -198,6 +198,19 @@ pub fn delete_bs(t: &mut MemTxn, index: u64, bs: &str) {
     );
 }
 
+/// Set global configuration `category`.`name` to `value`.
+pub fn set_global_config(t: &mut MemTxn, index: u64, category: &str, name: &str, value: &str) {
+    admin_apply(
+        t,
+        index,
+        crate::global_config::GlobalConfigOp::Update {
+            category: category.into(),
+            name: name.into(),
+            value: value.into(),
+        },
+    );
+}
+
 /// Create NoVlan L2 `u(n)` on `nic` in `zone`.
 pub fn make_novlan(t: &mut MemTxn, n: u32, zone: &str, nic: &str) -> String {
     admin_apply(
