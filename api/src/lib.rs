@@ -30,13 +30,13 @@ pub mod validate;
 pub mod wire;
 
 // Families not yet moved under `families/` (one module each).
-pub mod host;
 pub mod l2;
 pub mod l3;
 pub mod tag;
 
 // Families moved under `families/`, still reachable at their old paths.
 pub use families::backup_storage;
+pub use families::host;
 pub use families::image;
 pub use families::offering;
 pub use families::primary_storage;

@@ -171,7 +171,7 @@ registry! {
     /// System- and user-tag calls, and creates carrying tags.
     Tag => crate::tag::Tags,
     /// KVM host calls.
-    Host => crate::host::Hosts,
+    Host => crate::families::host::Hosts,
     /// The API audit log (the serving nodes' batches, the leader's retention sweeper).
     Audit => crate::audit::Audits,
 }

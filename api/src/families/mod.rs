@@ -5,6 +5,7 @@
 
 pub mod backup_storage;
 pub mod cluster;
+pub mod host;
 pub mod image;
 pub mod offering;
 pub mod primary_storage;

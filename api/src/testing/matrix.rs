@@ -38,7 +38,8 @@ pub(crate) struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    /// An empty state at step 0.
+    pub(crate) fn new() -> Self {
         Harness {
             t: MemTxn::default(),
             n: 0,
@@ -107,6 +108,14 @@ impl Harness {
         };
         assert_eq!(job.success, Some(true), "{name}: {:?}", job.result);
         job_uuid
+    }
+
+    /// The refusal of a call that must be refused without changing anything.
+    pub(crate) fn refused(&mut self, who: &Who, name: &str, body: Value) -> Refusal {
+        let before = self.t.tables.clone();
+        let e = self.send(who, name, body).expect_err(name);
+        assert_eq!(self.t.tables, before, "{name} changed state while refused");
+        e
     }
 
     pub(crate) fn ok(&mut self, who: &Who, name: &str, body: Value) -> Map<String, Value> {

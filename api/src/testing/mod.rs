@@ -144,6 +144,31 @@ pub fn cluster_create(n: u32, zone: &str) -> crate::families::cluster::ClusterOp
     }
 }
 
+/// A copy of cluster `c` as `uuid` of another hypervisor type (`CreateCluster` makes KVM
+/// clusters only); returns `uuid`.
+pub fn copy_cluster(t: &mut MemTxn, c: &str, uuid: &str, hypervisor: &str) -> String {
+    use crate::families::cluster::Cluster;
+    let (owner, mut other) = crate::resource::require::<Cluster>(t, c).expect("cluster");
+    other.uuid = uuid.into();
+    other.hypervisor_type = hypervisor.into();
+    crate::resource::save(t, &owner, &other).expect("save");
+    uuid.into()
+}
+
+/// Every user tag.
+pub fn user_tags(t: &MemTxn) -> Vec<crate::tag::UserTag> {
+    crate::resource::list::<crate::tag::UserTag>(t)
+        .expect("user tags")
+        .into_iter()
+        .map(|(_, tag)| tag)
+        .collect()
+}
+
+/// Whether `c` is a create carrying its `systemTags`/`userTags`.
+pub fn is_tagged_create(c: &crate::Command) -> bool {
+    matches!(c, crate::Command::Tag(t) if matches!(*t.op, crate::tag::TagOp::Tagged { .. }))
+}
+
 /// Delete cluster `c`.
 pub fn delete_cluster(t: &mut MemTxn, index: u64, c: &str) {
     admin_apply(
