@@ -1,9 +1,10 @@
 //! What most families do the same way, once: the checks every create makes, `UpdateX` of name
-//! and description, the enable/disable state pair, load-change-stamp-save, and attaching a
-//! record to parents of another kind.
+//! and description, the enable/disable state pair, load-change-stamp-save, the answer of a
+//! command on one record, and attaching a record to parents of another kind.
 
 use serde::Deserialize;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::plan::Plan;
 use crate::plan::PlanInput;
@@ -156,6 +157,26 @@ pub fn rename<R: Resource + Stamped + Described>(
     modify(txn, ctx, uuid, |_, r: &mut R| rename.apply_to(r))
 }
 
+/// What a command on one kind answers: the record after the change, or that it is gone (or
+/// never was: ZStack answers a delete of an unknown uuid with success).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer<R> {
+    /// The record after the change.
+    Inventory(Box<R>),
+    /// Deleted (or already absent).
+    Deleted,
+}
+
+impl<R: Resource> Answer<R> {
+    /// The `inventory` of the reply, if any (without the joined fields only queries read).
+    pub fn inventory(&self) -> Option<Value> {
+        match self {
+            Answer::Inventory(r) => Some(resource::inventory(r.as_ref())),
+            Answer::Deleted => None,
+        }
+    }
+}
+
 /// The `Enabled`/`Disabled` state most resources have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EnableState {
@@ -210,7 +231,7 @@ impl EnableEvent {
 /// (primary storage to clusters, backup storage to zones): attach and detach refuse in
 /// ZStack's words, naming both sides, and the relation's detach (when a parent is deleted)
 /// edits the list the same way, so each family only says what its sides are called.
-pub struct Attachment<R: 'static> {
+pub struct Attachment<R> {
     /// What a record is called in refusals (`primary storage`).
     pub what: &'static str,
     /// What a parent is called (`cluster`).

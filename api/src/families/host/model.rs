@@ -186,13 +186,7 @@ pub enum HostOp {
 }
 
 /// Answer of a host command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HostResult {
-    /// The host after the change.
-    Inventory(Box<Host>),
-    /// Deleted (or already absent).
-    Deleted,
-}
+pub type HostResult = generic::Answer<Host>;
 
 fn username(v: &str) -> Result<(), ApiError> {
     validate::name("username", v)?;

@@ -1,11 +1,9 @@
 //! Hosts on the wire: the `KVMHostInventory` and request → op.
 
 use serde_json::json;
-use serde_json::Value;
 
 use super::model::Host;
 use super::model::HostOp;
-use super::model::HostResult;
 use super::model::HostStateEvent;
 use super::model::DEFAULT_SSH_PORT;
 use super::model::KIND;
@@ -15,7 +13,6 @@ use super::probe::probed;
 use crate::params;
 use crate::plan::Plan;
 use crate::plan::PlanInput;
-use crate::resource;
 use crate::resource::date;
 use crate::resource::generic;
 use crate::resource::Field;
@@ -63,16 +60,6 @@ impl Resource for Host {
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-}
-
-impl HostResult {
-    /// The `inventory` of the reply, if any (runtime class `KVMHostInventory`).
-    pub fn inventory(&self) -> Option<Value> {
-        match self {
-            HostResult::Inventory(h) => Some(resource::inventory(h.as_ref())),
-            HostResult::Deleted => None,
-        }
     }
 }
 

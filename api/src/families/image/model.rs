@@ -239,13 +239,7 @@ pub enum ImageOp {
 }
 
 /// Answer of an image command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ImageResult {
-    /// The image after the change.
-    Inventory(Box<Image>),
-    /// Deleted, expunged, or removed after a failed download (or already absent).
-    Deleted,
-}
+pub type ImageResult = generic::Answer<Image>;
 
 fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<(), ApiError> {
     if allowed.contains(&v) {

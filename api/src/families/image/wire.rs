@@ -7,7 +7,6 @@ use serde_json::Value;
 use super::model::BackupStorageRef;
 use super::model::Image;
 use super::model::ImageOp;
-use super::model::ImageResult;
 use super::model::KIND;
 use super::model::TABLE;
 use crate::params;
@@ -84,16 +83,6 @@ fn ref_inventory(r: &BackupStorageRef, image_uuid: &str) -> Value {
     om.insert("createDate".into(), date(r.create_date));
     om.insert("lastOpDate".into(), date(r.last_op_date));
     Value::Object(om)
-}
-
-impl ImageResult {
-    /// The `inventory` of the reply, if any (without tags, which only queries join in).
-    pub fn inventory(&self) -> Option<Value> {
-        match self {
-            ImageResult::Inventory(i) => Some(resource::inventory(i.as_ref())),
-            ImageResult::Deleted => None,
-        }
-    }
 }
 
 /// The `backupStorageUuids` a call names (absent: none).

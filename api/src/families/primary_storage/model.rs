@@ -211,13 +211,7 @@ pub enum PrimaryStorageOp {
 }
 
 /// Answer of a primary-storage command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PrimaryStorageResult {
-    /// The PS after the change.
-    Inventory(Box<PrimaryStorage>),
-    /// Deleted (or already absent).
-    Deleted,
-}
+pub type PrimaryStorageResult = generic::Answer<PrimaryStorage>;
 
 /// Check a url for a type (spec 03 §9.4–9.6).
 pub fn check_url(ps_type: PsType, url: &str) -> Result<(), ApiError> {

@@ -1,11 +1,9 @@
 //! Primary storage on the wire: the inventory and request → op.
 
 use serde_json::json;
-use serde_json::Value;
 
 use super::model::PrimaryStorage;
 use super::model::PrimaryStorageOp;
-use super::model::PrimaryStorageResult;
 use super::model::PsStateEvent;
 use super::model::PsType;
 use super::model::KIND;
@@ -13,7 +11,6 @@ use super::model::TABLE;
 use crate::params;
 use crate::plan::Plan;
 use crate::plan::PlanInput;
-use crate::resource;
 use crate::resource::date;
 use crate::resource::generic;
 use crate::resource::Field;
@@ -51,16 +48,6 @@ impl Resource for PrimaryStorage {
 
     fn uuid(&self) -> &str {
         &self.uuid
-    }
-}
-
-impl PrimaryStorageResult {
-    /// The `inventory` of the reply, if any.
-    pub fn inventory(&self) -> Option<Value> {
-        match self {
-            PrimaryStorageResult::Inventory(p) => Some(resource::inventory(p.as_ref())),
-            PrimaryStorageResult::Deleted => None,
-        }
     }
 }
 
