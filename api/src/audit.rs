@@ -42,7 +42,6 @@ use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
 use crate::Command;
-use crate::Response;
 use crate::StateTxn;
 
 /// Records, keyed by uuid.
@@ -212,6 +211,74 @@ impl AuditRecord {
         } else if self.resource_uuid.is_none() {
             self.resource_uuid = field("uuid");
         }
+    }
+
+    /// A call's record as the serving node starts it: what was asked, from where; the
+    /// caller is set once the session is resolved and the outcome when the call ends.
+    pub fn for_request(
+        req: &crate::wire::envelope::ApiRequest,
+        uuid: String,
+        client_ip: Option<String>,
+        node_id: u64,
+        now_ms: u64,
+    ) -> AuditRecord {
+        let text = |v: Option<&Value>| {
+            v.and_then(Value::as_str)
+                .map(|s| clip(s, MAX_TEXT).to_string())
+        };
+        let api_name = clip(req.short_name(), MAX_TEXT).to_string();
+        let target = text(req.body.get("uuid")).or_else(|| text(req.body.get("resourceUuid")));
+        let login_name =
+            text(req.body.get("userName")).or_else(|| text(req.body.get("accountName")));
+        AuditRecord {
+            uuid,
+            message_class: clip(&req.class, MAX_TEXT).to_string(),
+            resource_uuid: if is_session_call(&api_name) {
+                None
+            } else {
+                target
+            },
+            // For a login the name sent is all there is until it succeeds.
+            operator: if api_name.starts_with("LogIn") {
+                login_name
+            } else {
+                None
+            },
+            api_name,
+            account_uuid: None,
+            user_uuid: None,
+            client_ip,
+            request_dump: Some(request_dump(&req.body)),
+            success: None,
+            error_code: None,
+            error_description: None,
+            error_details: None,
+            job_uuid: None,
+            state: AuditState::Processing,
+            create_date: now_ms,
+            finish_date: None,
+            duration: None,
+            node_id: Some(node_id),
+            accepted: true,
+        }
+    }
+
+    /// Who called (the session's account and user) and their name, when it is known.
+    pub fn set_caller(&mut self, who: &Caller, operator: Option<String>) {
+        self.account_uuid = Some(who.account_uuid.clone());
+        self.user_uuid = Some(who.user_uuid.clone());
+        if operator.is_some() {
+            self.operator = operator;
+        }
+    }
+
+    /// The call ended at `now_ms` with `reply` (`{..., "success": bool, "error"?: {...}}`).
+    pub fn finish(&mut self, reply: &Value, now_ms: u64) {
+        self.state = AuditState::Done;
+        let now = now_ms.max(self.create_date);
+        self.finish_date = Some(now);
+        self.duration = Some(now - self.create_date);
+        self.set_reply(reply);
     }
 
     /// Set the outcome from a failure's error code.
@@ -443,7 +510,7 @@ pub fn merge(old: AuditRecord, new: AuditRecord) -> AuditRecord {
     }
 }
 
-fn upsert(txn: &mut dyn StateTxn, r: AuditRecord) -> Result<(), ApiError> {
+pub(crate) fn upsert(txn: &mut dyn StateTxn, r: AuditRecord) -> Result<(), ApiError> {
     let old = get(txn, &r.uuid)?;
     let merged = match &old {
         Some(o) => merge(o.clone(), r),
@@ -455,7 +522,7 @@ fn upsert(txn: &mut dyn StateTxn, r: AuditRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check(r: &AuditRecord) -> Result<(), ApiError> {
+pub(crate) fn check(r: &AuditRecord) -> Result<(), ApiError> {
     validate::uuid("uuid", &r.uuid)?;
     if let Some(j) = &r.job_uuid {
         validate::uuid("jobUuid", j)?;
@@ -560,13 +627,29 @@ pub fn caller_of(cmd: &Command) -> Option<&Caller> {
     }
 }
 
-/// Complete the audit record of a finished job (called by the job's `Run` apply step, in the
-/// same entry that applied the call): success or error, finish date, the created resource.
+/// The name of whoever `caller` is: the user's for user sessions, else the account's (`None`
+/// if it is gone).
+pub fn operator_name(txn: &dyn StateTxn, caller: &Caller) -> Option<String> {
+    use crate::identity::Account;
+    use crate::identity::User;
+    if caller.user_uuid != caller.account_uuid {
+        if let Ok(Some((_, u))) = crate::resource::load::<User>(txn, &caller.user_uuid) {
+            return Some(u.name);
+        }
+    }
+    crate::resource::load::<Account>(txn, &caller.account_uuid)
+        .ok()
+        .flatten()
+        .map(|(_, a)| a.name)
+}
+
+/// Complete the audit record of a finished job (called by the job's last apply step, in the
+/// same entry that finished the flow): success or error, finish date, the created resource.
 pub fn finish_job(
     txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     job: &ApiJob,
-    resp: &Response,
+    outcome: Result<Map<String, Value>, crate::wire::errors::Refusal>,
     caller: Option<&Caller>,
 ) -> Result<(), ApiError> {
     let mut r = AuditRecord {
@@ -594,7 +677,7 @@ pub fn finish_job(
         node_id: None,
         accepted: false,
     };
-    match resp.reply() {
+    match outcome {
         Ok(fields) => r.note_inventory(fields.get("inventory")),
         Err(refusal) => r.set_error(&refusal.to_error_code()),
     }
@@ -809,25 +892,28 @@ mod tests {
     }
 
     fn submit_and_run(t: &mut MemTxn, zone_uuid: &str) -> crate::job::ApiJob {
-        let submit = JobOp::Submit {
-            uuid: JOB.into(),
-            api_name: "CreateZone".into(),
-            reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
-            command: Box::new(
-                ZoneOp::Create {
-                    uuid: zone_uuid.into(),
-                    name: "z".into(),
-                    description: None,
-                    is_default: false,
-                }
-                .command(Caller::admin()),
-            ),
-        };
+        let submit = JobOp::Submit(crate::job::Submission::command(
+            JOB,
+            "CreateZone",
+            "org.zstack.header.zone.APICreateZoneEvent",
+            "",
+            ZoneOp::Create {
+                uuid: zone_uuid.into(),
+                name: "z".into(),
+                description: None,
+                is_default: false,
+            }
+            .command(Caller::admin()),
+        ));
         let Ok(JobResult::Job(j)) = crate::job::apply(t, &ctx(1), &Caller::admin(), submit) else {
             panic!("submit")
         };
         assert_eq!(j.create_date, 1000);
-        let run = JobOp::Run { uuid: JOB.into() };
+        let run = JobOp::Step {
+            uuid: JOB.into(),
+            step: 0,
+            undo: false,
+        };
         match crate::job::apply(t, &ctx(2), &Caller::admin(), run) {
             Ok(JobResult::Job(j)) => *j,
             other => panic!("{other:?}"),

@@ -55,6 +55,11 @@ pub trait Family: 'static {
 /// Cleanup a kind needs beyond its own record when it is deleted (rows of internal tables).
 pub type CleanupFn = fn(&mut dyn StateTxn, &ApplyCtx, &str) -> Result<(), ApiError>;
 
+/// The inventory (as a reply carries it) of the record of a kind with this uuid, `None` when
+/// there is none: how a record renders for readers that do not know its type
+/// (`resource::inventory_of`). Usually `resource::stored_inventory::<TheRecord>`.
+pub type InventoryFn = fn(&dyn StateTxn, &str) -> Result<Option<Value>, ApiError>;
+
 /// A resource kind a family stores.
 pub struct KindDecl {
     /// ZStack's type name (`Zone`; errors say `ZoneVO`).
@@ -67,6 +72,9 @@ pub struct KindDecl {
     pub relations: &'static [Relation],
     /// Extra cleanup on delete.
     pub on_delete: Option<CleanupFn>,
+    /// How a record renders without its type (kinds other families join into their
+    /// inventories, e.g. tags); `None`: not rendered that way.
+    pub inventory: Option<InventoryFn>,
 }
 
 impl KindDecl {
@@ -82,6 +90,7 @@ impl KindDecl {
             vo_types,
             relations: &[],
             on_delete: None,
+            inventory: None,
         }
     }
 }

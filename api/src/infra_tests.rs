@@ -602,7 +602,7 @@ fn free_ip_and_ip_availability_through_the_wire() {
     );
     // 192.168.1.11 is taken (an internal allocation, as a VM NIC would do).
     let alloc = crate::IntoCommand::command(
-        crate::l3::L3Op::AllocateIp {
+        crate::families::l3::L3Op::AllocateIp {
             l3_network_uuid: l3.clone(),
             used_ip_uuid: uuid(900),
             required_ip: Some("192.168.1.11".into()),
@@ -736,12 +736,12 @@ mod determinism {
 
     use crate::backup_storage::BackupStorageOp;
     use crate::families::cluster::ClusterOp;
+    use crate::families::l2::L2Common;
+    use crate::families::l2::L2Op;
+    use crate::families::l3::L3Op;
+    use crate::families::l3::RangeSpec;
     use crate::families::zone::ZoneOp;
     use crate::image::ImageOp;
-    use crate::l2::L2Common;
-    use crate::l2::L2Op;
-    use crate::l3::L3Op;
-    use crate::l3::RangeSpec;
     use crate::offering::OfferingOp;
     use crate::primary_storage::PrimaryStorageOp;
     use crate::primary_storage::PsType;

@@ -2,6 +2,12 @@
 //! probes, each done through [`Effects`]. The node implements the effects with Raft, RocksDB
 //! and the network; tests implement them over an in-memory state. This module itself does no
 //! IO and reads no clock: time, uuids and salts come from [`Effects::stamp`].
+//!
+//! Reads (queries, `Get*`, session validation, logins) are made linearizable by a read-index
+//! barrier first. Writes need none: every write travels as ONE [`ApiCall`] entry whose apply
+//! checks the session at its place in the log and writes the call's audit record with its
+//! outcome, so a write costs one log entry (an async call whose job is a single command runs
+//! in that same entry when nothing is queued on its resource).
 
 use std::future::Future;
 
@@ -9,10 +15,13 @@ use serde_json::json;
 use serde_json::Map;
 use serde_json::Value;
 
+use crate::audit::AuditRecord;
+use crate::call::ApiCall;
+use crate::call::CallOutcome;
+use crate::call::JobTicket;
 use crate::catalogue::CallKind;
 use crate::catalogue::CallSpec;
 use crate::identity;
-use crate::job;
 use crate::job::ApiJob;
 use crate::plan;
 use crate::plan::HostEndpoint;
@@ -89,6 +98,8 @@ pub struct CallOptions {
     pub stale_ok: bool,
     /// The client's `X-Job-UUID`, if it sent one (checked here).
     pub job_uuid: Option<String>,
+    /// The call's audit record as the serving node started it (`None`: not audited).
+    pub audit: Option<AuditRecord>,
 }
 
 /// How a call ended, before it is written in one protocol or the other.
@@ -101,8 +112,21 @@ pub enum Outcome {
         /// The reply object.
         reply: Value,
     },
-    /// Accepted as a durable job.
+    /// Accepted now as a new durable job: answered as accepted whatever state it is in.
+    Accepted(Box<ApiJob>),
+    /// An existing job (a retry with the same job uuid): answered as it stands.
     Job(Box<ApiJob>),
+}
+
+/// A served call: its outcome, and its audit record when it still has to be written (a call
+/// that proposed nothing: reads, refusals before any proposal). The record of a write went
+/// into the write's own entry.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The finished audit record to buffer, if the call's entry did not carry it.
+    pub audit: Option<AuditRecord>,
 }
 
 fn done(class: &str, reply: Value) -> Outcome {
@@ -130,148 +154,6 @@ fn reply_of(call: &CallSpec, resp: &Response) -> Outcome {
     }
 }
 
-/// Run one call. `who` receives the caller once the session is resolved (for the audit).
-pub async fn run<E: Effects>(
-    fx: &E,
-    spec: &'static CallSpec,
-    req: ApiRequest,
-    opts: &CallOptions,
-    who: &mut Option<Caller>,
-) -> Outcome {
-    if !opts.stale_ok {
-        if let Err(r) = fx.barrier().await {
-            return refused_early(spec.kind, &r);
-        }
-    }
-    let stamp = fx.stamp();
-    let caller = if plan::needs_session(spec) {
-        match fx.caller(spec, req.session_uuid.as_deref(), stamp.now_ms) {
-            Ok(caller) => {
-                *who = Some(caller.clone());
-                caller
-            }
-            Err(r) => return refused_early(spec.kind, &r),
-        }
-    } else {
-        Caller::admin()
-    };
-    let plan = match plan::plan(&req, &caller, &stamp) {
-        Ok(p) => p,
-        Err(r) => return refused_early(spec.kind, &r),
-    };
-    match plan {
-        Plan::Query { call, run, query } => match fx.query(run, query, caller).await {
-            Ok(fields) => done(&call.reply_class, envelope::success(fields)),
-            Err(e) => failed(&call.reply_class, &plan::refusal_of(&e)),
-        },
-        Plan::Read { call, read } => match fx.read(|s| read(s, &caller)) {
-            Ok(fields) => done(&call.reply_class, envelope::success(fields)),
-            Err(e) => failed(&call.reply_class, &plan::refusal_of(&e)),
-        },
-        Plan::ValidateSession { call, session_uuid } => {
-            let valid = fx.read(|s| {
-                identity::session_caller(s, &call.class, Some(&session_uuid), stamp.now_ms).is_ok()
-            });
-            let mut m = Map::new();
-            m.insert("validSession".into(), json!(valid));
-            done(&call.reply_class, envelope::success(m))
-        }
-        Plan::LogIn {
-            call,
-            target,
-            password,
-        } => login(fx, call, target, &password, &stamp).await,
-        Plan::LogOut { call, session_uuid } => {
-            if let Some(uuid) = session_uuid {
-                let cmd = identity::IdentityOp::DeleteSession { uuid }.command(Caller::admin());
-                if let Err(r) = fx.propose(cmd, None).await {
-                    return failed(&call.reply_class, &r);
-                }
-            }
-            done(&call.reply_class, envelope::success(Map::new()))
-        }
-        Plan::ProbeThenPropose {
-            call,
-            command,
-            probe,
-            unreachable,
-        } => {
-            // The command is dry-run against local state first, so a call the state refuses
-            // answers with its own error and never dials out; an unreachable host leaves
-            // nothing behind (spec 03 §12.1).
-            let target = fx.read(|s| {
-                let mut overlay = crate::staged::Staged::over(s);
-                probe(&mut overlay, stamp.now_ms, &command)
-            });
-            match target {
-                Err(e) => return failed(&call.reply_class, &plan::refusal_of(&e)),
-                Ok(Some(endpoint)) => {
-                    if let Err(cause) = fx.probe(&endpoint).await {
-                        return failed(
-                            &call.reply_class,
-                            &unreachable(&call.name, &endpoint, &cause),
-                        );
-                    }
-                }
-                Ok(None) => {}
-            }
-            propose_call(fx, call, *command, opts, &stamp).await
-        }
-        Plan::Propose { call, command } => propose_call(fx, call, *command, opts, &stamp).await,
-    }
-}
-
-async fn propose_call<E: Effects>(
-    fx: &E,
-    call: &'static CallSpec,
-    command: Command,
-    opts: &CallOptions,
-    stamp: &Stamp,
-) -> Outcome {
-    match call.kind {
-        CallKind::Async => submit(fx, call, command, opts, stamp).await,
-        CallKind::Sync => match fx.propose(command, None).await {
-            Ok(resp) => reply_of(call, &resp),
-            Err(r) => failed(&call.reply_class, &r),
-        },
-    }
-}
-
-async fn login<E: Effects>(
-    fx: &E,
-    call: &'static CallSpec,
-    target: LoginTarget,
-    password: &str,
-    stamp: &Stamp,
-) -> Outcome {
-    let who = fx.read(|s| match &target {
-        LoginTarget::Account { name } => {
-            identity::authenticate_account(s, name, password).map(|a| (a.clone(), a, false))
-        }
-        LoginTarget::User {
-            account_uuid,
-            account_name,
-            user_name,
-        } => identity::authenticate_user(
-            s,
-            account_uuid.as_deref(),
-            account_name.as_deref(),
-            user_name,
-            password,
-        )
-        .map(|(a, u)| (a, u, true)),
-    });
-    let (account, user, by_user) = match who {
-        Ok(w) => w,
-        Err(e) => return failed(&call.reply_class, &plan::refusal_of(&e)),
-    };
-    let cmd = identity::login_command(&stamp.new_uuid, &account, &user, by_user);
-    match fx.propose(cmd, None).await {
-        Ok(resp) => reply_of(call, &resp),
-        Err(r) => failed(&call.reply_class, &r),
-    }
-}
-
 /// Check a client's `X-Job-UUID` (32 hex characters, any case).
 pub fn job_uuid_header(v: &str) -> Result<String, Refusal> {
     if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -284,43 +166,297 @@ pub fn job_uuid_header(v: &str) -> Result<String, Refusal> {
     }
 }
 
-/// Accept an async call: commit its job record and answer with the job. A retry with the same
-/// `X-Job-UUID` finds the same job (and its result, if it already finished).
-async fn submit<E: Effects>(
+/// The resource a call's job serialises on: the resource it names (`uuid`), else what it
+/// creates, else the first other resource it names (`l3NetworkUuid` of `AddIpRange`, the
+/// primary storage of an attach), else nothing (the job's own uuid).
+pub fn chain_of(body: &Map<String, Value>, creates: bool, new_uuid: &str) -> String {
+    let s = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+    if let Some(u) = s("uuid") {
+        return u.to_ascii_lowercase();
+    }
+    if creates {
+        return s("resourceUuid").unwrap_or_else(|| new_uuid.to_string());
+    }
+    body.iter()
+        .find(|(k, v)| k.ends_with("Uuid") && k.as_str() != "resourceUuid" && v.is_string())
+        .and_then(|(_, v)| v.as_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default()
+}
+
+/// A call being served: what the interpreter carries from step to step.
+struct Serving<'a, E: Effects> {
+    fx: &'a E,
+    spec: &'static CallSpec,
+    opts: &'a CallOptions,
+    audit: Option<AuditRecord>,
+    stamp: Stamp,
+}
+
+impl<E: Effects> Serving<'_, E> {
+    /// End a call that wrote nothing: its audit record goes back to the node to buffer.
+    fn unwritten(mut self, outcome: Outcome) -> Served {
+        if let (Some(r), Outcome::Done { reply, .. }) = (self.audit.as_mut(), &outcome) {
+            r.finish(reply, self.fx.stamp().now_ms);
+        }
+        Served {
+            outcome,
+            audit: self.audit,
+        }
+    }
+
+    fn written(outcome: Outcome) -> Served {
+        Served {
+            outcome,
+            audit: None,
+        }
+    }
+
+    async fn barrier(&self) -> Result<(), Refusal> {
+        if self.opts.stale_ok {
+            Ok(())
+        } else {
+            self.fx.barrier().await
+        }
+    }
+
+    /// The caller, from local state; on a miss the node may only be behind the one that
+    /// created the session, so look again after a barrier.
+    async fn caller(&self, session_uuid: Option<&str>) -> Result<Caller, Refusal> {
+        match self.fx.caller(self.spec, session_uuid, self.stamp.now_ms) {
+            Ok(c) => Ok(c),
+            Err(r) if !self.opts.stale_ok => {
+                self.fx.barrier().await.map_err(|_| r)?;
+                self.fx
+                    .caller(self.spec, session_uuid, self.fx.stamp().now_ms)
+            }
+            Err(r) => Err(r),
+        }
+    }
+
+    /// Propose `command` as this call's one entry.
+    async fn write(
+        self,
+        call: &'static CallSpec,
+        command: Command,
+        session: Option<String>,
+        job: Option<JobTicket>,
+    ) -> Served {
+        let kind = call.kind;
+        let request_id = job.as_ref().map(|j| format!("job/{}", j.uuid));
+        let is_job = job.is_some();
+        let envelope = ApiCall {
+            class: call.class.clone(),
+            session,
+            job,
+            audit: self.audit.clone(),
+            command: Box::new(command),
+        }
+        .command(Caller::admin());
+        // The job uuid doubles as the Raft request id: a retried submit is applied once.
+        let outcome = match self.fx.propose(envelope, request_id).await {
+            Ok(Response::Call(CallOutcome::Accepted(j))) => {
+                self.fx.job_accepted();
+                Outcome::Accepted(j)
+            }
+            Ok(Response::Call(CallOutcome::Job(j))) => Outcome::Job(j),
+            Ok(Response::Call(CallOutcome::Answer(resp))) => reply_of(call, &resp),
+            Ok(Response::Call(CallOutcome::Refused(e))) if is_job => {
+                refused_early(kind, &plan::refusal_of(&e))
+            }
+            Ok(Response::Call(CallOutcome::Refused(e))) => {
+                failed(&call.reply_class, &plan::refusal_of(&e))
+            }
+            Ok(Response::Refused(e)) => {
+                // The envelope itself was refused: nothing, not even the record, was written.
+                return self.unwritten(refused_early(kind, &plan::refusal_of(&e)));
+            }
+            Ok(other) => {
+                return self.unwritten(refused_early(
+                    kind,
+                    &Refusal::new(
+                        Code::Internal,
+                        format!("unexpected answer to an API call: {other:?}"),
+                    ),
+                ))
+            }
+            // Not committed (or not known to be): the record is buffered with the failure.
+            Err(r) => return self.unwritten(refused_early(kind, &r)),
+        };
+        Self::written(outcome)
+    }
+}
+
+/// Run one call.
+pub async fn run<E: Effects>(
     fx: &E,
+    spec: &'static CallSpec,
+    req: ApiRequest,
+    opts: &CallOptions,
+) -> Served {
+    let s = Serving {
+        fx,
+        spec,
+        opts,
+        audit: opts.audit.clone(),
+        stamp: fx.stamp(),
+    };
+    serve(s, req).await
+}
+
+async fn serve<E: Effects>(mut s: Serving<'_, E>, req: ApiRequest) -> Served {
+    let spec = s.spec;
+    let session = if plan::needs_session(spec) {
+        req.session_uuid.clone()
+    } else {
+        None
+    };
+    let caller = if plan::needs_session(spec) {
+        match s.caller(req.session_uuid.as_deref()).await {
+            Ok(caller) => {
+                if let Some(r) = s.audit.as_mut() {
+                    let name = s.fx.read(|st| crate::audit::operator_name(st, &caller));
+                    r.set_caller(&caller, name);
+                }
+                caller
+            }
+            Err(r) => return s.unwritten(refused_early(spec.kind, &r)),
+        }
+    } else {
+        Caller::admin()
+    };
+    let plan = match plan::plan(&req, &caller, &s.stamp) {
+        Ok(p) => p,
+        Err(r) => return s.unwritten(refused_early(spec.kind, &r)),
+    };
+    let is_read = matches!(
+        plan,
+        Plan::Query { .. } | Plan::Read { .. } | Plan::ValidateSession { .. } | Plan::LogIn { .. }
+    );
+    if is_read {
+        if let Err(r) = s.barrier().await {
+            return s.unwritten(refused_early(spec.kind, &r));
+        }
+    }
+    let creates = crate::registry::call(&spec.name).is_some_and(|c| c.creates.is_some());
+    match plan {
+        Plan::Query { call, run, query } => {
+            let outcome = match s.fx.query(run, query, caller).await {
+                Ok(fields) => done(&call.reply_class, envelope::success(fields)),
+                Err(e) => failed(&call.reply_class, &plan::refusal_of(&e)),
+            };
+            s.unwritten(outcome)
+        }
+        Plan::Read { call, read } => {
+            let outcome = match s.fx.read(|st| read(st, &caller)) {
+                Ok(fields) => done(&call.reply_class, envelope::success(fields)),
+                Err(e) => failed(&call.reply_class, &plan::refusal_of(&e)),
+            };
+            s.unwritten(outcome)
+        }
+        Plan::ValidateSession { call, session_uuid } => {
+            let now = s.stamp.now_ms;
+            let valid = s.fx.read(|st| {
+                identity::session_caller(st, &call.class, Some(&session_uuid), now).is_ok()
+            });
+            let mut m = Map::new();
+            m.insert("validSession".into(), json!(valid));
+            s.unwritten(done(&call.reply_class, envelope::success(m)))
+        }
+        Plan::LogIn {
+            call,
+            target,
+            password,
+        } => {
+            let who = s.fx.read(|st| match &target {
+                LoginTarget::Account { name } => {
+                    identity::authenticate_account(st, name, &password)
+                        .map(|a| (a.clone(), a, false))
+                }
+                LoginTarget::User {
+                    account_uuid,
+                    account_name,
+                    user_name,
+                } => identity::authenticate_user(
+                    st,
+                    account_uuid.as_deref(),
+                    account_name.as_deref(),
+                    user_name,
+                    &password,
+                )
+                .map(|(a, u)| (a, u, true)),
+            });
+            let (account, user, by_user) = match who {
+                Ok(w) => w,
+                Err(e) => return s.unwritten(failed(&call.reply_class, &plan::refusal_of(&e))),
+            };
+            let cmd = identity::login_command(&s.stamp.new_uuid, &account, &user, by_user);
+            s.write(call, cmd, None, None).await
+        }
+        Plan::LogOut { call, session_uuid } => match session_uuid {
+            Some(uuid) => {
+                let cmd = identity::IdentityOp::DeleteSession { uuid }.command(Caller::admin());
+                s.write(call, cmd, None, None).await
+            }
+            None => s.unwritten(done(&call.reply_class, envelope::success(Map::new()))),
+        },
+        Plan::ProbeThenPropose {
+            call,
+            command,
+            probe,
+            unreachable,
+        } => {
+            // The command is dry-run against local state first, so a call the state refuses
+            // answers with its own error and never dials out; an unreachable host leaves
+            // nothing behind (spec 03 §12.1).
+            let now = s.stamp.now_ms;
+            let target = s.fx.read(|st| {
+                let mut overlay = crate::staged::Staged::over(st);
+                probe(&mut overlay, now, &command)
+            });
+            match target {
+                Err(e) => return s.unwritten(failed(&call.reply_class, &plan::refusal_of(&e))),
+                Ok(Some(endpoint)) => {
+                    if let Err(cause) = s.fx.probe(&endpoint).await {
+                        let r = unreachable(&call.name, &endpoint, &cause);
+                        return s.unwritten(failed(&call.reply_class, &r));
+                    }
+                }
+                Ok(None) => {}
+            }
+            propose_call(s, call, *command, session, &req.body, creates).await
+        }
+        Plan::Propose { call, command } => {
+            propose_call(s, call, *command, session, &req.body, creates).await
+        }
+    }
+}
+
+async fn propose_call<E: Effects>(
+    s: Serving<'_, E>,
     call: &'static CallSpec,
     command: Command,
-    opts: &CallOptions,
-    stamp: &Stamp,
-) -> Outcome {
-    let job_uuid = match &opts.job_uuid {
-        None => stamp.new_uuid.clone(),
-        Some(v) => match job_uuid_header(v) {
-            Ok(u) => u,
-            Err(r) => return refused_early(call.kind, &r),
-        },
-    };
-    let cmd = job::JobOp::Submit {
-        uuid: job_uuid.clone(),
-        api_name: call.name.clone(),
-        reply_class: call.reply_class.clone(),
-        command: Box::new(command),
-    }
-    .command(Caller::admin());
-    // The job uuid doubles as the Raft request id: a retried submit is applied once.
-    match fx.propose(cmd, Some(format!("job/{job_uuid}"))).await {
-        Ok(Response::Job(job::JobResult::Job(j))) => {
-            fx.job_accepted();
-            Outcome::Job(j)
+    session: Option<String>,
+    body: &Map<String, Value>,
+    creates: bool,
+) -> Served {
+    let job = match call.kind {
+        CallKind::Sync => None,
+        CallKind::Async => {
+            let uuid = match &s.opts.job_uuid {
+                None => s.stamp.new_uuid.clone(),
+                Some(v) => match job_uuid_header(v) {
+                    Ok(u) => u,
+                    Err(r) => return s.unwritten(refused_early(call.kind, &r)),
+                },
+            };
+            Some(JobTicket {
+                uuid,
+                api_name: call.name.clone(),
+                reply_class: call.reply_class.clone(),
+                chain: chain_of(body, creates, &s.stamp.new_uuid),
+            })
         }
-        Ok(Response::Refused(e)) => refused_early(call.kind, &plan::refusal_of(&e)),
-        Ok(other) => refused_early(
-            call.kind,
-            &Refusal::new(
-                Code::Internal,
-                format!("unexpected answer to a job submit: {other:?}"),
-            ),
-        ),
-        Err(r) => refused_early(call.kind, &r),
-    }
+    };
+    s.write(call, command, session, job).await
 }

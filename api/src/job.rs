@@ -1,13 +1,29 @@
-//! Durable async API jobs (spec decision 3). An async call first commits a job record and the
-//! client gets its uuid at once; the leader's job executor then proposes `Run`, which applies
-//! the call's command and stores ZStack's result text in the same entry. A job interrupted by a
-//! leader change is still `Processing` in the replicated state, so the next leader's executor
-//! simply runs it. The job uuid is the idempotency key: submitting it again returns the same
-//! job, and running a finished job changes nothing.
+//! Durable async API jobs (spec decision 3), each one a flow. An async call first commits a job
+//! record and the client gets its uuid at once; the job's flow then runs step by step, every
+//! step committed through Raft (a state change applied here) or performed by the leader outside
+//! apply (a side effect whose outcome is committed as the step). The job record holds the
+//! flow's position, so whichever node leads next resumes from the last committed step.
+//!
+//! The job uuid is the idempotency key: submitting it again returns the same job, and every
+//! step op names the position it advances from, so a step re-proposed after a leader change
+//! (once its Raft dedup record expired) is a no-op instead of a second step.
+//!
+//! Jobs start in submit order; jobs on the same resource (their `chain`) run one after another
+//! (ZStack's per-resource chain queue): only the earliest unfinished job of a chain may run.
+
+use std::panic::AssertUnwindSafe;
 
 use serde::Deserialize;
 use serde::Serialize;
+use serde_json::json;
+use serde_json::Map;
+use serde_json::Value;
 
+use crate::flow::Action;
+use crate::flow::EffectRequest;
+use crate::flow::StepDef;
+use crate::flow::Undo;
+use crate::flow::Vars;
 use crate::global_config;
 use crate::staged::Staged;
 use crate::wire::envelope;
@@ -22,30 +38,96 @@ use crate::Command;
 use crate::Response;
 use crate::StateTxn;
 
-/// Job table: `j/<uuid>` → record, `p/<uuid>` → marker of a job not yet run (so the executor
-/// never scans the finished jobs kept for the retention period).
+/// Job table: `j/<uuid>` → record; `p/<seq>/<uuid>` → marker of an unfinished job, in submit
+/// order (so the executor never scans the finished jobs kept for the retention period);
+/// `c/<chain>\0<seq>/<uuid>` → the unfinished jobs of one chain, in submit order.
 pub const TABLE: &str = "api_job";
+
+/// Version of the job record encoding; a record of another version is refused, never misread.
+pub const RECORD_VERSION: u32 = 2;
 
 fn record_key(uuid: &str) -> Vec<u8> {
     [b"j/".as_slice(), uuid.as_bytes()].concat()
 }
 
-fn pending_key(uuid: &str) -> Vec<u8> {
-    [b"p/".as_slice(), uuid.as_bytes()].concat()
+fn pending_key(seq: u64, uuid: &str) -> Vec<u8> {
+    format!("p/{seq:016x}/{uuid}").into_bytes()
 }
 
-/// `Processing` until run, then `Done` (success or failure is inside the result).
+fn chain_prefix(chain: &str) -> Vec<u8> {
+    let mut k = b"c/".to_vec();
+    k.extend_from_slice(chain.as_bytes());
+    k.push(0);
+    k
+}
+
+fn chain_key(chain: &str, seq: u64, uuid: &str) -> Vec<u8> {
+    let mut k = chain_prefix(chain);
+    k.extend_from_slice(format!("{seq:016x}/{uuid}").as_bytes());
+    k
+}
+
+/// `Processing` until the flow ends, then `Done` (success or failure is inside the result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobState {
-    /// Accepted, not run yet.
+    /// Accepted, its flow not finished.
     Processing,
     /// Finished.
     Done,
 }
 
+/// What a job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlowSpec {
+    /// One committed step: the call's command.
+    Command(Box<Command>),
+    /// A declared flow (`registry::flow`), with its inputs.
+    Named {
+        /// The flow's name.
+        flow: String,
+        /// Inputs the steps read.
+        vars: Vars,
+    },
+}
+
+/// A step that was committed, for `GetTaskProgress`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepMark {
+    /// Step index.
+    pub step: u32,
+    /// Step name.
+    pub name: String,
+    /// When it was committed, ms.
+    pub at: u64,
+    /// Whether this was the step's rollback.
+    pub undo: bool,
+    /// Whether the step failed (its effects discarded; the rollback starts).
+    #[serde(default)]
+    pub failed: bool,
+}
+
+/// Where a running flow stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRun {
+    /// What runs.
+    pub spec: FlowSpec,
+    /// Forward steps completed (and not yet undone).
+    pub done: u32,
+    /// Set once a step failed: the flow is rolling back and ends with this error.
+    pub failure: Option<Refusal>,
+    /// What steps passed on.
+    pub vars: Vars,
+    /// The last committed step's answer (the job's result).
+    pub response: Option<Box<Response>>,
+    /// Progress within the current step, percent.
+    pub percent: Option<u8>,
+}
+
 /// A job record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiJob {
+    /// Record encoding version ([`RECORD_VERSION`]).
+    pub version: u32,
     /// The job uuid (`X-Job-UUID` or stamped).
     pub uuid: String,
     /// Short API name, e.g. `CreateZone`.
@@ -62,8 +144,16 @@ pub struct ApiJob {
     pub result: Option<String>,
     /// Whether the call succeeded (once done).
     pub success: Option<bool>,
-    /// The command still to run (cleared when done).
-    pub command: Option<Box<Command>>,
+    /// Log index of the submit: the job's place in the start order.
+    pub seq: u64,
+    /// The resource the job serialises on.
+    pub chain: String,
+    /// Who asked.
+    pub caller: Caller,
+    /// The flow while it runs (cleared when done).
+    pub flow: Option<FlowRun>,
+    /// Committed steps, in order.
+    pub history: Vec<StepMark>,
 }
 
 impl ApiJob {
@@ -80,26 +170,85 @@ impl ApiJob {
             result: self.result.clone(),
         }
     }
+
+    /// Number of steps of the job's flow (1 for a single command).
+    pub fn total_steps(&self) -> u32 {
+        match &self.flow {
+            Some(run) => steps_of(&run.spec).map(|s| s.len() as u32).unwrap_or(1),
+            None => self.history.iter().filter(|m| !m.undo).count() as u32,
+        }
+    }
+}
+
+/// An accepted async call, as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// Job uuid.
+    pub uuid: String,
+    /// Short API name.
+    pub api_name: String,
+    /// Reply/event class.
+    pub reply_class: String,
+    /// The resource the job serialises on (empty: none, only its own uuid).
+    pub chain: String,
+    /// What it runs.
+    pub flow: FlowSpec,
+}
+
+impl Submission {
+    /// A job running one command.
+    pub fn command(
+        uuid: impl Into<String>,
+        api_name: impl Into<String>,
+        reply_class: impl Into<String>,
+        chain: impl Into<String>,
+        command: Command,
+    ) -> Submission {
+        Submission {
+            uuid: uuid.into(),
+            api_name: api_name.into(),
+            reply_class: reply_class.into(),
+            chain: chain.into(),
+            flow: FlowSpec::Command(Box::new(command)),
+        }
+    }
 }
 
 /// Job commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobOp {
     /// Record an accepted async call.
-    Submit {
+    Submit(Submission),
+    /// Commit step `step` of a job (forward, or its rollback with `undo`); a no-op unless the
+    /// job's flow stands exactly there.
+    Step {
         /// Job uuid.
         uuid: String,
-        /// Short API name.
-        api_name: String,
-        /// Reply/event class.
-        reply_class: String,
-        /// The call's command.
-        command: Box<Command>,
+        /// Step index.
+        step: u32,
+        /// The step's rollback.
+        undo: bool,
     },
-    /// Run a submitted job (the leader's job executor proposes this).
-    Run {
+    /// Record the outcome of side-effect step `step` (forward, or its rollback with `undo`);
+    /// a no-op unless the job's flow stands exactly there.
+    Effect {
         /// Job uuid.
         uuid: String,
+        /// Step index.
+        step: u32,
+        /// The step's rollback.
+        undo: bool,
+        /// What the receiver answered: vars to merge, or why it failed.
+        outcome: Result<Vars, Refusal>,
+    },
+    /// Progress within a long step.
+    Progress {
+        /// Job uuid.
+        uuid: String,
+        /// Step index.
+        step: u32,
+        /// Percent done.
+        percent: u8,
     },
     /// Forget finished jobs older than `api/result.retention` at the command's stamp.
     Expire,
@@ -114,26 +263,53 @@ pub enum JobResult {
     Expired(u64),
 }
 
+fn corrupt(uuid: &str, detail: impl std::fmt::Display) -> ApiError {
+    ApiError::Corrupt {
+        what: format!("api job {uuid}"),
+        detail: detail.to_string(),
+    }
+}
+
+fn decode(uuid: &str, raw: &[u8]) -> Result<ApiJob, ApiError> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: Option<u32>,
+    }
+    let v: Version = serde_json::from_slice(raw).map_err(|e| corrupt(uuid, e))?;
+    if v.version != Some(RECORD_VERSION) {
+        return Err(corrupt(
+            uuid,
+            format!(
+                "job record of encoding version {:?}; this build reads version {RECORD_VERSION}",
+                v.version
+            ),
+        ));
+    }
+    serde_json::from_slice(raw).map_err(|e| corrupt(uuid, e))
+}
+
 fn load(txn: &dyn StateTxn, uuid: &str) -> Result<Option<ApiJob>, ApiError> {
     txn.get(TABLE, &record_key(uuid))?
-        .map(|raw| {
-            serde_json::from_slice(&raw).map_err(|e| ApiError::Corrupt {
-                what: format!("api job {uuid}"),
-                detail: e.to_string(),
-            })
-        })
+        .map(|raw| decode(uuid, &raw))
         .transpose()
 }
 
 fn store(txn: &mut dyn StateTxn, job: &ApiJob) -> Result<(), ApiError> {
-    let raw = serde_json::to_vec(job).map_err(|e| ApiError::Corrupt {
-        what: format!("api job {}", job.uuid),
-        detail: e.to_string(),
-    })?;
+    let raw = serde_json::to_vec(job).map_err(|e| corrupt(&job.uuid, e))?;
     txn.put(TABLE, &record_key(&job.uuid), raw)?;
+    let (p, c) = (
+        pending_key(job.seq, &job.uuid),
+        chain_key(&job.chain, job.seq, &job.uuid),
+    );
     match job.state {
-        JobState::Processing => txn.put(TABLE, &pending_key(&job.uuid), Vec::new())?,
-        JobState::Done => txn.delete(TABLE, &pending_key(&job.uuid))?,
+        JobState::Processing => {
+            txn.put(TABLE, &p, Vec::new())?;
+            txn.put(TABLE, &c, Vec::new())?;
+        }
+        JobState::Done => {
+            txn.delete(TABLE, &p)?;
+            txn.delete(TABLE, &c)?;
+        }
     }
     Ok(())
 }
@@ -143,18 +319,34 @@ pub fn get(txn: &dyn StateTxn, uuid: &str) -> Result<Option<ApiJob>, ApiError> {
     load(txn, uuid)
 }
 
-/// Uuids of jobs not yet run, in uuid order (the executor's work list), at most `limit`.
+/// Uuids of unfinished jobs in submit order (the executor's work list), at most `limit`.
 pub fn pending(txn: &dyn StateTxn, limit: usize) -> Result<Vec<String>, ApiError> {
     Ok(txn
         .scan_prefix(TABLE, b"p/", limit)?
         .into_iter()
-        .map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned())
+        .filter_map(|(k, _)| {
+            let k = String::from_utf8_lossy(&k).into_owned();
+            k.rsplit_once('/').map(|(_, u)| u.to_string())
+        })
         .collect())
 }
 
+/// Whether some unfinished job serialises on `chain`.
+pub fn chain_busy(txn: &dyn StateTxn, chain: &str) -> Result<bool, ApiError> {
+    Ok(!txn.scan_prefix(TABLE, &chain_prefix(chain), 1)?.is_empty())
+}
+
 /// Render a command's response as ZStack's result text in `reply_class`.
+#[cfg(test)]
 pub(crate) fn render(reply_class: &str, resp: &Response) -> (bool, String) {
-    match resp.reply() {
+    render_outcome(reply_class, resp.reply())
+}
+
+fn render_outcome(
+    reply_class: &str,
+    outcome: Result<Map<String, Value>, Refusal>,
+) -> (bool, String) {
+    match outcome {
         Ok(fields) => (
             true,
             envelope::encode_result(reply_class, &envelope::success(fields)),
@@ -166,45 +358,542 @@ pub(crate) fn render(reply_class: &str, resp: &Response) -> (bool, String) {
     }
 }
 
+/// The steps of a declared flow (`None` for a single command).
+fn steps_of(spec: &FlowSpec) -> Option<&'static [StepDef]> {
+    match spec {
+        FlowSpec::Command(_) => None,
+        FlowSpec::Named { flow, .. } => crate::registry::flow(flow).map(|f| f.steps),
+    }
+}
+
+/// The unknown-flow refusal (a job naming a flow this build does not declare).
+fn unknown_flow(name: &str) -> Refusal {
+    Refusal::new(
+        Code::NotSupported,
+        format!("flow[{name}] is not known to this management node"),
+    )
+}
+
+/// What the leader must do next for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextAction {
+    /// Propose this op (a committed step).
+    Commit(JobOp),
+    /// Perform this side effect, then propose [`JobOp::Effect`] with its outcome. `key` is the
+    /// idempotency key the receiver dedupes on: the same for every attempt of this step.
+    Effect {
+        /// Idempotency key: `<job>/<step>/<do|undo>`.
+        key: String,
+        /// What to do.
+        request: EffectRequest,
+        /// Step index.
+        step: u32,
+        /// The step's rollback.
+        undo: bool,
+    },
+    /// Nothing: the job is done.
+    Finished,
+}
+
+/// The idempotency key of a side-effect step.
+pub fn effect_key(job: &str, step: u32, undo: bool) -> String {
+    format!("{job}/{step}/{}", if undo { "undo" } else { "do" })
+}
+
+/// The next action of a job, from its replicated state alone (so a new leader carries on
+/// exactly where the last one stopped).
+pub fn next_action(job: &ApiJob) -> NextAction {
+    let Some(run) = job
+        .flow
+        .as_ref()
+        .filter(|_| job.state == JobState::Processing)
+    else {
+        return NextAction::Finished;
+    };
+    let uuid = job.uuid.clone();
+    let Some(steps) = steps_of(&run.spec) else {
+        return match &run.spec {
+            // A single command: its one committed step.
+            FlowSpec::Command(_) => NextAction::Commit(JobOp::Step {
+                uuid,
+                step: 0,
+                undo: false,
+            }),
+            // An unknown flow fails at its first step; the apply says why.
+            FlowSpec::Named { .. } => NextAction::Commit(JobOp::Step {
+                uuid,
+                step: run.done,
+                undo: run.failure.is_some(),
+            }),
+        };
+    };
+    let effect = |f: fn(&Vars) -> Result<EffectRequest, ApiError>, step: u32, undo: bool| {
+        match f(&run.vars) {
+            Ok(request) => NextAction::Effect {
+                key: effect_key(&job.uuid, step, undo),
+                request,
+                step,
+                undo,
+            },
+            // A request that cannot even be built fails the step, recorded like any failure.
+            Err(e) => NextAction::Commit(JobOp::Effect {
+                uuid: job.uuid.clone(),
+                step,
+                undo,
+                outcome: Err(crate::plan::refusal_of(&e)),
+            }),
+        }
+    };
+    if run.failure.is_none() {
+        let k = run.done;
+        match steps.get(k as usize).map(|s| &s.action) {
+            Some(Action::Effect(f)) => effect(*f, k, false),
+            _ => NextAction::Commit(JobOp::Step {
+                uuid,
+                step: k,
+                undo: false,
+            }),
+        }
+    } else {
+        let k = run.done.saturating_sub(1);
+        match steps.get(k as usize).map(|s| &s.undo) {
+            Some(Undo::Effect(f)) => effect(*f, k, true),
+            _ => NextAction::Commit(JobOp::Step {
+                uuid,
+                step: k,
+                undo: true,
+            }),
+        }
+    }
+}
+
+/// Run a committed step's function on a write buffer: the writes are kept only if it
+/// succeeds, and a panic fails the step instead of the replica.
+fn run_commit(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+    name: &str,
+    f: impl FnOnce(
+        &mut dyn StateTxn,
+        &ApplyCtx,
+        &Caller,
+        &mut Vars,
+    ) -> Result<Option<Response>, ApiError>,
+) -> Result<Result<Option<Response>, Refusal>, ApiError> {
+    let mut staged = Staged::new(txn);
+    let mut scratch = vars.clone();
+    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        f(&mut staged, ctx, caller, &mut scratch)
+    }));
+    let outcome = match ran {
+        Ok(Err(ApiError::State(e))) => return Err(ApiError::State(e)),
+        Ok(Ok(Some(Response::Refused(e)))) | Ok(Err(e)) => Err(crate::plan::refusal_of(&e)),
+        Ok(Ok(resp)) => Ok(resp),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            Err(Refusal::new(
+                Code::Internal,
+                format!("step[{name}] failed unexpectedly: {why}"),
+            ))
+        }
+    };
+    if outcome.is_ok() {
+        staged.commit()?;
+        *vars = scratch;
+    }
+    Ok(outcome)
+}
+
+/// The single committed step of a command job.
+fn apply_command(
+    command: &Command,
+) -> impl FnOnce(
+    &mut dyn StateTxn,
+    &ApplyCtx,
+    &Caller,
+    &mut Vars,
+) -> Result<Option<Response>, ApiError>
+       + '_ {
+    move |txn, ctx, _caller, _vars| Ok(Some(crate::registry::apply(txn, ctx, command.clone())?))
+}
+
+fn mark(job: &mut ApiJob, ctx: &ApplyCtx, step: u32, name: &str, undo: bool, failed: bool) {
+    job.history.push(StepMark {
+        step,
+        name: name.to_string(),
+        at: ctx.proposed_at_ms,
+        undo,
+        failed,
+    });
+}
+
+/// After a forward step: done, or the next step.
+fn advanced(txn: &mut dyn StateTxn, ctx: &ApplyCtx, mut job: ApiJob) -> Result<ApiJob, ApiError> {
+    let total = job.total_steps();
+    if let Some(run) = job.flow.as_mut() {
+        run.done += 1;
+        run.percent = None;
+        if run.done >= total {
+            let outcome = match run.response.as_deref() {
+                Some(resp) => resp.reply(),
+                None => Ok(Map::new()),
+            };
+            return finish(txn, ctx, job, outcome);
+        }
+    }
+    Ok(job)
+}
+
+/// Start (or continue) the rollback: skip the steps that have nothing to undo; done when
+/// every completed step is undone.
+fn rolled_back(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    mut job: ApiJob,
+) -> Result<ApiJob, ApiError> {
+    let Some(run) = job.flow.as_mut() else {
+        return Ok(job);
+    };
+    run.percent = None;
+    if let Some(steps) = steps_of(&run.spec) {
+        while run.done > 0
+            && matches!(
+                steps.get(run.done as usize - 1).map(|s| &s.undo),
+                Some(Undo::Nothing)
+            )
+        {
+            run.done -= 1;
+        }
+    } else {
+        run.done = 0;
+    }
+    if run.done == 0 {
+        let failure = run.failure.clone().unwrap_or_else(|| {
+            Refusal::new(
+                Code::Internal,
+                "the flow rolled back without a recorded cause",
+            )
+        });
+        return finish(txn, ctx, job, Err(failure));
+    }
+    Ok(job)
+}
+
+fn failed(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    mut job: ApiJob,
+    why: Refusal,
+) -> Result<ApiJob, ApiError> {
+    if let Some(run) = job.flow.as_mut() {
+        run.failure = Some(why);
+    }
+    rolled_back(txn, ctx, job)
+}
+
+/// End a job with the call's outcome and complete its audit record in the same entry.
+fn finish(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    mut job: ApiJob,
+    outcome: Result<Map<String, Value>, Refusal>,
+) -> Result<ApiJob, ApiError> {
+    let (success, result) = render_outcome(&job.reply_class, outcome.clone());
+    job.state = JobState::Done;
+    job.success = Some(success);
+    job.result = Some(result);
+    job.last_op_date = ctx.proposed_at_ms;
+    job.flow = None;
+    store(txn, &job)?;
+    // The outcome enters the audit log in this same entry, so it survives whatever happens to
+    // the node that accepted the call (see `audit`).
+    crate::audit::finish_job(txn, ctx, &job, outcome, Some(&job.caller))?;
+    Ok(job)
+}
+
+/// Record an accepted async call (the idempotent part of a submit).
+pub(crate) fn submit(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    s: Submission,
+) -> Result<ApiJob, ApiError> {
+    let Submission {
+        uuid,
+        api_name,
+        reply_class,
+        chain,
+        flow,
+    } = s;
+    crate::validate::uuid("X-Job-UUID", &uuid)?;
+    if let FlowSpec::Command(c) = &flow {
+        if matches!(**c, Command::Job(_)) {
+            return Err(ApiError::Refused(Refusal::new(
+                Code::InvalidArgument,
+                "a job cannot wrap a job command",
+            )));
+        }
+    }
+    if let Some(existing) = load(txn, &uuid)? {
+        // The idempotent retry: same uuid, same job, whatever was sent the second time.
+        return Ok(existing);
+    }
+    let who = match &flow {
+        FlowSpec::Command(c) => crate::audit::caller_of(c)
+            .cloned()
+            .unwrap_or_else(|| caller.clone()),
+        FlowSpec::Named { .. } => caller.clone(),
+    };
+    let chain = if chain.is_empty() {
+        uuid.clone()
+    } else {
+        chain
+    };
+    // A declared flow starts from its inputs.
+    let vars = match &flow {
+        FlowSpec::Named { vars, .. } => vars.clone(),
+        FlowSpec::Command(_) => Vars::new(),
+    };
+    let job = ApiJob {
+        version: RECORD_VERSION,
+        uuid,
+        api_name,
+        reply_class,
+        state: JobState::Processing,
+        create_date: ctx.proposed_at_ms,
+        last_op_date: ctx.proposed_at_ms,
+        result: None,
+        success: None,
+        seq: ctx.index,
+        chain,
+        caller: who,
+        flow: Some(FlowRun {
+            spec: flow,
+            done: 0,
+            failure: None,
+            vars,
+            response: None,
+            percent: None,
+        }),
+        history: Vec::new(),
+    };
+    store(txn, &job)?;
+    Ok(job)
+}
+
+/// Whether the job is a single command whose chain has nothing else to wait for: it may run
+/// in the entry that submits it.
+pub(crate) fn runs_inline(txn: &dyn StateTxn, job: &ApiJob) -> Result<bool, ApiError> {
+    let single = matches!(
+        job.flow.as_ref().map(|r| &r.spec),
+        Some(FlowSpec::Command(_))
+    );
+    if !single || job.state != JobState::Processing {
+        return Ok(false);
+    }
+    // The job itself is the chain's only unfinished job when nobody queued before it.
+    let first = txn.scan_prefix(TABLE, &chain_prefix(&job.chain), 1)?;
+    Ok(first
+        .first()
+        .is_some_and(|(k, _)| k.ends_with(job.uuid.as_bytes())))
+}
+
+/// Commit step `step` (forward or its rollback) if the job stands there.
+pub(crate) fn step(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    uuid: &str,
+    step: u32,
+    undo: bool,
+) -> Result<ApiJob, ApiError> {
+    let Some(mut job) = load(txn, uuid)? else {
+        return Err(ApiError::Refused(Refusal::new(
+            Code::ResourceNotFound,
+            format!("no api job[uuid:{uuid}]"),
+        )));
+    };
+    let Some(run) = job.flow.as_ref() else {
+        return Ok(job);
+    };
+    let at = if undo {
+        run.done.checked_sub(1)
+    } else {
+        Some(run.done)
+    };
+    if job.state != JobState::Processing || run.failure.is_some() != undo || at != Some(step) {
+        return Ok(job);
+    }
+    let caller = job.caller.clone();
+    let mut vars = run.vars.clone();
+    let spec = run.spec.clone();
+    let outcome = match (&spec, steps_of(&spec)) {
+        (FlowSpec::Command(c), _) => {
+            let name = job.api_name.clone();
+            let r = run_commit(txn, ctx, &caller, &mut vars, &name, apply_command(c))?;
+            mark(&mut job, ctx, step, &name, undo, r.is_err());
+            r
+        }
+        (FlowSpec::Named { flow, .. }, None) => Err(unknown_flow(flow)),
+        (FlowSpec::Named { .. }, Some(steps)) => {
+            let def = &steps[step as usize];
+            let f = match (undo, &def.action, &def.undo) {
+                (false, Action::Commit(f), _) | (true, _, Undo::Commit(f)) => *f,
+                // Not a committed step here: this op does not advance it.
+                _ => return Ok(job),
+            };
+            let r = run_commit(txn, ctx, &caller, &mut vars, def.name, f)?;
+            mark(&mut job, ctx, step, def.name, undo, r.is_err());
+            r
+        }
+    };
+    if let Some(run) = job.flow.as_mut() {
+        run.vars = vars;
+    }
+    job.last_op_date = ctx.proposed_at_ms;
+    match (undo, outcome) {
+        (false, Ok(resp)) => {
+            if let (Some(run), Some(resp)) = (job.flow.as_mut(), resp) {
+                run.response = Some(Box::new(resp));
+            }
+            let job = advanced(txn, ctx, job)?;
+            store(txn, &job)?;
+            Ok(job)
+        }
+        (false, Err(why)) => {
+            let job = failed(txn, ctx, job, why)?;
+            store(txn, &job)?;
+            Ok(job)
+        }
+        (true, r) => {
+            // A rollback that fails is noted; the rest still rolls back (ZStack does the same).
+            if let (Err(why), Some(run)) = (r, job.flow.as_mut()) {
+                if let Some(f) = run.failure.as_mut() {
+                    f.details.push_str(&format!(
+                        "; rollback of step {step} failed: {}",
+                        why.details
+                    ));
+                }
+            }
+            if let Some(run) = job.flow.as_mut() {
+                run.done -= 1;
+            }
+            let job = rolled_back(txn, ctx, job)?;
+            store(txn, &job)?;
+            Ok(job)
+        }
+    }
+}
+
+/// Record a side effect's outcome if the job stands at that step.
+fn effect_done(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    uuid: &str,
+    step: u32,
+    undo: bool,
+    outcome: Result<Vars, Refusal>,
+) -> Result<ApiJob, ApiError> {
+    let Some(mut job) = load(txn, uuid)? else {
+        return Err(ApiError::Refused(Refusal::new(
+            Code::ResourceNotFound,
+            format!("no api job[uuid:{uuid}]"),
+        )));
+    };
+    let Some(run) = job.flow.as_ref() else {
+        return Ok(job);
+    };
+    let at = if undo {
+        run.done.checked_sub(1)
+    } else {
+        Some(run.done)
+    };
+    let Some(steps) = steps_of(&run.spec) else {
+        return Ok(job);
+    };
+    let def = match steps.get(step as usize) {
+        Some(d)
+            if job.state == JobState::Processing
+                && run.failure.is_some() == undo
+                && at == Some(step) =>
+        {
+            d
+        }
+        _ => return Ok(job),
+    };
+    let is_effect = if undo {
+        matches!(def.undo, Undo::Effect(_))
+    } else {
+        matches!(def.action, Action::Effect(_))
+    };
+    // An outcome built from garbage vars arrives for any step kind (see `next_action`).
+    if !is_effect && outcome.is_ok() {
+        return Ok(job);
+    }
+    mark(&mut job, ctx, step, def.name, undo, outcome.is_err());
+    job.last_op_date = ctx.proposed_at_ms;
+    let job = match (undo, outcome) {
+        (false, Ok(vars)) => {
+            if let Some(run) = job.flow.as_mut() {
+                run.vars.extend(vars);
+            }
+            advanced(txn, ctx, job)?
+        }
+        (false, Err(why)) => failed(txn, ctx, job, why)?,
+        (true, r) => {
+            if let (Err(why), Some(run)) = (r, job.flow.as_mut()) {
+                if let Some(f) = run.failure.as_mut() {
+                    f.details.push_str(&format!(
+                        "; rollback of step {step} failed: {}",
+                        why.details
+                    ));
+                }
+            }
+            if let Some(run) = job.flow.as_mut() {
+                run.done -= 1;
+            }
+            rolled_back(txn, ctx, job)?
+        }
+    };
+    store(txn, &job)?;
+    Ok(job)
+}
+
 pub(crate) fn apply(
     txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
     op: JobOp,
 ) -> Result<JobResult, ApiError> {
-    match op {
-        JobOp::Submit {
+    let job = match op {
+        JobOp::Submit(s) => submit(txn, ctx, caller, s)?,
+        JobOp::Step {
             uuid,
-            api_name,
-            reply_class,
-            command,
+            step: s,
+            undo,
         } => {
-            crate::validate::uuid("X-Job-UUID", &uuid)?;
-            if matches!(*command, Command::Job(_)) {
-                return Err(ApiError::Refused(Refusal::new(
-                    Code::InvalidArgument,
-                    "a job cannot wrap a job command",
-                )));
-            }
-            if let Some(existing) = load(txn, &uuid)? {
-                // The idempotent retry: same uuid, same job, whatever was sent the second time.
-                return Ok(JobResult::Job(Box::new(existing)));
-            }
-            let job = ApiJob {
-                uuid,
-                api_name,
-                reply_class,
-                state: JobState::Processing,
-                create_date: ctx.proposed_at_ms,
-                last_op_date: ctx.proposed_at_ms,
-                result: None,
-                success: None,
-                command: Some(command),
-            };
-            store(txn, &job)?;
-            Ok(JobResult::Job(Box::new(job)))
+            caller.require_admin("job execution")?;
+            step(txn, ctx, &uuid, s, undo)?
         }
-        JobOp::Run { uuid } => {
+        JobOp::Effect {
+            uuid,
+            step,
+            undo,
+            outcome,
+        } => {
+            caller.require_admin("job execution")?;
+            effect_done(txn, ctx, &uuid, step, undo, outcome)?
+        }
+        JobOp::Progress {
+            uuid,
+            step,
+            percent,
+        } => {
             caller.require_admin("job execution")?;
             let Some(mut job) = load(txn, &uuid)? else {
                 return Err(ApiError::Refused(Refusal::new(
@@ -212,60 +901,136 @@ pub(crate) fn apply(
                     format!("no api job[uuid:{uuid}]"),
                 )));
             };
-            let Some(command) = job
-                .command
-                .take()
-                .filter(|_| job.state == JobState::Processing)
-            else {
-                return Ok(JobResult::Job(Box::new(job)));
-            };
-            let who = crate::audit::caller_of(&command).cloned();
-            // The call's writes are staged so that a refusal leaves only the job's own record.
-            let mut staged = Staged::new(txn);
-            let resp = crate::apply(&mut staged, ctx, *command)?;
-            if resp.keeps_writes() {
-                staged.commit()?;
+            if let Some(run) = job
+                .flow
+                .as_mut()
+                .filter(|r| r.failure.is_none() && r.done == step)
+            {
+                run.percent = Some(percent.min(100));
+                job.last_op_date = ctx.proposed_at_ms;
+                store(txn, &job)?;
             }
-            let (success, result) = render(&job.reply_class, &resp);
-            job.state = JobState::Done;
-            job.success = Some(success);
-            job.result = Some(result);
-            job.last_op_date = ctx.proposed_at_ms;
-            store(txn, &job)?;
-            // The outcome enters the audit log in this same entry, so it survives whatever
-            // happens to the node that accepted the call (see `audit`).
-            crate::audit::finish_job(txn, ctx, &job, &resp, who.as_ref())?;
-            Ok(JobResult::Job(Box::new(job)))
+            job
         }
         JobOp::Expire => {
             caller.require_admin("job expiry")?;
-            let retention_ms =
-                global_config::int_value(txn, "api", "result.retention")? as u64 * 1000;
-            let mut n = 0;
-            for (k, v) in txn.scan_prefix(TABLE, b"j/", usize::MAX)? {
-                let job: ApiJob = serde_json::from_slice(&v).map_err(|e| ApiError::Corrupt {
-                    what: format!("api job {}", String::from_utf8_lossy(&k)),
-                    detail: e.to_string(),
-                })?;
-                if job.state == JobState::Done
-                    && job.last_op_date.saturating_add(retention_ms) <= ctx.proposed_at_ms
-                {
-                    txn.delete(TABLE, &k)?;
-                    n += 1;
-                }
-            }
-            Ok(JobResult::Expired(n))
+            return expire(txn, ctx).map(JobResult::Expired);
         }
-    }
+    };
+    Ok(JobResult::Job(Box::new(job)))
 }
 
-/// The job family: durable async API jobs (internal commands; polling is the node's).
+fn expire(txn: &mut dyn StateTxn, ctx: &ApplyCtx) -> Result<u64, ApiError> {
+    let retention_ms = global_config::int_value(txn, "api", "result.retention")? as u64 * 1000;
+    let mut n = 0;
+    for (k, v) in txn.scan_prefix(TABLE, b"j/", usize::MAX)? {
+        let uuid = String::from_utf8_lossy(&k[2..]).into_owned();
+        let job = decode(&uuid, &v)?;
+        if job.state == JobState::Done
+            && job.last_op_date.saturating_add(retention_ms) <= ctx.proposed_at_ms
+        {
+            txn.delete(TABLE, &k)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// `TaskProgressInventory` entries of a job (`GetTaskProgress`): one `Task` per committed
+/// step, in order, and while a step runs, a `Progress` with the percent of the whole job.
+fn progress_inventories(job: &ApiJob, all: bool) -> Vec<Value> {
+    let total = job.total_steps().max(1);
+    let mut out: Vec<Value> = job
+        .history
+        .iter()
+        .map(|m| {
+            json!({
+                "taskUuid": format!("{}-{}{}", job.uuid, m.step, if m.undo { "-undo" } else { "" }),
+                "taskName": m.name,
+                "type": "Task",
+                "content": format!(
+                    "{} of {total}{}{}",
+                    m.step + 1,
+                    if m.undo { " (rollback)" } else { "" },
+                    if m.failed { " (failed)" } else { "" }
+                ),
+                "time": m.at,
+            })
+        })
+        .collect();
+    if let Some(run) = &job.flow {
+        let within = f64::from(run.percent.unwrap_or(0)) / 100.0;
+        let overall = ((f64::from(run.done) + within) / f64::from(total) * 100.0).floor() as u64;
+        out.push(json!({
+            "taskUuid": format!("{}-progress", job.uuid),
+            "taskName": job.api_name,
+            "type": "Progress",
+            "content": overall.min(100).to_string(),
+            "time": job.last_op_date,
+        }));
+    } else if job.state == JobState::Done {
+        out.push(json!({
+            "taskUuid": format!("{}-progress", job.uuid),
+            "taskName": job.api_name,
+            "type": "Progress",
+            "content": "100",
+            "time": job.last_op_date,
+        }));
+    }
+    if !all {
+        out = out.pop().into_iter().collect();
+    }
+    out
+}
+
+fn plan_task_progress(p: &crate::plan::PlanInput) -> Result<crate::plan::Plan, Refusal> {
+    let api_id = p.string("apiId").unwrap_or_default().to_ascii_lowercase();
+    if crate::validate::uuid("apiId", &api_id).is_err() {
+        return Err(Refusal::new(
+            Code::InvalidArgument,
+            format!("parameter apiId[{api_id}] is not a valid uuid."),
+        ));
+    }
+    let all = crate::params::boolean(p.body, "all").unwrap_or(false);
+    Ok(crate::plan::Plan::Read {
+        call: p.call,
+        read: Box::new(move |txn, caller| {
+            let invs = match load(txn, &api_id)? {
+                // A job is visible to the account that submitted it (and to the admin).
+                Some(job) if caller.can_see(&job.caller.account_uuid) => {
+                    progress_inventories(&job, all)
+                }
+                _ => Vec::new(),
+            };
+            let mut m = Map::new();
+            m.insert("inventories".into(), Value::Array(invs));
+            Ok(m)
+        }),
+    })
+}
+
+/// The job family: durable async API jobs and their flows (internal commands; polling is the
+/// node's), and `GetTaskProgress`.
 pub struct Jobs;
 
 impl crate::family::Family for Jobs {
     type Op = JobOp;
     type Out = JobResult;
-    const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("job", &[TABLE]);
+    const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl {
+        calls: &[crate::family::CallDecl::new(
+            "GetTaskProgress",
+            plan_task_progress,
+            &[crate::family::route(
+                crate::rest::Method::Get,
+                "/v1/task-progresses/{apiId}",
+                crate::rest::Body::None,
+            )],
+        )],
+        flows: &[crate::flow::selftest::SELFTEST],
+        #[cfg(test)]
+        cases: cases::cases,
+        ..crate::family::FamilyDecl::internal("job", &[TABLE, crate::flow::selftest::TABLE])
+    };
 
     fn apply(
         txn: &mut dyn StateTxn,
@@ -276,169 +1041,23 @@ impl crate::family::Family for Jobs {
         apply(txn, ctx, caller, op)
     }
 
-    fn reply(_out: &JobResult) -> Result<serde_json::Map<String, serde_json::Value>, Refusal> {
-        Ok(serde_json::Map::new())
+    fn reply(_out: &JobResult) -> Result<Map<String, Value>, Refusal> {
+        Ok(Map::new())
     }
 
     fn inner(op: &JobOp) -> Option<&Command> {
         match op {
-            JobOp::Submit { command, .. } => Some(command),
+            JobOp::Submit(Submission {
+                flow: FlowSpec::Command(command),
+                ..
+            }) => Some(command),
             _ => None,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::families::zone::ZoneOp;
-    use crate::testing::ctx;
-    use crate::testing::MemTxn;
-    use crate::IntoCommand;
+mod tests;
 
-    const JOB: &str = "0123456789abcdef0123456789abcdef";
-
-    fn create_zone(uuid: &str, name: &str) -> Box<Command> {
-        Box::new(
-            ZoneOp::Create {
-                uuid: uuid.into(),
-                name: name.into(),
-                description: None,
-                is_default: false,
-            }
-            .command(Caller::admin()),
-        )
-    }
-
-    fn submit(t: &mut MemTxn, at: u64, job: &str, cmd: Box<Command>) -> ApiJob {
-        let op = JobOp::Submit {
-            uuid: job.into(),
-            api_name: "CreateZone".into(),
-            reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
-            command: cmd,
-        };
-        match apply(t, &ctx(at), &Caller::admin(), op).unwrap() {
-            JobResult::Job(j) => *j,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn run(t: &mut MemTxn, at: u64, job: &str) -> ApiJob {
-        match apply(
-            t,
-            &ctx(at),
-            &Caller::admin(),
-            JobOp::Run { uuid: job.into() },
-        )
-        .unwrap()
-        {
-            JobResult::Job(j) => *j,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn submit_run_poll_and_idempotent_retries() {
-        let mut t = MemTxn::default();
-        let zone = "a".repeat(32);
-        let j = submit(&mut t, 1, JOB, create_zone(&zone, "z1"));
-        assert_eq!(j.state, JobState::Processing);
-        assert_eq!(pending(&t, 10).unwrap(), vec![JOB.to_string()]);
-        let body = j.response().to_body();
-        assert!(
-            body.starts_with(&format!(r#"{{"uuid":"{JOB}","state":"Processing""#)),
-            "{body}"
-        );
-        // A retry with the same job uuid returns the same job and queues nothing new.
-        let again = submit(&mut t, 2, JOB, create_zone(&"b".repeat(32), "other"));
-        assert_eq!(again, j);
-        let done = run(&mut t, 3, JOB);
-        assert_eq!((done.state, done.success), (JobState::Done, Some(true)));
-        let result = done.result.clone().unwrap();
-        assert!(
-            result.starts_with(
-                r#"{"org.zstack.header.zone.APICreateZoneEvent":{"inventory":{"uuid":""#
-            ),
-            "{result}"
-        );
-        assert!(result.ends_with(r#""success":true}}"#));
-        assert!(pending(&t, 10).unwrap().is_empty());
-        // Running it again (a new leader re-running an already finished job) changes nothing.
-        assert_eq!(run(&mut t, 4, JOB), done);
-        assert_eq!(
-            crate::resource::list::<crate::families::zone::Zone>(&t)
-                .unwrap()
-                .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn refused_call_keeps_only_the_job_record() {
-        let mut t = MemTxn::default();
-        submit(&mut t, 1, JOB, create_zone("not-a-uuid", "z"));
-        let done = run(&mut t, 2, JOB);
-        assert_eq!(done.success, Some(false));
-        let r = done.result.unwrap();
-        assert!(
-            r.contains(r#""success":false,"error":{"code":"SYS.1007""#),
-            "{r}"
-        );
-        assert!(crate::resource::list::<crate::families::zone::Zone>(&t)
-            .unwrap()
-            .is_empty());
-    }
-
-    #[test]
-    fn refusals_and_expiry() {
-        let mut t = MemTxn::default();
-        let bad = JobOp::Submit {
-            uuid: "x".into(),
-            api_name: "A".into(),
-            reply_class: "c".into(),
-            command: create_zone(&"a".repeat(32), "z"),
-        };
-        assert_eq!(
-            apply(&mut t, &ctx(1), &Caller::admin(), bad)
-                .unwrap_err()
-                .code(),
-            "SYS.1007"
-        );
-        let nested = JobOp::Submit {
-            uuid: JOB.into(),
-            api_name: "A".into(),
-            reply_class: "c".into(),
-            command: Box::new(JobOp::Expire.command(Caller::admin())),
-        };
-        assert_eq!(
-            apply(&mut t, &ctx(1), &Caller::admin(), nested)
-                .unwrap_err()
-                .code(),
-            "SYS.1007"
-        );
-        assert_eq!(
-            apply(
-                &mut t,
-                &ctx(1),
-                &Caller::admin(),
-                JobOp::Run { uuid: JOB.into() }
-            )
-            .unwrap_err()
-            .code(),
-            "SYS.1003"
-        );
-        submit(&mut t, 1, JOB, create_zone(&"a".repeat(32), "z"));
-        run(&mut t, 2, JOB);
-        let mut later = ctx(3);
-        assert_eq!(
-            apply(&mut t, &later, &Caller::admin(), JobOp::Expire).unwrap(),
-            JobResult::Expired(0)
-        );
-        later.proposed_at_ms += 864_000 * 1000;
-        assert_eq!(
-            apply(&mut t, &later, &Caller::admin(), JobOp::Expire).unwrap(),
-            JobResult::Expired(1)
-        );
-        assert!(get(&t, JOB).unwrap().is_none());
-    }
-}
+#[cfg(test)]
+pub(crate) mod cases;

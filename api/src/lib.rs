@@ -7,17 +7,17 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod call;
 pub mod catalogue;
 pub mod error;
 pub mod families;
 pub mod family;
 pub mod flow;
-pub mod global_config;
-pub mod identity;
 pub mod interpret;
 pub mod job;
 pub mod kv;
-pub mod management_node;
+pub mod leader;
+pub mod mem;
 pub mod net;
 pub mod params;
 pub mod plan;
@@ -25,24 +25,26 @@ pub mod query;
 pub mod registry;
 pub mod resource;
 pub mod rest;
+pub mod settings;
 pub mod staged;
 pub mod validate;
 pub mod wire;
 
-// Families not yet moved under `families/` (one module each).
-pub mod l2;
-pub mod l3;
-pub mod tag;
+#[cfg(test)]
+mod infra_tests;
 
 // Families moved under `families/`, still reachable at their old paths.
 pub use families::backup_storage;
+pub use families::global_config;
 pub use families::host;
+pub use families::identity;
 pub use families::image;
+pub use families::l2;
+pub use families::l3;
+pub use families::management_node;
 pub use families::offering;
 pub use families::primary_storage;
-
-#[cfg(test)]
-mod infra_tests;
+pub use families::tag;
 
 use serde::Deserialize;
 use serde::Serialize;

@@ -145,13 +145,13 @@ registry! {
     /// Generic key-value commands (tests, benchmarks, chaos history).
     Kv => crate::kv::Kv,
     /// Management-node registry changes, proposed by the leader's registry duty.
-    ManagementNode => crate::management_node::ManagementNodes,
+    ManagementNode => crate::families::management_node::ManagementNodes,
     /// Zone calls.
     Zone => crate::families::zone::Zones,
     /// Global configuration changes.
-    GlobalConfig => crate::global_config::GlobalConfigs,
+    GlobalConfig => crate::families::global_config::GlobalConfigs,
     /// Accounts, users and sessions.
-    Identity => crate::identity::Identities,
+    Identity => crate::families::identity::Identities,
     /// Durable async API jobs.
     Job => crate::job::Jobs,
     /// Cluster calls.
@@ -165,15 +165,19 @@ registry! {
     /// Image calls (and the download duty's internal ones).
     Image => crate::families::image::Images,
     /// L2 network and VNI-range calls.
-    L2 => crate::l2::L2Networks,
+    L2 => crate::families::l2::L2Networks,
     /// L3 network, IP-range, DNS and IPAM calls.
-    L3 => crate::l3::L3Networks,
+    L3 => crate::families::l3::L3Networks,
     /// System- and user-tag calls, and creates carrying tags.
-    Tag => crate::tag::Tags,
+    Tag => crate::families::tag::Tags,
     /// KVM host calls.
     Host => crate::families::host::Hosts,
     /// The API audit log (the serving nodes' batches, the leader's retention sweeper).
     Audit => crate::audit::Audits,
+    /// A leader duty's command, valid only in its own term.
+    Leader => crate::leader::Leaders,
+    /// An API call's write: session check, command or job, audit record, in one entry.
+    Call => crate::call::Calls,
 }
 
 /// Apply one command through its family. `Err` is a storage failure (the replica must stop);

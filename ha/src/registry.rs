@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use api::management_node::ManagementNode;
 use api::management_node::ManagementNodeOp;
-use tokio_util::sync::CancellationToken;
+use api::IntoCommand;
 
+use crate::context::LeaderContext;
 use crate::BoxFuture;
 use crate::Duty;
 use crate::DutyError;
@@ -43,18 +44,13 @@ pub struct ProbedStatus {
     pub applied_index: u64,
 }
 
-/// What the registry needs from the node.
+/// What the registry needs from the node beyond the leader context: the membership and a
+/// way to ask a member for its status.
 pub trait RegistryBackend: Send + Sync + 'static {
     /// Current members (voters and learners).
     fn members(&self) -> Vec<Member>;
     /// Ask one member for its status.
     fn probe(&self, member: &Member) -> BoxFuture<'static, Result<ProbedStatus, DutyError>>;
-    /// The records currently in the replicated state (read locally on the leader).
-    fn records(&self) -> Result<Vec<ManagementNode>, DutyError>;
-    /// Propose a registry change through Raft and wait for it to apply.
-    fn commit(&self, op: ManagementNodeOp) -> BoxFuture<'static, Result<(), DutyError>>;
-    /// Wall clock, ms since the Unix epoch (stamped into records, never read inside `apply`).
-    fn now_ms(&self) -> u64;
 }
 
 /// Role recorded for a member that did not answer its probe.
@@ -85,6 +81,7 @@ impl<B: RegistryBackend> RegistryDuty<B> {
     /// One probe round: returns the changes to commit, given the in-memory heartbeats.
     pub async fn round(
         &self,
+        ctx: &LeaderContext,
         heartbeats: &mut BTreeMap<u64, u64>,
     ) -> Result<Vec<ManagementNodeOp>, DutyError> {
         let members = self.backend.members();
@@ -99,8 +96,10 @@ impl<B: RegistryBackend> RegistryDuty<B> {
             }
         });
         let results = futures::future::join_all(probes).await;
-        let now = self.backend.now_ms();
-        let records = self.backend.records()?;
+        let now = ctx.now_ms();
+        let records = ctx
+            .read(api::management_node::list)
+            .map_err(|e| DutyError(e.to_string()))?;
         Ok(plan(
             &members,
             &results,
@@ -195,12 +194,9 @@ impl<B: RegistryBackend> Duty for RegistryDuty<B> {
         "management-node-registry"
     }
 
-    fn run(
-        self: Arc<Self>,
-        term: u64,
-        cancel: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), DutyError>> {
+    fn run(self: Arc<Self>, ctx: Arc<LeaderContext>) -> BoxFuture<'static, Result<(), DutyError>> {
         Box::pin(async move {
+            let (term, cancel) = (ctx.term(), ctx.cancelled().clone());
             let mut heartbeats = BTreeMap::new();
             let mut tick = tokio::time::interval(self.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,18 +207,17 @@ impl<B: RegistryBackend> Duty for RegistryDuty<B> {
                 }
                 let ops = tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
-                    r = self.round(&mut heartbeats) => r?,
+                    r = self.round(&ctx, &mut heartbeats) => r?,
                 };
                 for op in ops {
                     if cancel.is_cancelled() {
                         return Ok(());
                     }
                     tracing::debug!(term, ?op, "committing management node change");
-                    // A commit can wait for a quorum; losing leadership must not wait for it.
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Ok(()),
-                        r = self.backend.commit(op) => r?,
-                    }
+                    // A commit can wait for a quorum; losing leadership ends it (the context
+                    // fails the proposal when its term is cancelled).
+                    ctx.propose_as_leader(op.command(api::Caller::admin()), None)
+                        .await?;
                 }
             }
         })
@@ -345,12 +340,9 @@ mod tests {
         assert!(ops.is_empty());
     }
 
-    /// An in-memory backend: members always answer, commits land in `records` at once.
+    /// Members that always answer; records and commits go through an in-memory node.
     struct Fake {
         members: Vec<Member>,
-        records: std::sync::Mutex<Vec<ManagementNode>>,
-        commits: std::sync::atomic::AtomicU64,
-        clock: std::sync::atomic::AtomicU64,
     }
 
     impl RegistryBackend for Fake {
@@ -361,42 +353,26 @@ mod tests {
             let s = status(m.id, "Follower", 1);
             Box::pin(async move { s })
         }
-        fn records(&self) -> Result<Vec<ManagementNode>, DutyError> {
-            Ok(self.records.lock().unwrap().clone())
-        }
-        fn commit(&self, op: ManagementNodeOp) -> BoxFuture<'static, Result<(), DutyError>> {
-            self.commits
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut recs = self.records.lock().unwrap();
-            match op {
-                ManagementNodeOp::Upsert(r) => {
-                    recs.retain(|x| x.uuid != r.uuid);
-                    recs.push(r);
-                }
-                ManagementNodeOp::Remove { uuid } => recs.retain(|x| x.uuid != uuid),
-            }
-            Box::pin(async { Ok(()) })
-        }
-        fn now_ms(&self) -> u64 {
-            // Ten simulated milliseconds per call: the heartbeat interval passes quickly.
-            self.clock
-                .fetch_add(10, std::sync::atomic::Ordering::SeqCst)
-        }
     }
 
     #[tokio::test]
     async fn duty_commits_joins_then_only_periodic_heartbeats_and_stops_on_cancel() {
+        use std::sync::atomic::Ordering::SeqCst;
         let fake = Arc::new(Fake {
             members: vec![member(1), member(2)],
-            records: Default::default(),
-            commits: Default::default(),
-            clock: Default::default(),
         });
+        // Ten simulated milliseconds per clock read: the heartbeat interval passes quickly.
+        let node = Arc::new(crate::testing::MemNode::new(Arc::new(
+            crate::context::NoReceivers,
+        )));
+        node.term.store(7, SeqCst);
+        let start = node.clock.load(SeqCst);
         let mut duty = RegistryDuty::new(fake.clone());
         duty.interval = Duration::from_millis(5);
         duty.heartbeat_commit = Duration::from_millis(200);
-        let cancel = CancellationToken::new();
-        let h = tokio::spawn(Arc::new(duty).run(7, cancel.clone()));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let ctx = Arc::new(LeaderContext::new(7, cancel.clone(), node.clone()));
+        let h = tokio::spawn(Arc::new(duty).run(ctx));
         tokio::time::sleep(Duration::from_millis(300)).await;
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(1), h)
@@ -404,9 +380,13 @@ mod tests {
             .expect("duty stopped promptly")
             .unwrap()
             .unwrap();
-        assert_eq!(fake.records.lock().unwrap().len(), 2);
-        let rounds = fake.clock.load(std::sync::atomic::Ordering::SeqCst) / 10;
-        let commits = fake.commits.load(std::sync::atomic::Ordering::SeqCst);
+        let records = {
+            let st = node.state.lock().unwrap();
+            api::management_node::list(&*st).unwrap()
+        };
+        assert_eq!(records.len(), 2);
+        let rounds = (node.clock.load(SeqCst) - start) / 10;
+        let commits = node.proposals.load(SeqCst);
         // Two joins plus one heartbeat commit per member every 20 rounds, not one per round.
         assert!(
             commits >= 2 && commits <= 2 + 2 * (rounds / 20 + 1),

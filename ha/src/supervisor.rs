@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::context::LeaderContext;
+use crate::context::LeaderNode;
 use crate::BoxFuture;
 
 /// What the node currently believes about its own leadership.
@@ -23,17 +24,13 @@ pub struct Leadership {
 #[error("{0}")]
 pub struct DutyError(pub String);
 
-/// A task only the leader runs. It must return promptly once `cancel` fires.
+/// A task only the leader runs. It must return promptly once its context is cancelled.
 pub trait Duty: Send + Sync + 'static {
     /// Short name for logs and metrics.
     fn name(&self) -> &str;
-    /// Run until `cancel` fires. Returning earlier counts as a failure: the supervisor restarts
-    /// the duty after a pause while leadership lasts.
-    fn run(
-        self: Arc<Self>,
-        term: u64,
-        cancel: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), DutyError>>;
+    /// Run until `ctx.cancelled()` fires. Returning earlier counts as a failure: the
+    /// supervisor restarts the duty after a pause while leadership lasts.
+    fn run(self: Arc<Self>, ctx: Arc<LeaderContext>) -> BoxFuture<'static, Result<(), DutyError>>;
 }
 
 /// Waits, on a new leader, until everything committed when leadership was gained is applied
@@ -92,10 +89,12 @@ impl Supervisor {
     }
 
     /// Run until `shutdown` fires or the leadership watch closes; duties are stopped on exit.
+    /// `node` is what every term's [`LeaderContext`] is built on.
     pub async fn run(
         self,
         mut leadership: watch::Receiver<Leadership>,
         barrier: Arc<dyn LeaderBarrier>,
+        node: Arc<dyn LeaderNode>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -133,55 +132,79 @@ impl Supervisor {
                 continue;
             }
 
-            let mut tasks = JoinSet::new();
+            // Establish, in named steps: the term's context, then every duty in registration
+            // order (catching up came first, above).
+            tracing::info!(term, step = "context", "establishing leadership");
+            let ctx = Arc::new(LeaderContext::new(term, term_token.clone(), node.clone()));
+            let mut started = Vec::new();
             for duty in &self.duties {
-                let duty = duty.clone();
-                let token = term_token.clone();
-                let pause = self.restart_pause;
-                tasks.spawn(async move {
-                    loop {
-                        let name = duty.name().to_string();
-                        let res = duty.clone().run(term, token.clone()).await;
-                        if token.is_cancelled() {
-                            tracing::debug!(duty = %name, term, "duty stopped");
-                            return;
-                        }
-                        match res {
-                            Ok(()) => tracing::warn!(duty = %name, term, "duty returned early; restarting"),
-                            Err(e) => tracing::warn!(duty = %name, term, error = %e, "duty failed; restarting"),
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(pause) => {}
-                            _ = token.cancelled() => return,
-                        }
-                    }
-                });
+                tracing::debug!(term, step = "start-duty", duty = %duty.name(), "establishing leadership");
+                started.push((
+                    duty.name().to_string(),
+                    self.spawn_duty(duty.clone(), ctx.clone()),
+                ));
             }
             self.state.send_replace(SupervisorState {
                 active_term: Some(term),
-                running: tasks.len(),
+                running: started.len(),
             });
-            tracing::info!(term, duties = tasks.len(), "leader duties started");
+            tracing::info!(term, duties = started.len(), "leader duties started");
 
             let stopping_for_shutdown = tokio::select! {
                 _ = lost(&mut leadership, term) => false,
                 _ = shutdown.cancelled() => true,
             };
 
-            // Revoke: cancel everything and wait for every task before anything can restart.
+            // Revoke, in named steps: cancel the term's context (every proposal through it
+            // fails from now on), then wait for every duty, last started first, before anything
+            // can start again.
+            tracing::info!(term, step = "cancel", "revoking leadership");
             term_token.cancel();
-            while let Some(res) = tasks.join_next().await {
-                if let Err(e) = res {
-                    tracing::error!(term, error = %e, "leader duty task panicked");
+            while let Some((name, task)) = started.pop() {
+                tracing::debug!(term, step = "stop-duty", duty = %name, "revoking leadership");
+                if let Err(e) = task.await {
+                    tracing::error!(term, duty = %name, error = %e, "leader duty task panicked");
                 }
-                self.state.send_modify(|s| s.running = tasks.len());
+                self.state.send_modify(|s| s.running = started.len());
             }
+            drop(ctx);
             self.state.send_replace(SupervisorState::default());
             tracing::info!(term, "leader duties stopped");
             if stopping_for_shutdown {
                 return;
             }
         }
+    }
+
+    /// Run one duty for a term, restarting it after a pause when it returns while the term
+    /// lasts.
+    fn spawn_duty(
+        &self,
+        duty: Arc<dyn Duty>,
+        ctx: Arc<LeaderContext>,
+    ) -> tokio::task::JoinHandle<()> {
+        let pause = self.restart_pause;
+        tokio::spawn(async move {
+            let term = ctx.term();
+            loop {
+                let name = duty.name().to_string();
+                let res = duty.clone().run(ctx.clone()).await;
+                if ctx.cancelled().is_cancelled() {
+                    tracing::debug!(duty = %name, term, "duty stopped");
+                    return;
+                }
+                match res {
+                    Ok(()) => tracing::warn!(duty = %name, term, "duty returned early; restarting"),
+                    Err(e) => {
+                        tracing::warn!(duty = %name, term, error = %e, "duty failed; restarting")
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = ctx.cancelled().cancelled() => return,
+                }
+            }
+        })
     }
 }
 
@@ -223,10 +246,10 @@ mod tests {
         }
         fn run(
             self: Arc<Self>,
-            term: u64,
-            cancel: CancellationToken,
+            ctx: Arc<LeaderContext>,
         ) -> BoxFuture<'static, Result<(), DutyError>> {
             Box::pin(async move {
+                let (term, cancel) = (ctx.term(), ctx.cancelled().clone());
                 let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
                 self.peak.fetch_max(now, Ordering::SeqCst);
                 self.starts.fetch_add(1, Ordering::SeqCst);
@@ -297,7 +320,12 @@ mod tests {
         let state = sup.state();
         let (tx, rx) = watch::channel(Leadership::default());
         let shutdown = CancellationToken::new();
-        let h = tokio::spawn(sup.run(rx, barrier.clone(), shutdown.clone()));
+        let h = tokio::spawn(sup.run(
+            rx,
+            barrier.clone(),
+            crate::testing::node(),
+            shutdown.clone(),
+        ));
         (a, b, barrier, tx, state, shutdown, h)
     }
 
@@ -385,8 +413,7 @@ mod tests {
         }
         fn run(
             self: Arc<Self>,
-            _term: u64,
-            _cancel: CancellationToken,
+            _ctx: Arc<LeaderContext>,
         ) -> BoxFuture<'static, Result<(), DutyError>> {
             Box::pin(async move {
                 self.runs.fetch_add(1, Ordering::SeqCst);
@@ -411,7 +438,7 @@ mod tests {
             calls: AtomicU64::new(0),
         });
         let shutdown = CancellationToken::new();
-        let h = tokio::spawn(sup.run(rx, barrier, shutdown.clone()));
+        let h = tokio::spawn(sup.run(rx, barrier, crate::testing::node(), shutdown.clone()));
         until(|| flaky.runs.load(Ordering::SeqCst) >= 3).await;
         tx.send_replace(Leadership {
             is_leader: false,

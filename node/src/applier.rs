@@ -97,10 +97,15 @@ impl Applier for ModelApplier {
         let mut adapter = TxnAdapter { txn, failure: None };
         match api::apply(&mut adapter, &actx, cmd) {
             Ok(r) => {
-                if let api::Response::Job(api::job::JobResult::Job(j)) = &r {
-                    if j.state == api::job::JobState::Processing {
-                        self.jobs_submitted.notify_waiters();
+                let accepted = match &r {
+                    api::Response::Job(api::job::JobResult::Job(j))
+                    | api::Response::Call(api::call::CallOutcome::Accepted(j)) => {
+                        j.state == api::job::JobState::Processing
                     }
+                    _ => false,
+                };
+                if accepted {
+                    self.jobs_submitted.notify_waiters();
                 }
                 Ok(r)
             }

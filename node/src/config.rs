@@ -59,6 +59,14 @@ pub struct Cli {
     /// (default 5000).
     #[arg(long, env = "ZSNODE_SNAPSHOT_LOGS")]
     pub snapshot_logs: Option<u64>,
+    /// URL of the flow engine's self-test receiver (`POST` per side effect); enables
+    /// `/cluster/flow-selftest`. Unset: the self-test flow's side effect has no receiver.
+    #[arg(long, env = "ZSNODE_FLOW_SELFTEST_RECEIVER")]
+    pub flow_selftest_receiver: Option<String>,
+    /// Pause before every committed step of a flow, in milliseconds: widens the windows
+    /// between steps for fault-injection tests (default 0; never needed in production).
+    #[arg(long, env = "ZSNODE_FLOW_STEP_PAUSE_MS")]
+    pub flow_step_pause_ms: Option<u64>,
 }
 
 /// The TOML file's shape; every key is optional.
@@ -85,6 +93,10 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     /// See [`Cli::snapshot_logs`].
     pub snapshot_logs: Option<u64>,
+    /// See [`Cli::flow_selftest_receiver`].
+    pub flow_selftest_receiver: Option<String>,
+    /// See [`Cli::flow_step_pause_ms`].
+    pub flow_step_pause_ms: Option<u64>,
 }
 
 /// The resolved configuration the node runs with.
@@ -110,6 +122,10 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Entries between snapshots.
     pub snapshot_logs: u64,
+    /// The flow self-test receiver, if any.
+    pub flow_selftest_receiver: Option<String>,
+    /// Pause before every committed flow step (fault-injection tests).
+    pub flow_step_pause: Duration,
 }
 
 impl NodeConfig {
@@ -196,7 +212,23 @@ impl NodeConfig {
         if snapshot_logs == 0 {
             return Err(StartError::Config("snapshot_logs must be positive".into()));
         }
+        let flow_selftest_receiver = cli.flow_selftest_receiver.or(file.flow_selftest_receiver);
+        if let Some(url) = &flow_selftest_receiver {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(StartError::Config(format!(
+                    "flow_selftest_receiver {url:?} must be an http(s) URL"
+                )));
+            }
+        }
+        let flow_step_pause = Duration::from_millis(
+            cli.flow_step_pause_ms
+                .or(file.flow_step_pause_ms)
+                .unwrap_or(0)
+                .min(60_000),
+        );
         Ok(Self {
+            flow_selftest_receiver,
+            flow_step_pause,
             snapshot_logs,
             node_id,
             data_dir,

@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::management_node::ManagementNode;
-use api::management_node::ManagementNodeOp;
+use api::StateTxn;
 use ha::registry::Member;
 use ha::registry::ProbedStatus;
 use ha::registry::RegistryBackend;
 use ha::BoxFuture;
+use ha::Duty;
 use ha::DutyError;
+use ha::EffectRunner;
 use ha::LeaderBarrier;
+use ha::LeaderNode;
 use ha::Leadership;
 use proto::cluster::NodeStatus;
 use raft_store::openraft::async_runtime::WatchReceiver;
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::network::Rpc;
 use crate::node::now_ms;
 use crate::node::Node;
+use crate::state_view::StateView;
 
 /// Bound on the catch-up barrier of a new leader.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,12 +87,8 @@ impl LeaderBarrier for RaftBarrier {
     }
 }
 
-/// The registry's view of the node.
+/// The registry's view of the node: the membership and member probes.
 pub struct NodeRegistry(pub Arc<Node>);
-
-fn role_of(st: &NodeStatus) -> String {
-    st.role.clone()
-}
 
 impl RegistryBackend for NodeRegistry {
     fn members(&self) -> Vec<Member> {
@@ -125,44 +125,77 @@ impl RegistryBackend for NodeRegistry {
             Ok(ProbedStatus {
                 uuid: st.uuid.clone(),
                 host_name: st.host_name.clone(),
-                role: role_of(&st),
+                role: st.role.clone(),
                 term: st.term,
                 commit_index: st.commit_index,
                 applied_index: st.applied_index,
             })
         })
     }
+}
 
-    fn records(&self) -> Result<Vec<ManagementNode>, DutyError> {
-        read_management_nodes(&self.0).map_err(|e| DutyError(e.to_string()))
+/// What the leader's duties get from this node: local reads, local-only proposals, the clock
+/// and the flow receivers.
+pub struct NodeLeader(pub Arc<Node>);
+
+impl LeaderNode for NodeLeader {
+    fn read(&self, f: &mut dyn FnMut(&dyn StateTxn)) {
+        f(&StateView(&self.0.sm))
     }
 
-    fn commit(&self, op: ManagementNodeOp) -> BoxFuture<'static, Result<(), DutyError>> {
+    fn propose_local(
+        &self,
+        cmd: api::Command,
+        request_id: Option<String>,
+    ) -> BoxFuture<'static, Result<api::Response, DutyError>> {
         let node = self.0.clone();
         Box::pin(async move {
             // Leader-only: a duty must never reach the log through another leader after this
             // node was deposed, so no forwarding here (openraft refuses on a non-leader).
-            let cmd = api::IntoCommand::command(op, api::Caller::admin());
-            let proposal = Proposal::new(Some(node.new_request_id()), now_ms(), &cmd);
+            let rid = request_id.unwrap_or_else(|| node.new_request_id());
+            let proposal = Proposal::new(Some(rid), now_ms(), &cmd);
             let outcome = node
                 .propose_local(proposal, node.request_timeout())
                 .await
                 .map_err(|e| DutyError(e.to_string()))?;
-            let resp: api::Response = outcome
+            outcome
                 .decode()
-                .map_err(|e| DutyError(format!("undecodable registry response: {e}")))?;
-            match resp {
-                api::Response::Refused(e) => {
-                    Err(DutyError(format!("registry change refused: {e}")))
-                }
-                _ => Ok(()),
-            }
+                .map_err(|e| DutyError(format!("undecodable duty response: {e}")))
         })
     }
 
     fn now_ms(&self) -> u64 {
         now_ms()
     }
+
+    fn effects(&self) -> Arc<dyn EffectRunner> {
+        crate::receivers::runner(self.0.receivers().clone())
+    }
+}
+
+/// How often the executor looks for jobs submitted through other nodes.
+const JOB_POLL: Duration = Duration::from_millis(200);
+/// Jobs run at once by the leader (different resources; one per resource at a time).
+pub const MAX_JOBS_IN_FLIGHT: usize = 16;
+
+/// Every leader duty, in the order they are established (and revoked in reverse).
+pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
+    use ha::duties::sweepers;
+    vec![
+        Arc::new(ha::registry::RegistryDuty::new(Arc::new(NodeRegistry(
+            node.clone(),
+        )))),
+        Arc::new(sweepers::AdminBootstrap),
+        Arc::new(ha::duties::executor::JobExecutor::new(
+            node.job_wakeup().clone(),
+            JOB_POLL,
+            MAX_JOBS_IN_FLIGHT,
+        )
+        .with_step_pause(step_pause)),
+        Arc::new(sweepers::session_sweeper()),
+        Arc::new(sweepers::api_result_sweeper()),
+        Arc::new(sweepers::audit_sweeper()),
+    ]
 }
 
 /// Every management node record in the local state.

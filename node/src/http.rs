@@ -89,6 +89,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/cluster/leader/transfer", post(transfer_leader))
         .route("/cluster/snapshot", get(snapshot))
         .route("/kv/{*key}", put(kv_put).delete(kv_delete).get(kv_get))
+        .route("/cluster/flow-selftest", post(selftest_start))
+        .route("/cluster/flow-selftest/{key}", get(selftest_markers))
         .merge(crate::zstack_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
@@ -400,4 +402,111 @@ async fn kv_get(
         applied_index: applied,
     })
     .into_response())
+}
+
+/// Body of `POST /cluster/flow-selftest`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelfTestRequest {
+    /// The run's key (its markers and the receiver's record are keyed by it).
+    key: String,
+    /// Step (1, 2 or 3) made to fail, if any.
+    fail_at: Option<u8>,
+    /// Pause the receiver applies before answering, ms.
+    pause_ms: Option<u64>,
+    /// Job uuid (the idempotency key; default: a fresh one).
+    job_uuid: Option<String>,
+}
+
+fn selftest_enabled(node: &Node) -> Result<(), HttpError> {
+    if node.receivers().has_selftest() {
+        Ok(())
+    } else {
+        Err(err(
+            node,
+            NodeError::NotFound(
+                "the flow self-test is not enabled on this node (start it with --flow-selftest-receiver)"
+                    .into(),
+            ),
+        ))
+    }
+}
+
+/// Submit one run of the flow engine's self-test flow (`api::flow::selftest`); poll it like
+/// any job (`/zstack/api/result/{job_uuid}`, `GetTaskProgress`).
+async fn selftest_start(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
+    selftest_enabled(&node)?;
+    let req: SelfTestRequest = serde_json::from_slice(&body).map_err(|e| {
+        err(
+            &node,
+            NodeError::BadRequest(format!("bad self-test request: {e}")),
+        )
+    })?;
+    if !matches!(req.fail_at, None | Some(1..=3)) {
+        return Err(err(
+            &node,
+            NodeError::BadRequest("fail_at must be 1, 2 or 3".into()),
+        ));
+    }
+    let job_uuid = match req.job_uuid {
+        Some(u) => api::interpret::job_uuid_header(&u)
+            .map_err(|e| err(&node, NodeError::BadRequest(e.details)))?,
+        None => crate::zstack_api::new_uuid(),
+    };
+    let mut vars = api::flow::Vars::new();
+    vars.insert("key".into(), req.key.clone());
+    if let Some(f) = req.fail_at {
+        vars.insert("fail_at".into(), f.to_string());
+    }
+    if let Some(p) = req.pause_ms {
+        vars.insert("pause_ms".into(), p.to_string());
+    }
+    let op = api::job::JobOp::Submit(api::job::Submission {
+        uuid: job_uuid.clone(),
+        api_name: "FlowSelfTest".into(),
+        reply_class: api::wire::envelope::GENERIC_EVENT.into(),
+        chain: req.key,
+        flow: api::job::FlowSpec::Named {
+            flow: api::flow::selftest::FLOW.into(),
+            vars,
+        },
+    });
+    let (_, resp) = node
+        .propose(
+            &api::IntoCommand::command(op, api::Caller::admin()),
+            Some(format!("job/{job_uuid}")),
+        )
+        .await
+        .map_err(|e| err(&node, e))?;
+    match resp {
+        api::Response::Job(api::job::JobResult::Job(j)) => {
+            node.job_wakeup().notify_waiters();
+            Ok(Json(json!({
+                "job_uuid": j.uuid,
+                "state": format!("{:?}", j.state),
+                "served_by": node.id,
+            }))
+            .into_response())
+        }
+        api::Response::Refused(e) => Err(err(&node, NodeError::BadRequest(e.to_string()))),
+        other => Err(err(
+            &node,
+            NodeError::Internal(format!(
+                "unexpected answer to a self-test submit: {other:?}"
+            )),
+        )),
+    }
+}
+
+/// The markers a self-test run left in the replicated state (linearizable read).
+async fn selftest_markers(State(node): State<Arc<Node>>, Path(key): Path<String>) -> HttpResult {
+    selftest_enabled(&node)?;
+    node.linearizable_barrier()
+        .await
+        .map_err(|e| err(&node, e))?;
+    let markers = api::flow::selftest::markers(&crate::state_view::StateView(&node.sm), &key)
+        .map_err(|e| err(&node, NodeError::Internal(e.to_string())))?;
+    let markers: serde_json::Map<String, serde_json::Value> =
+        markers.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    Ok(Json(json!({"key": key, "markers": markers, "served_by": node.id})).into_response())
 }

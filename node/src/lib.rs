@@ -13,9 +13,9 @@ pub mod host_agent;
 pub mod http;
 pub mod identity;
 pub mod metrics;
-pub mod model_duties;
 pub mod network;
 pub mod node;
+pub mod receivers;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
 pub mod state_view;
@@ -65,6 +65,8 @@ pub async fn start_with_host_agent(
     config: NodeConfig,
     host_agent: Arc<dyn host_agent::HostAgent>,
 ) -> Result<RunningNode, StartError> {
+    #[cfg(feature = "seeded-bugs")]
+    seeded::install();
     let identity = identity::load_or_create(&config.data_dir, config.node_id, &config.cluster_id)?;
     let timing = timing::measure(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.clone(),
@@ -135,7 +137,10 @@ pub async fn start_with_host_agent(
             config.request_timeout,
             timing,
         )
-        .with_host_agent(host_agent),
+        .with_host_agent(host_agent)
+        .with_receivers(receivers::Receivers::new(
+            config.flow_selftest_receiver.clone(),
+        )),
     );
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -190,18 +195,16 @@ pub async fn start_with_host_agent(
     ));
 
     let mut supervisor = ha::Supervisor::new();
-    supervisor.register(Arc::new(ha::registry::RegistryDuty::new(Arc::new(
-        duties::NodeRegistry(node.clone()),
-    ))));
-    for duty in model_duties::duties(&node) {
+    for duty in duties::all(&node, config.flow_step_pause) {
         supervisor.register(duty);
     }
     node.set_duties(supervisor.state());
     let leadership = duties::leadership_watch(&node, shutdown.clone());
     let barrier = Arc::new(duties::RaftBarrier(node.clone()));
+    let leader = Arc::new(duties::NodeLeader(node.clone()));
     tasks.push((
         "supervisor",
-        tokio::spawn(supervisor.run(leadership, barrier, shutdown.clone())),
+        tokio::spawn(supervisor.run(leadership, barrier, leader, shutdown.clone())),
     ));
 
     tracing::info!(

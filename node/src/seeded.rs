@@ -3,7 +3,9 @@
 //! `zsnode-seeded`, never `zsnode`. `ZSNODE_SEEDED_BUG` picks the bug at start:
 //! - `stale-read`: linearizable reads skip the read-index barrier and serve local state;
 //! - `drop-acked-write`: a fraction (`ZSNODE_SEEDED_BUG_RATE`, default 0.2) of mutating API
-//!   calls is answered as successful without its command ever being proposed.
+//!   calls is answered as successful without its command ever being proposed;
+//! - `unfenced-duty`: a leader duty's command of another term than its entry's is applied
+//!   instead of refused (the term fence of `api::leader` switched off).
 
 use std::sync::OnceLock;
 
@@ -14,6 +16,8 @@ pub enum Bug {
     StaleRead,
     /// Acknowledge some writes without committing them.
     DropAckedWrite,
+    /// Apply a deposed leader's duty commands instead of refusing them.
+    UnfencedDuty,
 }
 
 /// Environment variable selecting the bug.
@@ -27,6 +31,7 @@ fn config() -> &'static (Option<Bug>, f64) {
         let bug = match std::env::var(BUG_ENV).as_deref() {
             Ok("stale-read") => Some(Bug::StaleRead),
             Ok("drop-acked-write") => Some(Bug::DropAckedWrite),
+            Ok("unfenced-duty") => Some(Bug::UnfencedDuty),
             Ok("") | Err(_) => None,
             Ok(other) => {
                 tracing::error!(value = other, "unknown {BUG_ENV}; no bug seeded");
@@ -55,40 +60,44 @@ pub fn drop_write() -> bool {
     bug == Some(Bug::DropAckedWrite) && rand::random::<f64>() < rate
 }
 
-/// `drop-acked-write`: the answer a mutating call's submit gets without being proposed: its
-/// job "done" with an empty success result (what the client sees as acknowledged).
+/// `drop-acked-write`: the answer a mutating call gets without being proposed: its job
+/// "done" with an empty success result (what the client sees as acknowledged).
 pub fn fake_acknowledgement(cmd: &api::Command) -> Option<api::Response> {
-    let api::Command::Job(call) = cmd else {
+    let api::Command::Call(call) = cmd else {
         return None;
     };
-    let api::job::JobOp::Submit {
-        uuid,
-        api_name,
-        reply_class,
-        ..
-    } = &*call.op
-    else {
-        return None;
-    };
+    let ticket = call.op.job.as_ref()?;
     if !drop_write() {
         return None;
     }
     let now = crate::node::now_ms();
     let result = api::wire::envelope::encode_result(
-        reply_class,
+        &ticket.reply_class,
         &api::wire::envelope::success(serde_json::Map::new()),
     );
-    Some(api::Response::Job(api::job::JobResult::Job(Box::new(
+    Some(api::Response::Call(api::call::CallOutcome::Accepted(Box::new(
         api::job::ApiJob {
-            uuid: uuid.clone(),
-            api_name: api_name.clone(),
-            reply_class: reply_class.clone(),
+            version: api::job::RECORD_VERSION,
+            uuid: ticket.uuid.clone(),
+            api_name: ticket.api_name.clone(),
+            reply_class: ticket.reply_class.clone(),
             state: api::job::JobState::Done,
             create_date: now,
             last_op_date: now,
             result: Some(result),
             success: Some(true),
-            command: None,
+            seq: 0,
+            chain: ticket.chain.clone(),
+            caller: call.op.command.caller().clone(),
+            flow: None,
+            history: Vec::new(),
         },
     ))))
+}
+
+/// Switch on the bugs that live in the model (`unfenced-duty`); called once at start-up.
+pub fn install() {
+    if config().0 == Some(Bug::UnfencedDuty) {
+        api::leader::seeded::UNFENCED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

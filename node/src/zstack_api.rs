@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use api::audit::AuditRecord;
 use api::catalogue::CallKind;
 use api::catalogue::CallSpec;
 use api::identity;
@@ -56,7 +57,6 @@ use serde_json::json;
 use serde_json::Map;
 use serde_json::Value;
 
-use crate::audit::CallAudit;
 use crate::error::NodeError;
 use crate::node::now_ms;
 use crate::node::Node;
@@ -99,11 +99,11 @@ fn unavailable(e: &NodeError) -> Refusal {
 
 /// The interpreter's effects on this node: Raft for proposals and barriers, local RocksDB
 /// state for reads, the host agent for probes.
-struct NodeEffects<'a> {
+struct ServingEffects<'a> {
     node: &'a Arc<Node>,
 }
 
-impl Effects for NodeEffects<'_> {
+impl Effects for ServingEffects<'_> {
     fn read<T>(&self, f: impl FnOnce(&dyn StateTxn) -> T) -> T {
         f(&StateView(&self.node.sm))
     }
@@ -187,7 +187,8 @@ fn stale_ok(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("stale"))
 }
 
-/// Run one call end to end and record it in the audit log.
+/// Run one call end to end; its audit record goes into the call's own entry when it writes,
+/// else into the node's audit buffer.
 async fn execute(
     node: &Arc<Node>,
     headers: &HeaderMap,
@@ -195,25 +196,25 @@ async fn execute(
     req: ApiRequest,
     client_ip: Option<String>,
 ) -> Outcome {
-    let audit = CallAudit::new(&req, client_ip);
-    let mut who = None;
     let opts = CallOptions {
         stale_ok: stale_ok(headers),
         job_uuid: headers
             .get(JOB_UUID_HEADER)
             .map(|v| v.to_str().unwrap_or("\u{fffd}").to_string()),
+        audit: Some(AuditRecord::for_request(
+            &req,
+            new_uuid(),
+            client_ip,
+            node.id,
+            now_ms(),
+        )),
     };
-    let outcome = interpret::run(&NodeEffects { node }, spec, req, &opts, &mut who).await;
-    audited(node, audit, who.as_ref(), &outcome);
-    outcome
-}
-
-/// Hand a finished call's record to the audit buffer (never blocks).
-fn audited(node: &Node, audit: CallAudit, who: Option<&Caller>, outcome: &Outcome) {
-    match outcome {
-        Outcome::Done { reply, .. } => audit.done(node, who, reply),
-        Outcome::Job(j) => audit.accepted(node, who, j),
+    let served = interpret::run(&ServingEffects { node }, spec, req, &opts).await;
+    match served.audit {
+        Some(record) => node.audit().push(record),
+        None => node.audit().committed_in_entry(),
     }
+    served.outcome
 }
 
 /// The remote address the connection came from (absent when served without connect info).
@@ -263,6 +264,9 @@ fn rpc_render(outcome: Outcome) -> Response {
         Outcome::Done { class, reply } => rpc_body(
             RestApiResponse::sync(now_ms(), envelope::encode_result(&class, &reply)).to_body(),
         ),
+        // A new job is answered as accepted even when it already ran (ZStack's protocol: the
+        // client polls; its first poll finds the result).
+        Outcome::Accepted(j) => rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body()),
         Outcome::Job(j) => match j.state {
             job::JobState::Processing => {
                 rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body())
@@ -289,7 +293,11 @@ async fn rpc_call(
         Err(r) => {
             // An unknown or unimplemented call is still a call: audit its refusal.
             let outcome = interpret::refused_early(CallKind::Sync, &r);
-            audited(&node, CallAudit::new(&req, ip), None, &outcome);
+            if let Outcome::Done { reply, .. } = &outcome {
+                let mut record = AuditRecord::for_request(&req, new_uuid(), ip, node.id, now_ms());
+                record.finish(reply, now_ms());
+                node.audit().push(record);
+            }
             return rpc_render(outcome);
         }
     };
@@ -359,17 +367,16 @@ async fn rest_call(
             let r = rest::reply(route, spec, &reply);
             (status(r.status), Json(r.body)).into_response()
         }
-        Outcome::Job(j) => match (&j.state, &j.result) {
-            (job::JobState::Done, Some(result)) => {
-                let r = rest::job_reply(Some(route), Some(spec), result);
-                (status(r.status), Json(r.body)).into_response()
-            }
-            _ => (
-                StatusCode::ACCEPTED,
-                Json(json!({"apiTimeout": timeout_ms, "location": location(&headers, &j.uuid)})),
-            )
-                .into_response(),
-        },
+        Outcome::Job(j) if j.state == job::JobState::Done && j.result.is_some() => {
+            let result = j.result.as_deref().unwrap_or_default();
+            let r = rest::job_reply(Some(route), Some(spec), result);
+            (status(r.status), Json(r.body)).into_response()
+        }
+        Outcome::Accepted(j) | Outcome::Job(j) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"apiTimeout": timeout_ms, "location": location(&headers, &j.uuid)})),
+        )
+            .into_response(),
     }
 }
 

@@ -6,16 +6,24 @@
 use api::audit::AuditOp;
 use api::audit::AuditRecord;
 use api::audit::AuditState;
+use api::call::ApiCall;
+use api::call::JobTicket;
 use api::families::cluster::ClusterOp;
 use api::families::zone::ZoneOp;
+use api::flow::Vars;
 use api::global_config::GlobalConfigOp;
 use api::host::HostOp;
 use api::host::HostStateEvent;
 use api::identity::IdentityOp;
+use api::job::FlowSpec;
 use api::job::JobOp;
+use api::job::Submission;
 use api::kv::KvOp;
+use api::leader::LeaderOp;
 use api::resource::generic::EnableEvent;
 use api::resource::generic::Rename;
+use api::wire::errors::Code;
+use api::wire::errors::Refusal;
 use api::Caller;
 use api::Command;
 use futures::stream;
@@ -190,25 +198,104 @@ fn command() -> impl Strategy<Value = Command> {
             IdentityOp::ExpireSessions,
             Caller::admin()
         )),
-        (small.clone(), small.clone()).prop_map(|(j, z)| api::IntoCommand::command(
-            JobOp::Submit {
-                uuid: uuid(j + 50),
-                api_name: "CreateZone".into(),
-                reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
-                command: Box::new(api::IntoCommand::command(
-                    ZoneOp::Create {
-                        uuid: uuid(z),
-                        name: "job".into(),
-                        description: None,
-                        is_default: false
-                    },
-                    Caller::admin()
+        (small.clone(), small.clone(), any::<bool>()).prop_map(|(j, z, chained)| {
+            api::IntoCommand::command(
+                JobOp::Submit(Submission::command(
+                    uuid(j + 50),
+                    "CreateZone",
+                    "org.zstack.header.zone.APICreateZoneEvent",
+                    if chained { uuid(z) } else { String::new() },
+                    zone_create(z, Caller::admin()),
                 )),
+                Caller::admin(),
+            )
+        }),
+        (small.clone(), 0u32..3, any::<bool>()).prop_map(|(j, step, undo)| {
+            api::IntoCommand::command(
+                JobOp::Step {
+                    uuid: uuid(j + 50),
+                    step,
+                    undo,
+                },
+                Caller::admin(),
+            )
+        }),
+        // The three-step self-test flow, its side-effect outcomes and progress, in any order.
+        (small.clone(), 0u8..3, 0u8..4).prop_map(|(j, key, fail)| {
+            let mut vars = Vars::from([("key".to_string(), format!("k{key}"))]);
+            if fail > 0 {
+                vars.insert("fail_at".into(), fail.to_string());
+            }
+            api::IntoCommand::command(
+                JobOp::Submit(Submission {
+                    uuid: uuid(j + 50),
+                    api_name: "FlowSelfTest".into(),
+                    reply_class: "org.zstack.header.message.APIEvent".into(),
+                    chain: format!("k{key}"),
+                    flow: FlowSpec::Named {
+                        flow: api::flow::selftest::FLOW.into(),
+                        vars,
+                    },
+                }),
+                Caller::admin(),
+            )
+        }),
+        (small.clone(), any::<bool>(), any::<bool>(), 0u8..101).prop_map(|(j, undo, ok, pct)| {
+            let op = if pct > 90 {
+                JobOp::Progress {
+                    uuid: uuid(j + 50),
+                    step: 1,
+                    percent: pct,
+                }
+            } else {
+                JobOp::Effect {
+                    uuid: uuid(j + 50),
+                    step: 1,
+                    undo,
+                    outcome: if ok {
+                        Ok(Vars::from([("token".to_string(), format!("t{pct}"))]))
+                    } else {
+                        Err(Refusal::new(Code::OperationFailure, "receiver refused"))
+                    },
+                }
+            };
+            api::IntoCommand::command(op, Caller::admin())
+        }),
+        // API calls as one entry: a session (live, unknown), a job or not, an audit record.
+        (
+            small.clone(),
+            small.clone(),
+            any::<bool>(),
+            any::<bool>(),
+            small.clone()
+        )
+            .prop_map(|(s, z, job, audited, j)| {
+                let session = uuid(s + 200);
+                api::IntoCommand::command(
+                    ApiCall {
+                        class: "org.zstack.header.zone.APICreateZoneMsg".into(),
+                        session: Some(session),
+                        job: job.then(|| JobTicket {
+                            uuid: uuid(j + 50),
+                            api_name: "CreateZone".into(),
+                            reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
+                            chain: uuid(z),
+                        }),
+                        audit: audited.then(|| AuditRecord {
+                            uuid: uuid(j + 150),
+                            ..audit_record_of(j, false, true, 7)
+                        }),
+                        command: Box::new(zone_create(z, normal(s))),
+                    },
+                    Caller::admin(),
+                )
+            }),
+        // Duty commands fenced by the term they were decided in (entries are of term 1).
+        (small.clone(), 1u64..3).prop_map(|(z, term)| api::IntoCommand::command(
+            LeaderOp::Fenced {
+                term,
+                command: Box::new(zone_create(z, Caller::admin())),
             },
-            Caller::admin()
-        )),
-        small.clone().prop_map(|j| api::IntoCommand::command(
-            JobOp::Run { uuid: uuid(j + 50) },
             Caller::admin()
         )),
         ("[a-c]", proptest::collection::vec(any::<u8>(), 0..4)).prop_map(|(k, v)| {
@@ -301,10 +388,27 @@ fn command() -> impl Strategy<Value = Command> {
     ]
 }
 
+fn zone_create(z: u8, caller: Caller) -> Command {
+    api::IntoCommand::command(
+        ZoneOp::Create {
+            uuid: uuid(z),
+            name: "job".into(),
+            description: None,
+            is_default: false,
+        },
+        caller,
+    )
+}
+
 /// An audit record as a serving node sends it: a finished sync call, or an accepted job whose
 /// uuid collides with the generated jobs (so accept/finish merges run in both orders).
 fn audit_record() -> impl Strategy<Value = AuditRecord> {
-    (0u8..6, any::<bool>(), any::<bool>(), 0u64..100_000).prop_map(|(i, job, ok, at)| {
+    (0u8..6, any::<bool>(), any::<bool>(), 0u64..100_000)
+        .prop_map(|(i, job, ok, at)| audit_record_of(i, job, ok, at))
+}
+
+fn audit_record_of(i: u8, job: bool, ok: bool, at: u64) -> AuditRecord {
+    {
         let id = if job { uuid(i + 50) } else { uuid(i + 150) };
         AuditRecord {
             uuid: id.clone(),
@@ -332,7 +436,7 @@ fn audit_record() -> impl Strategy<Value = AuditRecord> {
             node_id: Some(u64::from(i % 3) + 1),
             accepted: true,
         }
-    })
+    }
 }
 
 fn entries(cmds: &[(Command, u64)]) -> Vec<Entry> {

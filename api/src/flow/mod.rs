@@ -3,6 +3,9 @@
 //! performs outside apply (an agent call, a download) whose outcome is committed as the step.
 //! Every step names its rollback; a failure at step k rolls back k−1…1.
 
+pub mod schedule;
+pub mod selftest;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;

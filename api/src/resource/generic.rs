@@ -101,9 +101,9 @@ pub fn check_new<R: Resource>(
     resource::refuse_duplicate::<R>(txn, uuid)
 }
 
-/// The field checks of [`check_new`] alone, for a create that checks its own fields and
-/// references before it looks for a duplicate uuid (ZStack's interceptors run in that order,
-/// so the first refusal a request meets stays the same).
+/// The field checks of [`check_new`] alone (they need no state), for a create that checks its
+/// own fields and references before it looks for a duplicate uuid (ZStack's interceptors run
+/// in that order, so the first refusal a request meets stays the same).
 pub fn check_fields(uuid: &str, name: &str, description: Option<&str>) -> Result<(), ApiError> {
     validate::uuid("resourceUuid", uuid)?;
     validate::name("name", name)?;
@@ -228,9 +228,9 @@ impl EnableEvent {
 }
 
 /// A kind attached to parents of another kind through a list of their uuids in its records
-/// (primary storage to clusters, backup storage to zones): attach and detach refuse in
-/// ZStack's words, naming both sides, and the relation's detach (when a parent is deleted)
-/// edits the list the same way, so each family only says what its sides are called.
+/// (primary storage and L2 networks to clusters, backup storage to zones): attach and detach
+/// refuse in ZStack's words, naming both sides, and the relation's detach (when a parent is
+/// deleted) edits the list the same way, so each family only says what its sides are called.
 pub struct Attachment<R> {
     /// What a record is called in refusals (`primary storage`).
     pub what: &'static str,
@@ -244,12 +244,7 @@ impl<R: Resource + Stamped> Attachment<R> {
     /// Refuse (`SYS.1006`) attaching `r` to a parent it is attached to already.
     pub fn refuse_attached(&self, r: &mut R, parent_uuid: &str) -> Result<(), ApiError> {
         if (self.list)(r).iter().any(|p| p == parent_uuid) {
-            return Err(validate::op_failure(format!(
-                "{}[uuid:{}] has been attached to {}[uuid:{parent_uuid}]",
-                self.what,
-                r.uuid(),
-                self.parent
-            )));
+            return Err(self.refusal(r.uuid(), "has been attached to", parent_uuid));
         }
         Ok(())
     }
@@ -264,15 +259,24 @@ impl<R: Resource + Stamped> Attachment<R> {
     /// Detach `r` from a parent, refusing (`SYS.1006`) one it is not attached to.
     pub fn detach(&self, r: &mut R, parent_uuid: &str) -> Result<(), ApiError> {
         if !(self.list)(r).iter().any(|p| p == parent_uuid) {
-            return Err(validate::op_failure(format!(
-                "{}[uuid:{}] is not attached to {}[uuid:{parent_uuid}]",
-                self.what,
-                r.uuid(),
-                self.parent
-            )));
+            return Err(self.not_attached(r.uuid(), parent_uuid));
         }
         (self.list)(r).retain(|p| p != parent_uuid);
         Ok(())
+    }
+
+    /// The refusal (`SYS.1006`) of detaching record `uuid` from a parent it is not attached
+    /// to, for records whose list is not their own to edit (a VXLAN network mirrors its
+    /// pool's clusters).
+    pub fn not_attached(&self, uuid: &str, parent_uuid: &str) -> ApiError {
+        self.refusal(uuid, "is not attached to", parent_uuid)
+    }
+
+    fn refusal(&self, uuid: &str, how: &str, parent_uuid: &str) -> ApiError {
+        validate::op_failure(format!(
+            "{}[uuid:{uuid}] {how} {}[uuid:{parent_uuid}]",
+            self.what, self.parent
+        ))
     }
 
     /// The relation's detach when a parent is deleted: forget it in record `uuid`. True when

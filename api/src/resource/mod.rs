@@ -15,6 +15,7 @@ pub mod generic;
 mod inventory;
 pub mod query;
 pub mod relations;
+pub mod tags;
 
 pub use inventory::date;
 pub use inventory::fields;
@@ -261,6 +262,29 @@ pub fn lookup(txn: &dyn StateTxn, kind: &'static str, uuid: &str) -> Result<Opti
 /// [`lookup`] of a record that must exist (`SYS.1003` otherwise).
 pub fn require_ref(txn: &dyn StateTxn, kind: &'static str, uuid: &str) -> Result<Ref, ApiError> {
     lookup(txn, kind, uuid)?.ok_or_else(|| not_found_kind(kind, uuid))
+}
+
+/// The inventory (as a reply carries it) of the record of `R` with this uuid: a kind's
+/// [`crate::family::InventoryFn`].
+pub fn stored_inventory<R: Resource>(
+    txn: &dyn StateTxn,
+    uuid: &str,
+) -> Result<Option<Value>, ApiError> {
+    Ok(load::<R>(txn, uuid)?.map(|(_, r)| inventory(&r)))
+}
+
+/// The inventory of a record of `kind` (any family's), for a kind that declares how its
+/// records render ([`crate::family::KindDecl::inventory`]; declaring none is a programming
+/// error).
+pub fn inventory_of(
+    txn: &dyn StateTxn,
+    kind: &'static str,
+    uuid: &str,
+) -> Result<Option<Value>, ApiError> {
+    match crate::registry::kind(kind).inventory {
+        Some(render) => render(txn, uuid),
+        None => panic!("resource kind {kind} declares no inventory rendering"),
+    }
 }
 
 /// Store a record (new or changed), keeping the index in step.

@@ -201,16 +201,6 @@ pub(crate) fn query_via<R: Resource>(
     Ok(query::run(&plain, &schema, rows)?)
 }
 
-/// The `SystemTagInventory` objects of resource `uuid`, for an inventory's joined `systemTags`
-/// field: tags may name any kind, so the resource layer reads them for every family.
-pub fn system_tag_inventories(txn: &dyn StateTxn, uuid: &str) -> Result<Value, ApiError> {
-    let tags = crate::resource::find::<crate::tag::SystemTag>(txn, "resourceUuid", uuid)?
-        .into_iter()
-        .map(|(_, t)| crate::resource::inventory(&t))
-        .collect();
-    Ok(Value::Array(tags))
-}
-
 fn tags_match(
     txn: &dyn StateTxn,
     uuid: &str,
@@ -218,7 +208,7 @@ fn tags_match(
 ) -> Result<bool, ApiError> {
     for c in conds {
         let system = c.name == query::TAG_FIELDS[0];
-        let tags = crate::tag::tags_of(txn, uuid, system)?;
+        let tags = super::tags::texts(txn, uuid, system)?;
         let row = serde_json::json!({ "t": tags });
         let (op, negate) = match c.op {
             QueryOp::NotEq => (QueryOp::Eq, true),

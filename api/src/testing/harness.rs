@@ -14,6 +14,8 @@ use serde_json::Value;
 
 use super::ctx;
 use super::MemTxn;
+use crate::call::ApiCall;
+use crate::call::CallOutcome;
 use crate::catalogue::CallSpec;
 use crate::interpret;
 use crate::interpret::CallOptions;
@@ -21,7 +23,6 @@ use crate::interpret::Effects;
 use crate::interpret::Outcome;
 use crate::job;
 use crate::job::ApiJob;
-use crate::job::JobOp;
 use crate::plan;
 use crate::plan::HostEndpoint;
 use crate::plan::QueryFn;
@@ -93,31 +94,35 @@ impl Effects for MemEffects<'_> {
         self.proposals.set(self.proposals.get() + 1);
         let mut t = self.t.borrow_mut();
         let resp = match cmd {
-            // The executor's part, at once: the call's command, its result as the job's.
-            Command::Job(c) => match *c.op {
-                JobOp::Submit {
-                    uuid,
-                    api_name,
-                    reply_class,
-                    command,
-                } => {
-                    let resp = apply_kept(&mut t, self.n, *command);
-                    let (success, result) = job::render(&reply_class, &resp);
-                    let now = 1_000 * u64::from(self.n);
-                    Response::Job(job::JobResult::Job(Box::new(ApiJob {
-                        uuid,
-                        api_name,
-                        reply_class,
-                        state: job::JobState::Done,
-                        create_date: now,
-                        last_op_date: now,
-                        result: Some(result),
-                        success: Some(success),
-                        command: None,
-                    })))
-                }
-                op => apply_kept(&mut t, self.n, crate::IntoCommand::command(op, c.caller)),
-            },
+            // The executor's part, at once: an async call's command applied as its job's only
+            // step, its result the job's.
+            Command::Call(c) => {
+                let ApiCall { job, command, .. } = *c.op;
+                let resp = apply_kept(&mut t, self.n, *command);
+                Response::Call(match job {
+                    None => CallOutcome::Answer(Box::new(resp)),
+                    Some(ticket) => {
+                        let (success, result) = job::render(&ticket.reply_class, &resp);
+                        let now = 1_000 * u64::from(self.n);
+                        CallOutcome::Accepted(Box::new(ApiJob {
+                            version: job::RECORD_VERSION,
+                            uuid: ticket.uuid,
+                            api_name: ticket.api_name,
+                            reply_class: ticket.reply_class,
+                            state: job::JobState::Done,
+                            create_date: now,
+                            last_op_date: now,
+                            result: Some(result),
+                            success: Some(success),
+                            seq: u64::from(self.n),
+                            chain: ticket.chain,
+                            caller: Caller::admin(),
+                            flow: None,
+                            history: Vec::new(),
+                        }))
+                    }
+                })
+            }
             other => apply_kept(&mut t, self.n, other),
         };
         std::future::ready(Ok(resp))
@@ -205,16 +210,9 @@ pub(crate) fn send(
         who,
         proposals: Cell::new(0),
     };
-    let mut caller = None;
-    match ready(interpret::run(
-        &fx,
-        spec,
-        req,
-        &CallOptions::default(),
-        &mut caller,
-    )) {
+    match ready(interpret::run(&fx, spec, req, &CallOptions::default())).outcome {
         Outcome::Done { reply, .. } => fields_of(&reply),
-        Outcome::Job(j) => {
+        Outcome::Accepted(j) | Outcome::Job(j) => {
             let result: Value = serde_json::from_str(j.result.as_deref().unwrap_or("{}"))
                 .unwrap_or_else(|e| panic!("{name}: job result is not JSON: {e}"));
             let reply = result.as_object().and_then(|m| m.values().next()).cloned();

@@ -89,17 +89,20 @@ impl Harness {
         };
         let job_uuid = stamp.new_uuid.clone();
         self.apply(
-            crate::job::JobOp::Submit {
-                uuid: job_uuid.clone(),
-                api_name: call.name.clone(),
-                reply_class: call.reply_class.clone(),
-                command,
-            }
+            crate::job::JobOp::Submit(crate::job::Submission::command(
+                job_uuid.clone(),
+                call.name.clone(),
+                call.reply_class.clone(),
+                "",
+                *command,
+            ))
             .command(Caller::admin()),
         );
         let resp = self.apply(
-            crate::job::JobOp::Run {
+            crate::job::JobOp::Step {
                 uuid: job_uuid.clone(),
+                step: 0,
+                undo: false,
             }
             .command(Caller::admin()),
         );

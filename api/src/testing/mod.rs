@@ -4,55 +4,9 @@
 pub(crate) mod harness;
 pub(crate) mod matrix;
 
-use std::collections::BTreeMap;
-
 use crate::ApplyCtx;
-use crate::Pair;
-use crate::StateError;
-use crate::StateTxn;
 
-/// Tables as ordered maps.
-#[derive(Default)]
-pub struct MemTxn {
-    pub tables: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
-}
-
-impl StateTxn for MemTxn {
-    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.tables.get(table).and_then(|t| t.get(key)).cloned())
-    }
-    fn put(&mut self, table: &str, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
-        self.tables
-            .entry(table.to_string())
-            .or_default()
-            .insert(key.to_vec(), value);
-        Ok(())
-    }
-    fn delete(&mut self, table: &str, key: &[u8]) -> Result<(), StateError> {
-        if let Some(t) = self.tables.get_mut(table) {
-            t.remove(key);
-        }
-        Ok(())
-    }
-    fn scan_prefix(
-        &self,
-        table: &str,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Pair>, StateError> {
-        Ok(self
-            .tables
-            .get(table)
-            .map(|t| {
-                t.range(prefix.to_vec()..)
-                    .take_while(|(k, _)| k.starts_with(prefix))
-                    .take(limit)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-}
+pub use crate::mem::MemTxn;
 
 /// A context for entry `index`.
 pub fn ctx(index: u64) -> ApplyCtx {
@@ -87,6 +41,27 @@ pub fn admin_apply(t: &mut MemTxn, index: u64, op: impl IntoCommand) -> crate::R
         panic!("fixture refused: {e}");
     }
     r
+}
+
+/// Set a global setting (as the admin's `UpdateGlobalConfig` would); panics if refused.
+pub fn set_global_config(t: &mut MemTxn, category: &str, name: &str, value: &str) {
+    admin_apply(
+        t,
+        1,
+        crate::global_config::GlobalConfigOp::Update {
+            category: category.into(),
+            name: name.into(),
+            value: value.into(),
+        },
+    );
+}
+
+/// The `Rename` of an `UpdateX` sending these.
+pub fn rename(name: Option<&str>, description: Option<&str>) -> crate::resource::generic::Rename {
+    crate::resource::generic::Rename {
+        name: name.map(str::to_string),
+        description: description.map(str::to_string),
+    }
 }
 
 /// Create zone `u(n)`.
@@ -223,17 +198,16 @@ pub fn delete_bs(t: &mut MemTxn, index: u64, bs: &str) {
     );
 }
 
-/// Set global configuration `category`.`name` to `value`.
-pub fn set_global_config(t: &mut MemTxn, index: u64, category: &str, name: &str, value: &str) {
-    admin_apply(
-        t,
-        index,
-        crate::global_config::GlobalConfigOp::Update {
-            category: category.into(),
-            name: name.into(),
-            value: value.into(),
-        },
-    );
+/// The common fields of L2 `u(n)` (named `l2-<n>`) on `nic` in `zone`.
+pub fn l2_common(n: u32, zone: &str, nic: &str) -> crate::families::l2::L2Common {
+    crate::families::l2::L2Common {
+        uuid: u(n),
+        name: format!("l2-{n}"),
+        description: None,
+        zone_uuid: Some(zone.into()),
+        physical_interface: Some(nic.into()),
+        v_switch_type: None,
+    }
 }
 
 /// Create NoVlan L2 `u(n)` on `nic` in `zone`.
@@ -241,14 +215,16 @@ pub fn make_novlan(t: &mut MemTxn, n: u32, zone: &str, nic: &str) -> String {
     admin_apply(
         t,
         20,
-        crate::l2::L2Op::CreateNoVlan(crate::l2::L2Common {
-            uuid: u(n),
-            name: format!("l2-{n}"),
-            description: None,
-            zone_uuid: Some(zone.into()),
-            physical_interface: Some(nic.into()),
-            v_switch_type: None,
-        }),
+        crate::families::l2::L2Op::CreateNoVlan(l2_common(n, zone, nic)),
     );
     u(n)
+}
+
+/// Delete L2 `l2` (and what sits on it).
+pub fn delete_l2(t: &mut MemTxn, index: u64, l2: &str) {
+    admin_apply(
+        t,
+        index,
+        crate::families::l2::L2Op::Delete { uuid: l2.into() },
+    );
 }

@@ -382,6 +382,8 @@ async fn start_node(dir: &std::path::Path, id: u64) -> node::RunningNode {
         init: id == 1,
         request_timeout: Duration::from_secs(30),
         snapshot_logs: 5_000,
+        flow_selftest_receiver: None,
+        flow_step_pause: std::time::Duration::ZERO,
     })
     .await
     .expect("node starts")

@@ -94,6 +94,8 @@ pub struct Node {
     audit: AuditBuffer,
     /// Reaches KVM hosts (probes before AddKVMHost/ReconnectHost/UpdateKVMHost are proposed).
     host_agent: Arc<dyn HostAgent>,
+    /// Where the side effects of flow steps go when this node leads.
+    receivers: Arc<crate::receivers::Receivers>,
 }
 
 impl Node {
@@ -137,7 +139,19 @@ impl Node {
             job_wakeup,
             audit: AuditBuffer::default(),
             host_agent: Arc::new(crate::host_agent::SshPortProbe::default()),
+            receivers: Arc::new(crate::receivers::Receivers::new(None)),
         }
+    }
+
+    /// The same node sending flow side effects to `receivers`.
+    pub fn with_receivers(mut self, receivers: crate::receivers::Receivers) -> Self {
+        self.receivers = Arc::new(receivers);
+        self
+    }
+
+    /// Where the side effects of flow steps go.
+    pub fn receivers(&self) -> &Arc<crate::receivers::Receivers> {
+        &self.receivers
     }
 
     /// The same node reaching KVM hosts through `host_agent`.

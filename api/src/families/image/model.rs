@@ -126,7 +126,7 @@ pub enum DeletionPolicy {
 /// The current image deletion policy (global config `image.deletionPolicy`).
 pub fn deletion_policy(txn: &dyn StateTxn) -> Result<DeletionPolicy, ApiError> {
     Ok(
-        match crate::global_config::value(txn, "image", "deletionPolicy")?.as_str() {
+        match crate::settings::value(txn, "image", "deletionPolicy")?.as_str() {
             "Direct" => DeletionPolicy::Direct,
             "Never" => DeletionPolicy::Never,
             _ => DeletionPolicy::Delay,

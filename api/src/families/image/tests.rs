@@ -51,7 +51,7 @@ fn ready(t: &mut MemTxn, img: &str, bs: &str) -> Result<ImageResult, ApiError> {
 }
 
 fn set_policy(t: &mut MemTxn, p: &str) {
-    crate::testing::set_global_config(t, 10, "image", "deletionPolicy", p);
+    crate::testing::set_global_config(t, "image", "deletionPolicy", p);
 }
 
 fn code(r: Result<ImageResult, ApiError>) -> &'static str {

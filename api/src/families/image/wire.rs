@@ -54,7 +54,9 @@ impl Resource for Image {
         }),
         // SystemTagInventory objects, read from the tag table: in query results only.
         Field::joined("systemTags", |txn, r| {
-            resource::query::system_tag_inventories(txn, &r.uuid)
+            Ok(Value::Array(resource::tags::inventories(
+                txn, &r.uuid, true,
+            )?))
         }),
     ];
     const INDEXED: &'static [&'static str] = &[

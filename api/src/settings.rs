@@ -1,15 +1,13 @@
-//! Global configuration (spec 05 §7, spec 06 §8): every setting has a default, values are
-//! strings validated per key, and a change is a replicated command, so every node sees it at
-//! the same log index and nothing needs a restart. Only values that differ from the default
-//! are stored.
-
-use serde::Deserialize;
-use serde::Serialize;
-use serde_json::json;
-use serde_json::Value;
+//! The global settings every family reads (spec 05 §7, spec 06 §8): each has a default and a
+//! kind its values are checked against, values are strings, and only values that differ from
+//! the default are stored (table [`TABLE`], keyed `category/name`). A change is a replicated
+//! command of the `global_config` family (`families::global_config`, which owns the calls and
+//! every write), so every node reads it at the same log index and nothing needs a restart.
+//!
+//! Families read settings here ([`value`], [`int_value`]) rather than through the
+//! `global_config` family, which they may not name (`api/tests/family_isolation.rs`).
 
 use crate::ApiError;
-use crate::Caller;
 use crate::StateTxn;
 
 /// Table of overridden values, keyed `category/name`.
@@ -822,7 +820,8 @@ pub fn check(def: &Def, value: &str) -> Result<(), ApiError> {
     }
 }
 
-fn key(category: &str, name: &str) -> Vec<u8> {
+/// The stored key of `category/name` in [`TABLE`].
+pub fn key(category: &str, name: &str) -> Vec<u8> {
     format!("{category}/{name}").into_bytes()
 }
 
@@ -844,196 +843,17 @@ pub fn int_value(txn: &dyn StateTxn, category: &str, name: &str) -> Result<i64, 
     })
 }
 
-fn unknown(category: &str, name: &str) -> ApiError {
+/// ZStack's refusal of a setting this build does not know.
+pub fn unknown(category: &str, name: &str) -> ApiError {
     crate::validate::invalid_arg(format!(
         "Unable to find GlobalConfig[category: {category}, name: {name}]"
     ))
-}
-
-/// One setting as `GlobalConfigInventory` (`id, name, category, description, defaultValue, value`).
-pub fn inventory(id: usize, def: &Def, value: &str) -> Value {
-    json!({
-        "id": id + 1,
-        "name": def.name,
-        "category": def.category,
-        "description": def.description,
-        "defaultValue": def.default,
-        "value": value,
-    })
-}
-
-/// Query schema.
-pub const FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "category",
-    "description",
-    "defaultValue",
-    "value",
-];
-
-/// Every setting's inventory with its current value.
-pub fn inventories(txn: &dyn StateTxn) -> Result<Vec<Value>, ApiError> {
-    DEFS.iter()
-        .enumerate()
-        .map(|(i, d)| Ok(inventory(i, d, &value(txn, d.category, d.name)?)))
-        .collect()
-}
-
-/// Global-config commands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GlobalConfigOp {
-    /// `UpdateGlobalConfig`.
-    Update {
-        /// Category.
-        category: String,
-        /// Name.
-        name: String,
-        /// New value.
-        value: String,
-    },
-    /// `ResetGlobalConfig`: every setting back to its default.
-    ResetAll,
-}
-
-/// Answer of a global-config command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GlobalConfigResult {
-    /// The setting after the change.
-    Inventory(Value),
-    /// Everything was reset.
-    Reset,
-}
-
-pub(crate) fn apply(
-    txn: &mut dyn StateTxn,
-    caller: &Caller,
-    op: GlobalConfigOp,
-) -> Result<GlobalConfigResult, ApiError> {
-    caller.require_admin("global config")?;
-    match op {
-        GlobalConfigOp::Update {
-            category,
-            name,
-            value,
-        } => {
-            let (id, def) = def(&category, &name).ok_or_else(|| unknown(&category, &name))?;
-            check(def, &value)?;
-            if value == def.default {
-                txn.delete(TABLE, &key(&category, &name))?;
-            } else {
-                txn.put(TABLE, &key(&category, &name), value.clone().into_bytes())?;
-            }
-            Ok(GlobalConfigResult::Inventory(inventory(id, def, &value)))
-        }
-        GlobalConfigOp::ResetAll => {
-            for (k, _) in txn.scan_prefix(TABLE, b"", usize::MAX)? {
-                txn.delete(TABLE, &k)?;
-            }
-            Ok(GlobalConfigResult::Reset)
-        }
-    }
-}
-
-fn run_query(
-    txn: &dyn StateTxn,
-    q: &crate::query::Query,
-    _caller: &Caller,
-) -> Result<crate::query::QueryOutput, ApiError> {
-    Ok(crate::query::run(q, FIELDS, inventories(txn)?)?)
-}
-
-fn plan_update(
-    p: &crate::plan::PlanInput,
-) -> Result<crate::plan::Plan, crate::wire::errors::Refusal> {
-    Ok(p.propose(GlobalConfigOp::Update {
-        category: p.required("category")?,
-        name: p.required("name")?,
-        // ZStack accepts a missing value as the empty string, which then fails checks.
-        value: match p.body.get("value") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(v) => v.to_string(),
-        },
-    }))
-}
-
-/// The global-config family.
-pub struct GlobalConfigs;
-
-impl crate::family::Family for GlobalConfigs {
-    type Op = GlobalConfigOp;
-    type Out = GlobalConfigResult;
-    const DECL: crate::family::FamilyDecl = {
-        use crate::family::route;
-        use crate::family::CallDecl;
-        use crate::rest::Body::Action as A;
-        use crate::rest::Body::None as N;
-        use crate::rest::Method::Get as G;
-        use crate::rest::Method::Put as Pu;
-        crate::family::FamilyDecl {
-            calls: &[
-                CallDecl::new(
-                    "UpdateGlobalConfig",
-                    plan_update,
-                    &[route(
-                        Pu,
-                        "/v1/global-configurations/{category}/{name}/actions",
-                        A,
-                    )],
-                ),
-                CallDecl::new(
-                    "ResetGlobalConfig",
-                    |p| Ok(p.propose(GlobalConfigOp::ResetAll)),
-                    &[route(Pu, "/v1/global-configurations/actions", A)],
-                ),
-                CallDecl::new(
-                    "QueryGlobalConfig",
-                    |p| p.query(run_query),
-                    &[route(G, "/v1/global-configurations", N)],
-                ),
-            ],
-            #[cfg(test)]
-            cases: cases::cases,
-            ..crate::family::FamilyDecl::internal("global_config", &[TABLE])
-        }
-    };
-
-    fn apply(
-        txn: &mut dyn StateTxn,
-        _ctx: &crate::ApplyCtx,
-        caller: &Caller,
-        op: GlobalConfigOp,
-    ) -> Result<GlobalConfigResult, ApiError> {
-        apply(txn, caller, op)
-    }
-
-    fn reply(
-        out: &GlobalConfigResult,
-    ) -> Result<serde_json::Map<String, Value>, crate::wire::errors::Refusal> {
-        crate::family::inventory_reply(match out {
-            GlobalConfigResult::Inventory(inv) => Some(inv.clone()),
-            GlobalConfigResult::Reset => None,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::MemTxn;
-
-    fn update(t: &mut MemTxn, c: &str, n: &str, v: &str) -> Result<GlobalConfigResult, ApiError> {
-        apply(
-            t,
-            &Caller::admin(),
-            GlobalConfigOp::Update {
-                category: c.into(),
-                name: n.into(),
-                value: v.into(),
-            },
-        )
-    }
 
     #[test]
     fn defaults_are_valid_and_unique() {
@@ -1056,140 +876,5 @@ mod tests {
             value(&MemTxn::default(), "api", "result.retention").unwrap(),
             "864000"
         );
-    }
-
-    #[test]
-    fn update_takes_effect_and_reset_restores() {
-        let mut t = MemTxn::default();
-        let r = update(&mut t, "identity", "session.timeout", "600").unwrap();
-        let GlobalConfigResult::Inventory(inv) = r else {
-            panic!()
-        };
-        assert_eq!(inv["value"], "600");
-        assert_eq!(inv["defaultValue"], "7200");
-        assert_eq!(int_value(&t, "identity", "session.timeout").unwrap(), 600);
-        update(&mut t, "mevoco", "overProvisioning.memory", "2.55").unwrap();
-        update(&mut t, "kvm", "reservedMemory", "512M").unwrap();
-        apply(&mut t, &Caller::admin(), GlobalConfigOp::ResetAll).unwrap();
-        assert_eq!(value(&t, "identity", "session.timeout").unwrap(), "7200");
-        assert!(t.tables.get(TABLE).is_none_or(|m| m.is_empty()));
-    }
-
-    #[test]
-    fn refusals() {
-        let mut t = MemTxn::default();
-        let code = |r: Result<GlobalConfigResult, ApiError>| r.unwrap_err().code().to_string();
-        let e = update(&mut t, "nope", "x", "1").unwrap_err();
-        assert!(e
-            .to_string()
-            .contains("Unable to find GlobalConfig[category: nope, name: x]"));
-        for (c, n, v) in [
-            ("identity", "session.timeout", "0"),
-            ("identity", "session.timeout", "31536000"),
-            ("identity", "session.timeout", "abc"),
-            ("ha", "enable", "yes"),
-            ("mevoco", "overProvisioning.memory", "0.5"),
-            ("mevoco", "overProvisioning.memory", "1.234"),
-            ("mevoco", "threshold.primaryStorage.physicalCapacity", "0"),
-            (
-                "mevoco",
-                "threshold.primaryStorage.physicalCapacity",
-                "1.00001",
-            ),
-            ("kvm", "vm.cacheMode", "unsafe"),
-            ("kvm", "reservedMemory", "lots"),
-            ("virtualRouter", "vrouter.password", "#bad"),
-            ("virtualRouter", "vrouter.password", "has space"),
-        ] {
-            assert_eq!(code(update(&mut t, c, n, v)), "SYS.1007", "{c}/{n}={v}");
-        }
-        let normal = Caller {
-            account_uuid: "a".repeat(32),
-            user_uuid: "a".repeat(32),
-            admin: false,
-        };
-        let denied = apply(&mut t, &normal, GlobalConfigOp::ResetAll).unwrap_err();
-        assert_eq!(denied.code(), "ID.1002");
-        assert!(t.tables.get(TABLE).is_none_or(|m| m.is_empty()));
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod cases {
-    //! Call-matrix cases of this family's calls (run by `testing::matrix`).
-
-    use serde_json::json;
-
-    use crate::testing::matrix::no;
-    use crate::testing::matrix::ok;
-    use crate::testing::matrix::Case;
-    use crate::testing::matrix::Ids;
-    use crate::testing::matrix::Parties;
-    use crate::wire::errors::Code;
-
-    /// The call-matrix cases of this family's calls.
-    pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
-        let Parties { admin, tenant, .. } = Parties::of(ids);
-        let mut m = Vec::new();
-        // ---- Global config.
-        m.push(ok(
-            "UpdateGlobalConfig",
-            &admin,
-            json!({"category": "identity", "name": "session.timeout", "value": "600"}),
-            |h, r| {
-                assert_eq!(r["inventory"]["value"], "600");
-                let c = h.query(
-                    "QueryGlobalConfig",
-                    json!([{"name": "category", "op": "=", "value": "identity"},
-                           {"name": "name", "op": "=", "value": "session.timeout"}]),
-                );
-                assert_eq!(c[0]["value"], "600");
-            },
-        ));
-        m.push(no(
-            "UpdateGlobalConfig",
-            &admin,
-            json!({"category": "identity", "name": "session.timeout", "value": "0"}),
-            Code::InvalidArgument,
-        ));
-        m.push(no(
-            "UpdateGlobalConfig",
-            &admin,
-            json!({"category": "nope", "name": "x", "value": "1"}),
-            Code::InvalidArgument,
-        ));
-        m.push(no(
-            "UpdateGlobalConfig",
-            &tenant,
-            json!({"category": "identity", "name": "session.timeout", "value": "600"}),
-            Code::PermissionDenied,
-        ));
-        m.push(ok("ResetGlobalConfig", &admin, json!({}), |h, _| {
-            let c = h.query(
-                "QueryGlobalConfig",
-                json!([{"name": "category", "op": "=", "value": "vm"},
-                       {"name": "name", "op": "=", "value": "expungePeriod"}]),
-            );
-            assert_eq!(c[0]["value"], c[0]["defaultValue"]);
-        }));
-        m.push(no(
-            "ResetGlobalConfig",
-            &tenant,
-            json!({}),
-            Code::PermissionDenied,
-        ));
-        m.push(ok(
-            "QueryGlobalConfig",
-            &tenant,
-            json!({"conditions": [{"name": "name", "op": "=", "value": "expungePeriod"}]}),
-            |_, r| assert_eq!(r["inventories"][0]["value"], "3600"),
-        ));
-        m.push(no(
-            "QueryGlobalConfig",
-            &admin,
-            json!({"conditions": [], "limit": "many"}),
-            Code::InvalidArgument,
-        ));
-        m
     }
 }

@@ -1,0 +1,76 @@
+//! Call-matrix cases of the global-config calls (run by `testing::matrix`).
+
+use serde_json::json;
+
+use crate::testing::matrix::no;
+use crate::testing::matrix::ok;
+use crate::testing::matrix::Case;
+use crate::testing::matrix::Ids;
+use crate::testing::matrix::Parties;
+use crate::wire::errors::Code;
+
+/// The call-matrix cases of this family's calls.
+pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+    let Parties { admin, tenant, .. } = Parties::of(ids);
+    let mut m = Vec::new();
+    // ---- Global config.
+    m.push(ok(
+        "UpdateGlobalConfig",
+        &admin,
+        json!({"category": "identity", "name": "session.timeout", "value": "600"}),
+        |h, r| {
+            assert_eq!(r["inventory"]["value"], "600");
+            let c = h.query(
+                "QueryGlobalConfig",
+                json!([{"name": "category", "op": "=", "value": "identity"},
+                       {"name": "name", "op": "=", "value": "session.timeout"}]),
+            );
+            assert_eq!(c[0]["value"], "600");
+        },
+    ));
+    m.push(no(
+        "UpdateGlobalConfig",
+        &admin,
+        json!({"category": "identity", "name": "session.timeout", "value": "0"}),
+        Code::InvalidArgument,
+    ));
+    m.push(no(
+        "UpdateGlobalConfig",
+        &admin,
+        json!({"category": "nope", "name": "x", "value": "1"}),
+        Code::InvalidArgument,
+    ));
+    m.push(no(
+        "UpdateGlobalConfig",
+        &tenant,
+        json!({"category": "identity", "name": "session.timeout", "value": "600"}),
+        Code::PermissionDenied,
+    ));
+    m.push(ok("ResetGlobalConfig", &admin, json!({}), |h, _| {
+        let c = h.query(
+            "QueryGlobalConfig",
+            json!([{"name": "category", "op": "=", "value": "vm"},
+                   {"name": "name", "op": "=", "value": "expungePeriod"}]),
+        );
+        assert_eq!(c[0]["value"], c[0]["defaultValue"]);
+    }));
+    m.push(no(
+        "ResetGlobalConfig",
+        &tenant,
+        json!({}),
+        Code::PermissionDenied,
+    ));
+    m.push(ok(
+        "QueryGlobalConfig",
+        &tenant,
+        json!({"conditions": [{"name": "name", "op": "=", "value": "expungePeriod"}]}),
+        |_, r| assert_eq!(r["inventories"][0]["value"], "3600"),
+    ));
+    m.push(no(
+        "QueryGlobalConfig",
+        &admin,
+        json!({"conditions": [], "limit": "many"}),
+        Code::InvalidArgument,
+    ));
+    m
+}

@@ -1,0 +1,312 @@
+//! Call-matrix cases of the identity calls (run by `testing::matrix`).
+
+use serde_json::json;
+
+use super::Session;
+use crate::testing::matrix::bad_query;
+use crate::testing::matrix::eq;
+use crate::testing::matrix::missing;
+use crate::testing::matrix::no;
+use crate::testing::matrix::ok;
+use crate::testing::matrix::Case;
+use crate::testing::matrix::Ids;
+use crate::testing::matrix::Parties;
+use crate::testing::matrix::Who;
+use crate::testing::matrix::ALICE_PW;
+use crate::testing::matrix::TENANT_PW;
+use crate::wire::errors::Code;
+use crate::ADMIN_ACCOUNT_UUID;
+
+/// The call-matrix cases of this family's calls.
+pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+    let Parties {
+        admin,
+        tenant,
+        alice,
+        stranger,
+        nobody,
+    } = Parties::of(ids);
+    let i = ids.clone();
+    let mut m = Vec::new();
+    // ---- Sessions.
+    {
+        let tenant_uuid = i.tenant.clone();
+        m.push(ok(
+            "LogInByAccount",
+            &nobody,
+            json!({"accountName": "tenant", "password": TENANT_PW}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["accountUuid"], tenant_uuid.as_str());
+                assert_eq!(r["inventory"]["userType"], "AccountVO");
+                assert!(h.valid(r["inventory"]["uuid"].as_str().unwrap()));
+            },
+        ));
+    }
+    m.push(no(
+        "LogInByAccount",
+        &nobody,
+        json!({"accountName": "tenant", "password": "wrong"}),
+        Code::AuthenticationError,
+    ));
+    m.push(no(
+        "LogInByAccount",
+        &nobody,
+        json!({"accountName": "tenant"}),
+        Code::InvalidArgument,
+    ));
+    {
+        let alice_uuid = i.alice.clone();
+        m.push(ok(
+            "LogInByUser",
+            &nobody,
+            json!({"accountName": "tenant", "userName": "alice", "password": ALICE_PW}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["userUuid"], alice_uuid.as_str());
+                assert_eq!(r["inventory"]["userType"], "UserVO");
+                assert!(h.valid(r["inventory"]["uuid"].as_str().unwrap()));
+            },
+        ));
+    }
+    m.push(no(
+        "LogInByUser",
+        &nobody,
+        json!({"accountUuid": i.tenant, "userName": "alice", "password": TENANT_PW}),
+        Code::AuthenticationError,
+    ));
+    m.push(no(
+        "LogInByUser",
+        &nobody,
+        json!({"userName": "alice", "password": ALICE_PW}),
+        Code::InvalidArgument,
+    ));
+    {
+        let s = i.tenant_session.clone();
+        m.push(ok(
+            "LogOut",
+            &nobody,
+            json!({"sessionUuid": i.tenant_session}),
+            move |h, _| assert!(!h.valid(&s)),
+        ));
+    }
+    m.push(no(
+        "LogOut",
+        &nobody,
+        json!({"sessionUuid": {"uuid": "x"}}),
+        Code::InvalidArgument,
+    ));
+    m.push(ok(
+        "ValidateSession",
+        &nobody,
+        json!({"sessionUuid": i.alice_session}),
+        |_, r| assert_eq!(r["validSession"], true),
+    ));
+    m.push(ok(
+        "ValidateSession",
+        &nobody,
+        json!({"sessionUuid": missing()}),
+        |_, r| assert_eq!(r["validSession"], false),
+    ));
+    m.push(no(
+        "ValidateSession",
+        &nobody,
+        json!({}),
+        Code::InvalidArgument,
+    ));
+    {
+        let s = i.tenant_session.clone();
+        m.push(ok(
+            "RenewSession",
+            &tenant,
+            json!({"sessionUuid": i.tenant_session, "duration": 600}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["uuid"], s.as_str());
+                let (_, sess) = crate::resource::require::<Session>(&h.t, &s).unwrap();
+                assert_eq!(sess.expired_date, 1_000 * u64::from(h.n) + 600_000);
+            },
+        ));
+    }
+    m.push(no(
+        "RenewSession",
+        &tenant,
+        json!({"sessionUuid": i.admin_session}),
+        Code::PermissionDenied,
+    ));
+    m.push(no(
+        "RenewSession",
+        &admin,
+        json!({"sessionUuid": i.admin_session, "duration": 5}),
+        Code::InvalidArgument,
+    ));
+    m.push(no(
+        "RenewSession",
+        &nobody,
+        json!({"sessionUuid": "0".repeat(32)}),
+        Code::InvalidSession,
+    ));
+
+    // ---- Accounts and users.
+    m.push(ok(
+        "CreateAccount",
+        &admin,
+        json!({"name": "acct2", "password": "pw2"}),
+        |h, r| {
+            assert_eq!(r["inventory"]["name"], "acct2");
+            assert_eq!(r["inventory"]["type"], "Normal");
+            h.ok(
+                &Who::Session("0".repeat(32)),
+                "LogInByAccount",
+                json!({"accountName": "acct2", "password": "pw2"}),
+            );
+        },
+    ));
+    m.push(no(
+        "CreateAccount",
+        &tenant,
+        json!({"name": "acct2", "password": "pw2"}),
+        Code::PermissionDenied,
+    ));
+    m.push(no(
+        "CreateAccount",
+        &admin,
+        json!({"name": "tenant", "password": "pw2"}),
+        Code::InvalidArgument,
+    ));
+    m.push(ok(
+        "UpdateAccount",
+        &tenant,
+        json!({"uuid": i.tenant, "description": "mine", "password": "new-pw"}),
+        |h, r| {
+            assert_eq!(r["inventory"]["description"], "mine");
+            h.ok(
+                &Who::Session("0".repeat(32)),
+                "LogInByAccount",
+                json!({"accountName": "tenant", "password": "new-pw"}),
+            );
+        },
+    ));
+    m.push(no(
+        "UpdateAccount",
+        &tenant,
+        json!({"uuid": ADMIN_ACCOUNT_UUID, "description": "mine"}),
+        Code::PermissionDenied,
+    ));
+    m.push(no(
+        "UpdateAccount",
+        &admin,
+        json!({"uuid": missing(), "description": "x"}),
+        Code::ResourceNotFound,
+    ));
+    {
+        let (t, s) = (i.tenant.clone(), i.alice_session.clone());
+        m.push(ok(
+            "DeleteAccount",
+            &admin,
+            json!({"uuid": i.tenant}),
+            move |h, _| {
+                assert_eq!(h.count("QueryAccount", eq("uuid", &t)), 0);
+                assert_eq!(h.count("QueryUser", eq("accountUuid", &t)), 0);
+                assert!(!h.valid(&s), "the account's sessions go with it");
+            },
+        ));
+    }
+    m.push(no(
+        "DeleteAccount",
+        &admin,
+        json!({"uuid": ADMIN_ACCOUNT_UUID}),
+        Code::OperationFailure,
+    ));
+    m.push(no(
+        "DeleteAccount",
+        &tenant,
+        json!({"uuid": i.tenant}),
+        Code::PermissionDenied,
+    ));
+    {
+        let t = i.tenant.clone();
+        m.push(ok(
+            "QueryAccount",
+            &tenant,
+            json!({"conditions": []}),
+            move |_, r| {
+                let inv = r["inventories"].as_array().unwrap();
+                assert_eq!(inv.len(), 1, "a normal account sees itself only");
+                assert_eq!(inv[0]["uuid"], t.as_str());
+            },
+        ));
+    }
+    m.push(no(
+        "QueryAccount",
+        &admin,
+        bad_query(),
+        Code::InvalidArgument,
+    ));
+    {
+        let t = i.tenant.clone();
+        m.push(ok(
+            "CreateUser",
+            &tenant,
+            json!({"name": "bob", "password": "bob-pw"}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["accountUuid"], t.as_str());
+                h.ok(
+                    &Who::Session("0".repeat(32)),
+                    "LogInByUser",
+                    json!({"accountUuid": t, "userName": "bob", "password": "bob-pw"}),
+                );
+            },
+        ));
+    }
+    m.push(no(
+        "CreateUser",
+        &tenant,
+        json!({"name": "alice", "password": "again"}),
+        Code::InvalidArgument,
+    ));
+    m.push(ok(
+        "UpdateUser",
+        &alice,
+        json!({"uuid": i.alice, "description": "me"}),
+        |_, r| assert_eq!(r["inventory"]["description"], "me"),
+    ));
+    m.push(no(
+        "UpdateUser",
+        &admin,
+        json!({"uuid": missing(), "description": "x"}),
+        Code::ResourceNotFound,
+    ));
+    m.push(no(
+        "UpdateUser",
+        &stranger,
+        json!({"uuid": i.alice, "description": "x"}),
+        Code::PermissionDenied,
+    ));
+    {
+        let (u, s) = (i.alice.clone(), i.alice_session.clone());
+        m.push(ok(
+            "DeleteUser",
+            &tenant,
+            json!({"uuid": i.alice}),
+            move |h, _| {
+                assert_eq!(h.count("QueryUser", eq("uuid", &u)), 0);
+                assert!(!h.valid(&s), "the user's sessions go with it");
+            },
+        ));
+    }
+    m.push(no(
+        "DeleteUser",
+        &stranger,
+        json!({"uuid": i.alice}),
+        Code::PermissionDenied,
+    ));
+    {
+        let u = i.alice.clone();
+        m.push(ok(
+            "QueryUser",
+            &tenant,
+            json!({"conditions": eq("name", "alice")}),
+            move |_, r| assert_eq!(r["inventories"][0]["uuid"], u.as_str()),
+        ));
+    }
+    m.push(no("QueryUser", &admin, bad_query(), Code::InvalidArgument));
+    m
+}

@@ -1,0 +1,168 @@
+//! Accounts, users and sessions (spec 05 §1, spec 06 §2, spec decision 2). Passwords are
+//! hashed and logins verified on the serving node (`auth.rs`); only PHC strings and verified
+//! sessions enter the log. Deleting an account deletes everything it owns.
+
+mod auth;
+#[cfg(test)]
+mod cases;
+mod model;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+pub use auth::authenticate_account;
+pub use auth::authenticate_user;
+pub use auth::hash_password;
+pub use auth::login_command;
+pub use auth::needs_renewal;
+pub use auth::session_caller;
+pub use auth::verify_password;
+pub use auth::DEFAULT_ADMIN_PASSWORD_SHA512;
+pub use model::Account;
+pub use model::AccountType;
+pub use model::IdentityOp;
+pub use model::IdentityResult;
+pub use model::Session;
+pub use model::User;
+pub use model::ACCOUNT_TABLE;
+pub use model::SESSION_TABLE;
+pub use model::USER_TABLE;
+
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::family::inventory_reply;
+use crate::family::route;
+use crate::family::CallDecl;
+use crate::family::Family;
+use crate::family::FamilyDecl;
+use crate::family::KindDecl;
+use crate::family::RestBody::Action as A;
+use crate::family::RestBody::None as N;
+use crate::family::RestBody::Params as P;
+use crate::family::RestRoute;
+use crate::resource;
+use crate::resource::generic;
+use crate::rest::Method::Delete as D;
+use crate::rest::Method::Get as G;
+use crate::rest::Method::Post as Po;
+use crate::rest::Method::Put as Pu;
+use crate::wire::errors::Refusal;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::StateTxn;
+
+/// The identity family: accounts, users, sessions.
+pub struct Identities;
+
+impl Family for Identities {
+    type Op = IdentityOp;
+    type Out = IdentityResult;
+    const DECL: FamilyDecl = FamilyDecl {
+        name: "identity",
+        tables: &[ACCOUNT_TABLE, USER_TABLE, SESSION_TABLE],
+        kinds: &[
+            KindDecl::new("Account", ACCOUNT_TABLE, &["AccountVO"]),
+            KindDecl::new("User", USER_TABLE, &["UserVO"]),
+            KindDecl::new("Session", SESSION_TABLE, &[]),
+        ],
+        calls: &[
+            CallDecl::new(
+                "LogInByAccount",
+                wire::log_in_by_account,
+                &[route(Pu, "/v1/accounts/login", A)],
+            ),
+            CallDecl::new(
+                "LogInByUser",
+                wire::log_in_by_user,
+                &[route(Pu, "/v1/accounts/users/login", A)],
+            ),
+            CallDecl::new(
+                "LogOut",
+                wire::log_out,
+                &[route(D, "/v1/accounts/sessions/{sessionUuid}", N)],
+            ),
+            CallDecl::new(
+                "ValidateSession",
+                wire::validate_session,
+                &[RestRoute {
+                    rename: Some(("validSession", "valid")),
+                    ..route(G, "/v1/accounts/sessions/{sessionUuid}/valid", N)
+                }],
+            ),
+            CallDecl::new(
+                "RenewSession",
+                wire::renew_session,
+                &[route(Pu, "/v1/accounts/sessions/{sessionUuid}/renew", A)],
+            ),
+            CallDecl::new(
+                "CreateAccount",
+                wire::create_account,
+                &[route(Po, "/v1/accounts", P)],
+            ),
+            CallDecl::new(
+                "UpdateAccount",
+                wire::update_account,
+                &[route(Pu, "/v1/accounts/{uuid}", A)],
+            ),
+            CallDecl::new(
+                "DeleteAccount",
+                |p| generic::plan_delete(p, |uuid| IdentityOp::DeleteAccount { uuid }),
+                &[route(D, "/v1/accounts/{uuid}", N)],
+            ),
+            CallDecl::new(
+                "QueryAccount",
+                generic::plan_query::<Account>,
+                &[
+                    route(G, "/v1/accounts", N),
+                    route(G, "/v1/accounts/{uuid}", N),
+                ],
+            ),
+            CallDecl::new(
+                "CreateUser",
+                wire::create_user,
+                &[route(Po, "/v1/accounts/users", P)],
+            ),
+            CallDecl::new(
+                "UpdateUser",
+                wire::update_user,
+                &[route(Pu, "/v1/accounts/users/{uuid}", A)],
+            ),
+            CallDecl::new(
+                "DeleteUser",
+                |p| generic::plan_delete(p, |uuid| IdentityOp::DeleteUser { uuid }),
+                &[route(D, "/v1/accounts/users/{uuid}", N)],
+            ),
+            CallDecl::new(
+                "QueryUser",
+                generic::plan_query::<User>,
+                &[
+                    route(G, "/v1/accounts/users", N),
+                    route(G, "/v1/accounts/users/{uuid}", N),
+                ],
+            ),
+        ],
+        flows: &[],
+        #[cfg(test)]
+        cases: cases::cases,
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        caller: &Caller,
+        op: IdentityOp,
+    ) -> Result<IdentityResult, ApiError> {
+        model::apply(txn, ctx, caller, op)
+    }
+
+    fn reply(out: &IdentityResult) -> Result<Map<String, Value>, Refusal> {
+        inventory_reply(match out {
+            IdentityResult::Account(a) => Some(resource::inventory(a)),
+            IdentityResult::User(u) => Some(resource::inventory(u)),
+            IdentityResult::Session(s) => Some(resource::inventory(s)),
+            IdentityResult::Done | IdentityResult::Expired(_) => None,
+        })
+    }
+}

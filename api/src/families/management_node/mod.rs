@@ -1,0 +1,63 @@
+//! The management-node registry (spec decision 9): one record per cluster member, shaped like
+//! ZStack's `ManagementNodeInventory`, kept current by the leader's registry duty and listed by
+//! `QueryManagementNode`.
+
+#[cfg(test)]
+mod cases;
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub use model::decode;
+pub use model::list;
+pub use model::ManagementNode;
+pub use model::ManagementNodeOp;
+pub use model::ManagementNodeResult;
+pub use model::FIELDS;
+pub use model::TABLE;
+
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::family::route;
+use crate::family::CallDecl;
+use crate::family::Family;
+use crate::family::FamilyDecl;
+use crate::family::RestBody::None as N;
+use crate::rest::Method::Get as G;
+use crate::wire::errors::Refusal;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::StateTxn;
+
+/// The management-node family: the registry duty's records and `QueryManagementNode`.
+pub struct ManagementNodes;
+
+impl Family for ManagementNodes {
+    type Op = ManagementNodeOp;
+    type Out = ManagementNodeResult;
+    const DECL: FamilyDecl = FamilyDecl {
+        calls: &[CallDecl::new(
+            "QueryManagementNode",
+            |p| p.query(model::run_query),
+            &[route(G, "/v1/management-nodes", N)],
+        )],
+        #[cfg(test)]
+        cases: cases::cases,
+        ..FamilyDecl::internal("management_node", &[TABLE])
+    };
+
+    fn apply(
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        _caller: &Caller,
+        op: ManagementNodeOp,
+    ) -> Result<ManagementNodeResult, ApiError> {
+        model::apply(txn, ctx, op)
+    }
+
+    fn reply(_out: &ManagementNodeResult) -> Result<Map<String, Value>, Refusal> {
+        Ok(Map::new())
+    }
+}

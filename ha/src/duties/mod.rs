@@ -1,0 +1,5 @@
+//! The leader's duties over the cloud model: the job executor (every flow), the admin
+//! bootstrap and the sweepers. The management-node registry lives in `crate::registry`.
+
+pub mod executor;
+pub mod sweepers;

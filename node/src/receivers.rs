@@ -1,0 +1,141 @@
+//! The side-effect receivers of flow steps on this node (the leader performs them): the
+//! `selftest` receiver of the flow engine's self-test flow — an HTTP endpoint the operator or
+//! a chaos test runs, configured with `flow_selftest_receiver` — and, as the agent arrives,
+//! the host agents. A receiver is handed the step's idempotency key with every request; a
+//! receiver that already performed that key answers its earlier outcome again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::flow::selftest;
+use api::flow::EffectRequest;
+use api::flow::Vars;
+use api::wire::errors::Code;
+use api::wire::errors::Refusal;
+use ha::BoxFuture;
+use ha::EffectError;
+use ha::EffectRunner;
+use ha::ProgressFn;
+use serde_json::json;
+use serde_json::Value;
+
+/// Bound on one call to the self-test receiver (its steps may pause on purpose).
+const SELFTEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The receivers configured on this node.
+pub struct Receivers {
+    selftest: Option<(String, reqwest::Client)>,
+}
+
+impl Receivers {
+    /// Receivers for this node's configuration.
+    pub fn new(selftest_url: Option<String>) -> Self {
+        let selftest = selftest_url.map(|url| {
+            let http = reqwest::Client::builder()
+                .timeout(SELFTEST_TIMEOUT)
+                // Occasional calls: no pooled connection a receiver may have closed meanwhile.
+                .pool_max_idle_per_host(0)
+                .no_proxy()
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new());
+            (url, http)
+        });
+        Self { selftest }
+    }
+
+    /// Whether the self-test receiver is configured.
+    pub fn has_selftest(&self) -> bool {
+        self.selftest.is_some()
+    }
+}
+
+fn failed(code: Code, details: impl Into<String>) -> EffectError {
+    EffectError::Failed(Refusal::new(code, details))
+}
+
+/// Call the self-test receiver: `POST {url}` with `{key, action, payload}`; it answers
+/// `{"ok": true, "vars": {...}}` or `{"ok": false, "error": "..."}`. No answer, or a 5xx, is
+/// indeterminate (asked again with the same key); a 4xx, a refusal or garbage fails the step.
+async fn call_selftest(
+    url: String,
+    http: reqwest::Client,
+    key: String,
+    request: EffectRequest,
+) -> Result<Vars, EffectError> {
+    let payload: Value = serde_json::from_str(&request.payload)
+        .map_err(|e| failed(Code::InvalidArgument, format!("bad self-test payload: {e}")))?;
+    let body = json!({"key": key, "action": request.action, "payload": payload});
+    let resp = http.post(&url).json(&body).send().await.map_err(|e| {
+        EffectError::Indeterminate(format!("self-test receiver {url} unreachable: {e}"))
+    })?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| EffectError::Indeterminate(format!("self-test receiver's answer lost: {e}")))?;
+    if status.is_server_error() {
+        return Err(EffectError::Indeterminate(format!(
+            "self-test receiver answered HTTP {status}: {text:.200}"
+        )));
+    }
+    if !status.is_success() {
+        return Err(failed(
+            Code::OperationFailure,
+            format!("self-test receiver answered HTTP {status}: {text:.200}"),
+        ));
+    }
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        failed(
+            Code::OperationFailure,
+            format!("self-test receiver answered garbage ({e}): {text:.200}"),
+        )
+    })?;
+    if v["ok"] != true {
+        return Err(failed(
+            Code::OperationFailure,
+            v["error"]
+                .as_str()
+                .unwrap_or("self-test receiver refused")
+                .to_string(),
+        ));
+    }
+    let vars = v["vars"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(vars)
+}
+
+impl EffectRunner for Receivers {
+    fn perform(
+        &self,
+        key: String,
+        request: EffectRequest,
+        progress: ProgressFn,
+    ) -> BoxFuture<'static, Result<Vars, EffectError>> {
+        let selftest = self.selftest.clone();
+        Box::pin(async move {
+            match (request.receiver.as_str(), selftest) {
+                (selftest::RECEIVER, Some((url, http))) => {
+                    progress(10);
+                    let r = call_selftest(url, http, key, request).await;
+                    progress(100);
+                    r
+                }
+                (receiver, _) => Err(failed(
+                    Code::NotSupported,
+                    format!("no receiver '{receiver}' is configured on this management node"),
+                )),
+            }
+        })
+    }
+}
+
+/// The receivers as the leader context's seam.
+pub fn runner(r: Arc<Receivers>) -> Arc<dyn EffectRunner> {
+    r
+}
