@@ -33,19 +33,6 @@ pub mod wire;
 #[cfg(test)]
 mod infra_tests;
 
-// Families moved under `families/`, still reachable at their old paths.
-pub use families::backup_storage;
-pub use families::global_config;
-pub use families::host;
-pub use families::identity;
-pub use families::image;
-pub use families::l2;
-pub use families::l3;
-pub use families::management_node;
-pub use families::offering;
-pub use families::primary_storage;
-pub use families::tag;
-
 use serde::Deserialize;
 use serde::Serialize;
 

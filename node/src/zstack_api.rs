@@ -11,7 +11,7 @@ use std::sync::Arc;
 use api::audit::AuditRecord;
 use api::catalogue::CallKind;
 use api::catalogue::CallSpec;
-use api::identity;
+use api::families::identity;
 use api::interpret;
 use api::interpret::CallOptions;
 use api::interpret::Effects;
@@ -266,7 +266,9 @@ fn rpc_render(outcome: Outcome) -> Response {
         ),
         // A new job is answered as accepted even when it already ran (ZStack's protocol: the
         // client polls; its first poll finds the result).
-        Outcome::Accepted(j) => rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body()),
+        Outcome::Accepted(j) => {
+            rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body())
+        }
         Outcome::Job(j) => match j.state {
             job::JobState::Processing => {
                 rpc_body(RestApiResponse::accepted(&j.uuid, j.create_date).to_body())

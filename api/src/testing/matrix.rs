@@ -21,7 +21,7 @@ pub(crate) use super::harness::send;
 pub(crate) use super::harness::stamp_uuid;
 pub(crate) use super::harness::Who;
 use super::MemTxn;
-use crate::identity;
+use crate::families::identity;
 use crate::plan::Plan;
 use crate::plan::Stamp;
 use crate::wire::envelope::decode_request;
@@ -217,19 +217,21 @@ pub(crate) fn base() -> (Harness, Ids) {
     h.apply(identity::IdentityOp::EnsureAdmin { password }.command(Caller::admin()));
     let mn = "0123456789abcdef0123456789abcdef".to_string();
     h.apply(
-        crate::management_node::ManagementNodeOp::Upsert(crate::management_node::ManagementNode {
-            uuid: mn.clone(),
-            host_name: "10.0.0.1".into(),
-            join_date: 1,
-            heart_beat: 2,
-            raft_node_id: 1,
-            raft_role: "Leader".into(),
-            term: 1,
-            commit_index: 3,
-            applied_index: 3,
-            raft_addr: "10.0.0.1:7070".into(),
-            api_addr: "10.0.0.1:8080".into(),
-        })
+        crate::families::management_node::ManagementNodeOp::Upsert(
+            crate::families::management_node::ManagementNode {
+                uuid: mn.clone(),
+                host_name: "10.0.0.1".into(),
+                join_date: 1,
+                heart_beat: 2,
+                raft_node_id: 1,
+                raft_role: "Leader".into(),
+                term: 1,
+                commit_index: 3,
+                applied_index: 3,
+                raft_addr: "10.0.0.1:7070".into(),
+                api_addr: "10.0.0.1:8080".into(),
+            },
+        )
         .command(Caller::admin()),
     );
     let nobody = Who::Session("0".repeat(32));

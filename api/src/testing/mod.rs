@@ -48,7 +48,7 @@ pub fn set_global_config(t: &mut MemTxn, category: &str, name: &str, value: &str
     admin_apply(
         t,
         1,
-        crate::global_config::GlobalConfigOp::Update {
+        crate::families::global_config::GlobalConfigOp::Update {
             category: category.into(),
             name: name.into(),
             value: value.into(),
@@ -131,8 +131,8 @@ pub fn copy_cluster(t: &mut MemTxn, c: &str, uuid: &str, hypervisor: &str) -> St
 }
 
 /// Every user tag.
-pub fn user_tags(t: &MemTxn) -> Vec<crate::tag::UserTag> {
-    crate::resource::list::<crate::tag::UserTag>(t)
+pub fn user_tags(t: &MemTxn) -> Vec<crate::families::tag::UserTag> {
+    crate::resource::list::<crate::families::tag::UserTag>(t)
         .expect("user tags")
         .into_iter()
         .map(|(_, tag)| tag)
@@ -141,7 +141,7 @@ pub fn user_tags(t: &MemTxn) -> Vec<crate::tag::UserTag> {
 
 /// Whether `c` is a create carrying its `systemTags`/`userTags`.
 pub fn is_tagged_create(c: &crate::Command) -> bool {
-    matches!(c, crate::Command::Tag(t) if matches!(*t.op, crate::tag::TagOp::Tagged { .. }))
+    matches!(c, crate::Command::Tag(t) if matches!(*t.op, crate::families::tag::TagOp::Tagged { .. }))
 }
 
 /// Delete cluster `c`.

@@ -14,7 +14,6 @@ mod probe;
 pub(crate) mod tests;
 mod wire;
 
-pub use crate::plan::HostEndpoint;
 pub use model::Host;
 pub use model::HostOp;
 pub use model::HostResult;
@@ -24,7 +23,6 @@ pub use model::HostStatus;
 pub use model::DEFAULT_SSH_PORT;
 pub use model::KIND;
 pub use model::KVM;
-pub use model::MAX_CREDENTIAL;
 pub use model::TABLE;
 pub use probe::probe_target;
 pub use probe::unreachable_refusal;

@@ -22,7 +22,6 @@ pub const KIND: &str = "Host";
 pub const KVM: &str = "KVM";
 /// SSH port when the call names none.
 pub const DEFAULT_SSH_PORT: i64 = 22;
-pub use crate::validate::MAX_CREDENTIAL;
 
 /// Admin-driven state (spec 03 §4.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,7 +189,7 @@ pub type HostResult = generic::Answer<Host>;
 
 fn username(v: &str) -> Result<(), ApiError> {
     validate::name("username", v)?;
-    validate::max_len("username", v, MAX_CREDENTIAL)
+    validate::max_len("username", v, validate::MAX_CREDENTIAL)
 }
 
 /// ZStack's `HostApiInterceptor`: one host per management IP (compared case-insensitively, as

@@ -5,6 +5,7 @@ use serde_json::Map;
 use serde_json::Value;
 
 use super::*;
+use crate::plan::HostEndpoint;
 use crate::plan::Plan;
 use crate::plan::Stamp;
 use crate::resource;
