@@ -144,7 +144,10 @@ fn serve(
     };
     let idem = req["key"].as_str().unwrap_or_default().to_string();
     let action = req["action"].as_str().unwrap_or_default().to_string();
-    let flow_key = req["payload"]["key"].as_str().unwrap_or_default().to_string();
+    let flow_key = req["payload"]["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let fire = |after: bool| {
         let mut h = hook.lock().unwrap();
         if h.as_ref() == Some(&(flow_key.clone(), after)) && action == "apply" {
@@ -177,7 +180,9 @@ fn serve(
     let a = {
         let mut s = seen.lock().unwrap();
         let a = match action.as_str() {
-            "apply" if req["payload"]["fail"] == true => json!({"ok": false, "error": "the receiver was told to fail"}),
+            "apply" if req["payload"]["fail"] == true => {
+                json!({"ok": false, "error": "the receiver was told to fail"})
+            }
             "apply" => {
                 *s.applied.entry(flow_key.clone()).or_default() += 1;
                 json!({"ok": true, "vars": {"token": format!("tok-{flow_key}")}})
@@ -275,12 +280,19 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
             .json(&json!({"key": key, "fail_at": fail_at, "job_uuid": job}))
             .send()
             .expect("submit self-test");
-        assert!(r.status().is_success(), "{key}: {}", r.text().unwrap_or_default());
+        assert!(
+            r.status().is_success(),
+            "{key}: {}",
+            r.text().unwrap_or_default()
+        );
         let mut killed = None;
         match kill {
             KillAt::BeforeStep1 => {
                 let (steps, _) = progress(&zs, &http_base(&c, via), &session, &job).unwrap();
-                assert!(steps.is_empty(), "{key}: step 1 already committed: {steps:?}");
+                assert!(
+                    steps.is_empty(),
+                    "{key}: step 1 already committed: {steps:?}"
+                );
                 c.kill9(leader).expect("kill leader");
                 killed = Some(leader);
             }
@@ -294,7 +306,8 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
                     assert!(Instant::now() < deadline, "{key}: step 2 never committed");
-                    if let Some((steps, done)) = progress(&zs, &http_base(&c, via), &session, &job) {
+                    if let Some((steps, done)) = progress(&zs, &http_base(&c, via), &session, &job)
+                    {
                         assert!(!done, "{key}: done before the kill: {steps:?}");
                         if steps.len() == 2 {
                             break;
@@ -313,7 +326,11 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
                 .expect("new leader");
         }
         let reply = zs
-            .wait_job(&http_base(&c, via), &job, Instant::now() + Duration::from_secs(120))
+            .wait_job(
+                &http_base(&c, via),
+                &job,
+                Instant::now() + Duration::from_secs(120),
+            )
             .expect("poll")
             .unwrap_or_else(|| panic!("{key}: job not done in 120 s"));
         eprintln!(
@@ -323,7 +340,10 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
         );
         assert_eq!(reply.success(), fail_at.is_none(), "{key}: {}", reply.body);
         if let Some(k) = fail_at {
-            let details = reply.body["error"]["details"].as_str().unwrap_or("").to_string();
+            let details = reply.body["error"]["details"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let expected = if k == 2 {
                 "told to fail".to_string()
             } else {
@@ -338,7 +358,10 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
         for s in &steps {
             *counts.entry(s.clone()).or_default() += 1;
         }
-        assert!(counts.values().all(|n| *n == 1), "{key}: a step committed twice: {steps:?}");
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "{key}: a step committed twice: {steps:?}"
+        );
         let expected_steps: &[&str] = match fail_at {
             None => &["mark-begin", "call-receiver", "mark-end"],
             Some(1) => &[],
@@ -348,15 +371,27 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
         assert_eq!(steps, expected_steps, "{key}");
         // Markers: all of a success, nothing of a failure.
         let markers: Value = http
-            .get(format!("{}/cluster/flow-selftest/{key}", http_base(&c, via)))
+            .get(format!(
+                "{}/cluster/flow-selftest/{key}",
+                http_base(&c, via)
+            ))
             .send()
             .expect("markers")
             .json()
             .expect("markers json");
         let m = markers["markers"].as_object().cloned().unwrap_or_default();
         if fail_at.is_none() {
-            assert!(m.contains_key("begin") && m.contains_key("end"), "{key}: {markers}");
-            assert!(m["end"].as_str().unwrap_or("").ends_with(&format!("tok-{key}")), "{key}: {markers}");
+            assert!(
+                m.contains_key("begin") && m.contains_key("end"),
+                "{key}: {markers}"
+            );
+            assert!(
+                m["end"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with(&format!("tok-{key}")),
+                "{key}: {markers}"
+            );
         } else {
             assert!(m.is_empty(), "{key}: a failed flow left a trace: {markers}");
         }
@@ -378,5 +413,8 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
     }
     let repeats = rx.seen.lock().unwrap().repeats;
     eprintln!("flow engine: side effects re-issued after a leader change and answered from the receiver's record: {repeats}");
-    assert!(only.is_some() || repeats >= 1, "no side effect was ever re-issued: the kills missed the effect");
+    assert!(
+        only.is_some() || repeats >= 1,
+        "no side effect was ever re-issued: the kills missed the effect"
+    );
 }

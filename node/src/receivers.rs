@@ -69,10 +69,9 @@ async fn call_selftest(
         EffectError::Indeterminate(format!("self-test receiver {url} unreachable: {e}"))
     })?;
     let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| EffectError::Indeterminate(format!("self-test receiver's answer lost: {e}")))?;
+    let text = resp.text().await.map_err(|e| {
+        EffectError::Indeterminate(format!("self-test receiver's answer lost: {e}"))
+    })?;
     if status.is_server_error() {
         return Err(EffectError::Indeterminate(format!(
             "self-test receiver answered HTTP {status}: {text:.200}"

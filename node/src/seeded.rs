@@ -75,8 +75,8 @@ pub fn fake_acknowledgement(cmd: &api::Command) -> Option<api::Response> {
         &ticket.reply_class,
         &api::wire::envelope::success(serde_json::Map::new()),
     );
-    Some(api::Response::Call(api::call::CallOutcome::Accepted(Box::new(
-        api::job::ApiJob {
+    Some(api::Response::Call(api::call::CallOutcome::Accepted(
+        Box::new(api::job::ApiJob {
             version: api::job::RECORD_VERSION,
             uuid: ticket.uuid.clone(),
             api_name: ticket.api_name.clone(),
@@ -91,8 +91,8 @@ pub fn fake_acknowledgement(cmd: &api::Command) -> Option<api::Response> {
             caller: call.op.command.caller().clone(),
             flow: None,
             history: Vec::new(),
-        },
-    ))))
+        }),
+    )))
 }
 
 /// Switch on the bugs that live in the model (`unfenced-duty`); called once at start-up.
