@@ -28,12 +28,12 @@ use serde_json::json;
 use serde_json::Map;
 use serde_json::Value;
 
-use crate::global_config;
 use crate::job::ApiJob;
 use crate::query;
 use crate::query::Query;
 use crate::query::QueryOp;
 use crate::query::QueryOutput;
+use crate::settings;
 use crate::validate;
 use crate::wire::date::java_date;
 use crate::wire::errors::Code;
@@ -590,7 +590,7 @@ pub(crate) fn apply(
                     "limit must be 1 to {MAX_EXPIRE_BATCH}, got {limit}"
                 )));
             }
-            let retention_ms = (global_config::int_value(txn, "audit", "retention")?.max(0) as u64)
+            let retention_ms = (settings::int_value(txn, "audit", "retention")?.max(0) as u64)
                 .saturating_mul(1000);
             let cutoff = ctx.proposed_at_ms.saturating_sub(retention_ms);
             let mut n = 0;
@@ -630,8 +630,8 @@ pub fn caller_of(cmd: &Command) -> Option<&Caller> {
 /// The name of whoever `caller` is: the user's for user sessions, else the account's (`None`
 /// if it is gone).
 pub fn operator_name(txn: &dyn StateTxn, caller: &Caller) -> Option<String> {
-    use crate::identity::Account;
-    use crate::identity::User;
+    use crate::families::identity::Account;
+    use crate::families::identity::User;
     if caller.user_uuid != caller.account_uuid {
         if let Ok(Some((_, u))) = crate::resource::load::<User>(txn, &caller.user_uuid) {
             return Some(u.name);

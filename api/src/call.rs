@@ -13,7 +13,7 @@ use serde_json::Map;
 use serde_json::Value;
 
 use crate::audit::AuditRecord;
-use crate::identity;
+use crate::families::identity;
 use crate::job;
 use crate::job::ApiJob;
 use crate::job::Submission;
@@ -219,8 +219,8 @@ impl crate::family::Family for Calls {
 mod tests {
     use super::*;
     use crate::audit::AuditState;
+    use crate::families::identity::IdentityOp;
     use crate::families::zone::ZoneOp;
-    use crate::identity::IdentityOp;
     use crate::testing::ctx;
     use crate::testing::MemTxn;
     use crate::wire::envelope::decode_request;

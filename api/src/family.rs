@@ -195,25 +195,3 @@ pub fn inventory_reply(inv: Option<Value>) -> Result<Map<String, Value>, Refusal
     }
     Ok(m)
 }
-
-/// The family's request → op function of the older style: `None` when the call is not its.
-pub type OpPlanFn = fn(
-    &crate::catalogue::CallSpec,
-    &crate::params::Body,
-    &Caller,
-    &str,
-) -> Option<Result<crate::Command, Refusal>>;
-
-/// A plan that proposes the command `f` builds from the request.
-pub fn op_plan(f: OpPlanFn, p: &PlanInput) -> Result<Plan, Refusal> {
-    match f(p.call, p.body, p.caller, &p.stamp.new_uuid) {
-        Some(command) => Ok(Plan::Propose {
-            call: p.call,
-            command: Box::new(command?),
-        }),
-        None => Err(Refusal::new(
-            crate::wire::errors::Code::NotSupported,
-            format!("API {} is not implemented", p.call.name),
-        )),
-    }
-}

@@ -734,18 +734,18 @@ mod determinism {
 
     use proptest::prelude::*;
 
-    use crate::backup_storage::BackupStorageOp;
+    use crate::families::backup_storage::BackupStorageOp;
     use crate::families::cluster::ClusterOp;
+    use crate::families::image::ImageOp;
     use crate::families::l2::L2Common;
     use crate::families::l2::L2Op;
     use crate::families::l3::L3Op;
     use crate::families::l3::RangeSpec;
+    use crate::families::offering::OfferingOp;
+    use crate::families::primary_storage::PrimaryStorageOp;
+    use crate::families::primary_storage::PsType;
+    use crate::families::tag::TagOp;
     use crate::families::zone::ZoneOp;
-    use crate::image::ImageOp;
-    use crate::offering::OfferingOp;
-    use crate::primary_storage::PrimaryStorageOp;
-    use crate::primary_storage::PsType;
-    use crate::tag::TagOp;
     use crate::testing::ctx;
     use crate::testing::MemTxn;
     use crate::Caller;
@@ -819,7 +819,7 @@ mod determinism {
                 );
                 // Half the creates carry tags (a create call's systemTags/userTags).
                 if a == 1 {
-                    crate::tag::TagOp::Tagged {
+                    crate::families::tag::TagOp::Tagged {
                         command: Box::new(create),
                         resource_type: "ClusterVO".into(),
                         tags: vec![

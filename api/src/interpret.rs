@@ -21,7 +21,7 @@ use crate::call::CallOutcome;
 use crate::call::JobTicket;
 use crate::catalogue::CallKind;
 use crate::catalogue::CallSpec;
-use crate::identity;
+use crate::families::identity;
 use crate::job::ApiJob;
 use crate::plan;
 use crate::plan::HostEndpoint;

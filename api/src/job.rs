@@ -24,7 +24,7 @@ use crate::flow::EffectRequest;
 use crate::flow::StepDef;
 use crate::flow::Undo;
 use crate::flow::Vars;
-use crate::global_config;
+use crate::settings;
 use crate::staged::Staged;
 use crate::wire::envelope;
 use crate::wire::envelope::ApiState;
@@ -921,7 +921,7 @@ pub(crate) fn apply(
 }
 
 fn expire(txn: &mut dyn StateTxn, ctx: &ApplyCtx) -> Result<u64, ApiError> {
-    let retention_ms = global_config::int_value(txn, "api", "result.retention")? as u64 * 1000;
+    let retention_ms = settings::int_value(txn, "api", "result.retention")? as u64 * 1000;
     let mut n = 0;
     for (k, v) in txn.scan_prefix(TABLE, b"j/", usize::MAX)? {
         let uuid = String::from_utf8_lossy(&k[2..]).into_owned();

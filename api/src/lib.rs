@@ -30,25 +30,8 @@ pub mod staged;
 pub mod validate;
 pub mod wire;
 
-pub use families::l2;
-pub use families::l3;
-
-// Families not yet moved under `families/` (one module each).
-pub mod backup_storage;
-pub mod host;
-pub mod image;
-pub mod offering;
-pub mod primary_storage;
-
 #[cfg(test)]
 mod infra_tests;
-
-// Families moved under `families/`, still at the paths the node and the unported modules use
-// (`api::identity::IdentityOp`, `crate::global_config::int_value`, ...).
-pub use families::global_config;
-pub use families::identity;
-pub use families::management_node;
-pub use families::tag;
 
 use serde::Deserialize;
 use serde::Serialize;

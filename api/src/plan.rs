@@ -270,7 +270,7 @@ pub fn plan(req: &ApiRequest, caller: &Caller, stamp: &Stamp) -> Result<Plan, Re
     Ok(match (plan, decl.creates) {
         (Plan::Propose { call, command }, Some(vo)) => Plan::Propose {
             call,
-            command: Box::new(crate::tag::with_create_tags(
+            command: Box::new(crate::families::tag::with_create_tags(
                 call, &req.body, caller, vo, *command,
             )?),
         },
@@ -284,7 +284,7 @@ pub fn plan(req: &ApiRequest, caller: &Caller, stamp: &Stamp) -> Result<Plan, Re
             Some(vo),
         ) => Plan::ProbeThenPropose {
             call,
-            command: Box::new(crate::tag::with_create_tags(
+            command: Box::new(crate::families::tag::with_create_tags(
                 call, &req.body, caller, vo, *command,
             )?),
             probe,

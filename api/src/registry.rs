@@ -157,13 +157,13 @@ registry! {
     /// Cluster calls.
     Cluster => crate::families::cluster::Clusters,
     /// Primary-storage calls.
-    PrimaryStorage => crate::primary_storage::PrimaryStorages,
+    PrimaryStorage => crate::families::primary_storage::PrimaryStorages,
     /// Backup-storage calls.
-    BackupStorage => crate::backup_storage::BackupStorages,
+    BackupStorage => crate::families::backup_storage::BackupStorages,
     /// Instance- and disk-offering calls.
-    Offering => crate::offering::Offerings,
+    Offering => crate::families::offering::Offerings,
     /// Image calls (and the download duty's internal ones).
-    Image => crate::image::Images,
+    Image => crate::families::image::Images,
     /// L2 network and VNI-range calls.
     L2 => crate::families::l2::L2Networks,
     /// L3 network, IP-range, DNS and IPAM calls.
@@ -171,7 +171,7 @@ registry! {
     /// System- and user-tag calls, and creates carrying tags.
     Tag => crate::families::tag::Tags,
     /// KVM host calls.
-    Host => crate::host::Hosts,
+    Host => crate::families::host::Hosts,
     /// The API audit log (the serving nodes' batches, the leader's retention sweeper).
     Audit => crate::audit::Audits,
     /// A leader duty's command, valid only in its own term.

@@ -87,6 +87,26 @@ pub fn max_len(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     }
 }
 
+/// Longest SSH user name or password (`@APIParam(maxLength = 255)`).
+pub const MAX_CREDENTIAL: usize = 255;
+
+/// An SSH port (hosts and image servers are reached over SSH).
+pub fn ssh_port(v: i64) -> Result<u16, ApiError> {
+    u16::try_from(v).ok().filter(|p| *p >= 1).ok_or_else(|| {
+        invalid_arg(format!(
+            "field[sshPort] must be in range of [1, 65535], got {v}"
+        ))
+    })
+}
+
+/// An SSH password: non-empty, at most [`MAX_CREDENTIAL`] characters.
+pub fn password(v: &str) -> Result<(), ApiError> {
+    if v.is_empty() {
+        return Err(invalid_arg("field[password] cannot be empty"));
+    }
+    max_len("password", v, MAX_CREDENTIAL)
+}
+
 /// Directories a storage url must never be (ZStack refuses them: "may make the host abnormal").
 pub const SYSTEM_DIRS: &[&str] = &[
     "/",

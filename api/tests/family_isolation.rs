@@ -4,7 +4,9 @@
 //! `families/` (`resource`, `net`, `validate`, `params`, `testing`, ...).
 //!
 //! Every `.rs` file under `api/src/families/<family>/` (tests included) is scanned for a path
-//! naming another family: `families::<other>`, `crate::<other>::` or `super::super::<other>`.
+//! naming another family: `families::<other>` (also inside a `families::{...}` group),
+//! `crate::<other>::` or `super::super::<other>`. Every registered family except the
+//! command families of the core (below) must live there, so the scan covers them all.
 
 use std::fs;
 use std::path::Path;
@@ -42,6 +44,20 @@ fn families(root: &Path) -> Vec<String> {
     names
 }
 
+/// Registered command families that are not resource families: the core's own modules
+/// (`kv`, `job`, `audit`, `leader`, `call`), which may name the families they serve.
+const CORE_FAMILIES: &[&str] = &["kv", "job", "audit", "leader", "call"];
+
+/// Whether `word` occurs in `text` as a whole identifier.
+fn names_word(text: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        !before.is_some_and(ident) && !after.is_some_and(ident)
+    })
+}
+
 /// Lines of `text` (outside comments) that name family `other`.
 fn offending_lines(text: &str, other: &str) -> Vec<(usize, String)> {
     let needles = [
@@ -50,12 +66,46 @@ fn offending_lines(text: &str, other: &str) -> Vec<(usize, String)> {
         format!("crate::{other}::"),
         format!("super::super::{other}"),
     ];
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim_start().starts_with("//"))
-        .filter(|(_, l)| needles.iter().any(|n| l.contains(n.as_str())))
-        .map(|(i, l)| (i + 1, l.trim().to_string()))
-        .collect()
+    let mut group: Option<usize> = None;
+    let mut found = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.trim_start().starts_with("//") {
+            continue;
+        }
+        // Inside `families::{ ... }` (one line or several), a bare family name counts too.
+        let mut in_group = group.is_some();
+        let mut rest = l;
+        if let Some(at) = l.find("families::{") {
+            in_group = true;
+            rest = &l[at + "families::{".len()..];
+            group = Some(i);
+        }
+        let grouped = in_group && names_word(rest.split('}').next().unwrap_or(""), other);
+        if group.is_some() && rest.contains('}') {
+            group = None;
+        }
+        if grouped || needles.iter().any(|n| l.contains(n.as_str())) {
+            found.push((i + 1, l.trim().to_string()));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_registered_family_lives_under_families() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/families");
+    let scanned = families(&root);
+    let mut registered: Vec<String> = api::registry::FAMILIES
+        .iter()
+        .map(|f| f.name)
+        .filter(|n| !CORE_FAMILIES.contains(n))
+        .map(str::to_string)
+        .collect();
+    registered.sort();
+    assert_eq!(
+        scanned, registered,
+        "the folders under {root:?} and the registered resource families differ"
+    );
 }
 
 #[test]
@@ -105,4 +155,15 @@ fn the_check_catches_a_cross_family_path() {
         offending_lines("let z = super::super::zone::KIND;", "zone").len(),
         1
     );
+}
+
+#[test]
+fn the_check_catches_a_family_in_a_use_group() {
+    let grouped = "use crate::families::{\n    cluster::Cluster,\n    zone,\n};\nlet zone = 1;\n";
+    assert_eq!(
+        offending_lines(grouped, "zone"),
+        vec![(3, "zone,".to_string())]
+    );
+    assert_eq!(offending_lines(grouped, "cluster").len(), 1);
+    assert!(offending_lines("use crate::families::{zoned};", "zone").is_empty());
 }

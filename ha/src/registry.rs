@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::management_node::ManagementNode;
-use api::management_node::ManagementNodeOp;
+use api::families::management_node::ManagementNode;
+use api::families::management_node::ManagementNodeOp;
 use api::IntoCommand;
 
 use crate::context::LeaderContext;
@@ -98,7 +98,7 @@ impl<B: RegistryBackend> RegistryDuty<B> {
         let results = futures::future::join_all(probes).await;
         let now = ctx.now_ms();
         let records = ctx
-            .read(api::management_node::list)
+            .read(api::families::management_node::list)
             .map_err(|e| DutyError(e.to_string()))?;
         Ok(plan(
             &members,
@@ -382,7 +382,7 @@ mod tests {
             .unwrap();
         let records = {
             let st = node.state.lock().unwrap();
-            api::management_node::list(&*st).unwrap()
+            api::families::management_node::list(&*st).unwrap()
         };
         assert_eq!(records.len(), 2);
         let rounds = (node.clock.load(SeqCst) - start) / 10;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::management_node::ManagementNode;
+use api::families::management_node::ManagementNode;
 use api::StateTxn;
 use ha::registry::Member;
 use ha::registry::ProbedStatus;
@@ -214,11 +214,11 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
 pub fn read_management_nodes(node: &Node) -> Result<Vec<ManagementNode>, crate::error::NodeError> {
     let rows = node
         .sm
-        .scan_prefix(api::management_node::TABLE, b"", usize::MAX)
+        .scan_prefix(api::families::management_node::TABLE, b"", usize::MAX)
         .map_err(|e| crate::error::NodeError::Internal(e.to_string()))?;
     rows.iter()
         .map(|(_, v)| {
-            api::management_node::decode(v)
+            api::families::management_node::decode(v)
                 .map_err(|e| crate::error::NodeError::Internal(e.to_string()))
         })
         .collect()

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-pub use api::host::HostEndpoint;
+pub use api::plan::HostEndpoint;
 
 /// Why a host could not be reached. Messages name the address and the cause: they end up in
 /// the `details` of the refusal the API client sees.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use api::audit::AuditRecord;
 use api::catalogue::CallKind;
 use api::catalogue::CallSpec;
-use api::identity;
+use api::families::identity;
 use api::interpret;
 use api::interpret::CallOptions;
 use api::interpret::Effects;

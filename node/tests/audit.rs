@@ -141,7 +141,7 @@ async fn calls_on_one_node_are_audited_and_queryable_on_another() {
     let dump = serde_json::to_string(&records).unwrap();
     assert!(!dump.contains(secret), "a password was stored: {dump}");
     assert!(!dump.contains(&session), "a session uuid was stored");
-    assert!(!dump.contains(api::identity::DEFAULT_ADMIN_PASSWORD_SHA512));
+    assert!(!dump.contains(api::families::identity::DEFAULT_ADMIN_PASSWORD_SHA512));
 
     let ok = find(&records, "QueryZone", true).expect("query success");
     assert_eq!(ok["accountUuid"], api::ADMIN_ACCOUNT_UUID);

@@ -9,12 +9,12 @@ use api::audit::AuditState;
 use api::call::ApiCall;
 use api::call::JobTicket;
 use api::families::cluster::ClusterOp;
+use api::families::global_config::GlobalConfigOp;
+use api::families::host::HostOp;
+use api::families::host::HostStateEvent;
+use api::families::identity::IdentityOp;
 use api::families::zone::ZoneOp;
 use api::flow::Vars;
-use api::global_config::GlobalConfigOp;
-use api::host::HostOp;
-use api::host::HostStateEvent;
-use api::identity::IdentityOp;
 use api::job::FlowSpec;
 use api::job::JobOp;
 use api::job::Submission;
@@ -48,7 +48,8 @@ fn phc(i: u8) -> String {
     HASHES.get_or_init(|| {
         (0..6u8)
             .map(|i| {
-                api::identity::hash_password(&format!("pw{i}"), b"fixed-salt-16byt").expect("hash")
+                api::families::identity::hash_password(&format!("pw{i}"), b"fixed-salt-16byt")
+                    .expect("hash")
             })
             .collect()
     })[i as usize % 6]

@@ -1,8 +1,10 @@
 //! What most families do the same way, once: the checks every create makes, `UpdateX` of name
-//! and description, the enable/disable state pair, and load-change-stamp-save.
+//! and description, the enable/disable state pair, load-change-stamp-save, the answer of a
+//! command on one record, and attaching a record to parents of another kind.
 
 use serde::Deserialize;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::plan::Plan;
 use crate::plan::PlanInput;
@@ -99,8 +101,9 @@ pub fn check_new<R: Resource>(
     resource::refuse_duplicate::<R>(txn, uuid)
 }
 
-/// The part of [`check_new`] that needs no state, for creates that check their references
-/// before the uuid is known to be free.
+/// The field checks of [`check_new`] alone (they need no state), for a create that checks its
+/// own fields and references before it looks for a duplicate uuid (ZStack's interceptors run
+/// in that order, so the first refusal a request meets stays the same).
 pub fn check_fields(uuid: &str, name: &str, description: Option<&str>) -> Result<(), ApiError> {
     validate::uuid("resourceUuid", uuid)?;
     validate::name("name", name)?;
@@ -115,14 +118,12 @@ pub fn modify<R: Resource + Stamped>(
     uuid: &str,
     change: impl FnOnce(&dyn StateTxn, &mut R) -> Result<(), ApiError>,
 ) -> Result<R, ApiError> {
-    let (owner, mut r) = resource::require::<R>(txn, uuid)?;
-    change(txn, &mut r)?;
-    r.touch(ctx.proposed_at_ms);
-    resource::save(txn, &owner, &r)?;
-    Ok(r)
+    let found = resource::require::<R>(txn, uuid)?;
+    change_and_save(txn, ctx, found, change)
 }
 
-/// [`modify`] of a record the caller may act on (`ID.1002` when another account owns it).
+/// [`modify`] of a record the caller must be allowed to see (`ID.1002` otherwise): the kinds
+/// normal accounts own themselves (images, networks).
 pub fn modify_visible<R: Resource + Stamped>(
     txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
@@ -130,48 +131,20 @@ pub fn modify_visible<R: Resource + Stamped>(
     uuid: &str,
     change: impl FnOnce(&dyn StateTxn, &mut R) -> Result<(), ApiError>,
 ) -> Result<R, ApiError> {
-    resource::require_visible::<R>(txn, caller, uuid)?;
-    modify(txn, ctx, uuid, change)
+    let found = resource::require_visible::<R>(txn, caller, uuid)?;
+    change_and_save(txn, ctx, found, change)
 }
 
-/// One end of a many-to-many attachment kept as a list of parent uuids on the child (L2
-/// network → clusters, backup storage → zones, ...), named as its refusals name it.
-pub struct Attachment<'a> {
-    /// What the child is, e.g. `L2 network`.
-    pub what: &'static str,
-    /// The child.
-    pub uuid: &'a str,
-    /// What the parent is, e.g. `cluster`.
-    pub parent: &'static str,
-    /// The parent.
-    pub parent_uuid: &'a str,
-}
-
-impl Attachment<'_> {
-    /// Add the parent to `attached`; attaching twice is refused (`SYS.1006`).
-    pub fn attach(&self, attached: &mut Vec<String>) -> Result<(), ApiError> {
-        if attached.iter().any(|a| a == self.parent_uuid) {
-            return Err(self.refusal("has been attached to"));
-        }
-        attached.push(self.parent_uuid.to_string());
-        Ok(())
-    }
-
-    /// Remove the parent from `attached`; refused (`SYS.1006`) when it is not there.
-    pub fn detach(&self, attached: &mut Vec<String>) -> Result<(), ApiError> {
-        if !attached.iter().any(|a| a == self.parent_uuid) {
-            return Err(self.refusal("is not attached to"));
-        }
-        attached.retain(|a| a != self.parent_uuid);
-        Ok(())
-    }
-
-    fn refusal(&self, how: &str) -> ApiError {
-        validate::op_failure(format!(
-            "{}[uuid:{}] {how} {}[uuid:{}]",
-            self.what, self.uuid, self.parent, self.parent_uuid
-        ))
-    }
+fn change_and_save<R: Resource + Stamped>(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    (owner, mut r): (String, R),
+    change: impl FnOnce(&dyn StateTxn, &mut R) -> Result<(), ApiError>,
+) -> Result<R, ApiError> {
+    change(txn, &mut r)?;
+    r.touch(ctx.proposed_at_ms);
+    resource::save(txn, &owner, &r)?;
+    Ok(r)
 }
 
 /// `UpdateX` of name and description only.
@@ -182,6 +155,26 @@ pub fn rename<R: Resource + Stamped + Described>(
     rename: Rename,
 ) -> Result<R, ApiError> {
     modify(txn, ctx, uuid, |_, r: &mut R| rename.apply_to(r))
+}
+
+/// What a command on one kind answers: the record after the change, or that it is gone (or
+/// never was: ZStack answers a delete of an unknown uuid with success).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer<R> {
+    /// The record after the change.
+    Inventory(Box<R>),
+    /// Deleted (or already absent).
+    Deleted,
+}
+
+impl<R: Resource> Answer<R> {
+    /// The `inventory` of the reply, if any (without the joined fields only queries read).
+    pub fn inventory(&self) -> Option<Value> {
+        match self {
+            Answer::Inventory(r) => Some(resource::inventory(r.as_ref())),
+            Answer::Deleted => None,
+        }
+    }
 }
 
 /// The `Enabled`/`Disabled` state most resources have.
@@ -232,6 +225,88 @@ impl EnableEvent {
             ],
         )
     }
+}
+
+/// A kind attached to parents of another kind through a list of their uuids in its records
+/// (primary storage and L2 networks to clusters, backup storage to zones): attach and detach
+/// refuse in ZStack's words, naming both sides, and the relation's detach (when a parent is
+/// deleted) edits the list the same way, so each family only says what its sides are called.
+pub struct Attachment<R> {
+    /// What a record is called in refusals (`primary storage`).
+    pub what: &'static str,
+    /// What a parent is called (`cluster`).
+    pub parent: &'static str,
+    /// The record's parent uuids, in attach order.
+    pub list: fn(&mut R) -> &mut Vec<String>,
+}
+
+impl<R: Resource + Stamped> Attachment<R> {
+    /// Refuse (`SYS.1006`) attaching `r` to a parent it is attached to already.
+    pub fn refuse_attached(&self, r: &mut R, parent_uuid: &str) -> Result<(), ApiError> {
+        if (self.list)(r).iter().any(|p| p == parent_uuid) {
+            return Err(self.refusal(r.uuid(), "has been attached to", parent_uuid));
+        }
+        Ok(())
+    }
+
+    /// Attach `r` to a parent (refused when it is attached already).
+    pub fn attach(&self, r: &mut R, parent_uuid: &str) -> Result<(), ApiError> {
+        self.refuse_attached(r, parent_uuid)?;
+        (self.list)(r).push(parent_uuid.to_string());
+        Ok(())
+    }
+
+    /// Detach `r` from a parent, refusing (`SYS.1006`) one it is not attached to.
+    pub fn detach(&self, r: &mut R, parent_uuid: &str) -> Result<(), ApiError> {
+        if !(self.list)(r).iter().any(|p| p == parent_uuid) {
+            return Err(self.not_attached(r.uuid(), parent_uuid));
+        }
+        (self.list)(r).retain(|p| p != parent_uuid);
+        Ok(())
+    }
+
+    /// The refusal (`SYS.1006`) of detaching record `uuid` from a parent it is not attached
+    /// to, for records whose list is not their own to edit (a VXLAN network mirrors its
+    /// pool's clusters).
+    pub fn not_attached(&self, uuid: &str, parent_uuid: &str) -> ApiError {
+        self.refusal(uuid, "is not attached to", parent_uuid)
+    }
+
+    fn refusal(&self, uuid: &str, how: &str, parent_uuid: &str) -> ApiError {
+        validate::op_failure(format!(
+            "{}[uuid:{uuid}] {how} {}[uuid:{parent_uuid}]",
+            self.what, self.parent
+        ))
+    }
+
+    /// The relation's detach when a parent is deleted: forget it in record `uuid`. True when
+    /// the record is left with no parent (a `DetachOrDelete` relation then deletes it).
+    pub fn forget(
+        &self,
+        txn: &mut dyn StateTxn,
+        ctx: &ApplyCtx,
+        uuid: &str,
+        parent_uuid: &str,
+    ) -> Result<bool, ApiError> {
+        let Some((owner, mut r)) = resource::load::<R>(txn, uuid)? else {
+            return Ok(false);
+        };
+        (self.list)(&mut r).retain(|p| p != parent_uuid);
+        r.touch(ctx.proposed_at_ms);
+        resource::save(txn, &owner, &r)?;
+        Ok((self.list)(&mut r).is_empty())
+    }
+}
+
+/// `AttachXToY{xUuid, yUuid}` and its `DetachXFromY` → the family's op, given the record's
+/// uuid and the parent's, read from the two named fields in that order.
+pub fn plan_pair<Op: IntoCommand>(
+    p: &PlanInput,
+    field: &str,
+    parent_field: &str,
+    make: impl FnOnce(String, String) -> Op,
+) -> Result<Plan, Refusal> {
+    Ok(p.propose(make(p.required(field)?, p.required(parent_field)?)))
 }
 
 /// The common `{uuid}` of calls that name one resource.

@@ -155,7 +155,7 @@ impl Effects for MemEffects<'_> {
         match self.who {
             Who::As(c) => Ok(c.clone()),
             Who::Session(_) => self.read(|s| {
-                crate::identity::session_caller(s, &spec.class, session_uuid, now_ms)
+                crate::families::identity::session_caller(s, &spec.class, session_uuid, now_ms)
                     .map(|(c, _)| c)
                     .map_err(|e| plan::refusal_of(&e))
             }),

@@ -21,7 +21,7 @@ pub(crate) use super::harness::send;
 pub(crate) use super::harness::stamp_uuid;
 pub(crate) use super::harness::Who;
 use super::MemTxn;
-use crate::identity;
+use crate::families::identity;
 use crate::plan::Plan;
 use crate::plan::Stamp;
 use crate::wire::envelope::decode_request;
@@ -38,7 +38,8 @@ pub(crate) struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    /// An empty state at step 0.
+    pub(crate) fn new() -> Self {
         Harness {
             t: MemTxn::default(),
             n: 0,
@@ -110,6 +111,14 @@ impl Harness {
         };
         assert_eq!(job.success, Some(true), "{name}: {:?}", job.result);
         job_uuid
+    }
+
+    /// The refusal of a call that must be refused without changing anything.
+    pub(crate) fn refused(&mut self, who: &Who, name: &str, body: Value) -> Refusal {
+        let before = self.t.tables.clone();
+        let e = self.send(who, name, body).expect_err(name);
+        assert_eq!(self.t.tables, before, "{name} changed state while refused");
+        e
     }
 
     pub(crate) fn ok(&mut self, who: &Who, name: &str, body: Value) -> Map<String, Value> {
@@ -208,19 +217,21 @@ pub(crate) fn base() -> (Harness, Ids) {
     h.apply(identity::IdentityOp::EnsureAdmin { password }.command(Caller::admin()));
     let mn = "0123456789abcdef0123456789abcdef".to_string();
     h.apply(
-        crate::management_node::ManagementNodeOp::Upsert(crate::management_node::ManagementNode {
-            uuid: mn.clone(),
-            host_name: "10.0.0.1".into(),
-            join_date: 1,
-            heart_beat: 2,
-            raft_node_id: 1,
-            raft_role: "Leader".into(),
-            term: 1,
-            commit_index: 3,
-            applied_index: 3,
-            raft_addr: "10.0.0.1:7070".into(),
-            api_addr: "10.0.0.1:8080".into(),
-        })
+        crate::families::management_node::ManagementNodeOp::Upsert(
+            crate::families::management_node::ManagementNode {
+                uuid: mn.clone(),
+                host_name: "10.0.0.1".into(),
+                join_date: 1,
+                heart_beat: 2,
+                raft_node_id: 1,
+                raft_role: "Leader".into(),
+                term: 1,
+                commit_index: 3,
+                applied_index: 3,
+                raft_addr: "10.0.0.1:7070".into(),
+                api_addr: "10.0.0.1:8080".into(),
+            },
+        )
         .command(Caller::admin()),
     );
     let nobody = Who::Session("0".repeat(32));

@@ -48,7 +48,7 @@ pub fn set_global_config(t: &mut MemTxn, category: &str, name: &str, value: &str
     admin_apply(
         t,
         1,
-        crate::global_config::GlobalConfigOp::Update {
+        crate::families::global_config::GlobalConfigOp::Update {
             category: category.into(),
             name: name.into(),
             value: value.into(),
@@ -119,6 +119,31 @@ pub fn cluster_create(n: u32, zone: &str) -> crate::families::cluster::ClusterOp
     }
 }
 
+/// A copy of cluster `c` as `uuid` of another hypervisor type (`CreateCluster` makes KVM
+/// clusters only); returns `uuid`.
+pub fn copy_cluster(t: &mut MemTxn, c: &str, uuid: &str, hypervisor: &str) -> String {
+    use crate::families::cluster::Cluster;
+    let (owner, mut other) = crate::resource::require::<Cluster>(t, c).expect("cluster");
+    other.uuid = uuid.into();
+    other.hypervisor_type = hypervisor.into();
+    crate::resource::save(t, &owner, &other).expect("save");
+    uuid.into()
+}
+
+/// Every user tag.
+pub fn user_tags(t: &MemTxn) -> Vec<crate::families::tag::UserTag> {
+    crate::resource::list::<crate::families::tag::UserTag>(t)
+        .expect("user tags")
+        .into_iter()
+        .map(|(_, tag)| tag)
+        .collect()
+}
+
+/// Whether `c` is a create carrying its `systemTags`/`userTags`.
+pub fn is_tagged_create(c: &crate::Command) -> bool {
+    matches!(c, crate::Command::Tag(t) if matches!(*t.op, crate::families::tag::TagOp::Tagged { .. }))
+}
+
 /// Delete cluster `c`.
 pub fn delete_cluster(t: &mut MemTxn, index: u64, c: &str) {
     admin_apply(
@@ -133,7 +158,7 @@ pub fn make_bs(t: &mut MemTxn, n: u32) -> String {
     admin_apply(
         t,
         6,
-        crate::backup_storage::BackupStorageOp::AddImageStore {
+        crate::families::backup_storage::BackupStorageOp::AddImageStore {
             uuid: u(n),
             name: format!("bs-{n}"),
             description: None,
@@ -145,6 +170,32 @@ pub fn make_bs(t: &mut MemTxn, n: u32) -> String {
         },
     );
     u(n)
+}
+
+/// Enable or disable backup storage `bs`.
+pub fn change_bs_state(
+    t: &mut MemTxn,
+    index: u64,
+    bs: &str,
+    event: crate::resource::generic::EnableEvent,
+) {
+    admin_apply(
+        t,
+        index,
+        crate::families::backup_storage::BackupStorageOp::ChangeState {
+            uuid: bs.into(),
+            event,
+        },
+    );
+}
+
+/// Delete backup storage `bs` (and the images kept nowhere else).
+pub fn delete_bs(t: &mut MemTxn, index: u64, bs: &str) {
+    admin_apply(
+        t,
+        index,
+        crate::families::backup_storage::BackupStorageOp::Delete { uuid: bs.into() },
+    );
 }
 
 /// The common fields of L2 `u(n)` (named `l2-<n>`) on `nic` in `zone`.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use api::audit::AuditOp;
 use api::audit::AuditResult;
-use api::identity;
-use api::identity::IdentityOp;
+use api::families::identity;
+use api::families::identity::IdentityOp;
 use api::job::JobOp;
 use api::Caller;
 use api::Command;
@@ -63,7 +63,7 @@ impl Duty for Periodic {
 /// A setting in seconds, or `fallback` when unset or unreadable.
 fn config_secs(ctx: &LeaderContext, category: &str, name: &str, fallback: u64) -> Duration {
     let secs = ctx
-        .read(|v| api::global_config::int_value(v, category, name))
+        .read(|v| api::settings::int_value(v, category, name))
         .ok()
         .and_then(|v| u64::try_from(v).ok())
         .filter(|v| *v > 0)

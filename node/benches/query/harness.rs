@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use api::backup_storage::BackupStorageOp;
-use api::image::ImageOp;
+use api::families::backup_storage::BackupStorageOp;
+use api::families::image::ImageOp;
 use api::Caller;
 use api::Command;
 use futures::stream;
@@ -39,7 +39,7 @@ use serde_json::Map;
 use serde_json::Value;
 
 const QUERY_CLASS: &str = "org.zstack.header.image.APIQueryImageMsg";
-const ADMIN_PASSWORD: &str = api::identity::DEFAULT_ADMIN_PASSWORD_SHA512;
+const ADMIN_PASSWORD: &str = api::families::identity::DEFAULT_ADMIN_PASSWORD_SHA512;
 const BS_UUID: &str = "b5000000000000000000000000000001";
 /// Page the UI asks for.
 const PAGE: usize = 20;
@@ -298,9 +298,10 @@ fn engine(cfg: &Config, lines: &mut Lines) {
     let admin = Caller::admin();
     let run = |body: &Map<String, Value>| -> Value {
         let q = api::query::parse_query(QUERY_CLASS, body).expect("query parses");
-        let mut m = api::resource::generic::visible_query::<api::image::Image>(&view, &q, &admin)
-            .map(api::plan::query_reply)
-            .expect("query runs");
+        let mut m =
+            api::resource::generic::visible_query::<api::families::image::Image>(&view, &q, &admin)
+                .map(api::plan::query_reply)
+                .expect("query runs");
         m.insert("success".into(), json!(true));
         Value::Object(m)
     };

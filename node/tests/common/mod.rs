@@ -127,7 +127,7 @@ pub async fn login(c: &reqwest::Client, base: &str) -> String {
     while Instant::now() < deadline {
         let body = json!({"logInByAccount": {
             "accountName": "admin",
-            "password": api::identity::DEFAULT_ADMIN_PASSWORD_SHA512,
+            "password": api::families::identity::DEFAULT_ADMIN_PASSWORD_SHA512,
         }});
         if let Ok(r) = c
             .put(format!("{base}/accounts/login"))

@@ -12,7 +12,6 @@ mod wire;
 pub use model::Cluster;
 pub use model::ClusterOp;
 pub use model::ClusterResult;
-pub use model::ARCHITECTURES;
 pub use model::HYPERVISOR_TYPES;
 pub use model::KIND;
 pub use model::TABLE;

@@ -21,7 +21,6 @@ pub const TABLE: &str = "cluster";
 pub const KIND: &str = "Cluster";
 /// Hypervisor types this build manages.
 pub const HYPERVISOR_TYPES: &[&str] = &["KVM"];
-pub use crate::validate::ARCHITECTURES;
 
 /// A cluster record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,10 +153,11 @@ pub(super) fn apply(
             }
             if let Some(a) = architecture
                 .as_deref()
-                .filter(|a| !ARCHITECTURES.contains(a))
+                .filter(|a| !validate::ARCHITECTURES.contains(a))
             {
                 return Err(validate::invalid_arg(format!(
-                    "unsupported architecture[{a}], valid values are {ARCHITECTURES:?}"
+                    "unsupported architecture[{a}], valid values are {:?}",
+                    validate::ARCHITECTURES
                 )));
             }
             // A disabled zone still accepts new clusters (spec 03 §2.2).

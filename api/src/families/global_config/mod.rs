@@ -16,16 +16,6 @@ pub use model::inventory;
 pub use model::GlobalConfigOp;
 pub use model::GlobalConfigResult;
 pub use model::FIELDS;
-// The settings themselves, at the paths they always had (`api::global_config::int_value`, ...).
-pub use crate::settings::check;
-pub use crate::settings::def;
-pub use crate::settings::int_value;
-pub use crate::settings::parse_size;
-pub use crate::settings::value;
-pub use crate::settings::Def;
-pub use crate::settings::Kind;
-pub use crate::settings::DEFS;
-pub use crate::settings::TABLE;
 
 use serde_json::Map;
 use serde_json::Value;
@@ -75,7 +65,7 @@ impl Family for GlobalConfigs {
         ],
         #[cfg(test)]
         cases: cases::cases,
-        ..FamilyDecl::internal("global_config", &[TABLE])
+        ..FamilyDecl::internal("global_config", &[crate::settings::TABLE])
     };
 
     fn apply(

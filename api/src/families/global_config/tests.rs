@@ -2,6 +2,9 @@
 
 use super::model::apply;
 use super::*;
+use crate::settings::int_value;
+use crate::settings::value;
+use crate::settings::TABLE;
 use crate::testing::MemTxn;
 
 fn update(t: &mut MemTxn, c: &str, n: &str, v: &str) -> Result<GlobalConfigResult, ApiError> {

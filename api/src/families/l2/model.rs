@@ -350,15 +350,12 @@ pub(super) fn forget_cluster(
     Ok(l2.attached_cluster_uuids.is_empty())
 }
 
-/// The attachment of L2 `uuid` to a cluster.
-fn to_cluster<'a>(uuid: &'a str, cluster_uuid: &'a str) -> generic::Attachment<'a> {
-    generic::Attachment {
-        what: "L2 network",
-        uuid,
-        parent: "cluster",
-        parent_uuid: cluster_uuid,
-    }
-}
+/// An L2 network is attached to clusters of its zone.
+const CLUSTERS: generic::Attachment<L2Network> = generic::Attachment {
+    what: "L2 network",
+    parent: "cluster",
+    list: |l2| &mut l2.attached_cluster_uuids,
+};
 
 /// The checks of `AttachL2NetworkToCluster` and the attachment itself (not yet saved).
 fn attach(
@@ -367,7 +364,7 @@ fn attach(
     cluster_uuid: String,
     vtep_cidr: Option<String>,
 ) -> Result<(), ApiError> {
-    let uuid = &l2.uuid;
+    let uuid = l2.uuid.clone();
     let cluster = resource::require_ref(txn, "Cluster", &cluster_uuid)?;
     let cluster_zone = cluster.field("zoneUuid").unwrap_or_default();
     if l2.is_vxlan() {
@@ -381,7 +378,7 @@ fn attach(
             l2.zone_uuid, cluster_zone
         )));
     }
-    to_cluster(uuid, &cluster_uuid).attach(&mut l2.attached_cluster_uuids)?;
+    CLUSTERS.attach(l2, &cluster_uuid)?;
     for (_, other) in resource::find::<L2Network>(txn, "attachedClusterUuids", &cluster_uuid)? {
         if identical(&other, l2) {
             return Err(validate::op_failure(format!(
@@ -409,12 +406,11 @@ fn attach(
 /// The checks of `DetachL2NetworkFromCluster` and the detachment itself (not yet saved).
 fn detach(txn: &dyn StateTxn, l2: &mut L2Network, cluster_uuid: &str) -> Result<(), ApiError> {
     resource::require_ref(txn, "Cluster", cluster_uuid)?;
-    let link = to_cluster(&l2.uuid, cluster_uuid);
     if l2.is_vxlan() {
         // A VXLAN network mirrors its pool's clusters: it has none of its own to detach.
-        return link.detach(&mut Vec::new());
+        return Err(CLUSTERS.not_attached(&l2.uuid, cluster_uuid));
     }
-    link.detach(&mut l2.attached_cluster_uuids)?;
+    CLUSTERS.detach(l2, cluster_uuid)?;
     l2.forget(cluster_uuid);
     Ok(())
 }

@@ -1,0 +1,144 @@
+//! Call-matrix cases of the backup-storage calls (run by `testing::matrix`).
+
+use serde_json::json;
+
+use crate::testing::matrix::bad_query;
+use crate::testing::matrix::eq;
+use crate::testing::matrix::missing;
+use crate::testing::matrix::no;
+use crate::testing::matrix::ok;
+use crate::testing::matrix::Case;
+use crate::testing::matrix::Ids;
+use crate::testing::matrix::Parties;
+use crate::wire::errors::Code;
+
+/// The call-matrix cases of this family's calls.
+pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+    let Parties { admin, tenant, .. } = Parties::of(ids);
+    let i = ids.clone();
+    let mut m = Vec::new();
+    // ---- Backup storage.
+    m.push(ok(
+        "AddImageStoreBackupStorage",
+        &admin,
+        json!({"name": "bs2", "url": "/bs2", "hostname": "10.0.0.10", "username": "root", "password": "p"}),
+        |h, r| {
+            assert_eq!(r["inventory"]["name"], "bs2");
+            assert!(r["inventory"].get("password").is_none());
+            assert_eq!(
+                h.count("QueryImageStoreBackupStorage", eq("hostname", "10.0.0.10")),
+                1
+            );
+        },
+    ));
+    m.push(no(
+        "AddImageStoreBackupStorage",
+        &admin,
+        json!({"name": "bs2", "url": "/bs2", "hostname": "10.0.0.10", "username": "root"}),
+        Code::InvalidArgument,
+    ));
+    m.push(ok(
+        "UpdateBackupStorage",
+        &admin,
+        json!({"uuid": i.bs, "name": "bs-renamed"}),
+        |_, r| assert_eq!(r["inventory"]["name"], "bs-renamed"),
+    ));
+    m.push(no(
+        "UpdateBackupStorage",
+        &admin,
+        json!({"uuid": missing(), "name": "x"}),
+        Code::ResourceNotFound,
+    ));
+    m.push(ok(
+        "ChangeBackupStorageState",
+        &admin,
+        json!({"uuid": i.bs, "stateEvent": "disable"}),
+        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
+    ));
+    m.push(no(
+        "ChangeBackupStorageState",
+        &tenant,
+        json!({"uuid": i.bs, "stateEvent": "disable"}),
+        Code::PermissionDenied,
+    ));
+    {
+        let zone2 = i.zone2.clone();
+        m.push(ok(
+            "AttachBackupStorageToZone",
+            &admin,
+            json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone2}),
+            move |_, r| {
+                let zones = r["inventory"]["attachedZoneUuids"].as_array().unwrap();
+                assert!(zones.contains(&json!(zone2)), "{zones:?}");
+            },
+        ));
+    }
+    m.push(no(
+        "AttachBackupStorageToZone",
+        &admin,
+        json!({"backupStorageUuid": i.bs, "zoneUuid": missing()}),
+        Code::ResourceNotFound,
+    ));
+    m.push(ok(
+        "DetachBackupStorageFromZone",
+        &admin,
+        json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}),
+        |_, r| assert_eq!(r["inventory"]["attachedZoneUuids"], json!([])),
+    ));
+    m.push(no(
+        "DetachBackupStorageFromZone",
+        &tenant,
+        json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}),
+        Code::PermissionDenied,
+    ));
+    {
+        let bs = i.bs.clone();
+        m.push(ok(
+            "DeleteBackupStorage",
+            &admin,
+            json!({"uuid": i.bs}),
+            move |h, _| assert_eq!(h.count("QueryBackupStorage", eq("uuid", &bs)), 0),
+        ));
+    }
+    m.push(no(
+        "DeleteBackupStorage",
+        &tenant,
+        json!({"uuid": i.bs}),
+        Code::PermissionDenied,
+    ));
+    {
+        let bs = i.bs.clone();
+        m.push(ok(
+            "QueryBackupStorage",
+            &tenant,
+            json!({"conditions": eq("attachedZoneUuids", &i.zone)}),
+            move |_, r| {
+                assert_eq!(
+                    r["inventories"][0]["uuid"],
+                    bs.as_str(),
+                    "every session lists BS"
+                );
+                assert!(r["inventories"][0].get("hostname").is_none());
+            },
+        ));
+    }
+    m.push(no(
+        "QueryBackupStorage",
+        &admin,
+        bad_query(),
+        Code::InvalidArgument,
+    ));
+    m.push(ok(
+        "QueryImageStoreBackupStorage",
+        &admin,
+        json!({"conditions": eq("hostname", "10.0.0.9")}),
+        |_, r| assert_eq!(r["inventories"][0]["sshPort"], 22),
+    ));
+    m.push(no(
+        "QueryImageStoreBackupStorage",
+        &admin,
+        bad_query(),
+        Code::InvalidArgument,
+    ));
+    m
+}

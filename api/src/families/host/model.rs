@@ -1,0 +1,399 @@
+//! KVM host records, commands, the state machine and their apply.
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::plan::HostEndpoint;
+use crate::resource;
+use crate::resource::generic;
+use crate::resource::generic::Rename;
+use crate::resource::relations;
+use crate::validate;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::StateTxn;
+
+/// The host table.
+pub const TABLE: &str = "host";
+/// The host kind.
+pub const KIND: &str = "Host";
+/// The only hypervisor this build manages.
+pub const KVM: &str = "KVM";
+/// SSH port when the call names none.
+pub const DEFAULT_SSH_PORT: i64 = 22;
+
+/// Admin-driven state (spec 03 §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostState {
+    /// Accepts new VMs.
+    Enabled,
+    /// Accepts no new VMs; running ones keep running.
+    Disabled,
+    /// Entering maintenance (VMs are being moved off).
+    PreMaintenance,
+    /// In maintenance.
+    Maintenance,
+}
+
+/// Connection-driven status (spec 03 §4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostStatus {
+    /// Being connected.
+    Connecting,
+    /// Reachable.
+    Connected,
+    /// Not reachable.
+    Disconnected,
+}
+
+/// A KVM host record. The SSH password is kept for the agent deployment and never shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Zone of its cluster.
+    pub zone_uuid: String,
+    /// Its cluster.
+    pub cluster_uuid: String,
+    /// IPv4 address or host name, unique across hosts.
+    pub management_ip: String,
+    /// Admin-driven state.
+    pub state: HostState,
+    /// Connection status.
+    pub status: HostStatus,
+    /// vCPUs (threads × CPU over-provisioning ratio); 0 until the agent reports facts.
+    pub total_cpu_capacity: u64,
+    /// vCPUs not allocated; 0 until the agent reports facts.
+    pub available_cpu_capacity: u64,
+    /// CPU sockets; 0 until the agent reports facts.
+    pub cpu_sockets: u64,
+    /// Bytes; 0 until the agent reports facts.
+    pub total_memory_capacity: u64,
+    /// Bytes; 0 until the agent reports facts.
+    pub available_memory_capacity: u64,
+    /// CPU threads; 0 until the agent reports facts.
+    pub cpu_num: u64,
+    /// SSH user (root or a sudoer).
+    pub username: String,
+    /// SSH password (`@APINoSee`: kept out of every inventory).
+    pub password: String,
+    /// SSH port.
+    pub ssh_port: u16,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+    /// OS distribution, once the agent reported it.
+    #[serde(default)]
+    pub os_distribution: Option<String>,
+    /// OS release, once reported.
+    #[serde(default)]
+    pub os_release: Option<String>,
+    /// OS version, once reported.
+    #[serde(default)]
+    pub os_version: Option<String>,
+    /// CPU architecture, once reported.
+    #[serde(default)]
+    pub architecture: Option<String>,
+}
+
+crate::described_record!(Host);
+
+impl Host {
+    /// Where this host is reached.
+    pub fn endpoint(&self) -> HostEndpoint {
+        HostEndpoint {
+            management_ip: self.management_ip.clone(),
+            ssh_port: self.ssh_port,
+            username: self.username.clone(),
+        }
+    }
+}
+
+/// API events of `ChangeHostState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostStateEvent {
+    /// → Enabled.
+    Enable,
+    /// → Disabled.
+    Disable,
+    /// → PreMaintenance → Maintenance.
+    Maintain,
+}
+
+/// Host commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostOp {
+    /// `AddKVMHost` (proposed only after the host's SSH port answered).
+    AddKvm {
+        /// New uuid.
+        uuid: String,
+        /// Cluster (KVM).
+        cluster_uuid: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// IPv4 address or host name.
+        management_ip: String,
+        /// SSH user.
+        username: String,
+        /// SSH password.
+        password: String,
+        /// SSH port (22 when not sent).
+        ssh_port: i64,
+    },
+    /// `UpdateKVMHost`.
+    UpdateKvm {
+        /// Host.
+        uuid: String,
+        /// New name.
+        name: Option<String>,
+        /// New description.
+        description: Option<String>,
+        /// New management IP.
+        management_ip: Option<String>,
+        /// New SSH user.
+        username: Option<String>,
+        /// New SSH password.
+        password: Option<String>,
+        /// New SSH port.
+        ssh_port: Option<i64>,
+    },
+    /// `ChangeHostState`.
+    ChangeState {
+        /// Host.
+        uuid: String,
+        /// enable, disable or maintain.
+        event: HostStateEvent,
+    },
+    /// `DeleteHost`.
+    Delete {
+        /// Host.
+        uuid: String,
+    },
+    /// `ReconnectHost` (proposed only after the host's SSH port answered).
+    Reconnect {
+        /// Host.
+        uuid: String,
+    },
+}
+
+/// Answer of a host command.
+pub type HostResult = generic::Answer<Host>;
+
+fn username(v: &str) -> Result<(), ApiError> {
+    validate::name("username", v)?;
+    validate::max_len("username", v, validate::MAX_CREDENTIAL)
+}
+
+/// ZStack's `HostApiInterceptor`: one host per management IP (compared case-insensitively, as
+/// MySQL would).
+fn unique_ip(txn: &dyn StateTxn, ip: &str, except: Option<&str>) -> Result<(), ApiError> {
+    if resource::uuids_where::<Host>(txn, "managementIp", ip)?
+        .iter()
+        .any(|u| Some(u.as_str()) != except)
+    {
+        return Err(validate::invalid_arg(format!(
+            "there has been a host having managementIp[{ip}]"
+        )));
+    }
+    Ok(())
+}
+
+fn in_maintenance(h: &Host) -> bool {
+    matches!(h.state, HostState::PreMaintenance | HostState::Maintenance)
+}
+
+/// Cluster enable/disable propagates to its hosts, except those in PreMaintenance or
+/// Maintenance (spec 03 §3.6, [U] `HostExtensionToCluster`).
+pub(super) fn cluster_state_changed(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    uuid: &str,
+    state: &str,
+) -> Result<(), ApiError> {
+    let to = if state == "Enabled" {
+        HostState::Enabled
+    } else {
+        HostState::Disabled
+    };
+    let Some((owner, mut h)) = resource::load::<Host>(txn, uuid)? else {
+        return Ok(());
+    };
+    if !in_maintenance(&h) && h.state != to {
+        h.state = to;
+        h.last_op_date = ctx.proposed_at_ms;
+        resource::save(txn, &owner, &h)?;
+    }
+    Ok(())
+}
+
+/// The state an event leads to; enable/disable are accepted from every state (§4.3 table).
+fn next_state(h: &Host, event: HostStateEvent) -> Result<HostState, ApiError> {
+    let uuid = &h.uuid;
+    Ok(match event {
+        // Leaving maintenance re-tracks and reconnects the host in ZStack; the agent issue
+        // adds that.
+        HostStateEvent::Enable => HostState::Enabled,
+        HostStateEvent::Disable => HostState::Disabled,
+        HostStateEvent::Maintain => {
+            if h.status != HostStatus::Connected {
+                return Err(validate::op_failure(format!(
+                    "can not maintain host[uuid:{uuid}, status:{:?}] which is not Connected",
+                    h.status
+                )));
+            }
+            if in_maintenance(h) {
+                return Err(validate::op_failure(format!(
+                    "host[uuid:{uuid}] is already in state[{:?}]",
+                    h.state
+                )));
+            }
+            // maintain = preMaintain, move the VMs off, then → Maintenance. There are no VMs
+            // yet, so PreMaintenance is passed through within this one apply and never
+            // observed; the VM issue splits this into a job with rollback.
+            HostState::Maintenance
+        }
+    })
+}
+
+pub(super) fn apply(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    op: HostOp,
+) -> Result<HostResult, ApiError> {
+    caller.require_admin("host")?;
+    let now = ctx.proposed_at_ms;
+    let h = match op {
+        HostOp::AddKvm {
+            uuid,
+            cluster_uuid,
+            name,
+            description,
+            management_ip,
+            username: user,
+            password,
+            ssh_port,
+        } => {
+            generic::check_fields(&uuid, &name, description.as_deref())?;
+            validate::hostname("managementIp", &management_ip)?;
+            username(&user)?;
+            validate::password(&password)?;
+            let ssh_port = validate::ssh_port(ssh_port)?;
+            // A disabled cluster (or zone) still accepts new hosts (spec 03 §14.5); the new
+            // host starts Enabled, as in ZStack.
+            let cluster = resource::require_ref(txn, "Cluster", &cluster_uuid)?;
+            let hypervisor = cluster.field("hypervisorType").unwrap_or_default();
+            if hypervisor != KVM {
+                return Err(validate::invalid_arg(format!(
+                    "cluster[uuid:{cluster_uuid}] is of hypervisorType[{hypervisor}], a KVM host can only join a KVM cluster"
+                )));
+            }
+            resource::refuse_duplicate::<Host>(txn, &uuid)?;
+            unique_ip(txn, &management_ip, None)?;
+            let h = Host {
+                uuid,
+                name,
+                description,
+                zone_uuid: cluster.field("zoneUuid").unwrap_or_default().to_string(),
+                cluster_uuid,
+                management_ip,
+                state: HostState::Enabled,
+                // The node reached the SSH port before proposing this. The agent issue inserts
+                // the host `Connecting` and moves it to `Connected` once the agent is deployed.
+                status: HostStatus::Connected,
+                total_cpu_capacity: 0,
+                available_cpu_capacity: 0,
+                cpu_sockets: 0,
+                total_memory_capacity: 0,
+                available_memory_capacity: 0,
+                cpu_num: 0,
+                username: user,
+                password,
+                ssh_port,
+                create_date: now,
+                last_op_date: now,
+                os_distribution: None,
+                os_release: None,
+                os_version: None,
+                architecture: None,
+            };
+            resource::save(txn, &caller.account_uuid, &h)?;
+            h
+        }
+        HostOp::UpdateKvm {
+            uuid,
+            name,
+            description,
+            management_ip,
+            username: user,
+            password,
+            ssh_port,
+        } => generic::modify(txn, ctx, &uuid, |txn, h: &mut Host| {
+            Rename { name, description }.apply_to(h)?;
+            if let Some(ip) = management_ip {
+                validate::hostname("managementIp", &ip)?;
+                if ip != h.management_ip {
+                    if h.status == HostStatus::Connecting {
+                        return Err(validate::op_failure(format!(
+                            "cannot update the management IP of host[uuid:{uuid}] while it is Connecting"
+                        )));
+                    }
+                    unique_ip(txn, &ip, Some(&uuid))?;
+                }
+                h.management_ip = ip;
+            }
+            if let Some(u) = user {
+                username(&u)?;
+                h.username = u;
+            }
+            if let Some(p) = password {
+                validate::password(&p)?;
+                h.password = p;
+            }
+            if let Some(p) = ssh_port {
+                h.ssh_port = validate::ssh_port(p)?;
+            }
+            Ok(())
+        })?,
+        HostOp::ChangeState { uuid, event } => {
+            generic::modify(txn, ctx, &uuid, |_, h: &mut Host| {
+                h.state = next_state(h, event)?;
+                Ok(())
+            })?
+        }
+        HostOp::Delete { uuid } => {
+            let Some((_, h)) = resource::load::<Host>(txn, &uuid)? else {
+                return Ok(HostResult::Deleted);
+            };
+            // Spec 03 §4.3: a host is deleted only in maintenance or when disconnected, so no
+            // running VM is orphaned (enforced server-side, spec decision [I]).
+            if h.state != HostState::Maintenance && h.status != HostStatus::Disconnected {
+                return Err(validate::op_failure(format!(
+                    "host[uuid:{uuid}] can be deleted only in Maintenance state or Disconnected status, it is {:?} and {:?}",
+                    h.state, h.status
+                )));
+            }
+            relations::delete(txn, ctx, KIND, &uuid)?;
+            return Ok(HostResult::Deleted);
+        }
+        HostOp::Reconnect { uuid } => generic::modify(txn, ctx, &uuid, |_, h: &mut Host| {
+            if in_maintenance(h) {
+                return Err(validate::op_failure(format!(
+                    "host[uuid:{uuid}, name:{}] is in state[{:?}], cannot perform required operation",
+                    h.name, h.state
+                )));
+            }
+            h.status = HostStatus::Connected;
+            Ok(())
+        })?,
+    };
+    Ok(HostResult::Inventory(Box::new(h)))
+}

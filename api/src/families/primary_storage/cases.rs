@@ -1,0 +1,157 @@
+//! Call-matrix cases of the primary-storage calls (run by `testing::matrix`).
+
+use serde_json::json;
+
+use crate::testing::matrix::bad_query;
+use crate::testing::matrix::eq;
+use crate::testing::matrix::missing;
+use crate::testing::matrix::no;
+use crate::testing::matrix::ok;
+use crate::testing::matrix::Case;
+use crate::testing::matrix::Ids;
+use crate::testing::matrix::Parties;
+use crate::wire::errors::Code;
+
+/// The call-matrix cases of this family's calls.
+pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+    let Parties { admin, tenant, .. } = Parties::of(ids);
+    let i = ids.clone();
+    let mut m = Vec::new();
+    // ---- Primary storage.
+    m.push(ok(
+        "AddLocalPrimaryStorage",
+        &admin,
+        json!({"zoneUuid": i.zone, "name": "local2", "url": "/ps2"}),
+        |h, r| {
+            assert_eq!(r["inventory"]["type"], "LocalStorage");
+            assert_eq!(h.count("QueryPrimaryStorage", eq("name", "local2")), 1);
+        },
+    ));
+    m.push(no(
+        "AddLocalPrimaryStorage",
+        &admin,
+        json!({"zoneUuid": missing(), "name": "local2", "url": "/ps2"}),
+        Code::ResourceNotFound,
+    ));
+    m.push(ok(
+        "AddNfsPrimaryStorage",
+        &admin,
+        json!({"zoneUuid": i.zone, "name": "nfs2", "url": "10.0.0.8:/nfs2"}),
+        |_, r| {
+            assert_eq!(r["inventory"]["type"], "NFS");
+            assert_eq!(r["inventory"]["url"], "10.0.0.8:/nfs2");
+        },
+    ));
+    m.push(no(
+        "AddNfsPrimaryStorage",
+        &admin,
+        json!({"zoneUuid": i.zone, "name": "nfs2"}),
+        Code::InvalidArgument,
+    ));
+    m.push(ok(
+        "AddSharedMountPointPrimaryStorage",
+        &admin,
+        json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}),
+        |_, r| assert_eq!(r["inventory"]["type"], "SharedMountPoint"),
+    ));
+    m.push(no(
+        "AddSharedMountPointPrimaryStorage",
+        &tenant,
+        json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}),
+        Code::PermissionDenied,
+    ));
+    m.push(ok(
+        "UpdatePrimaryStorage",
+        &admin,
+        json!({"uuid": i.nfs, "description": "d"}),
+        |_, r| assert_eq!(r["inventory"]["description"], "d"),
+    ));
+    m.push(no(
+        "UpdatePrimaryStorage",
+        &admin,
+        json!({"uuid": missing(), "description": "d"}),
+        Code::ResourceNotFound,
+    ));
+    m.push(ok(
+        "ChangePrimaryStorageState",
+        &admin,
+        json!({"uuid": i.nfs, "stateEvent": "disable"}),
+        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
+    ));
+    m.push(no(
+        "ChangePrimaryStorageState",
+        &admin,
+        json!({"uuid": i.nfs, "stateEvent": "explode"}),
+        Code::InvalidArgument,
+    ));
+    {
+        let c = i.cluster.clone();
+        m.push(ok(
+            "AttachPrimaryStorageToCluster",
+            &admin,
+            json!({"primaryStorageUuid": i.nfs, "clusterUuid": i.cluster}),
+            move |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([c])),
+        ));
+    }
+    m.push(no(
+        "AttachPrimaryStorageToCluster",
+        &admin,
+        json!({"primaryStorageUuid": i.nfs, "clusterUuid": missing()}),
+        Code::ResourceNotFound,
+    ));
+    m.push(ok(
+        "DetachPrimaryStorageFromCluster",
+        &admin,
+        json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}),
+        |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([])),
+    ));
+    m.push(no(
+        "DetachPrimaryStorageFromCluster",
+        &tenant,
+        json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}),
+        Code::PermissionDenied,
+    ));
+    {
+        let nfs = i.nfs.clone();
+        m.push(ok(
+            "DeletePrimaryStorage",
+            &admin,
+            json!({"uuid": i.nfs}),
+            move |h, _| assert_eq!(h.count("QueryPrimaryStorage", eq("uuid", &nfs)), 0),
+        ));
+    }
+    m.push(no(
+        "DeletePrimaryStorage",
+        &admin,
+        json!({"uuid": i.local}),
+        Code::OperationFailure,
+    ));
+    {
+        let local = i.local.clone();
+        m.push(ok(
+            "QueryPrimaryStorage",
+            &admin,
+            json!({"conditions": eq("attachedClusterUuids", &i.cluster)}),
+            move |_, r| {
+                assert_eq!(r["inventories"].as_array().unwrap().len(), 1);
+                assert_eq!(r["inventories"][0]["uuid"], local.as_str());
+            },
+        ));
+    }
+    {
+        let smp = i.smp.clone();
+        m.push(ok(
+            "QueryPrimaryStorage",
+            &admin,
+            json!({"conditions": eq("type", "SharedMountPoint")}),
+            move |_, r| assert_eq!(r["inventories"][0]["uuid"], smp.as_str()),
+        ));
+    }
+    m.push(no(
+        "QueryPrimaryStorage",
+        &admin,
+        bad_query(),
+        Code::InvalidArgument,
+    ));
+    m
+}
