@@ -277,15 +277,25 @@ fn http_base(c: &Cluster, id: u64) -> String {
     format!("http://{}", c.node(id).http)
 }
 
-#[test]
-fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
+/// A receiver, a 3-node cluster sending it the self-test flow's effects (with `bug` seeded in
+/// `bin`, if given; the executor pausing `pause_ms` before each committed step) and an admin
+/// session.
+fn start(
+    bin: Option<std::path::PathBuf>,
+    bug: Option<&str>,
+    pause_ms: u64,
+) -> (Receiver, Cluster, ZsClient, String) {
     let rx = Receiver::start();
-    let mut c = Cluster::start(ClusterOpts {
+    let c = Cluster::start(ClusterOpts {
+        bin,
+        env: bug
+            .map(|b| vec![("ZSNODE_SEEDED_BUG".to_string(), b.to_string())])
+            .unwrap_or_default(),
         extra_args: vec![
             "--flow-selftest-receiver".into(),
             rx.url.clone(),
             "--flow-step-pause-ms".into(),
-            "700".into(),
+            pause_ms.to_string(),
         ],
         ..ClusterOpts::default()
     })
@@ -293,6 +303,12 @@ fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
     let zs = ZsClient::new(Duration::from_secs(10)).unwrap();
     let nodes: Vec<String> = c.ids().iter().map(|id| http_base(&c, *id)).collect();
     let session = zs.login(&nodes, Duration::from_secs(60)).expect("login");
+    (rx, c, zs, session)
+}
+
+#[test]
+fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
+    let (rx, mut c, zs, session) = start(None, None, 700);
     let http = reqwest::blocking::Client::new();
 
     let scenarios: &[(&str, Option<u8>, KillAt)] = &[
@@ -492,24 +508,7 @@ fn partitioned_leader(
     bin: Option<std::path::PathBuf>,
     bug: Option<&str>,
 ) -> Partitioned {
-    let rx = Receiver::start();
-    let mut c = Cluster::start(ClusterOpts {
-        bin,
-        env: bug
-            .map(|b| vec![("ZSNODE_SEEDED_BUG".to_string(), b.to_string())])
-            .unwrap_or_default(),
-        extra_args: vec![
-            "--flow-selftest-receiver".into(),
-            rx.url.clone(),
-            "--flow-step-pause-ms".into(),
-            "300".into(),
-        ],
-        ..ClusterOpts::default()
-    })
-    .expect("start cluster");
-    let zs = ZsClient::new(Duration::from_secs(10)).unwrap();
-    let nodes: Vec<String> = c.ids().iter().map(|id| http_base(&c, *id)).collect();
-    let session = zs.login(&nodes, Duration::from_secs(60)).expect("login");
+    let (rx, mut c, zs, session) = start(bin, bug, 300);
     let http = reqwest::blocking::Client::new();
     let old = c.wait_leader(Duration::from_secs(30)).expect("leader");
     let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != old).collect();

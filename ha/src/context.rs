@@ -49,32 +49,34 @@ pub enum EffectError {
     Indeterminate(String),
 }
 
-/// Performs the side effects of flow steps. `key` is the step's idempotency key: a receiver
-/// that already performed it answers the same outcome again instead of doing it twice.
-pub trait EffectRunner: Send + Sync + 'static {
-    /// Perform `request`; a definite outcome is committed as the step.
-    /// `term` is the leadership term of the duty asking: a receiver that has seen a higher
-    /// term refuses it (the fencing token that keeps a deposed leader from driving anything).
-    fn perform(
-        &self,
-        key: String,
-        term: u64,
-        request: EffectRequest,
-        progress: ProgressFn,
-    ) -> BoxFuture<'static, Result<Vars, EffectError>>;
+/// One side effect to perform.
+#[derive(Debug, Clone)]
+pub struct EffectCall {
+    /// The step's idempotency key: a receiver that already performed it answers the same
+    /// outcome again instead of doing it twice.
+    pub key: String,
+    /// The leadership term of the duty asking: a receiver that has seen a higher term refuses
+    /// it (the fencing token that keeps a deposed leader from driving anything).
+    pub term: u64,
+    /// What to do.
+    pub request: EffectRequest,
 }
+
+/// Performs the side effects of flow steps.
+pub trait EffectRunner: Send + Sync + 'static {
+    /// Perform `call`; a definite outcome is committed as the step.
+    fn perform(&self, call: EffectCall, progress: ProgressFn) -> EffectFuture;
+}
+
+/// What performing a side effect answers.
+pub type EffectFuture = BoxFuture<'static, Result<Vars, EffectError>>;
 
 /// An [`EffectRunner`] that has no receivers: every effect fails with a clear error.
 pub struct NoReceivers;
 
 impl EffectRunner for NoReceivers {
-    fn perform(
-        &self,
-        _key: String,
-        _term: u64,
-        request: EffectRequest,
-        _progress: ProgressFn,
-    ) -> BoxFuture<'static, Result<Vars, EffectError>> {
+    fn perform(&self, call: EffectCall, _progress: ProgressFn) -> EffectFuture {
+        let request = call.request;
         Box::pin(async move {
             Err(EffectError::Failed(Refusal::new(
                 api::wire::errors::Code::NotSupported,

@@ -17,7 +17,9 @@ mod supervisor;
 #[cfg(test)]
 mod testing;
 
+pub use context::EffectCall;
 pub use context::EffectError;
+pub use context::EffectFuture;
 pub use context::EffectRunner;
 pub use context::LeaderContext;
 pub use context::LeaderNode;

@@ -355,7 +355,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn duty_commits_joins_then_only_periodic_heartbeats_and_stops_on_cancel() {
         use std::sync::atomic::Ordering::SeqCst;
         let fake = Arc::new(Fake {

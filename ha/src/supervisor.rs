@@ -329,7 +329,7 @@ mod tests {
         (a, b, barrier, tx, state, shutdown, h)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn duties_start_on_gain_and_all_stop_on_loss() {
         let (a, b, barrier, tx, state, shutdown, h) = setup(0, 0);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(*a.terms.lock().unwrap(), vec![3]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn no_overlap_across_terms_even_with_slow_stop() {
         let (a, b, _barrier, tx, _state, shutdown, h) = setup(150, 0);
         tx.send_replace(Leadership {
@@ -385,7 +385,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn leadership_lost_during_barrier_starts_nothing() {
         let (a, _b, _barrier, tx, _state, shutdown, h) = setup(0, 300);
         tx.send_replace(Leadership {
@@ -422,7 +422,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn failing_duty_is_restarted_while_leader() {
         let flaky = Arc::new(Flaky {
             runs: AtomicU64::new(0),

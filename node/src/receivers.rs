@@ -12,8 +12,9 @@ use api::flow::EffectRequest;
 use api::flow::Vars;
 use api::wire::errors::Code;
 use api::wire::errors::Refusal;
-use ha::BoxFuture;
+use ha::EffectCall;
 use ha::EffectError;
+use ha::EffectFuture;
 use ha::EffectRunner;
 use ha::ProgressFn;
 use serde_json::json;
@@ -111,13 +112,8 @@ async fn call_selftest(
 }
 
 impl EffectRunner for Receivers {
-    fn perform(
-        &self,
-        key: String,
-        term: u64,
-        request: EffectRequest,
-        progress: ProgressFn,
-    ) -> BoxFuture<'static, Result<Vars, EffectError>> {
+    fn perform(&self, call: EffectCall, progress: ProgressFn) -> EffectFuture {
+        let EffectCall { key, term, request } = call;
         let selftest = self.selftest.clone();
         Box::pin(async move {
             match (request.receiver.as_str(), selftest) {

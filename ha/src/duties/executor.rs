@@ -19,6 +19,7 @@ use api::IntoCommand;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::context::EffectCall;
 use crate::context::EffectError;
 use crate::context::LeaderContext;
 use crate::BoxFuture;
@@ -110,7 +111,14 @@ async fn perform_once(
         tx.send_replace(p);
     });
     let runner = ctx.effects();
-    let mut effect = tokio::spawn(runner.perform(key, ctx.term(), request, progress));
+    let mut effect = tokio::spawn(runner.perform(
+        EffectCall {
+            key,
+            term: ctx.term(),
+            request,
+        },
+        progress,
+    ));
     let mut last = Instant::now() - PROGRESS_EVERY;
     let mut progress_in_flight: Option<tokio::task::JoinHandle<()>> = None;
     loop {
@@ -270,7 +278,6 @@ mod tests {
     use std::sync::Mutex;
 
     use api::flow::selftest;
-    use api::flow::EffectRequest;
     use api::flow::Vars;
     use api::job::FlowSpec;
     use api::job::JobState;
@@ -278,6 +285,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::context::EffectFuture;
     use crate::context::EffectRunner;
     use crate::context::ProgressFn;
     use crate::testing::MemNode;
@@ -289,13 +297,8 @@ mod tests {
     }
 
     impl EffectRunner for Receiver {
-        fn perform(
-            &self,
-            key: String,
-            _term: u64,
-            request: EffectRequest,
-            progress: ProgressFn,
-        ) -> BoxFuture<'static, Result<Vars, EffectError>> {
+        fn perform(&self, call: EffectCall, progress: ProgressFn) -> EffectFuture {
+            let EffectCall { key, request, .. } = call;
             *self.seen.lock().unwrap().entry(key.clone()).or_default() += 1;
             Box::pin(async move {
                 progress(50);
@@ -324,7 +327,7 @@ mod tests {
         job::get(&*st, uuid).unwrap().map(|j| j.state)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn runs_flows_to_the_end_and_stops_with_its_term() {
         let rx = Arc::new(Receiver::default());
         let node = Arc::new(MemNode::new(rx.clone()));
@@ -354,7 +357,7 @@ mod tests {
         task.await.unwrap().unwrap();
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_deposed_leaders_executor_commits_nothing() {
         let rx = Arc::new(Receiver::default());
         let node = Arc::new(MemNode::new(rx.clone()));
