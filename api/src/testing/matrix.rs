@@ -470,6 +470,20 @@ pub(crate) fn no(call: &'static str, who: &Who, body: Value, code: Code) -> Case
     }
 }
 
+/// Refusal cases, one a row: `call, who, body => code;` is [`no`]`(call, &who, body,
+/// Code::code)`.
+macro_rules! refusals {
+    ($($call:literal, $who:ident, $body:expr => $code:ident;)*) => {
+        vec![$($crate::testing::matrix::no(
+            $call,
+            &$who,
+            $body,
+            $crate::wire::errors::Code::$code,
+        )),*]
+    };
+}
+pub(crate) use refusals;
+
 /// A syntactically bad query condition (unknown operator).
 pub(crate) fn bad_query() -> Value {
     json!({"conditions": [{"name": "uuid", "op": "~=", "value": "x"}]})

@@ -5,12 +5,11 @@ use serde_json::json;
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::refusals;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -32,24 +31,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "AddKVMHost",
-        &admin,
-        json!({"clusterUuid": missing(), "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(no(
-        "AddKVMHost",
-        &admin,
-        json!({"clusterUuid": i.cluster, "name": "dup", "managementIp": "10.0.1.1", "username": "root", "password": "p"}),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "AddKVMHost",
-        &tenant,
-        json!({"clusterUuid": i.cluster, "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}),
-        Code::PermissionDenied,
-    ));
+    m.extend(refusals! {
+        "AddKVMHost", admin, json!({"clusterUuid": missing(), "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}) => ResourceNotFound;
+        "AddKVMHost", admin, json!({"clusterUuid": i.cluster, "name": "dup", "managementIp": "10.0.1.1", "username": "root", "password": "p"}) => InvalidArgument;
+        "AddKVMHost", tenant, json!({"clusterUuid": i.cluster, "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}) => PermissionDenied;
+    });
     m.push(ok(
         "UpdateKVMHost",
         &admin,
@@ -59,30 +45,19 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(r["inventory"]["sshPort"], 2200);
         },
     ));
-    m.push(no(
-        "UpdateKVMHost",
-        &admin,
-        json!({"uuid": missing(), "name": "x"}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(refusals! {
+        "UpdateKVMHost", admin, json!({"uuid": missing(), "name": "x"}) => ResourceNotFound;
+    });
     m.push(ok(
         "ChangeHostState",
         &admin,
         json!({"uuid": i.host, "stateEvent": "disable"}),
         |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
     ));
-    m.push(no(
-        "ChangeHostState",
-        &admin,
-        json!({"uuid": i.host_in_maintenance, "stateEvent": "maintain"}),
-        Code::OperationFailure,
-    ));
-    m.push(no(
-        "ChangeHostState",
-        &admin,
-        json!({"uuid": i.host, "stateEvent": "reboot"}),
-        Code::InvalidArgument,
-    ));
+    m.extend(refusals! {
+        "ChangeHostState", admin, json!({"uuid": i.host_in_maintenance, "stateEvent": "maintain"}) => OperationFailure;
+        "ChangeHostState", admin, json!({"uuid": i.host, "stateEvent": "reboot"}) => InvalidArgument;
+    });
     {
         let host = i.host_in_maintenance.clone();
         m.push(ok(
@@ -92,24 +67,18 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.count("QueryHost", eq("uuid", &host)), 0),
         ));
     }
-    m.push(no(
-        "DeleteHost",
-        &admin,
-        json!({"uuid": i.host}),
-        Code::OperationFailure,
-    ));
+    m.extend(refusals! {
+        "DeleteHost", admin, json!({"uuid": i.host}) => OperationFailure;
+    });
     m.push(ok(
         "ReconnectHost",
         &admin,
         json!({"uuid": i.host}),
         |_, r| assert_eq!(r["inventory"]["status"], "Connected"),
     ));
-    m.push(no(
-        "ReconnectHost",
-        &admin,
-        json!({"uuid": i.host_in_maintenance}),
-        Code::OperationFailure,
-    ));
+    m.extend(refusals! {
+        "ReconnectHost", admin, json!({"uuid": i.host_in_maintenance}) => OperationFailure;
+    });
     {
         let host = i.host.clone();
         m.push(ok(
@@ -125,6 +94,8 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         json!({"conditions": []}),
         |_, r| assert_eq!(r["inventories"], json!([]), "hosts are the admin's"),
     ));
-    m.push(no("QueryHost", &admin, bad_query(), Code::InvalidArgument));
+    m.extend(refusals! {
+        "QueryHost", admin, bad_query() => InvalidArgument;
+    });
     m
 }

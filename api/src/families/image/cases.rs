@@ -5,12 +5,11 @@ use serde_json::json;
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::refusals;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -27,42 +26,28 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryImage", eq("name", "img2")), 1);
         },
     ));
-    m.push(no(
-        "AddImage",
-        &admin,
-        json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [i.bs]}),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "AddImage",
-        &admin,
-        json!({"name": "x", "url": "http://h/x.qcow2", "backupStorageUuids": [missing()]}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(refusals! {
+        "AddImage", admin, json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [i.bs]}) => InvalidArgument;
+        "AddImage", admin, json!({"name": "x", "url": "http://h/x.qcow2", "backupStorageUuids": [missing()]}) => ResourceNotFound;
+    });
     m.push(ok(
         "UpdateImage",
         &admin,
         json!({"uuid": i.image, "platform": "Linux"}),
         |_, r| assert_eq!(r["inventory"]["platform"], "Linux"),
     ));
-    m.push(no(
-        "UpdateImage",
-        &admin,
-        json!({"uuid": missing(), "platform": "Linux"}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(refusals! {
+        "UpdateImage", admin, json!({"uuid": missing(), "platform": "Linux"}) => ResourceNotFound;
+    });
     m.push(ok(
         "ChangeImageState",
         &admin,
         json!({"uuid": i.image, "stateEvent": "disable"}),
         |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
     ));
-    m.push(no(
-        "ChangeImageState",
-        &admin,
-        json!({"uuid": i.image, "stateEvent": "destroy"}),
-        Code::InvalidArgument,
-    ));
+    m.extend(refusals! {
+        "ChangeImageState", admin, json!({"uuid": i.image, "stateEvent": "destroy"}) => InvalidArgument;
+    });
     {
         let img = i.image.clone();
         m.push(ok(
@@ -72,12 +57,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.one("QueryImage", "uuid", &img)["status"], "Deleted"),
         ));
     }
-    m.push(no(
-        "DeleteImage",
-        &tenant,
-        json!({"uuid": i.image}),
-        Code::PermissionDenied,
-    ));
+    m.extend(refusals! {
+        "DeleteImage", tenant, json!({"uuid": i.image}) => PermissionDenied;
+    });
     {
         let img = i.deleted_image.clone();
         m.push(ok(
@@ -87,12 +69,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.count("QueryImage", eq("uuid", &img)), 0),
         ));
     }
-    m.push(no(
-        "ExpungeImage",
-        &admin,
-        json!({"imageUuid": i.image}),
-        Code::OperationFailure,
-    ));
+    m.extend(refusals! {
+        "ExpungeImage", admin, json!({"imageUuid": i.image}) => OperationFailure;
+    });
     {
         let img = i.deleted_image.clone();
         m.push(ok(
@@ -102,18 +81,17 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_ne!(h.one("QueryImage", "uuid", &img)["status"], "Deleted"),
         ));
     }
-    m.push(no(
-        "RecoverImage",
-        &admin,
-        json!({"imageUuid": missing()}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(refusals! {
+        "RecoverImage", admin, json!({"imageUuid": missing()}) => ResourceNotFound;
+    });
     m.push(ok(
         "QueryImage",
         &admin,
         json!({"conditions": eq("status", "Deleted")}),
         |_, r| assert_eq!(r["inventories"][0]["name"], "gone"),
     ));
-    m.push(no("QueryImage", &admin, bad_query(), Code::InvalidArgument));
+    m.extend(refusals! {
+        "QueryImage", admin, bad_query() => InvalidArgument;
+    });
     m
 }

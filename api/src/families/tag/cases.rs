@@ -5,12 +5,11 @@ use serde_json::json;
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::refusals;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -41,12 +40,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "CreateSystemTag",
-        &admin,
-        json!({"resourceType": "L3NetworkVO", "resourceUuid": missing(), "tag": "networkServices::Flat"}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(refusals! {
+        "CreateSystemTag", admin, json!({"resourceType": "L3NetworkVO", "resourceUuid": missing(), "tag": "networkServices::Flat"}) => ResourceNotFound;
+    });
     {
         let zone = i.zone.clone();
         m.push(ok(
@@ -62,12 +58,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "CreateUserTag",
-        &tenant,
-        json!({"resourceType": "ZoneVO", "resourceUuid": i.zone, "tag": "gold"}),
-        Code::PermissionDenied,
-    ));
+    m.extend(refusals! {
+        "CreateUserTag", tenant, json!({"resourceType": "ZoneVO", "resourceUuid": i.zone, "tag": "gold"}) => PermissionDenied;
+    });
     {
         let t = i.user_tag.clone();
         m.push(ok(
@@ -77,12 +70,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.count("QueryUserTag", eq("uuid", &t)), 0),
         ));
     }
-    m.push(no(
-        "DeleteTag",
-        &stranger,
-        json!({"uuid": i.user_tag}),
-        Code::PermissionDenied,
-    ));
+    m.extend(refusals! {
+        "DeleteTag", stranger, json!({"uuid": i.user_tag}) => PermissionDenied;
+    });
     {
         let t = i.sys_tag.clone();
         m.push(ok(
@@ -92,12 +82,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |_, r| assert_eq!(r["inventories"][0]["uuid"], t.as_str()),
         ));
     }
-    m.push(no(
-        "QuerySystemTag",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
+    m.extend(refusals! {
+        "QuerySystemTag", admin, bad_query() => InvalidArgument;
+    });
     {
         let c = i.cluster.clone();
         m.push(ok(
@@ -107,11 +94,8 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |_, r| assert_eq!(r["inventories"][0]["resourceUuid"], c.as_str()),
         ));
     }
-    m.push(no(
-        "QueryUserTag",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
+    m.extend(refusals! {
+        "QueryUserTag", admin, bad_query() => InvalidArgument;
+    });
     m
 }
