@@ -470,19 +470,56 @@ pub(crate) fn no(call: &'static str, who: &Who, body: Value, code: Code) -> Case
     }
 }
 
-/// Refusal cases, one a row: `call, who, body => code;` is [`no`]`(call, &who, body,
-/// Code::code)`.
-macro_rules! refusals {
-    ($($call:literal, $who:ident, $body:expr => $code:ident;)*) => {
-        vec![$($crate::testing::matrix::no(
+/// Cases, one a row: `call, who, body => code;` is [`no`]`(call, &who, body, Code::code)`,
+/// `call, who, body => ok(check);` is [`ok`]`(call, &who, body, check)`.
+macro_rules! rows {
+    (@acc [$($out:expr,)*]) => { vec![$($out,)*] };
+    (@acc [$($out:expr,)*] $call:literal, $who:ident, $body:expr => ok($check:expr); $($rest:tt)*) => {
+        $crate::testing::matrix::rows!(@acc [$($out,)* $crate::testing::matrix::ok(
+            $call,
+            &$who,
+            $body,
+            $check,
+        ),] $($rest)*)
+    };
+    (@acc [$($out:expr,)*] $call:literal, $who:ident, $body:expr => $code:ident; $($rest:tt)*) => {
+        $crate::testing::matrix::rows!(@acc [$($out,)* $crate::testing::matrix::no(
             $call,
             &$who,
             $body,
             $crate::wire::errors::Code::$code,
-        )),*]
+        ),] $($rest)*)
     };
+    ($($rows:tt)*) => { $crate::testing::matrix::rows!(@acc [] $($rows)*) };
 }
-pub(crate) use refusals;
+pub(crate) use rows;
+
+/// A success check: the reply's `inventory[field]` is `want`.
+pub(crate) fn inv(
+    field: &'static str,
+    want: impl Into<Value>,
+) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
+    let want = want.into();
+    move |_, r| assert_eq!(r["inventory"][field], want)
+}
+
+/// A success check: the reply's `inventories[0][field]` is `want`.
+pub(crate) fn first(
+    field: &'static str,
+    want: impl Into<Value>,
+) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
+    let want = want.into();
+    move |_, r| assert_eq!(r["inventories"][0][field], want)
+}
+
+/// A success check: query `name` finds no `uuid` any more.
+pub(crate) fn gone(
+    name: &'static str,
+    uuid: &str,
+) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
+    let uuid = uuid.to_string();
+    move |h, _| assert_eq!(h.count(name, eq("uuid", &uuid)), 0)
+}
 
 /// A syntactically bad query condition (unknown operator).
 pub(crate) fn bad_query() -> Value {

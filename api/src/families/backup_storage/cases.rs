@@ -4,9 +4,11 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
 use crate::testing::matrix::ok;
-use crate::testing::matrix::refusals;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
@@ -30,25 +32,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             );
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "AddImageStoreBackupStorage", admin, json!({"name": "bs2", "url": "/bs2", "hostname": "10.0.0.10", "username": "root"}) => InvalidArgument;
-    });
-    m.push(ok(
-        "UpdateBackupStorage",
-        &admin,
-        json!({"uuid": i.bs, "name": "bs-renamed"}),
-        |_, r| assert_eq!(r["inventory"]["name"], "bs-renamed"),
-    ));
-    m.extend(refusals! {
+        "UpdateBackupStorage", admin, json!({"uuid": i.bs, "name": "bs-renamed"}) => ok(inv("name", "bs-renamed"));
         "UpdateBackupStorage", admin, json!({"uuid": missing(), "name": "x"}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "ChangeBackupStorageState",
-        &admin,
-        json!({"uuid": i.bs, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.extend(refusals! {
+        "ChangeBackupStorageState", admin, json!({"uuid": i.bs, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
         "ChangeBackupStorageState", tenant, json!({"uuid": i.bs, "stateEvent": "disable"}) => PermissionDenied;
     });
     {
@@ -63,16 +51,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "AttachBackupStorageToZone", admin, json!({"backupStorageUuid": i.bs, "zoneUuid": missing()}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "DetachBackupStorageFromZone",
-        &admin,
-        json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}),
-        |_, r| assert_eq!(r["inventory"]["attachedZoneUuids"], json!([])),
-    ));
-    m.extend(refusals! {
+        "DetachBackupStorageFromZone", admin, json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}) => ok(inv("attachedZoneUuids", json!([])));
         "DetachBackupStorageFromZone", tenant, json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}) => PermissionDenied;
     });
     {
@@ -84,7 +65,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.count("QueryBackupStorage", eq("uuid", &bs)), 0),
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "DeleteBackupStorage", tenant, json!({"uuid": i.bs}) => PermissionDenied;
     });
     {
@@ -103,16 +84,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "QueryBackupStorage", admin, bad_query() => InvalidArgument;
-    });
-    m.push(ok(
-        "QueryImageStoreBackupStorage",
-        &admin,
-        json!({"conditions": eq("hostname", "10.0.0.9")}),
-        |_, r| assert_eq!(r["inventories"][0]["sshPort"], 22),
-    ));
-    m.extend(refusals! {
+        "QueryImageStoreBackupStorage", admin, json!({"conditions": eq("hostname", "10.0.0.9")}) => ok(first("sshPort", 22));
         "QueryImageStoreBackupStorage", admin, bad_query() => InvalidArgument;
     });
     m

@@ -4,9 +4,12 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::gone;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
 use crate::testing::matrix::ok;
-use crate::testing::matrix::refusals;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
@@ -31,7 +34,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "AddKVMHost", admin, json!({"clusterUuid": missing(), "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}) => ResourceNotFound;
         "AddKVMHost", admin, json!({"clusterUuid": i.cluster, "name": "dup", "managementIp": "10.0.1.1", "username": "root", "password": "p"}) => InvalidArgument;
         "AddKVMHost", tenant, json!({"clusterUuid": i.cluster, "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}) => PermissionDenied;
@@ -45,56 +48,24 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(r["inventory"]["sshPort"], 2200);
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "UpdateKVMHost", admin, json!({"uuid": missing(), "name": "x"}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "ChangeHostState",
-        &admin,
-        json!({"uuid": i.host, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.extend(refusals! {
+        "ChangeHostState", admin, json!({"uuid": i.host, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
         "ChangeHostState", admin, json!({"uuid": i.host_in_maintenance, "stateEvent": "maintain"}) => OperationFailure;
         "ChangeHostState", admin, json!({"uuid": i.host, "stateEvent": "reboot"}) => InvalidArgument;
-    });
-    {
-        let host = i.host_in_maintenance.clone();
-        m.push(ok(
-            "DeleteHost",
-            &admin,
-            json!({"uuid": i.host_in_maintenance}),
-            move |h, _| assert_eq!(h.count("QueryHost", eq("uuid", &host)), 0),
-        ));
-    }
-    m.extend(refusals! {
+        "DeleteHost", admin, json!({"uuid": i.host_in_maintenance}) => ok(gone("QueryHost", &i.host_in_maintenance));
         "DeleteHost", admin, json!({"uuid": i.host}) => OperationFailure;
-    });
-    m.push(ok(
-        "ReconnectHost",
-        &admin,
-        json!({"uuid": i.host}),
-        |_, r| assert_eq!(r["inventory"]["status"], "Connected"),
-    ));
-    m.extend(refusals! {
+        "ReconnectHost", admin, json!({"uuid": i.host}) => ok(inv("status", "Connected"));
         "ReconnectHost", admin, json!({"uuid": i.host_in_maintenance}) => OperationFailure;
+        "QueryHost", admin, json!({"conditions": eq("managementIp", "10.0.1.1")}) => ok(first("uuid", i.host.as_str()));
     });
-    {
-        let host = i.host.clone();
-        m.push(ok(
-            "QueryHost",
-            &admin,
-            json!({"conditions": eq("managementIp", "10.0.1.1")}),
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], host.as_str()),
-        ));
-    }
     m.push(ok(
         "QueryHost",
         &tenant,
         json!({"conditions": []}),
         |_, r| assert_eq!(r["inventories"], json!([]), "hosts are the admin's"),
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "QueryHost", admin, bad_query() => InvalidArgument;
     });
     m

@@ -4,9 +4,12 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::gone;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
 use crate::testing::matrix::ok;
-use crate::testing::matrix::refusals;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
@@ -26,26 +29,12 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryImage", eq("name", "img2")), 1);
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "AddImage", admin, json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [i.bs]}) => InvalidArgument;
         "AddImage", admin, json!({"name": "x", "url": "http://h/x.qcow2", "backupStorageUuids": [missing()]}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "UpdateImage",
-        &admin,
-        json!({"uuid": i.image, "platform": "Linux"}),
-        |_, r| assert_eq!(r["inventory"]["platform"], "Linux"),
-    ));
-    m.extend(refusals! {
+        "UpdateImage", admin, json!({"uuid": i.image, "platform": "Linux"}) => ok(inv("platform", "Linux"));
         "UpdateImage", admin, json!({"uuid": missing(), "platform": "Linux"}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "ChangeImageState",
-        &admin,
-        json!({"uuid": i.image, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.extend(refusals! {
+        "ChangeImageState", admin, json!({"uuid": i.image, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
         "ChangeImageState", admin, json!({"uuid": i.image, "stateEvent": "destroy"}) => InvalidArgument;
     });
     {
@@ -57,19 +46,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.one("QueryImage", "uuid", &img)["status"], "Deleted"),
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "DeleteImage", tenant, json!({"uuid": i.image}) => PermissionDenied;
-    });
-    {
-        let img = i.deleted_image.clone();
-        m.push(ok(
-            "ExpungeImage",
-            &admin,
-            json!({"imageUuid": i.deleted_image}),
-            move |h, _| assert_eq!(h.count("QueryImage", eq("uuid", &img)), 0),
-        ));
-    }
-    m.extend(refusals! {
+        "ExpungeImage", admin, json!({"imageUuid": i.deleted_image}) => ok(gone("QueryImage", &i.deleted_image));
         "ExpungeImage", admin, json!({"imageUuid": i.image}) => OperationFailure;
     });
     {
@@ -81,16 +60,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_ne!(h.one("QueryImage", "uuid", &img)["status"], "Deleted"),
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "RecoverImage", admin, json!({"imageUuid": missing()}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "QueryImage",
-        &admin,
-        json!({"conditions": eq("status", "Deleted")}),
-        |_, r| assert_eq!(r["inventories"][0]["name"], "gone"),
-    ));
-    m.extend(refusals! {
+        "QueryImage", admin, json!({"conditions": eq("status", "Deleted")}) => ok(first("name", "gone"));
         "QueryImage", admin, bad_query() => InvalidArgument;
     });
     m

@@ -4,9 +4,12 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::gone;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
 use crate::testing::matrix::ok;
-use crate::testing::matrix::refusals;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
@@ -26,7 +29,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(r["inventory"]["physicalInterface"], "eth1");
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "CreateL2NoVlanNetwork", admin, json!({"zoneUuid": missing(), "name": "flat2", "physicalInterface": "eth1"}) => ResourceNotFound;
     });
     m.push(ok(
@@ -38,7 +41,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryL2VlanNetwork", json!([])), 2);
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "CreateL2VlanNetwork", admin, json!({"zoneUuid": i.zone, "name": "v", "physicalInterface": "eth0", "vlan": 4095}) => InvalidArgument;
     });
     m.push(ok(
@@ -50,7 +53,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryL2VxlanNetworkPool", json!([])), 2);
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "CreateL2VxlanNetworkPool", tenant, json!({"zoneUuid": i.zone, "name": "pool2"}) => PermissionDenied;
     });
     m.push(ok(
@@ -62,19 +65,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryVniRange", json!([])), 3);
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "CreateVniRange", admin, json!({"l2NetworkUuid": i.pool, "name": "r3", "startVni": 15, "endVni": 25}) => InvalidArgument;
-    });
-    m.push(ok(
-        "DeleteVniRange",
-        &admin,
-        json!({"uuid": i.spare_vni_range}),
-        {
-            let r = i.spare_vni_range.clone();
-            move |h, _| assert_eq!(h.count("QueryVniRange", eq("uuid", &r)), 0)
-        },
-    ));
-    m.extend(refusals! {
+        "DeleteVniRange", admin, json!({"uuid": i.spare_vni_range}) => ok(gone("QueryVniRange", &i.spare_vni_range));
         "DeleteVniRange", tenant, json!({"uuid": i.spare_vni_range}) => PermissionDenied;
     });
     m.push(ok(
@@ -89,7 +82,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             }
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "CreateL2VxlanNetwork", admin, json!({"poolUuid": i.pool, "name": "vx2", "vni": 15}) => InvalidArgument;
     });
     m.push(ok(
@@ -98,28 +91,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         json!({"uuid": i.vlan, "name": "v100"}),
         |h, _| assert_eq!(h.count("QueryL2Network", eq("name", "v100")), 1),
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "UpdateL2Network", admin, json!({"uuid": missing(), "name": "x"}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "AttachL2NetworkToCluster",
-        &admin,
-        json!({"l2NetworkUuid": i.vlan, "clusterUuid": i.cluster}),
-        {
-            let c = i.cluster.clone();
-            move |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([c]))
-        },
-    ));
-    m.extend(refusals! {
+        "AttachL2NetworkToCluster", admin, json!({"l2NetworkUuid": i.vlan, "clusterUuid": i.cluster}) => ok(inv("attachedClusterUuids", json!([i.cluster])));
         "AttachL2NetworkToCluster", admin, json!({"l2NetworkUuid": i.vlan, "clusterUuid": missing()}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "DetachL2NetworkFromCluster",
-        &admin,
-        json!({"l2NetworkUuid": i.l2, "clusterUuid": i.cluster}),
-        |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([])),
-    ));
-    m.extend(refusals! {
+        "DetachL2NetworkFromCluster", admin, json!({"l2NetworkUuid": i.l2, "clusterUuid": i.cluster}) => ok(inv("attachedClusterUuids", json!([])));
         "DetachL2NetworkFromCluster", tenant, json!({"l2NetworkUuid": i.l2, "clusterUuid": i.cluster}) => PermissionDenied;
     });
     m.push(ok("DeleteL2Network", &admin, json!({"uuid": i.l2}), {
@@ -129,64 +105,17 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryL3Network", eq("uuid", &l3)), 0);
         }
     }));
-    m.extend(refusals! {
+    m.extend(rows! {
         "DeleteL2Network", tenant, json!({"uuid": i.l2}) => PermissionDenied;
-    });
-    m.push(ok(
-        "QueryL2Network",
-        &admin,
-        json!({"conditions": eq("attachedClusterUuids", &i.cluster)}),
-        {
-            let l2 = i.l2.clone();
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], l2.as_str())
-        },
-    ));
-    m.extend(refusals! {
+        "QueryL2Network", admin, json!({"conditions": eq("attachedClusterUuids", &i.cluster)}) => ok(first("uuid", i.l2.as_str()));
         "QueryL2Network", admin, bad_query() => InvalidArgument;
-    });
-    m.push(ok(
-        "QueryL2VlanNetwork",
-        &admin,
-        json!({"conditions": eq("vlan", "100")}),
-        |_, r| assert_eq!(r["inventories"][0]["name"], "vlan"),
-    ));
-    m.extend(refusals! {
+        "QueryL2VlanNetwork", admin, json!({"conditions": eq("vlan", "100")}) => ok(first("name", "vlan"));
         "QueryL2VlanNetwork", admin, bad_query() => InvalidArgument;
-    });
-    m.push(ok(
-        "QueryL2VxlanNetwork",
-        &admin,
-        json!({"conditions": eq("vni", "15")}),
-        {
-            let vx = i.vxlan.clone();
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], vx.as_str())
-        },
-    ));
-    m.extend(refusals! {
+        "QueryL2VxlanNetwork", admin, json!({"conditions": eq("vni", "15")}) => ok(first("uuid", i.vxlan.as_str()));
         "QueryL2VxlanNetwork", admin, bad_query() => InvalidArgument;
-    });
-    m.push(ok(
-        "QueryL2VxlanNetworkPool",
-        &admin,
-        json!({"conditions": []}),
-        {
-            let pool = i.pool.clone();
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], pool.as_str())
-        },
-    ));
-    m.extend(refusals! {
+        "QueryL2VxlanNetworkPool", admin, json!({"conditions": []}) => ok(first("uuid", i.pool.as_str()));
         "QueryL2VxlanNetworkPool", admin, bad_query() => InvalidArgument;
-    });
-    m.push(ok(
-        "QueryVniRange",
-        &admin,
-        json!({"conditions": eq("startVni", "10")}),
-        {
-            let r = i.vni_range.clone();
-            move |_, q| assert_eq!(q["inventories"][0]["uuid"], r.as_str())
-        },
-    ));
-    m.extend(refusals! {
+        "QueryVniRange", admin, json!({"conditions": eq("startVni", "10")}) => ok(first("uuid", i.vni_range.as_str()));
         "QueryVniRange", admin, bad_query() => InvalidArgument;
     });
     m

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::ok;
-use crate::testing::matrix::refusals;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
@@ -32,7 +32,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "QueryManagementNode", admin, bad_query() => InvalidArgument;
         "QueryManagementNode", nobody, json!({"conditions": []}) => InvalidSession;
     });

@@ -4,9 +4,11 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
 use crate::testing::matrix::ok;
-use crate::testing::matrix::refusals;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
@@ -26,7 +28,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryPrimaryStorage", eq("name", "local2")), 1);
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "AddLocalPrimaryStorage", admin, json!({"zoneUuid": missing(), "name": "local2", "url": "/ps2"}) => ResourceNotFound;
     });
     m.push(ok(
@@ -38,55 +40,17 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(r["inventory"]["url"], "10.0.0.8:/nfs2");
         },
     ));
-    m.extend(refusals! {
+    m.extend(rows! {
         "AddNfsPrimaryStorage", admin, json!({"zoneUuid": i.zone, "name": "nfs2"}) => InvalidArgument;
-    });
-    m.push(ok(
-        "AddSharedMountPointPrimaryStorage",
-        &admin,
-        json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}),
-        |_, r| assert_eq!(r["inventory"]["type"], "SharedMountPoint"),
-    ));
-    m.extend(refusals! {
+        "AddSharedMountPointPrimaryStorage", admin, json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}) => ok(inv("type", "SharedMountPoint"));
         "AddSharedMountPointPrimaryStorage", tenant, json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}) => PermissionDenied;
-    });
-    m.push(ok(
-        "UpdatePrimaryStorage",
-        &admin,
-        json!({"uuid": i.nfs, "description": "d"}),
-        |_, r| assert_eq!(r["inventory"]["description"], "d"),
-    ));
-    m.extend(refusals! {
+        "UpdatePrimaryStorage", admin, json!({"uuid": i.nfs, "description": "d"}) => ok(inv("description", "d"));
         "UpdatePrimaryStorage", admin, json!({"uuid": missing(), "description": "d"}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "ChangePrimaryStorageState",
-        &admin,
-        json!({"uuid": i.nfs, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.extend(refusals! {
+        "ChangePrimaryStorageState", admin, json!({"uuid": i.nfs, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
         "ChangePrimaryStorageState", admin, json!({"uuid": i.nfs, "stateEvent": "explode"}) => InvalidArgument;
-    });
-    {
-        let c = i.cluster.clone();
-        m.push(ok(
-            "AttachPrimaryStorageToCluster",
-            &admin,
-            json!({"primaryStorageUuid": i.nfs, "clusterUuid": i.cluster}),
-            move |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([c])),
-        ));
-    }
-    m.extend(refusals! {
+        "AttachPrimaryStorageToCluster", admin, json!({"primaryStorageUuid": i.nfs, "clusterUuid": i.cluster}) => ok(inv("attachedClusterUuids", json!([i.cluster])));
         "AttachPrimaryStorageToCluster", admin, json!({"primaryStorageUuid": i.nfs, "clusterUuid": missing()}) => ResourceNotFound;
-    });
-    m.push(ok(
-        "DetachPrimaryStorageFromCluster",
-        &admin,
-        json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}),
-        |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([])),
-    ));
-    m.extend(refusals! {
+        "DetachPrimaryStorageFromCluster", admin, json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}) => ok(inv("attachedClusterUuids", json!([])));
         "DetachPrimaryStorageFromCluster", tenant, json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}) => PermissionDenied;
     });
     {
@@ -98,7 +62,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.count("QueryPrimaryStorage", eq("uuid", &nfs)), 0),
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "DeletePrimaryStorage", admin, json!({"uuid": i.local}) => OperationFailure;
     });
     {
@@ -113,16 +77,8 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    {
-        let smp = i.smp.clone();
-        m.push(ok(
-            "QueryPrimaryStorage",
-            &admin,
-            json!({"conditions": eq("type", "SharedMountPoint")}),
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], smp.as_str()),
-        ));
-    }
-    m.extend(refusals! {
+    m.extend(rows! {
+        "QueryPrimaryStorage", admin, json!({"conditions": eq("type", "SharedMountPoint")}) => ok(first("uuid", i.smp.as_str()));
         "QueryPrimaryStorage", admin, bad_query() => InvalidArgument;
     });
     m

@@ -4,9 +4,11 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::gone;
 use crate::testing::matrix::missing;
 use crate::testing::matrix::ok;
-use crate::testing::matrix::refusals;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
@@ -40,7 +42,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "CreateSystemTag", admin, json!({"resourceType": "L3NetworkVO", "resourceUuid": missing(), "tag": "networkServices::Flat"}) => ResourceNotFound;
     });
     {
@@ -58,43 +60,13 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.extend(refusals! {
+    m.extend(rows! {
         "CreateUserTag", tenant, json!({"resourceType": "ZoneVO", "resourceUuid": i.zone, "tag": "gold"}) => PermissionDenied;
-    });
-    {
-        let t = i.user_tag.clone();
-        m.push(ok(
-            "DeleteTag",
-            &admin,
-            json!({"uuid": i.user_tag}),
-            move |h, _| assert_eq!(h.count("QueryUserTag", eq("uuid", &t)), 0),
-        ));
-    }
-    m.extend(refusals! {
+        "DeleteTag", admin, json!({"uuid": i.user_tag}) => ok(gone("QueryUserTag", &i.user_tag));
         "DeleteTag", stranger, json!({"uuid": i.user_tag}) => PermissionDenied;
-    });
-    {
-        let t = i.sys_tag.clone();
-        m.push(ok(
-            "QuerySystemTag",
-            &admin,
-            json!({"conditions": eq("resourceUuid", &i.l3)}),
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], t.as_str()),
-        ));
-    }
-    m.extend(refusals! {
+        "QuerySystemTag", admin, json!({"conditions": eq("resourceUuid", &i.l3)}) => ok(first("uuid", i.sys_tag.as_str()));
         "QuerySystemTag", admin, bad_query() => InvalidArgument;
-    });
-    {
-        let c = i.cluster.clone();
-        m.push(ok(
-            "QueryUserTag",
-            &admin,
-            json!({"conditions": [{"name": "tag", "op": "like", "value": "rack%"}]}),
-            move |_, r| assert_eq!(r["inventories"][0]["resourceUuid"], c.as_str()),
-        ));
-    }
-    m.extend(refusals! {
+        "QueryUserTag", admin, json!({"conditions": [{"name": "tag", "op": "like", "value": "rack%"}]}) => ok(first("resourceUuid", i.cluster.as_str()));
         "QueryUserTag", admin, bad_query() => InvalidArgument;
     });
     m
