@@ -7,81 +7,27 @@ use serde_json::Map;
 use serde_json::Value;
 
 use crate::testing::ctx;
-use crate::testing::MemTxn;
+use crate::testing::harness::stamp_uuid as uuid;
+use crate::testing::harness::Who;
+use crate::testing::matrix::Harness;
 use crate::wire::errors::Code;
-use crate::wire::errors::Refusal;
 use crate::Caller;
-
-struct Wire {
-    t: MemTxn,
-    n: u32,
-}
-
-fn uuid(n: u32) -> String {
-    format!("{:032x}", 0xabc0_0000u32 + n)
-}
-
-impl Wire {
-    fn new() -> Self {
-        Wire {
-            t: MemTxn::default(),
-            n: 0,
-        }
-    }
-
-    /// Send `{class-suffix: body}` as `caller`; the call's short name picks the class.
-    fn call_as(
-        &mut self,
-        caller: &Caller,
-        name: &str,
-        body: Value,
-    ) -> Result<Map<String, Value>, Refusal> {
-        self.n += 1;
-        // The harness the call matrix uses: every plan kind, executed as the node does.
-        let who = crate::testing::harness::Who::As(caller.clone());
-        crate::testing::harness::send(&mut self.t, self.n, &who, name, body)
-    }
-
-    fn ok(&mut self, name: &str, body: Value) -> Map<String, Value> {
-        self.call_as(&Caller::admin(), name, body)
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-    }
-
-    fn created(&mut self, name: &str, body: Value) -> String {
-        let m = self.ok(name, body);
-        m["inventory"]["uuid"].as_str().unwrap().to_string()
-    }
-
-    fn refused(&mut self, name: &str, body: Value) -> Code {
-        let before = self.t.tables.clone();
-        let e = self.call_as(&Caller::admin(), name, body).expect_err(name);
-        assert_eq!(self.t.tables, before, "{name} changed state while refused");
-        e.code
-    }
-
-    fn count(&mut self, name: &str, conds: Value) -> usize {
-        self.ok(name, json!({"conditions": conds}))["inventories"]
-            .as_array()
-            .unwrap()
-            .len()
-    }
-}
 
 #[test]
 fn every_infrastructure_call_through_the_wire() {
-    let mut w = Wire::new();
+    let mut w = Harness::new();
     let zone = w.created("CreateZone", json!({"name": "z"}));
     // Cluster.
     let cluster = w.created(
         "CreateCluster",
         json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
     );
-    w.ok("UpdateCluster", json!({"uuid": cluster, "name": "c1"}));
-    w.ok(
+    w.admin("UpdateCluster", json!({"uuid": cluster, "name": "c1"}));
+    w.admin(
         "ChangeClusterState",
         json!({"uuid": cluster, "stateEvent": "disable"}),
     );
-    w.ok(
+    w.admin(
         "ChangeClusterState",
         json!({"uuid": cluster, "stateEvent": "enable"}),
     );
@@ -93,14 +39,14 @@ fn every_infrastructure_call_through_the_wire() {
         1
     );
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "CreateCluster",
             json!({"zoneUuid": zone, "name": "c", "hypervisorType": "Xen"})
         ),
         Code::InvalidArgument
     );
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "CreateCluster",
             json!({"zoneUuid": uuid(999), "name": "c", "hypervisorType": "KVM"})
         ),
@@ -127,13 +73,13 @@ fn every_infrastructure_call_through_the_wire() {
         1
     );
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "AddNfsPrimaryStorage",
             json!({"zoneUuid": zone, "name": "hb", "url": "10.0.0.7:/nfs", "systemTags": [""]})
         ),
         Code::InvalidArgument
     );
-    w.ok("DeletePrimaryStorage", json!({"uuid": tagged}));
+    w.admin("DeletePrimaryStorage", json!({"uuid": tagged}));
     assert_eq!(
         w.count("QueryUserTag", json!([])),
         0,
@@ -152,37 +98,37 @@ fn every_infrastructure_call_through_the_wire() {
         "AddSharedMountPointPrimaryStorage",
         json!({"zoneUuid": zone, "name": "smp", "url": "/mnt/mfs/zstack"}),
     );
-    w.ok(
+    w.admin(
         "UpdatePrimaryStorage",
         json!({"uuid": nfs, "description": "d"}),
     );
-    w.ok(
+    w.admin(
         "ChangePrimaryStorageState",
         json!({"uuid": smp, "stateEvent": "maintain"}),
     );
-    let m = w.ok(
+    let m = w.admin(
         "AttachPrimaryStorageToCluster",
         json!({"primaryStorageUuid": local, "clusterUuid": cluster}),
     );
     assert_eq!(m["inventory"]["attachedClusterUuids"], json!([cluster]));
-    w.ok(
+    w.admin(
         "AttachPrimaryStorageToCluster",
         json!({"primaryStorageUuid": nfs, "clusterUuid": cluster}),
     );
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "AttachPrimaryStorageToCluster",
             json!({"primaryStorageUuid": smp, "clusterUuid": cluster})
         ),
         Code::OperationFailure
     );
-    w.ok(
+    w.admin(
         "DetachPrimaryStorageFromCluster",
         json!({"primaryStorageUuid": nfs, "clusterUuid": cluster}),
     );
-    w.ok("DeletePrimaryStorage", json!({"uuid": nfs}));
+    w.admin("DeletePrimaryStorage", json!({"uuid": nfs}));
     assert_eq!(
-        w.refused("DeletePrimaryStorage", json!({"uuid": local})),
+        w.admin_refused("DeletePrimaryStorage", json!({"uuid": local})),
         Code::OperationFailure
     );
     assert_eq!(
@@ -193,7 +139,7 @@ fn every_infrastructure_call_through_the_wire() {
         1
     );
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "ChangePrimaryStorageState",
             json!({"uuid": smp, "stateEvent": "explode"})
         ),
@@ -204,36 +150,36 @@ fn every_infrastructure_call_through_the_wire() {
         "AddImageStoreBackupStorage",
         json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root", "password": "p", "sshPort": 22}),
     );
-    w.ok(
+    w.admin(
         "AttachBackupStorageToZone",
         json!({"backupStorageUuid": bs, "zoneUuid": zone}),
     );
-    w.ok(
+    w.admin(
         "DetachBackupStorageFromZone",
         json!({"backupStorageUuid": bs, "zoneUuid": zone}),
     );
-    w.ok(
+    w.admin(
         "AttachBackupStorageToZone",
         json!({"backupStorageUuid": bs, "zoneUuid": zone}),
     );
-    w.ok("UpdateBackupStorage", json!({"uuid": bs, "name": "bs1"}));
-    w.ok(
+    w.admin("UpdateBackupStorage", json!({"uuid": bs, "name": "bs1"}));
+    w.admin(
         "ChangeBackupStorageState",
         json!({"uuid": bs, "stateEvent": "enable"}),
     );
-    let q = w.ok(
+    let q = w.admin(
         "QueryImageStoreBackupStorage",
         json!({"conditions": [{"name":"hostname","op":"=","value":"10.0.0.9"}]}),
     );
     assert_eq!(q["inventories"][0]["sshPort"], 22);
     assert!(q["inventories"][0].get("password").is_none());
-    let q = w.ok(
+    let q = w.admin(
         "QueryBackupStorage",
         json!({"conditions": [{"name":"attachedZoneUuids","op":"=","value": zone}]}),
     );
     assert!(q["inventories"][0].get("hostname").is_none());
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "AddImageStoreBackupStorage",
             json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root"})
         ),
@@ -245,11 +191,11 @@ fn every_infrastructure_call_through_the_wire() {
         "CreateInstanceOffering",
         json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
     );
-    w.ok(
+    w.admin(
         "UpdateInstanceOffering",
         json!({"uuid": io, "description": "d"}),
     );
-    w.ok(
+    w.admin(
         "ChangeInstanceOfferingState",
         json!({"uuid": io, "stateEvent": "disable"}),
     );
@@ -260,9 +206,9 @@ fn every_infrastructure_call_through_the_wire() {
         ),
         1
     );
-    w.ok("DeleteInstanceOffering", json!({"uuid": io}));
+    w.admin("DeleteInstanceOffering", json!({"uuid": io}));
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "CreateInstanceOffering",
             json!({"name": "x", "cpuNum": 0, "memorySize": 1})
         ),
@@ -272,8 +218,8 @@ fn every_infrastructure_call_through_the_wire() {
         "CreateDiskOffering",
         json!({"name": "d", "diskSize": 1073741824u64}),
     );
-    w.ok("UpdateDiskOffering", json!({"uuid": dof, "name": "d1"}));
-    w.ok(
+    w.admin("UpdateDiskOffering", json!({"uuid": dof, "name": "d1"}));
+    w.admin(
         "ChangeDiskOfferingState",
         json!({"uuid": dof, "stateEvent": "disable"}),
     );
@@ -284,9 +230,9 @@ fn every_infrastructure_call_through_the_wire() {
         ),
         1
     );
-    w.ok("DeleteDiskOffering", json!({"uuid": dof}));
+    w.admin("DeleteDiskOffering", json!({"uuid": dof}));
     assert_eq!(
-        w.refused("CreateDiskOffering", json!({"name": "d", "diskSize": 0})),
+        w.admin_refused("CreateDiskOffering", json!({"name": "d", "diskSize": 0})),
         Code::InvalidArgument
     );
     // Images.
@@ -294,17 +240,17 @@ fn every_infrastructure_call_through_the_wire() {
         "AddImage",
         json!({"name": "ttylinux", "url": "http://h/ttylinux.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
     );
-    w.ok(
+    w.admin(
         "UpdateImage",
         json!({"uuid": img, "platform": "Linux", "system": "false"}),
     );
-    w.ok(
+    w.admin(
         "ChangeImageState",
         json!({"uuid": img, "stateEvent": "disable"}),
     );
-    w.ok("DeleteImage", json!({"uuid": img}));
-    w.ok("RecoverImage", json!({"imageUuid": img}));
-    w.ok("DeleteImage", json!({"uuid": img}));
+    w.admin("DeleteImage", json!({"uuid": img}));
+    w.admin("RecoverImage", json!({"imageUuid": img}));
+    w.admin("DeleteImage", json!({"uuid": img}));
     assert_eq!(
         w.count(
             "QueryImage",
@@ -312,17 +258,17 @@ fn every_infrastructure_call_through_the_wire() {
         ),
         1
     );
-    w.ok("ExpungeImage", json!({"imageUuid": img}));
+    w.admin("ExpungeImage", json!({"imageUuid": img}));
     assert_eq!(w.count("QueryImage", json!([])), 0);
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "AddImage",
             json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [bs]})
         ),
         Code::InvalidArgument
     );
     assert_eq!(
-        w.refused("AddImage", json!({"name": "x", "url": "http://h/x", "mediaType": "Floppy", "backupStorageUuids": [bs]})),
+        w.admin_refused("AddImage", json!({"name": "x", "url": "http://h/x", "mediaType": "Floppy", "backupStorageUuids": [bs]})),
         Code::InvalidArgument
     );
     // L2.
@@ -335,25 +281,25 @@ fn every_infrastructure_call_through_the_wire() {
         json!({"zoneUuid": zone, "name": "v", "physicalInterface": "eth0", "vlan": 100}),
     );
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "CreateL2VlanNetwork",
             json!({"zoneUuid": zone, "name": "v", "physicalInterface": "eth0", "vlan": 4095})
         ),
         Code::InvalidArgument
     );
-    w.ok(
+    w.admin(
         "AttachL2NetworkToCluster",
         json!({"l2NetworkUuid": l2, "clusterUuid": cluster}),
     );
-    w.ok(
+    w.admin(
         "AttachL2NetworkToCluster",
         json!({"l2NetworkUuid": vlan, "clusterUuid": cluster}),
     );
-    w.ok(
+    w.admin(
         "DetachL2NetworkFromCluster",
         json!({"l2NetworkUuid": vlan, "clusterUuid": cluster}),
     );
-    w.ok("UpdateL2Network", json!({"uuid": vlan, "name": "v100"}));
+    w.admin("UpdateL2Network", json!({"uuid": vlan, "name": "v100"}));
     assert_eq!(
         w.count(
             "QueryL2VlanNetwork",
@@ -372,7 +318,7 @@ fn every_infrastructure_call_through_the_wire() {
         "CreateL2VxlanNetworkPool",
         json!({"zoneUuid": zone, "name": "pool"}),
     );
-    w.ok(
+    w.admin(
         "CreateVniRange",
         json!({"l2NetworkUuid": pool, "name": "r", "startVni": 10, "endVni": 20}),
     );
@@ -380,9 +326,9 @@ fn every_infrastructure_call_through_the_wire() {
         "CreateVniRange",
         json!({"l2NetworkUuid": pool, "name": "r2", "startVni": 30, "endVni": 30}),
     );
-    w.ok("DeleteVniRange", json!({"uuid": spare}));
+    w.admin("DeleteVniRange", json!({"uuid": spare}));
     assert_eq!(w.count("QueryVniRange", json!([])), 1);
-    let m = w.ok(
+    let m = w.admin(
         "AttachL2NetworkToCluster",
         json!({"l2NetworkUuid": pool, "clusterUuid": cluster,
                "systemTags": [format!("l2NetworkUuid::{pool}::clusterUuid::{cluster}::cidr::{{192.168.100.1/24}}")]}),
@@ -408,11 +354,11 @@ fn every_infrastructure_call_through_the_wire() {
         "CreateL3Network",
         json!({"l2NetworkUuid": l2, "name": "flat-l3", "category": "Private", "ipVersion": 4}),
     );
-    w.ok(
+    w.admin(
         "UpdateL3Network",
         json!({"uuid": l3, "dnsDomain": "zstack.org"}),
     );
-    w.ok(
+    w.admin(
         "ChangeL3NetworkState",
         json!({"uuid": l3, "stateEvent": "enable"}),
     );
@@ -420,9 +366,9 @@ fn every_infrastructure_call_through_the_wire() {
         "AddIpRange",
         json!({"l3NetworkUuid": l3, "name": "r1", "startIp": "192.168.1.10", "endIp": "192.168.1.20", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
     );
-    w.ok("UpdateIpRange", json!({"uuid": r1, "name": "range-1"}));
+    w.admin("UpdateIpRange", json!({"uuid": r1, "name": "range-1"}));
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "AddIpRange",
             json!({"l3NetworkUuid": l3, "name": "r2", "startIp": "192.168.1.15", "endIp": "192.168.1.30", "netmask": "255.255.255.0", "gateway": "192.168.1.1"})
         ),
@@ -437,19 +383,19 @@ fn every_infrastructure_call_through_the_wire() {
         "AddIpRangeByNetworkCidr",
         json!({"l3NetworkUuid": l3b, "name": "c", "networkCidr": "10.10.0.1/24"}),
     );
-    w.ok(
+    w.admin(
         "AddDnsToL3Network",
         json!({"l3NetworkUuid": l3, "dns": "8.8.8.8"}),
     );
-    w.ok(
+    w.admin(
         "AddDnsToL3Network",
         json!({"l3NetworkUuid": l3, "dns": "1.1.1.1"}),
     );
-    w.ok(
+    w.admin(
         "RemoveDnsFromL3Network",
         json!({"l3NetworkUuid": l3, "dns": "1.1.1.1"}),
     );
-    let q = w.ok(
+    let q = w.admin(
         "QueryL3Network",
         json!({"conditions": [{"name":"ipRanges.startIp","op":"=","value":"192.168.1.10"}]}),
     );
@@ -461,7 +407,7 @@ fn every_infrastructure_call_through_the_wire() {
         ),
         1
     );
-    w.ok("DeleteIpRange", json!({"uuid": r1}));
+    w.admin("DeleteIpRange", json!({"uuid": r1}));
     // Tags, and the tag pseudo-fields of another query.
     let tag = w.created(
         "CreateSystemTag",
@@ -500,20 +446,20 @@ fn every_infrastructure_call_through_the_wire() {
         ),
         1
     );
-    w.ok("DeleteTag", json!({"uuid": tag}));
+    w.admin("DeleteTag", json!({"uuid": tag}));
     assert_eq!(
-        w.refused(
+        w.admin_refused(
             "CreateUserTag",
             json!({"resourceType": "ClusterVO", "resourceUuid": uuid(998), "tag": "x"})
         ),
         Code::ResourceNotFound
     );
     // Deletions and the zone cascade.
-    w.ok("DeleteL3Network", json!({"uuid": l3b}));
-    w.ok("DeleteL2Network", json!({"uuid": vlan}));
-    w.ok("DeleteCluster", json!({"uuid": cluster}));
-    w.ok("DeleteBackupStorage", json!({"uuid": bs}));
-    w.ok("DeleteZone", json!({"uuid": zone}));
+    w.admin("DeleteL3Network", json!({"uuid": l3b}));
+    w.admin("DeleteL2Network", json!({"uuid": vlan}));
+    w.admin("DeleteCluster", json!({"uuid": cluster}));
+    w.admin("DeleteBackupStorage", json!({"uuid": bs}));
+    w.admin("DeleteZone", json!({"uuid": zone}));
     for q in [
         "QueryCluster",
         "QueryPrimaryStorage",
@@ -530,13 +476,13 @@ fn every_infrastructure_call_through_the_wire() {
 
 #[test]
 fn normal_accounts_are_refused_infrastructure_calls() {
-    let mut w = Wire::new();
+    let mut w = Harness::new();
     let zone = w.created("CreateZone", json!({"name": "z"}));
-    let normal = Caller {
+    let normal = Who::As(Caller {
         account_uuid: "b".repeat(32),
         user_uuid: "b".repeat(32),
         admin: false,
-    };
+    });
     for (name, body) in [
         (
             "CreateCluster",
@@ -564,10 +510,8 @@ fn normal_accounts_are_refused_infrastructure_calls() {
             json!({"resourceType": "ZoneVO", "resourceUuid": zone, "tag": "t"}),
         ),
     ] {
-        let before = w.t.tables.clone();
-        let e = w.call_as(&normal, name, body).expect_err(name);
+        let e = w.refused(&normal, name, body);
         assert_eq!(e.code, Code::PermissionDenied, "{name}");
-        assert_eq!(w.t.tables, before);
     }
     // What a normal account may not see, it does not get from queries.
     w.created(
@@ -575,14 +519,14 @@ fn normal_accounts_are_refused_infrastructure_calls() {
         json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
     );
     let q = w
-        .call_as(&normal, "QueryCluster", json!({"conditions": []}))
+        .send(&normal, "QueryCluster", json!({"conditions": []}))
         .unwrap();
     assert_eq!(q["inventories"], json!([]));
 }
 
 #[test]
 fn free_ip_and_ip_availability_through_the_wire() {
-    let mut w = Wire::new();
+    let mut w = Harness::new();
     let zone = w.created("CreateZone", json!({"name": "z"}));
     let l2 = w.created(
         "CreateL2NoVlanNetwork",
@@ -620,7 +564,7 @@ fn free_ip_and_ip_availability_through_the_wire() {
             .map(|i| i["ip"].as_str().unwrap().to_string())
             .collect()
     };
-    let all = w.ok("GetFreeIp", json!({"l3NetworkUuid": l3}));
+    let all = w.admin("GetFreeIp", json!({"l3NetworkUuid": l3}));
     assert_eq!(
         ips(&all),
         [
@@ -635,19 +579,19 @@ fn free_ip_and_ip_availability_through_the_wire() {
         all["inventories"][0],
         json!({"ipRangeUuid": r1, "ip": "192.168.1.10", "netmask": "255.255.255.0", "gateway": "192.168.1.1"})
     );
-    let page = w.ok(
+    let page = w.admin(
         "GetFreeIp",
         json!({"l3NetworkUuid": l3, "start": "192.168.1.11", "limit": 2}),
     );
     assert_eq!(ips(&page), ["192.168.1.12", "192.168.1.13"]);
-    let by_range = w.ok("GetFreeIp", json!({"ipRangeUuid": r2, "limit": "10"}));
+    let by_range = w.admin("GetFreeIp", json!({"ipRangeUuid": r2, "limit": "10"}));
     assert_eq!(ips(&by_range), ["192.168.1.100", "192.168.1.101"]);
-    let check = |w: &mut Wire, ip: &str, extra: Value| {
+    let check = |w: &mut Harness, ip: &str, extra: Value| {
         let mut body = json!({"l3NetworkUuid": l3, "ip": ip});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }
-        w.ok("CheckIpAvailability", body)
+        w.admin("CheckIpAvailability", body)
     };
     assert_eq!(check(&mut w, "192.168.1.12", json!({}))["available"], true);
     let used = check(&mut w, "192.168.1.11", json!({}));
@@ -707,14 +651,14 @@ fn free_ip_and_ip_availability_through_the_wire() {
             Code::NotSupported,
         ),
     ] {
-        assert_eq!(w.refused(name, body.clone()), code, "{name} {body}");
+        assert_eq!(w.admin_refused(name, body.clone()), code, "{name} {body}");
     }
     // Another account's private L3 is not readable.
-    let normal = Caller {
+    let normal = Who::As(Caller {
         account_uuid: "b".repeat(32),
         user_uuid: "b".repeat(32),
         admin: false,
-    };
+    });
     for (name, body) in [
         ("GetFreeIp", json!({"l3NetworkUuid": l3})),
         (
@@ -722,7 +666,7 @@ fn free_ip_and_ip_availability_through_the_wire() {
             json!({"l3NetworkUuid": l3, "ip": "192.168.1.12"}),
         ),
     ] {
-        let e = w.call_as(&normal, name, body).expect_err(name);
+        let e = w.send(&normal, name, body).expect_err(name);
         assert_eq!(e.code, Code::PermissionDenied, "{name}");
     }
 }

@@ -121,9 +121,22 @@ impl Harness {
         e
     }
 
+    /// The code of an admin call that must be refused without changing anything.
+    pub(crate) fn admin_refused(&mut self, name: &str, body: Value) -> Code {
+        self.refused(&Who::As(Caller::admin()), name, body).code
+    }
+
     pub(crate) fn ok(&mut self, who: &Who, name: &str, body: Value) -> Map<String, Value> {
         self.send(who, name, body)
             .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// The `inventory.uuid` of a call that must succeed.
+    pub(crate) fn uuid_of(&mut self, who: &Who, name: &str, body: Value) -> String {
+        self.ok(who, name, body)["inventory"]["uuid"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub(crate) fn admin(&mut self, name: &str, body: Value) -> Map<String, Value> {
@@ -235,47 +248,32 @@ pub(crate) fn base() -> (Harness, Ids) {
         .command(Caller::admin()),
     );
     let nobody = Who::Session("0".repeat(32));
-    let admin_session = h.ok(
+    let admin_session = h.uuid_of(
         &nobody,
         "LogInByAccount",
         json!({"accountName": "admin", "password": identity::DEFAULT_ADMIN_PASSWORD_SHA512}),
-    )["inventory"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    );
     let s_admin = Who::Session(admin_session.clone());
-    let tenant = h.ok(
+    let tenant = h.uuid_of(
         &s_admin,
         "CreateAccount",
         json!({"name": "tenant", "password": TENANT_PW}),
-    )["inventory"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let tenant_session = h.ok(
+    );
+    let tenant_session = h.uuid_of(
         &nobody,
         "LogInByAccount",
         json!({"accountName": "tenant", "password": TENANT_PW}),
-    )["inventory"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let alice = h.ok(
+    );
+    let alice = h.uuid_of(
         &Who::Session(tenant_session.clone()),
         "CreateUser",
         json!({"name": "alice", "password": ALICE_PW}),
-    )["inventory"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let alice_session = h.ok(
+    );
+    let alice_session = h.uuid_of(
         &nobody,
         "LogInByUser",
         json!({"accountName": "tenant", "userName": "alice", "password": ALICE_PW}),
-    )["inventory"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    );
     h.ok(
         &s_admin,
         "UpdateGlobalConfig",
@@ -468,6 +466,57 @@ pub(crate) fn no(call: &'static str, who: &Who, body: Value, code: Code) -> Case
         body,
         expect: Expect::Refused(code),
     }
+}
+
+/// Cases, one a row: `call, who, body => code;` is [`no`]`(call, &who, body, Code::code)`,
+/// `call, who, body => ok(check);` is [`ok`]`(call, &who, body, check)`.
+macro_rules! rows {
+    (@acc [$($out:expr,)*]) => { vec![$($out,)*] };
+    (@acc [$($out:expr,)*] $call:literal, $who:ident, $body:expr => ok($check:expr); $($rest:tt)*) => {
+        $crate::testing::matrix::rows!(@acc [$($out,)* $crate::testing::matrix::ok(
+            $call,
+            &$who,
+            $body,
+            $check,
+        ),] $($rest)*)
+    };
+    (@acc [$($out:expr,)*] $call:literal, $who:ident, $body:expr => $code:ident; $($rest:tt)*) => {
+        $crate::testing::matrix::rows!(@acc [$($out,)* $crate::testing::matrix::no(
+            $call,
+            &$who,
+            $body,
+            $crate::wire::errors::Code::$code,
+        ),] $($rest)*)
+    };
+    ($($rows:tt)*) => { $crate::testing::matrix::rows!(@acc [] $($rows)*) };
+}
+pub(crate) use rows;
+
+/// A success check: the reply's `inventory[field]` is `want`.
+pub(crate) fn inv(
+    field: &'static str,
+    want: impl Into<Value>,
+) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
+    let want = want.into();
+    move |_, r| assert_eq!(r["inventory"][field], want)
+}
+
+/// A success check: the reply's `inventories[0][field]` is `want`.
+pub(crate) fn first(
+    field: &'static str,
+    want: impl Into<Value>,
+) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
+    let want = want.into();
+    move |_, r| assert_eq!(r["inventories"][0][field], want)
+}
+
+/// A success check: query `name` finds no `uuid` any more.
+pub(crate) fn gone(
+    name: &'static str,
+    uuid: &str,
+) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
+    let uuid = uuid.to_string();
+    move |h, _| assert_eq!(h.count(name, eq("uuid", &uuid)), 0)
 }
 
 /// A syntactically bad query condition (unknown operator).

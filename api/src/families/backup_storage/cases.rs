@@ -4,13 +4,14 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -31,36 +32,13 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             );
         },
     ));
-    m.push(no(
-        "AddImageStoreBackupStorage",
-        &admin,
-        json!({"name": "bs2", "url": "/bs2", "hostname": "10.0.0.10", "username": "root"}),
-        Code::InvalidArgument,
-    ));
-    m.push(ok(
-        "UpdateBackupStorage",
-        &admin,
-        json!({"uuid": i.bs, "name": "bs-renamed"}),
-        |_, r| assert_eq!(r["inventory"]["name"], "bs-renamed"),
-    ));
-    m.push(no(
-        "UpdateBackupStorage",
-        &admin,
-        json!({"uuid": missing(), "name": "x"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "ChangeBackupStorageState",
-        &admin,
-        json!({"uuid": i.bs, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.push(no(
-        "ChangeBackupStorageState",
-        &tenant,
-        json!({"uuid": i.bs, "stateEvent": "disable"}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "AddImageStoreBackupStorage", admin, json!({"name": "bs2", "url": "/bs2", "hostname": "10.0.0.10", "username": "root"}) => InvalidArgument;
+        "UpdateBackupStorage", admin, json!({"uuid": i.bs, "name": "bs-renamed"}) => ok(inv("name", "bs-renamed"));
+        "UpdateBackupStorage", admin, json!({"uuid": missing(), "name": "x"}) => ResourceNotFound;
+        "ChangeBackupStorageState", admin, json!({"uuid": i.bs, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
+        "ChangeBackupStorageState", tenant, json!({"uuid": i.bs, "stateEvent": "disable"}) => PermissionDenied;
+    });
     {
         let zone2 = i.zone2.clone();
         m.push(ok(
@@ -73,24 +51,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "AttachBackupStorageToZone",
-        &admin,
-        json!({"backupStorageUuid": i.bs, "zoneUuid": missing()}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "DetachBackupStorageFromZone",
-        &admin,
-        json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}),
-        |_, r| assert_eq!(r["inventory"]["attachedZoneUuids"], json!([])),
-    ));
-    m.push(no(
-        "DetachBackupStorageFromZone",
-        &tenant,
-        json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "AttachBackupStorageToZone", admin, json!({"backupStorageUuid": i.bs, "zoneUuid": missing()}) => ResourceNotFound;
+        "DetachBackupStorageFromZone", admin, json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}) => ok(inv("attachedZoneUuids", json!([])));
+        "DetachBackupStorageFromZone", tenant, json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}) => PermissionDenied;
+    });
     {
         let bs = i.bs.clone();
         m.push(ok(
@@ -100,12 +65,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.count("QueryBackupStorage", eq("uuid", &bs)), 0),
         ));
     }
-    m.push(no(
-        "DeleteBackupStorage",
-        &tenant,
-        json!({"uuid": i.bs}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "DeleteBackupStorage", tenant, json!({"uuid": i.bs}) => PermissionDenied;
+    });
     {
         let bs = i.bs.clone();
         m.push(ok(
@@ -122,23 +84,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "QueryBackupStorage",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
-    m.push(ok(
-        "QueryImageStoreBackupStorage",
-        &admin,
-        json!({"conditions": eq("hostname", "10.0.0.9")}),
-        |_, r| assert_eq!(r["inventories"][0]["sshPort"], 22),
-    ));
-    m.push(no(
-        "QueryImageStoreBackupStorage",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "QueryBackupStorage", admin, bad_query() => InvalidArgument;
+        "QueryImageStoreBackupStorage", admin, json!({"conditions": eq("hostname", "10.0.0.9")}) => ok(first("sshPort", 22));
+        "QueryImageStoreBackupStorage", admin, bad_query() => InvalidArgument;
+    });
     m
 }

@@ -4,13 +4,14 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -30,48 +31,15 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "CreateCluster",
-        &admin,
-        json!({"zoneUuid": missing(), "name": "c2", "hypervisorType": "KVM"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(no(
-        "CreateCluster",
-        &admin,
-        json!({"zoneUuid": i.zone, "name": "c2", "hypervisorType": "Xen"}),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "CreateCluster",
-        &tenant,
-        json!({"zoneUuid": i.zone, "name": "c2", "hypervisorType": "KVM"}),
-        Code::PermissionDenied,
-    ));
-    m.push(ok(
-        "UpdateCluster",
-        &admin,
-        json!({"uuid": i.cluster, "name": "c1", "description": "d"}),
-        |_, r| assert_eq!(r["inventory"]["name"], "c1"),
-    ));
-    m.push(no(
-        "UpdateCluster",
-        &admin,
-        json!({"uuid": missing(), "name": "c1"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "ChangeClusterState",
-        &admin,
-        json!({"uuid": i.cluster, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.push(no(
-        "ChangeClusterState",
-        &admin,
-        json!({"uuid": i.cluster, "stateEvent": "maintain"}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "CreateCluster", admin, json!({"zoneUuid": missing(), "name": "c2", "hypervisorType": "KVM"}) => ResourceNotFound;
+        "CreateCluster", admin, json!({"zoneUuid": i.zone, "name": "c2", "hypervisorType": "Xen"}) => InvalidArgument;
+        "CreateCluster", tenant, json!({"zoneUuid": i.zone, "name": "c2", "hypervisorType": "KVM"}) => PermissionDenied;
+        "UpdateCluster", admin, json!({"uuid": i.cluster, "name": "c1", "description": "d"}) => ok(inv("name", "c1"));
+        "UpdateCluster", admin, json!({"uuid": missing(), "name": "c1"}) => ResourceNotFound;
+        "ChangeClusterState", admin, json!({"uuid": i.cluster, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
+        "ChangeClusterState", admin, json!({"uuid": i.cluster, "stateEvent": "maintain"}) => InvalidArgument;
+    });
     {
         let (c, local) = (i.cluster.clone(), i.local.clone());
         m.push(ok(
@@ -85,26 +53,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "DeleteCluster",
-        &tenant,
-        json!({"uuid": i.cluster}),
-        Code::PermissionDenied,
-    ));
-    {
-        let c = i.cluster.clone();
-        m.push(ok(
-            "QueryCluster",
-            &admin,
-            json!({"conditions": [{"name": "__userTag__", "op": "=", "value": "rack-1"}]}),
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], c.as_str()),
-        ));
-    }
-    m.push(no(
-        "QueryCluster",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "DeleteCluster", tenant, json!({"uuid": i.cluster}) => PermissionDenied;
+        "QueryCluster", admin, json!({"conditions": [{"name": "__userTag__", "op": "=", "value": "rack-1"}]}) => ok(first("uuid", i.cluster.as_str()));
+        "QueryCluster", admin, bad_query() => InvalidArgument;
+    });
     m
 }

@@ -6,6 +6,7 @@ use crate::resource;
 use crate::resource::generic::EnableEvent;
 use crate::resource::generic::EnableState;
 use crate::resource::generic::Rename;
+use crate::testing::cluster_create as create_op;
 use crate::testing::ctx;
 use crate::testing::make_zone;
 use crate::testing::normal;
@@ -14,18 +15,6 @@ use crate::testing::MemTxn;
 use crate::wire::date::java_date;
 use crate::ApiError;
 use crate::Caller;
-
-fn create_op(n: u32, zone: &str) -> ClusterOp {
-    ClusterOp::Create {
-        uuid: u(n),
-        zone_uuid: zone.into(),
-        name: format!("cluster-{n}"),
-        description: Some("d".into()),
-        hypervisor_type: "KVM".into(),
-        cluster_type: None,
-        architecture: None,
-    }
-}
 
 /// Create cluster `u(n)` in `zone`.
 fn make_cluster(t: &mut MemTxn, n: u32, zone: &str) -> String {

@@ -2,12 +2,12 @@
 
 use serde_json::json;
 
-use crate::testing::matrix::no;
+use crate::testing::matrix::first;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -28,24 +28,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(c[0]["value"], "600");
         },
     ));
-    m.push(no(
-        "UpdateGlobalConfig",
-        &admin,
-        json!({"category": "identity", "name": "session.timeout", "value": "0"}),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "UpdateGlobalConfig",
-        &admin,
-        json!({"category": "nope", "name": "x", "value": "1"}),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "UpdateGlobalConfig",
-        &tenant,
-        json!({"category": "identity", "name": "session.timeout", "value": "600"}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "UpdateGlobalConfig", admin, json!({"category": "identity", "name": "session.timeout", "value": "0"}) => InvalidArgument;
+        "UpdateGlobalConfig", admin, json!({"category": "nope", "name": "x", "value": "1"}) => InvalidArgument;
+        "UpdateGlobalConfig", tenant, json!({"category": "identity", "name": "session.timeout", "value": "600"}) => PermissionDenied;
+    });
     m.push(ok("ResetGlobalConfig", &admin, json!({}), |h, _| {
         let c = h.query(
             "QueryGlobalConfig",
@@ -54,23 +41,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         );
         assert_eq!(c[0]["value"], c[0]["defaultValue"]);
     }));
-    m.push(no(
-        "ResetGlobalConfig",
-        &tenant,
-        json!({}),
-        Code::PermissionDenied,
-    ));
-    m.push(ok(
-        "QueryGlobalConfig",
-        &tenant,
-        json!({"conditions": [{"name": "name", "op": "=", "value": "expungePeriod"}]}),
-        |_, r| assert_eq!(r["inventories"][0]["value"], "3600"),
-    ));
-    m.push(no(
-        "QueryGlobalConfig",
-        &admin,
-        json!({"conditions": [], "limit": "many"}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "ResetGlobalConfig", tenant, json!({}) => PermissionDenied;
+        "QueryGlobalConfig", tenant, json!({"conditions": [{"name": "name", "op": "=", "value": "expungePeriod"}]}) => ok(first("value", "3600"));
+        "QueryGlobalConfig", admin, json!({"conditions": [], "limit": "many"}) => InvalidArgument;
+    });
     m
 }

@@ -4,13 +4,15 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::gone;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -32,24 +34,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "AddKVMHost",
-        &admin,
-        json!({"clusterUuid": missing(), "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(no(
-        "AddKVMHost",
-        &admin,
-        json!({"clusterUuid": i.cluster, "name": "dup", "managementIp": "10.0.1.1", "username": "root", "password": "p"}),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "AddKVMHost",
-        &tenant,
-        json!({"clusterUuid": i.cluster, "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "AddKVMHost", admin, json!({"clusterUuid": missing(), "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}) => ResourceNotFound;
+        "AddKVMHost", admin, json!({"clusterUuid": i.cluster, "name": "dup", "managementIp": "10.0.1.1", "username": "root", "password": "p"}) => InvalidArgument;
+        "AddKVMHost", tenant, json!({"clusterUuid": i.cluster, "name": "host3", "managementIp": "10.0.1.3", "username": "root", "password": "p"}) => PermissionDenied;
+    });
     m.push(ok(
         "UpdateKVMHost",
         &admin,
@@ -59,72 +48,25 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(r["inventory"]["sshPort"], 2200);
         },
     ));
-    m.push(no(
-        "UpdateKVMHost",
-        &admin,
-        json!({"uuid": missing(), "name": "x"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "ChangeHostState",
-        &admin,
-        json!({"uuid": i.host, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.push(no(
-        "ChangeHostState",
-        &admin,
-        json!({"uuid": i.host_in_maintenance, "stateEvent": "maintain"}),
-        Code::OperationFailure,
-    ));
-    m.push(no(
-        "ChangeHostState",
-        &admin,
-        json!({"uuid": i.host, "stateEvent": "reboot"}),
-        Code::InvalidArgument,
-    ));
-    {
-        let host = i.host_in_maintenance.clone();
-        m.push(ok(
-            "DeleteHost",
-            &admin,
-            json!({"uuid": i.host_in_maintenance}),
-            move |h, _| assert_eq!(h.count("QueryHost", eq("uuid", &host)), 0),
-        ));
-    }
-    m.push(no(
-        "DeleteHost",
-        &admin,
-        json!({"uuid": i.host}),
-        Code::OperationFailure,
-    ));
-    m.push(ok(
-        "ReconnectHost",
-        &admin,
-        json!({"uuid": i.host}),
-        |_, r| assert_eq!(r["inventory"]["status"], "Connected"),
-    ));
-    m.push(no(
-        "ReconnectHost",
-        &admin,
-        json!({"uuid": i.host_in_maintenance}),
-        Code::OperationFailure,
-    ));
-    {
-        let host = i.host.clone();
-        m.push(ok(
-            "QueryHost",
-            &admin,
-            json!({"conditions": eq("managementIp", "10.0.1.1")}),
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], host.as_str()),
-        ));
-    }
+    m.extend(rows! {
+        "UpdateKVMHost", admin, json!({"uuid": missing(), "name": "x"}) => ResourceNotFound;
+        "ChangeHostState", admin, json!({"uuid": i.host, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
+        "ChangeHostState", admin, json!({"uuid": i.host_in_maintenance, "stateEvent": "maintain"}) => OperationFailure;
+        "ChangeHostState", admin, json!({"uuid": i.host, "stateEvent": "reboot"}) => InvalidArgument;
+        "DeleteHost", admin, json!({"uuid": i.host_in_maintenance}) => ok(gone("QueryHost", &i.host_in_maintenance));
+        "DeleteHost", admin, json!({"uuid": i.host}) => OperationFailure;
+        "ReconnectHost", admin, json!({"uuid": i.host}) => ok(inv("status", "Connected"));
+        "ReconnectHost", admin, json!({"uuid": i.host_in_maintenance}) => OperationFailure;
+        "QueryHost", admin, json!({"conditions": eq("managementIp", "10.0.1.1")}) => ok(first("uuid", i.host.as_str()));
+    });
     m.push(ok(
         "QueryHost",
         &tenant,
         json!({"conditions": []}),
         |_, r| assert_eq!(r["inventories"], json!([]), "hosts are the admin's"),
     ));
-    m.push(no("QueryHost", &admin, bad_query(), Code::InvalidArgument));
+    m.extend(rows! {
+        "QueryHost", admin, bad_query() => InvalidArgument;
+    });
     m
 }

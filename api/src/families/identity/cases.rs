@@ -5,16 +5,17 @@ use serde_json::json;
 use super::Session;
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
 use crate::testing::matrix::Who;
 use crate::testing::matrix::ALICE_PW;
 use crate::testing::matrix::TENANT_PW;
-use crate::wire::errors::Code;
 use crate::ADMIN_ACCOUNT_UUID;
 
 /// The call-matrix cases of this family's calls.
@@ -42,18 +43,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "LogInByAccount",
-        &nobody,
-        json!({"accountName": "tenant", "password": "wrong"}),
-        Code::AuthenticationError,
-    ));
-    m.push(no(
-        "LogInByAccount",
-        &nobody,
-        json!({"accountName": "tenant"}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "LogInByAccount", nobody, json!({"accountName": "tenant", "password": "wrong"}) => AuthenticationError;
+        "LogInByAccount", nobody, json!({"accountName": "tenant"}) => InvalidArgument;
+    });
     {
         let alice_uuid = i.alice.clone();
         m.push(ok(
@@ -67,18 +60,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "LogInByUser",
-        &nobody,
-        json!({"accountUuid": i.tenant, "userName": "alice", "password": TENANT_PW}),
-        Code::AuthenticationError,
-    ));
-    m.push(no(
-        "LogInByUser",
-        &nobody,
-        json!({"userName": "alice", "password": ALICE_PW}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "LogInByUser", nobody, json!({"accountUuid": i.tenant, "userName": "alice", "password": TENANT_PW}) => AuthenticationError;
+        "LogInByUser", nobody, json!({"userName": "alice", "password": ALICE_PW}) => InvalidArgument;
+    });
     {
         let s = i.tenant_session.clone();
         m.push(ok(
@@ -88,12 +73,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert!(!h.valid(&s)),
         ));
     }
-    m.push(no(
-        "LogOut",
-        &nobody,
-        json!({"sessionUuid": {"uuid": "x"}}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "LogOut", nobody, json!({"sessionUuid": {"uuid": "x"}}) => InvalidArgument;
+    });
     m.push(ok(
         "ValidateSession",
         &nobody,
@@ -106,12 +88,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         json!({"sessionUuid": missing()}),
         |_, r| assert_eq!(r["validSession"], false),
     ));
-    m.push(no(
-        "ValidateSession",
-        &nobody,
-        json!({}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "ValidateSession", nobody, json!({}) => InvalidArgument;
+    });
     {
         let s = i.tenant_session.clone();
         m.push(ok(
@@ -125,24 +104,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "RenewSession",
-        &tenant,
-        json!({"sessionUuid": i.admin_session}),
-        Code::PermissionDenied,
-    ));
-    m.push(no(
-        "RenewSession",
-        &admin,
-        json!({"sessionUuid": i.admin_session, "duration": 5}),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "RenewSession",
-        &nobody,
-        json!({"sessionUuid": "0".repeat(32)}),
-        Code::InvalidSession,
-    ));
+    m.extend(rows! {
+        "RenewSession", tenant, json!({"sessionUuid": i.admin_session}) => PermissionDenied;
+        "RenewSession", admin, json!({"sessionUuid": i.admin_session, "duration": 5}) => InvalidArgument;
+        "RenewSession", nobody, json!({"sessionUuid": "0".repeat(32)}) => InvalidSession;
+    });
 
     // ---- Accounts and users.
     m.push(ok(
@@ -159,18 +125,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             );
         },
     ));
-    m.push(no(
-        "CreateAccount",
-        &tenant,
-        json!({"name": "acct2", "password": "pw2"}),
-        Code::PermissionDenied,
-    ));
-    m.push(no(
-        "CreateAccount",
-        &admin,
-        json!({"name": "tenant", "password": "pw2"}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "CreateAccount", tenant, json!({"name": "acct2", "password": "pw2"}) => PermissionDenied;
+        "CreateAccount", admin, json!({"name": "tenant", "password": "pw2"}) => InvalidArgument;
+    });
     m.push(ok(
         "UpdateAccount",
         &tenant,
@@ -184,18 +142,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             );
         },
     ));
-    m.push(no(
-        "UpdateAccount",
-        &tenant,
-        json!({"uuid": ADMIN_ACCOUNT_UUID, "description": "mine"}),
-        Code::PermissionDenied,
-    ));
-    m.push(no(
-        "UpdateAccount",
-        &admin,
-        json!({"uuid": missing(), "description": "x"}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(rows! {
+        "UpdateAccount", tenant, json!({"uuid": ADMIN_ACCOUNT_UUID, "description": "mine"}) => PermissionDenied;
+        "UpdateAccount", admin, json!({"uuid": missing(), "description": "x"}) => ResourceNotFound;
+    });
     {
         let (t, s) = (i.tenant.clone(), i.alice_session.clone());
         m.push(ok(
@@ -209,18 +159,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "DeleteAccount",
-        &admin,
-        json!({"uuid": ADMIN_ACCOUNT_UUID}),
-        Code::OperationFailure,
-    ));
-    m.push(no(
-        "DeleteAccount",
-        &tenant,
-        json!({"uuid": i.tenant}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "DeleteAccount", admin, json!({"uuid": ADMIN_ACCOUNT_UUID}) => OperationFailure;
+        "DeleteAccount", tenant, json!({"uuid": i.tenant}) => PermissionDenied;
+    });
     {
         let t = i.tenant.clone();
         m.push(ok(
@@ -234,12 +176,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "QueryAccount",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "QueryAccount", admin, bad_query() => InvalidArgument;
+    });
     {
         let t = i.tenant.clone();
         m.push(ok(
@@ -256,30 +195,12 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "CreateUser",
-        &tenant,
-        json!({"name": "alice", "password": "again"}),
-        Code::InvalidArgument,
-    ));
-    m.push(ok(
-        "UpdateUser",
-        &alice,
-        json!({"uuid": i.alice, "description": "me"}),
-        |_, r| assert_eq!(r["inventory"]["description"], "me"),
-    ));
-    m.push(no(
-        "UpdateUser",
-        &admin,
-        json!({"uuid": missing(), "description": "x"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(no(
-        "UpdateUser",
-        &stranger,
-        json!({"uuid": i.alice, "description": "x"}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "CreateUser", tenant, json!({"name": "alice", "password": "again"}) => InvalidArgument;
+        "UpdateUser", alice, json!({"uuid": i.alice, "description": "me"}) => ok(inv("description", "me"));
+        "UpdateUser", admin, json!({"uuid": missing(), "description": "x"}) => ResourceNotFound;
+        "UpdateUser", stranger, json!({"uuid": i.alice, "description": "x"}) => PermissionDenied;
+    });
     {
         let (u, s) = (i.alice.clone(), i.alice_session.clone());
         m.push(ok(
@@ -292,21 +213,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "DeleteUser",
-        &stranger,
-        json!({"uuid": i.alice}),
-        Code::PermissionDenied,
-    ));
-    {
-        let u = i.alice.clone();
-        m.push(ok(
-            "QueryUser",
-            &tenant,
-            json!({"conditions": eq("name", "alice")}),
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], u.as_str()),
-        ));
-    }
-    m.push(no("QueryUser", &admin, bad_query(), Code::InvalidArgument));
+    m.extend(rows! {
+        "DeleteUser", stranger, json!({"uuid": i.alice}) => PermissionDenied;
+        "QueryUser", tenant, json!({"conditions": eq("name", "alice")}) => ok(first("uuid", i.alice.as_str()));
+        "QueryUser", admin, bad_query() => InvalidArgument;
+    });
     m
 }

@@ -4,13 +4,15 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::gone;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -27,42 +29,14 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryImage", eq("name", "img2")), 1);
         },
     ));
-    m.push(no(
-        "AddImage",
-        &admin,
-        json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [i.bs]}),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "AddImage",
-        &admin,
-        json!({"name": "x", "url": "http://h/x.qcow2", "backupStorageUuids": [missing()]}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "UpdateImage",
-        &admin,
-        json!({"uuid": i.image, "platform": "Linux"}),
-        |_, r| assert_eq!(r["inventory"]["platform"], "Linux"),
-    ));
-    m.push(no(
-        "UpdateImage",
-        &admin,
-        json!({"uuid": missing(), "platform": "Linux"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "ChangeImageState",
-        &admin,
-        json!({"uuid": i.image, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.push(no(
-        "ChangeImageState",
-        &admin,
-        json!({"uuid": i.image, "stateEvent": "destroy"}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "AddImage", admin, json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [i.bs]}) => InvalidArgument;
+        "AddImage", admin, json!({"name": "x", "url": "http://h/x.qcow2", "backupStorageUuids": [missing()]}) => ResourceNotFound;
+        "UpdateImage", admin, json!({"uuid": i.image, "platform": "Linux"}) => ok(inv("platform", "Linux"));
+        "UpdateImage", admin, json!({"uuid": missing(), "platform": "Linux"}) => ResourceNotFound;
+        "ChangeImageState", admin, json!({"uuid": i.image, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
+        "ChangeImageState", admin, json!({"uuid": i.image, "stateEvent": "destroy"}) => InvalidArgument;
+    });
     {
         let img = i.image.clone();
         m.push(ok(
@@ -72,27 +46,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.one("QueryImage", "uuid", &img)["status"], "Deleted"),
         ));
     }
-    m.push(no(
-        "DeleteImage",
-        &tenant,
-        json!({"uuid": i.image}),
-        Code::PermissionDenied,
-    ));
-    {
-        let img = i.deleted_image.clone();
-        m.push(ok(
-            "ExpungeImage",
-            &admin,
-            json!({"imageUuid": i.deleted_image}),
-            move |h, _| assert_eq!(h.count("QueryImage", eq("uuid", &img)), 0),
-        ));
-    }
-    m.push(no(
-        "ExpungeImage",
-        &admin,
-        json!({"imageUuid": i.image}),
-        Code::OperationFailure,
-    ));
+    m.extend(rows! {
+        "DeleteImage", tenant, json!({"uuid": i.image}) => PermissionDenied;
+        "ExpungeImage", admin, json!({"imageUuid": i.deleted_image}) => ok(gone("QueryImage", &i.deleted_image));
+        "ExpungeImage", admin, json!({"imageUuid": i.image}) => OperationFailure;
+    });
     {
         let img = i.deleted_image.clone();
         m.push(ok(
@@ -102,18 +60,10 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_ne!(h.one("QueryImage", "uuid", &img)["status"], "Deleted"),
         ));
     }
-    m.push(no(
-        "RecoverImage",
-        &admin,
-        json!({"imageUuid": missing()}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "QueryImage",
-        &admin,
-        json!({"conditions": eq("status", "Deleted")}),
-        |_, r| assert_eq!(r["inventories"][0]["name"], "gone"),
-    ));
-    m.push(no("QueryImage", &admin, bad_query(), Code::InvalidArgument));
+    m.extend(rows! {
+        "RecoverImage", admin, json!({"imageUuid": missing()}) => ResourceNotFound;
+        "QueryImage", admin, json!({"conditions": eq("status", "Deleted")}) => ok(first("name", "gone"));
+        "QueryImage", admin, bad_query() => InvalidArgument;
+    });
     m
 }

@@ -3,12 +3,11 @@
 use serde_json::json;
 
 use crate::testing::matrix::bad_query;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -33,17 +32,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "QueryManagementNode",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
-    m.push(no(
-        "QueryManagementNode",
-        &nobody,
-        json!({"conditions": []}),
-        Code::InvalidSession,
-    ));
+    m.extend(rows! {
+        "QueryManagementNode", admin, bad_query() => InvalidArgument;
+        "QueryManagementNode", nobody, json!({"conditions": []}) => InvalidSession;
+    });
     m
 }

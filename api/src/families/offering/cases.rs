@@ -4,13 +4,15 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::gone;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -27,36 +29,13 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryInstanceOffering", eq("name", "big")), 1);
         },
     ));
-    m.push(no(
-        "CreateInstanceOffering",
-        &admin,
-        json!({"name": "x", "cpuNum": 0, "memorySize": 1}),
-        Code::InvalidArgument,
-    ));
-    m.push(ok(
-        "UpdateInstanceOffering",
-        &admin,
-        json!({"uuid": i.io, "description": "d"}),
-        |_, r| assert_eq!(r["inventory"]["description"], "d"),
-    ));
-    m.push(no(
-        "UpdateInstanceOffering",
-        &admin,
-        json!({"uuid": missing(), "description": "d"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "ChangeInstanceOfferingState",
-        &admin,
-        json!({"uuid": i.io, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.push(no(
-        "ChangeInstanceOfferingState",
-        &tenant,
-        json!({"uuid": i.io, "stateEvent": "disable"}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "CreateInstanceOffering", admin, json!({"name": "x", "cpuNum": 0, "memorySize": 1}) => InvalidArgument;
+        "UpdateInstanceOffering", admin, json!({"uuid": i.io, "description": "d"}) => ok(inv("description", "d"));
+        "UpdateInstanceOffering", admin, json!({"uuid": missing(), "description": "d"}) => ResourceNotFound;
+        "ChangeInstanceOfferingState", admin, json!({"uuid": i.io, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
+        "ChangeInstanceOfferingState", tenant, json!({"uuid": i.io, "stateEvent": "disable"}) => PermissionDenied;
+    });
     {
         let io = i.io.clone();
         m.push(ok(
@@ -66,48 +45,15 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.count("QueryInstanceOffering", eq("uuid", &io)), 0),
         ));
     }
-    m.push(no(
-        "DeleteInstanceOffering",
-        &tenant,
-        json!({"uuid": i.io}),
-        Code::PermissionDenied,
-    ));
-    m.push(ok(
-        "QueryInstanceOffering",
-        &admin,
-        json!({"conditions": eq("cpuNum", "1")}),
-        |_, r| assert_eq!(r["inventories"][0]["name"], "small"),
-    ));
-    m.push(no(
-        "QueryInstanceOffering",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
-    m.push(ok(
-        "CreateDiskOffering",
-        &admin,
-        json!({"name": "big-disk", "diskSize": 10737418240u64}),
-        |_, r| assert_eq!(r["inventory"]["diskSize"], 10737418240u64),
-    ));
-    m.push(no(
-        "CreateDiskOffering",
-        &admin,
-        json!({"name": "d", "diskSize": 0}),
-        Code::InvalidArgument,
-    ));
-    m.push(ok(
-        "UpdateDiskOffering",
-        &admin,
-        json!({"uuid": i.dof, "name": "disk1"}),
-        |_, r| assert_eq!(r["inventory"]["name"], "disk1"),
-    ));
-    m.push(no(
-        "UpdateDiskOffering",
-        &admin,
-        json!({"uuid": missing(), "name": "disk1"}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(rows! {
+        "DeleteInstanceOffering", tenant, json!({"uuid": i.io}) => PermissionDenied;
+        "QueryInstanceOffering", admin, json!({"conditions": eq("cpuNum", "1")}) => ok(first("name", "small"));
+        "QueryInstanceOffering", admin, bad_query() => InvalidArgument;
+        "CreateDiskOffering", admin, json!({"name": "big-disk", "diskSize": 10737418240u64}) => ok(inv("diskSize", 10737418240u64));
+        "CreateDiskOffering", admin, json!({"name": "d", "diskSize": 0}) => InvalidArgument;
+        "UpdateDiskOffering", admin, json!({"uuid": i.dof, "name": "disk1"}) => ok(inv("name", "disk1"));
+        "UpdateDiskOffering", admin, json!({"uuid": missing(), "name": "disk1"}) => ResourceNotFound;
+    });
     m.push(ok(
         "ChangeDiskOfferingState",
         &admin,
@@ -117,38 +63,12 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryDiskOffering", eq("state", "Disabled")), 1);
         },
     ));
-    m.push(no(
-        "ChangeDiskOfferingState",
-        &admin,
-        json!({"uuid": i.dof, "stateEvent": "off"}),
-        Code::InvalidArgument,
-    ));
-    {
-        let d = i.dof.clone();
-        m.push(ok(
-            "DeleteDiskOffering",
-            &admin,
-            json!({"uuid": i.dof}),
-            move |h, _| assert_eq!(h.count("QueryDiskOffering", eq("uuid", &d)), 0),
-        ));
-    }
-    m.push(no(
-        "DeleteDiskOffering",
-        &tenant,
-        json!({"uuid": i.dof}),
-        Code::PermissionDenied,
-    ));
-    m.push(ok(
-        "QueryDiskOffering",
-        &admin,
-        json!({"conditions": eq("name", "disk")}),
-        |_, r| assert_eq!(r["inventories"][0]["diskSize"], 1073741824u64),
-    ));
-    m.push(no(
-        "QueryDiskOffering",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "ChangeDiskOfferingState", admin, json!({"uuid": i.dof, "stateEvent": "off"}) => InvalidArgument;
+        "DeleteDiskOffering", admin, json!({"uuid": i.dof}) => ok(gone("QueryDiskOffering", &i.dof));
+        "DeleteDiskOffering", tenant, json!({"uuid": i.dof}) => PermissionDenied;
+        "QueryDiskOffering", admin, json!({"conditions": eq("name", "disk")}) => ok(first("diskSize", 1073741824u64));
+        "QueryDiskOffering", admin, bad_query() => InvalidArgument;
+    });
     m
 }

@@ -4,13 +4,14 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -27,12 +28,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryPrimaryStorage", eq("name", "local2")), 1);
         },
     ));
-    m.push(no(
-        "AddLocalPrimaryStorage",
-        &admin,
-        json!({"zoneUuid": missing(), "name": "local2", "url": "/ps2"}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(rows! {
+        "AddLocalPrimaryStorage", admin, json!({"zoneUuid": missing(), "name": "local2", "url": "/ps2"}) => ResourceNotFound;
+    });
     m.push(ok(
         "AddNfsPrimaryStorage",
         &admin,
@@ -42,75 +40,19 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(r["inventory"]["url"], "10.0.0.8:/nfs2");
         },
     ));
-    m.push(no(
-        "AddNfsPrimaryStorage",
-        &admin,
-        json!({"zoneUuid": i.zone, "name": "nfs2"}),
-        Code::InvalidArgument,
-    ));
-    m.push(ok(
-        "AddSharedMountPointPrimaryStorage",
-        &admin,
-        json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}),
-        |_, r| assert_eq!(r["inventory"]["type"], "SharedMountPoint"),
-    ));
-    m.push(no(
-        "AddSharedMountPointPrimaryStorage",
-        &tenant,
-        json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}),
-        Code::PermissionDenied,
-    ));
-    m.push(ok(
-        "UpdatePrimaryStorage",
-        &admin,
-        json!({"uuid": i.nfs, "description": "d"}),
-        |_, r| assert_eq!(r["inventory"]["description"], "d"),
-    ));
-    m.push(no(
-        "UpdatePrimaryStorage",
-        &admin,
-        json!({"uuid": missing(), "description": "d"}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "ChangePrimaryStorageState",
-        &admin,
-        json!({"uuid": i.nfs, "stateEvent": "disable"}),
-        |_, r| assert_eq!(r["inventory"]["state"], "Disabled"),
-    ));
-    m.push(no(
-        "ChangePrimaryStorageState",
-        &admin,
-        json!({"uuid": i.nfs, "stateEvent": "explode"}),
-        Code::InvalidArgument,
-    ));
-    {
-        let c = i.cluster.clone();
-        m.push(ok(
-            "AttachPrimaryStorageToCluster",
-            &admin,
-            json!({"primaryStorageUuid": i.nfs, "clusterUuid": i.cluster}),
-            move |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([c])),
-        ));
-    }
-    m.push(no(
-        "AttachPrimaryStorageToCluster",
-        &admin,
-        json!({"primaryStorageUuid": i.nfs, "clusterUuid": missing()}),
-        Code::ResourceNotFound,
-    ));
-    m.push(ok(
-        "DetachPrimaryStorageFromCluster",
-        &admin,
-        json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}),
-        |_, r| assert_eq!(r["inventory"]["attachedClusterUuids"], json!([])),
-    ));
-    m.push(no(
-        "DetachPrimaryStorageFromCluster",
-        &tenant,
-        json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "AddNfsPrimaryStorage", admin, json!({"zoneUuid": i.zone, "name": "nfs2"}) => InvalidArgument;
+        "AddSharedMountPointPrimaryStorage", admin, json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}) => ok(inv("type", "SharedMountPoint"));
+        "AddSharedMountPointPrimaryStorage", tenant, json!({"zoneUuid": i.zone, "name": "smp2", "url": "/mnt/smp2"}) => PermissionDenied;
+        "UpdatePrimaryStorage", admin, json!({"uuid": i.nfs, "description": "d"}) => ok(inv("description", "d"));
+        "UpdatePrimaryStorage", admin, json!({"uuid": missing(), "description": "d"}) => ResourceNotFound;
+        "ChangePrimaryStorageState", admin, json!({"uuid": i.nfs, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
+        "ChangePrimaryStorageState", admin, json!({"uuid": i.nfs, "stateEvent": "explode"}) => InvalidArgument;
+        "AttachPrimaryStorageToCluster", admin, json!({"primaryStorageUuid": i.nfs, "clusterUuid": i.cluster}) => ok(inv("attachedClusterUuids", json!([i.cluster])));
+        "AttachPrimaryStorageToCluster", admin, json!({"primaryStorageUuid": i.nfs, "clusterUuid": missing()}) => ResourceNotFound;
+        "DetachPrimaryStorageFromCluster", admin, json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}) => ok(inv("attachedClusterUuids", json!([])));
+        "DetachPrimaryStorageFromCluster", tenant, json!({"primaryStorageUuid": i.local, "clusterUuid": i.cluster}) => PermissionDenied;
+    });
     {
         let nfs = i.nfs.clone();
         m.push(ok(
@@ -120,12 +62,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             move |h, _| assert_eq!(h.count("QueryPrimaryStorage", eq("uuid", &nfs)), 0),
         ));
     }
-    m.push(no(
-        "DeletePrimaryStorage",
-        &admin,
-        json!({"uuid": i.local}),
-        Code::OperationFailure,
-    ));
+    m.extend(rows! {
+        "DeletePrimaryStorage", admin, json!({"uuid": i.local}) => OperationFailure;
+    });
     {
         let local = i.local.clone();
         m.push(ok(
@@ -138,20 +77,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    {
-        let smp = i.smp.clone();
-        m.push(ok(
-            "QueryPrimaryStorage",
-            &admin,
-            json!({"conditions": eq("type", "SharedMountPoint")}),
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], smp.as_str()),
-        ));
-    }
-    m.push(no(
-        "QueryPrimaryStorage",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "QueryPrimaryStorage", admin, json!({"conditions": eq("type", "SharedMountPoint")}) => ok(first("uuid", i.smp.as_str()));
+        "QueryPrimaryStorage", admin, bad_query() => InvalidArgument;
+    });
     m
 }

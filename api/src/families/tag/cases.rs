@@ -4,13 +4,14 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::first;
+use crate::testing::matrix::gone;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -41,12 +42,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "CreateSystemTag",
-        &admin,
-        json!({"resourceType": "L3NetworkVO", "resourceUuid": missing(), "tag": "networkServices::Flat"}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(rows! {
+        "CreateSystemTag", admin, json!({"resourceType": "L3NetworkVO", "resourceUuid": missing(), "tag": "networkServices::Flat"}) => ResourceNotFound;
+    });
     {
         let zone = i.zone.clone();
         m.push(ok(
@@ -62,56 +60,14 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "CreateUserTag",
-        &tenant,
-        json!({"resourceType": "ZoneVO", "resourceUuid": i.zone, "tag": "gold"}),
-        Code::PermissionDenied,
-    ));
-    {
-        let t = i.user_tag.clone();
-        m.push(ok(
-            "DeleteTag",
-            &admin,
-            json!({"uuid": i.user_tag}),
-            move |h, _| assert_eq!(h.count("QueryUserTag", eq("uuid", &t)), 0),
-        ));
-    }
-    m.push(no(
-        "DeleteTag",
-        &stranger,
-        json!({"uuid": i.user_tag}),
-        Code::PermissionDenied,
-    ));
-    {
-        let t = i.sys_tag.clone();
-        m.push(ok(
-            "QuerySystemTag",
-            &admin,
-            json!({"conditions": eq("resourceUuid", &i.l3)}),
-            move |_, r| assert_eq!(r["inventories"][0]["uuid"], t.as_str()),
-        ));
-    }
-    m.push(no(
-        "QuerySystemTag",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
-    {
-        let c = i.cluster.clone();
-        m.push(ok(
-            "QueryUserTag",
-            &admin,
-            json!({"conditions": [{"name": "tag", "op": "like", "value": "rack%"}]}),
-            move |_, r| assert_eq!(r["inventories"][0]["resourceUuid"], c.as_str()),
-        ));
-    }
-    m.push(no(
-        "QueryUserTag",
-        &admin,
-        bad_query(),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "CreateUserTag", tenant, json!({"resourceType": "ZoneVO", "resourceUuid": i.zone, "tag": "gold"}) => PermissionDenied;
+        "DeleteTag", admin, json!({"uuid": i.user_tag}) => ok(gone("QueryUserTag", &i.user_tag));
+        "DeleteTag", stranger, json!({"uuid": i.user_tag}) => PermissionDenied;
+        "QuerySystemTag", admin, json!({"conditions": eq("resourceUuid", &i.l3)}) => ok(first("uuid", i.sys_tag.as_str()));
+        "QuerySystemTag", admin, bad_query() => InvalidArgument;
+        "QueryUserTag", admin, json!({"conditions": [{"name": "tag", "op": "like", "value": "rack%"}]}) => ok(first("resourceUuid", i.cluster.as_str()));
+        "QueryUserTag", admin, bad_query() => InvalidArgument;
+    });
     m
 }

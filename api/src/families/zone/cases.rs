@@ -4,13 +4,13 @@ use serde_json::json;
 
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
+use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
-use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
+use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
 use crate::testing::matrix::Ids;
 use crate::testing::matrix::Parties;
-use crate::wire::errors::Code;
 
 /// The call-matrix cases of this family's calls.
 pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
@@ -28,25 +28,12 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(h.count("QueryZone", eq("name", "z3")), 1);
         },
     ));
-    m.push(no(
-        "CreateZone",
-        &tenant,
-        json!({"name": "z3"}),
-        Code::PermissionDenied,
-    ));
-    m.push(no("CreateZone", &admin, json!({}), Code::InvalidArgument));
-    m.push(ok(
-        "UpdateZone",
-        &admin,
-        json!({"uuid": i.zone, "name": "renamed"}),
-        |_, r| assert_eq!(r["inventory"]["name"], "renamed"),
-    ));
-    m.push(no(
-        "UpdateZone",
-        &admin,
-        json!({"uuid": missing(), "name": "x"}),
-        Code::ResourceNotFound,
-    ));
+    m.extend(rows! {
+        "CreateZone", tenant, json!({"name": "z3"}) => PermissionDenied;
+        "CreateZone", admin, json!({}) => InvalidArgument;
+        "UpdateZone", admin, json!({"uuid": i.zone, "name": "renamed"}) => ok(inv("name", "renamed"));
+        "UpdateZone", admin, json!({"uuid": missing(), "name": "x"}) => ResourceNotFound;
+    });
     {
         let cluster = i.cluster.clone();
         m.push(ok(
@@ -59,12 +46,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "ChangeZoneState",
-        &admin,
-        json!({"uuid": i.zone, "stateEvent": "boom"}),
-        Code::InvalidArgument,
-    ));
+    m.extend(rows! {
+        "ChangeZoneState", admin, json!({"uuid": i.zone, "stateEvent": "boom"}) => InvalidArgument;
+    });
     {
         let zone = i.zone.clone();
         m.push(ok(
@@ -78,12 +62,9 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             },
         ));
     }
-    m.push(no(
-        "DeleteZone",
-        &tenant,
-        json!({"uuid": i.zone}),
-        Code::PermissionDenied,
-    ));
+    m.extend(rows! {
+        "DeleteZone", tenant, json!({"uuid": i.zone}) => PermissionDenied;
+    });
     {
         let zone = i.zone.clone();
         m.push(ok(
@@ -102,6 +83,8 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         json!({"conditions": []}),
         |_, r| assert_eq!(r["inventories"], json!([]), "a tenant sees no admin zone"),
     ));
-    m.push(no("QueryZone", &admin, bad_query(), Code::InvalidArgument));
+    m.extend(rows! {
+        "QueryZone", admin, bad_query() => InvalidArgument;
+    });
     m
 }
