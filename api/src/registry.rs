@@ -178,6 +178,8 @@ registry! {
     Leader => crate::leader::Leaders,
     /// An API call's write: session check, command or job, audit record, in one entry.
     Call => crate::call::Calls,
+    /// SSH key-pair calls.
+    SshKeyPair => crate::families::ssh_key_pair::SshKeyPairs,
 }
 
 /// Apply one command through its family. `Err` is a storage failure (the replica must stop);

@@ -9,5 +9,6 @@ pub mod identity;
 pub mod l2;
 pub mod l3;
 pub mod management_node;
+pub mod ssh_key_pair;
 pub mod tag;
 pub mod zone;
