@@ -172,6 +172,8 @@ registry! {
     Tag => crate::families::tag::Tags,
     /// KVM host calls.
     Host => crate::families::host::Hosts,
+    /// SSH key-pair calls.
+    SshKeyPair => crate::families::ssh_key_pair::SshKeyPairs,
     /// The API audit log (the serving nodes' batches, the leader's retention sweeper).
     Audit => crate::audit::Audits,
     /// A leader duty's command, valid only in its own term.

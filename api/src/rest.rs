@@ -419,6 +419,11 @@ pub const ROUTES: &[Route] = &[
     r(D, "/v1/tags/{uuid}", "DeleteTag", N),
     r(G, "/v1/zwatch/audits", "QueryAudit", N),
     r(G, "/v1/zwatch/audits/{uuid}", "QueryAudit", N),
+    r(Po, "/v1/ssh-key-pair", "CreateSshKeyPair", P),
+    r(G, "/v1/ssh-key-pair", "QuerySshKeyPair", N),
+    r(G, "/v1/ssh-key-pair/{uuid}", "QuerySshKeyPair", N),
+    r(Pu, "/v1/ssh-key-pair/{uuid}", "UpdateSshKeyPair", A),
+    r(D, "/v1/ssh-key-pair/{uuid}", "DeleteSshKeyPair", N),
 ];
 
 /// `CreateZone` → `createZone`: the body key of an action.

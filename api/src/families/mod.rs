@@ -14,5 +14,6 @@ pub mod l3;
 pub mod management_node;
 pub mod offering;
 pub mod primary_storage;
+pub mod ssh_key_pair;
 pub mod tag;
 pub mod zone;
