@@ -172,14 +172,14 @@ registry! {
     Tag => crate::families::tag::Tags,
     /// KVM host calls.
     Host => crate::families::host::Hosts,
-    /// SSH key-pair calls.
-    SshKeyPair => crate::families::ssh_key_pair::SshKeyPairs,
     /// The API audit log (the serving nodes' batches, the leader's retention sweeper).
     Audit => crate::audit::Audits,
     /// A leader duty's command, valid only in its own term.
     Leader => crate::leader::Leaders,
     /// An API call's write: session check, command or job, audit record, in one entry.
     Call => crate::call::Calls,
+    /// SSH key-pair calls.
+    SshKeyPair => crate::families::ssh_key_pair::SshKeyPairs,
 }
 
 /// Apply one command through its family. `Err` is a storage failure (the replica must stop);
