@@ -73,358 +73,22 @@ pub struct Route {
     pub rename: Option<(&'static str, &'static str)>,
 }
 
-const fn r(method: Method, path: &'static str, call: &'static str, body: Body) -> Route {
-    Route {
-        method,
-        path,
-        call,
-        body,
-        rename: None,
-    }
+/// Routes of every implemented call (from ZStack's `@RestRequest` annotations), as the
+/// families declare them (`CallDecl::routes`), in registry order.
+pub fn routes() -> &'static [Route] {
+    static ROUTES: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| {
+        crate::registry::routes()
+            .map(|(call, r)| Route {
+                method: r.method,
+                path: r.path,
+                call: call.name,
+                body: r.body,
+                rename: r.rename,
+            })
+            .collect()
+    })
 }
-
-use Body::Action as A;
-use Body::None as N;
-use Body::Params as P;
-use Method::Delete as D;
-use Method::Get as G;
-use Method::Post as Po;
-use Method::Put as Pu;
-
-/// Routes of every implemented call (from ZStack's `@RestRequest` annotations).
-pub const ROUTES: &[Route] = &[
-    r(Pu, "/v1/accounts/login", "LogInByAccount", A),
-    r(Pu, "/v1/accounts/users/login", "LogInByUser", A),
-    r(D, "/v1/accounts/sessions/{sessionUuid}", "LogOut", N),
-    Route {
-        method: G,
-        path: "/v1/accounts/sessions/{sessionUuid}/valid",
-        call: "ValidateSession",
-        body: N,
-        rename: Some(("validSession", "valid")),
-    },
-    r(
-        Pu,
-        "/v1/accounts/sessions/{sessionUuid}/renew",
-        "RenewSession",
-        A,
-    ),
-    r(Po, "/v1/accounts", "CreateAccount", P),
-    r(G, "/v1/accounts", "QueryAccount", N),
-    r(G, "/v1/accounts/{uuid}", "QueryAccount", N),
-    r(Pu, "/v1/accounts/{uuid}", "UpdateAccount", A),
-    r(D, "/v1/accounts/{uuid}", "DeleteAccount", N),
-    r(Po, "/v1/accounts/users", "CreateUser", P),
-    r(G, "/v1/accounts/users", "QueryUser", N),
-    r(G, "/v1/accounts/users/{uuid}", "QueryUser", N),
-    r(Pu, "/v1/accounts/users/{uuid}", "UpdateUser", A),
-    r(D, "/v1/accounts/users/{uuid}", "DeleteUser", N),
-    r(Po, "/v1/zones", "CreateZone", P),
-    r(G, "/v1/zones", "QueryZone", N),
-    r(G, "/v1/zones/{uuid}", "QueryZone", N),
-    r(Pu, "/v1/zones/{uuid}/actions", "UpdateZone", A),
-    r(Pu, "/v1/zones/{uuid}/actions", "ChangeZoneState", A),
-    r(D, "/v1/zones/{uuid}", "DeleteZone", N),
-    r(G, "/v1/management-nodes", "QueryManagementNode", N),
-    r(G, "/v1/global-configurations", "QueryGlobalConfig", N),
-    r(
-        Pu,
-        "/v1/global-configurations/{category}/{name}/actions",
-        "UpdateGlobalConfig",
-        A,
-    ),
-    r(
-        Pu,
-        "/v1/global-configurations/actions",
-        "ResetGlobalConfig",
-        A,
-    ), // Infrastructure families (`@RestRequest` paths of ZStack 2.x).
-    r(Po, "/v1/clusters", "CreateCluster", P),
-    r(G, "/v1/clusters", "QueryCluster", N),
-    r(G, "/v1/clusters/{uuid}", "QueryCluster", N),
-    r(Pu, "/v1/clusters/{uuid}/actions", "UpdateCluster", A),
-    r(Pu, "/v1/clusters/{uuid}/actions", "ChangeClusterState", A),
-    r(D, "/v1/clusters/{uuid}", "DeleteCluster", N),
-    r(Po, "/v1/hosts/kvm", "AddKVMHost", P),
-    r(Pu, "/v1/hosts/kvm/{uuid}/actions", "UpdateKVMHost", A),
-    r(G, "/v1/hosts", "QueryHost", N),
-    r(G, "/v1/hosts/{uuid}", "QueryHost", N),
-    r(Pu, "/v1/hosts/{uuid}/actions", "ChangeHostState", A),
-    r(Pu, "/v1/hosts/{uuid}/actions", "ReconnectHost", A),
-    r(D, "/v1/hosts/{uuid}", "DeleteHost", N),
-    r(
-        Po,
-        "/v1/primary-storage/local-storage",
-        "AddLocalPrimaryStorage",
-        P,
-    ),
-    r(Po, "/v1/primary-storage/nfs", "AddNfsPrimaryStorage", P),
-    r(
-        Po,
-        "/v1/primary-storage/smp",
-        "AddSharedMountPointPrimaryStorage",
-        P,
-    ),
-    r(G, "/v1/primary-storage", "QueryPrimaryStorage", N),
-    r(G, "/v1/primary-storage/{uuid}", "QueryPrimaryStorage", N),
-    r(
-        Pu,
-        "/v1/primary-storage/{uuid}/actions",
-        "UpdatePrimaryStorage",
-        A,
-    ),
-    r(
-        Pu,
-        "/v1/primary-storage/{uuid}/actions",
-        "ChangePrimaryStorageState",
-        A,
-    ),
-    r(D, "/v1/primary-storage/{uuid}", "DeletePrimaryStorage", N),
-    r(
-        Po,
-        "/v1/clusters/{clusterUuid}/primary-storage/{primaryStorageUuid}",
-        "AttachPrimaryStorageToCluster",
-        P,
-    ),
-    r(
-        D,
-        "/v1/clusters/{clusterUuid}/primary-storage/{primaryStorageUuid}",
-        "DetachPrimaryStorageFromCluster",
-        N,
-    ),
-    r(
-        Po,
-        "/v1/backup-storage/image-store",
-        "AddImageStoreBackupStorage",
-        P,
-    ),
-    r(G, "/v1/backup-storage", "QueryBackupStorage", N),
-    r(G, "/v1/backup-storage/{uuid}", "QueryBackupStorage", N),
-    r(
-        G,
-        "/v1/backup-storage/image-store",
-        "QueryImageStoreBackupStorage",
-        N,
-    ),
-    r(
-        G,
-        "/v1/backup-storage/image-store/{uuid}",
-        "QueryImageStoreBackupStorage",
-        N,
-    ),
-    r(
-        Pu,
-        "/v1/backup-storage/{uuid}/actions",
-        "UpdateBackupStorage",
-        A,
-    ),
-    r(
-        Pu,
-        "/v1/backup-storage/{uuid}/actions",
-        "ChangeBackupStorageState",
-        A,
-    ),
-    r(D, "/v1/backup-storage/{uuid}", "DeleteBackupStorage", N),
-    r(
-        Po,
-        "/v1/zones/{zoneUuid}/backup-storage/{backupStorageUuid}",
-        "AttachBackupStorageToZone",
-        P,
-    ),
-    r(
-        D,
-        "/v1/zones/{zoneUuid}/backup-storage/{backupStorageUuid}",
-        "DetachBackupStorageFromZone",
-        N,
-    ),
-    r(Po, "/v1/instance-offerings", "CreateInstanceOffering", P),
-    r(G, "/v1/instance-offerings", "QueryInstanceOffering", N),
-    r(
-        G,
-        "/v1/instance-offerings/{uuid}",
-        "QueryInstanceOffering",
-        N,
-    ),
-    r(
-        Pu,
-        "/v1/instance-offerings/{uuid}/actions",
-        "UpdateInstanceOffering",
-        A,
-    ),
-    r(
-        Pu,
-        "/v1/instance-offerings/{uuid}/actions",
-        "ChangeInstanceOfferingState",
-        A,
-    ),
-    r(
-        D,
-        "/v1/instance-offerings/{uuid}",
-        "DeleteInstanceOffering",
-        N,
-    ),
-    r(Po, "/v1/disk-offerings", "CreateDiskOffering", P),
-    r(G, "/v1/disk-offerings", "QueryDiskOffering", N),
-    r(G, "/v1/disk-offerings/{uuid}", "QueryDiskOffering", N),
-    r(
-        Pu,
-        "/v1/disk-offerings/{uuid}/actions",
-        "UpdateDiskOffering",
-        A,
-    ),
-    r(
-        Pu,
-        "/v1/disk-offerings/{uuid}/actions",
-        "ChangeDiskOfferingState",
-        A,
-    ),
-    r(D, "/v1/disk-offerings/{uuid}", "DeleteDiskOffering", N),
-    r(Po, "/v1/images", "AddImage", P),
-    r(G, "/v1/images", "QueryImage", N),
-    r(G, "/v1/images/{uuid}", "QueryImage", N),
-    r(Pu, "/v1/images/{uuid}/actions", "UpdateImage", A),
-    r(Pu, "/v1/images/{uuid}/actions", "ChangeImageState", A),
-    r(Pu, "/v1/images/{imageUuid}/actions", "ExpungeImage", A),
-    r(Pu, "/v1/images/{imageUuid}/actions", "RecoverImage", A),
-    r(D, "/v1/images/{uuid}", "DeleteImage", N),
-    r(Po, "/v1/l2-networks/no-vlan", "CreateL2NoVlanNetwork", P),
-    r(Po, "/v1/l2-networks/vlan", "CreateL2VlanNetwork", P),
-    r(
-        Po,
-        "/v1/l2-networks/vxlan-pool",
-        "CreateL2VxlanNetworkPool",
-        P,
-    ),
-    r(Po, "/v1/l2-networks/vxlan", "CreateL2VxlanNetwork", P),
-    r(
-        Po,
-        "/v1/l2-networks/vxlan-pool/{l2NetworkUuid}/vni-ranges",
-        "CreateVniRange",
-        P,
-    ),
-    r(
-        D,
-        "/v1/l2-networks/vxlan-pool/vni-ranges/{uuid}",
-        "DeleteVniRange",
-        N,
-    ),
-    r(G, "/v1/l2-networks", "QueryL2Network", N),
-    r(G, "/v1/l2-networks/{uuid}", "QueryL2Network", N),
-    r(G, "/v1/l2-networks/vlan", "QueryL2VlanNetwork", N),
-    r(G, "/v1/l2-networks/vlan/{uuid}", "QueryL2VlanNetwork", N),
-    r(G, "/v1/l2-networks/vxlan", "QueryL2VxlanNetwork", N),
-    r(G, "/v1/l2-networks/vxlan/{uuid}", "QueryL2VxlanNetwork", N),
-    r(
-        G,
-        "/v1/l2-networks/vxlan-pool",
-        "QueryL2VxlanNetworkPool",
-        N,
-    ),
-    r(
-        G,
-        "/v1/l2-networks/vxlan-pool/{uuid}",
-        "QueryL2VxlanNetworkPool",
-        N,
-    ),
-    r(
-        G,
-        "/v1/l2-networks/vxlan-pool/vni-ranges",
-        "QueryVniRange",
-        N,
-    ),
-    r(
-        G,
-        "/v1/l2-networks/vxlan-pool/vni-ranges/{uuid}",
-        "QueryVniRange",
-        N,
-    ),
-    r(Pu, "/v1/l2-networks/{uuid}/actions", "UpdateL2Network", A),
-    r(
-        Po,
-        "/v1/l2-networks/{l2NetworkUuid}/clusters/{clusterUuid}",
-        "AttachL2NetworkToCluster",
-        P,
-    ),
-    r(
-        D,
-        "/v1/l2-networks/{l2NetworkUuid}/clusters/{clusterUuid}",
-        "DetachL2NetworkFromCluster",
-        N,
-    ),
-    r(D, "/v1/l2-networks/{uuid}", "DeleteL2Network", N),
-    r(Po, "/v1/l3-networks", "CreateL3Network", P),
-    r(G, "/v1/l3-networks", "QueryL3Network", N),
-    r(G, "/v1/l3-networks/{uuid}", "QueryL3Network", N),
-    r(Pu, "/v1/l3-networks/{uuid}/actions", "UpdateL3Network", A),
-    r(
-        Pu,
-        "/v1/l3-networks/{uuid}/actions",
-        "ChangeL3NetworkState",
-        A,
-    ),
-    r(D, "/v1/l3-networks/{uuid}", "DeleteL3Network", N),
-    r(
-        Po,
-        "/v1/l3-networks/{l3NetworkUuid}/ip-ranges",
-        "AddIpRange",
-        P,
-    ),
-    r(
-        Po,
-        "/v1/l3-networks/{l3NetworkUuid}/ip-ranges/by-cidr",
-        "AddIpRangeByNetworkCidr",
-        P,
-    ),
-    r(G, "/v1/l3-networks/ip-ranges", "QueryIpRange", N),
-    r(G, "/v1/l3-networks/ip-ranges/{uuid}", "QueryIpRange", N),
-    r(
-        Pu,
-        "/v1/l3-networks/ip-ranges/{uuid}/actions",
-        "UpdateIpRange",
-        A,
-    ),
-    r(D, "/v1/l3-networks/ip-ranges/{uuid}", "DeleteIpRange", N),
-    r(
-        Po,
-        "/v1/l3-networks/{l3NetworkUuid}/dns",
-        "AddDnsToL3Network",
-        P,
-    ),
-    r(
-        D,
-        "/v1/l3-networks/{l3NetworkUuid}/dns/{dns}",
-        "RemoveDnsFromL3Network",
-        N,
-    ),
-    r(G, "/v1/l3-networks/ip/free", "GetFreeIp", N),
-    r(G, "/v1/l3-networks/{l3NetworkUuid}/ip/free", "GetFreeIp", N),
-    r(
-        G,
-        "/v1/l3-networks/ip-ranges/{ipRangeUuid}/ip/free",
-        "GetFreeIp",
-        N,
-    ),
-    r(
-        G,
-        "/v1/l3-networks/{l3NetworkUuid}/ip/{ip}/availability",
-        "CheckIpAvailability",
-        N,
-    ),
-    r(Po, "/v1/system-tags", "CreateSystemTag", P),
-    r(G, "/v1/system-tags", "QuerySystemTag", N),
-    r(G, "/v1/system-tags/{uuid}", "QuerySystemTag", N),
-    r(Po, "/v1/user-tags", "CreateUserTag", P),
-    r(G, "/v1/user-tags", "QueryUserTag", N),
-    r(G, "/v1/user-tags/{uuid}", "QueryUserTag", N),
-    r(D, "/v1/tags/{uuid}", "DeleteTag", N),
-    r(G, "/v1/zwatch/audits", "QueryAudit", N),
-    r(G, "/v1/zwatch/audits/{uuid}", "QueryAudit", N),
-    r(Po, "/v1/ssh-key-pair", "CreateSshKeyPair", P),
-    r(G, "/v1/ssh-key-pair", "QuerySshKeyPair", N),
-    r(G, "/v1/ssh-key-pair/{uuid}", "QuerySshKeyPair", N),
-    r(Pu, "/v1/ssh-key-pair/{uuid}", "UpdateSshKeyPair", A),
-    r(D, "/v1/ssh-key-pair/{uuid}", "DeleteSshKeyPair", N),
-];
 
 /// `CreateZone` → `createZone`: the body key of an action.
 pub fn action_name(call: &str) -> String {
@@ -580,7 +244,7 @@ pub fn translate(
             Err(e) => return Err(bad(format!("the body is not valid JSON: {e}"))),
         }
     };
-    let candidates: Vec<(&'static Route, Vec<(&'static str, String)>)> = ROUTES
+    let candidates: Vec<(&'static Route, Vec<(&'static str, String)>)> = routes()
         .iter()
         .filter(|r| r.method == method)
         .filter_map(|r| match_path(r.path, &req.path).map(|v| (r, v)))
@@ -760,13 +424,13 @@ pub fn job_reply(route: Option<&Route>, spec: Option<&CallSpec>, result: &str) -
 
 /// The first route of a call, to map its job results.
 pub fn route_of(call: &str) -> Option<&'static Route> {
-    ROUTES.iter().find(|r| r.call == call)
+    routes().iter().find(|r| r.call == call)
 }
 
 /// OpenAPI 3 document of the mirror.
 pub fn openapi() -> Value {
     let mut paths = Map::new();
-    for route in ROUTES {
+    for route in routes() {
         let Some(spec) = catalogue::catalogue().by_name(route.call) else {
             continue;
         };
@@ -1156,7 +820,7 @@ mod tests {
             (503, Some("SYS.1007"))
         );
         let doc = openapi();
-        for route in ROUTES {
+        for route in routes() {
             assert!(
                 doc["paths"][format!("/zstack{}", route.path)]
                     .get(route.method.lower())
@@ -1166,12 +830,53 @@ mod tests {
             );
         }
         assert_eq!(doc["openapi"], "3.0.3");
-        for route in ROUTES {
+        for route in routes() {
             assert!(
                 crate::plan::is_implemented(route.call),
                 "{} routed but not implemented",
                 route.call
             );
         }
+    }
+
+    /// Every route a family declares reaches its own call through the mirror (the route table
+    /// is the families' declarations, so a declared route cannot be left unreachable).
+    #[test]
+    fn every_declared_route_reaches_its_call() {
+        let uuid = "1".repeat(32);
+        for r in routes() {
+            let path = r
+                .path
+                .split('/')
+                .map(|seg| {
+                    if seg.starts_with('{') {
+                        uuid.as_str()
+                    } else {
+                        seg
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let body = match r.body {
+                Body::Action => json!({ action_name(r.call): {} }),
+                _ => json!({}),
+            };
+            let req = RestRequest {
+                method: r.method.lower().to_ascii_uppercase(),
+                path,
+                authorization: Some(format!("OAuth {uuid}")),
+                body: body.to_string().into_bytes(),
+                ..Default::default()
+            };
+            let (route, spec, _) =
+                translate(&req).unwrap_or_else(|e| panic!("{} {}: {e:?}", r.call, r.path));
+            assert_eq!(
+                (route.call, spec.name.as_str()),
+                (r.call, r.call),
+                "{}",
+                r.path
+            );
+        }
+        assert!(routes().iter().any(|r| r.call == "GetTaskProgress"));
     }
 }
