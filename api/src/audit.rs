@@ -781,15 +781,7 @@ impl crate::family::Family for Audits {
         cases: cases::cases,
         ..crate::family::FamilyDecl::internal("audit", &[TABLE, INDEX_TABLE])
     };
-
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: AuditOp,
-    ) -> Result<AuditResult, ApiError> {
-        apply(txn, ctx, caller, op)
-    }
+    const APPLY: crate::family::ApplyFn<Self> = apply;
 
     fn reply(
         _out: &AuditResult,

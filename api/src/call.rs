@@ -185,15 +185,7 @@ impl crate::family::Family for Calls {
     type Op = ApiCall;
     type Out = CallOutcome;
     const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("call", &[]);
-
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: ApiCall,
-    ) -> Result<CallOutcome, ApiError> {
-        apply(txn, ctx, caller, op)
-    }
+    const APPLY: crate::family::ApplyFn<Self> = apply;
 
     fn reply(out: &CallOutcome) -> Result<Map<String, Value>, Refusal> {
         match out {

@@ -28,16 +28,12 @@ pub trait Family: 'static {
     type Out: std::fmt::Debug + Clone + PartialEq + Eq + Serialize + DeserializeOwned;
     /// The declaration.
     const DECL: FamilyDecl;
-    /// Validate and apply one op. Time and uuids come in the op or `ctx`; nothing here may
-    /// read a clock, a random source or anything outside `txn`.
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: Self::Op,
-    ) -> Result<Self::Out, ApiError>;
+    /// Validate and apply one op (usually the family's `model::apply`). Time and uuids come in
+    /// the op or `ctx`; nothing here may read a clock, a random source or anything outside
+    /// `txn`.
+    const APPLY: ApplyFn<Self>;
     /// The reply fields an answer renders (wire layer): usually its `inventory`.
-    fn reply(out: &Self::Out) -> Result<Map<String, Value>, Refusal>;
+    fn reply(out: &Self::Out) -> ReplyFields;
     /// Whether the writes made while producing `out` are kept.
     fn keeps_writes(_out: &Self::Out) -> bool {
         true
@@ -51,6 +47,17 @@ pub trait Family: 'static {
         None
     }
 }
+
+/// How a family applies its op: see [`Family::APPLY`].
+pub type ApplyFn<F> = fn(
+    &mut dyn StateTxn,
+    &ApplyCtx,
+    &Caller,
+    <F as Family>::Op,
+) -> Result<<F as Family>::Out, ApiError>;
+
+/// The reply fields an answer renders, or the refusal it becomes on the wire.
+pub type ReplyFields = Result<Map<String, Value>, Refusal>;
 
 /// Cleanup a kind needs beyond its own record when it is deleted (rows of internal tables).
 pub type CleanupFn = fn(&mut dyn StateTxn, &ApplyCtx, &str) -> Result<(), ApiError>;
@@ -188,10 +195,140 @@ impl FamilyDecl {
 }
 
 /// The reply of an answer that carries one inventory.
-pub fn inventory_reply(inv: Option<Value>) -> Result<Map<String, Value>, Refusal> {
+pub fn inventory_reply(inv: Option<Value>) -> ReplyFields {
     let mut m = Map::new();
     if let Some(inv) = inv {
         m.insert("inventory".into(), inv);
     }
     Ok(m)
+}
+
+/// The REST routes of the calls on one resource under `base` (a literal path under
+/// `/zstack`, e.g. `"/v1/zones"`), as ZStack lays them out: `actions` is
+/// `PUT base/{uuid}/actions` (`UpdateX`, `ChangeXState`, ...), `delete` is
+/// `DELETE base/{uuid}`, `query` is `GET base` and `GET base/{uuid}`.
+macro_rules! routes {
+    (actions $base:literal) => {
+        &[$crate::family::route(
+            $crate::rest::Method::Put,
+            concat!($base, "/{uuid}/actions"),
+            $crate::family::RestBody::Action,
+        )]
+    };
+    (delete $base:literal) => {
+        &[$crate::family::route(
+            $crate::rest::Method::Delete,
+            concat!($base, "/{uuid}"),
+            $crate::family::RestBody::None,
+        )]
+    };
+    (query $base:literal) => {
+        &[
+            $crate::family::route(
+                $crate::rest::Method::Get,
+                $base,
+                $crate::family::RestBody::None,
+            ),
+            $crate::family::route(
+                $crate::rest::Method::Get,
+                concat!($base, "/{uuid}"),
+                $crate::family::RestBody::None,
+            ),
+        ]
+    };
+}
+pub(crate) use routes;
+
+/// `UpdateX{uuid, name, description}` at `PUT base/{uuid}/actions`, planned
+/// ([`generic::plan_update`](crate::resource::generic::plan_update)) into the op
+/// `$op::$variant { uuid, rename }`.
+macro_rules! update_call {
+    ($name:literal, $base:literal, $op:ident :: $variant:ident) => {
+        $crate::family::CallDecl::new(
+            $name,
+            |p| $crate::resource::generic::plan_update(p, |uuid, rename| $op::$variant { uuid, rename }),
+            $crate::family::routes!(actions $base),
+        )
+    };
+}
+pub(crate) use update_call;
+
+/// `ChangeXState{uuid, stateEvent: enable|disable}` at `PUT base/{uuid}/actions`, planned
+/// ([`generic::plan_change_state`](crate::resource::generic::plan_change_state)) into the op
+/// `$op::$variant { uuid, event }`.
+macro_rules! state_call {
+    ($name:literal, $base:literal, $op:ident :: $variant:ident) => {
+        $crate::family::CallDecl::new(
+            $name,
+            |p| $crate::resource::generic::plan_change_state(p, |uuid, event| $op::$variant { uuid, event }),
+            $crate::family::routes!(actions $base),
+        )
+    };
+}
+pub(crate) use state_call;
+
+/// `DeleteX{uuid}` at `DELETE base/{uuid}`, planned
+/// ([`generic::plan_delete`](crate::resource::generic::plan_delete)) into the op
+/// `$op::$variant { uuid }`.
+macro_rules! delete_call {
+    ($name:literal, $base:literal, $op:ident :: $variant:ident) => {
+        $crate::family::CallDecl::new(
+            $name,
+            |p| $crate::resource::generic::plan_delete(p, |uuid| $op::$variant { uuid }),
+            $crate::family::routes!(delete $base),
+        )
+    };
+}
+pub(crate) use delete_call;
+
+/// `QueryX` at `GET base` and `GET base/{uuid}` of the records of type `$record` each account
+/// sees its own of ([`generic::plan_query`](crate::resource::generic::plan_query)).
+macro_rules! query_call {
+    ($name:literal, $base:literal, $record:ty) => {
+        $crate::family::CallDecl::new(
+            $name,
+            $crate::resource::generic::plan_query::<$record>,
+            $crate::family::routes!(query $base),
+        )
+    };
+}
+pub(crate) use query_call;
+
+/// What a family's `mod.rs` declares itself with, in one `use crate::family::prelude::*;`:
+/// the declaration types, the call macros, the short names of REST methods (`Po`, `Pu`, `G`,
+/// `D`) and bodies (`P`, `A`, `N`) its route tables are written with, and the types every
+/// family's apply and tests name.
+pub mod prelude {
+    pub(crate) use super::delete_call;
+    pub use super::inventory_reply;
+    pub(crate) use super::query_call;
+    pub use super::route;
+    pub(crate) use super::routes;
+    pub(crate) use super::state_call;
+    pub(crate) use super::update_call;
+    pub use super::ApplyFn;
+    pub use super::CallDecl;
+    pub use super::Family;
+    pub use super::FamilyDecl;
+    pub use super::KindDecl;
+    pub use super::ReplyFields;
+    pub use super::RestBody::Action as A;
+    pub use super::RestBody::None as N;
+    pub use super::RestBody::Params as P;
+    pub use super::RestRoute;
+    pub use crate::resource;
+    pub use crate::resource::generic;
+    pub use crate::resource::relations::OnDelete;
+    pub use crate::resource::relations::Relation;
+    pub use crate::rest::Method::Delete as D;
+    pub use crate::rest::Method::Get as G;
+    pub use crate::rest::Method::Post as Po;
+    pub use crate::rest::Method::Put as Pu;
+    pub use crate::wire::errors::Refusal;
+    pub use crate::ApiError;
+    pub use crate::ApplyCtx;
+    pub use crate::Caller;
+    pub use crate::StateTxn;
+    pub use serde_json::Map;
+    pub use serde_json::Value;
 }

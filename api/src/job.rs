@@ -1031,15 +1031,7 @@ impl crate::family::Family for Jobs {
         cases: cases::cases,
         ..crate::family::FamilyDecl::internal("job", &[TABLE, crate::flow::selftest::TABLE])
     };
-
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: JobOp,
-    ) -> Result<JobResult, ApiError> {
-        apply(txn, ctx, caller, op)
-    }
+    const APPLY: crate::family::ApplyFn<Self> = apply;
 
     fn reply(_out: &JobResult) -> Result<Map<String, Value>, Refusal> {
         Ok(Map::new())

@@ -135,15 +135,7 @@ impl crate::family::Family for Kv {
     type Op = KvOp;
     type Out = KvResult;
     const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("kv", &[TABLE]);
-
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        _caller: &crate::Caller,
-        op: KvOp,
-    ) -> Result<KvResult, ApiError> {
-        apply(txn, ctx, op)
-    }
+    const APPLY: crate::family::ApplyFn<Self> = |txn, ctx, _caller, op| apply(txn, ctx, op);
 
     fn reply(
         _out: &KvResult,

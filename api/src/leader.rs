@@ -74,15 +74,7 @@ impl crate::family::Family for Leaders {
     type Op = LeaderOp;
     type Out = Box<Response>;
     const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("leader", &[]);
-
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: LeaderOp,
-    ) -> Result<Box<Response>, ApiError> {
-        apply(txn, ctx, caller, op)
-    }
+    const APPLY: crate::family::ApplyFn<Self> = apply;
 
     fn reply(out: &Box<Response>) -> Result<Map<String, Value>, Refusal> {
         out.reply()

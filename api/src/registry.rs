@@ -130,7 +130,7 @@ macro_rules! registry {
         ) -> Result<Response, ApiError> {
             match cmd {
                 $(
-                    Command::$variant(c) => <$fam as Family>::apply(txn, ctx, &c.caller, *c.op)
+                    Command::$variant(c) => (<$fam as Family>::APPLY)(txn, ctx, &c.caller, *c.op)
                         .map(Response::$variant),
                 )*
             }

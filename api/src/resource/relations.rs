@@ -48,6 +48,30 @@ pub struct Relation {
     pub on_parent_state: Option<StateFn>,
 }
 
+impl Relation {
+    /// A reference through `field` to a `parent` kind; deleting the parent does `on_delete`,
+    /// its state changes do nothing here.
+    pub const fn new(field: &'static str, parent: &'static str, on_delete: OnDelete) -> Self {
+        Relation {
+            field,
+            parent,
+            on_delete,
+            on_parent_state: None,
+        }
+    }
+
+    /// A reference whose parent's deletion deletes the child too.
+    pub const fn cascade(field: &'static str, parent: &'static str) -> Self {
+        Relation::new(field, parent, OnDelete::Cascade)
+    }
+
+    /// The same relation, with `f` following the parent's state changes.
+    pub const fn with_parent_state(mut self, f: StateFn) -> Self {
+        self.on_parent_state = Some(f);
+        self
+    }
+}
+
 fn children(
     txn: &dyn StateTxn,
     kind: &str,

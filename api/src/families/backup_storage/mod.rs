@@ -19,30 +19,7 @@ pub use model::MAX_URL;
 pub use model::TABLE;
 pub use wire::ImageStoreView;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource::generic;
-use crate::resource::relations::OnDelete;
-use crate::resource::relations::Relation;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The backup-storage family.
 pub struct BackupStorages;
@@ -54,12 +31,11 @@ impl Family for BackupStorages {
         name: "backup_storage",
         tables: &[TABLE],
         kinds: &[KindDecl {
-            relations: &[Relation {
-                field: "attachedZoneUuids",
-                parent: "Zone",
-                on_delete: OnDelete::DetachOrDelete(model::forget_zone),
-                on_parent_state: None,
-            }],
+            relations: &[Relation::new(
+                "attachedZoneUuids",
+                "Zone",
+                OnDelete::DetachOrDelete(model::forget_zone),
+            )],
             ..KindDecl::new(
                 KIND,
                 TABLE,
@@ -73,22 +49,15 @@ impl Family for BackupStorages {
                 &[route(Po, "/v1/backup-storage/image-store", P)],
             )
             .creating("ImageStoreBackupStorageVO"),
-            CallDecl::new(
+            update_call!(
                 "UpdateBackupStorage",
-                |p| {
-                    generic::plan_update(p, |uuid, rename| BackupStorageOp::Update { uuid, rename })
-                },
-                &[route(Pu, "/v1/backup-storage/{uuid}/actions", A)],
+                "/v1/backup-storage",
+                BackupStorageOp::Update
             ),
-            CallDecl::new(
+            state_call!(
                 "ChangeBackupStorageState",
-                |p| {
-                    generic::plan_change_state(p, |uuid, event| BackupStorageOp::ChangeState {
-                        uuid,
-                        event,
-                    })
-                },
-                &[route(Pu, "/v1/backup-storage/{uuid}/actions", A)],
+                "/v1/backup-storage",
+                BackupStorageOp::ChangeState
             ),
             CallDecl::new(
                 "AttachBackupStorageToZone",
@@ -116,43 +85,29 @@ impl Family for BackupStorages {
                     N,
                 )],
             ),
-            CallDecl::new(
+            delete_call!(
                 "DeleteBackupStorage",
-                |p| generic::plan_delete(p, |uuid| BackupStorageOp::Delete { uuid }),
-                &[route(D, "/v1/backup-storage/{uuid}", N)],
+                "/v1/backup-storage",
+                BackupStorageOp::Delete
             ),
             CallDecl::new(
                 "QueryBackupStorage",
                 |p| p.query(wire::query_base),
-                &[
-                    route(G, "/v1/backup-storage", N),
-                    route(G, "/v1/backup-storage/{uuid}", N),
-                ],
+                routes!(query "/v1/backup-storage"),
             ),
-            CallDecl::new(
+            query_call!(
                 "QueryImageStoreBackupStorage",
-                generic::plan_query::<ImageStoreView>,
-                &[
-                    route(G, "/v1/backup-storage/image-store", N),
-                    route(G, "/v1/backup-storage/image-store/{uuid}", N),
-                ],
+                "/v1/backup-storage/image-store",
+                ImageStoreView
             ),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: BackupStorageOp,
-    ) -> Result<BackupStorageResult, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &BackupStorageResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &BackupStorageResult) -> ReplyFields {
         inventory_reply(out.inventory())
     }
 }

@@ -17,23 +17,7 @@ pub use model::GlobalConfigOp;
 pub use model::GlobalConfigResult;
 pub use model::FIELDS;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The global-config family.
 pub struct GlobalConfigs;
@@ -67,17 +51,9 @@ impl Family for GlobalConfigs {
         cases: cases::cases,
         ..FamilyDecl::internal("global_config", &[crate::settings::TABLE])
     };
+    const APPLY: ApplyFn<Self> = |txn, _ctx, caller, op| model::apply(txn, caller, op);
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        _ctx: &ApplyCtx,
-        caller: &Caller,
-        op: GlobalConfigOp,
-    ) -> Result<GlobalConfigResult, ApiError> {
-        model::apply(txn, caller, op)
-    }
-
-    fn reply(out: &GlobalConfigResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &GlobalConfigResult) -> ReplyFields {
         inventory_reply(match out {
             GlobalConfigResult::Inventory(inv) => Some(inv.clone()),
             GlobalConfigResult::Reset => None,

@@ -28,30 +28,7 @@ pub use probe::probe_target;
 pub use probe::unreachable_refusal;
 pub use probe::PROBED_CALLS;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource::generic;
-use crate::resource::relations::OnDelete;
-use crate::resource::relations::Relation;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The host family.
 pub struct Hosts;
@@ -65,12 +42,8 @@ impl Family for Hosts {
         kinds: &[KindDecl {
             // A cluster's hosts go with it (spec 03 §3.6); no VMs exist yet, so nothing else
             // hangs off a host but its tags.
-            relations: &[Relation {
-                field: "clusterUuid",
-                parent: "Cluster",
-                on_delete: OnDelete::Cascade,
-                on_parent_state: Some(model::cluster_state_changed),
-            }],
+            relations: &[Relation::cascade("clusterUuid", "Cluster")
+                .with_parent_state(model::cluster_state_changed)],
             ..KindDecl::new(KIND, TABLE, &["HostVO", "KVMHostVO"])
         }],
         calls: &[
@@ -83,44 +56,28 @@ impl Family for Hosts {
             CallDecl::new(
                 "UpdateKVMHost",
                 wire::update_kvm,
-                &[route(Pu, "/v1/hosts/kvm/{uuid}/actions", A)],
+                routes!(actions "/v1/hosts/kvm"),
             ),
             CallDecl::new(
                 "ChangeHostState",
                 wire::change_state,
-                &[route(Pu, "/v1/hosts/{uuid}/actions", A)],
+                routes!(actions "/v1/hosts"),
             ),
-            CallDecl::new(
-                "DeleteHost",
-                |p| generic::plan_delete(p, |uuid| HostOp::Delete { uuid }),
-                &[route(D, "/v1/hosts/{uuid}", N)],
-            ),
+            delete_call!("DeleteHost", "/v1/hosts", HostOp::Delete),
             CallDecl::new(
                 "ReconnectHost",
                 wire::reconnect,
-                &[route(Pu, "/v1/hosts/{uuid}/actions", A)],
+                routes!(actions "/v1/hosts"),
             ),
-            CallDecl::new(
-                "QueryHost",
-                generic::plan_query::<Host>,
-                &[route(G, "/v1/hosts", N), route(G, "/v1/hosts/{uuid}", N)],
-            ),
+            query_call!("QueryHost", "/v1/hosts", Host),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: HostOp,
-    ) -> Result<HostResult, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &HostResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &HostResult) -> ReplyFields {
         inventory_reply(out.inventory())
     }
 }

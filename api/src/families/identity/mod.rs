@@ -28,30 +28,7 @@ pub use model::ACCOUNT_TABLE;
 pub use model::SESSION_TABLE;
 pub use model::USER_TABLE;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::family::RestRoute;
-use crate::resource;
-use crate::resource::generic;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The identity family: accounts, users, sessions.
 pub struct Identities;
@@ -106,19 +83,8 @@ impl Family for Identities {
                 wire::update_account,
                 &[route(Pu, "/v1/accounts/{uuid}", A)],
             ),
-            CallDecl::new(
-                "DeleteAccount",
-                |p| generic::plan_delete(p, |uuid| IdentityOp::DeleteAccount { uuid }),
-                &[route(D, "/v1/accounts/{uuid}", N)],
-            ),
-            CallDecl::new(
-                "QueryAccount",
-                generic::plan_query::<Account>,
-                &[
-                    route(G, "/v1/accounts", N),
-                    route(G, "/v1/accounts/{uuid}", N),
-                ],
-            ),
+            delete_call!("DeleteAccount", "/v1/accounts", IdentityOp::DeleteAccount),
+            query_call!("QueryAccount", "/v1/accounts", Account),
             CallDecl::new(
                 "CreateUser",
                 wire::create_user,
@@ -129,35 +95,16 @@ impl Family for Identities {
                 wire::update_user,
                 &[route(Pu, "/v1/accounts/users/{uuid}", A)],
             ),
-            CallDecl::new(
-                "DeleteUser",
-                |p| generic::plan_delete(p, |uuid| IdentityOp::DeleteUser { uuid }),
-                &[route(D, "/v1/accounts/users/{uuid}", N)],
-            ),
-            CallDecl::new(
-                "QueryUser",
-                generic::plan_query::<User>,
-                &[
-                    route(G, "/v1/accounts/users", N),
-                    route(G, "/v1/accounts/users/{uuid}", N),
-                ],
-            ),
+            delete_call!("DeleteUser", "/v1/accounts/users", IdentityOp::DeleteUser),
+            query_call!("QueryUser", "/v1/accounts/users", User),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: IdentityOp,
-    ) -> Result<IdentityResult, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &IdentityResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &IdentityResult) -> ReplyFields {
         inventory_reply(match out {
             IdentityResult::Account(a) => Some(resource::inventory(a)),
             IdentityResult::User(u) => Some(resource::inventory(u)),

@@ -27,30 +27,7 @@ pub use model::PLATFORMS;
 pub use model::TABLE;
 pub use model::URL_SCHEMES;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource::generic;
-use crate::resource::relations::OnDelete;
-use crate::resource::relations::Relation;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The image family.
 pub struct Images;
@@ -62,36 +39,18 @@ impl Family for Images {
         name: "image",
         tables: &[TABLE],
         kinds: &[KindDecl {
-            relations: &[Relation {
-                field: "backupStorageRefs.backupStorageUuid",
-                parent: "BackupStorage",
-                on_delete: OnDelete::DetachOrDelete(copies::forget_backup_storage),
-                on_parent_state: None,
-            }],
+            relations: &[Relation::new(
+                "backupStorageRefs.backupStorageUuid",
+                "BackupStorage",
+                OnDelete::DetachOrDelete(copies::forget_backup_storage),
+            )],
             ..KindDecl::new(KIND, TABLE, &["ImageVO"])
         }],
         calls: &[
             CallDecl::new("AddImage", wire::add, &[route(Po, "/v1/images", P)]).creating("ImageVO"),
-            CallDecl::new(
-                "UpdateImage",
-                wire::update,
-                &[route(Pu, "/v1/images/{uuid}/actions", A)],
-            ),
-            CallDecl::new(
-                "ChangeImageState",
-                |p| {
-                    generic::plan_change_state(p, |uuid, event| ImageOp::ChangeState {
-                        uuid,
-                        event,
-                    })
-                },
-                &[route(Pu, "/v1/images/{uuid}/actions", A)],
-            ),
-            CallDecl::new(
-                "DeleteImage",
-                wire::delete,
-                &[route(D, "/v1/images/{uuid}", N)],
-            ),
+            CallDecl::new("UpdateImage", wire::update, routes!(actions "/v1/images")),
+            state_call!("ChangeImageState", "/v1/images", ImageOp::ChangeState),
+            CallDecl::new("DeleteImage", wire::delete, routes!(delete "/v1/images")),
             CallDecl::new(
                 "ExpungeImage",
                 |p| {
@@ -112,27 +71,15 @@ impl Family for Images {
                 },
                 &[route(Pu, "/v1/images/{imageUuid}/actions", A)],
             ),
-            CallDecl::new(
-                "QueryImage",
-                generic::plan_query::<Image>,
-                &[route(G, "/v1/images", N), route(G, "/v1/images/{uuid}", N)],
-            ),
+            query_call!("QueryImage", "/v1/images", Image),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: ImageOp,
-    ) -> Result<ImageResult, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &ImageResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &ImageResult) -> ReplyFields {
         inventory_reply(out.inventory())
     }
 }

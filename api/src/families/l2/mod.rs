@@ -30,30 +30,7 @@ pub use wire::L2VlanView;
 pub use wire::PoolView;
 pub use wire::VxlanView;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource::generic;
-use crate::resource::relations::OnDelete;
-use crate::resource::relations::Relation;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The L2 network family.
 pub struct L2Networks;
@@ -67,25 +44,14 @@ impl Family for L2Networks {
         kinds: &[
             KindDecl {
                 relations: &[
-                    Relation {
-                        field: "zoneUuid",
-                        parent: "Zone",
-                        on_delete: OnDelete::Cascade,
-                        on_parent_state: None,
-                    },
-                    Relation {
-                        field: "attachedClusterUuids",
-                        parent: "Cluster",
-                        on_delete: OnDelete::Detach(model::forget_cluster),
-                        on_parent_state: None,
-                    },
+                    Relation::cascade("zoneUuid", "Zone"),
+                    Relation::new(
+                        "attachedClusterUuids",
+                        "Cluster",
+                        OnDelete::Detach(model::forget_cluster),
+                    ),
                     // A pool's VXLAN networks go with it.
-                    Relation {
-                        field: "poolUuid",
-                        parent: KIND,
-                        on_delete: OnDelete::Cascade,
-                        on_parent_state: None,
-                    },
+                    Relation::cascade("poolUuid", KIND),
                 ],
                 ..KindDecl::new(
                     KIND,
@@ -99,12 +65,7 @@ impl Family for L2Networks {
                 )
             },
             KindDecl {
-                relations: &[Relation {
-                    field: "l2NetworkUuid",
-                    parent: KIND,
-                    on_delete: OnDelete::Cascade,
-                    on_parent_state: None,
-                }],
+                relations: &[Relation::cascade("l2NetworkUuid", KIND)],
                 ..KindDecl::new(VNI_KIND, VNI_TABLE, &["VniRangeVO"])
             },
         ],
@@ -137,10 +98,10 @@ impl Family for L2Networks {
                 )],
             )
             .creating("VniRangeVO"),
-            CallDecl::new(
+            delete_call!(
                 "DeleteVniRange",
-                |p| generic::plan_delete(p, |uuid| L2Op::DeleteVniRange { uuid }),
-                &[route(D, "/v1/l2-networks/vxlan-pool/vni-ranges/{uuid}", N)],
+                "/v1/l2-networks/vxlan-pool/vni-ranges",
+                L2Op::DeleteVniRange
             ),
             CallDecl::new(
                 "CreateL2VxlanNetwork",
@@ -148,11 +109,7 @@ impl Family for L2Networks {
                 &[route(Po, "/v1/l2-networks/vxlan", P)],
             )
             .creating("VxlanNetworkVO"),
-            CallDecl::new(
-                "UpdateL2Network",
-                |p| generic::plan_update(p, |uuid, rename| L2Op::Update { uuid, rename }),
-                &[route(Pu, "/v1/l2-networks/{uuid}/actions", A)],
-            ),
+            update_call!("UpdateL2Network", "/v1/l2-networks", L2Op::Update),
             CallDecl::new(
                 "AttachL2NetworkToCluster",
                 wire::attach,
@@ -171,67 +128,40 @@ impl Family for L2Networks {
                     N,
                 )],
             ),
-            CallDecl::new(
-                "DeleteL2Network",
-                |p| generic::plan_delete(p, |uuid| L2Op::Delete { uuid }),
-                &[route(D, "/v1/l2-networks/{uuid}", N)],
-            ),
+            delete_call!("DeleteL2Network", "/v1/l2-networks", L2Op::Delete),
             CallDecl::new(
                 "QueryL2Network",
                 |p| wire::plan_query(p, L2Query::All),
-                &[
-                    route(G, "/v1/l2-networks", N),
-                    route(G, "/v1/l2-networks/{uuid}", N),
-                ],
+                routes!(query "/v1/l2-networks"),
             ),
             CallDecl::new(
                 "QueryL2VlanNetwork",
                 |p| wire::plan_query(p, L2Query::Vlan),
-                &[
-                    route(G, "/v1/l2-networks/vlan", N),
-                    route(G, "/v1/l2-networks/vlan/{uuid}", N),
-                ],
+                routes!(query "/v1/l2-networks/vlan"),
             ),
             CallDecl::new(
                 "QueryL2VxlanNetwork",
                 |p| wire::plan_query(p, L2Query::Vxlan),
-                &[
-                    route(G, "/v1/l2-networks/vxlan", N),
-                    route(G, "/v1/l2-networks/vxlan/{uuid}", N),
-                ],
+                routes!(query "/v1/l2-networks/vxlan"),
             ),
             CallDecl::new(
                 "QueryL2VxlanNetworkPool",
                 |p| wire::plan_query(p, L2Query::Pool),
-                &[
-                    route(G, "/v1/l2-networks/vxlan-pool", N),
-                    route(G, "/v1/l2-networks/vxlan-pool/{uuid}", N),
-                ],
+                routes!(query "/v1/l2-networks/vxlan-pool"),
             ),
             CallDecl::new(
                 "QueryVniRange",
                 |p| wire::plan_query(p, L2Query::VniRange),
-                &[
-                    route(G, "/v1/l2-networks/vxlan-pool/vni-ranges", N),
-                    route(G, "/v1/l2-networks/vxlan-pool/vni-ranges/{uuid}", N),
-                ],
+                routes!(query "/v1/l2-networks/vxlan-pool/vni-ranges"),
             ),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: L2Op,
-    ) -> Result<L2Result, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &L2Result) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &L2Result) -> ReplyFields {
         inventory_reply(out.inventory())
     }
 }

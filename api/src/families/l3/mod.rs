@@ -30,30 +30,7 @@ pub use model::RANGE_TABLE;
 pub use model::TABLE;
 pub use reads::MAX_FREE_IP_LIMIT;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource::generic;
-use crate::resource::relations::OnDelete;
-use crate::resource::relations::Relation;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The L3 network family.
 pub struct L3Networks;
@@ -67,22 +44,12 @@ impl Family for L3Networks {
         kinds: &[
             KindDecl {
                 // VM NICs on it join this cascade with the VM family.
-                relations: &[Relation {
-                    field: "l2NetworkUuid",
-                    parent: "L2Network",
-                    on_delete: OnDelete::Cascade,
-                    on_parent_state: None,
-                }],
+                relations: &[Relation::cascade("l2NetworkUuid", "L2Network")],
                 on_delete: Some(ipam::forget_used_ips),
                 ..KindDecl::new(KIND, TABLE, &["L3NetworkVO"])
             },
             KindDecl {
-                relations: &[Relation {
-                    field: "l3NetworkUuid",
-                    parent: KIND,
-                    on_delete: OnDelete::Cascade,
-                    on_parent_state: None,
-                }],
+                relations: &[Relation::cascade("l3NetworkUuid", KIND)],
                 ..KindDecl::new(RANGE_KIND, RANGE_TABLE, &["IpRangeVO"])
             },
         ],
@@ -96,18 +63,10 @@ impl Family for L3Networks {
             CallDecl::new(
                 "UpdateL3Network",
                 wire::update,
-                &[route(Pu, "/v1/l3-networks/{uuid}/actions", A)],
+                routes!(actions "/v1/l3-networks"),
             ),
-            CallDecl::new(
-                "ChangeL3NetworkState",
-                |p| generic::plan_change_state(p, |uuid, event| L3Op::ChangeState { uuid, event }),
-                &[route(Pu, "/v1/l3-networks/{uuid}/actions", A)],
-            ),
-            CallDecl::new(
-                "DeleteL3Network",
-                |p| generic::plan_delete(p, |uuid| L3Op::Delete { uuid }),
-                &[route(D, "/v1/l3-networks/{uuid}", N)],
-            ),
+            state_call!("ChangeL3NetworkState", "/v1/l3-networks", L3Op::ChangeState),
+            delete_call!("DeleteL3Network", "/v1/l3-networks", L3Op::Delete),
             CallDecl::new(
                 "AddIpRange",
                 |p| wire::add_range(p, wire::explicit_range),
@@ -124,15 +83,15 @@ impl Family for L3Networks {
                 )],
             )
             .creating("IpRangeVO"),
-            CallDecl::new(
+            update_call!(
                 "UpdateIpRange",
-                |p| generic::plan_update(p, |uuid, rename| L3Op::UpdateIpRange { uuid, rename }),
-                &[route(Pu, "/v1/l3-networks/ip-ranges/{uuid}/actions", A)],
+                "/v1/l3-networks/ip-ranges",
+                L3Op::UpdateIpRange
             ),
             CallDecl::new(
                 "DeleteIpRange",
                 wire::delete_range,
-                &[route(D, "/v1/l3-networks/ip-ranges/{uuid}", N)],
+                routes!(delete "/v1/l3-networks/ip-ranges"),
             ),
             CallDecl::new(
                 "AddDnsToL3Network",
@@ -154,22 +113,8 @@ impl Family for L3Networks {
                 },
                 &[route(D, "/v1/l3-networks/{l3NetworkUuid}/dns/{dns}", N)],
             ),
-            CallDecl::new(
-                "QueryL3Network",
-                generic::plan_query::<L3Network>,
-                &[
-                    route(G, "/v1/l3-networks", N),
-                    route(G, "/v1/l3-networks/{uuid}", N),
-                ],
-            ),
-            CallDecl::new(
-                "QueryIpRange",
-                generic::plan_query::<IpRange>,
-                &[
-                    route(G, "/v1/l3-networks/ip-ranges", N),
-                    route(G, "/v1/l3-networks/ip-ranges/{uuid}", N),
-                ],
-            ),
+            query_call!("QueryL3Network", "/v1/l3-networks", L3Network),
+            query_call!("QueryIpRange", "/v1/l3-networks/ip-ranges", IpRange),
             CallDecl::new(
                 "GetFreeIp",
                 reads::free_ip,
@@ -193,17 +138,9 @@ impl Family for L3Networks {
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: L3Op,
-    ) -> Result<L3Result, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &L3Result) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &L3Result) -> ReplyFields {
         inventory_reply(out.inventory())
     }
 }

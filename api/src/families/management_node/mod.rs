@@ -16,20 +16,7 @@ pub use model::ManagementNodeResult;
 pub use model::FIELDS;
 pub use model::TABLE;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::RestBody::None as N;
-use crate::rest::Method::Get as G;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The management-node family: the registry duty's records and `QueryManagementNode`.
 pub struct ManagementNodes;
@@ -47,17 +34,9 @@ impl Family for ManagementNodes {
         cases: cases::cases,
         ..FamilyDecl::internal("management_node", &[TABLE])
     };
+    const APPLY: ApplyFn<Self> = |txn, ctx, _caller, op| model::apply(txn, ctx, op);
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        _caller: &Caller,
-        op: ManagementNodeOp,
-    ) -> Result<ManagementNodeResult, ApiError> {
-        model::apply(txn, ctx, op)
-    }
-
-    fn reply(_out: &ManagementNodeResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(_out: &ManagementNodeResult) -> ReplyFields {
         Ok(Map::new())
     }
 }

@@ -21,28 +21,7 @@ pub use model::INSTANCE_KIND;
 pub use model::INSTANCE_TABLE;
 pub use model::MAX_CPU;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource::generic;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The offering family: instance and disk offerings.
 pub struct Offerings;
@@ -67,25 +46,22 @@ impl Family for Offerings {
             CallDecl::new(
                 "UpdateInstanceOffering",
                 wire::update_instance,
-                &[route(Pu, "/v1/instance-offerings/{uuid}/actions", A)],
+                routes!(actions "/v1/instance-offerings"),
             ),
             CallDecl::new(
                 "ChangeInstanceOfferingState",
                 |p| wire::change_state(p, false),
-                &[route(Pu, "/v1/instance-offerings/{uuid}/actions", A)],
+                routes!(actions "/v1/instance-offerings"),
             ),
             CallDecl::new(
                 "DeleteInstanceOffering",
                 |p| wire::delete(p, false),
-                &[route(D, "/v1/instance-offerings/{uuid}", N)],
+                routes!(delete "/v1/instance-offerings"),
             ),
-            CallDecl::new(
+            query_call!(
                 "QueryInstanceOffering",
-                generic::plan_query::<InstanceOffering>,
-                &[
-                    route(G, "/v1/instance-offerings", N),
-                    route(G, "/v1/instance-offerings/{uuid}", N),
-                ],
+                "/v1/instance-offerings",
+                InstanceOffering
             ),
             CallDecl::new(
                 "CreateDiskOffering",
@@ -96,42 +72,27 @@ impl Family for Offerings {
             CallDecl::new(
                 "UpdateDiskOffering",
                 wire::update_disk,
-                &[route(Pu, "/v1/disk-offerings/{uuid}/actions", A)],
+                routes!(actions "/v1/disk-offerings"),
             ),
             CallDecl::new(
                 "ChangeDiskOfferingState",
                 |p| wire::change_state(p, true),
-                &[route(Pu, "/v1/disk-offerings/{uuid}/actions", A)],
+                routes!(actions "/v1/disk-offerings"),
             ),
             CallDecl::new(
                 "DeleteDiskOffering",
                 |p| wire::delete(p, true),
-                &[route(D, "/v1/disk-offerings/{uuid}", N)],
+                routes!(delete "/v1/disk-offerings"),
             ),
-            CallDecl::new(
-                "QueryDiskOffering",
-                generic::plan_query::<DiskOffering>,
-                &[
-                    route(G, "/v1/disk-offerings", N),
-                    route(G, "/v1/disk-offerings/{uuid}", N),
-                ],
-            ),
+            query_call!("QueryDiskOffering", "/v1/disk-offerings", DiskOffering),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: OfferingOp,
-    ) -> Result<OfferingResult, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &OfferingResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &OfferingResult) -> ReplyFields {
         inventory_reply(out.inventory())
     }
 }

@@ -24,30 +24,7 @@ pub use model::MAX_URL;
 pub use model::NFS_MOUNT_BASE;
 pub use model::TABLE;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource::generic;
-use crate::resource::relations::OnDelete;
-use crate::resource::relations::Relation;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The primary-storage family.
 pub struct PrimaryStorages;
@@ -61,18 +38,12 @@ impl Family for PrimaryStorages {
         kinds: &[KindDecl {
             relations: &[
                 // A zone's primary storage goes with it (its clusters are gone by then).
-                Relation {
-                    field: "zoneUuid",
-                    parent: "Zone",
-                    on_delete: OnDelete::Cascade,
-                    on_parent_state: None,
-                },
-                Relation {
-                    field: "attachedClusterUuids",
-                    parent: "Cluster",
-                    on_delete: OnDelete::Detach(model::forget_cluster),
-                    on_parent_state: None,
-                },
+                Relation::cascade("zoneUuid", "Zone"),
+                Relation::new(
+                    "attachedClusterUuids",
+                    "Cluster",
+                    OnDelete::Detach(model::forget_cluster),
+                ),
             ],
             ..KindDecl::new(KIND, TABLE, &["PrimaryStorageVO"])
         }],
@@ -98,12 +69,12 @@ impl Family for PrimaryStorages {
             CallDecl::new(
                 "UpdatePrimaryStorage",
                 wire::update,
-                &[route(Pu, "/v1/primary-storage/{uuid}/actions", A)],
+                routes!(actions "/v1/primary-storage"),
             ),
             CallDecl::new(
                 "ChangePrimaryStorageState",
                 wire::change_state,
-                &[route(Pu, "/v1/primary-storage/{uuid}/actions", A)],
+                routes!(actions "/v1/primary-storage"),
             ),
             CallDecl::new(
                 "AttachPrimaryStorageToCluster",
@@ -137,35 +108,20 @@ impl Family for PrimaryStorages {
                     N,
                 )],
             ),
-            CallDecl::new(
+            delete_call!(
                 "DeletePrimaryStorage",
-                |p| generic::plan_delete(p, |uuid| PrimaryStorageOp::Delete { uuid }),
-                &[route(D, "/v1/primary-storage/{uuid}", N)],
+                "/v1/primary-storage",
+                PrimaryStorageOp::Delete
             ),
-            CallDecl::new(
-                "QueryPrimaryStorage",
-                generic::plan_query::<PrimaryStorage>,
-                &[
-                    route(G, "/v1/primary-storage", N),
-                    route(G, "/v1/primary-storage/{uuid}", N),
-                ],
-            ),
+            query_call!("QueryPrimaryStorage", "/v1/primary-storage", PrimaryStorage),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: PrimaryStorageOp,
-    ) -> Result<PrimaryStorageResult, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &PrimaryStorageResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &PrimaryStorageResult) -> ReplyFields {
         inventory_reply(out.inventory())
     }
 }

@@ -21,41 +21,14 @@ pub use model::SYSTEM_TABLE;
 pub use model::USER_TABLE;
 pub use wire::with_create_tags;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource;
-use crate::resource::generic;
-use crate::resource::relations::OnDelete;
-use crate::resource::relations::Relation;
+use crate::family::prelude::*;
 use crate::resource::relations::ANY;
 use crate::resource::tags;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
 use crate::Command;
 use crate::Response;
-use crate::StateTxn;
 
 /// A resource's tags go with it, whatever its kind.
-const TAGGED: &[Relation] = &[Relation {
-    field: tags::RESOURCE_FIELD,
-    parent: ANY,
-    on_delete: OnDelete::Cascade,
-    on_parent_state: None,
-}];
+const TAGGED: &[Relation] = &[Relation::cascade(tags::RESOURCE_FIELD, ANY)];
 
 /// The tag family: system and user tags of any resource.
 pub struct Tags;
@@ -89,39 +62,17 @@ impl Family for Tags {
                 |p| wire::create(p, false),
                 &[route(Po, "/v1/user-tags", P)],
             ),
-            CallDecl::new("DeleteTag", wire::delete, &[route(D, "/v1/tags/{uuid}", N)]),
-            CallDecl::new(
-                "QuerySystemTag",
-                generic::plan_query::<SystemTag>,
-                &[
-                    route(G, "/v1/system-tags", N),
-                    route(G, "/v1/system-tags/{uuid}", N),
-                ],
-            ),
-            CallDecl::new(
-                "QueryUserTag",
-                generic::plan_query::<UserTag>,
-                &[
-                    route(G, "/v1/user-tags", N),
-                    route(G, "/v1/user-tags/{uuid}", N),
-                ],
-            ),
+            CallDecl::new("DeleteTag", wire::delete, routes!(delete "/v1/tags")),
+            query_call!("QuerySystemTag", "/v1/system-tags", SystemTag),
+            query_call!("QueryUserTag", "/v1/user-tags", UserTag),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: TagOp,
-    ) -> Result<TagResult, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
-
-    fn reply(out: &TagResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &TagResult) -> ReplyFields {
         match out {
             TagResult::Created(resp) => resp.reply(),
             other => inventory_reply(other.inventory()),
