@@ -25,29 +25,7 @@ pub use model::KIND;
 pub use model::TABLE;
 pub use model::VO;
 
-use serde_json::Map;
-use serde_json::Value;
-
-use crate::family::inventory_reply;
-use crate::family::route;
-use crate::family::CallDecl;
-use crate::family::Family;
-use crate::family::FamilyDecl;
-use crate::family::KindDecl;
-use crate::family::RestBody::Action as A;
-use crate::family::RestBody::None as N;
-use crate::family::RestBody::Params as P;
-use crate::resource;
-use crate::resource::generic;
-use crate::rest::Method::Delete as D;
-use crate::rest::Method::Get as G;
-use crate::rest::Method::Post as Po;
-use crate::rest::Method::Put as Pu;
-use crate::wire::errors::Refusal;
-use crate::ApiError;
-use crate::ApplyCtx;
-use crate::Caller;
-use crate::StateTxn;
+use crate::family::prelude::*;
 
 /// The SSH key-pair family.
 pub struct SshKeyPairs;
@@ -71,35 +49,17 @@ impl Family for SshKeyPairs {
                 |p| generic::plan_update(p, |uuid, rename| SshKeyPairOp::Update { uuid, rename }),
                 &[route(Pu, "/v1/ssh-key-pair/{uuid}", A)],
             ),
-            CallDecl::new(
-                "DeleteSshKeyPair",
-                |p| generic::plan_delete(p, |uuid| SshKeyPairOp::Delete { uuid }),
-                &[route(D, "/v1/ssh-key-pair/{uuid}", N)],
-            ),
-            CallDecl::new(
-                "QuerySshKeyPair",
-                generic::plan_query::<SshKeyPair>,
-                &[
-                    route(G, "/v1/ssh-key-pair", N),
-                    route(G, "/v1/ssh-key-pair/{uuid}", N),
-                ],
-            ),
+            delete_call!("DeleteSshKeyPair", "/v1/ssh-key-pair", SshKeyPairOp::Delete),
+            query_call!("QuerySshKeyPair", "/v1/ssh-key-pair", SshKeyPair),
         ],
         flows: &[],
         #[cfg(test)]
         cases: cases::cases,
     };
 
-    fn apply(
-        txn: &mut dyn StateTxn,
-        ctx: &ApplyCtx,
-        caller: &Caller,
-        op: SshKeyPairOp,
-    ) -> Result<SshKeyPairResult, ApiError> {
-        model::apply(txn, ctx, caller, op)
-    }
+    const APPLY: ApplyFn<Self> = model::apply;
 
-    fn reply(out: &SshKeyPairResult) -> Result<Map<String, Value>, Refusal> {
+    fn reply(out: &SshKeyPairResult) -> ReplyFields {
         inventory_reply(match out {
             SshKeyPairResult::Inventory(k) => Some(resource::inventory(k)),
             SshKeyPairResult::Deleted => None,
