@@ -76,24 +76,47 @@ pub fn fake_acknowledgement(cmd: &api::Command) -> Option<api::Response> {
         &ticket.reply_class,
         &api::wire::envelope::success(serde_json::Map::new()),
     );
+    let job = api::job::ApiJob {
+        version: api::job::RECORD_VERSION,
+        uuid: ticket.uuid.clone(),
+        api_name: ticket.api_name.clone(),
+        reply_class: ticket.reply_class.clone(),
+        state: api::job::JobState::Done,
+        create_date: now,
+        last_op_date: now,
+        result: Some(result),
+        success: Some(true),
+        seq: 0,
+        chain: ticket.chain.clone(),
+        caller: call.op.command.caller().clone(),
+        flow: None,
+        history: Vec::new(),
+    };
+    // Accepted async calls are answered as accepted and found done by the first poll: the
+    // poll must find this one done too, or the client never sees it acknowledged.
+    faked()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(job.uuid.clone(), job.clone());
     Some(api::Response::Call(api::call::CallOutcome::Accepted(
-        Box::new(api::job::ApiJob {
-            version: api::job::RECORD_VERSION,
-            uuid: ticket.uuid.clone(),
-            api_name: ticket.api_name.clone(),
-            reply_class: ticket.reply_class.clone(),
-            state: api::job::JobState::Done,
-            create_date: now,
-            last_op_date: now,
-            result: Some(result),
-            success: Some(true),
-            seq: 0,
-            chain: ticket.chain.clone(),
-            caller: call.op.command.caller().clone(),
-            flow: None,
-            history: Vec::new(),
-        }),
+        Box::new(job),
     )))
+}
+
+type Faked = std::sync::Mutex<std::collections::HashMap<String, api::job::ApiJob>>;
+
+fn faked() -> &'static Faked {
+    static FAKED: OnceLock<Faked> = OnceLock::new();
+    FAKED.get_or_init(Default::default)
+}
+
+/// `drop-acked-write`: the fake job a poll of `uuid` finds, if this node faked it.
+pub fn faked_job(uuid: &str) -> Option<api::job::ApiJob> {
+    faked()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(uuid)
+        .cloned()
 }
 
 /// Is `unfenced-duty` selected?
