@@ -147,6 +147,11 @@ fn zstack_sequence_survives_leader_kill() {
     assert!(r["error"]["code"] == "ID.1000", "{r}");
 
     let s = login(&api, &a);
+    // The sequence's async calls: accepted by one follower, polled on the other (or the same).
+    let via_a = |class: &str, body: Value, n: u32| api.call(&a, &b, class, body, &s, &job_uuid(n));
+    let via_b = |class: &str, body: Value, n: u32| api.call(&b, &a, class, body, &s, &job_uuid(n));
+    let via_b_only =
+        |class: &str, body: Value, n: u32| api.call(&b, &b, class, body, &s, &job_uuid(n));
     let (_, r) = api.sync(
         &b,
         "org.zstack.header.identity.APIValidateSessionMsg",
@@ -169,32 +174,23 @@ fn zstack_sequence_survives_leader_kill() {
     );
 
     // --- the sequence, first half through follower a, polled on follower b ---
-    let zone = ok_inventory(&api.call(
-        &a,
-        &b,
+    let zone = ok_inventory(&via_a(
         "org.zstack.header.zone.APICreateZoneMsg",
         json!({"name": "zone1", "description": "test"}),
-        &s,
-        &job_uuid(1),
+        1,
     ));
     let zone_uuid = zone["uuid"].as_str().unwrap().to_string();
     assert_eq!(zone["type"], "zstack");
-    let cluster = ok_inventory(&api.call(
-        &a,
-        &b,
+    let cluster = ok_inventory(&via_a(
         "org.zstack.header.cluster.APICreateClusterMsg",
         json!({"name": "cluster1", "zoneUuid": zone_uuid, "hypervisorType": "KVM"}),
-        &s,
-        &job_uuid(2),
+        2,
     ));
     let cluster_uuid = cluster["uuid"].as_str().unwrap().to_string();
-    let ps = ok_inventory(&api.call(
-        &a,
-        &b,
+    let ps = ok_inventory(&via_a(
         "org.zstack.storage.primary.local.APIAddLocalPrimaryStorageMsg",
         json!({"name": "local", "url": "/var/lib/zstack/local", "zoneUuid": zone_uuid}),
-        &s,
-        &job_uuid(3),
+        3,
     ));
     let ps_uuid = ps["uuid"].as_str().unwrap().to_string();
 
@@ -212,87 +208,70 @@ fn zstack_sequence_survives_leader_kill() {
     c.wait_leader_among(&survivors, Duration::from_secs(20))
         .unwrap();
     eprintln!("killed leader {leader}; in-flight answer: {in_flight}");
-    let attached = api.call(
-        &b,
-        &b,
+    let attached = via_b_only(
         "org.zstack.header.storage.primary.APIAttachPrimaryStorageToClusterMsg",
         attach_ps,
-        &s,
-        &job_uuid(4),
+        4,
     );
     assert_eq!(attached["success"], true, "{attached}");
 
     // --- second half through b ---
-    let bs = ok_inventory(&api.call(&b, &a, "org.zstack.storage.backup.imagestore.APIAddImageStoreBackupStorageMsg",
-        json!({"name": "bs", "url": "/zstack_bs", "hostname": "127.0.0.1", "username": "root", "password": "password", "sshPort": 22}), &s, &job_uuid(5)));
+    let bs = ok_inventory(&via_b(
+        "org.zstack.storage.backup.imagestore.APIAddImageStoreBackupStorageMsg",
+        json!({"name": "bs", "url": "/zstack_bs", "hostname": "127.0.0.1", "username": "root", "password": "password", "sshPort": 22}),
+        5,
+    ));
     let bs_uuid = bs["uuid"].as_str().unwrap().to_string();
-    let r = api.call(
-        &b,
-        &a,
+    let r = via_b(
         "org.zstack.header.storage.backup.APIAttachBackupStorageToZoneMsg",
         json!({"backupStorageUuid": bs_uuid, "zoneUuid": zone_uuid}),
-        &s,
-        &job_uuid(6),
+        6,
     );
     assert_eq!(r["success"], true, "{r}");
-    ok_inventory(&api.call(
-        &b,
-        &a,
+    ok_inventory(&via_b(
         "org.zstack.header.configuration.APICreateInstanceOfferingMsg",
         json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
-        &s,
-        &job_uuid(7),
+        7,
     ));
-    ok_inventory(&api.call(
-        &b,
-        &a,
+    ok_inventory(&via_b(
         "org.zstack.header.configuration.APICreateDiskOfferingMsg",
         json!({"name": "10G", "diskSize": 10737418240u64}),
-        &s,
-        &job_uuid(8),
+        8,
     ));
-    let l2 = ok_inventory(&api.call(
-        &b,
-        &a,
+    let l2 = ok_inventory(&via_b(
         "org.zstack.header.network.l2.APICreateL2NoVlanNetworkMsg",
         json!({"name": "l2", "zoneUuid": zone_uuid, "physicalInterface": "eth0"}),
-        &s,
-        &job_uuid(9),
+        9,
     ));
     let l2_uuid = l2["uuid"].as_str().unwrap().to_string();
-    let r = api.call(
-        &b,
-        &a,
+    let r = via_b(
         "org.zstack.header.network.l2.APIAttachL2NetworkToClusterMsg",
         json!({"l2NetworkUuid": l2_uuid, "clusterUuid": cluster_uuid}),
-        &s,
-        &job_uuid(10),
+        10,
     );
     assert_eq!(r["success"], true, "{r}");
-    let l3 = ok_inventory(&api.call(
-        &b,
-        &a,
+    let l3 = ok_inventory(&via_b(
         "org.zstack.header.network.l3.APICreateL3NetworkMsg",
         json!({"name": "l3", "l2NetworkUuid": l2_uuid}),
-        &s,
-        &job_uuid(11),
+        11,
     ));
     let l3_uuid = l3["uuid"].as_str().unwrap().to_string();
-    ok_inventory(&api.call(&b, &a, "org.zstack.header.network.l3.APIAddIpRangeMsg",
+    ok_inventory(&via_b(
+        "org.zstack.header.network.l3.APIAddIpRangeMsg",
         json!({"l3NetworkUuid": l3_uuid, "name": "r1", "startIp": "10.0.0.10", "endIp": "10.0.0.100", "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
-        &s, &job_uuid(12)));
+        12,
+    ));
     // An overlapping range on the same L2 is refused with the exact code.
-    let r = api.call(&b, &a, "org.zstack.header.network.l3.APIAddIpRangeMsg",
+    let r = via_b(
+        "org.zstack.header.network.l3.APIAddIpRangeMsg",
         json!({"l3NetworkUuid": l3_uuid, "name": "r2", "startIp": "10.0.0.50", "endIp": "10.0.0.60", "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
-        &s, &job_uuid(13));
+        13,
+    );
     assert_eq!(r["success"], false, "{r}");
-    let gc = ok_inventory(&api.call(
-        &b,
-        &a,
+    let gc = ok_inventory(&via_b(
         "org.zstack.core.config.APIUpdateGlobalConfigMsg",
         json!({"category": "identity", "name": "session.timeout", "value": "3600"}),
-        &s,
-        &job_uuid(14),
+        14,
     ));
     assert_eq!(gc["value"], "3600");
 
@@ -447,13 +426,10 @@ fn zstack_sequence_survives_leader_kill() {
     assert_eq!(no_auth.status().as_u16(), 400);
 
     // --- sliding sessions: with a 10 s timeout, a session in use outlives it ---
-    let gc = ok_inventory(&api.call(
-        &b,
-        &a,
+    let gc = ok_inventory(&via_b(
         "org.zstack.core.config.APIUpdateGlobalConfigMsg",
         json!({"category": "identity", "name": "session.timeout", "value": "10"}),
-        &s,
-        &job_uuid(15),
+        15,
     ));
     assert_eq!(gc["value"], "10");
     let short = login(&api, &a);
