@@ -24,7 +24,6 @@ use super::MemTxn;
 use crate::families::identity;
 use crate::plan::Plan;
 use crate::plan::Stamp;
-use crate::wire::envelope::decode_request;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
 use crate::Caller;
@@ -75,16 +74,12 @@ impl Harness {
     /// the node runs it: the job's result and the audit record are written too.
     pub(crate) fn through_job(&mut self, name: &str, body: Value) -> String {
         self.n += 1;
-        let spec = crate::catalogue::catalogue().by_name(name).unwrap();
-        let raw = json!({ spec.class.clone(): body }).to_string();
-        let req = decode_request(raw.as_bytes()).unwrap();
         let stamp = Stamp {
             now_ms: 1_000 * u64::from(self.n),
             new_uuid: stamp_uuid(self.n),
             salt: [0; 16],
         };
-        let Ok(Plan::Propose { call, command }) = crate::plan::plan(&req, &Caller::admin(), &stamp)
-        else {
+        let Plan::Propose { call, command } = super::harness::admin_plan(name, body, &stamp) else {
             panic!("{name} is not a proposal")
         };
         let job_uuid = stamp.new_uuid.clone();
@@ -169,6 +164,42 @@ impl Harness {
         let mut v = self.query(name, json!([{"name": field, "op": "=", "value": value}]));
         assert_eq!(v.len(), 1, "{name} {field}={value}: {v:?}");
         v.remove(0)
+    }
+
+    /// `count` of an admin query `name` with the one condition `field = value`.
+    pub(crate) fn count_eq(&mut self, name: &str, field: &str, value: &str) -> usize {
+        self.count(name, eq(field, value))
+    }
+
+    /// Asserts that an admin call is refused with `code`, changing nothing.
+    pub(crate) fn refuses(&mut self, name: &str, body: Value, code: Code) {
+        self.refuses_as(&Who::As(Caller::admin()), name, body, code);
+    }
+
+    /// Asserts that a call sent as `who` is refused with `code`, changing nothing.
+    pub(crate) fn refuses_as(&mut self, who: &Who, name: &str, body: Value, code: Code) {
+        let label = format!("{name} {body}");
+        assert_eq!(self.refused(who, name, body).code, code, "{label}");
+    }
+
+    /// A `ChangeXState` call (`stateEvent` `event` on `uuid`) as the admin.
+    pub(crate) fn change_state(
+        &mut self,
+        call: &str,
+        uuid: &str,
+        event: &str,
+    ) -> Map<String, Value> {
+        self.admin(call, json!({"uuid": uuid, "stateEvent": event}))
+    }
+
+    /// The common small world: zone `z` and KVM cluster `c` in it; returns their uuids.
+    pub(crate) fn zone_and_cluster(&mut self) -> (String, String) {
+        let zone = self.created("CreateZone", json!({"name": "z"}));
+        let cluster = self.created(
+            "CreateCluster",
+            json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
+        );
+        (zone, cluster)
     }
 
     pub(crate) fn valid(&mut self, session: &str) -> bool {
