@@ -564,6 +564,17 @@ pub(crate) fn gone(
     move |h, _| assert_eq!(h.count(name, eq("uuid", &uuid)), 0)
 }
 
+/// A success check: query `name` finds `uuid` once, its `field` being `want`.
+pub(crate) fn found(
+    name: &'static str,
+    uuid: &str,
+    field: &'static str,
+    want: impl Into<Value>,
+) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
+    let (uuid, want) = (uuid.to_string(), want.into());
+    move |h, _| assert_eq!(h.one(name, "uuid", &uuid)[field], want)
+}
+
 /// A syntactically bad query condition (unknown operator).
 pub(crate) fn bad_query() -> Value {
     json!({"conditions": [{"name": "uuid", "op": "~=", "value": "x"}]})

@@ -192,12 +192,7 @@ fn l3_shape_dns_ranges_and_ipam() {
         panic!()
     };
     let inv = resource::inventory(&net);
-    let keys: Vec<&str> = inv
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = crate::testing::keys(&inv);
     assert_eq!(
         keys,
         [
