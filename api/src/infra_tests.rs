@@ -67,14 +67,8 @@ fn every_infrastructure_call_through_the_wire() {
         "tags go with the resource"
     );
     // Primary storage.
-    let local = w.created(
-        "AddLocalPrimaryStorage",
-        json!({"zoneUuid": zone, "name": "local", "url": "/zstack_ps"}),
-    );
-    let nfs = w.created(
-        "AddNfsPrimaryStorage",
-        json!({"zoneUuid": zone, "name": "nfs", "url": "10.0.0.5:/nfs"}),
-    );
+    let local = w.local_ps(&zone);
+    let nfs = w.nfs_ps(&zone);
     let smp = w.created(
         "AddSharedMountPointPrimaryStorage",
         json!({"zoneUuid": zone, "name": "smp", "url": "/mnt/mfs/zstack"}),
@@ -118,10 +112,7 @@ fn every_infrastructure_call_through_the_wire() {
         Code::InvalidArgument,
     );
     // Backup storage.
-    let bs = w.created(
-        "AddImageStoreBackupStorage",
-        json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root", "password": "p", "sshPort": 22}),
-    );
+    let bs = w.image_store();
     w.admin(
         "AttachBackupStorageToZone",
         json!({"backupStorageUuid": bs, "zoneUuid": zone}),
@@ -154,10 +145,7 @@ fn every_infrastructure_call_through_the_wire() {
         Code::InvalidArgument,
     );
     // Offerings.
-    let io = w.created(
-        "CreateInstanceOffering",
-        json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
-    );
+    let io = w.small_offering();
     w.admin(
         "UpdateInstanceOffering",
         json!({"uuid": io, "description": "d"}),
@@ -184,10 +172,7 @@ fn every_infrastructure_call_through_the_wire() {
         Code::InvalidArgument,
     );
     // Images.
-    let img = w.created(
-        "AddImage",
-        json!({"name": "ttylinux", "url": "http://h/ttylinux.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
-    );
+    let img = w.ttylinux(&bs);
     w.admin(
         "UpdateImage",
         json!({"uuid": img, "platform": "Linux", "system": "false"}),
@@ -206,10 +191,7 @@ fn every_infrastructure_call_through_the_wire() {
     );
     w.refuses("AddImage", json!({"name": "x", "url": "http://h/x", "mediaType": "Floppy", "backupStorageUuids": [bs]}), Code::InvalidArgument);
     // L2.
-    let l2 = w.created(
-        "CreateL2NoVlanNetwork",
-        json!({"zoneUuid": zone, "name": "flat", "physicalInterface": "eth0"}),
-    );
+    let l2 = w.flat_l2(&zone);
     let vlan = w.created(
         "CreateL2VlanNetwork",
         json!({"zoneUuid": zone, "name": "v", "physicalInterface": "eth0", "vlan": 100}),
@@ -237,10 +219,7 @@ fn every_infrastructure_call_through_the_wire() {
         w.count_eq("QueryL2Network", "attachedClusterUuids", &cluster),
         1
     );
-    let pool = w.created(
-        "CreateL2VxlanNetworkPool",
-        json!({"zoneUuid": zone, "name": "pool"}),
-    );
+    let pool = w.vxlan_pool(&zone);
     w.admin(
         "CreateVniRange",
         json!({"l2NetworkUuid": pool, "name": "r", "startVni": 10, "endVni": 20}),
@@ -260,26 +239,17 @@ fn every_infrastructure_call_through_the_wire() {
         m["inventory"]["attachedCidrs"][&cluster],
         json!(["192.168.100.0/24"])
     );
-    let vx = w.created(
-        "CreateL2VxlanNetwork",
-        json!({"poolUuid": pool, "name": "vx", "vni": 15}),
-    );
+    let vx = w.vxlan(&pool);
     assert_eq!(w.count_eq("QueryL2VxlanNetwork", "vni", "15"), 1);
     assert_eq!(w.count("QueryL2VxlanNetworkPool", json!([])), 1);
     // L3.
-    let l3 = w.created(
-        "CreateL3Network",
-        json!({"l2NetworkUuid": l2, "name": "flat-l3", "category": "Private", "ipVersion": 4}),
-    );
+    let l3 = w.flat_l3(&l2);
     w.admin(
         "UpdateL3Network",
         json!({"uuid": l3, "dnsDomain": "zstack.org"}),
     );
     w.change_state("ChangeL3NetworkState", &l3, "enable");
-    let r1 = w.created(
-        "AddIpRange",
-        json!({"l3NetworkUuid": l3, "name": "r1", "startIp": "192.168.1.10", "endIp": "192.168.1.20", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
-    );
+    let r1 = w.ip_range_r1(&l3);
     w.admin("UpdateIpRange", json!({"uuid": r1, "name": "range-1"}));
     // overlap.
     w.refuses("AddIpRange", json!({"l3NetworkUuid": l3, "name": "r2", "startIp": "192.168.1.15", "endIp": "192.168.1.30", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}), Code::InvalidArgument);
@@ -311,15 +281,9 @@ fn every_infrastructure_call_through_the_wire() {
     assert_eq!(w.count_eq("QueryIpRange", "networkCidr", "10.10.0.0/24"), 1);
     w.admin("DeleteIpRange", json!({"uuid": r1}));
     // Tags, and the tag pseudo-fields of another query.
-    let tag = w.created(
-        "CreateSystemTag",
-        json!({"resourceType": "L3NetworkVO", "resourceUuid": l3, "tag": "networkServices::Flat"}),
-    );
+    let tag = w.flat_tag(&l3);
     assert_ne!(tag, l3, "the tag has its own uuid");
-    w.created(
-        "CreateUserTag",
-        json!({"resourceType": "ClusterVO", "resourceUuid": cluster, "tag": "rack-1"}),
-    );
+    w.rack_tag(&cluster);
     assert_eq!(w.count_eq("QuerySystemTag", "resourceUuid", &l3), 1);
     assert_eq!(
         w.count(
