@@ -13,44 +13,33 @@ use crate::testing::matrix::Harness;
 use crate::wire::errors::Code;
 use crate::Caller;
 
+/// A normal account that owns nothing here.
+fn other_account() -> Who {
+    Who::As(Caller {
+        account_uuid: "b".repeat(32),
+        user_uuid: "b".repeat(32),
+        admin: false,
+    })
+}
+
 #[test]
 fn every_infrastructure_call_through_the_wire() {
     let mut w = Harness::new();
-    let zone = w.created("CreateZone", json!({"name": "z"}));
-    // Cluster.
-    let cluster = w.created(
-        "CreateCluster",
-        json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
-    );
+    // A zone and a cluster.
+    let (zone, cluster) = w.zone_and_cluster();
     w.admin("UpdateCluster", json!({"uuid": cluster, "name": "c1"}));
-    w.admin(
-        "ChangeClusterState",
-        json!({"uuid": cluster, "stateEvent": "disable"}),
+    w.change_state("ChangeClusterState", &cluster, "disable");
+    w.change_state("ChangeClusterState", &cluster, "enable");
+    assert_eq!(w.count_eq("QueryCluster", "name", "c1"), 1);
+    w.refuses(
+        "CreateCluster",
+        json!({"zoneUuid": zone, "name": "c", "hypervisorType": "Xen"}),
+        Code::InvalidArgument,
     );
-    w.admin(
-        "ChangeClusterState",
-        json!({"uuid": cluster, "stateEvent": "enable"}),
-    );
-    assert_eq!(
-        w.count(
-            "QueryCluster",
-            json!([{"name":"name","op":"=","value":"c1"}])
-        ),
-        1
-    );
-    assert_eq!(
-        w.admin_refused(
-            "CreateCluster",
-            json!({"zoneUuid": zone, "name": "c", "hypervisorType": "Xen"})
-        ),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        w.admin_refused(
-            "CreateCluster",
-            json!({"zoneUuid": uuid(999), "name": "c", "hypervisorType": "KVM"})
-        ),
-        Code::ResourceNotFound
+    w.refuses(
+        "CreateCluster",
+        json!({"zoneUuid": uuid(999), "name": "c", "hypervisorType": "KVM"}),
+        Code::ResourceNotFound,
     );
     // Primary storage (a create's systemTags become tags of the new resource).
     let tagged = w.created(
@@ -65,19 +54,11 @@ fn every_infrastructure_call_through_the_wire() {
         ),
         1
     );
-    assert_eq!(
-        w.count(
-            "QueryUserTag",
-            json!([{"name":"resourceUuid","op":"=","value": tagged}])
-        ),
-        1
-    );
-    assert_eq!(
-        w.admin_refused(
-            "AddNfsPrimaryStorage",
-            json!({"zoneUuid": zone, "name": "hb", "url": "10.0.0.7:/nfs", "systemTags": [""]})
-        ),
-        Code::InvalidArgument
+    assert_eq!(w.count_eq("QueryUserTag", "resourceUuid", &tagged), 1);
+    w.refuses(
+        "AddNfsPrimaryStorage",
+        json!({"zoneUuid": zone, "name": "hb", "url": "10.0.0.7:/nfs", "systemTags": [""]}),
+        Code::InvalidArgument,
     );
     w.admin("DeletePrimaryStorage", json!({"uuid": tagged}));
     assert_eq!(
@@ -86,14 +67,8 @@ fn every_infrastructure_call_through_the_wire() {
         "tags go with the resource"
     );
     // Primary storage.
-    let local = w.created(
-        "AddLocalPrimaryStorage",
-        json!({"zoneUuid": zone, "name": "local", "url": "/zstack_ps"}),
-    );
-    let nfs = w.created(
-        "AddNfsPrimaryStorage",
-        json!({"zoneUuid": zone, "name": "nfs", "url": "10.0.0.5:/nfs"}),
-    );
+    let local = w.local_ps(&zone);
+    let nfs = w.nfs_ps(&zone);
     let smp = w.created(
         "AddSharedMountPointPrimaryStorage",
         json!({"zoneUuid": zone, "name": "smp", "url": "/mnt/mfs/zstack"}),
@@ -102,10 +77,7 @@ fn every_infrastructure_call_through_the_wire() {
         "UpdatePrimaryStorage",
         json!({"uuid": nfs, "description": "d"}),
     );
-    w.admin(
-        "ChangePrimaryStorageState",
-        json!({"uuid": smp, "stateEvent": "maintain"}),
-    );
+    w.change_state("ChangePrimaryStorageState", &smp, "maintain");
     let m = w.admin(
         "AttachPrimaryStorageToCluster",
         json!({"primaryStorageUuid": local, "clusterUuid": cluster}),
@@ -115,41 +87,32 @@ fn every_infrastructure_call_through_the_wire() {
         "AttachPrimaryStorageToCluster",
         json!({"primaryStorageUuid": nfs, "clusterUuid": cluster}),
     );
-    assert_eq!(
-        w.admin_refused(
-            "AttachPrimaryStorageToCluster",
-            json!({"primaryStorageUuid": smp, "clusterUuid": cluster})
-        ),
-        Code::OperationFailure
+    w.refuses(
+        "AttachPrimaryStorageToCluster",
+        json!({"primaryStorageUuid": smp, "clusterUuid": cluster}),
+        Code::OperationFailure,
     );
     w.admin(
         "DetachPrimaryStorageFromCluster",
         json!({"primaryStorageUuid": nfs, "clusterUuid": cluster}),
     );
     w.admin("DeletePrimaryStorage", json!({"uuid": nfs}));
-    assert_eq!(
-        w.admin_refused("DeletePrimaryStorage", json!({"uuid": local})),
-        Code::OperationFailure
+    w.refuses(
+        "DeletePrimaryStorage",
+        json!({"uuid": local}),
+        Code::OperationFailure,
     );
     assert_eq!(
-        w.count(
-            "QueryPrimaryStorage",
-            json!([{"name":"attachedClusterUuids","op":"=","value": cluster}])
-        ),
+        w.count_eq("QueryPrimaryStorage", "attachedClusterUuids", &cluster),
         1
     );
-    assert_eq!(
-        w.admin_refused(
-            "ChangePrimaryStorageState",
-            json!({"uuid": smp, "stateEvent": "explode"})
-        ),
-        Code::InvalidArgument
+    w.refuses(
+        "ChangePrimaryStorageState",
+        json!({"uuid": smp, "stateEvent": "explode"}),
+        Code::InvalidArgument,
     );
     // Backup storage.
-    let bs = w.created(
-        "AddImageStoreBackupStorage",
-        json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root", "password": "p", "sshPort": 22}),
-    );
+    let bs = w.image_store();
     w.admin(
         "AttachBackupStorageToZone",
         json!({"backupStorageUuid": bs, "zoneUuid": zone}),
@@ -163,10 +126,7 @@ fn every_infrastructure_call_through_the_wire() {
         json!({"backupStorageUuid": bs, "zoneUuid": zone}),
     );
     w.admin("UpdateBackupStorage", json!({"uuid": bs, "name": "bs1"}));
-    w.admin(
-        "ChangeBackupStorageState",
-        json!({"uuid": bs, "stateEvent": "enable"}),
-    );
+    w.change_state("ChangeBackupStorageState", &bs, "enable");
     let q = w.admin(
         "QueryImageStoreBackupStorage",
         json!({"conditions": [{"name":"hostname","op":"=","value":"10.0.0.9"}]}),
@@ -178,114 +138,68 @@ fn every_infrastructure_call_through_the_wire() {
         json!({"conditions": [{"name":"attachedZoneUuids","op":"=","value": zone}]}),
     );
     assert!(q["inventories"][0].get("hostname").is_none());
-    assert_eq!(
-        w.admin_refused(
-            "AddImageStoreBackupStorage",
-            json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root"})
-        ),
+    // password is mandatory.
+    w.refuses(
+        "AddImageStoreBackupStorage",
+        json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root"}),
         Code::InvalidArgument,
-        "password is mandatory"
     );
     // Offerings.
-    let io = w.created(
-        "CreateInstanceOffering",
-        json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
-    );
+    let io = w.small_offering();
     w.admin(
         "UpdateInstanceOffering",
         json!({"uuid": io, "description": "d"}),
     );
-    w.admin(
-        "ChangeInstanceOfferingState",
-        json!({"uuid": io, "stateEvent": "disable"}),
-    );
-    assert_eq!(
-        w.count(
-            "QueryInstanceOffering",
-            json!([{"name":"cpuNum","op":"=","value":"1"}])
-        ),
-        1
-    );
+    w.change_state("ChangeInstanceOfferingState", &io, "disable");
+    assert_eq!(w.count_eq("QueryInstanceOffering", "cpuNum", "1"), 1);
     w.admin("DeleteInstanceOffering", json!({"uuid": io}));
-    assert_eq!(
-        w.admin_refused(
-            "CreateInstanceOffering",
-            json!({"name": "x", "cpuNum": 0, "memorySize": 1})
-        ),
-        Code::InvalidArgument
+    w.refuses(
+        "CreateInstanceOffering",
+        json!({"name": "x", "cpuNum": 0, "memorySize": 1}),
+        Code::InvalidArgument,
     );
     let dof = w.created(
         "CreateDiskOffering",
         json!({"name": "d", "diskSize": 1073741824u64}),
     );
     w.admin("UpdateDiskOffering", json!({"uuid": dof, "name": "d1"}));
-    w.admin(
-        "ChangeDiskOfferingState",
-        json!({"uuid": dof, "stateEvent": "disable"}),
-    );
-    assert_eq!(
-        w.count(
-            "QueryDiskOffering",
-            json!([{"name":"state","op":"=","value":"Disabled"}])
-        ),
-        1
-    );
+    w.change_state("ChangeDiskOfferingState", &dof, "disable");
+    assert_eq!(w.count_eq("QueryDiskOffering", "state", "Disabled"), 1);
     w.admin("DeleteDiskOffering", json!({"uuid": dof}));
-    assert_eq!(
-        w.admin_refused("CreateDiskOffering", json!({"name": "d", "diskSize": 0})),
-        Code::InvalidArgument
+    w.refuses(
+        "CreateDiskOffering",
+        json!({"name": "d", "diskSize": 0}),
+        Code::InvalidArgument,
     );
     // Images.
-    let img = w.created(
-        "AddImage",
-        json!({"name": "ttylinux", "url": "http://h/ttylinux.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
-    );
+    let img = w.ttylinux(&bs);
     w.admin(
         "UpdateImage",
         json!({"uuid": img, "platform": "Linux", "system": "false"}),
     );
-    w.admin(
-        "ChangeImageState",
-        json!({"uuid": img, "stateEvent": "disable"}),
-    );
+    w.change_state("ChangeImageState", &img, "disable");
     w.admin("DeleteImage", json!({"uuid": img}));
     w.admin("RecoverImage", json!({"imageUuid": img}));
     w.admin("DeleteImage", json!({"uuid": img}));
-    assert_eq!(
-        w.count(
-            "QueryImage",
-            json!([{"name":"status","op":"=","value":"Deleted"}])
-        ),
-        1
-    );
+    assert_eq!(w.count_eq("QueryImage", "status", "Deleted"), 1);
     w.admin("ExpungeImage", json!({"imageUuid": img}));
     assert_eq!(w.count("QueryImage", json!([])), 0);
-    assert_eq!(
-        w.admin_refused(
-            "AddImage",
-            json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [bs]})
-        ),
-        Code::InvalidArgument
+    w.refuses(
+        "AddImage",
+        json!({"name": "x", "url": "ftp://h/x", "backupStorageUuids": [bs]}),
+        Code::InvalidArgument,
     );
-    assert_eq!(
-        w.admin_refused("AddImage", json!({"name": "x", "url": "http://h/x", "mediaType": "Floppy", "backupStorageUuids": [bs]})),
-        Code::InvalidArgument
-    );
+    w.refuses("AddImage", json!({"name": "x", "url": "http://h/x", "mediaType": "Floppy", "backupStorageUuids": [bs]}), Code::InvalidArgument);
     // L2.
-    let l2 = w.created(
-        "CreateL2NoVlanNetwork",
-        json!({"zoneUuid": zone, "name": "flat", "physicalInterface": "eth0"}),
-    );
+    let l2 = w.flat_l2(&zone);
     let vlan = w.created(
         "CreateL2VlanNetwork",
         json!({"zoneUuid": zone, "name": "v", "physicalInterface": "eth0", "vlan": 100}),
     );
-    assert_eq!(
-        w.admin_refused(
-            "CreateL2VlanNetwork",
-            json!({"zoneUuid": zone, "name": "v", "physicalInterface": "eth0", "vlan": 4095})
-        ),
-        Code::InvalidArgument
+    w.refuses(
+        "CreateL2VlanNetwork",
+        json!({"zoneUuid": zone, "name": "v", "physicalInterface": "eth0", "vlan": 4095}),
+        Code::InvalidArgument,
     );
     w.admin(
         "AttachL2NetworkToCluster",
@@ -300,24 +214,12 @@ fn every_infrastructure_call_through_the_wire() {
         json!({"l2NetworkUuid": vlan, "clusterUuid": cluster}),
     );
     w.admin("UpdateL2Network", json!({"uuid": vlan, "name": "v100"}));
+    assert_eq!(w.count_eq("QueryL2VlanNetwork", "vlan", "100"), 1);
     assert_eq!(
-        w.count(
-            "QueryL2VlanNetwork",
-            json!([{"name":"vlan","op":"=","value":"100"}])
-        ),
+        w.count_eq("QueryL2Network", "attachedClusterUuids", &cluster),
         1
     );
-    assert_eq!(
-        w.count(
-            "QueryL2Network",
-            json!([{"name":"attachedClusterUuids","op":"=","value": cluster}])
-        ),
-        1
-    );
-    let pool = w.created(
-        "CreateL2VxlanNetworkPool",
-        json!({"zoneUuid": zone, "name": "pool"}),
-    );
+    let pool = w.vxlan_pool(&zone);
     w.admin(
         "CreateVniRange",
         json!({"l2NetworkUuid": pool, "name": "r", "startVni": 10, "endVni": 20}),
@@ -337,44 +239,20 @@ fn every_infrastructure_call_through_the_wire() {
         m["inventory"]["attachedCidrs"][&cluster],
         json!(["192.168.100.0/24"])
     );
-    let vx = w.created(
-        "CreateL2VxlanNetwork",
-        json!({"poolUuid": pool, "name": "vx", "vni": 15}),
-    );
-    assert_eq!(
-        w.count(
-            "QueryL2VxlanNetwork",
-            json!([{"name":"vni","op":"=","value":"15"}])
-        ),
-        1
-    );
+    let vx = w.vxlan(&pool);
+    assert_eq!(w.count_eq("QueryL2VxlanNetwork", "vni", "15"), 1);
     assert_eq!(w.count("QueryL2VxlanNetworkPool", json!([])), 1);
     // L3.
-    let l3 = w.created(
-        "CreateL3Network",
-        json!({"l2NetworkUuid": l2, "name": "flat-l3", "category": "Private", "ipVersion": 4}),
-    );
+    let l3 = w.flat_l3(&l2);
     w.admin(
         "UpdateL3Network",
         json!({"uuid": l3, "dnsDomain": "zstack.org"}),
     );
-    w.admin(
-        "ChangeL3NetworkState",
-        json!({"uuid": l3, "stateEvent": "enable"}),
-    );
-    let r1 = w.created(
-        "AddIpRange",
-        json!({"l3NetworkUuid": l3, "name": "r1", "startIp": "192.168.1.10", "endIp": "192.168.1.20", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
-    );
+    w.change_state("ChangeL3NetworkState", &l3, "enable");
+    let r1 = w.ip_range_r1(&l3);
     w.admin("UpdateIpRange", json!({"uuid": r1, "name": "range-1"}));
-    assert_eq!(
-        w.admin_refused(
-            "AddIpRange",
-            json!({"l3NetworkUuid": l3, "name": "r2", "startIp": "192.168.1.15", "endIp": "192.168.1.30", "netmask": "255.255.255.0", "gateway": "192.168.1.1"})
-        ),
-        Code::InvalidArgument,
-        "overlap"
-    );
+    // overlap.
+    w.refuses("AddIpRange", json!({"l3NetworkUuid": l3, "name": "r2", "startIp": "192.168.1.15", "endIp": "192.168.1.30", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}), Code::InvalidArgument);
     let l3b = w.created(
         "CreateL3Network",
         json!({"l2NetworkUuid": vx, "name": "vx-l3"}),
@@ -400,31 +278,13 @@ fn every_infrastructure_call_through_the_wire() {
         json!({"conditions": [{"name":"ipRanges.startIp","op":"=","value":"192.168.1.10"}]}),
     );
     assert_eq!(q["inventories"][0]["dns"], json!(["8.8.8.8"]));
-    assert_eq!(
-        w.count(
-            "QueryIpRange",
-            json!([{"name":"networkCidr","op":"=","value":"10.10.0.0/24"}])
-        ),
-        1
-    );
+    assert_eq!(w.count_eq("QueryIpRange", "networkCidr", "10.10.0.0/24"), 1);
     w.admin("DeleteIpRange", json!({"uuid": r1}));
     // Tags, and the tag pseudo-fields of another query.
-    let tag = w.created(
-        "CreateSystemTag",
-        json!({"resourceType": "L3NetworkVO", "resourceUuid": l3, "tag": "networkServices::Flat"}),
-    );
+    let tag = w.flat_tag(&l3);
     assert_ne!(tag, l3, "the tag has its own uuid");
-    w.created(
-        "CreateUserTag",
-        json!({"resourceType": "ClusterVO", "resourceUuid": cluster, "tag": "rack-1"}),
-    );
-    assert_eq!(
-        w.count(
-            "QuerySystemTag",
-            json!([{"name":"resourceUuid","op":"=","value": l3}])
-        ),
-        1
-    );
+    w.rack_tag(&cluster);
+    assert_eq!(w.count_eq("QuerySystemTag", "resourceUuid", &l3), 1);
     assert_eq!(
         w.count(
             "QueryUserTag",
@@ -433,26 +293,15 @@ fn every_infrastructure_call_through_the_wire() {
         1
     );
     assert_eq!(
-        w.count(
-            "QueryL3Network",
-            json!([{"name":"__systemTag__","op":"=","value":"networkServices::Flat"}])
-        ),
+        w.count_eq("QueryL3Network", "__systemTag__", "networkServices::Flat"),
         1
     );
-    assert_eq!(
-        w.count(
-            "QueryCluster",
-            json!([{"name":"__userTag__","op":"=","value":"rack-1"}])
-        ),
-        1
-    );
+    assert_eq!(w.count_eq("QueryCluster", "__userTag__", "rack-1"), 1);
     w.admin("DeleteTag", json!({"uuid": tag}));
-    assert_eq!(
-        w.admin_refused(
-            "CreateUserTag",
-            json!({"resourceType": "ClusterVO", "resourceUuid": uuid(998), "tag": "x"})
-        ),
-        Code::ResourceNotFound
+    w.refuses(
+        "CreateUserTag",
+        json!({"resourceType": "ClusterVO", "resourceUuid": uuid(998), "tag": "x"}),
+        Code::ResourceNotFound,
     );
     // Deletions and the zone cascade.
     w.admin("DeleteL3Network", json!({"uuid": l3b}));
@@ -478,11 +327,7 @@ fn every_infrastructure_call_through_the_wire() {
 fn normal_accounts_are_refused_infrastructure_calls() {
     let mut w = Harness::new();
     let zone = w.created("CreateZone", json!({"name": "z"}));
-    let normal = Who::As(Caller {
-        account_uuid: "b".repeat(32),
-        user_uuid: "b".repeat(32),
-        admin: false,
-    });
+    let normal = other_account();
     for (name, body) in [
         (
             "CreateCluster",
@@ -654,11 +499,7 @@ fn free_ip_and_ip_availability_through_the_wire() {
         assert_eq!(w.admin_refused(name, body.clone()), code, "{name} {body}");
     }
     // Another account's private L3 is not readable.
-    let normal = Who::As(Caller {
-        account_uuid: "b".repeat(32),
-        user_uuid: "b".repeat(32),
-        admin: false,
-    });
+    let normal = other_account();
     for (name, body) in [
         ("GetFreeIp", json!({"l3NetworkUuid": l3})),
         (

@@ -25,10 +25,12 @@ use crate::job;
 use crate::job::ApiJob;
 use crate::plan;
 use crate::plan::HostEndpoint;
+use crate::plan::Plan;
 use crate::plan::QueryFn;
 use crate::plan::Stamp;
 use crate::query::Query;
 use crate::wire::envelope::decode_request;
+use crate::wire::envelope::ApiRequest;
 use crate::wire::errors::Refusal;
 use crate::ApiError;
 use crate::Caller;
@@ -185,6 +187,21 @@ fn fields_of(reply: &Value) -> Result<Map<String, Value>, Refusal> {
         .unwrap_or_else(|e| Refusal::new(crate::wire::errors::Code::Internal, e.to_string())))
 }
 
+/// The request `{class of name: body}`, decoded as the node decodes it.
+pub(crate) fn request(name: &str, body: Value) -> ApiRequest {
+    let spec = crate::catalogue::catalogue()
+        .by_name(name)
+        .unwrap_or_else(|| panic!("{name} not in catalogue"));
+    let raw = json!({ spec.class.clone(): body }).to_string();
+    decode_request(raw.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The plan of `{class of name: body}` as the admin, with stamp `stamp`.
+pub(crate) fn admin_plan(name: &str, body: Value, stamp: &Stamp) -> Plan {
+    crate::plan::plan(&request(name, body), &Caller::admin(), stamp)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Send `{class of name: body}` as `who` at step `n` (time `1000 * n` ms, new uuid
 /// [`stamp_uuid`]`(n)`) through the interpreter. Returns the reply's fields (without
 /// `success`) or the refusal.
@@ -195,14 +212,10 @@ pub(crate) fn send(
     name: &str,
     mut body: Value,
 ) -> Result<Map<String, Value>, Refusal> {
-    let spec = crate::catalogue::catalogue()
-        .by_name(name)
-        .unwrap_or_else(|| panic!("{name} not in catalogue"));
     if let (Who::Session(s), Some(b)) = (who, body.as_object_mut()) {
         b.insert("session".into(), json!({ "uuid": s }));
     }
-    let raw = json!({ spec.class.clone(): body }).to_string();
-    let req = decode_request(raw.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let req = request(name, body);
     let spec = plan::call_of(&req)?;
     let fx = MemEffects {
         t: RefCell::new(t),

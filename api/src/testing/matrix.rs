@@ -24,7 +24,6 @@ use super::MemTxn;
 use crate::families::identity;
 use crate::plan::Plan;
 use crate::plan::Stamp;
-use crate::wire::envelope::decode_request;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
 use crate::Caller;
@@ -75,16 +74,12 @@ impl Harness {
     /// the node runs it: the job's result and the audit record are written too.
     pub(crate) fn through_job(&mut self, name: &str, body: Value) -> String {
         self.n += 1;
-        let spec = crate::catalogue::catalogue().by_name(name).unwrap();
-        let raw = json!({ spec.class.clone(): body }).to_string();
-        let req = decode_request(raw.as_bytes()).unwrap();
         let stamp = Stamp {
             now_ms: 1_000 * u64::from(self.n),
             new_uuid: stamp_uuid(self.n),
             salt: [0; 16],
         };
-        let Ok(Plan::Propose { call, command }) = crate::plan::plan(&req, &Caller::admin(), &stamp)
-        else {
+        let Plan::Propose { call, command } = super::harness::admin_plan(name, body, &stamp) else {
             panic!("{name} is not a proposal")
         };
         let job_uuid = stamp.new_uuid.clone();
@@ -169,6 +164,140 @@ impl Harness {
         let mut v = self.query(name, json!([{"name": field, "op": "=", "value": value}]));
         assert_eq!(v.len(), 1, "{name} {field}={value}: {v:?}");
         v.remove(0)
+    }
+
+    /// `count` of an admin query `name` with the one condition `field = value`.
+    pub(crate) fn count_eq(&mut self, name: &str, field: &str, value: &str) -> usize {
+        self.count(name, eq(field, value))
+    }
+
+    // The base world's parts, also built alone by other tests.
+
+    /// Local primary storage `local` (`/zstack_ps`) in `zone`.
+    pub(crate) fn local_ps(&mut self, zone: &str) -> String {
+        self.created(
+            "AddLocalPrimaryStorage",
+            json!({"zoneUuid": zone, "name": "local", "url": "/zstack_ps"}),
+        )
+    }
+
+    /// NFS primary storage `nfs` (`10.0.0.5:/nfs`) in `zone`.
+    pub(crate) fn nfs_ps(&mut self, zone: &str) -> String {
+        self.created(
+            "AddNfsPrimaryStorage",
+            json!({"zoneUuid": zone, "name": "nfs", "url": "10.0.0.5:/nfs"}),
+        )
+    }
+
+    /// ImageStore backup storage `bs` on `10.0.0.9`.
+    pub(crate) fn image_store(&mut self) -> String {
+        self.created(
+            "AddImageStoreBackupStorage",
+            json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root", "password": "p", "sshPort": 22}),
+        )
+    }
+
+    /// Instance offering `small`: 1 CPU, 1 GiB.
+    pub(crate) fn small_offering(&mut self) -> String {
+        self.created(
+            "CreateInstanceOffering",
+            json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
+        )
+    }
+
+    /// Image `ttylinux` (qcow2) on backup storage `bs`.
+    pub(crate) fn ttylinux(&mut self, bs: &str) -> String {
+        self.created(
+            "AddImage",
+            json!({"name": "ttylinux", "url": "http://h/ttylinux.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
+        )
+    }
+
+    /// NoVlan L2 `flat` on `eth0` in `zone`.
+    pub(crate) fn flat_l2(&mut self, zone: &str) -> String {
+        self.created(
+            "CreateL2NoVlanNetwork",
+            json!({"zoneUuid": zone, "name": "flat", "physicalInterface": "eth0"}),
+        )
+    }
+
+    /// VXLAN pool `pool` in `zone`.
+    pub(crate) fn vxlan_pool(&mut self, zone: &str) -> String {
+        self.created(
+            "CreateL2VxlanNetworkPool",
+            json!({"zoneUuid": zone, "name": "pool"}),
+        )
+    }
+
+    /// VXLAN `vx` (VNI 15) in `pool`.
+    pub(crate) fn vxlan(&mut self, pool: &str) -> String {
+        self.created(
+            "CreateL2VxlanNetwork",
+            json!({"poolUuid": pool, "name": "vx", "vni": 15}),
+        )
+    }
+
+    /// Private IPv4 L3 `flat-l3` on `l2`.
+    pub(crate) fn flat_l3(&mut self, l2: &str) -> String {
+        self.created(
+            "CreateL3Network",
+            json!({"l2NetworkUuid": l2, "name": "flat-l3", "category": "Private", "ipVersion": 4}),
+        )
+    }
+
+    /// IP range `r1` (192.168.1.10-20, gateway .1) of `l3`.
+    pub(crate) fn ip_range_r1(&mut self, l3: &str) -> String {
+        self.created(
+            "AddIpRange",
+            json!({"l3NetworkUuid": l3, "name": "r1", "startIp": "192.168.1.10", "endIp": "192.168.1.20", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
+        )
+    }
+
+    /// System tag `networkServices::Flat` on L3 `l3`.
+    pub(crate) fn flat_tag(&mut self, l3: &str) -> String {
+        self.created(
+            "CreateSystemTag",
+            json!({"resourceType": "L3NetworkVO", "resourceUuid": l3, "tag": "networkServices::Flat"}),
+        )
+    }
+
+    /// User tag `rack-1` on cluster `cluster`.
+    pub(crate) fn rack_tag(&mut self, cluster: &str) -> String {
+        self.created(
+            "CreateUserTag",
+            json!({"resourceType": "ClusterVO", "resourceUuid": cluster, "tag": "rack-1"}),
+        )
+    }
+
+    /// Asserts that an admin call is refused with `code`, changing nothing.
+    pub(crate) fn refuses(&mut self, name: &str, body: Value, code: Code) {
+        self.refuses_as(&Who::As(Caller::admin()), name, body, code);
+    }
+
+    /// Asserts that a call sent as `who` is refused with `code`, changing nothing.
+    pub(crate) fn refuses_as(&mut self, who: &Who, name: &str, body: Value, code: Code) {
+        let label = format!("{name} {body}");
+        assert_eq!(self.refused(who, name, body).code, code, "{label}");
+    }
+
+    /// A `ChangeXState` call (`stateEvent` `event` on `uuid`) as the admin.
+    pub(crate) fn change_state(
+        &mut self,
+        call: &str,
+        uuid: &str,
+        event: &str,
+    ) -> Map<String, Value> {
+        self.admin(call, json!({"uuid": uuid, "stateEvent": event}))
+    }
+
+    /// The common small world: zone `z` and KVM cluster `c` in it; returns their uuids.
+    pub(crate) fn zone_and_cluster(&mut self) -> (String, String) {
+        let zone = self.created("CreateZone", json!({"name": "z"}));
+        let cluster = self.created(
+            "CreateCluster",
+            json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
+        );
+        (zone, cluster)
     }
 
     pub(crate) fn valid(&mut self, session: &str) -> bool {
@@ -302,14 +431,8 @@ pub(crate) fn base() -> (Harness, Ids) {
         "ChangeHostState",
         json!({"uuid": host_in_maintenance, "stateEvent": "maintain"}),
     );
-    let local = h.created(
-        "AddLocalPrimaryStorage",
-        json!({"zoneUuid": zone, "name": "local", "url": "/zstack_ps"}),
-    );
-    let nfs = h.created(
-        "AddNfsPrimaryStorage",
-        json!({"zoneUuid": zone, "name": "nfs", "url": "10.0.0.5:/nfs"}),
-    );
+    let local = h.local_ps(&zone);
+    let nfs = h.nfs_ps(&zone);
     let smp = h.created(
         "AddSharedMountPointPrimaryStorage",
         json!({"zoneUuid": zone, "name": "smp", "url": "/mnt/smp"}),
@@ -318,35 +441,23 @@ pub(crate) fn base() -> (Harness, Ids) {
         "AttachPrimaryStorageToCluster",
         json!({"primaryStorageUuid": local, "clusterUuid": cluster}),
     );
-    let bs = h.created(
-        "AddImageStoreBackupStorage",
-        json!({"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root", "password": "p", "sshPort": 22}),
-    );
+    let bs = h.image_store();
     h.admin(
         "AttachBackupStorageToZone",
         json!({"backupStorageUuid": bs, "zoneUuid": zone}),
     );
-    let io = h.created(
-        "CreateInstanceOffering",
-        json!({"name": "small", "cpuNum": 1, "memorySize": 1073741824u64}),
-    );
+    let io = h.small_offering();
     let dof = h.created(
         "CreateDiskOffering",
         json!({"name": "disk", "diskSize": 1073741824u64}),
     );
-    let image = h.created(
-        "AddImage",
-        json!({"name": "ttylinux", "url": "http://h/ttylinux.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
-    );
+    let image = h.ttylinux(&bs);
     let deleted_image = h.created(
         "AddImage",
         json!({"name": "gone", "url": "http://h/gone.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}),
     );
     h.admin("DeleteImage", json!({"uuid": deleted_image}));
-    let l2 = h.created(
-        "CreateL2NoVlanNetwork",
-        json!({"zoneUuid": zone, "name": "flat", "physicalInterface": "eth0"}),
-    );
+    let l2 = h.flat_l2(&zone);
     h.admin(
         "AttachL2NetworkToCluster",
         json!({"l2NetworkUuid": l2, "clusterUuid": cluster}),
@@ -355,10 +466,7 @@ pub(crate) fn base() -> (Harness, Ids) {
         "CreateL2VlanNetwork",
         json!({"zoneUuid": zone, "name": "vlan", "physicalInterface": "eth0", "vlan": 100}),
     );
-    let pool = h.created(
-        "CreateL2VxlanNetworkPool",
-        json!({"zoneUuid": zone, "name": "pool"}),
-    );
+    let pool = h.vxlan_pool(&zone);
     let vni_range = h.created(
         "CreateVniRange",
         json!({"l2NetworkUuid": pool, "name": "r", "startVni": 10, "endVni": 20}),
@@ -367,34 +475,19 @@ pub(crate) fn base() -> (Harness, Ids) {
         "CreateVniRange",
         json!({"l2NetworkUuid": pool, "name": "spare", "startVni": 50, "endVni": 60}),
     );
-    let vxlan = h.created(
-        "CreateL2VxlanNetwork",
-        json!({"poolUuid": pool, "name": "vx", "vni": 15}),
-    );
-    let l3 = h.created(
-        "CreateL3Network",
-        json!({"l2NetworkUuid": l2, "name": "flat-l3", "category": "Private", "ipVersion": 4}),
-    );
+    let vxlan = h.vxlan(&pool);
+    let l3 = h.flat_l3(&l2);
     let l3v = h.created(
         "CreateL3Network",
         json!({"l2NetworkUuid": vlan, "name": "vlan-l3"}),
     );
-    let ip_range = h.created(
-        "AddIpRange",
-        json!({"l3NetworkUuid": l3, "name": "r1", "startIp": "192.168.1.10", "endIp": "192.168.1.20", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}),
-    );
+    let ip_range = h.ip_range_r1(&l3);
     h.admin(
         "AddDnsToL3Network",
         json!({"l3NetworkUuid": l3, "dns": "8.8.8.8"}),
     );
-    let sys_tag = h.created(
-        "CreateSystemTag",
-        json!({"resourceType": "L3NetworkVO", "resourceUuid": l3, "tag": "networkServices::Flat"}),
-    );
-    let user_tag = h.created(
-        "CreateUserTag",
-        json!({"resourceType": "ClusterVO", "resourceUuid": cluster, "tag": "rack-1"}),
-    );
+    let sys_tag = h.flat_tag(&l3);
+    let user_tag = h.rack_tag(&cluster);
     let ids = Ids {
         mn,
         admin_session,
@@ -531,6 +624,17 @@ pub(crate) fn gone(
 ) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
     let uuid = uuid.to_string();
     move |h, _| assert_eq!(h.count(name, eq("uuid", &uuid)), 0)
+}
+
+/// A success check: query `name` finds `uuid` once, its `field` being `want`.
+pub(crate) fn found(
+    name: &'static str,
+    uuid: &str,
+    field: &'static str,
+    want: impl Into<Value>,
+) -> impl Fn(&mut Harness, &Map<String, Value>) + 'static {
+    let (uuid, want) = (uuid.to_string(), want.into());
+    move |h, _| assert_eq!(h.one(name, "uuid", &uuid)[field], want)
 }
 
 /// A syntactically bad query condition (unknown operator).

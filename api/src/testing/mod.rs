@@ -25,6 +25,15 @@ pub fn u(n: u32) -> String {
     format!("{n:032x}")
 }
 
+/// The field names of a JSON object, in order.
+pub fn keys(v: &serde_json::Value) -> Vec<&str> {
+    v.as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 /// A normal (non-admin) caller.
 pub fn normal() -> Caller {
     Caller {

@@ -145,72 +145,61 @@ fn refusals_leave_state_unchanged() {
     if let BackupStorageOp::AddImageStore { ssh_port, .. } = &mut bad_port {
         *ssh_port = 70000;
     }
-    assert_eq!(code(run(&mut t, bad_port)), "SYS.1007");
     let mut bad_url = add_op(31, "h");
     if let BackupStorageOp::AddImageStore { url, .. } = &mut bad_url {
         *url = "/".into();
     }
-    assert_eq!(code(run(&mut t, bad_url)), "SYS.1007");
-    assert_eq!(code(run(&mut t, add_op(31, "bad host"))), "SYS.1007");
-    assert_eq!(
-        code(run(&mut t, add_op(31, "10.0.0.30"))),
-        "SYS.1007",
-        "duplicate"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+    for (op, want, why) in [
+        (bad_port, "SYS.1007", "port"),
+        (bad_url, "SYS.1007", "url"),
+        (add_op(31, "bad host"), "SYS.1007", "hostname"),
+        (add_op(31, "10.0.0.30"), "SYS.1007", "duplicate"),
+        (
             BackupStorageOp::AttachToZone {
                 uuid: bs.clone(),
-                zone_uuid: z.clone()
-            }
-        )),
-        "SYS.1006"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                zone_uuid: z.clone(),
+            },
+            "SYS.1006",
+            "attached already",
+        ),
+        (
             BackupStorageOp::AttachToZone {
                 uuid: bs.clone(),
-                zone_uuid: u(99)
-            }
-        )),
-        "SYS.1003"
-    );
-    let z2 = u(2);
-    assert_eq!(
-        code(run(
-            &mut t,
+                zone_uuid: u(99),
+            },
+            "SYS.1003",
+            "no zone",
+        ),
+        (
             BackupStorageOp::DetachFromZone {
                 uuid: bs.clone(),
-                zone_uuid: z2
-            }
-        )),
-        "SYS.1003"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                zone_uuid: u(2),
+            },
+            "SYS.1003",
+            "no zone 2",
+        ),
+        (
             BackupStorageOp::ChangeState {
                 uuid: u(99),
-                event: EnableEvent::Enable
-            }
-        )),
-        "SYS.1003"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                event: EnableEvent::Enable,
+            },
+            "SYS.1003",
+            "no storage",
+        ),
+        (
             BackupStorageOp::Update {
                 uuid: bs.clone(),
                 rename: Rename {
                     name: Some(String::new()),
                     description: None,
-                }
-            }
-        )),
-        "SYS.1007"
-    );
+                },
+            },
+            "SYS.1007",
+            "empty name",
+        ),
+    ] {
+        assert_eq!(code(run(&mut t, op)), want, "{why}");
+    }
     assert_eq!(
         code(apply(
             &mut t,

@@ -1,7 +1,6 @@
 //! Host unit tests, through the wire.
 
 use serde_json::json;
-use serde_json::Map;
 use serde_json::Value;
 
 use super::*;
@@ -13,77 +12,28 @@ use crate::testing::matrix::Harness;
 use crate::testing::matrix::Who;
 use crate::testing::normal;
 use crate::wire::date::java_date;
-use crate::wire::envelope::decode_request;
-use crate::wire::errors::Refusal;
-use crate::Caller;
+use crate::wire::errors::Code;
 use crate::Command;
 
-/// Calls through the node's path (`testing::harness::send`); the probe itself is the node's, so
-/// here every probe "succeeds".
-struct Wire(Harness);
+/// Calls go through the node's path ([`Harness`]); the probe itself is the node's, so here
+/// every probe "succeeds".
+fn hosts(w: &mut Harness, conds: Value) -> Vec<Value> {
+    w.query("QueryHost", conds)
+}
 
-impl Wire {
-    fn new() -> Self {
-        Wire(Harness::new())
-    }
+fn host(w: &Harness, uuid: &str) -> Host {
+    resource::require::<Host>(&w.t, uuid).expect("host").1
+}
 
-    fn call_as(
-        &mut self,
-        caller: &Caller,
-        name: &str,
-        body: Value,
-    ) -> Result<Map<String, Value>, Refusal> {
-        self.0.send(&Who::As(caller.clone()), name, body)
-    }
+/// Force a status, as the agent's ping tracker will.
+fn set_status(w: &mut Harness, uuid: &str, status: HostStatus) {
+    let (owner, mut h) = resource::require::<Host>(&w.t, uuid).expect("host");
+    h.status = status;
+    resource::save(&mut w.t, &owner, &h).expect("save");
+}
 
-    fn ok(&mut self, name: &str, body: Value) -> Map<String, Value> {
-        self.0.admin(name, body)
-    }
-
-    fn created(&mut self, name: &str, body: Value) -> String {
-        self.0.created(name, body)
-    }
-
-    /// The refusal code; asserts that nothing changed.
-    fn refused_as(&mut self, caller: &Caller, name: &str, body: Value) -> &'static str {
-        self.0
-            .refused(&Who::As(caller.clone()), name, body)
-            .code
-            .as_str()
-    }
-
-    fn refused(&mut self, name: &str, body: Value) -> &'static str {
-        self.refused_as(&Caller::admin(), name, body)
-    }
-
-    fn hosts(&mut self, conds: Value) -> Vec<Value> {
-        self.0.query("QueryHost", conds)
-    }
-
-    fn host(&self, uuid: &str) -> Host {
-        resource::require::<Host>(&self.0.t, uuid).expect("host").1
-    }
-
-    /// Force a status, as the agent's ping tracker will.
-    fn set_status(&mut self, uuid: &str, status: HostStatus) {
-        let (owner, mut h) = resource::require::<Host>(&self.0.t, uuid).expect("host");
-        h.status = status;
-        resource::save(&mut self.0.t, &owner, &h).expect("save");
-    }
-
-    /// A zone and a KVM cluster in it.
-    fn cluster(&mut self) -> (String, String) {
-        let z = self.created("CreateZone", json!({"name": "z"}));
-        let c = self.created(
-            "CreateCluster",
-            json!({"zoneUuid": z, "name": "c", "hypervisorType": "KVM"}),
-        );
-        (z, c)
-    }
-
-    fn add(&mut self, cluster: &str, ip: &str) -> String {
-        self.created("AddKVMHost", add_body(cluster, ip))
-    }
+fn add(w: &mut Harness, cluster: &str, ip: &str) -> String {
+    w.created("AddKVMHost", add_body(cluster, ip))
 }
 
 fn add_body(cluster: &str, ip: &str) -> Value {
@@ -93,9 +43,9 @@ fn add_body(cluster: &str, ip: &str) -> Value {
 
 #[test]
 fn add_kvm_host_inventory_shape_without_password() {
-    let mut w = Wire::new();
-    let (z, c) = w.cluster();
-    let m = w.ok(
+    let mut w = Harness::new();
+    let (z, c) = w.zone_and_cluster();
+    let m = w.admin(
         "AddKVMHost",
         json!({"clusterUuid": c, "name": "h1", "managementIp": "10.0.0.5",
                "username": "root", "password": "secret-pw", "description": "d"}),
@@ -110,21 +60,23 @@ fn add_kvm_host_inventory_shape_without_password() {
         )
     );
     // Stored for the agent, shown nowhere.
-    assert_eq!(w.host(&uuid).password, "secret-pw");
-    let all = w.hosts(json!([]));
+    assert_eq!(host(&w, &uuid).password, "secret-pw");
+    let all = hosts(&mut w, json!([]));
     assert_eq!(all.len(), 1);
     assert!(!serde_json::to_string(&all).unwrap().contains("secret-pw"));
     assert_eq!(
-        w.hosts(json!([{"name":"managementIp","op":"=","value":"10.0.0.5"}]))
-            .len(),
+        hosts(
+            &mut w,
+            json!([{"name":"managementIp","op":"=","value":"10.0.0.5"}])
+        )
+        .len(),
         1
     );
     assert_eq!(
-        w.hosts(json!([{"name":"clusterUuid","op":"=","value":c}]))
-            .len(),
+        hosts(&mut w, json!([{"name":"clusterUuid","op":"=","value":c}])).len(),
         1
     );
-    let fields = w.ok(
+    let fields = w.admin(
         "QueryHost",
         json!({"conditions": [], "fields": ["uuid", "status"]}),
     );
@@ -136,70 +88,72 @@ fn add_kvm_host_inventory_shape_without_password() {
 
 #[test]
 fn add_kvm_host_refusals() {
-    let mut w = Wire::new();
-    let (z, c) = w.cluster();
-    w.add(&c, "10.0.0.5");
-    assert_eq!(
-        w.refused("AddKVMHost", add_body(&"9".repeat(32), "10.0.0.6")),
-        "SYS.1003",
-        "no cluster"
+    let mut w = Harness::new();
+    let (z, c) = w.zone_and_cluster();
+    add(&mut w, &c, "10.0.0.5");
+    // No cluster.
+    w.refuses(
+        "AddKVMHost",
+        add_body(&"9".repeat(32), "10.0.0.6"),
+        Code::ResourceNotFound,
     );
-    assert_eq!(
-        w.refused("AddKVMHost", add_body(&c, "10.0.0.5")),
-        "SYS.1007",
-        "duplicate managementIp"
+    // Duplicate managementIp.
+    w.refuses(
+        "AddKVMHost",
+        add_body(&c, "10.0.0.5"),
+        Code::InvalidArgument,
     );
-    let mut b = add_body(&c, "10.0.0.6");
-    b["sshPort"] = json!(0);
-    assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "port 0");
-    let mut b = add_body(&c, "10.0.0.6");
-    b["sshPort"] = json!(65536);
-    assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "port 65536");
-    let mut b = add_body(&c, "10.0.0.6");
-    b["sshPort"] = json!("ssh");
-    assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "port type");
-    let mut b = add_body(&c, "10.0.0.6");
-    b.as_object_mut().unwrap().remove("password");
-    assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "no password");
-    let mut b = add_body(&c, "10.0.0.6");
-    b["password"] = json!("");
-    assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "empty password");
-    let mut b = add_body(&c, "10.0.0.6");
-    b["managementIp"] = json!("10.0.0.6; rm -rf /");
-    assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "bad ip");
-    let mut b = add_body(&c, "10.0.0.6");
-    b["name"] = json!(" ");
-    assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "blank name");
-    let mut b = add_body(&c, "10.0.0.6");
-    b["username"] = json!("u".repeat(256));
-    assert_eq!(w.refused("AddKVMHost", b), "SYS.1007", "long username");
+    // One bad field each (`None`: the field left out).
+    for (why, field, value) in [
+        ("port 0", "sshPort", Some(json!(0))),
+        ("port 65536", "sshPort", Some(json!(65536))),
+        ("port type", "sshPort", Some(json!("ssh"))),
+        ("no password", "password", None),
+        ("empty password", "password", Some(json!(""))),
+        ("bad ip", "managementIp", Some(json!("10.0.0.6; rm -rf /"))),
+        ("blank name", "name", Some(json!(" "))),
+        ("long username", "username", Some(json!("u".repeat(256)))),
+    ] {
+        let mut b = add_body(&c, "10.0.0.6");
+        match value {
+            Some(v) => b[field] = v,
+            None => {
+                b.as_object_mut().unwrap().remove(field);
+            }
+        }
+        assert_eq!(
+            w.admin_refused("AddKVMHost", b),
+            Code::InvalidArgument,
+            "{why}"
+        );
+    }
     // A cluster of another hypervisor (CreateCluster only makes KVM ones).
-    let other = crate::testing::copy_cluster(&mut w.0.t, &c, &"e".repeat(32), "Simulator");
-    assert_eq!(
-        w.refused("AddKVMHost", add_body(&other, "10.0.0.6")),
-        "SYS.1007",
-        "not KVM"
+    let other = crate::testing::copy_cluster(&mut w.t, &c, &"e".repeat(32), "Simulator");
+    // Not KVM.
+    w.refuses(
+        "AddKVMHost",
+        add_body(&other, "10.0.0.6"),
+        Code::InvalidArgument,
     );
-    assert_eq!(
-        w.refused_as(&normal(), "AddKVMHost", add_body(&c, "10.0.0.6")),
-        "ID.1002"
+    w.refuses_as(
+        &Who::As(normal()),
+        "AddKVMHost",
+        add_body(&c, "10.0.0.6"),
+        Code::PermissionDenied,
     );
     // A disabled zone and cluster still accept hosts (spec 03 §14.5).
-    w.ok(
-        "ChangeZoneState",
-        json!({"uuid": z, "stateEvent": "disable"}),
-    );
-    let h = w.add(&c, "10.0.0.7");
-    assert_eq!(w.host(&h).state, HostState::Enabled);
+    w.change_state("ChangeZoneState", &z, "disable");
+    let h = add(&mut w, &c, "10.0.0.7");
+    assert_eq!(host(&w, &h).state, HostState::Enabled);
 }
 
 #[test]
 fn update_kvm_host() {
-    let mut w = Wire::new();
-    let (_, c) = w.cluster();
-    let h = w.add(&c, "10.0.0.5");
-    w.add(&c, "10.0.0.6");
-    let m = w.ok(
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    let h = add(&mut w, &c, "10.0.0.5");
+    add(&mut w, &c, "10.0.0.6");
+    let m = w.admin(
         "UpdateKVMHost",
         json!({"uuid": h, "name": "renamed", "managementIp": "10.0.0.9",
                "sshPort": 22, "username": "zstack", "password": "new-pw"}),
@@ -207,7 +161,7 @@ fn update_kvm_host() {
     assert_eq!(m["inventory"]["managementIp"], "10.0.0.9");
     assert_eq!(m["inventory"]["sshPort"], 22);
     assert!(m["inventory"].get("password").is_none());
-    let stored = w.host(&h);
+    let stored = host(&w, &h);
     assert_eq!(
         (
             stored.name.as_str(),
@@ -217,56 +171,59 @@ fn update_kvm_host() {
         ("renamed", "zstack", "new-pw")
     );
     // The old IP is free again; the index follows the update.
-    assert!(w
-        .hosts(json!([{"name":"managementIp","op":"=","value":"10.0.0.5"}]))
-        .is_empty());
+    assert!(hosts(
+        &mut w,
+        json!([{"name":"managementIp","op":"=","value":"10.0.0.5"}])
+    )
+    .is_empty());
     // Keeping its own IP is no conflict.
-    w.ok(
+    w.admin(
         "UpdateKVMHost",
         json!({"uuid": h, "managementIp": "10.0.0.9"}),
     );
-    assert_eq!(
-        w.refused(
-            "UpdateKVMHost",
-            json!({"uuid": h, "managementIp": "10.0.0.6"})
-        ),
-        "SYS.1007",
-        "duplicate managementIp"
+    // Duplicate managementIp.
+    w.refuses(
+        "UpdateKVMHost",
+        json!({"uuid": h, "managementIp": "10.0.0.6"}),
+        Code::InvalidArgument,
     );
-    assert_eq!(
-        w.refused("UpdateKVMHost", json!({"uuid": h, "sshPort": 70000})),
-        "SYS.1007"
+    w.refuses(
+        "UpdateKVMHost",
+        json!({"uuid": h, "sshPort": 70000}),
+        Code::InvalidArgument,
     );
-    assert_eq!(
-        w.refused("UpdateKVMHost", json!({"uuid": h, "password": ""})),
-        "SYS.1007"
+    w.refuses(
+        "UpdateKVMHost",
+        json!({"uuid": h, "password": ""}),
+        Code::InvalidArgument,
     );
-    assert_eq!(
-        w.refused("UpdateKVMHost", json!({"uuid": "7".repeat(32)})),
-        "SYS.1003"
+    w.refuses(
+        "UpdateKVMHost",
+        json!({"uuid": "7".repeat(32)}),
+        Code::ResourceNotFound,
     );
-    assert_eq!(
-        w.refused_as(&normal(), "UpdateKVMHost", json!({"uuid": h, "name": "x"})),
-        "ID.1002"
+    w.refuses_as(
+        &Who::As(normal()),
+        "UpdateKVMHost",
+        json!({"uuid": h, "name": "x"}),
+        Code::PermissionDenied,
     );
-    w.set_status(&h, HostStatus::Connecting);
-    assert_eq!(
-        w.refused(
-            "UpdateKVMHost",
-            json!({"uuid": h, "managementIp": "10.0.0.10"})
-        ),
-        "SYS.1006",
-        "IP change while Connecting"
+    set_status(&mut w, &h, HostStatus::Connecting);
+    // IP change while Connecting.
+    w.refuses(
+        "UpdateKVMHost",
+        json!({"uuid": h, "managementIp": "10.0.0.10"}),
+        Code::OperationFailure,
     );
 }
 
 #[test]
 fn change_host_state_machine() {
-    let mut w = Wire::new();
-    let (_, c) = w.cluster();
-    let h = w.add(&c, "10.0.0.5");
-    let state = |w: &mut Wire, ev: &str| {
-        w.ok("ChangeHostState", json!({"uuid": h, "stateEvent": ev}))["inventory"]["state"]
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    let h = add(&mut w, &c, "10.0.0.5");
+    let state = |w: &mut Harness, ev: &str| {
+        w.change_state("ChangeHostState", &h, ev)["inventory"]["state"]
             .as_str()
             .unwrap()
             .to_string()
@@ -274,201 +231,157 @@ fn change_host_state_machine() {
     assert_eq!(state(&mut w, "disable"), "Disabled");
     assert_eq!(state(&mut w, "enable"), "Enabled");
     assert_eq!(state(&mut w, "maintain"), "Maintenance");
-    assert_eq!(
-        w.refused(
-            "ChangeHostState",
-            json!({"uuid": h, "stateEvent": "maintain"})
-        ),
-        "SYS.1006",
-        "already in maintenance"
+    // Already in maintenance.
+    w.refuses(
+        "ChangeHostState",
+        json!({"uuid": h, "stateEvent": "maintain"}),
+        Code::OperationFailure,
     );
     assert_eq!(state(&mut w, "disable"), "Disabled");
-    w.set_status(&h, HostStatus::Disconnected);
-    assert_eq!(
-        w.refused(
-            "ChangeHostState",
-            json!({"uuid": h, "stateEvent": "maintain"})
-        ),
-        "SYS.1006",
-        "maintain needs Connected"
+    set_status(&mut w, &h, HostStatus::Disconnected);
+    // Maintain needs Connected.
+    w.refuses(
+        "ChangeHostState",
+        json!({"uuid": h, "stateEvent": "maintain"}),
+        Code::OperationFailure,
     );
-    assert_eq!(
-        w.refused(
-            "ChangeHostState",
-            json!({"uuid": h, "stateEvent": "preMaintain"})
-        ),
-        "SYS.1007",
-        "not an API event"
+    // Not an API event.
+    w.refuses(
+        "ChangeHostState",
+        json!({"uuid": h, "stateEvent": "preMaintain"}),
+        Code::InvalidArgument,
     );
-    assert_eq!(
-        w.refused(
-            "ChangeHostState",
-            json!({"uuid": "7".repeat(32), "stateEvent": "enable"})
-        ),
-        "SYS.1003"
+    w.refuses(
+        "ChangeHostState",
+        json!({"uuid": "7".repeat(32), "stateEvent": "enable"}),
+        Code::ResourceNotFound,
     );
-    assert_eq!(
-        w.refused_as(
-            &normal(),
-            "ChangeHostState",
-            json!({"uuid": h, "stateEvent": "enable"})
-        ),
-        "ID.1002"
+    w.refuses_as(
+        &Who::As(normal()),
+        "ChangeHostState",
+        json!({"uuid": h, "stateEvent": "enable"}),
+        Code::PermissionDenied,
     );
 }
 
 #[test]
 fn delete_host() {
-    let mut w = Wire::new();
-    let (_, c) = w.cluster();
-    let h = w.add(&c, "10.0.0.5");
-    w.ok(
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    let h = add(&mut w, &c, "10.0.0.5");
+    w.admin(
         "CreateUserTag",
         json!({"resourceType": "HostVO", "resourceUuid": h, "tag": "rack-1"}),
     );
-    assert_eq!(
-        w.refused("DeleteHost", json!({"uuid": h})),
-        "SYS.1006",
-        "Enabled and Connected"
+    // Enabled and Connected.
+    w.refuses("DeleteHost", json!({"uuid": h}), Code::OperationFailure);
+    w.change_state("ChangeHostState", &h, "maintain");
+    w.refuses_as(
+        &Who::As(normal()),
+        "DeleteHost",
+        json!({"uuid": h}),
+        Code::PermissionDenied,
     );
-    w.ok(
-        "ChangeHostState",
-        json!({"uuid": h, "stateEvent": "maintain"}),
-    );
-    assert_eq!(
-        w.refused_as(&normal(), "DeleteHost", json!({"uuid": h})),
-        "ID.1002"
-    );
-    w.ok("DeleteHost", json!({"uuid": h, "deleteMode": "Permissive"}));
-    assert!(w.hosts(json!([])).is_empty());
-    assert!(crate::testing::user_tags(&w.0.t).is_empty());
+    w.admin("DeleteHost", json!({"uuid": h, "deleteMode": "Permissive"}));
+    assert!(hosts(&mut w, json!([])).is_empty());
+    assert!(crate::testing::user_tags(&w.t).is_empty());
     // Already gone: a success, as ZStack's delete of a missing resource.
-    w.ok("DeleteHost", json!({"uuid": h}));
+    w.admin("DeleteHost", json!({"uuid": h}));
     // A disconnected host may be deleted in any state.
-    let h2 = w.add(&c, "10.0.0.6");
-    w.set_status(&h2, HostStatus::Disconnected);
-    w.ok("DeleteHost", json!({"uuid": h2}));
-    assert!(w.hosts(json!([])).is_empty());
+    let h2 = add(&mut w, &c, "10.0.0.6");
+    set_status(&mut w, &h2, HostStatus::Disconnected);
+    w.admin("DeleteHost", json!({"uuid": h2}));
+    assert!(hosts(&mut w, json!([])).is_empty());
 }
 
 #[test]
 fn reconnect_host() {
-    let mut w = Wire::new();
-    let (_, c) = w.cluster();
-    let h = w.add(&c, "10.0.0.5");
-    w.set_status(&h, HostStatus::Disconnected);
-    let m = w.ok("ReconnectHost", json!({"uuid": h}));
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    let h = add(&mut w, &c, "10.0.0.5");
+    set_status(&mut w, &h, HostStatus::Disconnected);
+    let m = w.admin("ReconnectHost", json!({"uuid": h}));
     assert_eq!(m["inventory"]["status"], "Connected");
-    w.ok(
-        "ChangeHostState",
-        json!({"uuid": h, "stateEvent": "maintain"}),
+    w.change_state("ChangeHostState", &h, "maintain");
+    // In maintenance.
+    w.refuses("ReconnectHost", json!({"uuid": h}), Code::OperationFailure);
+    w.refuses(
+        "ReconnectHost",
+        json!({"uuid": "7".repeat(32)}),
+        Code::ResourceNotFound,
     );
-    assert_eq!(
-        w.refused("ReconnectHost", json!({"uuid": h})),
-        "SYS.1006",
-        "in maintenance"
-    );
-    assert_eq!(
-        w.refused("ReconnectHost", json!({"uuid": "7".repeat(32)})),
-        "SYS.1003"
-    );
-    assert_eq!(
-        w.refused_as(&normal(), "ReconnectHost", json!({"uuid": h})),
-        "ID.1002"
+    w.refuses_as(
+        &Who::As(normal()),
+        "ReconnectHost",
+        json!({"uuid": h}),
+        Code::PermissionDenied,
     );
 }
 
 #[test]
 fn query_host_visibility_and_bad_query() {
-    let mut w = Wire::new();
-    let (_, c) = w.cluster();
-    w.add(&c, "10.0.0.5");
-    w.add(&c, "10.0.0.6");
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    add(&mut w, &c, "10.0.0.5");
+    add(&mut w, &c, "10.0.0.6");
     assert_eq!(
-        w.hosts(json!([{"name":"state","op":"=","value":"enabled"}]))
-            .len(),
+        hosts(&mut w, json!([{"name":"state","op":"=","value":"enabled"}])).len(),
         2
     );
     let seen = w
-        .call_as(&normal(), "QueryHost", json!({"conditions": []}))
+        .send(&Who::As(normal()), "QueryHost", json!({"conditions": []}))
         .unwrap();
     assert_eq!(seen["inventories"], json!([]));
-    assert_eq!(
-        w.refused(
-            "QueryHost",
-            json!({"conditions": [], "fields": ["password"]})
-        ),
-        "SYS.1007",
-        "password is not a field"
+    // Password is not a field.
+    w.refuses(
+        "QueryHost",
+        json!({"conditions": [], "fields": ["password"]}),
+        Code::InvalidArgument,
     );
 }
 
 #[test]
 fn cluster_and_zone_cascades() {
-    let mut w = Wire::new();
-    let (z, c) = w.cluster();
-    let h1 = w.add(&c, "10.0.0.5");
-    let h2 = w.add(&c, "10.0.0.6");
-    w.ok(
-        "ChangeHostState",
-        json!({"uuid": h2, "stateEvent": "maintain"}),
-    );
-    w.ok(
-        "ChangeClusterState",
-        json!({"uuid": c, "stateEvent": "disable"}),
-    );
-    assert_eq!(w.host(&h1).state, HostState::Disabled);
-    assert_eq!(w.host(&h2).state, HostState::Maintenance, "skipped");
-    w.ok(
-        "ChangeClusterState",
-        json!({"uuid": c, "stateEvent": "enable"}),
-    );
-    assert_eq!(w.host(&h1).state, HostState::Enabled);
-    w.ok(
-        "ChangeZoneState",
-        json!({"uuid": z, "stateEvent": "disable"}),
-    );
-    assert_eq!(w.host(&h1).state, HostState::Disabled);
-    assert_eq!(w.host(&h2).state, HostState::Maintenance);
-    w.ok(
-        "ChangeZoneState",
-        json!({"uuid": z, "stateEvent": "enable"}),
-    );
-    assert_eq!(w.host(&h1).state, HostState::Enabled);
+    let mut w = Harness::new();
+    let (z, c) = w.zone_and_cluster();
+    let h1 = add(&mut w, &c, "10.0.0.5");
+    let h2 = add(&mut w, &c, "10.0.0.6");
+    w.change_state("ChangeHostState", &h2, "maintain");
+    w.change_state("ChangeClusterState", &c, "disable");
+    assert_eq!(host(&w, &h1).state, HostState::Disabled);
+    assert_eq!(host(&w, &h2).state, HostState::Maintenance, "skipped");
+    w.change_state("ChangeClusterState", &c, "enable");
+    assert_eq!(host(&w, &h1).state, HostState::Enabled);
+    w.change_state("ChangeZoneState", &z, "disable");
+    assert_eq!(host(&w, &h1).state, HostState::Disabled);
+    assert_eq!(host(&w, &h2).state, HostState::Maintenance);
+    w.change_state("ChangeZoneState", &z, "enable");
+    assert_eq!(host(&w, &h1).state, HostState::Enabled);
     // A host can be re-enabled inside a disabled cluster.
-    w.ok(
-        "ChangeClusterState",
-        json!({"uuid": c, "stateEvent": "disable"}),
-    );
-    w.ok(
-        "ChangeHostState",
-        json!({"uuid": h1, "stateEvent": "enable"}),
-    );
-    assert_eq!(w.host(&h1).state, HostState::Enabled);
+    w.change_state("ChangeClusterState", &c, "disable");
+    w.change_state("ChangeHostState", &h1, "enable");
+    assert_eq!(host(&w, &h1).state, HostState::Enabled);
 
-    w.ok("DeleteCluster", json!({"uuid": c}));
-    assert!(w.hosts(json!([])).is_empty());
+    w.admin("DeleteCluster", json!({"uuid": c}));
+    assert!(hosts(&mut w, json!([])).is_empty());
     let c2 = w.created(
         "CreateCluster",
         json!({"zoneUuid": z, "name": "c2", "hypervisorType": "KVM"}),
     );
     // The deleted hosts' IPs are free again.
-    w.add(&c2, "10.0.0.5");
-    w.ok("DeleteZone", json!({"uuid": z}));
-    assert!(w.hosts(json!([])).is_empty());
-    assert!(resource::list::<Host>(&w.0.t).unwrap().is_empty());
+    add(&mut w, &c2, "10.0.0.5");
+    w.admin("DeleteZone", json!({"uuid": z}));
+    assert!(hosts(&mut w, json!([])).is_empty());
+    assert!(resource::list::<Host>(&w.t).unwrap().is_empty());
 }
 
 fn planned(name: &str, body: Value) -> Command {
-    let spec = crate::catalogue::catalogue().by_name(name).unwrap();
-    let raw = json!({ spec.class.clone(): body }).to_string();
-    let req = decode_request(raw.as_bytes()).unwrap();
     let stamp = Stamp {
         now_ms: 9_000,
         new_uuid: "f".repeat(32),
         salt: [0; 16],
     };
-    match crate::plan::plan(&req, &Caller::admin(), &stamp).unwrap() {
+    match crate::testing::harness::admin_plan(name, body, &stamp) {
         Plan::ProbeThenPropose { command, .. } | Plan::Propose { command, .. } => *command,
         other => panic!("{other:?}"),
     }
@@ -476,10 +389,10 @@ fn planned(name: &str, body: Value) -> Command {
 
 #[test]
 fn probe_target_dry_runs_without_writing() {
-    let mut w = Wire::new();
-    let (_, c) = w.cluster();
-    let h = w.add(&c, "10.0.0.5");
-    let before = w.0.t.tables.clone();
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    let h = add(&mut w, &c, "10.0.0.5");
+    let before = w.t.tables.clone();
     let ep = |ip: &str, port: u16| HostEndpoint {
         management_ip: ip.into(),
         ssh_port: port,
@@ -490,33 +403,33 @@ fn probe_target_dry_runs_without_writing() {
     let add = planned("AddKVMHost", body);
     assert!(crate::testing::is_tagged_create(&add));
     assert_eq!(
-        probe_target(&mut w.0.t, 9_000, &add).unwrap(),
+        probe_target(&mut w.t, 9_000, &add).unwrap(),
         Some(ep("10.0.0.6", 2222))
     );
     // Refused by state: no endpoint, the call's own error.
     let dup = planned("AddKVMHost", add_body(&c, "10.0.0.5"));
     assert_eq!(
-        probe_target(&mut w.0.t, 9_000, &dup).unwrap_err().code(),
+        probe_target(&mut w.t, 9_000, &dup).unwrap_err().code(),
         "SYS.1007"
     );
     let same = planned("UpdateKVMHost", json!({"uuid": h, "name": "n"}));
-    assert_eq!(probe_target(&mut w.0.t, 9_000, &same).unwrap(), None);
+    assert_eq!(probe_target(&mut w.t, 9_000, &same).unwrap(), None);
     let moved = planned("UpdateKVMHost", json!({"uuid": h, "sshPort": 22}));
     assert_eq!(
-        probe_target(&mut w.0.t, 9_000, &moved).unwrap(),
+        probe_target(&mut w.t, 9_000, &moved).unwrap(),
         Some(ep("10.0.0.5", 22))
     );
     let again = planned("ReconnectHost", json!({"uuid": h}));
     assert_eq!(
-        probe_target(&mut w.0.t, 9_000, &again).unwrap(),
+        probe_target(&mut w.t, 9_000, &again).unwrap(),
         Some(ep("10.0.0.5", 2222))
     );
     let state = planned(
         "ChangeHostState",
         json!({"uuid": h, "stateEvent": "disable"}),
     );
-    assert_eq!(probe_target(&mut w.0.t, 9_000, &state).unwrap(), None);
-    assert_eq!(w.0.t.tables, before, "the dry run wrote");
+    assert_eq!(probe_target(&mut w.t, 9_000, &state).unwrap(), None);
+    assert_eq!(w.t.tables, before, "the dry run wrote");
 
     let e = unreachable_refusal("AddKVMHost", &ep("10.0.0.6", 2222), "connection refused");
     assert_eq!(e.code.as_str(), "HOST.1000");

@@ -247,77 +247,90 @@ fn refusals_leave_state_unchanged() {
     for url in ["ftp://h/a", "h/a.qcow2", "file://relative", "http://"] {
         assert_eq!(code(run(&mut t, add_op(55, url, one))), "SYS.1007", "{url}");
     }
-    assert_eq!(code(run(&mut t, add_op(55, "http://h/a", &[]))), "SYS.1007");
-    assert_eq!(
-        code(run(&mut t, add_op(55, "http://h/a", &[u(99)]))),
-        "SYS.1003"
-    );
-    assert_eq!(
-        code(run(&mut t, add_op(50, "http://h/a", one))),
-        "SYS.1007",
-        "dup"
-    );
-    let mut bad = add_op(55, "http://h/a", one);
-    if let ImageOp::Add {
-        format, media_type, ..
-    } = &mut bad
-    {
-        *format = Some("iso".into());
-        *media_type = Some("RootVolumeTemplate".into());
-    }
-    assert_eq!(code(run(&mut t, bad)), "SYS.1007", "iso template");
-    let mut bad = add_op(55, "http://h/a", one);
-    if let ImageOp::Add { format, .. } = &mut bad {
-        *format = Some("vmdk".into());
-    }
-    assert_eq!(code(run(&mut t, bad)), "SYS.1007", "format");
-    let mut bad = add_op(55, "http://h/a", one);
-    if let ImageOp::Add { platform, .. } = &mut bad {
-        *platform = Some("BeOS".into());
-    }
-    assert_eq!(code(run(&mut t, bad)), "SYS.1007", "platform");
-    assert_eq!(
-        code(run(
-            &mut t,
+    // `add_op(55, ..)` with one field changed.
+    let with = |change: fn(&mut ImageOp)| {
+        let mut op = add_op(55, "http://h/a", one);
+        change(&mut op);
+        op
+    };
+    for (op, want, why) in [
+        (
+            add_op(55, "http://h/a", &[]),
+            "SYS.1007",
+            "no backup storage",
+        ),
+        (
+            add_op(55, "http://h/a", &[u(99)]),
+            "SYS.1003",
+            "no such backup storage",
+        ),
+        (add_op(50, "http://h/a", one), "SYS.1007", "dup"),
+        (
+            with(|op| {
+                if let ImageOp::Add {
+                    format, media_type, ..
+                } = op
+                {
+                    *format = Some("iso".into());
+                    *media_type = Some("RootVolumeTemplate".into());
+                }
+            }),
+            "SYS.1007",
+            "iso template",
+        ),
+        (
+            with(|op| {
+                if let ImageOp::Add { format, .. } = op {
+                    *format = Some("vmdk".into());
+                }
+            }),
+            "SYS.1007",
+            "format",
+        ),
+        (
+            with(|op| {
+                if let ImageOp::Add { platform, .. } = op {
+                    *platform = Some("BeOS".into());
+                }
+            }),
+            "SYS.1007",
+            "platform",
+        ),
+        (
             ImageOp::Expunge {
                 uuid: u(50),
-                backup_storage_uuids: vec![]
-            }
-        )),
-        "SYS.1006",
-        "expunge a live image"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                backup_storage_uuids: vec![],
+            },
+            "SYS.1006",
+            "expunge a live image",
+        ),
+        (
             ImageOp::Recover {
                 uuid: u(50),
-                backup_storage_uuids: vec![]
-            }
-        )),
-        "SYS.1006",
-        "recover a live image"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                backup_storage_uuids: vec![],
+            },
+            "SYS.1006",
+            "recover a live image",
+        ),
+        (
             ImageOp::Delete {
                 uuid: u(50),
-                backup_storage_uuids: vec![u(99)]
-            }
-        )),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                backup_storage_uuids: vec![u(99)],
+            },
+            "SYS.1007",
+            "not on that backup storage",
+        ),
+        (
             ImageOp::ChangeState {
                 uuid: u(99),
-                event: EnableEvent::Enable
-            }
-        )),
-        "SYS.1003"
-    );
+                event: EnableEvent::Enable,
+            },
+            "SYS.1003",
+            "no image",
+        ),
+    ] {
+        assert_eq!(code(run(&mut t, op)), want, "{why}");
+    }
     let normal = normal();
     for op in [
         ImageOp::Delete {

@@ -27,15 +27,16 @@ fn code(r: Result<L2Result, ApiError>) -> &'static str {
     r.unwrap_err().code()
 }
 
+fn attach_op(l2: &str, c: &str, cidr: Option<&str>) -> L2Op {
+    L2Op::Attach {
+        uuid: l2.into(),
+        cluster_uuid: c.into(),
+        vtep_cidr: cidr.map(str::to_string),
+    }
+}
+
 fn attach(t: &mut MemTxn, l2: &str, c: &str, cidr: Option<&str>) -> Result<L2Result, ApiError> {
-    run(
-        t,
-        L2Op::Attach {
-            uuid: l2.into(),
-            cluster_uuid: c.into(),
-            vtep_cidr: cidr.map(str::to_string),
-        },
-    )
+    run(t, attach_op(l2, c, cidr))
 }
 
 #[test]
@@ -300,79 +301,65 @@ fn refusals_leave_state_unchanged() {
     )
     .unwrap();
     let before = t.tables.clone();
-    assert_eq!(
-        code(run(&mut t, L2Op::CreateNoVlan(common(62, &z, "eth0")))),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
-            L2Op::CreateVlan {
-                common: common(62, &z, "eth0"),
-                vlan: 10
-            }
-        )),
-        "SYS.1007",
-        "same nic + vlan"
-    );
-    for vlan in [0, 4095] {
-        assert_eq!(
-            code(run(
-                &mut t,
-                L2Op::CreateVlan {
-                    common: common(62, &z, "eth0"),
-                    vlan
-                }
-            )),
-            "SYS.1007"
-        );
-    }
+    let vlan = |vlan| L2Op::CreateVlan {
+        common: common(62, &z, "eth0"),
+        vlan,
+    };
     let mut no_nic = common(62, &z, "x");
     no_nic.physical_interface = None;
-    assert_eq!(code(run(&mut t, L2Op::CreateNoVlan(no_nic))), "SYS.1007");
-    assert_eq!(
-        code(run(&mut t, L2Op::CreateNoVlan(common(62, &z, "bad nic")))),
-        "SYS.1007"
-    );
     let mut ovs = common(62, &z, "eth5");
     ovs.v_switch_type = Some("OvsDpdk".into());
-    assert_eq!(code(run(&mut t, L2Op::CreateNoVlan(ovs))), "SYS.1007");
-    assert_eq!(
-        code(run(&mut t, L2Op::CreateNoVlan(common(62, &u(99), "eth5")))),
-        "SYS.1003"
-    );
-    assert_eq!(
-        code(run(&mut t, L2Op::CreateNoVlan(common(60, &z, "eth5")))),
-        "SYS.1007",
-        "dup"
-    );
-    assert_eq!(code(attach(&mut t, &u(60), &c2, None)), "SYS.1007", "zone");
-    assert_eq!(code(attach(&mut t, &u(60), &u(98), None)), "SYS.1003");
-    assert_eq!(
-        code(run(
-            &mut t,
+    for (op, want, why) in [
+        (
+            L2Op::CreateNoVlan(common(62, &z, "eth0")),
+            "SYS.1007",
+            "same nic",
+        ),
+        (vlan(10), "SYS.1007", "same nic + vlan"),
+        (vlan(0), "SYS.1007", "vlan 0"),
+        (vlan(4095), "SYS.1007", "vlan 4095"),
+        (L2Op::CreateNoVlan(no_nic), "SYS.1007", "no nic"),
+        (
+            L2Op::CreateNoVlan(common(62, &z, "bad nic")),
+            "SYS.1007",
+            "bad nic",
+        ),
+        (L2Op::CreateNoVlan(ovs), "SYS.1007", "vSwitch type"),
+        (
+            L2Op::CreateNoVlan(common(62, &u(99), "eth5")),
+            "SYS.1003",
+            "no zone",
+        ),
+        (
+            L2Op::CreateNoVlan(common(60, &z, "eth5")),
+            "SYS.1007",
+            "dup",
+        ),
+        (attach_op(&u(60), &c2, None), "SYS.1007", "zone"),
+        (attach_op(&u(60), &u(98), None), "SYS.1003", "no cluster"),
+        (
             L2Op::Update {
                 uuid: u(99),
                 rename: rename(None, None),
-            }
-        )),
-        "SYS.1003"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+            },
+            "SYS.1003",
+            "no L2",
+        ),
+        (
             L2Op::CreateVniRange {
                 uuid: u(90),
                 l2_network_uuid: u(60),
                 name: "r".into(),
                 description: None,
                 start_vni: 1,
-                end_vni: 2
-            }
-        )),
-        "SYS.1007",
-        "not a pool"
-    );
+                end_vni: 2,
+            },
+            "SYS.1007",
+            "not a pool",
+        ),
+    ] {
+        assert_eq!(code(run(&mut t, op)), want, "{why}");
+    }
     for op in [
         L2Op::CreateNoVlan(common(63, &z, "eth9")),
         L2Op::Delete { uuid: u(60) },

@@ -192,12 +192,7 @@ fn l3_shape_dns_ranges_and_ipam() {
         panic!()
     };
     let inv = resource::inventory(&net);
-    let keys: Vec<&str> = inv
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = crate::testing::keys(&inv);
     assert_eq!(
         keys,
         [
@@ -440,164 +435,103 @@ fn refusals_leave_state_unchanged() {
             "{s}-{e}/{m} gw {g:?}"
         );
     }
-    // Same L3: another subnet or gateway; other L3 on the same L2: overlap.
-    assert_eq!(
-        code(run(
-            &mut t,
-            range_op(
-                111,
-                &l3,
-                "10.0.1.10",
-                "10.0.1.20",
-                "255.255.255.0",
-                Some("10.0.1.1")
-            )
-        )),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
-            range_op(
-                111,
-                &l3,
-                "10.0.0.30",
-                "10.0.0.40",
-                "255.255.255.0",
-                Some("10.0.0.2")
-            )
-        )),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
-            range_op(
-                111,
-                &u(101),
-                "10.0.0.15",
-                "10.0.0.40",
-                "255.255.255.0",
-                Some("10.0.0.1")
-            )
-        )),
-        "SYS.1007",
-        "overlap on the L2"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
-            range_op(
-                110,
-                &l3,
-                "10.0.0.30",
-                "10.0.0.40",
-                "255.255.255.0",
-                Some("10.0.0.1")
-            )
-        )),
-        "SYS.1007",
-        "dup"
-    );
-    assert_eq!(
-        code(run(&mut t, cidr_op(111, &u(101), "10.9.0.0/31", None))),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
-            cidr_op(111, &u(101), "10.9.0.0/24", Some("10.9.0.7"))
-        )),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(&mut t, cidr_op(111, &u(101), "10.9.0.0/33", None))),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
-            range_op(
-                111,
-                &u(99),
-                "10.9.0.2",
-                "10.9.0.3",
-                "255.255.255.0",
-                Some("10.9.0.1")
-            )
-        )),
-        "SYS.1003"
-    );
-    // Create.
-    assert_eq!(code(run(&mut t, create_op(102, &u(99), None))), "SYS.1003");
-    assert_eq!(
-        code(run(&mut t, create_op(102, &l2, Some("Weird")))),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(&mut t, create_op(102, &l2, Some("System")))),
-        "SYS.1006",
-        "shared L2"
-    );
     let mut v6 = create_op(102, &l2, None);
     if let L3Op::Create { ip_version, .. } = &mut v6 {
         *ip_version = Some("6".into());
     }
-    assert_eq!(code(run(&mut t, v6)), "SYS.1007");
-    assert_eq!(
-        code(run(&mut t, create_op(100, &l2, None))),
-        "SYS.1007",
-        "dup"
-    );
-    // DNS.
     let dns = |d: &str| L3Op::AddDns {
         l3_network_uuid: l3.clone(),
         dns: d.into(),
     };
-    assert_eq!(code(run(&mut t, dns("not-an-ip"))), "SYS.1007");
-    assert_eq!(
-        code(run(
-            &mut t,
+    let mask = "255.255.255.0";
+    let other = u(101);
+    for (op, want, why) in [
+        // Same L3: another subnet or gateway; other L3 on the same L2: overlap.
+        (
+            range_op(111, &l3, "10.0.1.10", "10.0.1.20", mask, Some("10.0.1.1")),
+            "SYS.1007",
+            "another subnet",
+        ),
+        (
+            range_op(111, &l3, "10.0.0.30", "10.0.0.40", mask, Some("10.0.0.2")),
+            "SYS.1007",
+            "another gateway",
+        ),
+        (
+            range_op(
+                111,
+                &other,
+                "10.0.0.15",
+                "10.0.0.40",
+                mask,
+                Some("10.0.0.1"),
+            ),
+            "SYS.1007",
+            "overlap on the L2",
+        ),
+        (
+            range_op(110, &l3, "10.0.0.30", "10.0.0.40", mask, Some("10.0.0.1")),
+            "SYS.1007",
+            "dup",
+        ),
+        (cidr_op(111, &other, "10.9.0.0/31", None), "SYS.1007", "/31"),
+        (
+            cidr_op(111, &other, "10.9.0.0/24", Some("10.9.0.7")),
+            "SYS.1007",
+            "gateway in the range",
+        ),
+        (cidr_op(111, &other, "10.9.0.0/33", None), "SYS.1007", "/33"),
+        (
+            range_op(111, &u(99), "10.9.0.2", "10.9.0.3", mask, Some("10.9.0.1")),
+            "SYS.1003",
+            "no L3",
+        ),
+        // Create.
+        (create_op(102, &u(99), None), "SYS.1003", "no L2"),
+        (create_op(102, &l2, Some("Weird")), "SYS.1007", "category"),
+        (create_op(102, &l2, Some("System")), "SYS.1006", "shared L2"),
+        (v6, "SYS.1007", "IPv6"),
+        (create_op(100, &l2, None), "SYS.1007", "dup"),
+        // DNS.
+        (dns("not-an-ip"), "SYS.1007", "not an address"),
+        (
             L3Op::RemoveDns {
                 l3_network_uuid: u(99),
-                dns: "1.1.1.1".into()
-            }
-        )),
-        "SYS.1003"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                dns: "1.1.1.1".into(),
+            },
+            "SYS.1003",
+            "no L3",
+        ),
+        (
             L3Op::Update {
                 uuid: l3.clone(),
                 rename: rename(None, None),
                 dns_domain: None,
                 category: Some("System".into()),
-                system: None
-            }
-        )),
-        "SYS.1006"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                system: None,
+            },
+            "SYS.1006",
+            "to System",
+        ),
+        (
             L3Op::ChangeState {
                 uuid: u(99),
-                event: EnableEvent::Enable
-            }
-        )),
-        "SYS.1003"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                event: EnableEvent::Enable,
+            },
+            "SYS.1003",
+            "no L3",
+        ),
+        (
             L3Op::UpdateIpRange {
                 uuid: u(99),
                 rename: rename(None, None),
-            }
-        )),
-        "SYS.1003"
-    );
+            },
+            "SYS.1003",
+            "no range",
+        ),
+    ] {
+        assert_eq!(code(run(&mut t, op)), want, "{why}");
+    }
     // Normal accounts cannot touch the admin's L3 or build on its L2.
     for op in [
         create_op(103, &l2, None),

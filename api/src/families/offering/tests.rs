@@ -150,61 +150,73 @@ fn refusals_leave_state_unchanged() {
     run(&mut t, inst(40, 1, 1 << 20)).unwrap();
     run(&mut t, disk(41, 1 << 20)).unwrap();
     let before = t.tables.clone();
-    assert_eq!(code(run(&mut t, inst(42, 0, 1 << 20))), "SYS.1007");
-    assert_eq!(code(run(&mut t, inst(42, 1025, 1 << 20))), "SYS.1007");
-    assert_eq!(code(run(&mut t, inst(42, 1, 0))), "SYS.1007");
-    assert_eq!(code(run(&mut t, inst(40, 1, 1))), "SYS.1007", "dup uuid");
-    let mut bad = inst(42, 1, 1 << 20);
-    if let OfferingOp::CreateInstance {
-        allocator_strategy, ..
-    } = &mut bad
-    {
-        *allocator_strategy = Some("Whatever".into());
-    }
-    assert_eq!(code(run(&mut t, bad)), "SYS.1007");
-    let mut bad = inst(42, 1, 1 << 20);
-    if let OfferingOp::CreateInstance {
-        reserved_memory_size,
-        ..
-    } = &mut bad
-    {
-        *reserved_memory_size = Some(2 << 20);
-    }
-    assert_eq!(code(run(&mut t, bad)), "SYS.1007");
-    assert_eq!(
-        code(run(
-            &mut t,
+    // `inst(42, 1, 1 << 20)` with one field changed.
+    let with = |change: fn(&mut OfferingOp)| {
+        let mut op = inst(42, 1, 1 << 20);
+        change(&mut op);
+        op
+    };
+    for (op, want, why) in [
+        (inst(42, 0, 1 << 20), "SYS.1007", "no cpu"),
+        (inst(42, 1025, 1 << 20), "SYS.1007", "too many cpus"),
+        (inst(42, 1, 0), "SYS.1007", "no memory"),
+        (inst(40, 1, 1), "SYS.1007", "dup uuid"),
+        (
+            with(|op| {
+                if let OfferingOp::CreateInstance {
+                    allocator_strategy, ..
+                } = op
+                {
+                    *allocator_strategy = Some("Whatever".into());
+                }
+            }),
+            "SYS.1007",
+            "allocator strategy",
+        ),
+        (
+            with(|op| {
+                if let OfferingOp::CreateInstance {
+                    reserved_memory_size,
+                    ..
+                } = op
+                {
+                    *reserved_memory_size = Some(2 << 20);
+                }
+            }),
+            "SYS.1007",
+            "reserved beyond memory",
+        ),
+        (
             OfferingOp::UpdateInstance {
                 uuid: u(40),
                 rename: Rename::default(),
-                allocator_strategy: Some("x".into())
-            }
-        )),
-        "SYS.1007"
-    );
-    assert_eq!(
-        code(run(
-            &mut t,
+                allocator_strategy: Some("x".into()),
+            },
+            "SYS.1007",
+            "update's allocator strategy",
+        ),
+        (
             OfferingOp::UpdateInstance {
                 uuid: u(99),
                 rename: Rename::default(),
-                allocator_strategy: None
-            }
-        )),
-        "SYS.1003"
-    );
-    assert_eq!(code(run(&mut t, disk(43, 0))), "SYS.1007");
-    assert_eq!(code(run(&mut t, disk(43, -5))), "SYS.1007");
-    assert_eq!(
-        code(run(
-            &mut t,
+                allocator_strategy: None,
+            },
+            "SYS.1003",
+            "no instance offering",
+        ),
+        (disk(43, 0), "SYS.1007", "disk size 0"),
+        (disk(43, -5), "SYS.1007", "negative disk size"),
+        (
             OfferingOp::UpdateDisk {
                 uuid: u(99),
-                rename: Rename::default()
-            }
-        )),
-        "SYS.1003"
-    );
+                rename: Rename::default(),
+            },
+            "SYS.1003",
+            "no disk offering",
+        ),
+    ] {
+        assert_eq!(code(run(&mut t, op)), want, "{why}");
+    }
     for disk in [false, true] {
         assert_eq!(
             code(run(

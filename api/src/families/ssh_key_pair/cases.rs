@@ -52,12 +52,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
             assert_eq!(inv["description"], "d");
             assert_eq!(inv["publicKey"], ED25519);
             assert!(inv["createDate"].is_string() && inv["lastOpDate"].is_string());
-            let fields: Vec<&str> = inv
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .collect();
+            let fields = crate::testing::keys(inv);
             assert_eq!(
                 fields,
                 [

@@ -89,45 +89,29 @@ fn create_query_delete_and_tag_conditions() {
     assert!(tags::inventories(&t, &"e".repeat(32), true)
         .unwrap()
         .is_empty());
-    assert_eq!(
-        count(
-            &mut t,
-            json!([{"name":"__systemTag__","op":"=","value":"ha::NeverStop"}])
+    // The tag pseudo-fields in conditions, each with the zones it finds.
+    for (conds, want) in [
+        (
+            json!([{"name":"__systemTag__","op":"=","value":"ha::NeverStop"}]),
+            1,
         ),
-        1
-    );
-    assert_eq!(
-        count(
-            &mut t,
-            json!([{"name":"__systemTag__","op":"like","value":"ha::%"}])
+        (
+            json!([{"name":"__systemTag__","op":"like","value":"ha::%"}]),
+            1,
         ),
-        1
-    );
-    assert_eq!(
-        count(
-            &mut t,
-            json!([{"name":"__systemTag__","op":"!=","value":"ha::NeverStop"}])
+        (
+            json!([{"name":"__systemTag__","op":"!=","value":"ha::NeverStop"}]),
+            0,
         ),
-        0
-    );
-    assert_eq!(
-        count(
-            &mut t,
-            json!([{"name":"__userTag__","op":"=","value":"web"}])
+        (json!([{"name":"__userTag__","op":"=","value":"web"}]), 1),
+        (json!([{"name":"__userTag__","op":"is null"}]), 0),
+        (
+            json!([{"name":"__userTag__","op":"not in","value":"db,x"}]),
+            1,
         ),
-        1
-    );
-    assert_eq!(
-        count(&mut t, json!([{"name":"__userTag__","op":"is null"}])),
-        0
-    );
-    assert_eq!(
-        count(
-            &mut t,
-            json!([{"name":"__userTag__","op":"not in","value":"db,x"}])
-        ),
-        1
-    );
+    ] {
+        assert_eq!(count(&mut t, conds.clone()), want, "{conds}");
+    }
     // Hidden tag keys never reach the inventories.
     let out = zones(&mut t, json!([{"name":"__systemTag__","op":"is not null"}]));
     assert!(out[0].get("__systemTag__").is_none());
