@@ -277,6 +277,13 @@ fn http_base(c: &Cluster, id: u64) -> String {
     format!("http://{}", c.node(id).http)
 }
 
+/// The tests of this file one at a time: three clusters at once on two cores starve each
+/// other's elections, and their port picks race with each other's outbound connections.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A receiver, a 3-node cluster sending it the self-test flow's effects (with `bug` seeded in
 /// `bin`, if given; the executor pausing `pause_ms` before each committed step) and an admin
 /// session.
@@ -308,6 +315,7 @@ fn start(
 
 #[test]
 fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
+    let _serial = serial();
     let (rx, mut c, zs, session) = start(None, None, 700);
     let http = reqwest::blocking::Client::new();
 
@@ -575,6 +583,7 @@ fn partitioned_leader(
 
 #[test]
 fn a_partitioned_old_leaders_duty_commits_nothing() {
+    let _serial = serial();
     let p = partitioned_leader("partitioned-leader", None, None);
     eprintln!(
         "partitioned leader: success={} steps={:?} stale={} old_leader_refused={}",
@@ -601,6 +610,7 @@ fn a_partitioned_old_leaders_duty_commits_nothing() {
 /// catch it (the deposed leader's refused effect commits and the flow rolls back).
 #[test]
 fn an_unfenced_duty_is_caught() {
+    let _serial = serial();
     let bin = chaos_tests::cluster::seeded_zsnode_bin().expect("zsnode-seeded");
     let p = partitioned_leader("unfenced-duty", Some(bin), Some("unfenced-duty"));
     eprintln!(
