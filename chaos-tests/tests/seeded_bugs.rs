@@ -24,6 +24,10 @@ use chaos_tests::workload::Workload;
 use chaos_tests::workload::WorkloadOpts;
 
 fn run(name: &str, bin: Option<PathBuf>, bug: Option<&str>, isolate: bool) -> CheckReport {
+    // One cluster at a time: parallel clusters on two cores starve each other's elections and
+    // race for ports.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::start(ClusterOpts {
         bin,
         env: bug
