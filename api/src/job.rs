@@ -1013,6 +1013,8 @@ fn plan_task_progress(p: &crate::plan::PlanInput) -> Result<crate::plan::Plan, R
 /// node's), and `GetTaskProgress`.
 pub struct Jobs;
 
+impl crate::family::Reply for JobResult {}
+
 impl crate::family::Family for Jobs {
     type Op = JobOp;
     type Out = JobResult;
@@ -1032,10 +1034,6 @@ impl crate::family::Family for Jobs {
         ..crate::family::FamilyDecl::internal("job", &[TABLE, crate::flow::selftest::TABLE])
     };
     const APPLY: crate::family::ApplyFn<Self> = apply;
-
-    fn reply(_out: &JobResult) -> Result<Map<String, Value>, Refusal> {
-        Ok(Map::new())
-    }
 
     fn inner(op: &JobOp) -> Option<&Command> {
         match op {
