@@ -782,13 +782,9 @@ impl crate::family::Family for Audits {
         ..crate::family::FamilyDecl::internal("audit", &[TABLE, INDEX_TABLE])
     };
     const APPLY: crate::family::ApplyFn<Self> = apply;
-
-    fn reply(
-        _out: &AuditResult,
-    ) -> Result<serde_json::Map<String, Value>, crate::wire::errors::Refusal> {
-        Ok(serde_json::Map::new())
-    }
 }
+
+impl crate::family::Reply for AuditResult {}
 
 #[cfg(test)]
 mod tests {

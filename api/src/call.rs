@@ -181,19 +181,21 @@ pub(crate) fn apply(
 /// The API-call family: the envelope of every API write (internal; the interpreter builds it).
 pub struct Calls;
 
-impl crate::family::Family for Calls {
-    type Op = ApiCall;
-    type Out = CallOutcome;
-    const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("call", &[]);
-    const APPLY: crate::family::ApplyFn<Self> = apply;
-
-    fn reply(out: &CallOutcome) -> Result<Map<String, Value>, Refusal> {
-        match out {
+impl crate::family::Reply for CallOutcome {
+    fn reply(&self) -> crate::family::ReplyFields {
+        match self {
             CallOutcome::Refused(e) => Err(crate::plan::refusal_of(e)),
             CallOutcome::Answer(resp) => resp.reply(),
             CallOutcome::Accepted(_) | CallOutcome::Job(_) => Ok(Map::new()),
         }
     }
+}
+
+impl crate::family::Family for Calls {
+    type Op = ApiCall;
+    type Out = CallOutcome;
+    const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("call", &[]);
+    const APPLY: crate::family::ApplyFn<Self> = apply;
 
     fn inner(op: &ApiCall) -> Option<&Command> {
         Some(&op.command)

@@ -24,16 +24,14 @@ use crate::StateTxn;
 pub trait Family: 'static {
     /// The family's command (carried in the Raft log inside [`crate::Command`]).
     type Op: std::fmt::Debug + Clone + PartialEq + Eq + Serialize + DeserializeOwned;
-    /// What applying an op answers.
-    type Out: std::fmt::Debug + Clone + PartialEq + Eq + Serialize + DeserializeOwned;
+    /// What applying an op answers, and the reply fields it renders ([`Reply`]).
+    type Out: std::fmt::Debug + Clone + PartialEq + Eq + Serialize + DeserializeOwned + Reply;
     /// The declaration.
     const DECL: FamilyDecl;
     /// Validate and apply one op (usually the family's `model::apply`). Time and uuids come in
     /// the op or `ctx`; nothing here may read a clock, a random source or anything outside
     /// `txn`.
     const APPLY: ApplyFn<Self>;
-    /// The reply fields an answer renders (wire layer): usually its `inventory`.
-    fn reply(out: &Self::Out) -> ReplyFields;
     /// Whether the writes made while producing `out` are kept.
     fn keeps_writes(_out: &Self::Out) -> bool {
         true
@@ -194,6 +192,18 @@ impl FamilyDecl {
     }
 }
 
+/// The reply fields an answer renders (wire layer): usually its `inventory`.
+pub trait Reply {
+    /// The `inventory` the reply carries, if any (none: an empty reply).
+    fn inventory(&self) -> Option<Value> {
+        None
+    }
+    /// The reply fields, or the refusal the answer becomes on the wire.
+    fn reply(&self) -> ReplyFields {
+        inventory_reply(self.inventory())
+    }
+}
+
 /// The reply of an answer that carries one inventory.
 pub fn inventory_reply(inv: Option<Value>) -> ReplyFields {
     let mut m = Map::new();
@@ -311,6 +321,7 @@ pub mod prelude {
     pub use super::Family;
     pub use super::FamilyDecl;
     pub use super::KindDecl;
+    pub use super::Reply;
     pub use super::ReplyFields;
     pub use super::RestBody::Action as A;
     pub use super::RestBody::None as N;

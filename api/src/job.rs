@@ -294,6 +294,49 @@ fn load(txn: &dyn StateTxn, uuid: &str) -> Result<Option<ApiJob>, ApiError> {
         .transpose()
 }
 
+/// The job with this uuid; refused when there is none.
+fn existing(txn: &dyn StateTxn, uuid: &str) -> Result<ApiJob, ApiError> {
+    load(txn, uuid)?.ok_or_else(|| {
+        ApiError::Refused(Refusal::new(
+            Code::ResourceNotFound,
+            format!("no api job[uuid:{uuid}]"),
+        ))
+    })
+}
+
+/// Whether the job's flow stands at step `step`: running forward, or (`undo`) rolling back.
+fn stands_at(job: &ApiJob, step: u32, undo: bool) -> bool {
+    job.flow.as_ref().is_some_and(|run| {
+        let at = if undo {
+            run.done.checked_sub(1)
+        } else {
+            Some(run.done)
+        };
+        job.state == JobState::Processing && run.failure.is_some() == undo && at == Some(step)
+    })
+}
+
+/// Step `step` is rolled back; a rollback that failed (`failure`) is noted and the rest still
+/// rolls back (ZStack does the same).
+fn step_rolled_back(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    mut job: ApiJob,
+    step: u32,
+    failure: Option<Refusal>,
+) -> Result<ApiJob, ApiError> {
+    if let Some(run) = job.flow.as_mut() {
+        if let (Some(why), Some(f)) = (failure, run.failure.as_mut()) {
+            f.details.push_str(&format!(
+                "; rollback of step {step} failed: {}",
+                why.details
+            ));
+        }
+        run.done -= 1;
+    }
+    rolled_back(txn, ctx, job)
+}
+
 fn store(txn: &mut dyn StateTxn, job: &ApiJob) -> Result<(), ApiError> {
     let raw = serde_json::to_vec(job).map_err(|e| corrupt(&job.uuid, e))?;
     txn.put(TABLE, &record_key(&job.uuid), raw)?;
@@ -712,23 +755,10 @@ pub(crate) fn step(
     step: u32,
     undo: bool,
 ) -> Result<ApiJob, ApiError> {
-    let Some(mut job) = load(txn, uuid)? else {
-        return Err(ApiError::Refused(Refusal::new(
-            Code::ResourceNotFound,
-            format!("no api job[uuid:{uuid}]"),
-        )));
-    };
-    let Some(run) = job.flow.as_ref() else {
+    let mut job = existing(txn, uuid)?;
+    let Some(run) = job.flow.as_ref().filter(|_| stands_at(&job, step, undo)) else {
         return Ok(job);
     };
-    let at = if undo {
-        run.done.checked_sub(1)
-    } else {
-        Some(run.done)
-    };
-    if job.state != JobState::Processing || run.failure.is_some() != undo || at != Some(step) {
-        return Ok(job);
-    }
     let caller = job.caller.clone();
     let mut vars = run.vars.clone();
     let spec = run.spec.clone();
@@ -756,38 +786,18 @@ pub(crate) fn step(
         run.vars = vars;
     }
     job.last_op_date = ctx.proposed_at_ms;
-    match (undo, outcome) {
+    let job = match (undo, outcome) {
         (false, Ok(resp)) => {
             if let (Some(run), Some(resp)) = (job.flow.as_mut(), resp) {
                 run.response = Some(Box::new(resp));
             }
-            let job = advanced(txn, ctx, job)?;
-            store(txn, &job)?;
-            Ok(job)
+            advanced(txn, ctx, job)?
         }
-        (false, Err(why)) => {
-            let job = failed(txn, ctx, job, why)?;
-            store(txn, &job)?;
-            Ok(job)
-        }
-        (true, r) => {
-            // A rollback that fails is noted; the rest still rolls back (ZStack does the same).
-            if let (Err(why), Some(run)) = (r, job.flow.as_mut()) {
-                if let Some(f) = run.failure.as_mut() {
-                    f.details.push_str(&format!(
-                        "; rollback of step {step} failed: {}",
-                        why.details
-                    ));
-                }
-            }
-            if let Some(run) = job.flow.as_mut() {
-                run.done -= 1;
-            }
-            let job = rolled_back(txn, ctx, job)?;
-            store(txn, &job)?;
-            Ok(job)
-        }
-    }
+        (false, Err(why)) => failed(txn, ctx, job, why)?,
+        (true, r) => step_rolled_back(txn, ctx, job, step, r.err())?,
+    };
+    store(txn, &job)?;
+    Ok(job)
 }
 
 /// Record a side effect's outcome if the job stands at that step.
@@ -799,32 +809,14 @@ fn effect_done(
     undo: bool,
     outcome: Result<Vars, Refusal>,
 ) -> Result<ApiJob, ApiError> {
-    let Some(mut job) = load(txn, uuid)? else {
-        return Err(ApiError::Refused(Refusal::new(
-            Code::ResourceNotFound,
-            format!("no api job[uuid:{uuid}]"),
-        )));
-    };
-    let Some(run) = job.flow.as_ref() else {
+    let mut job = existing(txn, uuid)?;
+    let Some(def) = job
+        .flow
+        .as_ref()
+        .filter(|_| stands_at(&job, step, undo))
+        .and_then(|run| steps_of(&run.spec)?.get(step as usize))
+    else {
         return Ok(job);
-    };
-    let at = if undo {
-        run.done.checked_sub(1)
-    } else {
-        Some(run.done)
-    };
-    let Some(steps) = steps_of(&run.spec) else {
-        return Ok(job);
-    };
-    let def = match steps.get(step as usize) {
-        Some(d)
-            if job.state == JobState::Processing
-                && run.failure.is_some() == undo
-                && at == Some(step) =>
-        {
-            d
-        }
-        _ => return Ok(job),
     };
     let is_effect = if undo {
         matches!(def.undo, Undo::Effect(_))
@@ -845,20 +837,7 @@ fn effect_done(
             advanced(txn, ctx, job)?
         }
         (false, Err(why)) => failed(txn, ctx, job, why)?,
-        (true, r) => {
-            if let (Err(why), Some(run)) = (r, job.flow.as_mut()) {
-                if let Some(f) = run.failure.as_mut() {
-                    f.details.push_str(&format!(
-                        "; rollback of step {step} failed: {}",
-                        why.details
-                    ));
-                }
-            }
-            if let Some(run) = job.flow.as_mut() {
-                run.done -= 1;
-            }
-            rolled_back(txn, ctx, job)?
-        }
+        (true, r) => step_rolled_back(txn, ctx, job, step, r.err())?,
     };
     store(txn, &job)?;
     Ok(job)
@@ -895,12 +874,7 @@ pub(crate) fn apply(
             percent,
         } => {
             caller.require_admin("job execution")?;
-            let Some(mut job) = load(txn, &uuid)? else {
-                return Err(ApiError::Refused(Refusal::new(
-                    Code::ResourceNotFound,
-                    format!("no api job[uuid:{uuid}]"),
-                )));
-            };
+            let mut job = existing(txn, &uuid)?;
             if let Some(run) = job
                 .flow
                 .as_mut()
@@ -1013,6 +987,8 @@ fn plan_task_progress(p: &crate::plan::PlanInput) -> Result<crate::plan::Plan, R
 /// node's), and `GetTaskProgress`.
 pub struct Jobs;
 
+impl crate::family::Reply for JobResult {}
+
 impl crate::family::Family for Jobs {
     type Op = JobOp;
     type Out = JobResult;
@@ -1032,10 +1008,6 @@ impl crate::family::Family for Jobs {
         ..crate::family::FamilyDecl::internal("job", &[TABLE, crate::flow::selftest::TABLE])
     };
     const APPLY: crate::family::ApplyFn<Self> = apply;
-
-    fn reply(_out: &JobResult) -> Result<Map<String, Value>, Refusal> {
-        Ok(Map::new())
-    }
 
     fn inner(op: &JobOp) -> Option<&Command> {
         match op {

@@ -137,16 +137,12 @@ impl crate::family::Family for Kv {
     const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("kv", &[TABLE]);
     const APPLY: crate::family::ApplyFn<Self> = |txn, ctx, _caller, op| apply(txn, ctx, op);
 
-    fn reply(
-        _out: &KvResult,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::wire::errors::Refusal> {
-        Ok(serde_json::Map::new())
-    }
-
     fn keeps_writes(out: &KvResult) -> bool {
         out.keeps_writes()
     }
 }
+
+impl crate::family::Reply for KvResult {}
 
 #[cfg(test)]
 mod tests {

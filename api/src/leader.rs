@@ -6,8 +6,6 @@
 
 use serde::Deserialize;
 use serde::Serialize;
-use serde_json::Map;
-use serde_json::Value;
 
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
@@ -70,15 +68,17 @@ pub mod seeded {
 /// The leader family: fenced duty commands.
 pub struct Leaders;
 
+impl crate::family::Reply for Box<Response> {
+    fn reply(&self) -> crate::family::ReplyFields {
+        Response::reply(self)
+    }
+}
+
 impl crate::family::Family for Leaders {
     type Op = LeaderOp;
     type Out = Box<Response>;
     const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl::internal("leader", &[]);
     const APPLY: crate::family::ApplyFn<Self> = apply;
-
-    fn reply(out: &Box<Response>) -> Result<Map<String, Value>, Refusal> {
-        out.reply()
-    }
 
     fn keeps_writes(out: &Box<Response>) -> bool {
         out.keeps_writes()

@@ -118,7 +118,7 @@ macro_rules! registry {
             pub fn reply(&self) -> Result<Map<String, Value>, Refusal> {
                 match self {
                     Response::Refused(e) => Err(crate::plan::refusal_of(e)),
-                    $( Response::$variant(o) => <$fam as Family>::reply(o), )*
+                    $( Response::$variant(o) => crate::family::Reply::reply(o), )*
                 }
             }
         }

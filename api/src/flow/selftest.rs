@@ -55,6 +55,17 @@ fn fails_at(vars: &Vars, step: &str) -> bool {
     vars.get("fail_at").map(String::as_str) == Some(step)
 }
 
+/// The test's key, unless the test injects a failure at this step.
+fn key_unless_failing(vars: &Vars, step: &str) -> Result<String, ApiError> {
+    let key = key_of(vars)?.to_string();
+    if fails_at(vars, step) {
+        return Err(validate::op_failure(format!(
+            "self-test {key}: injected failure at step {step}"
+        )));
+    }
+    Ok(key)
+}
+
 fn marker(key: &str, what: &str) -> Vec<u8> {
     format!("{key}/{what}").into_bytes()
 }
@@ -65,12 +76,7 @@ fn begin(
     _caller: &Caller,
     vars: &mut Vars,
 ) -> Result<Option<Response>, ApiError> {
-    let key = key_of(vars)?.to_string();
-    if fails_at(vars, "1") {
-        return Err(validate::op_failure(format!(
-            "self-test {key}: injected failure at step 1"
-        )));
-    }
+    let key = key_unless_failing(vars, "1")?;
     txn.put(
         TABLE,
         &marker(&key, "begin"),
@@ -110,12 +116,7 @@ fn end(
     _caller: &Caller,
     vars: &mut Vars,
 ) -> Result<Option<Response>, ApiError> {
-    let key = key_of(vars)?.to_string();
-    if fails_at(vars, "3") {
-        return Err(validate::op_failure(format!(
-            "self-test {key}: injected failure at step 3"
-        )));
-    }
+    let key = key_unless_failing(vars, "3")?;
     let token = vars.get("token").cloned().unwrap_or_default();
     txn.put(
         TABLE,

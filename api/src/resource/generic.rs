@@ -167,9 +167,9 @@ pub enum Answer<R> {
     Deleted,
 }
 
-impl<R: Resource> Answer<R> {
-    /// The `inventory` of the reply, if any (without the joined fields only queries read).
-    pub fn inventory(&self) -> Option<Value> {
+/// The `inventory` of the reply, if any (without the joined fields only queries read).
+impl<R: Resource> crate::family::Reply for Answer<R> {
+    fn inventory(&self) -> Option<Value> {
         match self {
             Answer::Inventory(r) => Some(resource::inventory(r.as_ref())),
             Answer::Deleted => None,

@@ -106,8 +106,4 @@ impl Family for BackupStorages {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
-
-    fn reply(out: &BackupStorageResult) -> ReplyFields {
-        inventory_reply(out.inventory())
-    }
 }

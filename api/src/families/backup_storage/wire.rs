@@ -76,9 +76,9 @@ impl Resource for ImageStoreView {
     }
 }
 
-impl BackupStorageResult {
-    /// The `inventory` of the reply, if any (the runtime class, ImageStore, is what Gson writes).
-    pub fn inventory(&self) -> Option<Value> {
+/// The `inventory` of the reply, if any (the runtime class, ImageStore, is what Gson writes).
+impl crate::family::Reply for BackupStorageResult {
+    fn inventory(&self) -> Option<Value> {
         match self {
             BackupStorageResult::Inventory(b) => {
                 Some(resource::inventory(&ImageStoreView((**b).clone())))

@@ -50,11 +50,13 @@ impl Family for Clusters {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
+}
 
-    fn reply(out: &ClusterResult) -> ReplyFields {
-        inventory_reply(match out {
+impl Reply for ClusterResult {
+    fn inventory(&self) -> Option<Value> {
+        match self {
             ClusterResult::Inventory(c) => Some(resource::inventory(c)),
             ClusterResult::Deleted => None,
-        })
+        }
     }
 }

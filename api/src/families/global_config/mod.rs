@@ -52,11 +52,13 @@ impl Family for GlobalConfigs {
         ..FamilyDecl::internal("global_config", &[crate::settings::TABLE])
     };
     const APPLY: ApplyFn<Self> = |txn, _ctx, caller, op| model::apply(txn, caller, op);
+}
 
-    fn reply(out: &GlobalConfigResult) -> ReplyFields {
-        inventory_reply(match out {
+impl Reply for GlobalConfigResult {
+    fn inventory(&self) -> Option<Value> {
+        match self {
             GlobalConfigResult::Inventory(inv) => Some(inv.clone()),
             GlobalConfigResult::Reset => None,
-        })
+        }
     }
 }

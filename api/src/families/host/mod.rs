@@ -76,8 +76,4 @@ impl Family for Hosts {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
-
-    fn reply(out: &HostResult) -> ReplyFields {
-        inventory_reply(out.inventory())
-    }
 }

@@ -103,13 +103,15 @@ impl Family for Identities {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
+}
 
-    fn reply(out: &IdentityResult) -> ReplyFields {
-        inventory_reply(match out {
+impl Reply for IdentityResult {
+    fn inventory(&self) -> Option<Value> {
+        match self {
             IdentityResult::Account(a) => Some(resource::inventory(a)),
             IdentityResult::User(u) => Some(resource::inventory(u)),
             IdentityResult::Session(s) => Some(resource::inventory(s)),
             IdentityResult::Done | IdentityResult::Expired(_) => None,
-        })
+        }
     }
 }

@@ -78,8 +78,4 @@ impl Family for Images {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
-
-    fn reply(out: &ImageResult) -> ReplyFields {
-        inventory_reply(out.inventory())
-    }
 }

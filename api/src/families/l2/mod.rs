@@ -160,8 +160,4 @@ impl Family for L2Networks {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
-
-    fn reply(out: &L2Result) -> ReplyFields {
-        inventory_reply(out.inventory())
-    }
 }

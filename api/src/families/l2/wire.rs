@@ -226,9 +226,9 @@ impl Resource for VniRange {
     }
 }
 
-impl L2Result {
-    /// The `inventory` of the reply, if any.
-    pub fn inventory(&self) -> Option<Value> {
+/// The `inventory` of the reply, if any.
+impl crate::family::Reply for L2Result {
+    fn inventory(&self) -> Option<Value> {
         match self {
             L2Result::L2(l) => Some(resource::inventory(l)),
             L2Result::VniRange(r) => Some(resource::inventory(r)),

@@ -139,8 +139,4 @@ impl Family for L3Networks {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
-
-    fn reply(out: &L3Result) -> ReplyFields {
-        inventory_reply(out.inventory())
-    }
 }

@@ -123,9 +123,9 @@ impl UsedIp {
     }
 }
 
-impl L3Result {
-    /// The `inventory` of the reply, if any.
-    pub fn inventory(&self) -> Option<Value> {
+/// The `inventory` of the reply, if any.
+impl crate::family::Reply for L3Result {
+    fn inventory(&self) -> Option<Value> {
         match self {
             L3Result::L3(l) => Some(resource::inventory(l)),
             L3Result::IpRange(r) => Some(resource::inventory(r)),

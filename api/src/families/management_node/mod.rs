@@ -35,8 +35,6 @@ impl Family for ManagementNodes {
         ..FamilyDecl::internal("management_node", &[TABLE])
     };
     const APPLY: ApplyFn<Self> = |txn, ctx, _caller, op| model::apply(txn, ctx, op);
-
-    fn reply(_out: &ManagementNodeResult) -> ReplyFields {
-        Ok(Map::new())
-    }
 }
+
+impl Reply for ManagementNodeResult {}

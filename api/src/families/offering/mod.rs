@@ -91,8 +91,4 @@ impl Family for Offerings {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
-
-    fn reply(out: &OfferingResult) -> ReplyFields {
-        inventory_reply(out.inventory())
-    }
 }

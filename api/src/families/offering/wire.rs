@@ -71,9 +71,9 @@ impl Resource for DiskOffering {
     }
 }
 
-impl OfferingResult {
-    /// The `inventory` of the reply, if any.
-    pub fn inventory(&self) -> Option<Value> {
+/// The `inventory` of the reply, if any.
+impl crate::family::Reply for OfferingResult {
+    fn inventory(&self) -> Option<Value> {
         match self {
             OfferingResult::Instance(o) => Some(resource::inventory(o)),
             OfferingResult::Disk(o) => Some(resource::inventory(o)),

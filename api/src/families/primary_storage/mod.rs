@@ -120,8 +120,4 @@ impl Family for PrimaryStorages {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
-
-    fn reply(out: &PrimaryStorageResult) -> ReplyFields {
-        inventory_reply(out.inventory())
-    }
 }

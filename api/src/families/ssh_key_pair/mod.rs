@@ -58,11 +58,13 @@ impl Family for SshKeyPairs {
     };
 
     const APPLY: ApplyFn<Self> = model::apply;
+}
 
-    fn reply(out: &SshKeyPairResult) -> ReplyFields {
-        inventory_reply(match out {
+impl Reply for SshKeyPairResult {
+    fn inventory(&self) -> Option<Value> {
+        match self {
             SshKeyPairResult::Inventory(k) => Some(resource::inventory(k)),
             SshKeyPairResult::Deleted => None,
-        })
+        }
     }
 }

@@ -72,13 +72,6 @@ impl Family for Tags {
     };
     const APPLY: ApplyFn<Self> = model::apply;
 
-    fn reply(out: &TagResult) -> ReplyFields {
-        match out {
-            TagResult::Created(resp) => resp.reply(),
-            other => inventory_reply(other.inventory()),
-        }
-    }
-
     fn keeps_writes(out: &TagResult) -> bool {
         match out {
             TagResult::Created(resp) => resp.keeps_writes(),

@@ -98,13 +98,21 @@ pub enum TagResult {
     Created(Box<crate::Response>),
 }
 
-impl TagResult {
-    /// The `inventory` of the reply, if any.
-    pub fn inventory(&self) -> Option<Value> {
+/// The `inventory` of the reply, if any.
+impl crate::family::Reply for TagResult {
+    fn inventory(&self) -> Option<Value> {
         match self {
             TagResult::System(t) => Some(resource::inventory(t)),
             TagResult::User(t) => Some(resource::inventory(t)),
             TagResult::Deleted | TagResult::Created(_) => None,
+        }
+    }
+
+    /// A tagged create replies as the create it wraps.
+    fn reply(&self) -> crate::family::ReplyFields {
+        match self {
+            TagResult::Created(resp) => resp.reply(),
+            _ => crate::family::inventory_reply(self.inventory()),
         }
     }
 }

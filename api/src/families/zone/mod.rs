@@ -40,11 +40,13 @@ impl Family for Zones {
         cases: cases::cases,
     };
     const APPLY: ApplyFn<Self> = model::apply;
+}
 
-    fn reply(out: &ZoneResult) -> ReplyFields {
-        inventory_reply(match out {
+impl Reply for ZoneResult {
+    fn inventory(&self) -> Option<Value> {
+        match self {
             ZoneResult::Inventory(z) => Some(resource::inventory(z)),
             ZoneResult::Deleted => None,
-        })
+        }
     }
 }
