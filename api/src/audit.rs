@@ -33,6 +33,7 @@ use crate::query;
 use crate::query::Query;
 use crate::query::QueryOp;
 use crate::query::QueryOutput;
+use crate::resource::Field;
 use crate::settings;
 use crate::validate;
 use crate::wire::date::java_date;
@@ -60,28 +61,38 @@ pub const MAX_DUMP: usize = 16 * 1024;
 pub const MAX_TEXT: usize = 255;
 /// Most records one [`AuditOp::Expire`] may delete (bounds one log entry).
 pub const MAX_EXPIRE_BATCH: u32 = 10_000;
-/// The inventory fields, in order (the query schema).
-pub const FIELDS: &[&str] = &[
-    "uuid",
-    "apiName",
-    "messageClass",
-    "resourceUuid",
-    "accountUuid",
-    "userUuid",
-    "operator",
-    "clientIp",
-    "requestDump",
-    "success",
-    "errorCode",
-    "errorDescription",
-    "error",
-    "jobUuid",
-    "state",
-    "createDate",
-    "finishDate",
-    "duration",
-    "nodeId",
+/// The audit record's inventory, in order; also the query schema.
+pub const INVENTORY: &[Field<AuditRecord>] = &[
+    Field::new("uuid", |r| json!(r.uuid)),
+    Field::new("apiName", |r| json!(r.api_name)),
+    Field::new("messageClass", |r| json!(r.message_class)),
+    Field::new("resourceUuid", |r| json!(r.resource_uuid)),
+    Field::new("accountUuid", |r| json!(r.account_uuid)),
+    Field::new("userUuid", |r| json!(r.user_uuid)),
+    Field::new("operator", |r| json!(r.operator)),
+    Field::new("clientIp", |r| json!(r.client_ip)),
+    Field::new("requestDump", |r| json!(r.request_dump)),
+    Field::new("success", |r| json!(r.success)),
+    Field::new("errorCode", |r| json!(r.error_code)),
+    Field::new("errorDescription", |r| json!(r.error_description)),
+    Field::new("error", |r| json!(r.error_details)),
+    Field::new("jobUuid", |r| json!(r.job_uuid)),
+    Field::new("state", |r| {
+        json!(match r.state {
+            AuditState::Processing => "Processing",
+            AuditState::Done => "Done",
+        })
+    }),
+    Field::new("createDate", |r| json!(java_date(r.create_date))),
+    Field::new("finishDate", |r| json!(r.finish_date.map(java_date))),
+    Field::new("duration", |r| json!(r.duration)),
+    Field::new("nodeId", |r| json!(r.node_id)),
 ];
+
+/// The query schema.
+pub fn fields() -> Vec<&'static str> {
+    crate::resource::table_fields(INVENTORY)
+}
 /// Fields with a secondary index besides `uuid`.
 const INDEXED: &[&str] = &["apiName", "resourceUuid", "accountUuid", "jobUuid"];
 const TIME_PREFIX: &[u8] = b"\0t\0";
@@ -144,30 +155,7 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// The inventory `QueryAudit` answers.
     pub fn inventory(&self) -> Value {
-        json!({
-            "uuid": self.uuid,
-            "apiName": self.api_name,
-            "messageClass": self.message_class,
-            "resourceUuid": self.resource_uuid,
-            "accountUuid": self.account_uuid,
-            "userUuid": self.user_uuid,
-            "operator": self.operator,
-            "clientIp": self.client_ip,
-            "requestDump": self.request_dump,
-            "success": self.success,
-            "errorCode": self.error_code,
-            "errorDescription": self.error_description,
-            "error": self.error_details,
-            "jobUuid": self.job_uuid,
-            "state": match self.state {
-                AuditState::Processing => "Processing",
-                AuditState::Done => "Done",
-            },
-            "createDate": java_date(self.create_date),
-            "finishDate": self.finish_date.map(java_date),
-            "duration": self.duration,
-            "nodeId": self.node_id,
-        })
+        crate::resource::render_fields(INVENTORY, self)
     }
 
     /// Set the outcome from a finished call's reply object (`{..., "success": bool,
@@ -738,12 +726,12 @@ fn candidates(txn: &dyn StateTxn, q: &Query) -> Result<Vec<AuditRecord>, ApiErro
 
 /// Run `QueryAudit`: the admin sees every record, a normal account those of its own calls.
 pub fn query(txn: &dyn StateTxn, q: &Query, caller: &Caller) -> Result<QueryOutput, ApiError> {
-    query::validate(q, FIELDS)?;
+    query::validate(q, &fields())?;
     let rows = candidates(txn, q)?
         .into_iter()
         .filter(|r| caller.admin || r.account_uuid.as_deref() == Some(&caller.account_uuid))
         .map(|r| r.inventory());
-    Ok(query::run(q, FIELDS, rows)?)
+    Ok(query::run(q, &fields(), rows)?)
 }
 
 fn run_query(

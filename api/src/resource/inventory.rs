@@ -70,8 +70,19 @@ impl<R: 'static> Field<R> {
 }
 
 fn render<R: Resource>(r: &R, txn: Option<&dyn StateTxn>) -> Result<Value, ApiError> {
+    render_table(R::INVENTORY, r, txn)
+}
+
+/// Render `r` through a field table. Records that are not stored as resources (management
+/// nodes, settings, audit records) declare their inventory as such a table too, so the
+/// rendering and the query schema come from one declaration.
+fn render_table<R>(
+    table: &[Field<R>],
+    r: &R,
+    txn: Option<&dyn StateTxn>,
+) -> Result<Value, ApiError> {
     let mut m = Map::new();
-    for f in R::INVENTORY {
+    for f in table {
         let v = match (&f.render, txn) {
             (Render::Splice(g, _), _) => {
                 if let Value::Object(inner) = g(r) {
@@ -107,8 +118,22 @@ pub fn full_inventory<R: Resource>(txn: &dyn StateTxn, r: &R) -> Result<Value, A
 
 /// The query schema: every field name, in inventory order.
 pub fn fields<R: Resource>() -> Vec<&'static str> {
+    table_fields(R::INVENTORY)
+}
+
+/// The inventory of `r` through `table` (no joined fields).
+pub fn render_fields<R>(table: &[Field<R>], r: &R) -> Value {
+    match render_table(table, r, None) {
+        Ok(v) => v,
+        // Without a state view no joined field is read, so rendering cannot fail.
+        Err(_) => Value::Object(Map::new()),
+    }
+}
+
+/// The query schema of a field table.
+pub fn table_fields<R>(table: &[Field<R>]) -> Vec<&'static str> {
     let mut out = Vec::new();
-    for f in R::INVENTORY {
+    for f in table {
         match &f.render {
             Render::Splice(_, names) => out.extend(names()),
             _ => out.push(f.name),

@@ -21,6 +21,8 @@ pub use inventory::date;
 pub use inventory::fields;
 pub use inventory::full_inventory;
 pub use inventory::inventory;
+pub use inventory::render_fields;
+pub use inventory::table_fields;
 pub use inventory::Field;
 pub use inventory::Render;
 pub use query::query;

@@ -11,11 +11,11 @@ mod model;
 mod tests;
 mod wire;
 
+pub use model::fields;
 pub use model::inventories;
 pub use model::inventory;
 pub use model::GlobalConfigOp;
 pub use model::GlobalConfigResult;
-pub use model::FIELDS;
 
 use crate::family::prelude::*;
 

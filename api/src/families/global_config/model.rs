@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::query;
 use crate::query::Query;
 use crate::query::QueryOutput;
+use crate::resource::Field;
 use crate::settings::check;
 use crate::settings::def;
 use crate::settings::key;
@@ -20,27 +21,40 @@ use crate::ApiError;
 use crate::Caller;
 use crate::StateTxn;
 
-/// One setting as `GlobalConfigInventory` (`id, name, category, description, defaultValue, value`).
-pub fn inventory(id: usize, def: &Def, value: &str) -> Value {
-    json!({
-        "id": id + 1,
-        "name": def.name,
-        "category": def.category,
-        "description": def.description,
-        "defaultValue": def.default,
-        "value": value,
-    })
+/// One setting with its current value, as its inventory shows it.
+pub struct Setting {
+    /// Position in [`DEFS`] (the inventory's `id` is one more).
+    pub id: usize,
+    /// The setting.
+    pub def: &'static Def,
+    /// Its current value.
+    pub value: String,
 }
 
-/// Query schema.
-pub const FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "category",
-    "description",
-    "defaultValue",
-    "value",
+/// `GlobalConfigInventory`, in order; also the query schema.
+pub const INVENTORY: &[Field<Setting>] = &[
+    Field::new("id", |s| json!(s.id + 1)),
+    Field::new("name", |s| json!(s.def.name)),
+    Field::new("category", |s| json!(s.def.category)),
+    Field::new("description", |s| json!(s.def.description)),
+    Field::new("defaultValue", |s| json!(s.def.default)),
+    Field::new("value", |s| json!(s.value)),
 ];
+
+/// One setting's inventory.
+pub fn inventory(id: usize, def: &'static Def, value: &str) -> Value {
+    let s = Setting {
+        id,
+        def,
+        value: value.to_string(),
+    };
+    crate::resource::render_fields(INVENTORY, &s)
+}
+
+/// The query schema.
+pub fn fields() -> Vec<&'static str> {
+    crate::resource::table_fields(INVENTORY)
+}
 
 /// Every setting's inventory with its current value.
 pub fn inventories(txn: &dyn StateTxn) -> Result<Vec<Value>, ApiError> {
@@ -110,5 +124,5 @@ pub(super) fn run_query(
     q: &Query,
     _caller: &Caller,
 ) -> Result<QueryOutput, ApiError> {
-    Ok(query::run(q, FIELDS, inventories(txn)?)?)
+    Ok(query::run(q, &fields(), inventories(txn)?)?)
 }

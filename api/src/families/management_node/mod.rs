@@ -9,11 +9,11 @@ mod model;
 mod tests;
 
 pub use model::decode;
+pub use model::fields;
 pub use model::list;
 pub use model::ManagementNode;
 pub use model::ManagementNodeOp;
 pub use model::ManagementNodeResult;
-pub use model::FIELDS;
 pub use model::TABLE;
 
 use crate::family::prelude::*;

@@ -3,8 +3,12 @@
 use serde::Deserialize;
 use serde::Serialize;
 
+use serde_json::json;
+
 use crate::query::Query;
 use crate::query::QueryOutput;
+use crate::resource::Field;
+use crate::wire::date::java_date;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
@@ -43,33 +47,29 @@ pub struct ManagementNode {
     pub api_addr: String,
 }
 
-/// Inventory fields in order: ZStack's four, then ours (spec decision 9).
-pub const FIELDS: &[&str] = &[
-    "uuid",
-    "hostName",
-    "joinDate",
-    "heartBeat",
-    "raftNodeId",
-    "raftRole",
-    "term",
-    "commitIndex",
-    "appliedIndex",
+/// The `ManagementNodeInventory` in order: ZStack's four fields, then ours (spec decision 9);
+/// also the query schema. Dates in ZStack's Java-8 form.
+pub const INVENTORY: &[Field<ManagementNode>] = &[
+    Field::new("uuid", |m| json!(m.uuid)),
+    Field::new("hostName", |m| json!(m.host_name)),
+    Field::new("joinDate", |m| json!(java_date(m.join_date))),
+    Field::new("heartBeat", |m| json!(java_date(m.heart_beat))),
+    Field::new("raftNodeId", |m| json!(m.raft_node_id)),
+    Field::new("raftRole", |m| json!(m.raft_role)),
+    Field::new("term", |m| json!(m.term)),
+    Field::new("commitIndex", |m| json!(m.commit_index)),
+    Field::new("appliedIndex", |m| json!(m.applied_index)),
 ];
 
+/// The query schema.
+pub fn fields() -> Vec<&'static str> {
+    crate::resource::table_fields(INVENTORY)
+}
+
 impl ManagementNode {
-    /// The `ManagementNodeInventory` as the API shows it (dates in ZStack's Java-8 form).
+    /// The `ManagementNodeInventory` as the API shows it.
     pub fn inventory(&self) -> serde_json::Value {
-        serde_json::json!({
-            "uuid": self.uuid,
-            "hostName": self.host_name,
-            "joinDate": crate::wire::date::java_date(self.join_date),
-            "heartBeat": crate::wire::date::java_date(self.heart_beat),
-            "raftNodeId": self.raft_node_id,
-            "raftRole": self.raft_role,
-            "term": self.term,
-            "commitIndex": self.commit_index,
-            "appliedIndex": self.applied_index,
-        })
+        crate::resource::render_fields(INVENTORY, self)
     }
 }
 
@@ -156,5 +156,5 @@ pub(super) fn run_query(
 ) -> Result<QueryOutput, ApiError> {
     // Management nodes are infrastructure every session may list (zstack-ctl does).
     let rows = list(txn)?.into_iter().map(|mn| mn.inventory());
-    Ok(crate::query::run(q, FIELDS, rows)?)
+    Ok(crate::query::run(q, &fields(), rows)?)
 }
