@@ -726,12 +726,13 @@ fn candidates(txn: &dyn StateTxn, q: &Query) -> Result<Vec<AuditRecord>, ApiErro
 
 /// Run `QueryAudit`: the admin sees every record, a normal account those of its own calls.
 pub fn query(txn: &dyn StateTxn, q: &Query, caller: &Caller) -> Result<QueryOutput, ApiError> {
-    query::validate(q, &fields())?;
+    let schema = fields();
+    query::validate(q, &schema)?;
     let rows = candidates(txn, q)?
         .into_iter()
         .filter(|r| caller.admin || r.account_uuid.as_deref() == Some(&caller.account_uuid))
         .map(|r| r.inventory());
-    Ok(query::run(q, &fields(), rows)?)
+    Ok(query::run(q, &schema, rows)?)
 }
 
 fn run_query(

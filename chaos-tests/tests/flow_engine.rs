@@ -498,7 +498,8 @@ struct Partitioned {
     steps: Vec<String>,
     /// Requests the receiver refused as a deposed leader's.
     stale: u32,
-    /// Whether the old leader logged a duty proposal of its term that did not commit.
+    /// Whether the old leader logged that its executor's proposal of step 2's outcome, made
+    /// while partitioned, did not commit.
     old_leader_refused: bool,
     /// The reply's body, for messages.
     body: String,
@@ -559,7 +560,21 @@ fn partitioned_leader(
     while rx.seen.lock().unwrap().stale == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // The old leader's proposal of that outcome (its executor's request id names job, step
+    // and term) cannot commit on its side; wait, still partitioned, until it has given up.
+    let rid = format!("step/{job}/1/false/t{old_term}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut old_leader_refused = false;
+    while bug.is_none() && Instant::now() < deadline {
+        if c.log_contains(old, &rid) {
+            old_leader_refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if bug.is_some() {
+        std::thread::sleep(Duration::from_secs(2));
+    }
     c.heal();
     // Time for whatever L had pending to reach N, fenced or not.
     std::thread::sleep(Duration::from_secs(4));
@@ -570,7 +585,6 @@ fn partitioned_leader(
         .unwrap_or_else(|| panic!("{key}: job not done in 120 s"));
     let (steps, _) = progress(&zs, &via, &session, &job).unwrap_or_default();
     c.wait_converged(Duration::from_secs(60)).expect("converge");
-    let old_leader_refused = c.log_contains(old, "duty proposal not committed");
     let stale = rx.seen.lock().unwrap().stale;
     Partitioned {
         success: reply.success(),

@@ -163,6 +163,9 @@ impl LeaderContext {
                 .map_err(|e| DutyError(e.to_string()))?;
             return r.and_then(unwrap_duty_response);
         }
+        // Named in the log line of a failure, so an operator (or a test) can tell which
+        // decision of which term did not commit.
+        let rid = request_id.clone().unwrap_or_default();
         let resp = tokio::select! {
             r = self.node.propose_local(fenced, request_id) => r,
             _ = self.cancel.cancelled() => {
@@ -170,7 +173,7 @@ impl LeaderContext {
             }
         };
         resp.and_then(unwrap_duty_response).inspect_err(|e| {
-            tracing::info!(term = self.term, error = %e.0, "duty proposal not committed");
+            tracing::info!(term = self.term, request_id = %rid, error = %e.0, "duty proposal not committed");
         })
     }
 
