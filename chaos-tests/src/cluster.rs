@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ops::{ClusterStatus, NodeClient, Timeouts};
+use ops::{Auth, ClusterStatus, NodeClient, Timeouts};
 
 use crate::proxy::{Links, Proxy};
 use crate::topology::{self, Netns, Shaping, TmpfsMount, Topology};
@@ -236,12 +236,23 @@ impl Default for ClusterOpts {
     }
 }
 
+/// The admin token of every test cluster (its founding node gets it with
+/// `--admin-token-file`); every harness client sends it.
+pub const ADMIN_TOKEN: &str = "zsadm_chaos-tests-admin-token-0123456789";
+
+/// `Authorization` header value for the test clusters' administration endpoints.
+pub fn admin_authorization() -> String {
+    format!("Bearer {ADMIN_TOKEN}")
+}
+
 /// One node of the test cluster.
 pub struct Node {
     /// Raft id.
     pub id: u64,
     /// HTTP address.
     pub http: SocketAddr,
+    /// HTTPS address (joining nodes fetch their credentials here).
+    pub https: SocketAddr,
     /// Raft listen address (the node binds it).
     pub raft_listen: SocketAddr,
     /// Advertised Raft address (the proxy's, when proxies are on).
@@ -342,13 +353,20 @@ impl Cluster {
             } else {
                 None
             };
-            let (http, raft_listen, raft_advertised, ns) = if let Some(net) = &net {
+            let (http, https, raft_listen, raft_advertised, ns) = if let Some(net) = &net {
                 let ip = net.ip(id);
                 let raft = SocketAddr::from((ip, 7000));
                 let ns = Some(net.ns(id).to_string());
-                (SocketAddr::from((ip, 8080)), raft, raft, ns)
+                (
+                    SocketAddr::from((ip, 8080)),
+                    SocketAddr::from((ip, 8443)),
+                    raft,
+                    raft,
+                    ns,
+                )
             } else {
                 let http = free_addr()?;
+                let https = free_addr()?;
                 let raft_listen = free_addr()?;
                 let raft_advertised = if opts.proxies {
                     let p = Proxy::start(id, free_addr()?, raft_listen, links.clone())
@@ -359,18 +377,20 @@ impl Cluster {
                 } else {
                     raft_listen
                 };
-                (http, raft_listen, raft_advertised, None)
+                (http, https, raft_listen, raft_advertised, None)
             };
-            let client = NodeClient::with_timeouts(
+            let client = NodeClient::with_auth(
                 &http.to_string(),
                 Timeouts {
                     connect: Duration::from_secs(1),
                     request: opts.request_timeout,
                 },
+                Auth::token(ADMIN_TOKEN),
             )?;
             nodes.push(Node {
                 id,
                 http,
+                https,
                 raft_listen,
                 raft_advertised,
                 log: dir.path().join(format!("node{id}.log")),
@@ -393,8 +413,18 @@ impl Cluster {
             dir: Some(dir),
             cluster_id: "chaos".into(),
         };
+        std::fs::write(c.dir().join("admin.token"), ADMIN_TOKEN)?;
         c.spawn(1, true)?;
         c.wait_ready(1, Duration::from_secs(30))?;
+        // One token for every node that joins during the run (wiped nodes join again).
+        let token = c
+            .client(1)
+            .create_join_token(Some(24 * 3600), None)
+            .map_err(|e| anyhow!("create a join token: {e}"))?;
+        let token = token["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("join token reply without a token: {token}"))?;
+        std::fs::write(c.dir().join("join.token"), token)?;
         for id in 2..=c.nodes.len() as u64 {
             c.spawn(id, false)?;
             c.wait_live(id, Duration::from_secs(20))?;
@@ -441,6 +471,16 @@ impl Cluster {
 
     /// Start node `id`'s process from its data dir.
     pub fn spawn(&mut self, id: u64, init: bool) -> Result<()> {
+        // A node without credentials (first start, or wiped) joins through any running
+        // member; one that has them ignores the flags.
+        let join_token = self.dir().join("join.token");
+        let admin_token = self.dir().join("admin.token");
+        let join_via = if init || !join_token.exists() {
+            None
+        } else {
+            let via = self.any_running_except(id).unwrap_or(1);
+            Some(format!("https://{}", self.node(via).https))
+        };
         let bin = self.bin.clone();
         let opts = self.opts.clone();
         let cluster_id = self.cluster_id.clone();
@@ -478,6 +518,10 @@ impl Cluster {
             .arg(n.raft_advertised.to_string())
             .arg("--http-addr")
             .arg(n.http.to_string())
+            .arg("--https-addr")
+            .arg(n.https.to_string())
+            .arg("--admin-token-file")
+            .arg(&admin_token)
             .arg("--cluster-id")
             .arg(&cluster_id)
             .args(&opts.extra_args)
@@ -487,6 +531,12 @@ impl Cluster {
             .stderr(Stdio::from(log));
         if init {
             cmd.arg("--init");
+        }
+        if let Some(url) = join_via {
+            cmd.arg("--join")
+                .arg(url)
+                .arg("--join-token-file")
+                .arg(&join_token);
         }
         let child = cmd
             .spawn()

@@ -317,7 +317,7 @@ fn start(
 fn every_flow_ends_once_with_its_side_effect_applied_once_by_key() {
     let _serial = serial();
     let (rx, mut c, zs, session) = start(None, None, 700);
-    let http = reqwest::blocking::Client::new();
+    let http = admin_http();
 
     let scenarios: &[(&str, Option<u8>, KillAt)] = &[
         ("ok-before-step-1", None, KillAt::BeforeStep1),
@@ -518,7 +518,7 @@ fn partitioned_leader(
     bug: Option<&str>,
 ) -> Partitioned {
     let (rx, mut c, zs, session) = start(bin, bug, 300);
-    let http = reqwest::blocking::Client::new();
+    let http = admin_http();
     let old = c.wait_leader(Duration::from_secs(30)).expect("leader");
     let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != old).collect();
     let via = http_base(&c, others[0]);
@@ -641,4 +641,17 @@ fn an_unfenced_duty_is_caught() {
         "the checker missed a deposed leader's duty committing: {}",
         p.body
     );
+}
+
+/// A client sending the test cluster's admin token (the self-test routes are administration).
+fn admin_http() -> reqwest::blocking::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        chaos_tests::cluster::admin_authorization().parse().unwrap(),
+    );
+    reqwest::blocking::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
 }

@@ -14,6 +14,8 @@ use crate::error::StartError;
 pub const DEFAULT_RAFT_ADDR: &str = "127.0.0.1:7070";
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default HTTPS listen address.
+pub const DEFAULT_HTTPS_ADDR: &str = "127.0.0.1:8443";
 /// Default cluster id.
 pub const DEFAULT_CLUSTER_ID: &str = "zstack";
 
@@ -67,6 +69,32 @@ pub struct Cli {
     /// between steps for fault-injection tests (default 0; never needed in production).
     #[arg(long, env = "ZSNODE_FLOW_STEP_PAUSE_MS")]
     pub flow_step_pause_ms: Option<u64>,
+    /// Listen address of the HTTPS API (default 127.0.0.1:8443).
+    #[arg(long, env = "ZSNODE_HTTPS_ADDR")]
+    pub https_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the HTTPS API (default: the node's cluster certificate).
+    #[arg(long, env = "ZSNODE_HTTPS_CERT", requires = "https_key")]
+    pub https_cert: Option<PathBuf>,
+    /// PEM private key of `--https-cert`.
+    #[arg(long, env = "ZSNODE_HTTPS_KEY", requires = "https_cert")]
+    pub https_key: Option<PathBuf>,
+    /// Serve the API over HTTPS only (no plain-HTTP listener).
+    #[arg(long, env = "ZSNODE_DISABLE_HTTP")]
+    pub disable_http: bool,
+    /// On first start, join the cluster of this member (`https://host:port`, its HTTPS API)
+    /// instead of creating a new cluster; ignored once the node has credentials.
+    #[arg(long, env = "ZSNODE_JOIN", requires = "join_token_source")]
+    pub join: Option<String>,
+    /// The join token (`zsctl join-token create`); prefer `--join-token-file` (argv is public).
+    #[arg(long, env = "ZSNODE_JOIN_TOKEN", group = "join_token_source")]
+    pub join_token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "ZSNODE_JOIN_TOKEN_FILE", group = "join_token_source")]
+    pub join_token_file: Option<PathBuf>,
+    /// When this node creates a new cluster: use the admin token in this file instead of a
+    /// random one (its SHA-256 is kept; the file is not copied).
+    #[arg(long, env = "ZSNODE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// The TOML file's shape; every key is optional.
@@ -97,6 +125,29 @@ pub struct FileConfig {
     pub flow_selftest_receiver: Option<String>,
     /// See [`Cli::flow_step_pause_ms`].
     pub flow_step_pause_ms: Option<u64>,
+    /// See [`Cli::https_addr`].
+    pub https_addr: Option<SocketAddr>,
+    /// See [`Cli::https_cert`].
+    pub https_cert: Option<PathBuf>,
+    /// See [`Cli::https_key`].
+    pub https_key: Option<PathBuf>,
+    /// See [`Cli::disable_http`].
+    pub disable_http: Option<bool>,
+    /// See [`Cli::join`].
+    pub join: Option<String>,
+    /// See [`Cli::join_token_file`].
+    pub join_token_file: Option<PathBuf>,
+    /// See [`Cli::admin_token_file`].
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// How a node without credentials obtains them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinConfig {
+    /// A member's HTTPS URL.
+    pub url: String,
+    /// The token (read from its file at resolve time).
+    pub token: SecretString,
 }
 
 /// The resolved configuration the node runs with.
@@ -126,6 +177,26 @@ pub struct NodeConfig {
     pub flow_selftest_receiver: Option<String>,
     /// Pause before every committed flow step (fault-injection tests).
     pub flow_step_pause: Duration,
+    /// HTTPS listen address.
+    pub https_addr: SocketAddr,
+    /// Operator-supplied HTTPS certificate and key files.
+    pub https_cert: Option<(PathBuf, PathBuf)>,
+    /// Whether the plain-HTTP listener runs.
+    pub http_enabled: bool,
+    /// Join an existing cluster on first start.
+    pub join: Option<JoinConfig>,
+    /// Admin token of a cluster this node creates.
+    pub admin_token: Option<SecretString>,
+}
+
+/// A token read from a file or the environment: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl NodeConfig {
@@ -226,7 +297,76 @@ impl NodeConfig {
                 .unwrap_or(0)
                 .min(60_000),
         );
+        let https_addr = match cli.https_addr.or(file.https_addr) {
+            Some(a) => a,
+            None => parse(DEFAULT_HTTPS_ADDR)?,
+        };
+        let https_cert = match (
+            cli.https_cert.or(file.https_cert),
+            cli.https_key.or(file.https_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(StartError::Config(
+                    "https_cert and https_key go together".into(),
+                ))
+            }
+        };
+        let read_secret = |path: &PathBuf, what: &str| -> Result<String, StartError> {
+            let t = std::fs::read_to_string(path)
+                .map_err(|e| StartError::Config(format!("{what} {}: {e}", path.display())))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(StartError::Config(format!(
+                    "{what} {} is empty",
+                    path.display()
+                )));
+            }
+            Ok(t)
+        };
+        let join = match cli.join.or(file.join) {
+            None => None,
+            Some(url) => {
+                let token = match (cli.join_token, cli.join_token_file.or(file.join_token_file)) {
+                    (Some(t), _) => t,
+                    (None, Some(p)) => read_secret(&p, "join token file")?,
+                    (None, None) => {
+                        return Err(StartError::Config(
+                            "--join needs --join-token or --join-token-file".into(),
+                        ))
+                    }
+                };
+                if !url.starts_with("https://") {
+                    return Err(StartError::Config(format!(
+                        "join URL {url:?} must be https://host:port (a member's HTTPS API)"
+                    )));
+                }
+                Some(JoinConfig {
+                    url,
+                    token: SecretString(token),
+                })
+            }
+        };
+        let admin_token = match cli.admin_token_file.or(file.admin_token_file) {
+            Some(p) => {
+                let t = read_secret(&p, "admin token file")?;
+                if t.len() < 16 {
+                    return Err(StartError::Config(format!(
+                        "admin token in {} is shorter than 16 characters",
+                        p.display()
+                    )));
+                }
+                Some(SecretString(t))
+            }
+            None => None,
+        };
         Ok(Self {
+            https_addr,
+            https_cert,
+            http_enabled: !(cli.disable_http || file.disable_http.unwrap_or(false)),
+            join,
+            admin_token,
             flow_selftest_receiver,
             flow_step_pause,
             snapshot_logs,

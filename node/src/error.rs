@@ -25,6 +25,12 @@ pub enum NodeError {
     /// A local failure (storage, encoding) the client cannot fix.
     #[error("internal error: {0}")]
     Internal(String),
+    /// No credential, or one that is not valid (unknown token, expired session).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A valid credential that does not allow this (a normal account's session).
+    #[error("permission denied: {0}")]
+    Forbidden(String),
 }
 
 impl NodeError {
@@ -37,6 +43,8 @@ impl NodeError {
             NodeError::NotFound(_) => 404,
             NodeError::Peer(_) => 502,
             NodeError::Internal(_) => 500,
+            NodeError::Unauthenticated(_) => 401,
+            NodeError::Forbidden(_) => 403,
         }
     }
 
@@ -48,6 +56,8 @@ impl NodeError {
             NodeError::Conflict(_) => "SYS.1001",
             NodeError::NotFound(_) => "SYS.1005",
             NodeError::Internal(_) => "SYS.1000",
+            NodeError::Unauthenticated(_) => "ID.1001",
+            NodeError::Forbidden(_) => "ID.1002",
         }
     }
 
@@ -60,6 +70,8 @@ impl NodeError {
             NodeError::NotFound(_) => "resource not found",
             NodeError::Peer(_) => "a peer management node could not be used",
             NodeError::Internal(_) => "internal error",
+            NodeError::Unauthenticated(_) => "authentication required",
+            NodeError::Forbidden(_) => "permission denied",
         }
     }
 
@@ -71,7 +83,9 @@ impl NodeError {
             | NodeError::Conflict(s)
             | NodeError::NotFound(s)
             | NodeError::Peer(s)
-            | NodeError::Internal(s) => s,
+            | NodeError::Internal(s)
+            | NodeError::Unauthenticated(s)
+            | NodeError::Forbidden(s) => s,
         }
     }
 }
@@ -109,4 +123,7 @@ pub enum StartError {
     /// `--init` failed.
     #[error("cluster init: {0}")]
     Init(NodeError),
+    /// The cluster credentials (`pki/`) are missing, invalid, or could not be obtained.
+    #[error("cluster credentials: {0}")]
+    Pki(#[from] crate::pki::PkiError),
 }

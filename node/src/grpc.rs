@@ -12,6 +12,7 @@ use raft_store::Proposal;
 use raft_store::SnapshotMeta;
 use raft_store::TypeConfig;
 use raft_store::Vote;
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_stream::StreamExt;
@@ -38,13 +39,26 @@ impl ClusterService {
         Self { node }
     }
 
-    fn check(&self, header: Option<&pb::Header>) -> Result<(), Status> {
-        check_header(self.node.id, &self.node.cluster_id, header)
+    /// The header's claims must hold, and `from` must be the node the peer's certificate
+    /// names: a member cannot speak for another (the CA check itself ran in the handshake).
+    fn check(
+        &self,
+        peer: Option<Arc<Vec<CertificateDer<'static>>>>,
+        header: Option<&pb::Header>,
+    ) -> Result<(), Status> {
+        check_header(self.node.id, &self.node.cluster_id, header)?;
+        let from = header.map(|h| h.from).unwrap_or(0);
+        check_peer(
+            &self.node.cluster_id,
+            peer.as_deref().map(Vec::as_slice),
+            from,
+        )
     }
 
     fn open<T: DeserializeOwned>(&self, req: Request<pb::Envelope>) -> Result<T, Status> {
+        let peer = req.peer_certs();
         let env = req.into_inner();
-        self.check(env.header.as_ref())?;
+        self.check(peer, env.header.as_ref())?;
         codec::decode(&env.payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
     }
@@ -79,6 +93,29 @@ pub fn check_header(
     if h.from == self_id {
         return Err(Status::failed_precondition(format!(
             "request from node id {self_id} to itself: two nodes share id {self_id}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse a peer that presented no certificate or one naming another cluster or node.
+pub fn check_peer(
+    cluster_id: &str,
+    certs: Option<&[CertificateDer<'static>]>,
+    from: u64,
+) -> Result<(), Status> {
+    let cert = certs.and_then(|c| c.first()).ok_or_else(|| {
+        Status::unauthenticated("no client certificate: node-to-node calls need mutual TLS with a certificate of the cluster CA")
+    })?;
+    let (cluster, id) = crate::pki::identity_of_der(cert).map_err(Status::unauthenticated)?;
+    if cluster != cluster_id {
+        return Err(Status::permission_denied(format!(
+            "peer certificate is for cluster {cluster:?}, not {cluster_id:?}"
+        )));
+    }
+    if id != from {
+        return Err(Status::permission_denied(format!(
+            "peer certificate names node {id}, but the request claims to come from node {from}"
         )));
     }
     Ok(())
@@ -126,12 +163,13 @@ impl Cluster for ClusterService {
         &self,
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::Reply>, Status> {
+        let peer = req.peer_certs();
         let mut stream = req.into_inner();
         let first = stream
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        self.check(first.header.as_ref())?;
+        self.check(peer, first.header.as_ref())?;
         let (vote, meta): (Vote, SnapshotMeta) = codec::decode(&first.meta)
             .map_err(|e| Status::invalid_argument(format!("undecodable snapshot meta: {e}")))?;
         let mut sink = self

@@ -66,6 +66,13 @@ impl IntoResponse for HttpError {
     }
 }
 
+impl HttpError {
+    /// An error answered by node `served_by`.
+    pub fn new(error: NodeError, served_by: u64) -> Self {
+        Self { error, served_by }
+    }
+}
+
 type HttpResult = Result<Response, HttpError>;
 
 fn err(node: &Node, error: NodeError) -> HttpError {
@@ -77,10 +84,8 @@ fn err(node: &Node, error: NodeError) -> HttpError {
 
 /// Build the router serving `node`.
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
+    // Everything that administers the cluster or bypasses the ZStack API's own sessions.
+    let admin = Router::new()
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/management-nodes", get(management_nodes))
         .route("/cluster/init", post(init))
@@ -91,6 +96,18 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/kv/{*key}", put(kv_put).delete(kv_delete).get(kv_get))
         .route("/cluster/flow-selftest", post(selftest_start))
         .route("/cluster/flow-selftest/{key}", get(selftest_markers))
+        .route("/cluster/join-tokens", post(create_join_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::admin_auth::require_admin,
+        ));
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/cluster/ca", get(cluster_ca))
+        .route("/cluster/join", post(join))
+        .merge(admin)
         .merge(crate::zstack_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
@@ -509,4 +526,142 @@ async fn selftest_markers(State(node): State<Arc<Node>>, Path(key): Path<String>
     let markers: serde_json::Map<String, serde_json::Value> =
         markers.into_iter().map(|(k, v)| (k, json!(v))).collect();
     Ok(Json(json!({"key": key, "markers": markers, "served_by": node.id})).into_response())
+}
+
+/// The cluster CA certificate (public): what a joining node pins, what clients trust.
+async fn cluster_ca(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        node.credentials().ca_pem.clone(),
+    )
+        .into_response()
+}
+
+/// Largest join request body.
+const MAX_JOIN_BODY: usize = 32 * 1024;
+
+/// Admit a new node: its join token is its credential (no admin token needed).
+async fn join(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
+    if body.len() > MAX_JOIN_BODY {
+        return Err(err(
+            &node,
+            NodeError::BadRequest(format!("join request larger than {MAX_JOIN_BODY} bytes")),
+        ));
+    }
+    let req: crate::pki::join::JoinRequest = parse_json(&node, &body)?;
+    let members: Vec<u64> = node
+        .raft_metrics()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    match crate::pki::join::admit(
+        node.credentials(),
+        &req,
+        &members,
+        crate::pki::token::now_unix(),
+    ) {
+        Ok(reply) => {
+            tracing::info!(joining_node = req.node_id, raft_addr = %req.raft_addr, "issued credentials to a joining node");
+            Ok(Json(reply).into_response())
+        }
+        Err(e) => {
+            tracing::warn!(joining_node = req.node_id, reason = %e, "join refused");
+            let e = match e {
+                crate::pki::PkiError::Token(_) => NodeError::Forbidden(e.to_string()),
+                other => NodeError::BadRequest(other.to_string()),
+            };
+            Err(err(&node, e))
+        }
+    }
+}
+
+/// Body of `POST /cluster/join-tokens`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinTokenRequest {
+    /// Lifetime, seconds (default one hour, at most a day).
+    ttl_seconds: Option<u64>,
+    /// The only node id the token admits (default: any unused id).
+    node_id: Option<u64>,
+}
+
+async fn create_join_token(State(node): State<Arc<Node>>, body: Bytes) -> HttpResult {
+    let req: JoinTokenRequest = if body.iter().all(|c| c.is_ascii_whitespace()) {
+        JoinTokenRequest::default()
+    } else {
+        parse_json(&node, &body)?
+    };
+    let now = crate::pki::token::now_unix();
+    let ttl = req
+        .ttl_seconds
+        .unwrap_or(crate::pki::token::DEFAULT_TTL_SECS);
+    let token = crate::pki::token::issue(node.credentials(), ttl, req.node_id.unwrap_or(0), now)
+        .map_err(|e| err(&node, NodeError::BadRequest(e.to_string())))?;
+    Ok(Json(json!({
+        "token": token,
+        "expires_at": now + ttl,
+        "node_id": req.node_id.unwrap_or(0),
+        "served_by": node.id,
+    }))
+    .into_response())
+}
+
+/// Serve `app` over TLS on `listener` until `stop`; each connection's client address is
+/// given to handlers as `ConnectInfo`, as on the plain-HTTP listener.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use tower::ServiceExt;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "HTTPS accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                r
+            });
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc);
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
 }

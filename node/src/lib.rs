@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admin_auth;
 pub mod applier;
 pub mod audit;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod pki;
 pub mod receivers;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
@@ -49,6 +51,8 @@ use crate::node::Node;
 pub struct RunningNode {
     /// The node.
     pub node: Arc<Node>,
+    /// Where its HTTPS API listens (the configured address, resolved when port 0).
+    pub https_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
@@ -68,6 +72,7 @@ pub async fn start_with_host_agent(
     #[cfg(feature = "seeded-bugs")]
     seeded::install();
     let identity = identity::load_or_create(&config.data_dir, config.node_id, &config.cluster_id)?;
+    let credentials = Arc::new(credentials(&config).await?);
     let timing = timing::measure(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.clone(),
         reason: format!("fsync probe failed: {e}"),
@@ -104,15 +109,34 @@ pub async fn start_with_host_agent(
             addr: config.raft_addr,
             source,
         })?;
-    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+    let http_listener = if config.http_enabled {
+        Some(
+            tokio::net::TcpListener::bind(config.http_addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "HTTP",
+                    addr: config.http_addr,
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
+    let https_acceptor = https_acceptor(&config, &credentials)?;
+    let https_listener = tokio::net::TcpListener::bind(config.https_addr)
         .await
         .map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr: config.http_addr,
+            what: "HTTPS",
+            addr: config.https_addr,
             source,
         })?;
+    let https_addr = https_listener.local_addr().unwrap_or(config.https_addr);
 
-    let peers = Arc::new(Peers::new(config.node_id, config.cluster_id.clone()));
+    let peers = Arc::new(Peers::new(
+        config.node_id,
+        config.cluster_id.clone(),
+        pki::tls::grpc_client(&credentials),
+    ));
     let raft = raft_store::Raft::new(
         config.node_id,
         Arc::new(raft_config),
@@ -136,6 +160,7 @@ pub async fn start_with_host_agent(
             peers,
             config.request_timeout,
             timing,
+            credentials.clone(),
         )
         .with_host_agent(host_agent)
         .with_receivers(receivers::Receivers::new(
@@ -148,6 +173,7 @@ pub async fn start_with_host_agent(
     let svc = ClusterServer::new(grpc::ClusterService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let grpc_tls = pki::tls::grpc_server(&credentials);
     let stop = shutdown.clone();
     // TCP_NODELAY on accepted sockets: Raft messages are small and latency-bound, and Nagle plus
     // delayed ACKs would add tens of milliseconds to every round trip.
@@ -156,7 +182,14 @@ pub async fn start_with_host_agent(
     tasks.push((
         "grpc",
         tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
+            let server = match tonic::transport::Server::builder().tls_config(grpc_tls) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "gRPC TLS configuration refused");
+                    return;
+                }
+            };
+            let r = server
                 .tcp_nodelay(true)
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
@@ -168,26 +201,37 @@ pub async fn start_with_host_agent(
     ));
 
     let app = http::router(node.clone());
-    let stop = shutdown.clone();
     tasks.push((
-        "http",
-        tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let listener = http_listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
-                }
-            });
-            // Connect info gives the audit log each call's client address.
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }),
+        "https",
+        tokio::spawn(http::serve_tls(
+            https_listener,
+            https_acceptor,
+            app.clone(),
+            shutdown.clone(),
+        )),
     ));
+    let stop = shutdown.clone();
+    if let Some(http_listener) = http_listener {
+        tasks.push((
+            "http",
+            tokio::spawn(async move {
+                use axum::serve::ListenerExt;
+                let listener = http_listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
+                    }
+                });
+                // Connect info gives the audit log each call's client address.
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            }),
+        ));
+    }
 
     tasks.push((
         "audit-flusher",
@@ -212,11 +256,14 @@ pub async fn start_with_host_agent(
         cluster_id = %node.cluster_id,
         raft_addr = %config.raft_addr,
         http_addr = %config.http_addr,
+        http_enabled = config.http_enabled,
+        https_addr = %config.https_addr,
         uuid = %node.identity().uuid,
         "zsnode started"
     );
 
     let running = RunningNode {
+        https_addr,
         node,
         shutdown,
         tasks,
@@ -234,6 +281,78 @@ pub async fn start_with_host_agent(
         }
     }
     Ok(running)
+}
+
+/// The node's credentials: loaded from `pki/`, obtained by joining (`--join`), or created
+/// for a new cluster on a fresh data dir.
+async fn credentials(config: &NodeConfig) -> Result<pki::Credentials, StartError> {
+    let dir = &config.data_dir;
+    if pki::exists(dir) {
+        if config.join.is_some() {
+            tracing::info!("node already has cluster credentials; --join ignored");
+        }
+        return Ok(pki::load(dir, &config.cluster_id, config.node_id)?);
+    }
+    // Raft data without credentials: a data dir from before TLS, or one whose pki/ was
+    // removed. Adopting it with a new CA would split it from its cluster.
+    if dir.join("raft").exists() {
+        return Err(StartError::DataDir {
+            path: dir.clone(),
+            reason: format!(
+                "has Raft data but no {}/ (cluster credentials); restore them, or start from a fresh data dir and join",
+                pki::DIR
+            ),
+        });
+    }
+    match &config.join {
+        Some(j) => {
+            tracing::info!(url = %j.url, "joining: requesting credentials from a member");
+            pki::join::join(
+                dir,
+                &pki::join::JoinTarget {
+                    url: &j.url,
+                    token: &j.token.0,
+                    cluster_id: &config.cluster_id,
+                    node_id: config.node_id,
+                    raft_addr: &config.advertise_raft_addr,
+                    api_addr: &config.advertise_http_addr,
+                },
+            )
+            .await?;
+            tracing::info!("joined: credentials written to {}/", pki::DIR);
+        }
+        None => {
+            pki::bootstrap(
+                dir,
+                &config.cluster_id,
+                config.node_id,
+                &[&config.advertise_raft_addr, &config.advertise_http_addr],
+                pki::new_data_key(),
+                config.admin_token.as_ref().map(|t| t.0.clone()),
+            )?;
+            tracing::info!(
+                admin_token_file = %pki::dir_of(dir).join(pki::ADMIN_TOKEN).display(),
+                "created a new cluster CA, this node's certificate, the data key and an admin token"
+            );
+        }
+    }
+    Ok(pki::load(dir, &config.cluster_id, config.node_id)?)
+}
+
+fn https_acceptor(
+    config: &NodeConfig,
+    c: &pki::Credentials,
+) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    match &config.https_cert {
+        None => Ok(pki::tls::https_acceptor(&c.node_cert_pem, &c.node_key_pem)?),
+        Some((cert, key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| StartError::Config(format!("HTTPS file {}: {e}", p.display())))
+            };
+            Ok(pki::tls::https_acceptor(&read(cert)?, &read(key)?)?)
+        }
+    }
 }
 
 impl RunningNode {

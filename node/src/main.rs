@@ -6,6 +6,19 @@ use node::config::NodeConfig;
 
 #[tokio::main]
 pub async fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("pki") {
+        let cli = <node::pki::cli::PkiCli as Parser>::parse_from(std::env::args().skip(1));
+        return match node::pki::cli::run(cli) {
+            Ok(out) => {
+                print!("{out}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("zsnode pki: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -35,6 +35,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 
 /// Largest gRPC message accepted either way (append batches of large values, snapshot chunks).
@@ -112,16 +113,19 @@ pub struct Peers {
     cluster_id: String,
     connect_timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Mutual TLS with the cluster CA: every channel presents this node's certificate.
+    tls: ClientTlsConfig,
 }
 
 impl Peers {
-    /// A client for node `self_id` of `cluster_id`.
-    pub fn new(self_id: NodeId, cluster_id: String) -> Self {
+    /// A client for node `self_id` of `cluster_id`, authenticating with `tls`.
+    pub fn new(self_id: NodeId, cluster_id: String, tls: ClientTlsConfig) -> Self {
         Self {
             self_id,
             cluster_id,
             connect_timeout: Duration::from_millis(500),
             channels: Mutex::new(HashMap::new()),
+            tls,
         }
     }
 
@@ -155,8 +159,10 @@ impl Peers {
             None => {
                 // Lazy: connects on first use and reconnects by itself after a failure, so one
                 // channel per address serves every Raft stream and forwarded request.
-                let c = Endpoint::from_shared(format!("http://{addr}"))
+                let c = Endpoint::from_shared(format!("https://{addr}"))
                     .map_err(|e| unreachable(format!("bad address: {e}")))?
+                    .tls_config(self.tls.clone())
+                    .map_err(|e| unreachable(format!("TLS configuration: {e}")))?
                     .connect_timeout(self.connect_timeout)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
@@ -307,6 +313,26 @@ impl Peers {
 
 fn status_error(to: NodeId, addr: &str, status: tonic::Status, timeout: Duration) -> PeerError {
     let addr = addr.to_string();
+    // A failed TLS handshake surfaces as Unavailable, but retrying will not heal it: the
+    // peer holds no certificate of this cluster's CA (another cluster), or refused ours.
+    let m = status.message();
+    let tls_refusal = [
+        "invalid peer certificate",
+        "certificate",
+        "UnknownIssuer",
+        "BadCertificate",
+        "handshake",
+    ]
+    .iter()
+    .any(|k| m.contains(k));
+    if status.code() == tonic::Code::Unavailable && tls_refusal {
+        return PeerError::Refused {
+            addr,
+            detail: format!(
+                "mutual TLS refused ({m}): the peer is not a node of this cluster (its certificate is not from this cluster's CA), or it refused ours"
+            ),
+        };
+    }
     match status.code() {
         tonic::Code::Unavailable => PeerError::Unreachable {
             to,
@@ -316,7 +342,9 @@ fn status_error(to: NodeId, addr: &str, status: tonic::Status, timeout: Duration
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             PeerError::Timeout { to, addr, timeout }
         }
-        tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied => PeerError::Refused {
+        tonic::Code::FailedPrecondition
+        | tonic::Code::PermissionDenied
+        | tonic::Code::Unauthenticated => PeerError::Refused {
             addr,
             detail: status.message().to_string(),
         },

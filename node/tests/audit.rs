@@ -34,7 +34,7 @@ async fn calls_on_one_node_are_audited_and_queryable_on_another() {
     let base1 = format!("http://{}/zstack/v1", n1.http);
     let base2 = format!("http://{}/zstack/v1", n2.http);
     let session = login(&c, &base1).await;
-    let r = c
+    let r = common::admin_client()
         .post(format!("http://{}/cluster/members", n1.http))
         .json(&json!({"id": n2.id, "raft_addr": n2.raft, "api_addr": n2.http}))
         .send()

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .default_headers(common::admin_headers())
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
@@ -313,7 +314,7 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         v["error"]["details"]
             .as_str()
             .unwrap()
-            .contains("cluster id mismatch"),
+            .contains("mutual TLS refused"),
         "{v}"
     );
     assert_eq!(v["error"]["code"], "SYS.1001");

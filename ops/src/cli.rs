@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use crate::client::{parse_node_list, Consistency, Nodes, OpsError, Timeouts};
+use crate::client::{parse_node_list, Auth, Consistency, Nodes, OpsError, Timeouts};
 use crate::report::{gather, pick_transfer_target, render_members};
 
 /// Operator CLI of the ZStack management cluster.
@@ -30,6 +30,16 @@ pub struct Cli {
     /// Per-request timeout in seconds.
     #[arg(long, global = true, default_value_t = 15)]
     pub timeout: u64,
+    /// Cluster admin token, or `OAuth <session uuid>` of an admin account (prefer
+    /// --token-file: the command line is visible to other users).
+    #[arg(long, global = true, env = "ZSCTL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the admin token (`pki/admin.token` on the node that created the cluster).
+    #[arg(long, global = true, env = "ZSCTL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate to trust for https:// nodes (the cluster's `pki/ca.crt`).
+    #[arg(long, global = true, env = "ZSCTL_CACERT")]
+    pub cacert: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -59,6 +69,23 @@ pub enum Command {
     /// The generic key-value commands (smoke tests and demos).
     #[command(subcommand)]
     Kv(KvCmd),
+    /// Tokens that let a new node join (`zsnode --join <url> --join-token-file <file>`).
+    #[command(subcommand)]
+    JoinToken(JoinTokenCmd),
+}
+
+/// `zsctl join-token ...`
+#[derive(Debug, Subcommand)]
+pub enum JoinTokenCmd {
+    /// Issue a join token.
+    Create {
+        /// Lifetime in seconds (default 3600, at most 86400).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Admit only this node id (default: any unused id).
+        #[arg(long)]
+        node_id: Option<u64>,
+    },
 }
 
 /// `zsctl cluster ...`
@@ -153,18 +180,43 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")) + "\n"
 }
 
+/// The credential and trust the flags and environment name.
+fn auth(cli: &Cli) -> Result<Auth, OpsError> {
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(p)) => {
+            let t = std::fs::read_to_string(p).map_err(|source| OpsError::Io {
+                what: "read token file",
+                path: p.clone(),
+                source,
+            })?;
+            Some(t.trim().to_string())
+        }
+        (None, None) => None,
+    };
+    let ca_pem = match &cli.cacert {
+        Some(p) => Some(std::fs::read(p).map_err(|source| OpsError::Io {
+            what: "read CA certificate",
+            path: p.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    Ok(Auth { token, ca_pem })
+}
+
 /// Run a parsed command line.
 pub fn run(cli: &Cli) -> Result<Outcome, OpsError> {
     let t = Timeouts {
         connect: Duration::from_secs(2),
         request: Duration::from_secs(cli.timeout.max(1)),
     };
-    let nodes = Nodes::new(&parse_node_list(&cli.node), t)?;
+    let nodes = Nodes::with_auth(&parse_node_list(&cli.node), t, auth(cli)?)?;
     match &cli.command {
         Command::Status { wait } => {
             let deadline = wait.map(|s| Instant::now() + Duration::from_secs(s));
             loop {
-                let report = match gather(&nodes, t) {
+                let report = match gather(&nodes) {
                     Ok(r) => r,
                     // While waiting, a node that is still starting is not fatal.
                     Err(e) if deadline.is_some_and(|d| Instant::now() < d) => {
@@ -282,6 +334,14 @@ pub fn run(cli: &Cli) -> Result<Outcome, OpsError> {
                     Some(v) => format!("{}\n", String::from_utf8_lossy(&v)),
                     None => "(absent)\n".to_string(),
                 }
+            }))
+        }
+        Command::JoinToken(JoinTokenCmd::Create { ttl, node_id }) => {
+            let (v, _) = nodes.first(|c| c.create_join_token(*ttl, *node_id))?;
+            Ok(Outcome::ok(if cli.json {
+                to_json(&v)
+            } else {
+                format!("{}\n", v["token"].as_str().unwrap_or_default())
             }))
         }
     }

@@ -117,10 +117,58 @@ pub fn encode_key(key: &str) -> String {
     out
 }
 
+/// How a client proves itself and whom it trusts.
+#[derive(Clone, Default)]
+pub struct Auth {
+    /// The cluster admin token (`Authorization: Bearer`), or an admin session
+    /// (`Authorization: OAuth <uuid>`) when it starts with `OAuth `.
+    pub token: Option<String>,
+    /// PEM CA certificate(s) trusted for `https://` nodes (the cluster CA, `pki/ca.crt`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
+}
+
+impl Auth {
+    /// An admin-token credential.
+    pub fn token(token: impl Into<String>) -> Self {
+        Auth {
+            token: Some(token.into()),
+            ca_pem: None,
+        }
+    }
+
+    fn header(&self) -> Result<Option<reqwest::header::HeaderValue>, OpsError> {
+        let Some(t) = &self.token else {
+            return Ok(None);
+        };
+        let t = t.trim();
+        let v = if t.len() > 6 && t[..6].eq_ignore_ascii_case("oauth ") {
+            t.to_string()
+        } else {
+            format!("Bearer {t}")
+        };
+        let mut v = reqwest::header::HeaderValue::from_str(&v).map_err(|_| {
+            OpsError::Usage("the admin token holds characters a header cannot carry".into())
+        })?;
+        v.set_sensitive(true);
+        Ok(Some(v))
+    }
+}
+
 /// A blocking client for one node.
 #[derive(Debug, Clone)]
 pub struct NodeClient {
     base: String,
+    timeouts: Timeouts,
+    auth: Auth,
     http: reqwest::blocking::Client,
     // Streaming a snapshot may take long; it gets its own client without a total timeout.
     slow: reqwest::blocking::Client,
@@ -151,15 +199,37 @@ impl NodeClient {
         Self::with_timeouts(addr, Timeouts::default())
     }
 
-    /// A client with explicit timeouts.
+    /// A client with explicit timeouts and no credential.
     pub fn with_timeouts(addr: &str, t: Timeouts) -> Result<Self, OpsError> {
+        Self::with_auth(addr, t, Auth::default())
+    }
+
+    /// A client sending `auth`'s credential on every request.
+    pub fn with_auth(addr: &str, t: Timeouts, auth: Auth) -> Result<Self, OpsError> {
         let base = base_url(addr);
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(v) = auth.header()? {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        let ca = match &auth.ca_pem {
+            Some(pem) => Some(
+                reqwest::Certificate::from_pem(pem)
+                    .map_err(|e| OpsError::Usage(format!("CA certificate: {e}")))?,
+            ),
+            None => None,
+        };
         let build = |total: Option<Duration>| {
             let mut b = reqwest::blocking::Client::builder()
                 .connect_timeout(t.connect)
                 .pool_idle_timeout(Duration::from_secs(30))
+                .default_headers(headers.clone())
                 // Operators and tests talk to loopback nodes; a system proxy must not interfere.
                 .no_proxy();
+            if let Some(ca) = &ca {
+                b = b
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(ca.clone());
+            }
             b = b.timeout(total);
             b.build()
                 .map_err(|e| OpsError::Usage(format!("cannot build HTTP client: {e}")))
@@ -168,7 +238,14 @@ impl NodeClient {
             http: build(Some(t.request))?,
             slow: build(None)?,
             base,
+            timeouts: t,
+            auth,
         })
+    }
+
+    /// A client for another node with this one's timeouts and credential.
+    pub fn sibling(&self, addr: &str) -> Result<Self, OpsError> {
+        Self::with_auth(addr, self.timeouts, self.auth.clone())
     }
 
     /// The node's base URL.
@@ -336,6 +413,29 @@ impl NodeClient {
         self.check(resp)?.text().map_err(|e| self.transport(e))
     }
 
+    /// `POST /cluster/join-tokens`: a token admitting one new node.
+    pub fn create_join_token(
+        &self,
+        ttl_seconds: Option<u64>,
+        node_id: Option<u64>,
+    ) -> Result<serde_json::Value, OpsError> {
+        #[derive(Serialize)]
+        struct Body {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ttl_seconds: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            node_id: Option<u64>,
+        }
+        self.send_json(
+            reqwest::Method::POST,
+            "/cluster/join-tokens",
+            Some(&Body {
+                ttl_seconds,
+                node_id,
+            }),
+        )
+    }
+
     /// `POST /cluster/init`.
     pub fn init(&self) -> Result<serde_json::Value, OpsError> {
         self.send_json(reqwest::Method::POST, "/cluster/init", None::<&()>)
@@ -485,8 +585,13 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Clients for each address (at least one).
+    /// Clients for each address (at least one), without a credential.
     pub fn new(addrs: &[String], t: Timeouts) -> Result<Self, OpsError> {
+        Self::with_auth(addrs, t, Auth::default())
+    }
+
+    /// Clients for each address sending `auth`.
+    pub fn with_auth(addrs: &[String], t: Timeouts, auth: Auth) -> Result<Self, OpsError> {
         if addrs.is_empty() {
             return Err(OpsError::Usage(
                 "no node address given (--node or ZSCTL_NODE)".into(),
@@ -494,7 +599,7 @@ impl Nodes {
         }
         let clients = addrs
             .iter()
-            .map(|a| NodeClient::with_timeouts(a, t))
+            .map(|a| NodeClient::with_auth(a, t, auth.clone()))
             .collect::<Result<_, _>>()?;
         Ok(Nodes { clients })
     }

@@ -8,5 +8,5 @@ pub mod report;
 pub mod table;
 
 pub use client::{
-    ClusterStatus, Consistency, MemberInfo, NodeClient, Nodes, OpsError, Readiness, Timeouts,
+    Auth, ClusterStatus, Consistency, MemberInfo, NodeClient, Nodes, OpsError, Readiness, Timeouts,
 };

@@ -3,7 +3,7 @@
 use proto::http::{ClusterStatus, Readiness};
 use serde::Serialize;
 
-use crate::client::{base_url, NodeClient, Nodes, OpsError, Timeouts};
+use crate::client::{base_url, Nodes, OpsError};
 use crate::table::{opt, Table};
 
 /// One row of `zsctl status`: a member as the cluster lists it plus what it says about itself.
@@ -128,18 +128,18 @@ impl ClusterReport {
 
 /// Build the report: membership from the first reachable node, then each member's own status
 /// and readiness fetched from it directly (so a stale or partitioned node shows its own view).
-pub fn gather(nodes: &Nodes, t: Timeouts) -> Result<ClusterReport, OpsError> {
-    let (base, _) = nodes.first(|c| c.status())?;
+pub fn gather(nodes: &Nodes) -> Result<ClusterReport, OpsError> {
+    let (base, via) = nodes.first(|c| c.status())?;
     // Prefer the leader's membership view: only it knows matched index and lag.
     let leader_view = base
         .leader_id
         .filter(|l| *l != base.node_id)
         .and_then(|l| base.member(l))
-        .and_then(|m| NodeClient::with_timeouts(&m.api_addr, t).ok())
+        .and_then(|m| via.sibling(&m.api_addr).ok())
         .and_then(|c| c.status().ok());
     let view = leader_view.as_ref().unwrap_or(&base);
     Ok(build_report(view, |addr| {
-        let c = NodeClient::with_timeouts(addr, t)?;
+        let c = via.sibling(addr)?;
         let st = c.status()?;
         let ready = c.ready().ok();
         Ok((st, ready))

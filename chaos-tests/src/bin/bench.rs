@@ -124,6 +124,7 @@ async fn zsnode_writes(
     tag: &str,
 ) -> Result<CaseResult> {
     let http = reqwest::Client::builder()
+        .default_headers(admin_headers())
         .pool_max_idle_per_host(clients)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(15))
@@ -276,6 +277,7 @@ fn summary(system: &str, ms: &mut [f64]) {
 
 fn zsnode_failover(rt: &Runtime, zs: &mut Cluster, rounds: usize) -> Result<Vec<f64>> {
     let http = reqwest::Client::builder()
+        .default_headers(admin_headers())
         .timeout(Duration::from_secs(3))
         .connect_timeout(Duration::from_millis(500))
         .no_proxy()
@@ -1009,4 +1011,13 @@ mod tests {
         assert!(!r.line(ApiCase::SyncWrite, 4).contains("polls"));
         assert!(ApiCase::ALL.iter().filter(|c| c.is_async()).count() == 2);
     }
+}
+
+/// The test clusters' admin token: the `/kv` routes are administration endpoints.
+fn admin_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    if let Ok(v) = chaos_tests::cluster::admin_authorization().parse() {
+        h.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    h
 }

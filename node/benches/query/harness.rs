@@ -369,10 +369,28 @@ fn free_addr() -> std::net::SocketAddr {
         .expect("addr")
 }
 
-async fn start_node(dir: &std::path::Path, id: u64) -> node::RunningNode {
+/// Start node `id`; with `join`, it obtains its credentials from that member.
+async fn start_node(
+    dir: &std::path::Path,
+    id: u64,
+    join: Option<&node::RunningNode>,
+) -> node::RunningNode {
     let raft = free_addr();
     let http = free_addr();
+    let https = free_addr();
+    let join = join.map(|m| node::config::JoinConfig {
+        url: format!("https://{}", m.https_addr),
+        token: node::config::SecretString(
+            node::pki::token::issue(m.node.credentials(), 600, id, node::pki::token::now_unix())
+                .expect("join token"),
+        ),
+    });
     node::start(NodeConfig {
+        https_addr: https,
+        https_cert: None,
+        http_enabled: true,
+        join,
+        admin_token: Some(node::config::SecretString(ADMIN_TOKEN.into())),
         node_id: id,
         data_dir: dir.join(format!("n{id}")),
         raft_addr: raft,
@@ -389,6 +407,9 @@ async fn start_node(dir: &std::path::Path, id: u64) -> node::RunningNode {
     .await
     .expect("node starts")
 }
+
+/// Admin token of the benchmark cluster.
+const ADMIN_TOKEN: &str = "zsadm_query-bench-admin-token-0123456789";
 
 async fn until<F, Fut>(what: &str, mut f: F)
 where
@@ -427,8 +448,16 @@ async fn rpc(
 
 async fn cluster(cfg: &Config, lines: &mut Lines) {
     let dir = tempfile::tempdir_in(&cfg.dir).expect("tempdir");
-    let n1 = start_node(dir.path(), 1).await;
+    let n1 = start_node(dir.path(), 1, None).await;
     let http = reqwest::Client::builder()
+        .default_headers({
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+            );
+            h
+        })
         .timeout(Duration::from_secs(120))
         .pool_max_idle_per_host(64)
         .build()
@@ -443,7 +472,7 @@ async fn cluster(cfg: &Config, lines: &mut Lines) {
     .await;
     let mut nodes = vec![n1];
     for id in [2, 3] {
-        let n = start_node(dir.path(), id).await;
+        let n = start_node(dir.path(), id, Some(&nodes[0])).await;
         let body = json!({"id": id, "raft_addr": n.node.advertise().raft_addr,
                           "api_addr": n.node.advertise().api_addr});
         let r = http

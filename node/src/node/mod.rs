@@ -43,6 +43,7 @@ use crate::host_agent::HostAgent;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::network::Peers;
+use crate::pki::Credentials;
 use crate::timing::Timing;
 
 /// The Raft handle of this node.
@@ -96,6 +97,8 @@ pub struct Node {
     host_agent: Arc<dyn HostAgent>,
     /// Where the side effects of flow steps go when this node leads.
     receivers: Arc<crate::receivers::Receivers>,
+    /// The cluster CA, this node's certificate, the data key, the admin token's hash.
+    credentials: Arc<Credentials>,
 }
 
 impl Node {
@@ -111,6 +114,7 @@ impl Node {
         peers: Arc<Peers>,
         request_timeout: Duration,
         timing: Timing,
+        credentials: Arc<Credentials>,
     ) -> Self {
         let startup_commit = raft
             .metrics()
@@ -140,7 +144,13 @@ impl Node {
             audit: AuditBuffer::default(),
             host_agent: Arc::new(crate::host_agent::SshPortProbe::default()),
             receivers: Arc::new(crate::receivers::Receivers::new(None)),
+            credentials,
         }
+    }
+
+    /// The cluster credentials this node runs with.
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
     }
 
     /// The same node sending flow side effects to `receivers`.

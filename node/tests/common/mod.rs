@@ -13,12 +13,77 @@ use std::time::Instant;
 use serde_json::json;
 use serde_json::Value;
 
+/// The admin token of every test cluster (given to its founding node with
+/// `--admin-token-file`).
+pub const ADMIN_TOKEN: &str = "zsadm_node-tests-admin-token-0123456789";
+
 /// One `zsnode` child process, killed when dropped.
 pub struct Proc {
     pub id: u64,
     pub raft: String,
     pub http: String,
+    pub https: String,
     pub child: Child,
+}
+
+/// Default headers carrying the test clusters' admin token.
+pub fn admin_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    h
+}
+
+/// An HTTP client sending the admin token.
+pub fn admin_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(admin_headers())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// How a spawned node obtains its credentials.
+fn credential_args(dir: &Path, id: u64, extra: &[&str], https: &str) -> Vec<String> {
+    let token_file = dir.join("admin.token");
+    if !token_file.exists() {
+        std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+    }
+    let mut args = vec![
+        "--admin-token-file".to_string(),
+        token_file.display().to_string(),
+    ];
+    let founder = dir.join("founder");
+    let own_data = dir.join(format!("n{id}"));
+    // A node of another cluster id founds its own cluster (tests of foreign peers).
+    if extra.contains(&"--cluster-id") || extra.contains(&"--join") {
+        return args;
+    }
+    match std::fs::read_to_string(&founder) {
+        Err(_) => std::fs::write(&founder, format!("{id} {https}")).unwrap(),
+        Ok(text) => {
+            let (fid, url) = text.split_once(' ').unwrap();
+            if fid != id.to_string() && !own_data.join("pki").exists() {
+                let out = Command::new(env!("CARGO_BIN_EXE_zsnode"))
+                    .args(["pki", "join-token", "--data-dir"])
+                    .arg(dir.join(format!("n{fid}")))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "zsnode pki join-token: {out:?}");
+                let tf = dir.join(format!("join-{id}.token"));
+                std::fs::write(&tf, &out.stdout).unwrap();
+                args.extend([
+                    "--join".to_string(),
+                    format!("https://{url}"),
+                    "--join-token-file".to_string(),
+                    tf.display().to_string(),
+                ]);
+            }
+        }
+    }
+    args
 }
 
 impl Drop for Proc {
@@ -43,12 +108,22 @@ pub fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
     for _attempt in 0..5 {
         let raft = format!("127.0.0.1:{}", free_port());
         let http = format!("127.0.0.1:{}", free_port());
+        let https = format!("127.0.0.1:{}", free_port());
+        let creds = credential_args(dir, id, extra, &https);
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(dir.join(format!("n{id}")))
-            .args(["--raft-addr", &raft, "--http-addr", &http])
+            .args([
+                "--raft-addr",
+                &raft,
+                "--http-addr",
+                &http,
+                "--https-addr",
+                &https,
+            ])
+            .args(&creds)
             .args(extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
@@ -59,6 +134,7 @@ pub fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
             id,
             raft,
             http,
+            https,
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
