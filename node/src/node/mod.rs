@@ -96,6 +96,9 @@ pub struct Node {
     host_agent: Arc<dyn HostAgent>,
     /// Where the side effects of flow steps go when this node leads.
     receivers: Arc<crate::receivers::Receivers>,
+    /// Failed-login counts of the logins this node served (per node by design:
+    /// `api::families::identity::backoff`).
+    login_backoff: api::families::identity::LoginBackoff,
 }
 
 impl Node {
@@ -140,6 +143,7 @@ impl Node {
             audit: AuditBuffer::default(),
             host_agent: Arc::new(crate::host_agent::SshPortProbe::default()),
             receivers: Arc::new(crate::receivers::Receivers::new(None)),
+            login_backoff: Default::default(),
         }
     }
 
@@ -218,6 +222,11 @@ impl Node {
     /// Reaches KVM hosts.
     pub fn host_agent(&self) -> &dyn HostAgent {
         self.host_agent.as_ref()
+    }
+
+    /// Failed-login counts of the logins this node served.
+    pub fn login_backoff(&self) -> &api::families::identity::LoginBackoff {
+        &self.login_backoff
     }
 
     /// A snapshot of openraft's metrics.
