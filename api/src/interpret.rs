@@ -22,6 +22,7 @@ use crate::call::JobTicket;
 use crate::catalogue::CallKind;
 use crate::catalogue::CallSpec;
 use crate::families::identity;
+use crate::families::identity::backoff;
 use crate::job::ApiJob;
 use crate::plan;
 use crate::plan::HostEndpoint;
@@ -68,6 +69,10 @@ pub trait Effects {
     fn renew_session(&self, session_uuid: String);
     /// An async job was accepted.
     fn job_accepted(&self);
+    /// This node's failed-login counts (`None`: logins are not backed off).
+    fn login_backoff(&self) -> Option<&identity::LoginBackoff> {
+        None
+    }
     /// Who is calling: the account and user of the request's session (`ID.1001` when it is
     /// unknown or expired). A session due for renewal is renewed in the background.
     fn caller(
@@ -100,6 +105,8 @@ pub struct CallOptions {
     pub job_uuid: Option<String>,
     /// The call's audit record as the serving node started it (`None`: not audited).
     pub audit: Option<AuditRecord>,
+    /// The client's IP address (the TCP peer), which failed logins are also counted for.
+    pub client_ip: Option<String>,
 }
 
 /// How a call ended, before it is written in one protocol or the other.
@@ -234,6 +241,48 @@ impl<E: Effects> Serving<'_, E> {
         }
     }
 
+    /// What failed logins naming `target` from this client are counted for.
+    fn login_keys(&self, target: &LoginTarget) -> Vec<backoff::Key> {
+        let mut keys = vec![backoff::Key::of(target)];
+        if let Some(ip) = &self.opts.client_ip {
+            keys.push(backoff::Key::Ip(ip.clone()));
+        }
+        keys
+    }
+
+    /// Refuse a login while its account (user) or client is backed off: before any password
+    /// is verified, so the refusal is cheap and tells nothing about the password.
+    fn login_gate(&self, target: &LoginTarget) -> Result<(), Refusal> {
+        let Some(b) = self.fx.login_backoff() else {
+            return Ok(());
+        };
+        b.check(&self.login_keys(target), self.stamp.now_ms)
+            .map_err(|t| t.refusal(target))
+    }
+
+    /// Count a login's outcome: a wrong password for its keys, a right one resets its account.
+    fn login_outcome(&self, target: &LoginTarget, result: &Result<(), &ApiError>) {
+        let Some(b) = self.fx.login_backoff() else {
+            return;
+        };
+        match result {
+            Ok(()) => b.succeeded(&backoff::Key::of(target)),
+            Err(e) if plan::refusal_of(e).code == Code::AuthenticationError => {
+                match self.fx.read(backoff::Policy::read) {
+                    Ok(policy) => b.failed(&self.login_keys(target), &policy, self.stamp.now_ms),
+                    // Unreadable settings are a broken replica; its refusals say so elsewhere,
+                    // so count with the defaults rather than not at all.
+                    Err(_) => b.failed(
+                        &self.login_keys(target),
+                        &backoff::Policy::default(),
+                        self.stamp.now_ms,
+                    ),
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Propose `command` as this call's one entry.
     async fn write(
         self,
@@ -329,6 +378,11 @@ async fn serve<E: Effects>(mut s: Serving<'_, E>, req: ApiRequest) -> Served {
         Ok(p) => p,
         Err(r) => return s.unwritten(refused_early(spec.kind, &r)),
     };
+    if let Plan::LogIn { call, target, .. } = &plan {
+        if let Err(r) = s.login_gate(target) {
+            return s.unwritten(failed(&call.reply_class, &r));
+        }
+    }
     let is_read = matches!(
         plan,
         Plan::Query { .. } | Plan::Read { .. } | Plan::ValidateSession { .. } | Plan::LogIn { .. }
@@ -386,6 +440,7 @@ async fn serve<E: Effects>(mut s: Serving<'_, E>, req: ApiRequest) -> Served {
                 )
                 .map(|(a, u)| (a, u, true)),
             });
+            s.login_outcome(&target, &who.as_ref().map(|_| ()));
             let (account, user, by_user) = match who {
                 Ok(w) => w,
                 Err(e) => return s.unwritten(failed(&call.reply_class, &plan::refusal_of(&e))),

@@ -737,6 +737,42 @@ pub const DEFS: &[Def] = &[
         int(60, 315_360_000),
         "seconds an API audit record is kept (30 days; 1 minute to 10 years)",
     ),
+    // Failed-login back-off (`families::identity::backoff`); counted per management node.
+    d(
+        "identity",
+        "login.maxFailures",
+        "5",
+        int(1, 1_000),
+        "wrong passwords for one account or user before its logins are backed off",
+    ),
+    d(
+        "identity",
+        "login.ip.maxFailures",
+        "20",
+        int(1, 1_000_000),
+        "wrong passwords from one client IP before its logins are backed off",
+    ),
+    d(
+        "identity",
+        "login.backoff",
+        "1000",
+        int(1, 3_600_000),
+        "first back-off in ms; every further failure doubles it",
+    ),
+    d(
+        "identity",
+        "login.backoff.max",
+        "60000",
+        int(1, 86_400_000),
+        "longest back-off in ms",
+    ),
+    d(
+        "identity",
+        "login.failureWindow",
+        "900",
+        int(1, 86_400),
+        "seconds without a failure after which a failure count is forgotten",
+    ),
 ];
 
 /// The definition of `category/name`.

@@ -178,6 +178,10 @@ impl Effects for ServingEffects<'_> {
     fn job_accepted(&self) {
         self.node.job_wakeup().notify_waiters();
     }
+
+    fn login_backoff(&self) -> Option<&identity::LoginBackoff> {
+        Some(self.node.login_backoff())
+    }
 }
 
 fn stale_ok(headers: &HeaderMap) -> bool {
@@ -204,10 +208,11 @@ async fn execute(
         audit: Some(AuditRecord::for_request(
             &req,
             new_uuid(),
-            client_ip,
+            client_ip.clone(),
             node.id,
             now_ms(),
         )),
+        client_ip,
     };
     let served = interpret::run(&ServingEffects { node }, spec, req, &opts).await;
     match served.audit {

@@ -99,6 +99,9 @@ pub struct Node {
     receivers: Arc<crate::receivers::Receivers>,
     /// The cluster CA, this node's certificate, the data key, the admin token's hash.
     credentials: Arc<Credentials>,
+    /// Failed-login counts of the logins this node served (per node by design:
+    /// `api::families::identity::backoff`).
+    login_backoff: api::families::identity::LoginBackoff,
 }
 
 impl Node {
@@ -145,6 +148,7 @@ impl Node {
             host_agent: Arc::new(crate::host_agent::SshPortProbe::default()),
             receivers: Arc::new(crate::receivers::Receivers::new(None)),
             credentials,
+            login_backoff: Default::default(),
         }
     }
 
@@ -228,6 +232,11 @@ impl Node {
     /// Reaches KVM hosts.
     pub fn host_agent(&self) -> &dyn HostAgent {
         self.host_agent.as_ref()
+    }
+
+    /// Failed-login counts of the logins this node served.
+    pub fn login_backoff(&self) -> &api::families::identity::LoginBackoff {
+        &self.login_backoff
     }
 
     /// A snapshot of openraft's metrics.

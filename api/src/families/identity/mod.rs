@@ -3,6 +3,7 @@
 //! sessions enter the log. Deleting an account deletes everything it owns.
 
 mod auth;
+pub mod backoff;
 #[cfg(test)]
 mod cases;
 mod model;
@@ -18,6 +19,7 @@ pub use auth::needs_renewal;
 pub use auth::session_caller;
 pub use auth::verify_password;
 pub use auth::DEFAULT_ADMIN_PASSWORD_SHA512;
+pub use backoff::LoginBackoff;
 pub use model::Account;
 pub use model::AccountType;
 pub use model::IdentityOp;
