@@ -7,7 +7,7 @@
 #   bash deploy/local-cluster.sh stop [--dir DIR]
 #
 # Environment: ZS_PROFILE=release|debug (default release), ZS_HOST (127.0.0.1),
-# ZS_HTTP_BASE (8080), ZS_RAFT_BASE (7070), ZS_CLUSTER_ID (zstack-local),
+# ZS_HTTP_BASE (8080), ZS_HTTPS_BASE (8443), ZS_RAFT_BASE (7070), ZS_CLUSTER_ID (zstack-local),
 # ZS_STOP_TIMEOUT seconds before SIGKILL (20), ZS_START_TIMEOUT seconds (60),
 # ZS_NO_BUILD=1 to use already-built binaries (ZS_BIN_DIR overrides target/<profile>).
 set -euo pipefail
@@ -35,6 +35,7 @@ DIR="$(cd "$DIR" && pwd)"
 PROFILE="${ZS_PROFILE:-release}"
 HOST="${ZS_HOST:-127.0.0.1}"
 HTTP_BASE="${ZS_HTTP_BASE:-8080}"
+HTTPS_BASE="${ZS_HTTPS_BASE:-8443}"
 RAFT_BASE="${ZS_RAFT_BASE:-7070}"
 CLUSTER_ID="${ZS_CLUSTER_ID:-zstack-local}"
 STOP_TIMEOUT="${ZS_STOP_TIMEOUT:-20}"
@@ -43,6 +44,10 @@ BIN_DIR="${ZS_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE}"
 ZSNODE="$BIN_DIR/zsnode"
 ZSCTL="$BIN_DIR/zsctl"
 STATE="$DIR/cluster.env"
+# The cluster admin token: created here, handed to node 1 when it founds the cluster, and read
+# by every zsctl call below (and by the operator: export ZSCTL_TOKEN_FILE).
+TOKEN_FILE="$DIR/admin.token"
+export ZSCTL_TOKEN_FILE="$TOKEN_FILE"
 
 # A started cluster remembers its size and ports, so stop/status need no flags.
 if [ -f "$STATE" ] && [ "$CMD" != start ]; then
@@ -51,6 +56,7 @@ if [ -f "$STATE" ] && [ "$CMD" != start ]; then
 fi
 
 http_port() { echo $((HTTP_BASE + $1 - 1)); }
+https_port() { echo $((HTTPS_BASE + $1 - 1)); }
 raft_port() { echo $((RAFT_BASE + $1 - 1)); }
 node_dir() { echo "$DIR/node$1"; }
 pid_file() { echo "$DIR/node$1/zsnode.pid"; }
@@ -101,8 +107,8 @@ start_node() { # id, extra args...
   local id=$1; shift
   local d; d="$(node_dir "$id")"
   mkdir -p "$d/data"
-  local hp rp; hp="$(http_port "$id")"; rp="$(raft_port "$id")"
-  for p in "$hp" "$rp"; do
+  local hp rp sp; hp="$(http_port "$id")"; rp="$(raft_port "$id")"; sp="$(https_port "$id")"
+  for p in "$hp" "$rp" "$sp"; do
     if port_busy "$p"; then
       echo "local-cluster: port $HOST:$p (node $id) is already in use by another process; set ZS_HTTP_BASE / ZS_RAFT_BASE" >&2
       exit 1
@@ -112,7 +118,8 @@ start_node() { # id, extra args...
   local launcher=()
   command -v setsid >/dev/null && launcher=(setsid)
   RUST_LOG="${RUST_LOG:-info}" nohup "${launcher[@]}" "$ZSNODE" --id "$id" --data-dir "$d/data" \
-    --raft-addr "$HOST:$rp" --http-addr "$HOST:$hp" --cluster-id "$CLUSTER_ID" "$@" \
+    --raft-addr "$HOST:$rp" --http-addr "$HOST:$hp" --https-addr "$HOST:$sp" \
+    --admin-token-file "$TOKEN_FILE" --cluster-id "$CLUSTER_ID" "$@" \
     >>"$(log_file "$id")" 2>&1 </dev/null &
   echo $! > "$(pid_file "$id")"
 }
@@ -123,16 +130,20 @@ print_info() {
 
 Local management cluster "$CLUSTER_ID": $NODES node(s) on $HOST
   HTTP API (any node):  $(for i in $(seq 1 "$NODES"); do printf 'http://%s:%s  ' "$HOST" "$(http_port "$i")"; done)
+  HTTPS API:            $(for i in $(seq 1 "$NODES"); do printf 'https://%s:%s  ' "$HOST" "$(https_port "$i")"; done)
+  Cluster CA:           $(node_dir 1)/data/pki/ca.crt
+  Admin token:          $TOKEN_FILE
   Raft ports:           $(for i in $(seq 1 "$NODES"); do printf '%s  ' "$(raft_port "$i")"; done)
   Metrics:              http://$HOST:$(http_port 1)/metrics
   Data and logs:        $DIR/node<N>/{data,zsnode.log}
 
-  export ZSCTL_NODE=$list
+  export ZSCTL_NODE=$list ZSCTL_TOKEN_FILE=$TOKEN_FILE
   $ZSCTL status
   $ZSCTL member list
   $ZSCTL leader transfer
   $ZSCTL snapshot save backup.snap
-  curl -X PUT --data-binary hello http://$HOST:$(http_port 1)/kv/greeting
+  curl -X PUT -H "Authorization: Bearer \$(cat $TOKEN_FILE)" --data-binary hello http://$HOST:$(http_port 1)/kv/greeting
+  curl --cacert $(node_dir 1)/data/pki/ca.crt https://$HOST:$(https_port 1)/health/ready
 
   Stop:   bash deploy/local-cluster.sh stop${DIR:+ --dir $DIR}
 EOF
@@ -155,6 +166,7 @@ cmd_start() {
 NODES=$NODES
 HOST=$HOST
 HTTP_BASE=$HTTP_BASE
+HTTPS_BASE=$HTTPS_BASE
 RAFT_BASE=$RAFT_BASE
 CLUSTER_ID=$CLUSTER_ID
 PROFILE=$PROFILE
@@ -162,6 +174,9 @@ BIN_DIR=$BIN_DIR
 ZSNODE=$ZSNODE
 ZSCTL=$ZSCTL
 EOF
+  if [ ! -s "$TOKEN_FILE" ]; then
+    (umask 077; printf 'zsadm_%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')" > "$TOKEN_FILE")
+  fi
   [ ${#running[@]} -gt 0 ] && echo "local-cluster: nodes ${running[*]} already running; starting ${missing[*]}"
   for i in "${missing[@]}"; do
     # A node with an existing data dir is already a member: it restarts and catches up.
@@ -169,6 +184,16 @@ EOF
     [ -z "$(ls -A "$(node_dir "$i")/data" 2>/dev/null)" ] && fresh=1
     if [ "$i" = 1 ]; then
       start_node 1 --init
+    elif [ "$fresh" = 1 ]; then
+      # A new node gets its certificate and the cluster keys with a join token.
+      local tf="$DIR/node$i/join.token" end=$((SECONDS + START_TIMEOUT)) out
+      until out="$("$ZSCTL" --node "$(node_list)" join-token create --node-id "$i" --ttl 600 2>&1)"; do
+        if [ $SECONDS -ge $end ]; then echo "local-cluster: no join token for node $i: $out" >&2; exit 1; fi
+        sleep 0.5
+      done
+      mkdir -p "$DIR/node$i"
+      (umask 077; printf '%s\n' "$out" > "$tf")
+      start_node "$i" --join "https://$HOST:$(https_port 1)" --join-token-file "$tf"
     else
       start_node "$i"
     fi

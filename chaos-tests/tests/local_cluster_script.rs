@@ -26,6 +26,7 @@ struct Script {
     dir: PathBuf,
     bin_dir: PathBuf,
     http: u16,
+    https: u16,
     raft: u16,
 }
 
@@ -39,6 +40,7 @@ impl Script {
             .env("ZS_NO_BUILD", "1")
             .env("ZS_BIN_DIR", &self.bin_dir)
             .env("ZS_HTTP_BASE", self.http.to_string())
+            .env("ZS_HTTPS_BASE", self.https.to_string())
             .env("ZS_RAFT_BASE", self.raft.to_string())
             .env("ZS_START_TIMEOUT", "60")
             .output()
@@ -59,6 +61,7 @@ impl Script {
             .join(",");
         let out = Command::new(self.bin_dir.join("zsctl"))
             .args(["--node", &nodes, "--json", "status"])
+            .env("ZSCTL_TOKEN_FILE", self.dir.join("admin.token"))
             .output()
             .expect("run zsctl");
         assert!(
@@ -142,6 +145,7 @@ fn local_cluster_script_starts_reports_stops_and_restarts() {
         dir: tmp.path().join("local"),
         bin_dir,
         http: free_range(3),
+        https: free_range(3),
         raft: free_range(3),
     };
 
@@ -153,6 +157,34 @@ fn local_cluster_script_starts_reports_stops_and_restarts() {
         "start does not say how to reach the cluster:\n{text}"
     );
     let first = assert_one_leader_converged(&s.zsctl_status());
+    // Every node joined with its own certificate of the one cluster CA; the HTTPS API answers
+    // with it (zsctl trusting only that CA).
+    let ca = s.dir.join("node1/data/pki/ca.crt");
+    for i in 0..3u16 {
+        let out = Command::new(s.bin_dir.join("zsctl"))
+            .args([
+                "--node",
+                &format!("https://127.0.0.1:{}", s.https + i),
+                "--json",
+                "member",
+                "list",
+            ])
+            .arg("--cacert")
+            .arg(&ca)
+            .env("ZSCTL_TOKEN_FILE", s.dir.join("admin.token"))
+            .output()
+            .expect("zsctl over https");
+        assert!(
+            out.status.success(),
+            "zsctl over HTTPS to node {}: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(s
+            .dir
+            .join(format!("node{}/data/pki/node.crt", i + 1))
+            .is_file());
+    }
     let running = pids(&s.dir);
     assert_eq!(running.len(), 3);
 

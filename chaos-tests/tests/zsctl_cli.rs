@@ -4,16 +4,25 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use chaos_tests::cluster::{locate_binary, Cluster, ClusterOpts};
+use chaos_tests::cluster::{locate_binary, Cluster, ClusterOpts, ADMIN_TOKEN};
 
 fn zsctl(node: &str, args: &[&str]) -> Output {
+    zsctl_as(node, args, Some(ADMIN_TOKEN))
+}
+
+/// `zsctl` with `token` in `ZSCTL_TOKEN` (none: no credential at all).
+fn zsctl_as(node: &str, args: &[&str], token: Option<&str>) -> Output {
     let bin = locate_binary("zsctl", "ops", "ZSCTL_BIN").expect("zsctl binary");
-    let out = Command::new(bin)
-        .arg("--node")
+    let mut cmd = Command::new(bin);
+    cmd.arg("--node")
         .arg(node)
         .args(args)
-        .output()
-        .expect("run zsctl");
+        .env_remove("ZSCTL_TOKEN")
+        .env_remove("ZSCTL_TOKEN_FILE");
+    if let Some(t) = token {
+        cmd.env("ZSCTL_TOKEN", t);
+    }
+    let out = cmd.output().expect("run zsctl");
     eprintln!(
         "$ zsctl {args:?} -> {}\n{}{}",
         out.status,
@@ -96,6 +105,47 @@ fn zsctl_commands_against_a_real_cluster() {
         "{snap} vs {bytes}"
     );
     assert!(!dir.path().join("backup.snap.tmp").exists());
+
+    // Without the admin credential, or with a wrong one, every administration command is
+    // refused with a message naming what to send.
+    for args in [
+        &["status"][..],
+        &["member", "list"],
+        &["kv", "get", "greeting"],
+        &["snapshot", "save", "/dev/null"],
+        &["leader", "transfer"],
+        &["join-token", "create"],
+    ] {
+        for token in [None, Some("zsadm_wrong-token-0000000000000000")] {
+            let out = zsctl_as(c.client(1).base(), args, token);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} with {token:?} succeeded");
+            assert!(err.contains("401"), "{args:?}: {err}");
+            assert!(
+                err.contains("admin token") || err.contains("credential"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    let jt = json(&zsctl(
+        &nodes,
+        &[
+            "--json",
+            "join-token",
+            "create",
+            "--ttl",
+            "60",
+            "--node-id",
+            "9",
+        ],
+    ));
+    assert!(
+        jt["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("zsjoin1.")),
+        "{jt}"
+    );
+    assert_eq!(jt["node_id"], 9);
 
     // Refusals: clear message, non-zero exit, cluster unchanged.
     let dup = zsctl(
