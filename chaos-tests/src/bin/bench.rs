@@ -977,6 +977,15 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The test clusters' admin token: the `/kv` routes are administration endpoints.
+fn admin_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    if let Ok(v) = chaos_tests::cluster::admin_authorization().parse() {
+        h.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1011,13 +1020,4 @@ mod tests {
         assert!(!r.line(ApiCase::SyncWrite, 4).contains("polls"));
         assert!(ApiCase::ALL.iter().filter(|c| c.is_async()).count() == 2);
     }
-}
-
-/// The test clusters' admin token: the `/kv` routes are administration endpoints.
-fn admin_headers() -> reqwest::header::HeaderMap {
-    let mut h = reqwest::header::HeaderMap::new();
-    if let Ok(v) = chaos_tests::cluster::admin_authorization().parse() {
-        h.insert(reqwest::header::AUTHORIZATION, v);
-    }
-    h
 }
