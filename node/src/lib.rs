@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod receivers;
+pub mod secrets;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
 pub mod state_view;
@@ -68,6 +69,7 @@ pub async fn start_with_host_agent(
     #[cfg(feature = "seeded-bugs")]
     seeded::install();
     let identity = identity::load_or_create(&config.data_dir, config.node_id, &config.cluster_id)?;
+    let data_key = Arc::new(secrets::load_or_create(&config.data_dir)?);
     let timing = timing::measure(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.clone(),
         reason: format!("fsync probe failed: {e}"),
@@ -136,6 +138,7 @@ pub async fn start_with_host_agent(
             peers,
             config.request_timeout,
             timing,
+            data_key,
         )
         .with_host_agent(host_agent)
         .with_receivers(receivers::Receivers::new(
@@ -213,6 +216,7 @@ pub async fn start_with_host_agent(
         raft_addr = %config.raft_addr,
         http_addr = %config.http_addr,
         uuid = %node.identity().uuid,
+        data_key_id = node.data_key().id(),
         "zsnode started"
     );
 

@@ -96,6 +96,8 @@ pub struct Node {
     host_agent: Arc<dyn HostAgent>,
     /// Where the side effects of flow steps go when this node leads.
     receivers: Arc<crate::receivers::Receivers>,
+    /// Seals the secrets calls carry; opens them for the host agent (`crate::secrets`).
+    data_key: Arc<api::secret::DataKey>,
 }
 
 impl Node {
@@ -111,6 +113,7 @@ impl Node {
         peers: Arc<Peers>,
         request_timeout: Duration,
         timing: Timing,
+        data_key: Arc<api::secret::DataKey>,
     ) -> Self {
         let startup_commit = raft
             .metrics()
@@ -140,6 +143,7 @@ impl Node {
             audit: AuditBuffer::default(),
             host_agent: Arc::new(crate::host_agent::SshPortProbe::default()),
             receivers: Arc::new(crate::receivers::Receivers::new(None)),
+            data_key,
         }
     }
 
@@ -158,6 +162,11 @@ impl Node {
     pub fn with_host_agent(mut self, host_agent: Arc<dyn HostAgent>) -> Self {
         self.host_agent = host_agent;
         self
+    }
+
+    /// The cluster's data key as this node holds it.
+    pub fn data_key(&self) -> &Arc<api::secret::DataKey> {
+        &self.data_key
     }
 
     /// Identity recorded in the data directory.

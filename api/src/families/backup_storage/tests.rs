@@ -25,7 +25,7 @@ fn add_op(n: u32, host: &str) -> BackupStorageOp {
         url: "/zstack_bs".into(),
         hostname: host.into(),
         username: "root".into(),
-        password: "secret".into(),
+        password: crate::testing::sealed("secret"),
         ssh_port: 22,
     }
 }
