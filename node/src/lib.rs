@@ -216,7 +216,7 @@ pub async fn start_with_host_agent(
         raft_addr = %config.raft_addr,
         http_addr = %config.http_addr,
         uuid = %node.identity().uuid,
-        data_key_id = node.data_key().id(),
+        data_key_id = %node.data_key().id(),
         "zsnode started"
     );
 

@@ -39,6 +39,23 @@ pub fn free_port() -> u16 {
 /// Start node `id` and wait until it reports it started; retried on fresh ports when the
 /// process exits first (another process may grab a port between probing and binding).
 pub fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
+    spawn_env(dir, id, extra, "info,openraft=warn")
+}
+
+/// The data directory of node `id` under `dir`.
+pub fn data_dir(dir: &Path, id: u64) -> std::path::PathBuf {
+    dir.join(format!("n{id}"))
+}
+
+/// Place the cluster's data key in node `id`'s data dir before its first start, as the join
+/// flow does: every member of one cluster holds the same key.
+pub fn place_data_key(dir: &Path, id: u64, key: &api::secret::DataKey) {
+    key.write_new(&node::secrets::key_path(&data_dir(dir, id)))
+        .expect("write the data key");
+}
+
+/// [`spawn`] with another `RUST_LOG` filter.
+pub fn spawn_env(dir: &Path, id: u64, extra: &[&str], rust_log: &str) -> Proc {
     let log_path = dir.join(format!("node{id}.log"));
     for _attempt in 0..5 {
         let raft = format!("127.0.0.1:{}", free_port());
@@ -47,10 +64,10 @@ pub fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
-            .arg(dir.join(format!("n{id}")))
+            .arg(data_dir(dir, id))
             .args(["--raft-addr", &raft, "--http-addr", &http])
             .args(extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -454,3 +454,40 @@ fn probe_target_dry_runs_without_writing() {
     let e = unreachable_refusal("ReconnectHost", &endpoint("10.0.0.6", 22), "timed out");
     assert_eq!(e.code.as_str(), "HOST.1002");
 }
+
+#[test]
+fn passwords_are_sealed_while_planning_and_unsealed_ones_refused() {
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    // The planned command already carries sealed text: the plaintext never reaches a proposal.
+    let cmd = planned("AddKVMHost", add_body(&c, "10.0.0.5"));
+    let text = format!("{cmd:?}");
+    assert!(!text.contains("secret-pw"), "{text}");
+    let Command::Host(h) = cmd.innermost() else {
+        panic!("{cmd:?}")
+    };
+    let HostOp::AddKvm { password, .. } = &*h.op else {
+        panic!()
+    };
+    assert_eq!(crate::testing::opened(password), "secret-pw");
+    // Checked in clear before sealing; the refusal does not quote it.
+    for bad in [json!(""), json!("x".repeat(256))] {
+        let mut body = add_body(&c, "10.0.0.5");
+        body["password"] = bad;
+        w.refuses("AddKVMHost", body, Code::InvalidArgument);
+    }
+    // A command carrying plaintext (a buggy or hostile proposer) is refused by the apply.
+    let mut cmd = planned("AddKVMHost", add_body(&c, "10.0.0.6"));
+    if let Command::Host(h) = &mut cmd {
+        if let HostOp::AddKvm { password, .. } = &mut *h.op {
+            *password = crate::secret::Sealed::from_stored("secret-pw".into());
+        }
+    }
+    let before = w.t.tables.clone();
+    let r = w.apply(cmd);
+    assert!(
+        matches!(&r, crate::Response::Refused(e) if e.code() == "SYS.1007"),
+        "{r:?}"
+    );
+    assert_eq!(w.t.tables, before);
+}
