@@ -318,19 +318,12 @@ pub fn clip(s: &str, max: usize) -> &str {
     &s[..cut]
 }
 
-/// Whether a JSON field name holds a secret: passwords (`password`, `oldPassword`,
-/// `sshPassword`, ...), other secrets, and session uuids, which are bearer credentials.
-fn secret_field(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.contains("password") || n.contains("secret") || n == "session" || n.contains("sessionuuid")
-}
-
 /// Replace every secret (see the module doc) in `v`, at any depth, with [`REDACTED`].
 pub fn redact(v: &mut Value) {
     match v {
         Value::Object(m) => {
             for (k, field) in m.iter_mut() {
-                if secret_field(k) {
+                if crate::secret::is_secret_field(k) {
                     *field = Value::String(REDACTED.to_string());
                 } else {
                     redact(field);
@@ -1047,6 +1040,7 @@ mod tests {
             now_ms: 1,
             new_uuid: uuid(99),
             salt: [0; 16],
+            key: crate::testing::key(),
         };
         crate::plan::plan(&req, &Caller::admin(), &stamp)
     }

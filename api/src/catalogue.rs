@@ -243,10 +243,16 @@ pub fn validate_params(spec: &CallSpec, body: &Map<String, Value>) -> Result<(),
             continue;
         }
         if !type_ok(p.ty, v) {
+            // A secret sent with the wrong type is still a secret: never echo it.
+            let got = if crate::secret::is_secret_field(&p.name) {
+                "<redacted>".to_string()
+            } else {
+                v.to_string()
+            };
             return Err(Refusal::new(
                 Code::InvalidArgument,
                 format!(
-                    "field[{}] of message[{}] must be of type {:?}, got {v}",
+                    "field[{}] of message[{}] must be of type {:?}, got {got}",
                     p.name, spec.class, p.ty
                 ),
             ));

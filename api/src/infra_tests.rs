@@ -658,7 +658,12 @@ mod determinism {
                     url: "/bs".into(),
                     hostname: format!("10.0.0.{b}"),
                     username: "root".into(),
-                    password: "p".into(),
+                    // Sealed once: both runs must see the very same commands.
+                    password: {
+                        static PW: std::sync::OnceLock<crate::secret::Sealed> =
+                            std::sync::OnceLock::new();
+                        PW.get_or_init(|| crate::testing::sealed("p")).clone()
+                    },
                     ssh_port: i64::from(c) * 30_000,
                 }
             ),

@@ -463,7 +463,12 @@ async fn serve<E: Effects>(mut s: Serving<'_, E>, req: ApiRequest) -> Served {
         } => {
             // The command is dry-run against local state first, so a call the state refuses
             // answers with its own error and never dials out; an unreachable host leaves
-            // nothing behind (spec 03 §12.1).
+            // nothing behind (spec 03 §12.1). The dry run reads local state, so it waits for a
+            // barrier first: a follower behind the call that created the cluster would
+            // otherwise refuse the host as belonging to no cluster.
+            if let Err(r) = s.barrier().await {
+                return s.unwritten(refused_early(spec.kind, &r));
+            }
             let now = s.stamp.now_ms;
             let target = s.fx.read(|st| {
                 let mut overlay = crate::staged::Staged::over(st);

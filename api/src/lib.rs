@@ -25,6 +25,7 @@ pub mod query;
 pub mod registry;
 pub mod resource;
 pub mod rest;
+pub mod secret;
 pub mod settings;
 pub mod staged;
 pub mod validate;
@@ -47,7 +48,9 @@ pub use registry::Response;
 /// Encoding of everything the model writes (commands in the Raft log, records, jobs, dedup
 /// answers). A data directory written with another format is refused at start-up: commands
 /// are encoded by variant index, so reading one with another registry would misread it.
-pub const MODEL_FORMAT: &str = "zstack-model/2";
+/// Version 3: host and backup-storage passwords are sealed text (`secret::Sealed`), where
+/// version 2 stored them in clear.
+pub const MODEL_FORMAT: &str = "zstack-model/3";
 
 /// Every state table the model uses; the storage layer creates one column family per table.
 pub fn tables() -> Vec<&'static str> {

@@ -3,6 +3,8 @@
 //! while planning, so bad input never reaches the log. The interpreter (`interpret.rs`) runs
 //! the plan against the node's effects.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::Map;
@@ -15,6 +17,8 @@ use crate::params::Body;
 use crate::query::Query;
 use crate::query::QueryOutput;
 use crate::registry;
+use crate::secret::DataKey;
+use crate::secret::Sealed;
 use crate::wire::envelope::ApiRequest;
 use crate::wire::errors::Code;
 use crate::wire::errors::Refusal;
@@ -32,6 +36,9 @@ pub struct Stamp {
     pub new_uuid: String,
     /// Random salt for hashing a password the call carries.
     pub salt: [u8; 16],
+    /// The cluster's data key: secrets the call carries are sealed with it here, before the
+    /// command is proposed, so no plaintext reaches the log (`secret`).
+    pub key: Arc<DataKey>,
 }
 
 /// What a family's plan function sees of a request.
@@ -57,6 +64,28 @@ impl PlanInput<'_> {
     /// An optional string field.
     pub fn string(&self, f: &str) -> Option<String> {
         crate::params::string(self.body, f)
+    }
+
+    /// A mandatory password field, checked while still in clear, then sealed.
+    pub fn sealed(&self, f: &str) -> Result<Sealed, Refusal> {
+        let plain = zeroize::Zeroizing::new(self.required(f)?);
+        self.seal(f, &plain)
+    }
+
+    /// An optional password field, checked and sealed when present.
+    pub fn sealed_opt(&self, f: &str) -> Result<Option<Sealed>, Refusal> {
+        match self.string(f) {
+            None => Ok(None),
+            Some(plain) => {
+                let plain = zeroize::Zeroizing::new(plain);
+                self.seal(f, &plain).map(Some)
+            }
+        }
+    }
+
+    fn seal(&self, f: &str, plain: &str) -> Result<Sealed, Refusal> {
+        crate::validate::secret(f, plain).map_err(|e| refusal_of(&e))?;
+        Ok(self.stamp.key.seal(plain))
     }
 
     /// The uuid of what the call creates: the client's `resourceUuid`, else the stamped one.
@@ -98,6 +127,8 @@ pub struct HostEndpoint {
     pub ssh_port: u16,
     /// SSH user.
     pub username: String,
+    /// SSH password, sealed: the node opens it only to hand it to the host agent.
+    pub password: Sealed,
 }
 
 /// Dry-run a command on local state and name the host to reach before proposing it (`None`:
@@ -342,6 +373,7 @@ mod tests {
             now_ms: 1_795_593_714_000,
             new_uuid: "f52fe55b64094ceb99b3893a238c4931".into(),
             salt: *b"0123456789abcdef",
+            key: crate::testing::key(),
         }
     }
 

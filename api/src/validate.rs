@@ -99,12 +99,13 @@ pub fn ssh_port(v: i64) -> Result<u16, ApiError> {
     })
 }
 
-/// An SSH password: non-empty, at most [`MAX_CREDENTIAL`] characters.
-pub fn password(v: &str) -> Result<(), ApiError> {
+/// A secret field in clear (checked before it is sealed): non-empty, at most
+/// [`MAX_CREDENTIAL`] characters. Errors never quote the value.
+pub fn secret(field: &str, v: &str) -> Result<(), ApiError> {
     if v.is_empty() {
-        return Err(invalid_arg("field[password] cannot be empty"));
+        return Err(invalid_arg(format!("field[{field}] cannot be empty")));
     }
-    max_len("password", v, MAX_CREDENTIAL)
+    max_len(field, v, MAX_CREDENTIAL)
 }
 
 /// Directories a storage url must never be (ZStack refuses them: "may make the host abnormal").

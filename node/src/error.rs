@@ -120,6 +120,9 @@ pub enum StartError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The data key (`<data_dir>/pki/data.key`) could not be loaded or created.
+    #[error("data key: {0}")]
+    DataKey(#[from] api::secret::SecretError),
     /// `--init` failed.
     #[error("cluster init: {0}")]
     Init(NodeError),

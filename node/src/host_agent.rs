@@ -9,6 +9,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 pub use api::plan::HostEndpoint;
+use api::secret::Secret;
 
 /// Why a host could not be reached. Messages name the address and the cause: they end up in
 /// the `details` of the refusal the API client sees.
@@ -69,8 +70,13 @@ pub enum AgentError {
 /// The management node's side of a KVM host: object-safe, so the node holds an
 /// `Arc<dyn HostAgent>` and tests or the agent issue substitute their own at start-up.
 pub trait HostAgent: Send + Sync {
-    /// Check that the host at `endpoint` can be reached.
-    fn probe<'a>(&'a self, endpoint: &'a HostEndpoint) -> BoxFuture<'a, Result<(), AgentError>>;
+    /// Check that the host at `endpoint` can be reached; `password` is its SSH password,
+    /// opened for this call (the agent logs in with it; it is never logged or kept).
+    fn probe<'a>(
+        &'a self,
+        endpoint: &'a HostEndpoint,
+        password: &'a Secret,
+    ) -> BoxFuture<'a, Result<(), AgentError>>;
 }
 
 /// Production [`HostAgent`] until the agent exists: a TCP connection to
@@ -98,7 +104,12 @@ impl Default for SshPortProbe {
 }
 
 impl HostAgent for SshPortProbe {
-    fn probe<'a>(&'a self, endpoint: &'a HostEndpoint) -> BoxFuture<'a, Result<(), AgentError>> {
+    fn probe<'a>(
+        &'a self,
+        endpoint: &'a HostEndpoint,
+        // The identification line comes before authentication: nothing to log in with yet.
+        _password: &'a Secret,
+    ) -> BoxFuture<'a, Result<(), AgentError>> {
         Box::pin(async move {
             let addr = format!("{}:{}", endpoint.management_ip, endpoint.ssh_port);
             match tokio::time::timeout(self.timeout, identify(endpoint, &addr)).await {
@@ -213,31 +224,41 @@ mod tests {
         port
     }
 
+    fn key() -> api::secret::DataKey {
+        api::secret::DataKey::from_bytes([9; 32])
+    }
+
     fn ep(port: u16) -> HostEndpoint {
         HostEndpoint {
             management_ip: "127.0.0.1".into(),
             ssh_port: port,
             username: "root".into(),
+            password: key().seal("pw"),
         }
+    }
+
+    async fn probe(p: &SshPortProbe, ep: &HostEndpoint) -> Result<(), AgentError> {
+        let pw = key().open(&ep.password).unwrap();
+        p.probe(ep, &pw).await
     }
 
     #[tokio::test]
     async fn accepts_ssh_and_refuses_everything_else() {
         let p = SshPortProbe::default();
         let ssh = server(b"SSH-2.0-OpenSSH_9.2\r\n").await;
-        p.probe(&ep(ssh)).await.unwrap();
+        probe(&p, &ep(ssh)).await.unwrap();
         // RFC 4253 §4.2: other lines may come first.
         let banner = server(b"welcome\r\nSSH-2.0-x\r\n").await;
-        p.probe(&ep(banner)).await.unwrap();
+        probe(&p, &ep(banner)).await.unwrap();
         let http = server(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
-        let e = p.probe(&ep(http)).await.unwrap_err();
+        let e = probe(&p, &ep(http)).await.unwrap_err();
         assert!(
             matches!(e, AgentError::NotSsh { ref got, .. } if got == "HTTP/1.1 400 Bad Request"),
             "{e}"
         );
         let mute = server(b"").await;
         assert!(matches!(
-            p.probe(&ep(mute)).await.unwrap_err(),
+            probe(&p, &ep(mute)).await.unwrap_err(),
             AgentError::Closed { .. }
         ));
         // A closed port: bind, learn the port, release it.
@@ -245,7 +266,7 @@ mod tests {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap().port()
         };
-        let e = p.probe(&ep(closed)).await.unwrap_err();
+        let e = probe(&p, &ep(closed)).await.unwrap_err();
         assert!(matches!(e, AgentError::Connect { .. }), "{e}");
         assert!(e.to_string().contains(&format!("127.0.0.1:{closed}")));
     }
@@ -263,7 +284,7 @@ mod tests {
         let p = SshPortProbe {
             timeout: Duration::from_millis(200),
         };
-        let e = p.probe(&ep(port)).await.unwrap_err();
+        let e = probe(&p, &ep(port)).await.unwrap_err();
         assert!(matches!(e, AgentError::Timeout { .. }), "{e}");
         hold.abort();
     }

@@ -18,6 +18,7 @@ pub mod network;
 pub mod node;
 pub mod pki;
 pub mod receivers;
+pub mod secrets;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
 pub mod state_view;
@@ -73,6 +74,7 @@ pub async fn start_with_host_agent(
     seeded::install();
     let identity = identity::load_or_create(&config.data_dir, config.node_id, &config.cluster_id)?;
     let credentials = Arc::new(credentials(&config).await?);
+    let data_key = Arc::new(secrets::load(&config.data_dir)?);
     let timing = timing::measure(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.clone(),
         reason: format!("fsync probe failed: {e}"),
@@ -161,6 +163,7 @@ pub async fn start_with_host_agent(
             config.request_timeout,
             timing,
             credentials.clone(),
+            data_key,
         )
         .with_host_agent(host_agent)
         .with_receivers(receivers::Receivers::new(
@@ -259,6 +262,7 @@ pub async fn start_with_host_agent(
         http_enabled = config.http_enabled,
         https_addr = %config.https_addr,
         uuid = %node.identity().uuid,
+        data_key_id = %node.data_key().id(),
         "zsnode started"
     );
 

@@ -113,6 +113,7 @@ impl Effects for ServingEffects<'_> {
             now_ms: now_ms(),
             new_uuid: new_uuid(),
             salt: rand::random(),
+            key: self.node.data_key().clone(),
         }
     }
 
@@ -165,10 +166,19 @@ impl Effects for ServingEffects<'_> {
     }
 
     async fn probe(&self, endpoint: &HostEndpoint) -> Result<(), String> {
-        self.node.host_agent().probe(endpoint).await.map_err(|e| {
-            tracing::info!(host = %endpoint.management_ip, port = endpoint.ssh_port, error = %e, "host probe failed; call refused");
-            e.to_string()
-        })
+        // Opened here, where it is handed to the host agent, and nowhere else.
+        let password = self.node.data_key().open(&endpoint.password).map_err(|e| {
+            tracing::warn!(host = %endpoint.management_ip, error = %e, "cannot open a host's SSH password; call refused");
+            format!("this node cannot open its SSH password: {e}")
+        })?;
+        self.node
+            .host_agent()
+            .probe(endpoint, &password)
+            .await
+            .map_err(|e| {
+                tracing::info!(host = %endpoint.management_ip, port = endpoint.ssh_port, error = %e, "host probe failed; call refused");
+                format!("its SSH port cannot be reached: {e}")
+            })
     }
 
     fn renew_session(&self, session_uuid: String) {

@@ -37,6 +37,13 @@ use raft_store::Proposal;
 use raft_store::StateMachineStore;
 use raft_store::TypeConfig;
 
+/// One sealed password for every generated command, so a case regenerates identically.
+fn sealed_pw() -> api::secret::Sealed {
+    static PW: std::sync::OnceLock<api::secret::Sealed> = std::sync::OnceLock::new();
+    PW.get_or_init(|| api::secret::DataKey::from_bytes([3; 32]).seal("pw"))
+        .clone()
+}
+
 fn uuid(i: u8) -> String {
     format!("{:032x}", 0xabc0_0000_u128 + i as u128)
 }
@@ -339,7 +346,7 @@ fn command() -> impl Strategy<Value = Command> {
                 description: None,
                 management_ip: format!("10.0.0.{ip}"),
                 username: "root".into(),
-                password: "pw".into(),
+                password: sealed_pw(),
                 ssh_port: 22,
             },
             Caller::admin()

@@ -81,6 +81,7 @@ impl Effects for MemEffects<'_> {
             now_ms: 1_000 * u64::from(self.n),
             new_uuid: stamp_uuid(self.n),
             salt: [0; 16],
+            key: crate::testing::key(),
         }
     }
 

@@ -78,6 +78,7 @@ impl Harness {
             now_ms: 1_000 * u64::from(self.n),
             new_uuid: stamp_uuid(self.n),
             salt: [0; 16],
+            key: crate::testing::key(),
         };
         let Plan::Propose { call, command } = super::harness::admin_plan(name, body, &stamp) else {
             panic!("{name} is not a proposal")

@@ -20,6 +20,28 @@ pub fn ctx(index: u64) -> ApplyCtx {
 use crate::Caller;
 use crate::IntoCommand;
 
+/// The data key the api tests seal with (fixed bytes; nonces stay random).
+pub fn key() -> std::sync::Arc<crate::secret::DataKey> {
+    static KEY: std::sync::OnceLock<std::sync::Arc<crate::secret::DataKey>> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(|| std::sync::Arc::new(crate::secret::DataKey::from_bytes([0x5a; 32])))
+        .clone()
+}
+
+/// `plain` sealed with [`key`].
+pub fn sealed(plain: &str) -> crate::secret::Sealed {
+    key().seal(plain)
+}
+
+/// `sealed` opened with [`key`].
+pub fn opened(sealed: &crate::secret::Sealed) -> String {
+    key()
+        .open(sealed)
+        .expect("sealed with the test key")
+        .expose()
+        .to_string()
+}
+
 /// Uuid `n` as 32 hex chars.
 pub fn u(n: u32) -> String {
     format!("{n:032x}")
@@ -174,7 +196,7 @@ pub fn make_bs(t: &mut MemTxn, n: u32) -> String {
             url: "/zstack_bs".into(),
             hostname: format!("10.0.0.{n}"),
             username: "root".into(),
-            password: "secret".into(),
+            password: sealed("secret"),
             ssh_port: 22,
         },
     );

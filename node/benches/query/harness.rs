@@ -112,7 +112,7 @@ fn add_bs() -> Command {
             url: "/data/images".into(),
             hostname: "bs1.example.com".into(),
             username: "root".into(),
-            password: "password".into(),
+            password: api::secret::DataKey::generate().seal("password"),
             ssh_port: 22,
         },
         Caller::admin(),

@@ -102,6 +102,8 @@ pub struct Node {
     /// Failed-login counts of the logins this node served (per node by design:
     /// `api::families::identity::backoff`).
     login_backoff: api::families::identity::LoginBackoff,
+    /// Seals the secrets calls carry; opens them for the host agent (`crate::secrets`).
+    data_key: Arc<api::secret::DataKey>,
 }
 
 impl Node {
@@ -118,6 +120,7 @@ impl Node {
         request_timeout: Duration,
         timing: Timing,
         credentials: Arc<Credentials>,
+        data_key: Arc<api::secret::DataKey>,
     ) -> Self {
         let startup_commit = raft
             .metrics()
@@ -149,6 +152,7 @@ impl Node {
             receivers: Arc::new(crate::receivers::Receivers::new(None)),
             credentials,
             login_backoff: Default::default(),
+            data_key,
         }
     }
 
@@ -172,6 +176,11 @@ impl Node {
     pub fn with_host_agent(mut self, host_agent: Arc<dyn HostAgent>) -> Self {
         self.host_agent = host_agent;
         self
+    }
+
+    /// The cluster's data key as this node holds it.
+    pub fn data_key(&self) -> &Arc<api::secret::DataKey> {
+        &self.data_key
     }
 
     /// Identity recorded in the data directory.

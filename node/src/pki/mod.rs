@@ -264,8 +264,7 @@ pub fn new_admin_token() -> String {
 
 /// A new cluster data key file's content.
 pub fn new_data_key() -> Vec<u8> {
-    let key: [u8; 32] = rand::random();
-    format!("{}\n", hex::encode(key)).into_bytes()
+    crate::secrets::new_key_file()
 }
 
 /// SHA-256 of a token.

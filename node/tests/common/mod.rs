@@ -104,6 +104,16 @@ pub fn free_port() -> u16 {
 /// Start node `id` and wait until it reports it started; retried on fresh ports when the
 /// process exits first (another process may grab a port between probing and binding).
 pub fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
+    spawn_env(dir, id, extra, "info,openraft=warn")
+}
+
+/// The data directory of node `id` under `dir`.
+pub fn data_dir(dir: &Path, id: u64) -> std::path::PathBuf {
+    dir.join(format!("n{id}"))
+}
+
+/// [`spawn`] with another `RUST_LOG` filter.
+pub fn spawn_env(dir: &Path, id: u64, extra: &[&str], rust_log: &str) -> Proc {
     let log_path = dir.join(format!("node{id}.log"));
     for _attempt in 0..5 {
         let raft = format!("127.0.0.1:{}", free_port());
@@ -114,7 +124,7 @@ pub fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
-            .arg(dir.join(format!("n{id}")))
+            .arg(data_dir(dir, id))
             .args([
                 "--raft-addr",
                 &raft,
@@ -125,7 +135,7 @@ pub fn spawn(dir: &Path, id: u64, extra: &[&str]) -> Proc {
             ])
             .args(&creds)
             .args(extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

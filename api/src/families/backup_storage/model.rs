@@ -10,6 +10,7 @@ use crate::resource::generic::EnableEvent;
 use crate::resource::generic::EnableState;
 use crate::resource::generic::Rename;
 use crate::resource::relations;
+use crate::secret::Sealed;
 use crate::validate;
 use crate::ApiError;
 use crate::ApplyCtx;
@@ -65,8 +66,8 @@ pub struct BackupStorage {
     pub hostname: String,
     /// SSH user.
     pub username: String,
-    /// SSH password (never shown: `@APINoSee`).
-    pub password: String,
+    /// SSH password, sealed (never shown: `@APINoSee`).
+    pub password: Sealed,
     /// SSH port.
     pub ssh_port: u16,
 }
@@ -97,8 +98,8 @@ pub enum BackupStorageOp {
         hostname: String,
         /// SSH user.
         username: String,
-        /// SSH password.
-        password: String,
+        /// SSH password, sealed by the receiving node.
+        password: Sealed,
         /// SSH port (default 22).
         ssh_port: i64,
     },
@@ -193,7 +194,7 @@ pub(super) fn apply(
             validate::storage_path("url", &url)?;
             validate::hostname("hostname", &hostname)?;
             validate::name("username", &username)?;
-            validate::password(&password)?;
+            password.check("password")?;
             let ssh_port = validate::ssh_port(ssh_port)?;
             resource::refuse_duplicate::<BackupStorage>(txn, &uuid)?;
             for (_, other) in resource::list::<BackupStorage>(txn)? {

@@ -25,7 +25,7 @@ fn add_op(n: u32, host: &str) -> BackupStorageOp {
         url: "/zstack_bs".into(),
         hostname: host.into(),
         username: "root".into(),
-        password: "secret".into(),
+        password: crate::testing::sealed("secret"),
         ssh_port: 22,
     }
 }
@@ -222,5 +222,19 @@ fn refusals_leave_state_unchanged() {
         )),
         "SYS.1006"
     );
+    assert_eq!(t.tables, before);
+}
+
+#[test]
+fn a_password_that_is_not_sealed_is_never_stored() {
+    let mut t = MemTxn::default();
+    let mut op = add_op(1, "10.0.0.1");
+    if let BackupStorageOp::AddImageStore { password, .. } = &mut op {
+        *password = crate::secret::Sealed::from_stored("secret".into());
+    }
+    let before = t.tables.clone();
+    let e = run(&mut t, op).unwrap_err();
+    assert_eq!(e.code(), "SYS.1007");
+    assert!(e.to_string().contains("must be sealed"), "{e}");
     assert_eq!(t.tables, before);
 }

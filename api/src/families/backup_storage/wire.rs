@@ -96,7 +96,7 @@ pub(super) fn add_image_store(p: &PlanInput) -> Result<Plan, Refusal> {
         url: p.required("url")?,
         hostname: p.required("hostname")?,
         username: p.required("username")?,
-        password: p.required("password")?,
+        password: p.sealed("password")?,
         ssh_port: params::int(p.body, "sshPort", p.call)?.unwrap_or(22),
     }))
 }

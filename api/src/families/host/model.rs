@@ -8,6 +8,7 @@ use crate::resource;
 use crate::resource::generic;
 use crate::resource::generic::Rename;
 use crate::resource::relations;
+use crate::secret::Sealed;
 use crate::validate;
 use crate::ApiError;
 use crate::ApplyCtx;
@@ -80,8 +81,8 @@ pub struct Host {
     pub cpu_num: u64,
     /// SSH user (root or a sudoer).
     pub username: String,
-    /// SSH password (`@APINoSee`: kept out of every inventory).
-    pub password: String,
+    /// SSH password, sealed (`@APINoSee`: kept out of every inventory).
+    pub password: Sealed,
     /// SSH port.
     pub ssh_port: u16,
     /// Creation time, ms.
@@ -111,6 +112,7 @@ impl Host {
             management_ip: self.management_ip.clone(),
             ssh_port: self.ssh_port,
             username: self.username.clone(),
+            password: self.password.clone(),
         }
     }
 }
@@ -143,8 +145,8 @@ pub enum HostOp {
         management_ip: String,
         /// SSH user.
         username: String,
-        /// SSH password.
-        password: String,
+        /// SSH password, sealed by the receiving node.
+        password: Sealed,
         /// SSH port (22 when not sent).
         ssh_port: i64,
     },
@@ -160,8 +162,8 @@ pub enum HostOp {
         management_ip: Option<String>,
         /// New SSH user.
         username: Option<String>,
-        /// New SSH password.
-        password: Option<String>,
+        /// New SSH password, sealed by the receiving node.
+        password: Option<Sealed>,
         /// New SSH port.
         ssh_port: Option<i64>,
     },
@@ -285,7 +287,7 @@ pub(super) fn apply(
             generic::check_fields(&uuid, &name, description.as_deref())?;
             validate::hostname("managementIp", &management_ip)?;
             username(&user)?;
-            validate::password(&password)?;
+            password.check("password")?;
             let ssh_port = validate::ssh_port(ssh_port)?;
             // A disabled cluster (or zone) still accepts new hosts (spec 03 §14.5); the new
             // host starts Enabled, as in ZStack.
@@ -355,7 +357,7 @@ pub(super) fn apply(
                 h.username = u;
             }
             if let Some(p) = password {
-                validate::password(&p)?;
+                p.check("password")?;
                 h.password = p;
             }
             if let Some(p) = ssh_port {

@@ -98,7 +98,7 @@ pub fn unreachable_refusal(call: &str, endpoint: &HostEndpoint, cause: &str) -> 
     Refusal::new(
         code,
         format!(
-            "unable to {what} host[{}:{}]: its SSH port cannot be reached: {cause}",
+            "unable to {what} host[{}:{}]: {cause}",
             endpoint.management_ip, endpoint.ssh_port
         ),
     )

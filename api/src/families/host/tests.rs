@@ -59,8 +59,11 @@ fn add_kvm_host_inventory_shape_without_password() {
             r#"{{"username":"root","sshPort":22,"zoneUuid":"{z}","name":"h1","uuid":"{uuid}","clusterUuid":"{c}","description":"d","managementIp":"10.0.0.5","hypervisorType":"KVM","state":"Enabled","status":"Connected","totalCpuCapacity":0,"availableCpuCapacity":0,"cpuSockets":0,"totalMemoryCapacity":0,"availableMemoryCapacity":0,"cpuNum":0,"createDate":"{d}","lastOpDate":"{d}"}}"#
         )
     );
-    // Stored for the agent, shown nowhere.
-    assert_eq!(host(&w, &uuid).password, "secret-pw");
+    // Stored sealed for the agent, shown nowhere.
+    let stored = host(&w, &uuid).password;
+    assert!(stored.as_str().starts_with("zsenc:v1:"), "{stored:?}");
+    assert!(!stored.as_str().contains("secret-pw"));
+    assert_eq!(crate::testing::opened(&stored), "secret-pw");
     let all = hosts(&mut w, json!([]));
     assert_eq!(all.len(), 1);
     assert!(!serde_json::to_string(&all).unwrap().contains("secret-pw"));
@@ -166,7 +169,7 @@ fn update_kvm_host() {
         (
             stored.name.as_str(),
             stored.username.as_str(),
-            stored.password.as_str()
+            crate::testing::opened(&stored.password).as_str()
         ),
         ("renamed", "zstack", "new-pw")
     );
@@ -380,6 +383,7 @@ fn planned(name: &str, body: Value) -> Command {
         now_ms: 9_000,
         new_uuid: "f".repeat(32),
         salt: [0; 16],
+        key: crate::testing::key(),
     };
     match crate::testing::harness::admin_plan(name, body, &stamp) {
         Plan::ProbeThenPropose { command, .. } | Plan::Propose { command, .. } => *command,
@@ -393,17 +397,26 @@ fn probe_target_dry_runs_without_writing() {
     let (_, c) = w.zone_and_cluster();
     let h = add(&mut w, &c, "10.0.0.5");
     let before = w.t.tables.clone();
-    let ep = |ip: &str, port: u16| HostEndpoint {
+    // Sealing draws a fresh nonce, so endpoints compare with their passwords opened.
+    let plain = |e: Option<HostEndpoint>| {
+        e.map(|e| {
+            let pw = crate::testing::opened(&e.password);
+            (e.management_ip, e.ssh_port, e.username, pw)
+        })
+    };
+    let endpoint = |ip: &str, port: u16| HostEndpoint {
         management_ip: ip.into(),
         ssh_port: port,
         username: "root".into(),
+        password: crate::testing::sealed("secret-pw"),
     };
+    let ep = |ip: &str, port: u16| plain(Some(endpoint(ip, port))).unwrap();
     let mut body = add_body(&c, "10.0.0.6");
     body["systemTags"] = json!(["x::y"]);
     let add = planned("AddKVMHost", body);
     assert!(crate::testing::is_tagged_create(&add));
     assert_eq!(
-        probe_target(&mut w.t, 9_000, &add).unwrap(),
+        plain(probe_target(&mut w.t, 9_000, &add).unwrap()),
         Some(ep("10.0.0.6", 2222))
     );
     // Refused by state: no endpoint, the call's own error.
@@ -416,12 +429,12 @@ fn probe_target_dry_runs_without_writing() {
     assert_eq!(probe_target(&mut w.t, 9_000, &same).unwrap(), None);
     let moved = planned("UpdateKVMHost", json!({"uuid": h, "sshPort": 22}));
     assert_eq!(
-        probe_target(&mut w.t, 9_000, &moved).unwrap(),
+        plain(probe_target(&mut w.t, 9_000, &moved).unwrap()),
         Some(ep("10.0.0.5", 22))
     );
     let again = planned("ReconnectHost", json!({"uuid": h}));
     assert_eq!(
-        probe_target(&mut w.t, 9_000, &again).unwrap(),
+        plain(probe_target(&mut w.t, 9_000, &again).unwrap()),
         Some(ep("10.0.0.5", 2222))
     );
     let state = planned(
@@ -431,9 +444,50 @@ fn probe_target_dry_runs_without_writing() {
     assert_eq!(probe_target(&mut w.t, 9_000, &state).unwrap(), None);
     assert_eq!(w.t.tables, before, "the dry run wrote");
 
-    let e = unreachable_refusal("AddKVMHost", &ep("10.0.0.6", 2222), "connection refused");
+    let e = unreachable_refusal(
+        "AddKVMHost",
+        &endpoint("10.0.0.6", 2222),
+        "connection refused",
+    );
     assert_eq!(e.code.as_str(), "HOST.1000");
     assert!(e.details.contains("10.0.0.6:2222") && e.details.contains("connection refused"));
-    let e = unreachable_refusal("ReconnectHost", &ep("10.0.0.6", 22), "timed out");
+    let e = unreachable_refusal("ReconnectHost", &endpoint("10.0.0.6", 22), "timed out");
     assert_eq!(e.code.as_str(), "HOST.1002");
+}
+
+#[test]
+fn passwords_are_sealed_while_planning_and_unsealed_ones_refused() {
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    // The planned command already carries sealed text: the plaintext never reaches a proposal.
+    let cmd = planned("AddKVMHost", add_body(&c, "10.0.0.5"));
+    let text = format!("{cmd:?}");
+    assert!(!text.contains("secret-pw"), "{text}");
+    let Command::Host(h) = cmd.innermost() else {
+        panic!("{cmd:?}")
+    };
+    let HostOp::AddKvm { password, .. } = &*h.op else {
+        panic!()
+    };
+    assert_eq!(crate::testing::opened(password), "secret-pw");
+    // Checked in clear before sealing; the refusal does not quote it.
+    for bad in [json!(""), json!("x".repeat(256))] {
+        let mut body = add_body(&c, "10.0.0.5");
+        body["password"] = bad;
+        w.refuses("AddKVMHost", body, Code::InvalidArgument);
+    }
+    // A command carrying plaintext (a buggy or hostile proposer) is refused by the apply.
+    let mut cmd = planned("AddKVMHost", add_body(&c, "10.0.0.6"));
+    if let Command::Host(h) = &mut cmd {
+        if let HostOp::AddKvm { password, .. } = &mut *h.op {
+            *password = crate::secret::Sealed::from_stored("secret-pw".into());
+        }
+    }
+    let before = w.t.tables.clone();
+    let r = w.apply(cmd);
+    assert!(
+        matches!(&r, crate::Response::Refused(e) if e.code() == "SYS.1007"),
+        "{r:?}"
+    );
+    assert_eq!(w.t.tables, before);
 }

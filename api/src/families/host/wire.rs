@@ -73,7 +73,7 @@ pub(super) fn add_kvm(p: &PlanInput) -> Result<Plan, Refusal> {
             description: p.string("description"),
             management_ip: p.required("managementIp")?,
             username: p.required("username")?,
-            password: p.required("password")?,
+            password: p.sealed("password")?,
             ssh_port: params::int(p.body, "sshPort", p.call)?.unwrap_or(DEFAULT_SSH_PORT),
         },
     ))
@@ -88,7 +88,7 @@ pub(super) fn update_kvm(p: &PlanInput) -> Result<Plan, Refusal> {
             description: p.string("description"),
             management_ip: p.string("managementIp"),
             username: p.string("username"),
-            password: p.string("password"),
+            password: p.sealed_opt("password")?,
             ssh_port: params::int(p.body, "sshPort", p.call)?,
         },
     ))
