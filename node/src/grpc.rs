@@ -150,6 +150,10 @@ impl Cluster for ClusterService {
             .finish()
             .map_err(|e| Status::invalid_argument(format!("received snapshot is invalid: {e}")))?;
         if file_meta != meta {
+            // Verified but not what was announced: refused, so it must not stay on disk.
+            if let Err(e) = std::fs::remove_file(file.path()) {
+                tracing::warn!(path = %file.path().display(), error = %e, "cannot remove a refused snapshot");
+            }
             return Err(Status::invalid_argument(format!(
                 "snapshot file describes {file_meta:?}, sender announced {meta:?}"
             )));
@@ -167,6 +171,13 @@ impl Cluster for ClusterService {
     async fn forward(&self, req: Request<pb::Envelope>) -> Result<Response<pb::Reply>, Status> {
         let timeout = self.node.request_timeout();
         let proposal: Proposal = self.open(req)?;
+        // The state machine decodes the command only when applying it: a command it cannot
+        // decode would be committed and then stop the apply of every replica, so the cluster.
+        if let Err(e) = codec::decode::<api::Command>(&proposal.command) {
+            return Err(Status::invalid_argument(format!(
+                "undecodable command in the forwarded proposal: {e}"
+            )));
+        }
         reply(&self.node.propose_local(proposal, timeout).await)
     }
 
