@@ -52,8 +52,25 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// 2000 cases per property; `FUZZ_CASES=<n>` sets them, `FUZZ_LONG=1` multiplies by 50 (the same
+/// knobs as the node-level fuzzing in node/tests/fuzz_grpc.rs and fuzz_http.rs).
+fn cases() -> u32 {
+    if let Some(n) = std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    let long = std::env::var("FUZZ_LONG").is_ok_and(|v| !v.is_empty() && v != "0");
+    if long {
+        100_000
+    } else {
+        2000
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn envelope_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {

@@ -8,6 +8,7 @@ use openraft::raft::TransferLeaderRequest;
 use openraft::raft::VoteRequest;
 use raft_store::codec;
 use raft_store::openraft;
+use raft_store::LogId;
 use raft_store::Proposal;
 use raft_store::SnapshotMeta;
 use raft_store::TypeConfig;
@@ -121,6 +122,74 @@ pub fn check_peer(
     Ok(())
 }
 
+/// Largest term or log index a peer may name. Real values stay far below (one term per election,
+/// one index per entry); openraft adds one to terms and indexes it is given, which overflows (a
+/// panic in debug builds) for values near `u64::MAX`.
+const MAX_PLAUSIBLE: u64 = u64::MAX >> 2;
+
+fn plausible_log_id(what: &str, id: Option<&LogId>) -> Result<(), Status> {
+    match id {
+        Some(l) if l.index() > MAX_PLAUSIBLE || l.committed_leader_id().term > MAX_PLAUSIBLE => {
+            Err(Status::invalid_argument(format!(
+                "{what} {l} is out of range"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn plausible_vote(vote: &Vote) -> Result<(), Status> {
+    if vote.leader_id.term > MAX_PLAUSIBLE {
+        return Err(Status::invalid_argument(format!(
+            "vote {vote} is out of range"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse an AppendEntries no correct leader sends, before openraft sees it: openraft assumes
+/// its peers follow the protocol (it checks that with debug assertions, which stop the Raft core
+/// of a debug build, and relies on it in release). The entries must follow `prev_log_id` index
+/// by index with increasing log ids, and nothing at or below this node's committed index may be
+/// newer than the committed log id (committed entries never change, so a leader's copy of them
+/// has their terms). The committed id is read from the metrics, which may lag the core: the
+/// check can only be weaker than the core's own state, never refuse a correct request.
+fn check_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    committed: Option<&LogId>,
+) -> Result<(), Status> {
+    plausible_vote(&rpc.vote)?;
+    plausible_log_id("prev_log_id", rpc.prev_log_id.as_ref())?;
+    plausible_log_id("leader_commit", rpc.leader_commit.as_ref())?;
+    let mut prev = rpc.prev_log_id;
+    for e in &rpc.entries {
+        plausible_log_id("entry", Some(&e.log_id))?;
+        let expected = prev.map_or(0, |p| p.index() + 1);
+        if e.log_id.index() != expected || prev.is_some_and(|p| e.log_id <= p) {
+            return Err(Status::invalid_argument(format!(
+                "entry {} does not follow {}",
+                e.log_id,
+                prev.map_or("the start of the log".to_string(), |p| p.to_string())
+            )));
+        }
+        prev = Some(e.log_id);
+    }
+    if let Some(c) = committed {
+        let named = rpc
+            .prev_log_id
+            .iter()
+            .chain(rpc.entries.iter().map(|e| &e.log_id));
+        for id in named {
+            if id.index() <= c.index() && id > c {
+                return Err(Status::invalid_argument(format!(
+                    "{id} contradicts the committed log (committed up to {c})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn reply<T: Serialize>(v: &T) -> Result<Response<pb::Reply>, Status> {
     Ok(Response::new(pb::Reply {
         payload: codec::encode(v),
@@ -138,16 +207,21 @@ impl Cluster for ClusterService {
         req: Request<pb::Envelope>,
     ) -> Result<Response<pb::Reply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.open(req)?;
+        check_append(&rpc, self.node.raft_metrics().local_committed.as_ref())?;
         reply(&stringify(self.node.raft.append_entries(rpc).await))
     }
 
     async fn vote(&self, req: Request<pb::Envelope>) -> Result<Response<pb::Reply>, Status> {
         let rpc: VoteRequest<TypeConfig> = self.open(req)?;
+        plausible_vote(&rpc.vote)?;
+        plausible_log_id("last_log_id", rpc.last_log_id.as_ref())?;
         reply(&stringify(self.node.raft.vote(rpc).await))
     }
 
     async fn pre_vote(&self, req: Request<pb::Envelope>) -> Result<Response<pb::Reply>, Status> {
         let rpc: VoteRequest<TypeConfig> = self.open(req)?;
+        plausible_vote(&rpc.vote)?;
+        plausible_log_id("last_log_id", rpc.last_log_id.as_ref())?;
         reply(&stringify(self.node.raft.pre_vote(rpc).await))
     }
 
@@ -156,6 +230,8 @@ impl Cluster for ClusterService {
         req: Request<pb::Envelope>,
     ) -> Result<Response<pb::Reply>, Status> {
         let rpc: TransferLeaderRequest<TypeConfig> = self.open(req)?;
+        plausible_vote(rpc.from_leader())?;
+        plausible_log_id("last_log_id", rpc.last_log_id())?;
         reply(&stringify(self.node.raft.handle_transfer_leader(rpc).await))
     }
 
@@ -172,6 +248,8 @@ impl Cluster for ClusterService {
         self.check(peer, first.header.as_ref())?;
         let (vote, meta): (Vote, SnapshotMeta) = codec::decode(&first.meta)
             .map_err(|e| Status::invalid_argument(format!("undecodable snapshot meta: {e}")))?;
+        plausible_vote(&vote)?;
+        plausible_log_id("snapshot last_log_id", meta.last_log_id.as_ref())?;
         let mut sink = self
             .node
             .sm
@@ -188,6 +266,10 @@ impl Cluster for ClusterService {
             .finish()
             .map_err(|e| Status::invalid_argument(format!("received snapshot is invalid: {e}")))?;
         if file_meta != meta {
+            // Verified but not what was announced: refused, so it must not stay on disk.
+            if let Err(e) = std::fs::remove_file(file.path()) {
+                tracing::warn!(path = %file.path().display(), error = %e, "cannot remove a refused snapshot");
+            }
             return Err(Status::invalid_argument(format!(
                 "snapshot file describes {file_meta:?}, sender announced {meta:?}"
             )));
@@ -205,6 +287,13 @@ impl Cluster for ClusterService {
     async fn forward(&self, req: Request<pb::Envelope>) -> Result<Response<pb::Reply>, Status> {
         let timeout = self.node.request_timeout();
         let proposal: Proposal = self.open(req)?;
+        // The state machine decodes the command only when applying it: a command it cannot
+        // decode would be committed and then stop the apply of every replica, so the cluster.
+        if let Err(e) = codec::decode::<api::Command>(&proposal.command) {
+            return Err(Status::invalid_argument(format!(
+                "undecodable command in the forwarded proposal: {e}"
+            )));
+        }
         reply(&self.node.propose_local(proposal, timeout).await)
     }
 
@@ -236,6 +325,66 @@ mod tests {
             from,
             to,
         }
+    }
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::testing::log_id::<TypeConfig>(term, 1, index)
+    }
+
+    fn append(prev: Option<LogId>, ids: &[LogId]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(5, 2),
+            prev_log_id: prev,
+            entries: ids
+                .iter()
+                .map(|l| openraft::Entry {
+                    log_id: *l,
+                    payload: openraft::EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: prev,
+        }
+    }
+
+    /// Found by node/tests/fuzz_grpc.rs: an AppendEntries naming a log id newer than the
+    /// committed one at a committed index stopped the Raft core (an openraft debug assertion).
+    #[test]
+    fn append_entries_no_correct_leader_sends_are_refused() {
+        let committed = log_id(3, 10);
+        let ok = |r: &AppendEntriesRequest<TypeConfig>| check_append(r, Some(&committed)).is_ok();
+        // A heartbeat, a catch-up from inside the committed log, new entries after it.
+        assert!(ok(&append(Some(log_id(3, 10)), &[])));
+        assert!(ok(&append(
+            Some(log_id(2, 4)),
+            &[log_id(2, 5), log_id(3, 6)]
+        )));
+        assert!(ok(&append(
+            Some(log_id(3, 10)),
+            &[log_id(5, 11), log_id(5, 12)]
+        )));
+        assert!(ok(&append(None, &[log_id(1, 0), log_id(1, 1)])));
+        // At or below the committed index with a newer term.
+        assert!(!ok(&append(Some(log_id(4, 9)), &[])));
+        assert!(!ok(&append(
+            Some(log_id(3, 8)),
+            &[log_id(3, 9), log_id(4, 10)]
+        )));
+        // Gaps, repeats, decreasing ids, the wrong start.
+        assert!(!ok(&append(Some(log_id(3, 10)), &[log_id(5, 12)])));
+        assert!(!ok(&append(
+            Some(log_id(3, 10)),
+            &[log_id(5, 11), log_id(5, 11)]
+        )));
+        assert!(!ok(&append(Some(log_id(5, 10)), &[log_id(4, 11)])));
+        assert!(!ok(&append(None, &[log_id(1, 3)])));
+        // Terms and indexes openraft would overflow.
+        assert!(!ok(&append(Some(log_id(u64::MAX, 10)), &[])));
+        assert!(!ok(&append(Some(log_id(3, u64::MAX)), &[])));
+        let mut high_vote = append(None, &[]);
+        high_vote.vote = Vote::new(u64::MAX, 2);
+        assert!(!ok(&high_vote));
+        // Before anything is committed only the shape is checked.
+        assert!(check_append(&append(Some(log_id(9, 3)), &[log_id(9, 4)]), None).is_ok());
     }
 
     #[test]

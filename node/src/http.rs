@@ -101,13 +101,19 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             crate::admin_auth::require_admin,
         ));
-    Router::new()
+    let node_routes = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/cluster/ca", get(cluster_ca))
         .route("/cluster/join", post(join))
         .merge(admin)
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            json_errors,
+        ));
+    // The ZStack routes keep ZStack's own error shapes (plain text before the API, spec 06).
+    node_routes
         .merge(crate::zstack_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
@@ -131,6 +137,52 @@ async fn count_requests(
     node.metrics()
         .count_http(&route, &method, resp.status().as_u16());
     resp
+}
+
+/// Longest refusal text of axum's own kept in the JSON error.
+const MAX_REJECTION_TEXT: usize = 4096;
+
+/// axum refuses some requests itself, in plain text: a path or query string that does not
+/// decode, a body over the size limit, a method the route does not serve. The node's own routes
+/// answer every error as `{"error":{code,description,details},"served_by"}`, so such an answer
+/// is rewritten into that shape with its status kept.
+async fn json_errors(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), MAX_REJECTION_TEXT).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let details = if text.is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_string()
+    } else {
+        text
+    };
+    let error = match status.as_u16() {
+        404 => NodeError::NotFound(details),
+        500.. => NodeError::Internal(details),
+        _ => NodeError::BadRequest(details),
+    };
+    let body = ErrorReply {
+        error: ApiErrorBody {
+            code: error.code().to_string(),
+            description: error.description().to_string(),
+            details: error.details().to_string(),
+        },
+        served_by: node.id,
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn not_found(State(node): State<Arc<Node>>, req: Request) -> Response {

@@ -275,20 +275,40 @@ impl SnapshotReader {
     }
 }
 
-/// Receives a snapshot streamed in chunks from a peer into a temporary file.
+/// Receives a snapshot streamed in chunks from a peer into a temporary file. The file is removed
+/// when the sink is dropped before [`SnapshotSink::finish`] verified it: a refused or torn stream
+/// leaves nothing behind (otherwise every refused stream would cost disk until the next start).
 pub struct SnapshotSink {
-    file: BufWriter<File>,
+    /// `None` once `finish` took it.
+    file: Option<BufWriter<File>>,
     path: PathBuf,
     written: u64,
+    /// Set when `finish` handed the verified file on.
+    kept: bool,
+}
+
+impl Drop for SnapshotSink {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        drop(self.file.take());
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a refused incoming snapshot");
+            }
+        }
+    }
 }
 
 impl SnapshotSink {
     pub(crate) fn create(path: PathBuf) -> Result<Self, StoreError> {
         let f = File::create(&path).map_err(StoreError::io("create incoming snapshot", &path))?;
         Ok(Self {
-            file: BufWriter::new(f),
+            file: Some(BufWriter::new(f)),
             path,
             written: 0,
+            kept: false,
         })
     }
 
@@ -306,23 +326,36 @@ impl SnapshotSink {
                 detail: format!("chunk at offset {offset}, expected {}", self.written),
             });
         }
-        self.file
-            .write_all(data)
+        let Some(file) = self.file.as_mut() else {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "incoming snapshot chunk".into(),
+                detail: "the sink is already finished".into(),
+            });
+        };
+        file.write_all(data)
             .map_err(StoreError::io("write incoming snapshot", &self.path))?;
         self.written += data.len() as u64;
         Ok(())
     }
 
     /// Flush, fsync and verify the whole file; only a verified file is handed back.
-    pub fn finish(self) -> Result<(SnapshotFile, SnapshotMeta), StoreError> {
-        let f = self.file.into_inner().map_err(|e| StoreError::Io {
+    pub fn finish(mut self) -> Result<(SnapshotFile, SnapshotMeta), StoreError> {
+        let file = self.file.take().ok_or_else(|| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: "incoming snapshot".into(),
+            detail: "the sink is already finished".into(),
+        })?;
+        let f = file.into_inner().map_err(|e| StoreError::Io {
             op: "flush incoming snapshot",
             path: self.path.clone(),
             source: e.into_error(),
         })?;
         f.sync_all()
             .map_err(StoreError::io("fsync incoming snapshot", &self.path))?;
+        drop(f);
         let (header, _) = SnapshotReader::open(&self.path)?.verify()?;
-        Ok((SnapshotFile::new(self.path), header.meta))
+        self.kept = true;
+        Ok((SnapshotFile::new(self.path.clone()), header.meta))
     }
 }

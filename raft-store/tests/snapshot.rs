@@ -210,6 +210,15 @@ async fn damaged_streams_are_refused_and_change_nothing() {
     let mut sink = b.begin_receive().unwrap();
     sink.write_chunk(0, &bytes[..100]).unwrap();
     assert!(sink.write_chunk(200, &bytes[200..300]).is_err());
+    drop(sink);
+    // None of the refused streams left a temporary file behind (each one used to stay until the
+    // node's next start).
+    let incoming: Vec<_> = std::fs::read_dir(b_dir.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("incoming"))
+        .collect();
+    assert!(incoming.is_empty(), "refused streams left {incoming:?}");
 
     // A verified file whose meta does not match what openraft asks to install.
     let (file, mut meta) = stream_into(&snap.snapshot, &b, 65536, None).unwrap();
