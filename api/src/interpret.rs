@@ -391,6 +391,14 @@ async fn serve<E: Effects>(mut s: Serving<'_, E>, req: ApiRequest) -> Served {
         if let Err(r) = s.barrier().await {
             return s.unwritten(refused_early(spec.kind, &r));
         }
+        // The session was found in local state before the barrier; a logout (or expiry)
+        // committed elsewhere meanwhile must end it here too, so look again now that this node
+        // has caught up: a read is linearizable for its session as well as for its data.
+        if !s.opts.stale_ok && session.is_some() {
+            if let Err(r) = s.fx.caller(spec, session.as_deref(), s.fx.stamp().now_ms) {
+                return s.unwritten(refused_early(spec.kind, &r));
+            }
+        }
     }
     let creates = crate::registry::call(&spec.name).is_some_and(|c| c.creates.is_some());
     match plan {

@@ -68,6 +68,9 @@ struct MemEffects<'a> {
     n: u32,
     who: &'a Who,
     proposals: Cell<u32>,
+    /// A command committed elsewhere that this node applies during its next barrier (how a
+    /// follower catches up with another node's write).
+    arrives: RefCell<Option<Command>>,
 }
 
 impl Effects for MemEffects<'_> {
@@ -86,6 +89,9 @@ impl Effects for MemEffects<'_> {
     }
 
     fn barrier(&self) -> impl Future<Output = Result<(), Refusal>> {
+        if let Some(cmd) = self.arrives.borrow_mut().take() {
+            apply_kept(&mut self.t.borrow_mut(), self.n, cmd);
+        }
         std::future::ready(Ok(()))
     }
 
@@ -211,7 +217,20 @@ pub(crate) fn send(
     n: u32,
     who: &Who,
     name: &str,
+    body: Value,
+) -> Result<Map<String, Value>, Refusal> {
+    send_as_behind(t, n, who, name, body, None)
+}
+
+/// [`send`] on a node that has not applied `arrives` yet: it catches up with it at its first
+/// barrier, as a follower does with a write committed through another node.
+pub(crate) fn send_as_behind(
+    t: &mut MemTxn,
+    n: u32,
+    who: &Who,
+    name: &str,
     mut body: Value,
+    arrives: Option<Command>,
 ) -> Result<Map<String, Value>, Refusal> {
     if let (Who::Session(s), Some(b)) = (who, body.as_object_mut()) {
         b.insert("session".into(), json!({ "uuid": s }));
@@ -223,6 +242,7 @@ pub(crate) fn send(
         n,
         who,
         proposals: Cell::new(0),
+        arrives: RefCell::new(arrives),
     };
     match ready(interpret::run(&fx, spec, req, &CallOptions::default())).outcome {
         Outcome::Done { reply, .. } => fields_of(&reply),

@@ -295,3 +295,31 @@ fn sessions_expire_renew_and_are_capped() {
         IdentityResult::Expired(2)
     );
 }
+
+/// A read on a node that still holds a session another node has just ended: the barrier brings
+/// the logout, and the read is refused (the session is checked again after the barrier).
+#[test]
+fn a_read_after_a_logout_elsewhere_is_refused() {
+    use crate::testing::harness::send_as_behind;
+    use crate::testing::harness::Who;
+    use crate::IntoCommand;
+    let mut t = boot();
+    let login = crate::testing::harness::send(
+        &mut t,
+        2,
+        &Who::As(Caller::admin()),
+        "LogInByAccount",
+        serde_json::json!({"accountName": "admin", "password": DEFAULT_ADMIN_PASSWORD_SHA512}),
+    )
+    .unwrap();
+    let session = login["inventory"]["uuid"].as_str().unwrap().to_string();
+    let who = Who::Session(session.clone());
+    let query = serde_json::json!({"conditions": []});
+    assert!(send_as_behind(&mut t, 3, &who, "QueryZone", query.clone(), None).is_ok());
+    let logout = IdentityOp::DeleteSession { uuid: session }.command(Caller::admin());
+    let r = send_as_behind(&mut t, 4, &who, "QueryZone", query, Some(logout));
+    assert_eq!(
+        r.unwrap_err().code,
+        crate::wire::errors::Code::InvalidSession
+    );
+}
