@@ -317,7 +317,6 @@ fn status_error(to: NodeId, addr: &str, status: tonic::Status, timeout: Duration
     // peer holds no certificate of this cluster's CA (another cluster), or refused ours.
     let m = status.message();
     let tls_refusal = [
-        "invalid peer certificate",
         "certificate",
         "UnknownIssuer",
         "BadCertificate",

@@ -194,7 +194,7 @@ fn node_params(cluster: &str, id: u64, addrs: &[&str]) -> Result<CertificatePara
     p.distinguished_name
         .push(DnType::CommonName, format!("zsnode {id} of {cluster}"));
     let now = time::OffsetDateTime::now_utc();
-    // A minute of slack for peers whose clocks are a little behind.
+    // Five minutes of slack for peers whose clocks are a little behind.
     p.not_before = now - time::Duration::minutes(5);
     p.not_after = now + time::Duration::days(NODE_CERT_DAYS);
     p.key_usages = vec![
