@@ -8,8 +8,8 @@
 //! - [`http`] — ops↔node: the JSON bodies of the node's cluster HTTP API (`/health`, `/cluster`,
 //!   `/kv`), serialised by `zsnode` and decoded by `zsctl`.
 //!
-//! The leader↔agent protocol of the coming host agent (`zsagent`) is added here too, as its own
-//! schema and module beside `cluster`, by the issue that builds the agent.
+//! - [`agent`] — leader↔agent (`zsnode` leader to each host's `zsagent`): `zstack.agent.v1`
+//!   ([`agent::v1`]), its version, port, TLS name and certificate naming.
 //!
 //! This crate depends on no other workspace crate, and must never depend on `raft-store` or
 //! `api`: the host agent will depend on it and must not see the management node's storage or
@@ -18,5 +18,6 @@
 
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod cluster;
 pub mod http;
