@@ -207,6 +207,12 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
         Arc::new(sweepers::session_sweeper()),
         Arc::new(sweepers::api_result_sweeper()),
         Arc::new(sweepers::audit_sweeper()),
+        Arc::new(ha::duties::host_tracker::HostTracker::new(Arc::new(
+            crate::agent_client::TrackerAgents::new(
+                Arc::new(crate::agent_client::AgentClients::new(node.credentials())),
+                proto::agent::DEFAULT_PORT,
+            ),
+        ))),
     ]
 }
 

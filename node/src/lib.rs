@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod admin_auth;
+pub mod agent_client;
 pub mod applier;
 pub mod audit;
 pub mod config;

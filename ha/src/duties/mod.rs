@@ -2,4 +2,5 @@
 //! bootstrap and the sweepers. The management-node registry lives in `crate::registry`.
 
 pub mod executor;
+pub mod host_tracker;
 pub mod sweepers;

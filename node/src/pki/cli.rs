@@ -37,6 +37,16 @@ pub enum PkiCmd {
         #[arg(long, default_value_t = 0)]
         node_id: u64,
     },
+    /// Issue a host agent's certificate and key with the cluster CA, for an agent installed by
+    /// hand or by a package (`zsagent run --pki-dir OUT`); AddKVMHost's deployment issues its own.
+    AgentCert {
+        /// The host's management address (IP or name), as AddKVMHost will name it.
+        #[arg(long)]
+        host: String,
+        /// Directory to write `ca.crt`, `agent.crt` and `agent.key` into (created 0700).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Re-issue this node's certificate and key (restart the node afterwards).
     Renew {
         /// Addresses (host:port) the certificate must name besides localhost.
@@ -79,6 +89,17 @@ pub fn run(cli: PkiCli) -> Result<String, PkiError> {
             Ok(format!(
                 "{}\n",
                 super::token::issue(&c, ttl, node_id, super::token::now_unix())?
+            ))
+        }
+        PkiCmd::AgentCert { host, out } => {
+            let c = super::load(&dir, &cluster, id)?;
+            super::agent::write(&out, &super::agent::issue(&c, &host)?)?;
+            Ok(format!(
+                "wrote {}/{{{},{},{}}} for the agent of {host} in cluster {cluster}\n",
+                out.display(),
+                proto::agent::files::CA_CERT,
+                proto::agent::files::CERT,
+                proto::agent::files::KEY
             ))
         }
         PkiCmd::Renew { addresses } => {

@@ -11,6 +11,7 @@
 //!   name against the id a request claims (`grpc.rs`). Every peer verifies the TLS name
 //!   [`PEER_NAME`], so proxies and NAT between nodes do not break verification.
 
+pub mod agent;
 pub mod cli;
 pub mod join;
 pub mod tls;

@@ -63,6 +63,15 @@ pub fn grpc_client(c: &Credentials) -> ClientTlsConfig {
         .domain_name(PEER_NAME)
 }
 
+/// The client side towards host agents: present this node's certificate (the agent checks it
+/// names a node of the cluster), trust only the cluster CA and require the agents' TLS name.
+pub fn agent_client(c: &Credentials) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&c.ca_pem))
+        .identity(Identity::from_pem(&c.node_cert_pem, &c.node_key_pem))
+        .domain_name(proto::agent::TLS_NAME)
+}
+
 /// A server TLS acceptor for the HTTPS API from a PEM certificate chain and key.
 pub fn https_acceptor(
     cert_pem: &str,

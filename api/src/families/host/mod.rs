@@ -15,6 +15,7 @@ pub(crate) mod tests;
 mod wire;
 
 pub use model::Host;
+pub use model::HostFacts;
 pub use model::HostOp;
 pub use model::HostResult;
 pub use model::HostState;

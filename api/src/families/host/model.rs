@@ -184,6 +184,58 @@ pub enum HostOp {
         /// Host.
         uuid: String,
     },
+    /// The leader's host tracker: the host's agent answered (`Connected`, with the facts it
+    /// reported when they changed) or missed `host/ping.maxFailure` pings (`Disconnected`).
+    /// Never an API call; proposed only as a term-fenced leader command.
+    Track {
+        /// Host.
+        uuid: String,
+        /// What the tracker observed.
+        status: HostStatus,
+        /// The facts of the host's agent, when they are new or changed.
+        facts: Option<HostFacts>,
+    },
+}
+
+/// What a host's agent reports about the machine (from libvirt and `/etc/os-release`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Logical CPUs (threads) the hypervisor schedules.
+    pub cpu_threads: u64,
+    /// CPU sockets.
+    pub cpu_sockets: u64,
+    /// Physical memory, bytes.
+    pub memory_bytes: u64,
+    /// `x86_64`, `aarch64`, ...
+    pub architecture: String,
+    /// e.g. `debian`.
+    pub os_distribution: String,
+    /// e.g. `bookworm`.
+    pub os_release: String,
+    /// e.g. `12`.
+    pub os_version: String,
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Capacity from the facts: `totalCpu = threads × host/cpu.overProvisioning.ratio` (spec 03
+/// §9), memory as reported; nothing is allocated until VMs exist, so available = total.
+fn take_facts(txn: &dyn StateTxn, h: &mut Host, f: &HostFacts) -> Result<(), ApiError> {
+    let ratio =
+        crate::settings::int_value(txn, "host", "cpu.overProvisioning.ratio")?.max(1) as u64;
+    h.cpu_num = f.cpu_threads;
+    h.cpu_sockets = f.cpu_sockets;
+    h.total_cpu_capacity = f.cpu_threads.saturating_mul(ratio);
+    h.available_cpu_capacity = h.total_cpu_capacity;
+    h.total_memory_capacity = f.memory_bytes;
+    h.available_memory_capacity = f.memory_bytes;
+    h.architecture = non_empty(&f.architecture);
+    h.os_distribution = non_empty(&f.os_distribution);
+    h.os_release = non_empty(&f.os_release);
+    h.os_version = non_empty(&f.os_version);
+    Ok(())
 }
 
 /// Answer of a host command.
@@ -396,6 +448,24 @@ pub(super) fn apply(
             h.status = HostStatus::Connected;
             Ok(())
         })?,
+        HostOp::Track {
+            uuid,
+            status,
+            facts,
+        } => {
+            if status == HostStatus::Connecting {
+                return Err(validate::invalid_arg(
+                    "the host tracker reports Connected or Disconnected, never Connecting",
+                ));
+            }
+            generic::modify(txn, ctx, &uuid, |txn, h: &mut Host| {
+                h.status = status;
+                if let Some(f) = &facts {
+                    take_facts(txn, h, f)?;
+                }
+                Ok(())
+            })?
+        }
     };
     Ok(HostResult::Inventory(Box::new(h)))
 }

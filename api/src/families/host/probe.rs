@@ -83,7 +83,7 @@ pub fn probe_target(
             }
             (_, a) => a,
         },
-        HostOp::ChangeState { .. } | HostOp::Delete { .. } => None,
+        HostOp::ChangeState { .. } | HostOp::Delete { .. } | HostOp::Track { .. } => None,
     })
 }
 

@@ -491,3 +491,70 @@ fn passwords_are_sealed_while_planning_and_unsealed_ones_refused() {
     );
     assert_eq!(w.t.tables, before);
 }
+
+fn track(
+    w: &mut Harness,
+    uuid: &str,
+    status: HostStatus,
+    facts: Option<HostFacts>,
+) -> crate::Response {
+    use crate::IntoCommand;
+    let ctx = crate::ApplyCtx {
+        index: 100,
+        term: 1,
+        proposed_at_ms: 9000,
+    };
+    let cmd = HostOp::Track {
+        uuid: uuid.into(),
+        status,
+        facts,
+    }
+    .command(crate::Caller::admin());
+    crate::apply(&mut w.t, &ctx, cmd).expect("apply")
+}
+
+#[test]
+fn the_trackers_reports_set_status_and_real_capacity() {
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    let uuid = add(&mut w, &c, "10.0.0.9");
+    let facts = HostFacts {
+        cpu_threads: 8,
+        cpu_sockets: 2,
+        memory_bytes: 16 << 30,
+        architecture: "x86_64".into(),
+        os_distribution: "debian".into(),
+        os_release: "bookworm".into(),
+        os_version: "12".into(),
+    };
+    track(&mut w, &uuid, HostStatus::Connected, Some(facts));
+    let inv = &hosts(&mut w, json!([{"name": "uuid", "op": "=", "value": uuid}]))[0];
+    // threads × host/cpu.overProvisioning.ratio (default 10).
+    assert_eq!(inv["cpuNum"], 8);
+    assert_eq!(inv["totalCpuCapacity"], 80);
+    assert_eq!(inv["availableCpuCapacity"], 80);
+    assert_eq!(inv["cpuSockets"], 2);
+    assert_eq!(inv["totalMemoryCapacity"], 16u64 << 30);
+    assert_eq!(inv["architecture"], "x86_64");
+    assert_eq!(inv["osDistribution"], "debian");
+    // A missed-ping report keeps the facts and changes only the status.
+    track(&mut w, &uuid, HostStatus::Disconnected, None);
+    let h = host(&w, &uuid);
+    assert_eq!((h.status, h.cpu_num), (HostStatus::Disconnected, 8));
+    // Never Connecting, and never for a host that is gone.
+    assert!(matches!(
+        track(&mut w, &uuid, HostStatus::Connecting, None).innermost(),
+        crate::Response::Refused(_)
+    ));
+    assert!(matches!(
+        track(
+            &mut w,
+            "0123456789abcdef0123456789abcdef",
+            HostStatus::Connected,
+            None
+        )
+        .innermost(),
+        crate::Response::Refused(_)
+    ));
+    assert_eq!(host(&w, &uuid).status, HostStatus::Disconnected);
+}

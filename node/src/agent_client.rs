@@ -1,0 +1,353 @@
+//! The leader's client of host agents (`zsagent`, `proto::agent`): mutual TLS with this node's
+//! certificate, one lazily connected channel per agent address, and every request stamped with
+//! the caller's Raft term and node id. Only leader duties and flow receivers call it, always
+//! with their own term, so an agent that has seen a newer leader refuses a deposed one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use proto::agent::v1 as pb;
+use proto::agent::v1::agent_client::AgentClient;
+use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
+use tonic::transport::Endpoint;
+use tonic::Code;
+
+use crate::pki::Credentials;
+
+/// Bound on connecting to an agent (a dead host must not hold a ping round).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why an agent call has no answer to use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentCallError {
+    /// The agent answered with a refusal: it will not do it (stale term, another cluster or
+    /// host, bad request). Definite: asking again with the same term gets the same answer.
+    #[error("agent {addr} refused: {message}")]
+    Refused {
+        /// `ip:port` of the agent.
+        addr: String,
+        /// Its message.
+        message: String,
+    },
+    /// The agent refused because it has seen a newer leader: this node must stop driving it.
+    #[error("agent {addr} has seen a newer leader: {message}")]
+    StaleTerm {
+        /// `ip:port`.
+        addr: String,
+        /// Its message (names both terms).
+        message: String,
+    },
+    /// No definite answer: unreachable, handshake failed, timed out, or the agent failed
+    /// internally. It may or may not have happened.
+    #[error("agent {addr} unreachable: {message}")]
+    Unreachable {
+        /// `ip:port`.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl AgentCallError {
+    /// Whether the call may have happened and is worth asking again (with the same key).
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, AgentCallError::Unreachable { .. })
+    }
+}
+
+/// Where an agent is and which host it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTarget {
+    /// `host:port` of the agent's gRPC port.
+    pub addr: String,
+    /// The host's uuid in the cluster ("" only before the first attach of a pre-installed
+    /// agent).
+    pub host_uuid: String,
+}
+
+/// The agents this node talks to.
+pub struct AgentClients {
+    cluster_id: String,
+    node_id: u64,
+    tls: ClientTlsConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl std::fmt::Debug for AgentClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClients")
+            .field("cluster_id", &self.cluster_id)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn status_error(addr: &str, s: tonic::Status) -> AgentCallError {
+    let addr = addr.to_string();
+    let message = s.message().to_string();
+    match s.code() {
+        // The agent's term refusal (see agent.proto): FAILED_PRECONDITION naming the terms.
+        Code::FailedPrecondition if message.contains("term") => {
+            AgentCallError::StaleTerm { addr, message }
+        }
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::OutOfRange
+        | Code::Unimplemented => AgentCallError::Refused { addr, message },
+        _ => AgentCallError::Unreachable {
+            addr,
+            message: format!("{:?}: {message}", s.code()),
+        },
+    }
+}
+
+impl AgentClients {
+    /// Clients speaking for node `c.node_id` of `c.cluster_id`.
+    pub fn new(c: &Credentials) -> Self {
+        Self {
+            cluster_id: c.cluster_id.clone(),
+            node_id: c.node_id,
+            tls: crate::pki::tls::agent_client(c),
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, AgentCallError> {
+        let mut map = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let bad = |message: String| AgentCallError::Refused {
+            addr: addr.to_string(),
+            message,
+        };
+        let ep = Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| bad(format!("bad agent address: {e}")))?
+            .tls_config(self.tls.clone())
+            .map_err(|e| bad(format!("TLS configuration: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        let ch = ep.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// The header of a request for `host_uuid` under `term`.
+    pub fn header(&self, term: u64, host_uuid: &str) -> pb::Header {
+        pb::Header {
+            cluster_id: self.cluster_id.clone(),
+            protocol_version: proto::agent::PROTOCOL_VERSION,
+            term,
+            leader_id: self.node_id,
+            host_uuid: host_uuid.to_string(),
+        }
+    }
+
+    fn client(&self, t: &AgentTarget) -> Result<AgentClient<Channel>, AgentCallError> {
+        Ok(AgentClient::new(self.channel(&t.addr)?))
+    }
+
+    /// Bind the agent to `host_uuid` and read its facts.
+    pub async fn attach(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<pb::AttachReply, AgentCallError> {
+        let mut req = tonic::Request::new(pb::AttachRequest {
+            // A pre-installed agent is not bound yet: the header names no host until it is.
+            header: Some(self.header(term, "")),
+            host_uuid: t.host_uuid.clone(),
+        });
+        req.set_timeout(timeout);
+        let r = self
+            .client(t)?
+            .attach(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner();
+        Ok(r)
+    }
+
+    /// One ping: liveness, the domain list if it changed since `known_domains_version`, and
+    /// the capacity of the host's primary storages.
+    pub async fn ping(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        known_domains_version: u64,
+        timeout: Duration,
+    ) -> Result<pb::PingReply, AgentCallError> {
+        let mut req = tonic::Request::new(pb::PingRequest {
+            header: Some(self.header(term, &t.host_uuid)),
+            known_domains_version,
+        });
+        req.set_timeout(timeout);
+        let r = self
+            .client(t)?
+            .ping(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner();
+        if r.host_uuid != t.host_uuid {
+            return Err(AgentCallError::Refused {
+                addr: t.addr.clone(),
+                message: format!(
+                    "answered for host {:?}, not {:?}: another host's agent is at this address",
+                    r.host_uuid, t.host_uuid
+                ),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Make a primary storage usable on the host and measure it.
+    pub async fn prepare_primary_storage(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        request: pb::PreparePrimaryStorageRequest,
+        timeout: Duration,
+    ) -> Result<pb::StorageCapacity, AgentCallError> {
+        let mut request = request;
+        request.header = Some(self.header(term, &t.host_uuid));
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(timeout);
+        self.client(t)?
+            .prepare_primary_storage(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner()
+            .capacity
+            .ok_or_else(|| AgentCallError::Refused {
+                addr: t.addr.clone(),
+                message: "answered without a capacity".into(),
+            })
+    }
+}
+
+/// The agents as a shared handle.
+pub type SharedAgents = Arc<AgentClients>;
+
+/// The facts of an attach reply in the model's terms.
+pub fn facts_of(r: &pb::AttachReply) -> api::families::host::HostFacts {
+    let f = r.facts.clone().unwrap_or_default();
+    api::families::host::HostFacts {
+        cpu_threads: u64::from(f.cpu_threads),
+        cpu_sockets: u64::from(f.cpu_sockets),
+        memory_bytes: f.memory_bytes,
+        architecture: f.architecture,
+        os_distribution: f.os_distribution,
+        os_release: f.os_release,
+        os_version: f.os_version,
+    }
+}
+
+/// The host tracker's edge: agents at `<managementIp>:<port>` over [`AgentClients`].
+pub struct TrackerAgents {
+    clients: SharedAgents,
+    port: u16,
+}
+
+impl TrackerAgents {
+    /// Agents listening on `port` of each host's management address.
+    pub fn new(clients: SharedAgents, port: u16) -> Self {
+        Self { clients, port }
+    }
+
+    fn target(&self, h: &ha::duties::host_tracker::TrackedHost) -> AgentTarget {
+        let ip = &h.management_ip;
+        // An IPv6 literal needs brackets in an authority.
+        let addr = if ip.contains(':') {
+            format!("[{ip}]:{}", self.port)
+        } else {
+            format!("{ip}:{}", self.port)
+        };
+        AgentTarget {
+            addr,
+            host_uuid: h.uuid.clone(),
+        }
+    }
+}
+
+fn tracker_failure(e: AgentCallError) -> ha::duties::host_tracker::AgentFailure {
+    use ha::duties::host_tracker::AgentFailure;
+    match e {
+        AgentCallError::StaleTerm { .. } => AgentFailure::StaleTerm(e.to_string()),
+        _ => AgentFailure::Missed(e.to_string()),
+    }
+}
+
+impl ha::duties::host_tracker::HostAgents for TrackerAgents {
+    fn attach(
+        &self,
+        host: &ha::duties::host_tracker::TrackedHost,
+        term: u64,
+        timeout: Duration,
+    ) -> ha::BoxFuture<
+        'static,
+        Result<ha::duties::host_tracker::Attached, ha::duties::host_tracker::AgentFailure>,
+    > {
+        let clients = self.clients.clone();
+        let target = self.target(host);
+        Box::pin(async move {
+            let r = clients
+                .attach(&target, term, timeout)
+                .await
+                .map_err(tracker_failure)?;
+            Ok(ha::duties::host_tracker::Attached {
+                facts: facts_of(&r),
+                boot_id: r.boot_id,
+            })
+        })
+    }
+
+    fn ping(
+        &self,
+        host: &ha::duties::host_tracker::TrackedHost,
+        term: u64,
+        timeout: Duration,
+    ) -> ha::BoxFuture<'static, Result<String, ha::duties::host_tracker::AgentFailure>> {
+        let clients = self.clients.clone();
+        let target = self.target(host);
+        Box::pin(async move {
+            clients
+                .ping(&target, term, 0, timeout)
+                .await
+                .map(|r| r.boot_id)
+                .map_err(tracker_failure)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_definite_and_transport_failures_are_not() {
+        let stale = status_error(
+            "a:1",
+            tonic::Status::failed_precondition("stale leader term 3: this agent has seen term 5"),
+        );
+        assert!(matches!(stale, AgentCallError::StaleTerm { .. }));
+        assert!(!stale.is_indeterminate());
+        let other = status_error("a:1", tonic::Status::failed_precondition("bound to host x"));
+        assert!(matches!(other, AgentCallError::Refused { .. }));
+        assert!(
+            status_error("a:1", tonic::Status::unavailable("connection refused"))
+                .is_indeterminate()
+        );
+        assert!(status_error("a:1", tonic::Status::deadline_exceeded("t")).is_indeterminate());
+    }
+}
