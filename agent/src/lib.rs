@@ -1,0 +1,2 @@
+//! `zsagent`: the agent on every KVM host, driven only by the management cluster's Raft leader
+//! over mutual TLS (`proto::agent`).

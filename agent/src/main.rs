@@ -1,0 +1,3 @@
+//! `zsagent` command line.
+
+fn main() {}
