@@ -1,2 +1,18 @@
 //! `zsagent`: the agent on every KVM host, driven only by the management cluster's Raft leader
 //! over mutual TLS (`proto::agent`).
+//!
+//! - [`service`]: the gRPC service: header checks (cluster, protocol, the caller's
+//!   certificate), term fencing ([`term`]), the host binding, domain-list versions.
+//! - [`backend`]: the host behind a trait: [`libvirt`] (the `virt` crate; production and the
+//!   demo) or [`simulated`] (in-memory hosts for scale tests).
+//! - [`storage`]: primary storage directories, NFS mounts, `statvfs` capacity.
+//! - [`tls`]: the agent's credentials from the cluster CA and the caller's identity.
+
+pub mod backend;
+pub mod durable;
+pub mod libvirt;
+pub mod service;
+pub mod simulated;
+pub mod storage;
+pub mod term;
+pub mod tls;

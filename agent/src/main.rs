@@ -1,3 +1,229 @@
-//! `zsagent` command line.
+//! `zsagent` command line: `run` serves the leader; `facts` prints what libvirt reports;
+//! `test-host-xml` writes a libvirt test-driver host description.
 
-fn main() {}
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use agent::backend::HostBackend;
+use agent::libvirt::LibvirtBackend;
+use agent::service::AgentService;
+use agent::service::HostSlot;
+use agent::service::Hosts;
+use agent::simulated::SimulatedBackend;
+use agent::storage::SystemMounter;
+use agent::term::TermStore;
+use agent::tls::AgentCredentials;
+use clap::Parser;
+use clap::Subcommand;
+use proto::agent::v1::agent_server::AgentServer;
+
+#[derive(Parser)]
+#[command(
+    name = "zsagent",
+    version,
+    about = "Host agent of the ZStack-style cloud"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the management cluster's leader.
+    Run {
+        /// Address to listen on (the host's management IP).
+        #[arg(long, default_value = "0.0.0.0:7272")]
+        listen: SocketAddr,
+        /// The agent's state: term, host binding, prepared storages.
+        #[arg(long, default_value = "/var/lib/zstack/agent")]
+        data_dir: PathBuf,
+        /// The agent's credentials (ca.crt, agent.crt, agent.key); default DATA_DIR/pki.
+        #[arg(long)]
+        pki_dir: Option<PathBuf>,
+        /// libvirt URI: qemu:///system on a KVM host; test:///default or test:///<host.xml>
+        /// in tests and the demo.
+        #[arg(long, default_value = "qemu:///system")]
+        libvirt_uri: String,
+        /// Serve N simulated hosts instead of this machine, on N consecutive addresses starting
+        /// at --listen (scale tests only).
+        #[arg(long)]
+        simulate: Option<u32>,
+    },
+    /// Print the host facts libvirt reports, as JSON.
+    Facts {
+        /// libvirt URI.
+        #[arg(long, default_value = "qemu:///system")]
+        libvirt_uri: String,
+    },
+    /// Print a libvirt test-driver host description (use as test:///<file>).
+    TestHostXml {
+        /// CPU sockets.
+        #[arg(long, default_value_t = 1)]
+        sockets: u32,
+        /// Cores per socket.
+        #[arg(long, default_value_t = 4)]
+        cores: u32,
+        /// Threads per core.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 16384)]
+        memory_mib: u64,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("zsagent: {msg}");
+    ExitCode::FAILURE
+}
+
+fn nth_ip(base: IpAddr, n: u32) -> Option<IpAddr> {
+    match base {
+        IpAddr::V4(v4) => u32::from(v4).checked_add(n).map(|x| IpAddr::V4(x.into())),
+        IpAddr::V6(v6) => u128::from(v6)
+            .checked_add(u128::from(n))
+            .map(|x| IpAddr::V6(x.into())),
+    }
+}
+
+async fn run(
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    pki_dir: Option<PathBuf>,
+    libvirt_uri: String,
+    simulate: Option<u32>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let pki_dir = pki_dir.unwrap_or_else(|| data_dir.join("pki"));
+    let creds = AgentCredentials::load(&pki_dir).map_err(|e| e.to_string())?;
+    let term = TermStore::open(data_dir.join("term")).map_err(|e| e.to_string())?;
+    let mut addrs = vec![listen];
+    let hosts = match simulate {
+        None => {
+            let backend: Arc<dyn HostBackend> = Arc::new(
+                LibvirtBackend::open(&libvirt_uri, Box::new(SystemMounter))
+                    .map_err(|e| e.to_string())?,
+            );
+            let slot = HostSlot::new(backend, Some(data_dir.clone()))
+                .map_err(|e| format!("agent state in {}: {e}", data_dir.display()))?;
+            Hosts::Single(Arc::new(slot))
+        }
+        Some(n) => {
+            addrs.clear();
+            let mut m = HashMap::new();
+            for i in 0..n {
+                let ip = nth_ip(listen.ip(), i)
+                    .ok_or_else(|| format!("{n} addresses from {} overflow", listen.ip()))?;
+                let backend: Arc<dyn HostBackend> =
+                    Arc::new(SimulatedBackend::new(&ip.to_string()));
+                let slot = HostSlot::new(backend, None).map_err(|e| e.to_string())?;
+                m.insert(ip, Arc::new(slot));
+                addrs.push(SocketAddr::new(ip, listen.port()));
+            }
+            Hosts::ByAddress(m)
+        }
+    };
+    let svc = AgentService::new(&creds.cluster_id, term, hosts);
+    let mut listeners = Vec::new();
+    for a in &addrs {
+        let l = tokio::net::TcpListener::bind(a)
+            .await
+            .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+        listeners.push(tokio_stream::wrappers::TcpListenerStream::new(l));
+    }
+    let incoming = futures::stream::select_all(listeners);
+    tracing::info!(
+        cluster = %creds.cluster_id,
+        host = %creds.host,
+        listen = %listen,
+        hosts = addrs.len(),
+        boot_id = svc.boot_id(),
+        "zsagent serving"
+    );
+    println!(
+        "zsagent listening on {listen} ({} host{}), cluster {}",
+        addrs.len(),
+        if addrs.len() == 1 { "" } else { "s" },
+        creds.cluster_id
+    );
+    tonic::transport::Server::builder()
+        .tls_config(creds.server_tls())
+        .map_err(|e| format!("TLS: {e}"))?
+        .add_service(AgentServer::new(svc))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("serving: {e}"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // libvirt prints every error to stderr on its own; ours carry them with context.
+    virt::error::clear_error_callback();
+    match Cli::parse().cmd {
+        Cmd::Run {
+            listen,
+            data_dir,
+            pki_dir,
+            libvirt_uri,
+            simulate,
+        } => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("tokio runtime: {e}")),
+            };
+            match rt.block_on(run(listen, data_dir, pki_dir, libvirt_uri, simulate)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Facts { libvirt_uri } => {
+            let facts =
+                LibvirtBackend::open(&libvirt_uri, Box::new(SystemMounter)).and_then(|b| b.facts());
+            match facts {
+                Ok(f) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "hostname": f.hostname, "architecture": f.architecture,
+                            "cpuModel": f.cpu_model, "cpuThreads": f.cpu_threads,
+                            "cpuSockets": f.cpu_sockets, "coresPerSocket": f.cpu_cores_per_socket,
+                            "threadsPerCore": f.cpu_threads_per_core, "cpuMhz": f.cpu_mhz,
+                            "memoryBytes": f.memory_bytes, "hypervisor": f.hypervisor_type,
+                            "hypervisorVersion": f.hypervisor_version,
+                            "libvirtVersion": f.libvirt_version,
+                            "virtualization": f.virtualization, "os": f.os_distribution,
+                            "osRelease": f.os_release, "osVersion": f.os_version,
+                        })
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::TestHostXml {
+            sockets,
+            cores,
+            threads,
+            memory_mib,
+        } => {
+            print!(
+                "{}",
+                agent::libvirt::test_host_xml(sockets, cores, threads, memory_mib)
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -90,7 +90,7 @@ fn status_error(addr: &str, s: tonic::Status) -> AgentCallError {
     let message = s.message().to_string();
     match s.code() {
         // The agent's term refusal (see agent.proto): FAILED_PRECONDITION naming the terms.
-        Code::FailedPrecondition if message.contains("term") => {
+        Code::FailedPrecondition if message.starts_with("stale leader term") => {
             AgentCallError::StaleTerm { addr, message }
         }
         Code::InvalidArgument

@@ -1,0 +1,423 @@
+//! The gRPC service the leader drives (`zstack.agent.v1.Agent`).
+//!
+//! Every request passes the same gate before it does anything: a header of this cluster and
+//! protocol version, a client certificate naming the node the header claims as leader, then the
+//! term check (which persists a newer term before the request proceeds). Only then is the host
+//! binding checked and the call served. A simulator serves many hosts, one per listening address,
+//! selected by the address the caller connected to.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use proto::agent::v1 as pb;
+use proto::agent::v1::agent_server::Agent;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use crate::backend::BackendError;
+use crate::backend::HostBackend;
+use crate::backend::StorageKind;
+use crate::backend::StorageSpec;
+use crate::durable;
+use crate::term::TermError;
+use crate::term::TermStore;
+use crate::tls::node_of;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{what}: {e}"))
+}
+
+/// Which host record this agent serves: kept in a file on a real host (so a second cluster
+/// record for the same machine is refused after restarts too), in memory for a simulated one.
+#[derive(Debug)]
+struct Binding {
+    file: Option<PathBuf>,
+    uuid: Mutex<Option<String>>,
+}
+
+impl Binding {
+    fn open(file: Option<PathBuf>) -> std::io::Result<Self> {
+        let uuid = match &file {
+            Some(f) => durable::read(f)?.map(|s| s.trim().to_string()),
+            None => None,
+        };
+        Ok(Self {
+            file,
+            uuid: Mutex::new(uuid.filter(|u| !u.is_empty())),
+        })
+    }
+
+    fn bind(&self, host_uuid: &str) -> Result<(), Status> {
+        let mut g = lock(&self.uuid);
+        match g.as_deref() {
+            Some(u) if u == host_uuid => Ok(()),
+            Some(u) => Err(Status::failed_precondition(format!(
+                "this agent already serves host {u}, not {host_uuid}: delete that host first (or remove the agent's host-uuid file when the record is gone)"
+            ))),
+            None => {
+                if let Some(f) = &self.file {
+                    durable::write(f, format!("{host_uuid}\n").as_bytes())
+                        .map_err(|e| internal(&format!("writing {}", f.display()), e))?;
+                }
+                *g = Some(host_uuid.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn check(&self, host_uuid: &str) -> Result<(), Status> {
+        match lock(&self.uuid).as_deref() {
+            Some(u) if u == host_uuid => Ok(()),
+            Some(u) => Err(Status::failed_precondition(format!(
+                "this agent serves host {u}, not {host_uuid}"
+            ))),
+            None => Err(Status::failed_precondition(format!(
+                "this agent is not attached to host {host_uuid} yet: attach it first"
+            ))),
+        }
+    }
+}
+
+/// The domain list as last reported, and its version.
+#[derive(Debug)]
+struct DomainView {
+    version: u64,
+    domains: Vec<pb::Domain>,
+}
+
+/// One host the process serves.
+pub struct HostSlot {
+    backend: Arc<dyn HostBackend>,
+    binding: Binding,
+    storages_file: Option<PathBuf>,
+    storages: Mutex<BTreeMap<String, StorageSpec>>,
+    view: Mutex<DomainView>,
+}
+
+impl std::fmt::Debug for HostSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostSlot")
+            .field("binding", &self.binding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostSlot {
+    /// A host whose binding and storages live in `data_dir` (`None`: in memory).
+    pub fn new(backend: Arc<dyn HostBackend>, data_dir: Option<PathBuf>) -> std::io::Result<Self> {
+        let storages_file = data_dir.as_ref().map(|d| d.join("storages.json"));
+        let storages = match &storages_file {
+            Some(f) => match durable::read(f)? {
+                Some(s) => serde_json::from_str::<Vec<StorageSpec>>(&s)
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{}: {e}", f.display()),
+                        )
+                    })?
+                    .into_iter()
+                    .map(|s| (s.uuid.clone(), s))
+                    .collect(),
+                None => BTreeMap::new(),
+            },
+            None => BTreeMap::new(),
+        };
+        // Versions restart from a random base on every start, so a version the leader holds from
+        // an earlier run of this agent never matches by accident.
+        let version = (u64::from(rand::random::<u32>()) << 32) | 1;
+        Ok(Self {
+            backend,
+            binding: Binding::open(data_dir.map(|d| d.join("host-uuid")))?,
+            storages_file,
+            storages: Mutex::new(storages),
+            view: Mutex::new(DomainView {
+                version,
+                domains: Vec::new(),
+            }),
+        })
+    }
+
+    /// The backend (tests put domains on simulated hosts through it).
+    pub fn backend(&self) -> &Arc<dyn HostBackend> {
+        &self.backend
+    }
+
+    /// Re-list domains; the version moves when anything changed.
+    fn refresh(&self) -> Result<(u64, Vec<pb::Domain>), BackendError> {
+        let now = self.backend.domains()?;
+        let mut v = lock(&self.view);
+        if now != v.domains {
+            v.version += 1;
+            v.domains = now;
+        }
+        Ok((v.version, v.domains.clone()))
+    }
+
+    fn capacities(&self) -> Vec<pb::StorageCapacity> {
+        let specs: Vec<StorageSpec> = lock(&self.storages).values().cloned().collect();
+        specs
+            .iter()
+            .map(|s| self.backend.storage_capacity(s))
+            .collect()
+    }
+
+    fn remember(&self, s: StorageSpec) -> Result<(), Status> {
+        let mut g = lock(&self.storages);
+        if g.get(&s.uuid) == Some(&s) {
+            return Ok(());
+        }
+        let mut next = g.clone();
+        next.insert(s.uuid.clone(), s);
+        if let Some(f) = &self.storages_file {
+            let json = serde_json::to_vec_pretty(&next.values().collect::<Vec<_>>())
+                .map_err(|e| internal("encoding storages", e))?;
+            durable::write(f, &json)
+                .map_err(|e| internal(&format!("writing {}", f.display()), e))?;
+        }
+        *g = next;
+        Ok(())
+    }
+}
+
+/// The hosts of this process.
+#[derive(Debug)]
+pub enum Hosts {
+    /// A real agent: one host, whatever address the caller used.
+    Single(Arc<HostSlot>),
+    /// A simulator: one host per listening address.
+    ByAddress(HashMap<IpAddr, Arc<HostSlot>>),
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cluster_id: String,
+    boot_id: String,
+    term: TermStore,
+    hosts: Hosts,
+}
+
+/// Run `f` on the slot, off the async workers when the backend blocks.
+async fn on_slot<T: Send + 'static>(
+    slot: &Arc<HostSlot>,
+    f: impl FnOnce(&HostSlot) -> T + Send + 'static,
+) -> Result<T, Status> {
+    if slot.backend.blocking() {
+        let s = slot.clone();
+        tokio::task::spawn_blocking(move || f(&s))
+            .await
+            .map_err(|e| internal("agent task", e))
+    } else {
+        Ok(f(slot))
+    }
+}
+
+fn backend_status(e: BackendError) -> Status {
+    Status::unavailable(e.0)
+}
+
+impl AgentService {
+    /// A service for `cluster_id` keeping its term in `term` and serving `hosts`.
+    pub fn new(cluster_id: &str, term: TermStore, hosts: Hosts) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cluster_id: cluster_id.to_string(),
+                boot_id: format!("{:032x}", rand::random::<u128>()),
+                term,
+                hosts,
+            }),
+        }
+    }
+
+    /// This process's boot id.
+    pub fn boot_id(&self) -> &str {
+        &self.inner.boot_id
+    }
+
+    /// The gate every request passes: who is calling, with which term, about which host slot.
+    fn admit<T>(
+        &self,
+        req: &Request<T>,
+        header: Option<&pb::Header>,
+    ) -> Result<(Arc<HostSlot>, u64), Status> {
+        let h = header.ok_or_else(|| Status::invalid_argument("request has no header"))?;
+        if h.protocol_version != proto::agent::PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "caller speaks agent protocol version {}, this agent speaks {}: upgrade the older side",
+                h.protocol_version,
+                proto::agent::PROTOCOL_VERSION
+            )));
+        }
+        if h.cluster_id != self.inner.cluster_id {
+            return Err(Status::permission_denied(format!(
+                "this agent belongs to cluster {:?}, not {:?}",
+                self.inner.cluster_id, h.cluster_id
+            )));
+        }
+        let certs = req.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("no client certificate: the agent needs mutual TLS with a management node's certificate")
+        })?;
+        let cert = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        let (cluster, node) = node_of(cert).map_err(Status::unauthenticated)?;
+        if cluster != self.inner.cluster_id {
+            return Err(Status::permission_denied(format!(
+                "client certificate is for cluster {cluster:?}, not {:?}",
+                self.inner.cluster_id
+            )));
+        }
+        if node != h.leader_id {
+            return Err(Status::permission_denied(format!(
+                "client certificate names node {node}, but the request claims leader {}",
+                h.leader_id
+            )));
+        }
+        let slot = match &self.inner.hosts {
+            Hosts::Single(s) => s.clone(),
+            Hosts::ByAddress(m) => {
+                let ip = req
+                    .local_addr()
+                    .map(|a| a.ip())
+                    .ok_or_else(|| internal("simulator", "no local address on the connection"))?;
+                m.get(&ip)
+                    .cloned()
+                    .ok_or_else(|| Status::not_found(format!("no simulated host at {ip}")))?
+            }
+        };
+        let term = self.inner.term.observe(h.term).map_err(|e| match e {
+            TermError::Stale { .. } => Status::failed_precondition(e.to_string()),
+            other => Status::unavailable(other.to_string()),
+        })?;
+        Ok((slot, term))
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn attach(
+        &self,
+        req: Request<pb::AttachRequest>,
+    ) -> Result<Response<pb::AttachReply>, Status> {
+        let (slot, term) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let host_uuid = req.get_ref().host_uuid.clone();
+        if host_uuid.is_empty() {
+            return Err(Status::invalid_argument("attach names no host uuid"));
+        }
+        slot.binding.bind(&host_uuid)?;
+        let facts = on_slot(&slot, |s| s.backend.facts())
+            .await?
+            .map_err(backend_status)?;
+        tracing::info!(host = %host_uuid, term, "attached");
+        Ok(Response::new(pb::AttachReply {
+            facts: Some(facts),
+            boot_id: self.inner.boot_id.clone(),
+            term,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingReply>, Status> {
+        let (slot, term) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let host_uuid = req
+            .get_ref()
+            .header
+            .as_ref()
+            .map(|h| h.host_uuid.clone())
+            .unwrap_or_default();
+        slot.binding.check(&host_uuid)?;
+        let known = req.get_ref().known_domains_version;
+        let (listed, storages) = on_slot(&slot, |s| (s.refresh(), s.capacities())).await?;
+        let (version, domains) = listed.map_err(backend_status)?;
+        let unchanged = known == version;
+        Ok(Response::new(pb::PingReply {
+            host_uuid,
+            boot_id: self.inner.boot_id.clone(),
+            term,
+            domains_version: version,
+            domains: if unchanged { Vec::new() } else { domains },
+            domains_unchanged: unchanged,
+            storages,
+        }))
+    }
+
+    async fn list_domains(
+        &self,
+        req: Request<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let host_uuid = req
+            .get_ref()
+            .header
+            .as_ref()
+            .map(|h| h.host_uuid.clone())
+            .unwrap_or_default();
+        slot.binding.check(&host_uuid)?;
+        let (version, domains) = on_slot(&slot, |s| s.refresh())
+            .await?
+            .map_err(backend_status)?;
+        Ok(Response::new(pb::ListDomainsReply {
+            domains_version: version,
+            domains,
+        }))
+    }
+
+    async fn prepare_primary_storage(
+        &self,
+        req: Request<pb::PreparePrimaryStorageRequest>,
+    ) -> Result<Response<pb::PreparePrimaryStorageReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.get_ref();
+        let host_uuid = r
+            .header
+            .as_ref()
+            .map(|h| h.host_uuid.clone())
+            .unwrap_or_default();
+        slot.binding.check(&host_uuid)?;
+        let kind = StorageKind::parse(&r.r#type).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "primary storage type {:?} is not one this agent prepares (LocalStorage, SharedMountPoint, NFS)",
+                r.r#type
+            ))
+        })?;
+        if r.primary_storage_uuid.is_empty() {
+            return Err(Status::invalid_argument("no primary storage uuid"));
+        }
+        let spec = StorageSpec {
+            uuid: r.primary_storage_uuid.clone(),
+            kind,
+            url: r.url.clone(),
+            mount_point: if kind == StorageKind::Nfs {
+                r.mount_point.clone()
+            } else {
+                r.url.clone()
+            },
+        };
+        let s2 = spec.clone();
+        let (prepared, cap) = on_slot(&slot, move |s| {
+            let p = s.backend.prepare_storage(&s2);
+            let c = s.backend.storage_capacity(&s2);
+            (p, c)
+        })
+        .await?;
+        prepared.map_err(|e| Status::failed_precondition(e.0))?;
+        slot.remember(spec)?;
+        Ok(Response::new(pb::PreparePrimaryStorageReply {
+            capacity: Some(cap),
+        }))
+    }
+}
