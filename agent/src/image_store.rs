@@ -1032,3 +1032,666 @@ fn copy_verified(info: &ImageInfo, cache_dir: &Path) -> Result<PathBuf, ImageErr
     sync_dir(cache_dir)?;
     Ok(dest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    const MIB: u64 = 1 << 20;
+
+    #[derive(Clone)]
+    enum Route {
+        Full {
+            ctype: &'static str,
+            body: Vec<u8>,
+        },
+        Status(u16),
+        /// Announces `declared` bytes, sends `body`, closes.
+        Short {
+            declared: u64,
+            body: Vec<u8>,
+        },
+        Chunked {
+            body: Vec<u8>,
+            chunk: usize,
+            delay: Duration,
+        },
+    }
+
+    struct Server {
+        base: String,
+        hits: Arc<Mutex<HashMap<String, usize>>>,
+    }
+
+    impl Server {
+        fn url(&self, path: &str) -> String {
+            format!("{}{path}", self.base)
+        }
+        fn hits(&self, path: &str) -> usize {
+            self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+        }
+    }
+
+    /// A hand-rolled HTTP/1.1 server: the truncated and lying-header cases need control over
+    /// the wire that a framework would (rightly) refuse to give.
+    async fn serve(routes: HashMap<&'static str, Route>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let routes = Arc::new(routes);
+        let h = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let routes = routes.clone();
+                let hits = h.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&req).into_owned();
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+                    let route = routes
+                        .get(path.as_str())
+                        .cloned()
+                        .unwrap_or(Route::Status(404));
+                    let _ = respond(&mut sock, route).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Server { base, hits }
+    }
+
+    async fn respond(sock: &mut tokio::net::TcpStream, route: Route) -> std::io::Result<()> {
+        match route {
+            Route::Full { ctype, body } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(&body).await
+            }
+            Route::Status(code) => {
+                let body = "no such thing";
+                let head = format!(
+                    "HTTP/1.1 {code} Whatever\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                sock.write_all(head.as_bytes()).await
+            }
+            Route::Short { declared, body } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+                );
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(&body).await
+            }
+            Route::Chunked { body, chunk, delay } => {
+                sock.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                )
+                .await?;
+                for c in body.chunks(chunk) {
+                    sock.write_all(format!("{:x}\r\n", c.len()).as_bytes())
+                        .await?;
+                    sock.write_all(c).await?;
+                    sock.write_all(b"\r\n").await?;
+                    sock.flush().await?;
+                    tokio::time::sleep(delay).await;
+                }
+                sock.write_all(b"0\r\n\r\n").await
+            }
+        }
+    }
+
+    fn qcow2_bytes(dir: &Path) -> Vec<u8> {
+        let p = dir.join("x.qcow2");
+        let st = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&p)
+            .arg("64M")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read(p).unwrap()
+    }
+
+    /// A raw disk: an MBR signature, some data further in, zeros elsewhere.
+    fn raw_bytes(len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        v[510] = 0x55;
+        v[511] = 0xaa;
+        for (i, b) in v[4096..8192].iter_mut().enumerate() {
+            *b = (i * 7 % 251) as u8;
+        }
+        v
+    }
+
+    fn md5_of(b: &[u8]) -> String {
+        hex::encode(Md5::digest(b))
+    }
+
+    fn qemu_virtual_size(bytes: &[u8], dir: &Path) -> u64 {
+        let p = dir.join("probe");
+        std::fs::write(&p, bytes).unwrap();
+        let out = std::process::Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["virtual-size"].as_u64().unwrap()
+    }
+
+    fn req(uuid: &str, url: String) -> DownloadRequest {
+        DownloadRequest {
+            image_uuid: uuid.into(),
+            url,
+            expected_md5: None,
+            format_hint: None,
+        }
+    }
+
+    /// Every file under the store (ignoring the directories themselves).
+    fn files_under(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    fn assert_empty(store: &ImageStore) {
+        let left = files_under(&store.root);
+        assert!(left.is_empty(), "files left behind: {left:?}");
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        work: PathBuf,
+        store: ImageStore,
+        server: Server,
+        qcow2: Vec<u8>,
+        raw: Vec<u8>,
+        slow: Vec<u8>,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let qcow2 = qcow2_bytes(&work);
+        let raw = raw_bytes(2 * MIB as usize);
+        let slow = raw_bytes(13 * MIB as usize);
+        let octet = "application/octet-stream";
+        let mut text = Vec::new();
+        while text.len() < 3000 {
+            text.extend_from_slice(b"Index of /images\nubuntu.qcow2  2024-01-01  1.2G\n");
+        }
+        let mut routes = HashMap::new();
+        routes.insert(
+            "/x.qcow2",
+            Route::Full {
+                ctype: octet,
+                body: qcow2.clone(),
+            },
+        );
+        routes.insert(
+            "/x.raw",
+            Route::Full {
+                ctype: octet,
+                body: raw.clone(),
+            },
+        );
+        routes.insert("/forbidden", Route::Status(403));
+        routes.insert(
+            "/page.html",
+            Route::Full {
+                ctype: "text/html; charset=utf-8",
+                body: b"<!DOCTYPE html><html><body>login</body></html>".to_vec(),
+            },
+        );
+        let mut sneaky = b"\n  <HTML><head><title>Portal</title></head>".to_vec();
+        sneaky.resize(5000, b' ');
+        routes.insert(
+            "/sneaky",
+            Route::Full {
+                ctype: octet,
+                body: sneaky,
+            },
+        );
+        routes.insert(
+            "/text",
+            Route::Full {
+                ctype: octet,
+                body: text,
+            },
+        );
+        routes.insert(
+            "/tiny",
+            Route::Full {
+                ctype: octet,
+                body: vec![0, 1, 2, 3, 0, 200, 17, 9],
+            },
+        );
+        routes.insert(
+            "/truncated",
+            Route::Short {
+                declared: raw.len() as u64,
+                body: raw[..raw.len() / 2].to_vec(),
+            },
+        );
+        routes.insert(
+            "/huge",
+            Route::Short {
+                declared: 1 << 50,
+                body: raw[..4096].to_vec(),
+            },
+        );
+        routes.insert(
+            "/slow",
+            Route::Chunked {
+                body: slow.clone(),
+                chunk: MIB as usize,
+                delay: Duration::from_millis(5),
+            },
+        );
+        routes.insert(
+            "/crawl",
+            Route::Chunked {
+                body: slow.clone(),
+                chunk: MIB as usize,
+                delay: Duration::from_millis(300),
+            },
+        );
+        let server = serve(routes).await;
+        let store = ImageStore::new(dir.path().join("store"));
+        Fixture {
+            _dir: dir,
+            work,
+            store,
+            server,
+            qcow2,
+            raw,
+            slow,
+        }
+    }
+
+    #[tokio::test]
+    async fn qcow2_download_is_verified_idempotent_copied_and_deleted() {
+        let f = fixture().await;
+        let mut r = req("img-1", f.server.url("/x.qcow2"));
+        r.expected_md5 = Some(md5_of(&f.qcow2).to_ascii_uppercase());
+        r.format_hint = Some("qcow2".into());
+        let info = f.store.download(r.clone(), |_| {}).await.unwrap();
+        assert_eq!(info.format, "qcow2");
+        assert_eq!(info.virtual_size, 64 * MIB);
+        assert_eq!(info.virtual_size, qemu_virtual_size(&f.qcow2, &f.work));
+        assert_eq!(info.actual_size, f.qcow2.len() as u64);
+        assert_eq!(info.md5, md5_of(&f.qcow2));
+        assert_eq!(info.path, f.store.root.join("images/img-1.qcow2"));
+        assert_eq!(std::fs::read(&info.path).unwrap(), f.qcow2);
+        assert_eq!(f.store.info("img-1").unwrap(), Some(info.clone()));
+        assert_eq!(f.store.path_of("img-1").unwrap(), Some(info.path.clone()));
+        assert!(files_under(&f.store.partial_dir()).is_empty());
+
+        // Already present: answered from disk, the server is not asked again.
+        let again = f.store.download(r.clone(), |_| {}).await.unwrap();
+        assert_eq!(again, info);
+        assert_eq!(f.server.hits("/x.qcow2"), 1);
+        // Same uuid, different content: refused rather than silently kept.
+        let mut other = r.clone();
+        other.expected_md5 = Some(md5_of(b"something else"));
+        assert!(matches!(
+            f.store.download(other, |_| {}).await,
+            Err(ImageError::Conflict { .. })
+        ));
+
+        let cache = f.work.join("ps/imagecache");
+        let cached = f.store.copy_to_cache("img-1", &cache).await.unwrap();
+        assert_eq!(cached, cache.join("img-1.qcow2"));
+        assert_eq!(std::fs::read(&cached).unwrap(), f.qcow2);
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let first = inode(&cached);
+        assert_eq!(
+            f.store.copy_to_cache("img-1", &cache).await.unwrap(),
+            cached
+        );
+        assert_eq!(
+            inode(&cached),
+            first,
+            "an intact cached copy is not rewritten"
+        );
+        // A damaged cached copy is replaced.
+        std::fs::write(&cached, b"garbage").unwrap();
+        f.store.copy_to_cache("img-1", &cache).await.unwrap();
+        assert_eq!(std::fs::read(&cached).unwrap(), f.qcow2);
+        assert_eq!(
+            std::fs::read_dir(&cache).unwrap().count(),
+            1,
+            "no temp files left"
+        );
+
+        assert!(f.store.delete("img-1").unwrap());
+        assert_eq!(f.store.info("img-1").unwrap(), None);
+        assert!(!info.path.exists());
+        assert!(!f.store.delete("img-1").unwrap());
+        assert_empty(&f.store);
+        assert!(matches!(
+            f.store.copy_to_cache("img-1", &cache).await,
+            Err(ImageError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn raw_over_http_and_file_url() {
+        let f = fixture().await;
+        let info = f
+            .store
+            .download(req("raw-http", f.server.url("/x.raw")), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(info.format, "raw");
+        assert_eq!(info.virtual_size, 2 * MIB);
+        assert_eq!(info.md5, md5_of(&f.raw));
+
+        let src = f.work.join("local image.raw");
+        std::fs::write(&src, &f.raw).unwrap();
+        let url = reqwest::Url::from_file_path(&src).unwrap().to_string();
+        let mut r = req("raw-file", url);
+        r.format_hint = Some("RAW".into());
+        r.expected_md5 = Some(md5_of(&f.raw));
+        let info = f.store.download(r, |_| {}).await.unwrap();
+        assert_eq!(info.format, "raw");
+        assert_eq!(info.path, f.store.root.join("images/raw-file.raw"));
+        assert_eq!(std::fs::read(&info.path).unwrap(), f.raw);
+
+        let missing = req("raw-missing", "file:///nonexistent/image.raw".into());
+        let e = f.store.download(missing, |_| {}).await.unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/image.raw"), "{e}");
+        assert_eq!(f.store.info("raw-missing").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn rejected_downloads_leave_nothing() {
+        let f = fixture().await;
+        let s = &f.store;
+        let dl = |uuid: &str, path: &str| s.download(req(uuid, f.server.url(path)), |_| {});
+
+        let mut r = req("bad-md5", f.server.url("/x.qcow2"));
+        r.expected_md5 = Some("0123456789abcdef0123456789abcdef".into());
+        match s.download(r, |_| {}).await {
+            Err(ImageError::ChecksumMismatch {
+                expected, actual, ..
+            }) => {
+                assert_eq!(expected, "0123456789abcdef0123456789abcdef");
+                assert_eq!(actual, md5_of(&f.qcow2));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let mut r = req("bad-format", f.server.url("/x.raw"));
+        r.format_hint = Some("qcow2".into());
+        match s.download(r, |_| {}).await {
+            Err(e @ ImageError::FormatMismatch { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "{} is a raw image, but it was registered as qcow2",
+                        f.server.url("/x.raw")
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        match dl("nf", "/missing").await {
+            Err(e @ ImageError::HttpStatus { code: 404, .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("not found") && msg.contains("/missing"),
+                    "{msg}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            dl("forbidden", "/forbidden").await,
+            Err(ImageError::HttpStatus { code: 403, .. })
+        ));
+
+        for path in ["/page.html", "/sneaky"] {
+            match dl("html", path).await {
+                Err(ImageError::NotAnImage { reason, .. }) => {
+                    assert!(reason.contains("HTML"), "{reason}")
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        for path in ["/text", "/tiny"] {
+            assert!(
+                matches!(dl("junk", path).await, Err(ImageError::NotAnImage { .. })),
+                "{path}"
+            );
+        }
+
+        match dl("short", "/truncated").await {
+            Err(ImageError::Truncated { expected, got, .. }) => {
+                assert_eq!(expected, f.raw.len() as u64);
+                assert!(got < expected);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        match dl("huge", "/huge").await {
+            Err(e @ ImageError::NoSpace { .. }) => {
+                let ImageError::NoSpace {
+                    needed,
+                    available,
+                    path,
+                } = &e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(*needed, 1 << 50);
+                assert!(available < needed);
+                assert_eq!(path, &s.root);
+                assert!(e.to_string().contains("not enough space"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let https = s
+            .download(req("tls", "https://example.com/x.qcow2".into()), |_| {})
+            .await;
+        assert!(
+            matches!(https, Err(ImageError::UnsupportedUrl { .. })),
+            "{https:?}"
+        );
+        let ftp = s
+            .download(req("ftp", "ftp://example.com/x.qcow2".into()), |_| {})
+            .await;
+        assert!(
+            matches!(ftp, Err(ImageError::UnsupportedUrl { .. })),
+            "{ftp:?}"
+        );
+        let refused = s
+            .download(req("refused", "http://127.0.0.1:1/x".into()), |_| {})
+            .await;
+        assert!(
+            matches!(refused, Err(ImageError::Network { .. })),
+            "{refused:?}"
+        );
+        let evil = s
+            .download(req("../../etc", f.server.url("/x.raw")), |_| {})
+            .await;
+        assert!(
+            matches!(evil, Err(ImageError::InvalidUuid { .. })),
+            "{evil:?}"
+        );
+
+        assert_empty(s);
+    }
+
+    #[tokio::test]
+    async fn chunked_download_reports_progress() {
+        let f = fixture().await;
+        let seen = Mutex::new(Vec::new());
+        let info = f
+            .store
+            .download(req("slow", f.server.url("/slow")), |p| {
+                seen.lock().unwrap().push(p)
+            })
+            .await
+            .unwrap();
+        assert_eq!(info.actual_size, f.slow.len() as u64);
+        let seen = seen.into_inner().unwrap();
+        let mut distinct: Vec<u64> = seen.iter().map(|p| p.done_bytes).collect();
+        distinct.dedup();
+        assert!(distinct.len() >= 3, "{seen:?}");
+        assert!(distinct.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(*distinct.last().unwrap(), f.slow.len() as u64);
+        assert!(seen.iter().all(|p| p.total_bytes.is_none()));
+    }
+
+    #[tokio::test]
+    async fn dropped_download_leaves_nothing_and_partials_are_cleaned() {
+        let f = fixture().await;
+        let started = Arc::new(AtomicUsize::new(0));
+        let s2 = started.clone();
+        let fut = f
+            .store
+            .download(req("cancel", f.server.url("/crawl")), move |p| {
+                if p.done_bytes > 0 {
+                    s2.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        let _ = tokio::time::timeout(Duration::from_millis(1500), fut).await;
+        assert!(started.load(Ordering::SeqCst) > 0, "the download had begun");
+        assert_empty(&f.store);
+
+        // A crash's leftover is removed by cleanup_partials and by the next download.
+        std::fs::write(f.store.partial_dir().join("crashed"), b"half").unwrap();
+        assert_eq!(f.store.cleanup_partials().unwrap(), 1);
+        std::fs::write(f.store.partial_dir().join("again"), b"half").unwrap();
+        std::fs::write(f.store.images_dir().join("again.qcow2"), b"uncommitted").unwrap();
+        assert_eq!(f.store.info("again").unwrap(), None);
+        let info = f
+            .store
+            .download(req("again", f.server.url("/x.raw")), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(info.format, "raw");
+        assert_eq!(
+            files_under(&f.store.root).len(),
+            2,
+            "{:?}",
+            files_under(&f.store.root)
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_download_of_one_uuid_is_refused() {
+        let f = fixture().await;
+        let a = f.store.download(req("dup", f.server.url("/slow")), |_| {});
+        let b = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            f.store
+                .download(req("dup", f.server.url("/slow")), |_| {})
+                .await
+        };
+        let (a, b) = tokio::join!(a, b);
+        assert!(a.is_ok(), "{a:?}");
+        assert!(matches!(b, Err(ImageError::Busy { .. })), "{b:?}");
+    }
+
+    #[test]
+    fn download_future_is_send() {
+        fn assert_send<T: Send>(_: T) {}
+        let store = ImageStore::new("/nonexistent");
+        assert_send(store.download(req("x", "http://127.0.0.1:1/".into()), |_| {}));
+    }
+
+    #[test]
+    fn capacity_reads_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let (total, avail) = ImageStore::new(dir.path()).capacity();
+        assert!(total > 0 && avail <= total);
+        assert_eq!(ImageStore::new("/nonexistent/store").capacity(), (0, 0));
+    }
+
+    /// A real full disk needs a tiny tmpfs, so only as root (CI containers without
+    /// CAP_SYS_ADMIN skip it; the statvfs pre-check is covered by the 1 PiB header).
+    #[tokio::test]
+    async fn disk_full_during_write_is_no_space() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let f = fixture().await;
+        let mnt = f.work.join("tiny");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs");
+            return;
+        }
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(mnt.clone());
+        let store = ImageStore::new(&mnt);
+        // Chunked: no Content-Length, so only the write itself can discover the full disk.
+        match store
+            .download(req("full", f.server.url("/slow")), |_| {})
+            .await
+        {
+            Err(ImageError::NoSpace { path, .. }) => assert_eq!(path, mnt),
+            other => panic!("{other:?}"),
+        }
+        assert_empty(&store);
+        // With a length, the pre-check refuses before writing anything.
+        match store
+            .download(req("full", f.server.url("/x.raw")), |_| {})
+            .await
+        {
+            Err(ImageError::NoSpace { needed, .. }) => assert_eq!(needed, f.raw.len() as u64),
+            other => panic!("{other:?}"),
+        }
+        assert_empty(&store);
+    }
+}
