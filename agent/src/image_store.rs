@@ -15,6 +15,10 @@
 //! that the next download of that uuid, [`ImageStore::delete`] or
 //! [`ImageStore::cleanup_partials`] removes. Dropping a [`ImageStore::download`] future removes
 //! its partial file on the spot (a guard's `Drop`); a crash leaves it for the next download.
+//!
+//! One `ImageStore` (and its clones) per root per process: the set of uuids being downloaded,
+//! which keeps concurrent downloads and `cleanup_partials` off each other's partial files,
+//! lives in memory.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -38,6 +42,7 @@ const PROGRESS_MAX_SILENCE: Duration = Duration::from_secs(1);
 /// A server that stops sending without closing would otherwise pin a download forever.
 const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const QEMU_IMG_TIMEOUT: Duration = Duration::from_secs(60);
 /// qemu-img probes any file as raw; a "disk" smaller than one sector is an error page or
 /// similar, not an image.
 const MIN_RAW_BYTES: u64 = 512;
@@ -854,13 +859,21 @@ async fn qemu_img_info(path: &Path) -> Result<Probe, ImageError> {
         path: path.to_path_buf(),
         detail,
     };
-    let out = tokio::process::Command::new("qemu-img")
+    let run = tokio::process::Command::new("qemu-img")
         .arg("info")
         .arg("--output=json")
         .arg(path)
         .kill_on_drop(true)
-        .output()
+        .output();
+    // The file is untrusted input; a pathological header must not wedge the download.
+    let out = tokio::time::timeout(QEMU_IMG_TIMEOUT, run)
         .await
+        .map_err(|_| {
+            fail(format!(
+                "no answer within {} seconds",
+                QEMU_IMG_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| {
             fail(format!(
                 "cannot run qemu-img (is qemu-utils installed?): {e}"
@@ -926,10 +939,11 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let mut f = std::fs::File::create(path).map_err(io_err("create", path))?;
     f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| {
         if is_no_space(&e) {
+            let dir = path.parent().unwrap_or(path);
             ImageError::NoSpace {
                 needed: data.len() as u64,
-                available: 0,
-                path: path.to_path_buf(),
+                available: statvfs(dir).map(|c| c.1).unwrap_or(0),
+                path: dir.to_path_buf(),
             }
         } else {
             io_err("write", path)(e)
@@ -1430,6 +1444,24 @@ mod tests {
         assert_eq!(info.format, "raw");
         assert_eq!(info.path, f.store.root.join("images/raw-file.raw"));
         assert_eq!(std::fs::read(&info.path).unwrap(), f.raw);
+
+        // qemu-img calls an ISO raw; the volume descriptor makes it "iso".
+        let mut iso = raw_bytes(64 * 1024);
+        iso[16 * 2048..16 * 2048 + 6].copy_from_slice(b"\x01CD001");
+        let iso_src = f.work.join("cd.iso");
+        std::fs::write(&iso_src, &iso).unwrap();
+        let url = reqwest::Url::from_file_path(&iso_src).unwrap().to_string();
+        let mut r = req("iso", url.clone());
+        r.format_hint = Some("iso".into());
+        let info = f.store.download(r, |_| {}).await.unwrap();
+        assert_eq!(info.format, "iso");
+        assert_eq!(info.path, f.store.root.join("images/iso.iso"));
+        let mut r = req("iso-as-qcow2", url);
+        r.format_hint = Some("qcow2".into());
+        assert!(matches!(
+            f.store.download(r, |_| {}).await,
+            Err(ImageError::FormatMismatch { .. })
+        ));
 
         let missing = req("raw-missing", "file:///nonexistent/image.raw".into());
         let e = f.store.download(missing, |_| {}).await.unwrap_err();
