@@ -690,14 +690,14 @@ impl ImageStore {
             uuid: image_uuid.into(),
             root: self.root.clone(),
         })?;
-        let cache_dir = cache_dir.to_path_buf();
+        let dir = cache_dir.to_path_buf();
         // All of it runs on one blocking thread: a dropped future then still ends with either
         // a complete, verified file or nothing, never a rename racing a cleanup.
-        tokio::task::spawn_blocking(move || copy_verified(&info, &cache_dir))
+        tokio::task::spawn_blocking(move || copy_verified(&info, &dir))
             .await
             .map_err(|e| ImageError::Io {
-                op: "copy image (worker failed)",
-                path: PathBuf::new(),
+                op: "copy image into (worker failed)",
+                path: cache_dir.to_path_buf(),
                 source: std::io::Error::other(e.to_string()),
             })?
     }
