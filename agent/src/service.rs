@@ -74,6 +74,22 @@ impl Binding {
         }
     }
 
+    fn unbind(&self, host_uuid: &str) -> Result<bool, Status> {
+        let mut g = lock(&self.uuid);
+        if g.as_deref() != Some(host_uuid) {
+            return Ok(false);
+        }
+        if let Some(f) = &self.file {
+            match std::fs::remove_file(f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(internal(&format!("removing {}", f.display()), e)),
+            }
+        }
+        *g = None;
+        Ok(true)
+    }
+
     fn check(&self, host_uuid: &str) -> Result<(), Status> {
         match lock(&self.uuid).as_deref() {
             Some(u) if u == host_uuid => Ok(()),
@@ -329,6 +345,17 @@ impl Agent for AgentService {
             term,
             agent_version: env!("CARGO_PKG_VERSION").into(),
         }))
+    }
+
+    async fn detach(
+        &self,
+        req: Request<pb::DetachRequest>,
+    ) -> Result<Response<pb::DetachReply>, Status> {
+        let (slot, term) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let host_uuid = &req.get_ref().host_uuid;
+        let was_attached = slot.binding.unbind(host_uuid)?;
+        tracing::info!(host = %host_uuid, term, was_attached, "detached");
+        Ok(Response::new(pb::DetachReply { was_attached }))
     }
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingReply>, Status> {

@@ -404,3 +404,43 @@ async fn a_simulator_serves_one_host_per_address() {
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn detach_undoes_an_attach_so_the_host_can_be_added_again() {
+    let d = tempfile::tempdir().unwrap();
+    let ca = self::ca();
+    write_pki(&d.path().join("pki"), &ca, "127.0.0.1");
+    let addr: SocketAddr = "127.0.0.1:17305".parse().unwrap();
+    let _agent = AgentProc::start(d.path(), addr, &["--libvirt-uri", "test:///default"]);
+    let n1 = node_id(&ca, 1);
+    let mut c = client(&ca.pem, (&n1.0, &n1.1), addr).await;
+    c.attach(attach(1, 1, "h1")).await.unwrap();
+    let detach = |h: &str| pb::DetachRequest {
+        header: header(1, 1, ""),
+        host_uuid: h.into(),
+    };
+    // Another host's detach leaves the binding alone.
+    assert!(
+        !c.detach(detach("h2"))
+            .await
+            .unwrap()
+            .into_inner()
+            .was_attached
+    );
+    assert!(
+        c.detach(detach("h1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .was_attached
+    );
+    assert!(
+        !c.detach(detach("h1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .was_attached
+    );
+    assert!(!d.path().join("host-uuid").exists());
+    c.attach(attach(1, 1, "h2")).await.unwrap();
+}

@@ -38,6 +38,10 @@ pub struct JobTicket {
     pub reply_class: String,
     /// The resource the job serialises on.
     pub chain: String,
+    /// The declared flow the job runs, the call's command being its first step (`None`: the
+    /// command is the whole job).
+    #[serde(default)]
+    pub flow: Option<String>,
 }
 
 /// One API call's write.
@@ -143,13 +147,25 @@ pub(crate) fn apply(
         }
         return Ok(CallOutcome::Answer(Box::new(resp)));
     };
-    let submission = Submission::command(
-        ticket.uuid,
-        ticket.api_name,
-        ticket.reply_class,
-        ticket.chain,
-        *command,
-    );
+    let submission = match ticket.flow {
+        None => Submission::command(
+            ticket.uuid,
+            ticket.api_name,
+            ticket.reply_class,
+            ticket.chain,
+            *command,
+        ),
+        Some(flow) => Submission {
+            uuid: ticket.uuid,
+            api_name: ticket.api_name,
+            reply_class: ticket.reply_class,
+            chain: ticket.chain,
+            flow: job::FlowSpec::Named {
+                flow,
+                vars: crate::flow::command_vars(&command)?,
+            },
+        },
+    };
     let existed = job::get(txn, &submission.uuid)?.is_some();
     let mut j = match job::submit(txn, ctx, caller, submission) {
         Ok(j) => j,
@@ -270,6 +286,7 @@ mod tests {
                 api_name: "CreateZone".into(),
                 reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
                 chain: chain.into(),
+                flow: None,
             }),
             audit: Some(record(&"f".repeat(32))),
             command: create_zone(zone),

@@ -140,6 +140,9 @@ pub struct CallDecl {
     pub creates: Option<&'static str>,
     /// REST v1 routes.
     pub routes: &'static [RestRoute],
+    /// The declared flow an async call's job runs, its command being the first step (ZStack's
+    /// multi-step calls: add a host, add an image). `None`: the command is the whole job.
+    pub flow: Option<&'static str>,
 }
 
 impl CallDecl {
@@ -150,7 +153,14 @@ impl CallDecl {
             plan,
             creates: None,
             routes,
+            flow: None,
         }
+    }
+
+    /// The same call, its job running the declared flow `flow` after its command.
+    pub const fn running(mut self, flow: &'static str) -> Self {
+        self.flow = Some(flow);
+        self
     }
 
     /// The same call, creating a resource of type `vo` (which the request may tag).

@@ -523,6 +523,9 @@ async fn propose_call<E: Effects>(
                 api_name: call.name.clone(),
                 reply_class: call.reply_class.clone(),
                 chain: chain_of(body, creates, &s.stamp.new_uuid),
+                flow: crate::registry::call(&call.name)
+                    .and_then(|c| c.flow)
+                    .map(String::from),
             })
         }
     };

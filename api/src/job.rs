@@ -733,11 +733,19 @@ pub(crate) fn submit(
 /// Whether the job is a single command whose chain has nothing else to wait for: it may run
 /// in the entry that submits it.
 pub(crate) fn runs_inline(txn: &dyn StateTxn, job: &ApiJob) -> Result<bool, ApiError> {
-    let single = matches!(
-        job.flow.as_ref().map(|r| &r.spec),
-        Some(FlowSpec::Command(_))
-    );
-    if !single || job.state != JobState::Processing {
+    // A single command, or a flow's first step when that is a state change (the call's own
+    // command): refused input then fails the job in the entry that accepted it, before any
+    // side effect, and the created record is visible as soon as the call is answered.
+    let inline = match job.flow.as_ref() {
+        Some(run) if run.done == 0 && run.failure.is_none() => match &run.spec {
+            FlowSpec::Command(_) => true,
+            FlowSpec::Named { .. } => steps_of(&run.spec)
+                .and_then(|s| s.first())
+                .is_some_and(|s| matches!(s.action, Action::Commit(_))),
+        },
+        _ => false,
+    };
+    if !inline || job.state != JobState::Processing {
         return Ok(false);
     }
     // The job itself is the chain's only unfinished job when nobody queued before it.

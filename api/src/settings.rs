@@ -345,6 +345,15 @@ pub const DEFS: &[Def] = &[
         "enforce a cluster CPU model",
     ),
     d("kvm", "ignoreMsrs", "false", B, "ignore unknown MSRs"),
+    // Not in ZStack: hosts whose libvirt is the test driver (or simulated hosts) have no real
+    // hypervisor; only tests, the demo and scale runs turn this on.
+    d(
+        "kvm",
+        "allowTestDriver",
+        "false",
+        B,
+        "accept hosts on libvirt's test driver or simulated hosts",
+    ),
     d(
         "vm",
         "expungeInterval",

@@ -179,6 +179,27 @@ impl AgentClients {
         Ok(r)
     }
 
+    /// Undo an attach (rollback of an add, or a deleted host); idempotent.
+    pub async fn detach(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<bool, AgentCallError> {
+        let mut req = tonic::Request::new(pb::DetachRequest {
+            header: Some(self.header(term, "")),
+            host_uuid: t.host_uuid.clone(),
+        });
+        req.set_timeout(timeout);
+        Ok(self
+            .client(t)?
+            .detach(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner()
+            .was_attached)
+    }
+
     /// One ping: liveness, the domain list if it changed since `known_domains_version`, and
     /// the capacity of the host's primary storages.
     pub async fn ping(

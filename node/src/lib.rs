@@ -12,6 +12,7 @@ pub mod duties;
 pub mod error;
 pub mod grpc;
 pub mod host_agent;
+pub mod host_connect;
 pub mod http;
 pub mod identity;
 pub mod metrics;
@@ -164,12 +165,20 @@ pub async fn start_with_host_agent(
             config.request_timeout,
             timing,
             credentials.clone(),
-            data_key,
+            data_key.clone(),
         )
         .with_host_agent(host_agent)
-        .with_receivers(receivers::Receivers::new(
-            config.flow_selftest_receiver.clone(),
-        )),
+        .with_receivers(
+            receivers::Receivers::new(config.flow_selftest_receiver.clone()).with_hosts(
+                host_connect::HostConnector::new(
+                    Arc::new(agent_client::AgentClients::new(&credentials)),
+                    credentials.clone(),
+                    data_key,
+                    proto::agent::DEFAULT_PORT,
+                    None,
+                ),
+            ),
+        ),
     );
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();

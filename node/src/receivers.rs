@@ -26,6 +26,7 @@ const SELFTEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The receivers configured on this node.
 pub struct Receivers {
     selftest: Option<(String, reqwest::Client)>,
+    hosts: Option<Arc<crate::host_connect::HostConnector>>,
 }
 
 impl Receivers {
@@ -41,7 +42,16 @@ impl Receivers {
                 .unwrap_or_else(|_| reqwest::Client::new());
             (url, http)
         });
-        Self { selftest }
+        Self {
+            selftest,
+            hosts: None,
+        }
+    }
+
+    /// With the host agents' receiver.
+    pub fn with_hosts(mut self, hosts: crate::host_connect::HostConnector) -> Self {
+        self.hosts = Some(Arc::new(hosts));
+        self
     }
 
     /// Whether the self-test receiver is configured.
@@ -115,6 +125,11 @@ impl EffectRunner for Receivers {
     fn perform(&self, call: EffectCall, progress: ProgressFn) -> EffectFuture {
         let EffectCall { key, term, request } = call;
         let selftest = self.selftest.clone();
+        if request.receiver == api::families::host::flows::RECEIVER {
+            if let Some(h) = &self.hosts {
+                return h.perform(&request.action, &request.payload, term, progress);
+            }
+        }
         Box::pin(async move {
             match (request.receiver.as_str(), selftest) {
                 (selftest::RECEIVER, Some((url, http))) => {

@@ -288,6 +288,7 @@ fn command() -> impl Strategy<Value = Command> {
                             api_name: "CreateZone".into(),
                             reply_class: "org.zstack.header.zone.APICreateZoneEvent".into(),
                             chain: uuid(z),
+                            flow: None,
                         }),
                         audit: audited.then(|| AuditRecord {
                             uuid: uuid(j + 150),

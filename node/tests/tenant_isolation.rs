@@ -1316,6 +1316,19 @@ async fn every_call_keeps_tenants_apart() {
         http: node.http.clone(),
     };
     let setup = Setup { api: &api };
+    // The admin host's agent: libvirt's test driver, which the operator allows here.
+    let _agent = common::TestAgent::install(
+        &common::data_dir(td.path(), 1),
+        &td.path().join("agent"),
+        "127.0.0.1",
+    );
+    setup
+        .ok(
+            &admin,
+            "UpdateGlobalConfig",
+            json!({"category": "kvm", "name": "allowTestDriver", "value": "true"}),
+        )
+        .await;
     let infra = setup.infra(&admin, fake_ssh_host().await).await;
     let a = setup.tenant(&infra, "tenant-a", 1).await;
     let b = setup.tenant(&infra, "tenant-b", 2).await;

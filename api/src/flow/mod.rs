@@ -75,3 +75,30 @@ pub struct FlowDef {
     /// The steps, in order.
     pub steps: &'static [StepDef],
 }
+
+/// The var holding the call's command in a flow a call runs ([`crate::family::CallDecl::running`]).
+pub const COMMAND_VAR: &str = "command";
+
+/// The vars a call's flow starts from: its command, encoded.
+pub fn command_vars(command: &crate::Command) -> Result<Vars, ApiError> {
+    let text = serde_json::to_string(command)
+        .map_err(|e| crate::validate::invalid_arg(format!("cannot encode the call: {e}")))?;
+    Ok(Vars::from([(COMMAND_VAR.to_string(), text)]))
+}
+
+/// Apply the call's command (the first step of a call's flow); a refusal fails the step.
+pub fn apply_call_command(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    vars: &Vars,
+) -> Result<Response, ApiError> {
+    let text = vars
+        .get(COMMAND_VAR)
+        .ok_or_else(|| crate::validate::invalid_arg("the flow has no call command"))?;
+    let command: crate::Command = serde_json::from_str(text)
+        .map_err(|e| crate::validate::invalid_arg(format!("undecodable call command: {e}")))?;
+    match crate::registry::apply(txn, ctx, command)? {
+        Response::Refused(e) => Err(e),
+        r => Ok(r),
+    }
+}

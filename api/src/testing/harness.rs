@@ -107,7 +107,10 @@ impl Effects for MemEffects<'_> {
             // step, its result the job's.
             Command::Call(c) => {
                 let ApiCall { job, command, .. } = *c.op;
-                let resp = apply_kept(&mut t, self.n, *command);
+                let mut resp = apply_kept(&mut t, self.n, Command::clone(&command));
+                if let Some(flow) = job.as_ref().and_then(|j| j.flow.clone()) {
+                    resp = emulate_flow(&mut t, self.n, &flow, &command, resp);
+                }
                 Response::Call(match job {
                     None => CallOutcome::Answer(Box::new(resp)),
                     Some(ticket) => {
@@ -212,6 +215,109 @@ pub(crate) fn admin_plan(name: &str, body: Value, stamp: &Stamp) -> Plan {
 /// Send `{class of name: body}` as `who` at step `n` (time `1000 * n` ms, new uuid
 /// [`stamp_uuid`]`(n)`) through the interpreter. Returns the reply's fields (without
 /// `success`) or the refusal.
+/// The scripted answers of the side effects flows ask for (the node's receivers in
+/// production): a host's agent reports an 8-thread, 16 GiB KVM host.
+pub(crate) fn scripted_effect(
+    request: &crate::flow::EffectRequest,
+) -> Result<crate::flow::Vars, Refusal> {
+    use crate::families::host::flows;
+    match (request.receiver.as_str(), request.action.as_str()) {
+        (flows::RECEIVER, flows::CONNECT) => {
+            let facts = crate::families::host::HostFacts {
+                cpu_threads: 8,
+                cpu_sockets: 1,
+                memory_bytes: 16 << 30,
+                architecture: "x86_64".into(),
+                os_distribution: "debian".into(),
+                os_release: "bookworm".into(),
+                os_version: "12".into(),
+            };
+            Ok(crate::flow::Vars::from([
+                (
+                    flows::vars::FACTS.into(),
+                    serde_json::to_string(&facts).unwrap_or_default(),
+                ),
+                (flows::vars::VIRTUALIZATION.into(), "kvm".into()),
+            ]))
+        }
+        (flows::RECEIVER, flows::DISCONNECT) => Ok(crate::flow::Vars::new()),
+        (r, a) => Err(Refusal::new(
+            crate::wire::errors::Code::NotSupported,
+            format!("the test harness has no answer for {r}/{a}"),
+        )),
+    }
+}
+
+/// A call's flow as the leader runs it, without the job record: the command (already applied,
+/// answering `first`), then the remaining steps, side effects answered by [`scripted_effect`]; a
+/// failing step rolls back the ones before it and the call answers the failure.
+fn emulate_flow(
+    t: &mut MemTxn,
+    n: u32,
+    flow: &str,
+    command: &Command,
+    first: Response,
+) -> Response {
+    use crate::flow::Action;
+    use crate::flow::Undo;
+    let def = crate::registry::flow(flow).unwrap_or_else(|| panic!("flow {flow} is not declared"));
+    if matches!(first.innermost(), Response::Refused(_)) {
+        return first;
+    }
+    let mut vars = crate::flow::command_vars(command).expect("command vars");
+    let c = ctx(u64::from(n));
+    let mut last = first;
+    // The vars step 0 sets (flows.rs `apply_call`), from its answer.
+    if let Response::Host(crate::families::host::HostResult::Inventory(h)) = last.innermost() {
+        vars.insert(
+            crate::families::host::flows::vars::HOST.into(),
+            h.uuid.clone(),
+        );
+        vars.insert(
+            crate::families::host::flows::vars::ENDPOINT.into(),
+            serde_json::json!({"managementIp": h.management_ip, "sshPort": h.ssh_port,
+                "username": h.username, "password": h.password.as_str()})
+            .to_string(),
+        );
+    }
+    let mut failure: Option<(usize, Refusal)> = None;
+    for (k, s) in def.steps.iter().enumerate().skip(1) {
+        let r = match &s.action {
+            Action::Commit(f) => {
+                f(t, &c, &Caller::admin(), &mut vars).map_err(|e| plan::refusal_of(&e))
+            }
+            Action::Effect(f) => f(&vars)
+                .map_err(|e| plan::refusal_of(&e))
+                .and_then(|req| scripted_effect(&req))
+                .map(|v| {
+                    vars.extend(v);
+                    None
+                }),
+        };
+        match r {
+            Ok(Some(resp)) => last = resp,
+            Ok(None) => {}
+            Err(e) => {
+                failure = Some((k, e));
+                break;
+            }
+        }
+    }
+    let Some((k, e)) = failure else { return last };
+    for s in def.steps[..k].iter().rev() {
+        match &s.undo {
+            Undo::Nothing => {}
+            Undo::Commit(f) => {
+                let _ = f(t, &c, &Caller::admin(), &mut vars);
+            }
+            Undo::Effect(f) => {
+                let _ = f(&vars).map(|req| scripted_effect(&req));
+            }
+        }
+    }
+    Response::Refused(ApiError::Refused(e))
+}
+
 pub(crate) fn send(
     t: &mut MemTxn,
     n: u32,

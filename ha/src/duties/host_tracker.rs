@@ -123,6 +123,8 @@ fn hosts(ctx: &LeaderContext) -> Vec<TrackedHost> {
             Vec::new()
         })
         .into_iter()
+        // A Connecting host is in a job's hands (AddKVMHost, ReconnectHost): not tracked yet.
+        .filter(|(_, h)| h.status != HostStatus::Connecting)
         .map(|(_, h)| TrackedHost {
             facts: facts_of(&h),
             uuid: h.uuid,
@@ -292,10 +294,18 @@ impl Duty for HostTracker {
                     took_ms = took.as_millis() as u64,
                     "host ping round"
                 );
-                let interval = Duration::from_secs(setting(&ctx, "ping.interval", 60));
-                tokio::select! {
-                    _ = ctx.cancelled().cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(interval.saturating_sub(took)) => {}
+                // Waited in short slices re-reading the interval, so an operator shortening it
+                // (60 s → 1 s) does not wait out the old period first.
+                loop {
+                    let interval = Duration::from_secs(setting(&ctx, "ping.interval", 60));
+                    let left = interval.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = ctx.cancelled().cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
+                    }
                 }
             }
         })

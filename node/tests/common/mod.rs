@@ -241,3 +241,97 @@ pub async fn metrics(c: &reqwest::Client, p: &Proc) -> String {
         .await
         .expect("/metrics body")
 }
+
+/// `target/debug/zsagent`, next to the `zsnode` under test (`cargo build --workspace --bins`).
+pub fn zsagent_bin() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_BIN_EXE_zsnode")).with_file_name("zsagent");
+    assert!(
+        p.exists(),
+        "{} is missing: cargo build --workspace --bins",
+        p.display()
+    );
+    p
+}
+
+/// A `zsagent` serving a test-driver host with 2 sockets × 4 cores × 2 threads and 8 GiB.
+pub struct TestAgent {
+    child: Option<std::process::Child>,
+    ip: String,
+    /// Its data directory (term, host binding, pki).
+    pub dir: std::path::PathBuf,
+}
+
+impl TestAgent {
+    pub fn install(node_dir: &std::path::Path, dir: &std::path::Path, ip: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zsnode"))
+            .args(["pki", "agent-cert", "--host", ip, "--out"])
+            .arg(dir.join("pki"))
+            .arg("--data-dir")
+            .arg(node_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let xml = std::process::Command::new(zsagent_bin())
+            .args([
+                "test-host-xml",
+                "--sockets",
+                "2",
+                "--cores",
+                "4",
+                "--threads",
+                "2",
+            ])
+            .args(["--memory-mib", "8192"])
+            .output()
+            .unwrap();
+        std::fs::write(dir.join("host.xml"), xml.stdout).unwrap();
+        let mut a = Self {
+            child: None,
+            ip: ip.to_string(),
+            dir: dir.to_path_buf(),
+        };
+        a.start();
+        a
+    }
+
+    pub fn start(&mut self) {
+        let addr = format!("{}:{}", self.ip, proto::agent::DEFAULT_PORT);
+        let log = std::fs::File::create(self.dir.join("agent.log")).unwrap();
+        let child = std::process::Command::new(zsagent_bin())
+            .args(["run", "--listen", &addr, "--data-dir"])
+            .arg(&self.dir)
+            .arg("--libvirt-uri")
+            .arg(format!("test://{}", self.dir.join("host.xml").display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "zsagent did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

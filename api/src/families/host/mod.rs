@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 mod cases;
+pub mod flows;
 mod model;
 mod probe;
 #[cfg(test)]
@@ -53,7 +54,8 @@ impl Family for Hosts {
                 wire::add_kvm,
                 &[route(Po, "/v1/hosts/kvm", P)],
             )
-            .creating("HostVO"),
+            .creating("HostVO")
+            .running(flows::ADD_KVM),
             CallDecl::new(
                 "UpdateKVMHost",
                 wire::update_kvm,
@@ -64,15 +66,20 @@ impl Family for Hosts {
                 wire::change_state,
                 routes!(actions "/v1/hosts"),
             ),
-            delete_call!("DeleteHost", "/v1/hosts", HostOp::Delete),
+            delete_call!("DeleteHost", "/v1/hosts", HostOp::Delete).running(flows::DELETE),
             CallDecl::new(
                 "ReconnectHost",
                 wire::reconnect,
                 routes!(actions "/v1/hosts"),
-            ),
+            )
+            .running(flows::RECONNECT),
             query_call!("QueryHost", "/v1/hosts", Host),
         ],
-        flows: &[],
+        flows: &[
+            flows::ADD_KVM_FLOW,
+            flows::RECONNECT_FLOW,
+            flows::DELETE_FLOW,
+        ],
         #[cfg(test)]
         cases: cases::cases,
     };

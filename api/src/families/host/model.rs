@@ -222,7 +222,7 @@ fn non_empty(s: &str) -> Option<String> {
 
 /// Capacity from the facts: `totalCpu = threads × host/cpu.overProvisioning.ratio` (spec 03
 /// §9), memory as reported; nothing is allocated until VMs exist, so available = total.
-fn take_facts(txn: &dyn StateTxn, h: &mut Host, f: &HostFacts) -> Result<(), ApiError> {
+pub(super) fn take_facts(txn: &dyn StateTxn, h: &mut Host, f: &HostFacts) -> Result<(), ApiError> {
     let ratio =
         crate::settings::int_value(txn, "host", "cpu.overProvisioning.ratio")?.max(1) as u64;
     h.cpu_num = f.cpu_threads;
@@ -360,9 +360,8 @@ pub(super) fn apply(
                 cluster_uuid,
                 management_ip,
                 state: HostState::Enabled,
-                // The node reached the SSH port before proposing this. The agent issue inserts
-                // the host `Connecting` and moves it to `Connected` once the agent is deployed.
-                status: HostStatus::Connected,
+                // `Connected` only once the agent reported the host's facts (flows.rs).
+                status: HostStatus::Connecting,
                 total_cpu_capacity: 0,
                 available_cpu_capacity: 0,
                 cpu_sockets: 0,
@@ -445,7 +444,8 @@ pub(super) fn apply(
                     h.name, h.state
                 )));
             }
-            h.status = HostStatus::Connected;
+            // Its flow (flows.rs) reaches the agent and reports it Connected or Disconnected.
+            h.status = HostStatus::Connecting;
             Ok(())
         })?,
         HostOp::Track {
@@ -459,6 +459,12 @@ pub(super) fn apply(
                 ));
             }
             generic::modify(txn, ctx, &uuid, |txn, h: &mut Host| {
+                // A Connecting host belongs to the flow connecting it, not to the tracker.
+                if h.status == HostStatus::Connecting {
+                    return Err(validate::op_failure(format!(
+                        "host[uuid:{uuid}] is being connected by a job; the tracker leaves it alone"
+                    )));
+                }
                 h.status = status;
                 if let Some(f) = &facts {
                     take_facts(txn, h, f)?;

@@ -43,6 +43,8 @@ fn add_body(cluster: &str, ip: &str) -> Value {
 
 #[test]
 fn add_kvm_host_inventory_shape_without_password() {
+    // The harness answers the flow's agent step with an 8-thread, 16 GiB KVM host; capacity is
+    // threads × the default CPU over-provisioning ratio (10).
     let mut w = Harness::new();
     let (z, c) = w.zone_and_cluster();
     let m = w.admin(
@@ -56,7 +58,7 @@ fn add_kvm_host_inventory_shape_without_password() {
     assert_eq!(
         serde_json::to_string(inv).unwrap(),
         format!(
-            r#"{{"username":"root","sshPort":22,"zoneUuid":"{z}","name":"h1","uuid":"{uuid}","clusterUuid":"{c}","description":"d","managementIp":"10.0.0.5","hypervisorType":"KVM","state":"Enabled","status":"Connected","totalCpuCapacity":0,"availableCpuCapacity":0,"cpuSockets":0,"totalMemoryCapacity":0,"availableMemoryCapacity":0,"cpuNum":0,"createDate":"{d}","lastOpDate":"{d}"}}"#
+            r#"{{"username":"root","sshPort":22,"osDistribution":"debian","osRelease":"bookworm","osVersion":"12","zoneUuid":"{z}","name":"h1","uuid":"{uuid}","clusterUuid":"{c}","description":"d","managementIp":"10.0.0.5","hypervisorType":"KVM","state":"Enabled","status":"Connected","totalCpuCapacity":80,"availableCpuCapacity":80,"cpuSockets":1,"totalMemoryCapacity":17179869184,"availableMemoryCapacity":17179869184,"cpuNum":8,"architecture":"x86_64","createDate":"{d}","lastOpDate":"{d}"}}"#
         )
     );
     // Stored sealed for the agent, shown nowhere.
@@ -557,4 +559,56 @@ fn the_trackers_reports_set_status_and_real_capacity() {
         crate::Response::Refused(_)
     ));
     assert_eq!(host(&w, &uuid).status, HostStatus::Disconnected);
+}
+
+#[test]
+fn a_host_without_hardware_virtualisation_is_refused_and_leaves_nothing() {
+    use crate::families::host::flows;
+    let mut w = Harness::new();
+    let (_, c) = w.zone_and_cluster();
+    // The flow's last step on the vars an agent on libvirt's test driver would answer.
+    let mut vars = crate::flow::Vars::new();
+    let uuid = add(&mut w, &c, "10.0.0.9");
+    vars.insert(flows::vars::HOST.into(), uuid.clone());
+    let facts = HostFacts {
+        cpu_threads: 4,
+        cpu_sockets: 1,
+        memory_bytes: 1 << 30,
+        architecture: "i686".into(),
+        os_distribution: String::new(),
+        os_release: String::new(),
+        os_version: String::new(),
+    };
+    vars.insert(
+        flows::vars::FACTS.into(),
+        serde_json::to_string(&facts).unwrap(),
+    );
+    vars.insert(flows::vars::VIRTUALIZATION.into(), "test".into());
+    let step = &flows::ADD_KVM_FLOW.steps[2];
+    let crate::flow::Action::Commit(f) = step.action else {
+        panic!("host-connected is a commit")
+    };
+    let ctx = crate::testing::ctx(99);
+    let e = f(&mut w.t, &ctx, &crate::Caller::admin(), &mut vars.clone()).unwrap_err();
+    let r = crate::plan::refusal_of(&e);
+    assert_eq!(r.code, Code::HostAdd);
+    assert!(r.details.contains("virtualization=test"), "{}", r.details);
+    assert!(r.details.contains("kvm/allowTestDriver"), "{}", r.details);
+    // Allowed once the operator says the test driver is fine.
+    w.admin(
+        "UpdateGlobalConfig",
+        json!({"category": "kvm", "name": "allowTestDriver", "value": "true"}),
+    );
+    let resp = f(&mut w.t, &ctx, &crate::Caller::admin(), &mut vars.clone()).unwrap();
+    assert!(resp.is_some());
+    let h = host(&w, &uuid);
+    assert_eq!(
+        (h.status, h.cpu_num, h.total_memory_capacity),
+        (HostStatus::Connected, 4, 1 << 30)
+    );
+    vars.insert(flows::vars::VIRTUALIZATION.into(), "none".into());
+    let e = f(&mut w.t, &ctx, &crate::Caller::admin(), &mut vars).unwrap_err();
+    assert!(!crate::plan::refusal_of(&e)
+        .details
+        .contains("allowTestDriver"));
 }

@@ -1,0 +1,303 @@
+//! KVM hosts on a real 3-node cluster (mutual TLS between nodes and to agents), through the
+//! ZStack wire protocol: two pre-installed `zsagent`s on libvirt's test driver (127.0.0.31 and
+//! .32) are added; the leader is killed in the middle of the second AddKVMHost, whose job must
+//! end Done or rolled back with no orphan record or binding; the new leader's tracker then marks
+//! a host whose agent died Disconnected and reconnects it when the agent returns.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use chaos_tests::cluster::locate_binary;
+use chaos_tests::cluster::Cluster;
+use chaos_tests::cluster::ClusterOpts;
+use chaos_tests::zstack_client::Submitted;
+use chaos_tests::zstack_client::ZsClient;
+use serde_json::json;
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Agent {
+    child: Option<Child>,
+    ip: String,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Agent {
+    fn install(node_dir: &Path, dir: &Path, ip: &str) -> Self {
+        let zsnode = chaos_tests::cluster::zsnode_bin().unwrap();
+        let bin = locate_binary("zsagent", "agent", "ZSAGENT_BIN").unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new(zsnode)
+            .args(["pki", "agent-cert", "--host", ip, "--out"])
+            .arg(dir.join("pki"))
+            .arg("--data-dir")
+            .arg(node_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let xml = Command::new(&bin)
+            .args(["test-host-xml", "--sockets", "1", "--cores", "4"])
+            .args(["--threads", "2", "--memory-mib", "4096"])
+            .output()
+            .unwrap();
+        std::fs::write(dir.join("host.xml"), xml.stdout).unwrap();
+        let mut a = Self {
+            child: None,
+            ip: ip.into(),
+            dir: dir.into(),
+            bin,
+        };
+        a.start();
+        a
+    }
+
+    fn start(&mut self) {
+        let addr = format!("{}:{}", self.ip, proto::agent::DEFAULT_PORT);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(&self.bin)
+                .args(["run", "--listen", &addr, "--data-dir"])
+                .arg(&self.dir)
+                .arg("--libvirt-uri")
+                .arg(format!("test://{}", self.dir.join("host.xml").display()))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "zsagent did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn bound_to(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("host-uuid"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fake SSH server on `ip` (AddKVMHost probes the SSH port before its flow runs).
+fn fake_ssh(ip: &str) -> u16 {
+    let l = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+        }
+    });
+    port
+}
+
+fn job(n: u32) -> String {
+    format!("{:032x}", 0x4057_0000u128 + u128::from(n))
+}
+
+fn call(api: &ZsClient, node: &str, class: &str, fields: Value, s: &str, j: &str) -> Value {
+    api.call(node, node, class, fields, s, j, TIMEOUT)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{class} job {j} not done"))
+        .body
+}
+
+fn hosts(api: &ZsClient, node: &str, session: &str) -> Vec<Value> {
+    let r = api
+        .sync(
+            node,
+            "org.zstack.header.host.APIQueryHostMsg",
+            json!({"conditions": []}),
+            Some(session),
+            TIMEOUT,
+        )
+        .unwrap();
+    r.inventories().to_vec()
+}
+
+fn status_of(api: &ZsClient, node: &str, session: &str, uuid: &str) -> Option<String> {
+    hosts(api, node, session)
+        .iter()
+        .find(|h| h["uuid"] == uuid)
+        .and_then(|h| h["status"].as_str().map(String::from))
+}
+
+fn await_status(api: &ZsClient, node: &str, s: &str, uuid: &str, want: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = status_of(api, node, s, uuid);
+        if now.as_deref() == Some(want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "host {uuid} not {want} after {TIMEOUT:?}: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn hosts_survive_a_leader_kill_during_add_and_stay_tracked() {
+    let mut c = Cluster::start(ClusterOpts::default()).expect("start cluster");
+    let leader = c.wait_leader(Duration::from_secs(20)).unwrap();
+    let addr = |c: &Cluster, id: u64| c.node(id).http.to_string();
+    let api = ZsClient::new(TIMEOUT).unwrap();
+    let n0 = addr(&c, leader);
+    let s = api.login(&[n0.clone()], TIMEOUT).unwrap();
+
+    let zone = call(
+        &api,
+        &n0,
+        "org.zstack.header.zone.APICreateZoneMsg",
+        json!({"name": "z"}),
+        &s,
+        &job(1),
+    );
+    let zone = zone["inventory"]["uuid"].as_str().unwrap().to_string();
+    let cl = call(
+        &api,
+        &n0,
+        "org.zstack.header.cluster.APICreateClusterMsg",
+        json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
+        &s,
+        &job(2),
+    );
+    let cluster = cl["inventory"]["uuid"].as_str().unwrap().to_string();
+    for (i, (cat, name, value)) in [
+        ("kvm", "allowTestDriver", "true"),
+        ("host", "ping.interval", "1"),
+        ("host", "ping.maxFailure", "2"),
+        ("host", "ping.timeout", "2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = call(
+            &api,
+            &n0,
+            "org.zstack.core.config.APIUpdateGlobalConfigMsg",
+            json!({"category": cat, "name": name, "value": value}),
+            &s,
+            &job(10 + i as u32),
+        );
+        assert_eq!(r["success"], true, "{r}");
+    }
+
+    let node_dir = c.node(leader).data_dir.clone();
+    let mut a1 = Agent::install(&node_dir, &c.dir().join("agent-31"), "127.0.0.31");
+    let a2 = Agent::install(&node_dir, &c.dir().join("agent-32"), "127.0.0.32");
+    let add = |ip: &str, port: u16| {
+        json!({"clusterUuid": cluster, "name": format!("kvm-{ip}"), "managementIp": ip,
+               "sshPort": port, "username": "root", "password": "host-secret"})
+    };
+    let p1 = fake_ssh("127.0.0.31");
+    let p2 = fake_ssh("127.0.0.32");
+    let r = call(
+        &api,
+        &n0,
+        "org.zstack.kvm.APIAddKVMHostMsg",
+        add("127.0.0.31", p1),
+        &s,
+        &job(20),
+    );
+    assert_eq!(r["success"], true, "{r}");
+    let h1 = r["inventory"]["uuid"].as_str().unwrap().to_string();
+    assert_eq!(r["inventory"]["status"], "Connected", "{r}");
+    assert_eq!(r["inventory"]["cpuNum"], 8, "{r}");
+    assert_eq!(r["inventory"]["totalMemoryCapacity"], 4u64 << 30, "{r}");
+    assert_eq!(a1.bound_to().as_deref(), Some(h1.as_str()));
+
+    // The leader dies right after accepting the second add; a survivor finishes the job.
+    let j = job(21);
+    let submitted = api
+        .submit(
+            &n0,
+            "org.zstack.kvm.APIAddKVMHostMsg",
+            add("127.0.0.32", p2),
+            &s,
+            &j,
+            TIMEOUT,
+        )
+        .unwrap();
+    c.kill9(leader).unwrap();
+    let survivors: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+    let new_leader = c
+        .wait_leader_among(&survivors, Duration::from_secs(20))
+        .unwrap();
+    let n1 = addr(&c, new_leader);
+    let reply = match submitted {
+        Submitted::Done(r) => r.body,
+        Submitted::Processing(_) => {
+            api.wait_job(&n1, &j, Instant::now() + Duration::from_secs(60))
+                .unwrap()
+                .unwrap_or_else(|| panic!("the add's job did not finish after the leader kill"))
+                .body
+        }
+    };
+    let listed = hosts(&api, &n1, &s);
+    if reply["success"] == true {
+        let h2 = reply["inventory"]["uuid"].as_str().unwrap();
+        eprintln!("add across the leader kill: Done, host {h2}");
+        assert_eq!(status_of(&api, &n1, &s, h2).as_deref(), Some("Connected"));
+        assert_eq!(a2.bound_to().as_deref(), Some(h2));
+        assert_eq!(listed.len(), 2, "{listed:?}");
+    } else {
+        eprintln!("add across the leader kill: rolled back: {reply}");
+        assert_eq!(
+            listed.len(),
+            1,
+            "a rolled-back add left a record: {listed:?}"
+        );
+        assert_eq!(
+            a2.bound_to(),
+            None,
+            "a rolled-back add left the agent bound"
+        );
+    }
+    assert!(
+        listed.iter().all(|h| h["status"] != "Connecting"),
+        "a host stuck Connecting: {listed:?}"
+    );
+
+    // The new leader's tracker carries on.
+    a1.kill();
+    let took = await_status(&api, &n1, &s, &h1, "Disconnected");
+    eprintln!("agent killed → Disconnected in {took:?} (interval 1 s × maxFailure 2)");
+    a1.start();
+    let took = await_status(&api, &n1, &s, &h1, "Connected");
+    eprintln!("agent back → Connected in {took:?}");
+    c.restart(leader).unwrap();
+}
