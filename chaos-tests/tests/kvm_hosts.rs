@@ -176,7 +176,7 @@ fn hosts_survive_a_leader_kill_during_add_and_stay_tracked() {
     let addr = |c: &Cluster, id: u64| c.node(id).http.to_string();
     let api = ZsClient::new(TIMEOUT).unwrap();
     let n0 = addr(&c, leader);
-    let s = api.login(&[n0.clone()], TIMEOUT).unwrap();
+    let s = api.login(std::slice::from_ref(&n0), TIMEOUT).unwrap();
 
     let zone = call(
         &api,
