@@ -435,8 +435,17 @@ impl Agent for AgentService {
             },
         };
         let s2 = spec.clone();
+        // Prepared once; afterwards only measured. Re-creating a directory that vanished would
+        // hide a lost disk or an unmounted shared file system behind an empty local directory
+        // (hosts writing to different places), so a vanished one stays unhealthy until the
+        // operator restores it.
+        let known = lock(&slot.storages).get(&spec.uuid) == Some(&spec);
         let (prepared, cap) = on_slot(&slot, move |s| {
-            let p = s.backend.prepare_storage(&s2);
+            let p = if known {
+                Ok(())
+            } else {
+                s.backend.prepare_storage(&s2)
+            };
             let c = s.backend.storage_capacity(&s2);
             (p, c)
         })

@@ -115,7 +115,9 @@ pub fn prepare(s: &StorageSpec, mounter: &dyn Mounter) -> Result<(), BackendErro
 /// The storage's capacity now.
 pub fn capacity(s: &StorageSpec) -> pb::StorageCapacity {
     let dir = Path::new(s.dir());
-    let measured = if dir.is_dir() {
+    let measured = if s.kind == StorageKind::Nfs && !SystemMounter.is_mounted(dir) {
+        Err(format!("{} ({}) is not mounted", dir.display(), s.url))
+    } else if dir.is_dir() {
         statvfs(dir)
     } else {
         Err(format!("{} is gone", dir.display()))

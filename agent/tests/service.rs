@@ -262,7 +262,12 @@ async fn only_a_node_of_the_cluster_speaking_for_itself_gets_in() {
     let mut rc = client(&ca.pem, (&r.0, &r.1), addr).await;
     let e = rc.attach(attach(9, 1, "h1")).await.unwrap_err();
     assert!(
-        matches!(e.code(), Code::Unavailable | Code::Unknown),
+        // TLS 1.3: the client may finish its side before the server rejects its certificate, so
+        // the refusal arrives as a closed connection.
+        matches!(
+            e.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ),
         "{e:?}"
     );
     assert!(

@@ -191,6 +191,8 @@ pub const MAX_JOBS_IN_FLIGHT: usize = 16;
 /// Every leader duty, in the order they are established (and revoked in reverse).
 pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
     use ha::duties::sweepers;
+    // One client set for every duty that talks to agents: one channel per agent.
+    let agents = Arc::new(crate::agent_client::AgentClients::new(node.credentials()));
     vec![
         Arc::new(ha::registry::RegistryDuty::new(Arc::new(NodeRegistry(
             node.clone(),
@@ -208,10 +210,10 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
         Arc::new(sweepers::api_result_sweeper()),
         Arc::new(sweepers::audit_sweeper()),
         Arc::new(ha::duties::host_tracker::HostTracker::new(Arc::new(
-            crate::agent_client::TrackerAgents::new(
-                Arc::new(crate::agent_client::AgentClients::new(node.credentials())),
-                proto::agent::DEFAULT_PORT,
-            ),
+            crate::agent_client::TrackerAgents::new(agents.clone(), proto::agent::DEFAULT_PORT),
+        ))),
+        Arc::new(ha::duties::storage_tracker::StorageTracker::new(Arc::new(
+            crate::storage_agents::TrackerStorage::new(agents, proto::agent::DEFAULT_PORT),
         ))),
     ]
 }

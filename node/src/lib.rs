@@ -24,6 +24,7 @@ pub mod secrets;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
 pub mod state_view;
+pub mod storage_agents;
 pub mod timing;
 pub mod zstack_api;
 

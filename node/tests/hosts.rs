@@ -211,6 +211,92 @@ async fn hosts_are_connected_through_their_agents_and_tracked() {
         .await;
     println!("agent restarted → Connected in {took:?}");
 
+    // Primary storage on the host: directories its agent creates, capacity from statvfs.
+    let local_dir = td.path().join("ps-local");
+    let smp_dir = td.path().join("ps-smp");
+    let (s, v) = rest
+        .create(
+            "/primary-storage/local-storage",
+            json!({"zoneUuid": zone, "name": "local", "url": local_dir.to_str().unwrap()}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let local = v["inventory"]["uuid"].as_str().unwrap().to_string();
+    let (s, v) = rest
+        .create(
+            "/primary-storage/smp",
+            json!({"zoneUuid": zone, "name": "smp", "url": smp_dir.to_str().unwrap()}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let smp = v["inventory"]["uuid"].as_str().unwrap().to_string();
+    assert_eq!(v["inventory"]["status"], "Connecting", "{v}");
+    for ps in [&local, &smp] {
+        let (s, v) = rest
+            .create(
+                &format!("/clusters/{cluster}/primary-storage/{ps}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    // The file system both directories are on, as statvfs reports it (f_blocks × f_frsize).
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%b %S"])
+        .arg(td.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.split_whitespace().map(|x| x.parse::<u64>().unwrap());
+    let fs_total = it.next().unwrap() * it.next().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pss = loop {
+        let (s, v) = rest
+            .send(reqwest::Method::GET, "/primary-storage", None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let pss = v["inventories"].as_array().unwrap().clone();
+        if pss.iter().all(|p| p["status"] == "Connected") {
+            break pss;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "primary storage not Connected: {pss:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for p in &pss {
+        assert_eq!(p["totalPhysicalCapacity"], fs_total, "{p}");
+        assert_eq!(p["totalCapacity"], fs_total, "{p}");
+        let avail = p["availablePhysicalCapacity"].as_u64().unwrap();
+        assert!(avail > 0 && avail <= fs_total, "{p}");
+    }
+    assert!(
+        local_dir.is_dir() && smp_dir.is_dir(),
+        "the agent did not create the directories"
+    );
+    // The directory disappears (a failed disk): the storage is Disconnected.
+    std::fs::remove_dir_all(&smp_dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = rest
+            .send(
+                reqwest::Method::GET,
+                &format!("/primary-storage/{smp}"),
+                None,
+            )
+            .await;
+        let st = v["inventories"][0]["status"].clone();
+        if st == "Disconnected" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SMP still {st} without its directory"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Reconnect runs the flow again.
     let actions = format!("/hosts/{host}/actions");
     let (s, v) = rest.action(&actions, "reconnectHost", json!({})).await;

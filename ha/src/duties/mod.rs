@@ -3,4 +3,5 @@
 
 pub mod executor;
 pub mod host_tracker;
+pub mod storage_tracker;
 pub mod sweepers;
