@@ -12,6 +12,7 @@ pub mod duties;
 pub mod error;
 pub mod grpc;
 pub mod host_agent;
+pub mod host_deploy;
 pub mod http;
 pub mod identity;
 pub mod metrics;
