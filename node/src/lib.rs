@@ -13,6 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod host_agent;
 pub mod host_connect;
+pub mod host_deploy;
 pub mod http;
 pub mod identity;
 pub mod metrics;
