@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod durable;
+pub mod image_service;
 pub mod image_store;
 pub mod libvirt;
 pub mod service;

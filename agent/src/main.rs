@@ -129,7 +129,12 @@ async fn run(
             Hosts::ByAddress(m)
         }
     };
-    let svc = AgentService::new(&creds.cluster_id, term, hosts);
+    let mut svc = AgentService::new(&creds.cluster_id, term, hosts);
+    if simulate.is_none() {
+        svc = svc
+            .with_image_stores(&data_dir)
+            .map_err(|e| format!("image stores in {}: {e}", data_dir.display()))?;
+    }
     let mut listeners = Vec::new();
     for a in &addrs {
         let l = tokio::net::TcpListener::bind(a)

@@ -225,6 +225,7 @@ struct Inner {
     boot_id: String,
     term: TermStore,
     hosts: Hosts,
+    images: crate::image_service::SharedImageStores,
 }
 
 /// Run `f` on the slot, off the async workers when the backend blocks.
@@ -255,8 +256,20 @@ impl AgentService {
                 boot_id: format!("{:032x}", rand::random::<u128>()),
                 term,
                 hosts,
+                images: Arc::new(crate::image_service::ImageStores::in_memory()),
             }),
         }
+    }
+
+    /// With the image stores kept in `<data_dir>/imagestores.json`.
+    pub fn with_image_stores(mut self, data_dir: &std::path::Path) -> std::io::Result<Self> {
+        let stores =
+            crate::image_service::ImageStores::open(Some(data_dir.join("imagestores.json")))?;
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.images = Arc::new(stores),
+            None => return Err(std::io::Error::other("the service is already shared")),
+        }
+        Ok(self)
     }
 
     /// This process's boot id.
@@ -344,6 +357,100 @@ impl Agent for AgentService {
             boot_id: self.inner.boot_id.clone(),
             term,
             agent_version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    type DownloadImageStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::DownloadProgress, Status>> + Send + 'static>,
+    >;
+
+    async fn connect_image_store(
+        &self,
+        req: Request<pb::ConnectImageStoreRequest>,
+    ) -> Result<Response<pb::ImageStoreCapacity>, Status> {
+        self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        let images = self.inner.images.clone();
+        let (total, available) =
+            tokio::task::spawn_blocking(move || images.connect(&r.backup_storage_uuid, &r.url))
+                .await
+                .map_err(|e| internal("agent task", e))??;
+        Ok(Response::new(pb::ImageStoreCapacity {
+            total_bytes: total,
+            available_bytes: available,
+        }))
+    }
+
+    async fn download_image(
+        &self,
+        req: Request<pb::DownloadImageRequest>,
+    ) -> Result<Response<Self::DownloadImageStream>, Status> {
+        self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        let store = self.inner.images.store(&r.backup_storage_uuid)?;
+        let dl = crate::image_store::DownloadRequest {
+            image_uuid: r.image_uuid,
+            url: r.url,
+            expected_md5: (!r.md5.is_empty()).then_some(r.md5),
+            format_hint: (!r.format.is_empty()).then_some(r.format),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(crate::image_service::download(store, dl, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn delete_image(
+        &self,
+        req: Request<pb::DeleteImageRequest>,
+    ) -> Result<Response<pb::DeleteImageReply>, Status> {
+        self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        let store = self.inner.images.store(&r.backup_storage_uuid)?;
+        let deleted = tokio::task::spawn_blocking(move || store.delete(&r.image_uuid))
+            .await
+            .map_err(|e| internal("agent task", e))?
+            .map_err(crate::image_service::status_of)?;
+        Ok(Response::new(pb::DeleteImageReply { deleted }))
+    }
+
+    async fn cache_image(
+        &self,
+        req: Request<pb::CacheImageRequest>,
+    ) -> Result<Response<pb::CacheImageReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        let host_uuid = r
+            .header
+            .as_ref()
+            .map(|h| h.host_uuid.clone())
+            .unwrap_or_default();
+        slot.binding.check(&host_uuid)?;
+        let dir = lock(&slot.storages)
+            .get(&r.primary_storage_uuid)
+            .map(|s| s.dir().to_string())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "primary storage {} is not prepared on this host",
+                    r.primary_storage_uuid
+                ))
+            })?;
+        let cache = crate::image_service::cache_of(&dir);
+        let info = cache
+            .download(
+                crate::image_store::DownloadRequest {
+                    image_uuid: r.image_uuid,
+                    url: r.source_url,
+                    expected_md5: (!r.md5.is_empty()).then_some(r.md5),
+                    format_hint: None,
+                },
+                |_| {},
+            )
+            .await
+            .map_err(crate::image_service::status_of)?;
+        Ok(Response::new(pb::CacheImageReply {
+            image: Some(crate::image_service::file_of(&info)),
         }))
     }
 

@@ -449,3 +449,95 @@ async fn detach_undoes_an_attach_so_the_host_can_be_added_again() {
     assert!(!d.path().join("host-uuid").exists());
     c.attach(attach(1, 1, "h2")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_store_downloads_and_a_host_caches_the_image_on_its_primary_storage() {
+    use futures::StreamExt;
+    let d = tempfile::tempdir().unwrap();
+    let ca = self::ca();
+    write_pki(&d.path().join("pki"), &ca, "127.0.0.1");
+    let addr: SocketAddr = "127.0.0.1:17306".parse().unwrap();
+    let _agent = AgentProc::start(d.path(), addr, &["--libvirt-uri", "test:///default"]);
+    let n1 = node_id(&ca, 1);
+    let mut c = client(&ca.pem, (&n1.0, &n1.1), addr).await;
+    let src = d.path().join("src.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&src)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bs_dir = d.path().join("bs");
+    let cap = c
+        .connect_image_store(pb::ConnectImageStoreRequest {
+            header: header(1, 1, ""),
+            backup_storage_uuid: "bs1".into(),
+            url: bs_dir.to_str().unwrap().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cap.total_bytes > 0 && cap.available_bytes > 0);
+    let image = "0123456789abcdef0123456789abcdef";
+    let mut s = c
+        .download_image(pb::DownloadImageRequest {
+            header: header(1, 1, ""),
+            backup_storage_uuid: "bs1".into(),
+            image_uuid: image.into(),
+            url: format!("file://{}", src.display()),
+            md5: String::new(),
+            format: "qcow2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(m) = s.next().await {
+        last = Some(m.unwrap());
+    }
+    let f = last.unwrap().image.unwrap();
+    assert_eq!((f.format.as_str(), f.virtual_size), ("qcow2", 16 << 20));
+    assert!(f.path.starts_with(bs_dir.to_str().unwrap()), "{}", f.path);
+
+    // The host role: its primary storage gets a verified copy in its image cache.
+    c.attach(attach(1, 1, "h1")).await.unwrap();
+    let ps = d.path().join("ps");
+    c.prepare_primary_storage(pb::PreparePrimaryStorageRequest {
+        header: header(1, 1, "h1"),
+        primary_storage_uuid: "ps1".into(),
+        r#type: "LocalStorage".into(),
+        url: ps.to_str().unwrap().into(),
+        mount_point: String::new(),
+    })
+    .await
+    .unwrap();
+    let cache = |md5: &str| pb::CacheImageRequest {
+        header: header(1, 1, "h1"),
+        primary_storage_uuid: "ps1".into(),
+        image_uuid: image.into(),
+        source_url: format!("file://{}", f.path),
+        md5: md5.into(),
+    };
+    let r = c.cache_image(cache(&f.md5)).await.unwrap().into_inner();
+    let cached = r.image.unwrap();
+    assert!(
+        cached
+            .path
+            .starts_with(ps.join("imagecache").to_str().unwrap()),
+        "{}",
+        cached.path
+    );
+    assert_eq!(
+        std::fs::read(&cached.path).unwrap(),
+        std::fs::read(&f.path).unwrap()
+    );
+    // Idempotent.
+    let again = c.cache_image(cache(&f.md5)).await.unwrap().into_inner();
+    assert_eq!(again.image.unwrap().path, cached.path);
+    // Not a prepared primary storage: refused.
+    let mut bad = cache("");
+    bad.primary_storage_uuid = "ps9".into();
+    let e = c.cache_image(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+}

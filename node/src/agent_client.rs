@@ -85,7 +85,8 @@ impl std::fmt::Debug for AgentClients {
     }
 }
 
-fn status_error(addr: &str, s: tonic::Status) -> AgentCallError {
+/// An agent's refusal or failure, classified.
+pub fn status_error(addr: &str, s: tonic::Status) -> AgentCallError {
     let addr = addr.to_string();
     let message = s.message().to_string();
     match s.code() {
@@ -151,6 +152,11 @@ impl AgentClients {
             leader_id: self.node_id,
             host_uuid: host_uuid.to_string(),
         }
+    }
+
+    /// The raw client of the agent at `addr` (calls not wrapped here: the image store's).
+    pub fn grpc(&self, addr: &str) -> Result<AgentClient<Channel>, AgentCallError> {
+        Ok(AgentClient::new(self.channel(addr)?))
     }
 
     fn client(&self, t: &AgentTarget) -> Result<AgentClient<Channel>, AgentCallError> {

@@ -193,7 +193,7 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
     use ha::duties::sweepers;
     // One client set for every duty that talks to agents: one channel per agent.
     let agents = Arc::new(crate::agent_client::AgentClients::new(node.credentials()));
-    vec![
+    let mut duties: Vec<Arc<dyn Duty>> = vec![
         Arc::new(ha::registry::RegistryDuty::new(Arc::new(NodeRegistry(
             node.clone(),
         )))),
@@ -213,9 +213,17 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
             crate::agent_client::TrackerAgents::new(agents.clone(), proto::agent::DEFAULT_PORT),
         ))),
         Arc::new(ha::duties::storage_tracker::StorageTracker::new(Arc::new(
-            crate::storage_agents::TrackerStorage::new(agents, proto::agent::DEFAULT_PORT),
+            crate::storage_agents::TrackerStorage::new(agents.clone(), proto::agent::DEFAULT_PORT),
         ))),
-    ]
+    ];
+    if let Some(images) = node.receivers().images() {
+        duties.push(Arc::new(
+            ha::duties::backup_storage_tracker::BackupStorageTracker::new(Arc::new(
+                crate::image_agents::TrackerImageStores(images.clone()),
+            )),
+        ));
+    }
+    duties
 }
 
 /// Every management node record in the local state.

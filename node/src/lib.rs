@@ -16,6 +16,7 @@ pub mod host_connect;
 pub mod host_deploy;
 pub mod http;
 pub mod identity;
+pub mod image_agents;
 pub mod metrics;
 pub mod network;
 pub mod node;
@@ -156,6 +157,13 @@ pub async fn start_with_host_agent(
         raft_addr: config.advertise_raft_addr.clone(),
         api_addr: config.advertise_http_addr.clone(),
     };
+    // One client set (one channel per agent) for every receiver and duty that drives agents.
+    let agents = Arc::new(agent_client::AgentClients::new(&credentials));
+    let images = Arc::new(image_agents::ImageStores::new(
+        agents.clone(),
+        sm.clone(),
+        proto::agent::DEFAULT_PORT,
+    ));
     let node = Arc::new(
         Node::new(
             identity,
@@ -171,15 +179,15 @@ pub async fn start_with_host_agent(
         )
         .with_host_agent(host_agent)
         .with_receivers(
-            receivers::Receivers::new(config.flow_selftest_receiver.clone()).with_hosts(
-                host_connect::HostConnector::new(
-                    Arc::new(agent_client::AgentClients::new(&credentials)),
+            receivers::Receivers::new(config.flow_selftest_receiver.clone())
+                .with_hosts(host_connect::HostConnector::new(
+                    agents,
                     credentials.clone(),
                     data_key,
                     proto::agent::DEFAULT_PORT,
                     None,
-                ),
-            ),
+                ))
+                .with_images(images),
         ),
     );
     let shutdown = CancellationToken::new();

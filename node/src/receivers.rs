@@ -27,6 +27,7 @@ const SELFTEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Receivers {
     selftest: Option<(String, reqwest::Client)>,
     hosts: Option<Arc<crate::host_connect::HostConnector>>,
+    images: Option<Arc<crate::image_agents::ImageStores>>,
 }
 
 impl Receivers {
@@ -45,7 +46,19 @@ impl Receivers {
         Self {
             selftest,
             hosts: None,
+            images: None,
         }
+    }
+
+    /// With the image stores' receiver.
+    pub fn with_images(mut self, images: Arc<crate::image_agents::ImageStores>) -> Self {
+        self.images = Some(images);
+        self
+    }
+
+    /// The image stores' receiver, if configured (the backup storage tracker shares it).
+    pub fn images(&self) -> Option<&Arc<crate::image_agents::ImageStores>> {
+        self.images.as_ref()
     }
 
     /// With the host agents' receiver.
@@ -128,6 +141,11 @@ impl EffectRunner for Receivers {
         if request.receiver == api::families::host::flows::RECEIVER {
             if let Some(h) = &self.hosts {
                 return h.perform(&request.action, &request.payload, term, progress);
+            }
+        }
+        if request.receiver == api::families::image::flows::RECEIVER {
+            if let Some(i) = &self.images {
+                return i.perform(&request.action, &request.payload, term, progress);
             }
         }
         Box::pin(async move {

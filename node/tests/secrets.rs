@@ -420,7 +420,7 @@ async fn no_password_is_kept_or_shown_in_clear_anywhere() {
         &mut seen,
         M::POST,
         "/backup-storage/image-store",
-        json!({"params": {"name": "bs", "url": "/zstack_bs", "hostname": "10.0.0.9",
+        json!({"params": {"name": "bs", "url": td.path().join("bs").to_str().unwrap(), "hostname": "127.0.0.1",
             "username": "root", "password": BS_PW, "sshPort": 22}}),
     )
     .await;

@@ -369,6 +369,27 @@ impl Infra {
 
 const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJYXE4BsnXGTixX4ZmM22E8NSqbuZnQoQ7SALeCCja3T alice@example";
 
+/// This run's scratch directory: the image store's directory and the image it downloads.
+fn scratch() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("zs-tenant-{}", std::process::id()))
+}
+
+/// A small qcow2 image the image store downloads (file://), made once.
+fn image_url() -> String {
+    let img = scratch().join("img.qcow2");
+    if !img.exists() {
+        std::fs::create_dir_all(scratch()).unwrap();
+        let st = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&img)
+            .arg("8M")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    format!("file://{}", img.display())
+}
+
 /// Build-up calls, which must succeed.
 struct Setup<'a> {
     api: &'a Api,
@@ -421,7 +442,7 @@ impl Setup<'_> {
             .uuid(
                 s,
                 "AddLocalPrimaryStorage",
-                json!({"zoneUuid": zone, "name": "admin-local", "url": "/zstack_ps"}),
+                json!({"zoneUuid": zone, "name": "admin-local", "url": scratch().join("ps").to_str().unwrap()}),
             )
             .await;
         let nfs = self
@@ -441,7 +462,7 @@ impl Setup<'_> {
             .uuid(
                 s,
                 "AddImageStoreBackupStorage",
-                json!({"name": "admin-bs", "url": "/zstack_bs", "hostname": "10.0.0.9",
+                json!({"name": "admin-bs", "url": scratch().join("bs").to_str().unwrap(), "hostname": "127.0.0.1",
                    "username": "root", "password": "admin-bs-password", "sshPort": 22}),
             )
             .await;
@@ -466,7 +487,7 @@ impl Setup<'_> {
             )
             .await;
         let image = self
-            .uuid(s, "AddImage", json!({"name": "admin-image", "url": "http://h/admin.qcow2", "format": "qcow2", "backupStorageUuids": [bs]}))
+            .uuid(s, "AddImage", json!({"name": "admin-image", "url": image_url(), "format": "qcow2", "backupStorageUuids": [bs]}))
             .await;
         let l2 = self
             .uuid(
@@ -609,7 +630,7 @@ impl Setup<'_> {
             .uuid(
                 &s,
                 "AddImage",
-                json!({"name": format!("{tag}-image"), "url": format!("http://h/{tag}.qcow2"),
+                json!({"name": format!("{tag}-image"), "url": image_url(),
                    "format": "qcow2", "backupStorageUuids": [infra.bs]}),
             )
             .await;
@@ -1448,4 +1469,5 @@ async fn every_call_keeps_tenants_apart() {
         failures.len(),
         failures.join("\n")
     );
+    let _ = std::fs::remove_dir_all(scratch());
 }

@@ -107,10 +107,10 @@ impl Effects for MemEffects<'_> {
             // step, its result the job's.
             Command::Call(c) => {
                 let ApiCall { job, command, .. } = *c.op;
-                let mut resp = apply_kept(&mut t, self.n, Command::clone(&command));
-                if let Some(flow) = job.as_ref().and_then(|j| j.flow.clone()) {
-                    resp = emulate_flow(&mut t, self.n, &flow, &command, resp);
-                }
+                let resp = match job.as_ref().and_then(|j| j.flow.clone()) {
+                    Some(flow) => emulate_flow(&mut t, self.n, &flow, &command),
+                    None => apply_kept(&mut t, self.n, *command),
+                };
                 Response::Call(match job {
                     None => CallOutcome::Answer(Box::new(resp)),
                     Some(ticket) => {
@@ -221,6 +221,7 @@ pub(crate) fn scripted_effect(
     request: &crate::flow::EffectRequest,
 ) -> Result<crate::flow::Vars, Refusal> {
     use crate::families::host::flows;
+    use crate::families::image::flows as images;
     match (request.receiver.as_str(), request.action.as_str()) {
         (flows::RECEIVER, flows::CONNECT) => {
             let facts = crate::families::host::HostFacts {
@@ -241,6 +242,38 @@ pub(crate) fn scripted_effect(
             ]))
         }
         (flows::RECEIVER, flows::DISCONNECT) => Ok(crate::flow::Vars::new()),
+        // Image stores hold a 1 GiB (virtual) image of the registered format.
+        (images::RECEIVER, images::DOWNLOAD) => {
+            let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();
+            let stored: std::collections::BTreeMap<String, images::Stored> = p["stores"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let bs = s["backupStorageUuid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let st = images::Stored {
+                        path: format!(
+                            "/bs/{}/images/{}.img",
+                            bs,
+                            p["imageUuid"].as_str().unwrap_or("")
+                        ),
+                        format: p["format"].as_str().unwrap_or("qcow2").to_string(),
+                        virtual_size: 1 << 30,
+                        actual_size: 300 << 20,
+                        md5: "0123456789abcdef0123456789abcdef".into(),
+                    };
+                    (bs, st)
+                })
+                .collect();
+            Ok(crate::flow::Vars::from([(
+                images::STORED.into(),
+                serde_json::to_string(&stored).unwrap_or_default(),
+            )]))
+        }
+        (images::RECEIVER, images::DELETE) => Ok(crate::flow::Vars::new()),
         (r, a) => Err(Refusal::new(
             crate::wire::errors::Code::NotSupported,
             format!("the test harness has no answer for {r}/{a}"),
@@ -248,43 +281,28 @@ pub(crate) fn scripted_effect(
     }
 }
 
-/// A call's flow as the leader runs it, without the job record: the command (already applied,
-/// answering `first`), then the remaining steps, side effects answered by [`scripted_effect`]; a
-/// failing step rolls back the ones before it and the call answers the failure.
-fn emulate_flow(
-    t: &mut MemTxn,
-    n: u32,
-    flow: &str,
-    command: &Command,
-    first: Response,
-) -> Response {
+/// A call's flow as the leader runs it, without the job record: every step in order (the
+/// first being the call's command), side effects answered by [`scripted_effect`]; a failing
+/// step rolls back the ones before it and the call answers the failure.
+fn emulate_flow(t: &mut MemTxn, n: u32, flow: &str, command: &Command) -> Response {
     use crate::flow::Action;
     use crate::flow::Undo;
     let def = crate::registry::flow(flow).unwrap_or_else(|| panic!("flow {flow} is not declared"));
-    if matches!(first.innermost(), Response::Refused(_)) {
-        return first;
-    }
     let mut vars = crate::flow::command_vars(command).expect("command vars");
     let c = ctx(u64::from(n));
-    let mut last = first;
-    // The vars step 0 sets (flows.rs `apply_call`), from its answer.
-    if let Response::Host(crate::families::host::HostResult::Inventory(h)) = last.innermost() {
-        vars.insert(
-            crate::families::host::flows::vars::HOST.into(),
-            h.uuid.clone(),
-        );
-        vars.insert(
-            crate::families::host::flows::vars::ENDPOINT.into(),
-            serde_json::json!({"managementIp": h.management_ip, "sshPort": h.ssh_port,
-                "username": h.username, "password": h.password.as_str()})
-            .to_string(),
-        );
-    }
+    let mut last = None;
     let mut failure: Option<(usize, Refusal)> = None;
-    for (k, s) in def.steps.iter().enumerate().skip(1) {
+    for (k, s) in def.steps.iter().enumerate() {
         let r = match &s.action {
             Action::Commit(f) => {
-                f(t, &c, &Caller::admin(), &mut vars).map_err(|e| plan::refusal_of(&e))
+                let mut staged = crate::staged::Staged::new(&mut *t);
+                let mut scratch = vars.clone();
+                let r = f(&mut staged, &c, &Caller::admin(), &mut scratch);
+                if r.is_ok() {
+                    staged.commit().expect("commit");
+                    vars = scratch;
+                }
+                r.map_err(|e| plan::refusal_of(&e))
             }
             Action::Effect(f) => f(&vars)
                 .map_err(|e| plan::refusal_of(&e))
@@ -295,7 +313,7 @@ fn emulate_flow(
                 }),
         };
         match r {
-            Ok(Some(resp)) => last = resp,
+            Ok(Some(resp)) => last = Some(resp),
             Ok(None) => {}
             Err(e) => {
                 failure = Some((k, e));
@@ -303,7 +321,12 @@ fn emulate_flow(
             }
         }
     }
-    let Some((k, e)) = failure else { return last };
+    let Some((k, e)) = failure else {
+        return last.unwrap_or(Response::Refused(ApiError::Refused(Refusal::new(
+            crate::wire::errors::Code::Internal,
+            format!("flow {flow} answered nothing"),
+        ))));
+    };
     for s in def.steps[..k].iter().rev() {
         match &s.undo {
             Undo::Nothing => {}

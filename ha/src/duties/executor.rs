@@ -131,6 +131,9 @@ async fn perform_once(
                     )))
                 });
             }
+            // Without this branch a select entered while the progress branch is throttled
+            // would wait for the effect alone, and later progress would never be committed.
+            () = tokio::time::sleep_until((last + PROGRESS_EVERY).into()), if last.elapsed() < PROGRESS_EVERY => {}
             changed = rx.changed(), if last.elapsed() >= PROGRESS_EVERY => {
                 if changed.is_err() {
                     continue;

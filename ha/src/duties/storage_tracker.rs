@@ -238,7 +238,13 @@ impl Duty for StorageTracker {
                 loop {
                     let interval = Duration::from_secs(setting(&ctx, "ping.interval", 60));
                     let left = interval.saturating_sub(started.elapsed());
-                    if left.is_zero() {
+                    // A storage just attached is measured at once, not a whole interval later.
+                    let (pss, pairs) = work(&ctx);
+                    let fresh = pss.iter().any(|p| {
+                        p.status == PsStatus::Connecting
+                            && pairs.iter().any(|s| s.ps_uuid == p.uuid)
+                    });
+                    if left.is_zero() || fresh {
                         break;
                     }
                     tokio::select! {

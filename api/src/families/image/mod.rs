@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod cases;
 mod copies;
+pub mod flows;
 mod model;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -47,7 +48,9 @@ impl Family for Images {
             ..KindDecl::new(KIND, TABLE, &["ImageVO"])
         }],
         calls: &[
-            CallDecl::new("AddImage", wire::add, &[route(Po, "/v1/images", P)]).creating("ImageVO"),
+            CallDecl::new("AddImage", wire::add, &[route(Po, "/v1/images", P)])
+                .creating("ImageVO")
+                .running(flows::ADD),
             CallDecl::new("UpdateImage", wire::update, routes!(actions "/v1/images")),
             state_call!("ChangeImageState", "/v1/images", ImageOp::ChangeState),
             CallDecl::new("DeleteImage", wire::delete, routes!(delete "/v1/images")),
@@ -73,7 +76,7 @@ impl Family for Images {
             ),
             query_call!("QueryImage", "/v1/images", Image),
         ],
-        flows: &[],
+        flows: &[flows::ADD_FLOW],
         #[cfg(test)]
         cases: cases::cases,
     };

@@ -1,0 +1,284 @@
+//! The leader's side of image stores: the `imagestore` receiver of the AddImage flow
+//! (`api::families::image::flows`) — download into every backup storage named, progress
+//! reported to the job, delete on rollback — and the backup storage tracker's edge (connect
+//! the store's directory and measure it). Each ImageStore backup storage's agent listens on
+//! its `hostname`; the record is read from the local state (the leader's, which holds every
+//! committed record the flow's first step created).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::families::backup_storage::BackupStorage;
+use api::families::image::flows;
+use api::flow::Vars;
+use api::wire::errors::Code;
+use api::wire::errors::Refusal;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use ha::EffectError;
+use ha::ProgressFn;
+use proto::agent::v1 as pb;
+use serde::Deserialize;
+
+use crate::agent_client::status_error;
+use crate::agent_client::AgentCallError;
+use crate::agent_client::SharedAgents;
+use crate::node::Sm;
+use crate::state_view::StateView;
+
+/// Bound on connecting a store and on each message of a download stream.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn addr_of(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Image store agents.
+pub struct ImageStores {
+    clients: SharedAgents,
+    sm: Sm,
+    port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload {
+    image_uuid: String,
+    url: String,
+    format: String,
+    #[serde(default)]
+    md5: String,
+    stores: Vec<flows::Store>,
+}
+
+fn failed(details: String) -> EffectError {
+    EffectError::Failed(Refusal::new(Code::OperationFailure, details))
+}
+
+fn call_failure(e: AgentCallError, what: &str) -> EffectError {
+    match e {
+        AgentCallError::StaleTerm { message, .. } => EffectError::Indeterminate(message),
+        AgentCallError::Refused { message, .. } => failed(format!("{what}: {message}")),
+        AgentCallError::Unreachable { message, .. } => failed(format!(
+            "{what}: the image store does not answer: {message}"
+        )),
+    }
+}
+
+impl ImageStores {
+    /// Image store agents on `port`, records read from `sm`.
+    pub fn new(clients: SharedAgents, sm: Sm, port: u16) -> Self {
+        Self { clients, sm, port }
+    }
+
+    fn record(&self, uuid: &str) -> Result<BackupStorage, EffectError> {
+        api::resource::load::<BackupStorage>(&StateView(&self.sm), uuid)
+            .map_err(|e| EffectError::Indeterminate(format!("reading backup storage {uuid}: {e}")))?
+            .map(|(_, b)| b)
+            .ok_or_else(|| failed(format!("backup storage[uuid:{uuid}] was deleted")))
+    }
+
+    fn header(&self, term: u64) -> Option<pb::Header> {
+        Some(self.clients.header(term, ""))
+    }
+
+    /// Connect a store's directory; its (total, available).
+    pub async fn connect(
+        &self,
+        uuid: &str,
+        hostname: &str,
+        url: &str,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<(u64, u64), AgentCallError> {
+        let addr = addr_of(hostname, self.port);
+        let mut req = tonic::Request::new(pb::ConnectImageStoreRequest {
+            header: self.header(term),
+            backup_storage_uuid: uuid.to_string(),
+            url: url.to_string(),
+        });
+        req.set_timeout(timeout);
+        let r = self
+            .clients
+            .grpc(&addr)?
+            .connect_image_store(req)
+            .await
+            .map_err(|s| status_error(&addr, s))?
+            .into_inner();
+        Ok((r.total_bytes, r.available_bytes))
+    }
+
+    /// Perform `download` or `delete`.
+    pub fn perform(
+        self: &Arc<Self>,
+        action: &str,
+        payload: &str,
+        term: u64,
+        progress: ProgressFn,
+    ) -> BoxFuture<'static, Result<Vars, EffectError>> {
+        let this = self.clone();
+        let action = action.to_string();
+        let payload = payload.to_string();
+        Box::pin(async move {
+            let p: Payload = serde_json::from_str(&payload)
+                .map_err(|e| failed(format!("bad image step payload: {e}")))?;
+            match action.as_str() {
+                flows::DOWNLOAD => this.download(p, term, progress).await,
+                flows::DELETE => this.delete(p, term).await,
+                other => Err(failed(format!(
+                    "the image store receiver has no action {other:?}"
+                ))),
+            }
+        })
+    }
+
+    async fn download(
+        &self,
+        p: Payload,
+        term: u64,
+        progress: ProgressFn,
+    ) -> Result<Vars, EffectError> {
+        let n = p.stores.len().max(1) as u64;
+        let mut stored = BTreeMap::new();
+        for (i, s) in p.stores.iter().enumerate() {
+            let bs = self.record(&s.backup_storage_uuid)?;
+            let what = format!(
+                "downloading {} into backup storage[uuid:{}] at {}",
+                p.url, bs.uuid, bs.hostname
+            );
+            self.connect(&bs.uuid, &bs.hostname, &bs.url, term, CALL_TIMEOUT)
+                .await
+                .map_err(|e| call_failure(e, &what))?;
+            let addr = addr_of(&bs.hostname, self.port);
+            let req = tonic::Request::new(pb::DownloadImageRequest {
+                header: self.header(term),
+                backup_storage_uuid: bs.uuid.clone(),
+                image_uuid: p.image_uuid.clone(),
+                url: p.url.clone(),
+                md5: p.md5.clone(),
+                format: p.format.clone(),
+            });
+            let mut stream = self
+                .clients
+                .grpc(&addr)
+                .map_err(|e| call_failure(e, &what))?
+                .download_image(req)
+                .await
+                .map_err(|s| call_failure(status_error(&addr, s), &what))?
+                .into_inner();
+            let mut file = None;
+            loop {
+                let next = tokio::time::timeout(CALL_TIMEOUT * 4, stream.next()).await;
+                let m = match next {
+                    Err(_) => {
+                        return Err(EffectError::Indeterminate(format!(
+                            "{what}: no progress for {:?}",
+                            CALL_TIMEOUT * 4
+                        )))
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(s))) => {
+                        return Err(match status_error(&addr, s) {
+                            // The stream broke (agent or network): the next attempt resumes
+                            // from nothing, the agent having dropped the partial file.
+                            AgentCallError::Unreachable { message, .. } => {
+                                EffectError::Indeterminate(format!("{what}: {message}"))
+                            }
+                            e => call_failure(e, &what),
+                        });
+                    }
+                    Ok(Some(Ok(m))) => m,
+                };
+                if m.finished {
+                    file = m.image;
+                    break;
+                }
+                if let Some(pct) = m.done_bytes.saturating_mul(100).checked_div(m.total_bytes) {
+                    // Up to 99: the step is done only when its outcome is committed.
+                    let overall = ((i as u64 * 100 + pct.min(100)) / n).min(99);
+                    progress(overall as u8);
+                }
+            }
+            let f = file.ok_or_else(|| {
+                EffectError::Indeterminate(format!("{what}: the stream ended without the image"))
+            })?;
+            stored.insert(
+                bs.uuid.clone(),
+                flows::Stored {
+                    path: f.path,
+                    format: f.format,
+                    virtual_size: f.virtual_size,
+                    actual_size: f.actual_size,
+                    md5: f.md5,
+                },
+            );
+        }
+        let text = serde_json::to_string(&stored)
+            .map_err(|e| failed(format!("encoding the download results: {e}")))?;
+        Ok(Vars::from([(flows::STORED.to_string(), text)]))
+    }
+
+    async fn delete(&self, p: Payload, term: u64) -> Result<Vars, EffectError> {
+        for s in &p.stores {
+            let bs = match self.record(&s.backup_storage_uuid) {
+                Ok(b) => b,
+                // The store is gone with its files.
+                Err(EffectError::Failed(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let addr = addr_of(&bs.hostname, self.port);
+            let mut req = tonic::Request::new(pb::DeleteImageRequest {
+                header: self.header(term),
+                backup_storage_uuid: bs.uuid.clone(),
+                image_uuid: p.image_uuid.clone(),
+            });
+            req.set_timeout(CALL_TIMEOUT);
+            let r = match self.clients.grpc(&addr) {
+                Ok(mut c) => c
+                    .delete_image(req)
+                    .await
+                    .map_err(|s| status_error(&addr, s)),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(_) => {}
+                Err(AgentCallError::StaleTerm { message, .. }) => {
+                    return Err(EffectError::Indeterminate(message))
+                }
+                // A store that cannot be reached keeps the file; it is named so the operator
+                // can remove it (the rollback must not hang on a dead store).
+                Err(e) => {
+                    tracing::warn!(bs = %bs.uuid, image = %p.image_uuid, error = %e, "image file not removed during rollback")
+                }
+            }
+        }
+        Ok(Vars::new())
+    }
+}
+
+/// The backup storage tracker's edge.
+pub struct TrackerImageStores(pub Arc<ImageStores>);
+
+impl ha::duties::backup_storage_tracker::ImageStoreAgents for TrackerImageStores {
+    fn connect(
+        &self,
+        uuid: &str,
+        hostname: &str,
+        url: &str,
+        term: u64,
+        timeout: Duration,
+    ) -> ha::BoxFuture<'static, Result<(u64, u64), String>> {
+        let s = self.0.clone();
+        let (uuid, hostname, url) = (uuid.to_string(), hostname.to_string(), url.to_string());
+        Box::pin(async move {
+            s.connect(&uuid, &hostname, &url, term, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
