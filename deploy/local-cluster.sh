@@ -9,7 +9,9 @@
 # Environment: ZS_PROFILE=release|debug (default release), ZS_HOST (127.0.0.1),
 # ZS_HTTP_BASE (8080), ZS_HTTPS_BASE (8443), ZS_RAFT_BASE (7070), ZS_CLUSTER_ID (zstack-local),
 # ZS_STOP_TIMEOUT seconds before SIGKILL (20), ZS_START_TIMEOUT seconds (60),
-# ZS_NO_BUILD=1 to use already-built binaries (ZS_BIN_DIR overrides target/<profile>).
+# ZS_NO_BUILD=1 to use already-built binaries (ZS_BIN_DIR overrides target/<profile>),
+# ZS_AGENTS=0 to start no demo hosts (default: two zsagents on libvirt's test driver at
+# 127.0.0.2 and 127.0.0.3, the first also the image store, added through the API).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,6 +45,8 @@ START_TIMEOUT="${ZS_START_TIMEOUT:-60}"
 BIN_DIR="${ZS_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE}"
 ZSNODE="$BIN_DIR/zsnode"
 ZSCTL="$BIN_DIR/zsctl"
+ZSAGENT="$BIN_DIR/zsagent"
+AGENTS="${ZS_AGENTS:-1}"
 STATE="$DIR/cluster.env"
 # The cluster admin token: created here, handed to node 1 when it founds the cluster, and read
 # by every zsctl call below (and by the operator: export ZSCTL_TOKEN_FILE).
@@ -80,7 +84,7 @@ port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 build() {
   if [ "${ZS_NO_BUILD:-0}" = 1 ]; then
-    if [ ! -x "$ZSNODE" ] || [ ! -x "$ZSCTL" ]; then
+    if [ ! -x "$ZSNODE" ] || [ ! -x "$ZSCTL" ] || { [ "$AGENTS" = 1 ] && [ ! -x "$ZSAGENT" ]; }; then
       echo "local-cluster: ZS_NO_BUILD=1 but $ZSNODE or $ZSCTL is missing" >&2
       exit 1
     fi
@@ -88,8 +92,8 @@ build() {
   fi
   local flag=()
   [ "$PROFILE" = release ] && flag=(--release)
-  echo "local-cluster: building zsnode and zsctl ($PROFILE)..."
-  (cd "$ROOT" && cargo build -q "${flag[@]}" -p node -p ops)
+  echo "local-cluster: building zsnode, zsctl and zsagent ($PROFILE)..."
+  (cd "$ROOT" && cargo build -q "${flag[@]}" -p node -p ops -p agent)
 }
 
 wait_http() { # node, seconds
@@ -147,6 +151,108 @@ Local management cluster "$CLUSTER_ID": $NODES node(s) on $HOST
 
   Stop:   bash deploy/local-cluster.sh stop${DIR:+ --dir $DIR}
 EOF
+  if [ "$AGENTS" = 1 ]; then
+    cat <<EOF
+
+Demo hosts (zsagent on libvirt's test driver): ${AGENT_IPS[*]}; logs under $DIR/agent-<ip>/
+  Next: log in, list the hosts with the capacity libvirt reported, add an image:
+  S=\$(curl -s -X PUT -d '{"logInByAccount":{"accountName":"admin","password":"$ADMIN_SHA512"}}' http://$HOST:$(http_port 1)/zstack/v1/accounts/login | sed -n 's/.*"uuid":"\([0-9a-f]*\)".*/\1/p')
+  curl -s -H "Authorization: OAuth \$S" http://$HOST:$(http_port 1)/zstack/v1/hosts
+  curl -s -H "Authorization: OAuth \$S" http://$HOST:$(http_port 1)/zstack/v1/backup-storage
+  curl -s -X POST -H "Authorization: OAuth \$S" -d '{"params":{"name":"img","url":"file:///path/to/disk.qcow2","format":"qcow2","backupStorageUuids":["<uuid from the line above>"]}}' http://$HOST:$(http_port 1)/zstack/v1/images
+EOF
+  fi
+
+}
+
+# --- Demo hosts: zsagents on libvirt's test driver, added the way an operator would. ---
+AGENT_IPS=(127.0.0.2 127.0.0.3)
+ADMIN_SHA512=b109f3bbbc244eb82441917ed06d618b9008dd09b3befd1b5e07394c706a8bb980b1d7785e5976ec049b46df5f1326af5a2ea6d103fd07c95385ffab0cacbc86
+agent_dir() { echo "$DIR/agent-$1"; }
+
+# One REST v1 call as admin; an accepted async call (202) is polled until done. Prints the body.
+rest() { # method path [json]
+  local out code loc
+  out="$(curl -s -w '\n%{http_code}' -X "$1" -H "Authorization: OAuth $SESSION" \
+    -H 'Content-Type: application/json' ${3:+--data "$3"} "http://$HOST:$(http_port 1)/zstack/v1$2")"
+  code="${out##*$'\n'}"; out="${out%$'\n'*}"
+  if [ "$code" = 202 ]; then
+    loc="$(printf '%s' "$out" | sed -n 's/.*"location":"\([^"]*\)".*/\1/p')"
+    while :; do
+      out="$(curl -s -w '\n%{http_code}' "$loc")"; code="${out##*$'\n'}"; out="${out%$'\n'*}"
+      [ "$code" = 202 ] || break
+      sleep 0.3
+    done
+  fi
+  printf '%s' "$out"
+  [ "$code" = 200 ]
+}
+uuid_of() { sed -n 's/.*"inventory":{[^}]*"uuid":"\([0-9a-f]\{32\}\)".*/\1/p' | head -n 1; }
+
+start_agents() {
+  local ip pki xml out end
+  for ip in "${AGENT_IPS[@]}"; do
+    mkdir -p "$(agent_dir "$ip")"
+    pki="$(agent_dir "$ip")/pki"
+    [ -f "$pki/agent.crt" ] || "$ZSNODE" pki agent-cert --data-dir "$(node_dir 1)/data" --host "$ip" --out "$pki" >/dev/null
+    xml="$(agent_dir "$ip")/host.xml"
+    [ -f "$xml" ] || "$ZSAGENT" test-host-xml --sockets 1 --cores 4 --threads 2 --memory-mib 16384 > "$xml"
+    if [ -f "$(agent_dir "$ip")/zsagent.pid" ] && kill -0 "$(cat "$(agent_dir "$ip")/zsagent.pid")" 2>/dev/null; then
+      continue
+    fi
+    nohup "$ZSAGENT" run --listen "$ip:7272" --data-dir "$(agent_dir "$ip")" \
+      --libvirt-uri "test://$xml" >>"$(agent_dir "$ip")/zsagent.log" 2>&1 &
+    echo $! > "$(agent_dir "$ip")/zsagent.pid"
+  done
+  for ip in "${AGENT_IPS[@]}"; do
+    end=$((SECONDS + 20))
+    until (exec 3<>"/dev/tcp/$ip/7272") 2>/dev/null; do
+      [ $SECONDS -lt $end ] || { echo "local-cluster: zsagent on $ip did not listen; see $(agent_dir "$ip")/zsagent.log" >&2; return 1; }
+      sleep 0.2
+    done
+  done
+  end=$((SECONDS + 60))
+  SESSION=""
+  until [ -n "$SESSION" ]; do
+    SESSION="$(curl -s -X PUT -H 'Content-Type: application/json' \
+      --data "{\"logInByAccount\":{\"accountName\":\"admin\",\"password\":\"$ADMIN_SHA512\"}}" \
+      "http://$HOST:$(http_port 1)/zstack/v1/accounts/login" | uuid_of || true)"
+    if [ -z "$SESSION" ]; then
+      [ $SECONDS -lt $end ] || { echo "local-cluster: cannot log in as admin" >&2; return 1; }
+      sleep 0.5
+    fi
+  done
+  if rest GET "/hosts" | grep -q '"managementIp":"127.0.0.2"'; then
+    echo "local-cluster: demo hosts already added"
+    return 0
+  fi
+  local zone cluster bs ps
+  zone="$(rest POST /zones '{"params":{"name":"demo-zone"}}' | uuid_of)"
+  cluster="$(rest POST /clusters "{\"params\":{\"zoneUuid\":\"$zone\",\"name\":\"demo-cluster\",\"hypervisorType\":\"KVM\"}}" | uuid_of)"
+  rest PUT /global-configurations/kvm/allowTestDriver/actions '{"updateGlobalConfig":{"value":"true"}}' >/dev/null
+  for ip in "${AGENT_IPS[@]}"; do
+    if ! out="$(rest POST /hosts/kvm "{\"params\":{\"clusterUuid\":\"$cluster\",\"name\":\"demo-$ip\",\"managementIp\":\"$ip\",\"username\":\"root\",\"password\":\"demo\"}}")"; then
+      echo "local-cluster: adding host $ip failed: $out" >&2; return 1
+    fi
+    echo "local-cluster: host $ip Connected"
+  done
+  ps="$(rest POST /primary-storage/local-storage "{\"params\":{\"zoneUuid\":\"$zone\",\"name\":\"demo-local\",\"url\":\"$DIR/primary\"}}" | uuid_of)"
+  rest POST "/clusters/$cluster/primary-storage/$ps" '{"params":{}}' >/dev/null
+  bs="$(rest POST /backup-storage/image-store "{\"params\":{\"name\":\"demo-store\",\"url\":\"$DIR/imagestore\",\"hostname\":\"${AGENT_IPS[0]}\",\"username\":\"root\",\"password\":\"demo\"}}" | uuid_of)"
+  rest POST "/zones/$zone/backup-storage/$bs" '{"params":{}}' >/dev/null
+  echo "local-cluster: demo zone, cluster, 2 hosts, local primary storage and image store $bs added"
+}
+
+stop_agents() {
+  local ip pid
+  for ip in "${AGENT_IPS[@]}"; do
+    pid="$(cat "$(agent_dir "$ip")/zsagent.pid" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      echo "local-cluster: zsagent $ip (pid $pid) stopped"
+    fi
+    rm -f "$(agent_dir "$ip")/zsagent.pid"
+  done
 }
 
 cmd_start() {
@@ -214,10 +320,12 @@ EOF
     echo "local-cluster: the cluster did not converge within $START_TIMEOUT s; see the logs under $DIR" >&2
     exit 1
   fi
+  [ "$AGENTS" = 1 ] && start_agents
   print_info
 }
 
 cmd_stop() {
+  stop_agents
   local i pid any=0
   local pids=()
   for i in $(seq 1 "$NODES"); do

@@ -112,15 +112,28 @@ impl HostAgent for SshPortProbe {
     ) -> BoxFuture<'a, Result<(), AgentError>> {
         Box::pin(async move {
             let addr = format!("{}:{}", endpoint.management_ip, endpoint.ssh_port);
-            match tokio::time::timeout(self.timeout, identify(endpoint, &addr)).await {
+            let ssh = match tokio::time::timeout(self.timeout, identify(endpoint, &addr)).await {
                 Ok(r) => r,
                 Err(_) => Err(AgentError::Timeout {
                     addr,
                     timeout: self.timeout,
                 }),
+            };
+            // A host whose agent is installed already (a package, or the local demo) is
+            // reachable without SSH: the add's flow attaches that agent (and proves it is one
+            // of this cluster's over mutual TLS).
+            if ssh.is_err() && agent_port_answers(endpoint, self.timeout).await {
+                return Ok(());
             }
+            ssh
         })
     }
+}
+
+/// Whether the host's agent port accepts a connection.
+async fn agent_port_answers(endpoint: &HostEndpoint, timeout: Duration) -> bool {
+    let connect = TcpStream::connect((endpoint.management_ip.as_str(), proto::agent::DEFAULT_PORT));
+    matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
 }
 
 /// Connect and read lines until one starts with `SSH-`. RFC 4253 §4.2 lets a server send other

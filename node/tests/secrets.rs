@@ -344,21 +344,6 @@ async fn no_password_is_kept_or_shown_in_clear_anywhere() {
     )
     .await;
     let cluster = cluster["inventory"]["uuid"].as_str().unwrap().to_string();
-    // The host's agent: libvirt's test driver, which the operator allows here.
-    let _agent = common::TestAgent::install(
-        &common::data_dir(td.path(), 1),
-        &td.path().join("agent"),
-        "127.0.0.1",
-    );
-    ok(
-        &r1,
-        &mut seen,
-        M::PUT,
-        "/global-configurations/kvm/allowTestDriver/actions",
-        json!({"updateGlobalConfig": {"value": "true"}}),
-    )
-    .await;
-
     // A refused add (nothing answers on the port): the audit log records it, the reply names
     // the endpoint, neither the password.
     let closed = free_port();
@@ -377,6 +362,21 @@ async fn no_password_is_kept_or_shown_in_clear_anywhere() {
         (503, Some("HOST.1000")),
         "{v}"
     );
+
+    // The host's agent: libvirt's test driver, which the operator allows here.
+    let _agent = common::TestAgent::install(
+        &common::data_dir(td.path(), 1),
+        &td.path().join("agent"),
+        "127.0.0.1",
+    );
+    ok(
+        &r1,
+        &mut seen,
+        M::PUT,
+        "/global-configurations/kvm/allowTestDriver/actions",
+        json!({"updateGlobalConfig": {"value": "true"}}),
+    )
+    .await;
 
     // The host, added through a follower (the serving node seals, the leader never sees
     // the plaintext), then its password changed through the other follower.
