@@ -18,6 +18,8 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_HTTPS_ADDR: &str = "127.0.0.1:8443";
 /// Default cluster id.
 pub const DEFAULT_CLUSTER_ID: &str = "zstack";
+/// Default libvirt URI of installed agents.
+pub const DEFAULT_AGENT_LIBVIRT_URI: &str = "qemu:///system";
 
 /// Command line of `zsnode`. Every flag also reads a `ZSNODE_*` environment variable.
 #[derive(Debug, Clone, Default, Parser)]
@@ -95,6 +97,14 @@ pub struct Cli {
     /// random one (its SHA-256 is kept; the file is not copied).
     #[arg(long, env = "ZSNODE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// The `zsagent` binary AddKVMHost installs on hosts without a running agent (default: the
+    /// `zsagent` next to this `zsnode` executable).
+    #[arg(long, env = "ZSNODE_AGENT_BINARY")]
+    pub agent_binary: Option<PathBuf>,
+    /// libvirt URI the installed agents use (default `qemu:///system`; `test:///default` for
+    /// libvirt's test driver in tests and the demo).
+    #[arg(long, env = "ZSNODE_AGENT_LIBVIRT_URI")]
+    pub agent_libvirt_uri: Option<String>,
 }
 
 /// The TOML file's shape; every key is optional.
@@ -139,6 +149,10 @@ pub struct FileConfig {
     pub join_token_file: Option<PathBuf>,
     /// See [`Cli::admin_token_file`].
     pub admin_token_file: Option<PathBuf>,
+    /// See [`Cli::agent_binary`].
+    pub agent_binary: Option<PathBuf>,
+    /// See [`Cli::agent_libvirt_uri`].
+    pub agent_libvirt_uri: Option<String>,
 }
 
 /// How a node without credentials obtains them.
@@ -187,6 +201,10 @@ pub struct NodeConfig {
     pub join: Option<JoinConfig>,
     /// Admin token of a cluster this node creates.
     pub admin_token: Option<SecretString>,
+    /// The `zsagent` binary installed on hosts.
+    pub agent_binary: PathBuf,
+    /// libvirt URI of installed agents.
+    pub agent_libvirt_uri: String,
 }
 
 /// A token read from a file or the environment: never printed by `Debug`.
@@ -361,7 +379,26 @@ impl NodeConfig {
             }
             None => None,
         };
+        let agent_binary = cli
+            .agent_binary
+            .or(file.agent_binary)
+            .unwrap_or_else(crate::agent_installer::default_agent_binary);
+        let agent_libvirt_uri = cli
+            .agent_libvirt_uri
+            .or(file.agent_libvirt_uri)
+            .unwrap_or_else(|| DEFAULT_AGENT_LIBVIRT_URI.to_string());
+        // A URI with whitespace would reach the agent's command line split or mangled.
+        if agent_libvirt_uri.is_empty()
+            || !agent_libvirt_uri.contains(":/")
+            || agent_libvirt_uri.chars().any(char::is_whitespace)
+        {
+            return Err(StartError::Config(format!(
+                "agent_libvirt_uri {agent_libvirt_uri:?} is not a libvirt URI (qemu:///system)"
+            )));
+        }
         Ok(Self {
+            agent_binary,
+            agent_libvirt_uri,
             https_addr,
             https_cert,
             http_enabled: !(cli.disable_http || file.disable_http.unwrap_or(false)),
@@ -435,6 +472,8 @@ mod tests {
         assert_eq!(c.raft_addr.to_string(), DEFAULT_RAFT_ADDR);
         assert_eq!(c.advertise_raft_addr, DEFAULT_RAFT_ADDR);
         assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.agent_libvirt_uri, DEFAULT_AGENT_LIBVIRT_URI);
+        assert!(c.agent_binary.ends_with("zsagent"));
     }
 
     #[test]

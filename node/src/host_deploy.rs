@@ -136,6 +136,8 @@ pub struct RemoteFacts {
     pub kvm: bool,
     /// The login user is root (only root installs a systemd unit).
     pub root: bool,
+    /// The login user's `$HOME` (empty when unset): where a non-root install goes.
+    pub home: String,
 }
 
 /// Why a deployment step failed. Messages are for operators: they name the host and say what
@@ -384,7 +386,8 @@ pub async fn undeploy(t: &SshTarget, install_dir: &str) -> Result<(), DeployErro
 const PROBE: &str = "echo \"arch=$(uname -m)\"\n\
      if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi\n\
      if [ -e /dev/kvm ]; then echo kvm=1; else echo kvm=0; fi\n\
-     if [ \"$(id -u)\" = 0 ]; then echo root=1; else echo root=0; fi";
+     if [ \"$(id -u)\" = 0 ]; then echo root=1; else echo root=0; fi\n\
+     printf 'home=%s\\n' \"$HOME\"";
 
 /// Stops whatever runs the agent of install dir `$d`: the unit if it belongs to `$d`, else the
 /// supervisor loop's process group.
@@ -451,6 +454,7 @@ fn parse_facts(t: &SshTarget, out: &str) -> Result<RemoteFacts, DeployError> {
             systemd,
             kvm,
             root,
+            home: get("home").unwrap_or_default().to_string(),
         }),
         _ => Err(DeployError::Protocol {
             addr: t.addr(),

@@ -5,6 +5,7 @@
 
 pub mod admin_auth;
 pub mod agent_client;
+pub mod agent_installer;
 pub mod applier;
 pub mod audit;
 pub mod config;
@@ -185,7 +186,12 @@ pub async fn start_with_host_agent(
                     credentials.clone(),
                     data_key,
                     proto::agent::DEFAULT_PORT,
-                    None,
+                    Some(Arc::new(agent_installer::SshInstaller::new(
+                        config.agent_binary.clone(),
+                        config.agent_libvirt_uri.clone(),
+                        &config.data_dir,
+                        proto::agent::DEFAULT_PORT,
+                    ))),
                 ))
                 .with_images(images),
         ),

@@ -403,6 +403,8 @@ async fn start_node(
         snapshot_logs: 5_000,
         flow_selftest_receiver: None,
         flow_step_pause: std::time::Duration::ZERO,
+        agent_binary: node::agent_installer::default_agent_binary(),
+        agent_libvirt_uri: node::config::DEFAULT_AGENT_LIBVIRT_URI.into(),
     })
     .await
     .expect("node starts")
