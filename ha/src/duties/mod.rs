@@ -5,3 +5,4 @@ pub mod executor;
 pub mod host_tracker;
 pub mod storage_tracker;
 pub mod sweepers;
+pub mod tracker_metrics;
