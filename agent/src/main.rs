@@ -100,7 +100,7 @@ const SSH_BANNER: &[u8] = b"SSH-2.0-zsagent-simulator\r\n";
 
 /// Raise the open-file limit to its hard limit: thousands of simulated hosts need two
 /// listeners each plus a connection per leader, far past the usual soft limit of 1024.
-fn raise_nofile_limit() -> Result<u64, String> {
+fn raise_nofile_limit() -> Result<libc::rlim_t, String> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -115,7 +115,7 @@ fn raise_nofile_limit() -> Result<u64, String> {
             return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Answer every connection to `addrs` with [`SSH_BANNER`] and close it.

@@ -358,10 +358,8 @@ impl HostBench {
                             CALL_TIMEOUT,
                         );
                         let ok = matches!(&r, Ok(Some(r)) if r.body["success"] == true);
-                        if !ok {
-                            if errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                                eprintln!("host-bench: add {ip}: {r:?}");
-                            }
+                        if !ok && errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                            eprintln!("host-bench: add {ip}: {r:?}");
                         }
                     }
                 });
