@@ -376,7 +376,8 @@ impl HostBench {
         let r = self.api.sync(
             &node,
             "org.zstack.header.host.APIQueryHostMsg",
-            json!({"conditions": []}),
+            // Past the query's default limit of 1000 rows.
+            json!({"conditions": [], "limit": 1_000_000}),
             Some(&self.session),
             CALL_TIMEOUT,
         )?;

@@ -60,11 +60,13 @@ fn main() -> Result<()> {
     let mut best = None;
     for &n in &a.hosts {
         b.set_interval(60)?;
+        let had = b.added;
         let took = b.add_hosts(n, a.in_flight)?;
         println!(
-            "bench=host_add hosts={n} secs={:.1} adds_per_s={:.0} errors={}",
+            "bench=host_add hosts={n} added={} secs={:.1} adds_per_s={:.0} errors={}",
+            n - had,
             took.as_secs_f64(),
-            f64::from(n) / took.as_secs_f64().max(1e-9),
+            f64::from(n - had) / took.as_secs_f64().max(1e-9),
             b.add_errors
         );
         b.await_connected(n as usize - b.add_errors, Duration::from_secs(300))?;
