@@ -53,6 +53,10 @@ enum Cmd {
         /// at --listen (scale tests only).
         #[arg(long)]
         simulate: Option<u32>,
+        /// With --simulate: each simulated address also answers this TCP port with an SSH
+        /// identification line and closes, standing in for the sshd that AddKVMHost probes.
+        #[arg(long, requires = "simulate")]
+        ssh_banner_port: Option<u16>,
     },
     /// Print the host facts libvirt reports, as JSON.
     Facts {
@@ -91,13 +95,65 @@ fn nth_ip(base: IpAddr, n: u32) -> Option<IpAddr> {
     }
 }
 
+/// What a simulated host's "sshd" says before closing: enough for a banner probe.
+const SSH_BANNER: &[u8] = b"SSH-2.0-zsagent-simulator\r\n";
+
+/// Raise the open-file limit to its hard limit: thousands of simulated hosts need two
+/// listeners each plus a connection per leader, far past the usual soft limit of 1024.
+fn raise_nofile_limit() -> Result<libc::rlim_t, String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Answer every connection to `addrs` with [`SSH_BANNER`] and close it.
+async fn serve_ssh_banners(addrs: Vec<SocketAddr>) -> Result<(), String> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for a in &addrs {
+        let l = tokio::net::TcpListener::bind(a)
+            .await
+            .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+        listeners.push(tokio_stream::wrappers::TcpListenerStream::new(l));
+    }
+    let mut incoming = futures::stream::select_all(listeners);
+    tokio::spawn(async move {
+        while let Some(conn) = incoming.next().await {
+            let Ok(mut s) = conn else { continue };
+            tokio::spawn(async move {
+                let _ = s.write_all(SSH_BANNER).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    Ok(())
+}
+
 async fn run(
     listen: SocketAddr,
     data_dir: PathBuf,
     pki_dir: Option<PathBuf>,
     libvirt_uri: String,
     simulate: Option<u32>,
+    ssh_banner_port: Option<u16>,
 ) -> Result<(), String> {
+    if simulate.is_some() {
+        let n = raise_nofile_limit()?;
+        tracing::info!(nofile = n, "open-file limit raised for simulated hosts");
+    }
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let pki_dir = pki_dir.unwrap_or_else(|| data_dir.join("pki"));
@@ -129,6 +185,15 @@ async fn run(
             Hosts::ByAddress(m)
         }
     };
+    if let Some(port) = ssh_banner_port {
+        serve_ssh_banners(
+            addrs
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect(),
+        )
+        .await?;
+    }
     let mut svc = AgentService::new(&creds.cluster_id, term, hosts);
     if simulate.is_none() {
         svc = svc
@@ -184,12 +249,20 @@ fn main() -> ExitCode {
             pki_dir,
             libvirt_uri,
             simulate,
+            ssh_banner_port,
         } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("tokio runtime: {e}")),
             };
-            match rt.block_on(run(listen, data_dir, pki_dir, libvirt_uri, simulate)) {
+            match rt.block_on(run(
+                listen,
+                data_dir,
+                pki_dir,
+                libvirt_uri,
+                simulate,
+                ssh_banner_port,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

@@ -6,6 +6,7 @@
 pub mod checkers;
 pub mod cluster;
 pub mod etcd;
+pub mod host_bench;
 pub mod linearizability;
 pub mod load;
 pub mod nemesis;

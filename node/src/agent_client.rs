@@ -343,15 +343,22 @@ impl ha::duties::host_tracker::HostAgents for TrackerAgents {
         &self,
         host: &ha::duties::host_tracker::TrackedHost,
         term: u64,
+        known_domains_version: u64,
         timeout: Duration,
-    ) -> ha::BoxFuture<'static, Result<String, ha::duties::host_tracker::AgentFailure>> {
+    ) -> ha::BoxFuture<
+        'static,
+        Result<ha::duties::host_tracker::Pinged, ha::duties::host_tracker::AgentFailure>,
+    > {
         let clients = self.clients.clone();
         let target = self.target(host);
         Box::pin(async move {
             clients
-                .ping(&target, term, 0, timeout)
+                .ping(&target, term, known_domains_version, timeout)
                 .await
-                .map(|r| r.boot_id)
+                .map(|r| ha::duties::host_tracker::Pinged {
+                    boot_id: r.boot_id,
+                    domains_version: r.domains_version,
+                })
                 .map_err(tracker_failure)
         })
     }

@@ -209,9 +209,12 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
         Arc::new(sweepers::session_sweeper()),
         Arc::new(sweepers::api_result_sweeper()),
         Arc::new(sweepers::audit_sweeper()),
-        Arc::new(ha::duties::host_tracker::HostTracker::new(Arc::new(
-            crate::agent_client::TrackerAgents::new(agents.clone(), proto::agent::DEFAULT_PORT),
-        ))),
+        Arc::new(
+            ha::duties::host_tracker::HostTracker::new(Arc::new(
+                crate::agent_client::TrackerAgents::new(agents.clone(), proto::agent::DEFAULT_PORT),
+            ))
+            .with_metrics(node.metrics().host_tracker.clone()),
+        ),
         Arc::new(ha::duties::storage_tracker::StorageTracker::new(Arc::new(
             crate::storage_agents::TrackerStorage::new(agents.clone(), proto::agent::DEFAULT_PORT),
         ))),

@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use ha::duties::tracker_metrics::TrackerMetrics;
 
 use raft_store::openraft::LogIdOptionExt;
 use raft_store::openraft::ServerState;
@@ -38,22 +41,92 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
         let mut cumulative = 0;
-        for (b, c) in BUCKETS.iter().zip(&self.counts) {
-            cumulative += c.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| {
+                cumulative += c.load(Relaxed);
+                (*b, cumulative)
+            })
+            .collect();
         cumulative += self.overflow.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        histogram(out, name, help, &buckets, cumulative, sum);
     }
+}
+
+/// A histogram from cumulative `(upper bound, count)` buckets, the total count and the sum.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    buckets: &[(f64, u64)],
+    count: u64,
+    sum: f64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (b, c) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
+fn render_host_tracker(out: &mut String, t: &TrackerMetrics) {
+    let (b, n, sum) = t.round.snapshot();
+    histogram(
+        out,
+        "zstack_host_tracker_round_seconds",
+        "Wall time of one host ping round on this node as leader.",
+        &b,
+        n,
+        sum,
+    );
+    gauge(
+        out,
+        "zstack_host_tracker_last_round_seconds",
+        "Wall time of the last host ping round.",
+        t.last_round_micros.load(Relaxed) as f64 / 1e6,
+    );
+    let (b, n, sum) = t.ping_rtt.snapshot();
+    histogram(
+        out,
+        "zstack_host_tracker_ping_seconds",
+        "Round trip of each answered host ping.",
+        &b,
+        n,
+        sum,
+    );
+    gauge(
+        out,
+        "zstack_host_tracker_hosts",
+        "Hosts the last ping round covered.",
+        t.hosts.load(Relaxed),
+    );
+    counter(
+        out,
+        "zstack_host_tracker_missed_deadlines_total",
+        "Ping rounds that took longer than host/ping.interval.",
+        t.missed_deadlines.load(Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP zstack_host_tracker_pings_total Host pings and attaches by result."
+    );
+    let _ = writeln!(out, "# TYPE zstack_host_tracker_pings_total counter");
+    let _ = writeln!(
+        out,
+        "zstack_host_tracker_pings_total{{result=\"ok\"}} {}",
+        t.pings_ok.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "zstack_host_tracker_pings_total{{result=\"missed\"}} {}",
+        t.pings_missed.load(Relaxed)
+    );
 }
 
 /// Counters the node updates while serving.
@@ -65,6 +138,8 @@ pub struct Metrics {
     pub forwarded: AtomicU64,
     /// HTTP requests by (route, method, status).
     pub http: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// The host tracker duty's figures (recorded by the duty in `ha`).
+    pub host_tracker: Arc<TrackerMetrics>,
 }
 
 impl Metrics {
@@ -250,6 +325,7 @@ pub fn render(node: &Node) -> String {
             s.running,
         );
     }
+    render_host_tracker(&mut out, &node.metrics().host_tracker);
     gauge(
         &mut out,
         "zstack_raft_election_timeout_min_seconds",

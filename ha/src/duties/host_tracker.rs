@@ -10,6 +10,7 @@
 //! term, and the agent keeps the instant of the last one it accepted.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use api::IntoCommand;
 use futures::StreamExt;
 
 use crate::context::LeaderContext;
+use crate::duties::tracker_metrics::TrackerMetrics;
 use crate::BoxFuture;
 use crate::Duty;
 use crate::DutyError;
@@ -67,13 +69,24 @@ pub trait HostAgents: Send + Sync + 'static {
         term: u64,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Attached, AgentFailure>>;
-    /// One ping; answers the agent's boot id.
+    /// One ping. `known_domains_version` is the version of the domain list last received
+    /// from this agent (0: none), so an agent whose domains did not change sends none back.
     fn ping(
         &self,
         host: &TrackedHost,
         term: u64,
+        known_domains_version: u64,
         timeout: Duration,
-    ) -> BoxFuture<'static, Result<String, AgentFailure>>;
+    ) -> BoxFuture<'static, Result<Pinged, AgentFailure>>;
+}
+
+/// What a ping answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinged {
+    /// Changes whenever the agent process restarts.
+    pub boot_id: String,
+    /// The version of the agent's domain list now.
+    pub domains_version: u64,
 }
 
 /// The tracker's memory of one host, this term only.
@@ -81,17 +94,29 @@ pub trait HostAgents: Send + Sync + 'static {
 struct Beat {
     boot_id: Option<String>,
     failures: u64,
+    /// Only meaningful with `boot_id`: a restarted agent numbers its domain list afresh.
+    domains_version: u64,
 }
 
 /// The duty.
 pub struct HostTracker {
     agents: Arc<dyn HostAgents>,
+    metrics: Arc<TrackerMetrics>,
 }
 
 impl HostTracker {
     /// A tracker reaching agents through `agents`.
     pub fn new(agents: Arc<dyn HostAgents>) -> Self {
-        Self { agents }
+        Self {
+            agents,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Record round and ping figures into `metrics` (shared with whoever exposes them).
+    pub fn with_metrics(mut self, metrics: Arc<TrackerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -143,13 +168,16 @@ struct Outcome {
 
 async fn attach(
     agents: &dyn HostAgents,
+    metrics: &TrackerMetrics,
     h: &TrackedHost,
     term: u64,
     timeout: Duration,
     mut beat: Beat,
     max_failures: u64,
 ) -> Outcome {
-    match agents.attach(h, term, timeout).await {
+    let r = agents.attach(h, term, timeout).await;
+    count(metrics, r.is_ok());
+    match r {
         Ok(a) => {
             let news = h.status != HostStatus::Connected || a.facts != h.facts;
             let report = news.then(|| {
@@ -164,6 +192,8 @@ async fn attach(
                 beat: Beat {
                     boot_id: Some(a.boot_id),
                     failures: 0,
+                    // The attach reply carries no domain list: the first ping fetches it.
+                    domains_version: 0,
                 },
                 report,
             }
@@ -201,8 +231,17 @@ fn missed(h: &TrackedHost, beat: Beat, e: AgentFailure, max_failures: u64) -> Ou
     }
 }
 
+fn count(metrics: &TrackerMetrics, ok: bool) {
+    if ok {
+        metrics.pings_ok.fetch_add(1, Relaxed);
+    } else {
+        metrics.pings_missed.fetch_add(1, Relaxed);
+    }
+}
+
 async fn track_one(
     agents: Arc<dyn HostAgents>,
+    metrics: Arc<TrackerMetrics>,
     h: TrackedHost,
     term: u64,
     timeout: Duration,
@@ -212,21 +251,28 @@ async fn track_one(
     let known = beat.boot_id.clone();
     match known {
         Some(boot) if h.status == HostStatus::Connected => {
-            match agents.ping(&h, term, timeout).await {
-                Ok(now) if now == boot => Outcome {
-                    uuid: h.uuid.clone(),
-                    beat: Beat {
-                        boot_id: Some(now),
-                        failures: 0,
-                    },
-                    report: None,
-                },
+            let sent = Instant::now();
+            let r = agents.ping(&h, term, beat.domains_version, timeout).await;
+            count(&metrics, r.is_ok());
+            match r {
+                Ok(now) if now.boot_id == boot => {
+                    metrics.ping_rtt.observe(sent.elapsed());
+                    Outcome {
+                        uuid: h.uuid.clone(),
+                        beat: Beat {
+                            boot_id: Some(now.boot_id),
+                            failures: 0,
+                            domains_version: now.domains_version,
+                        },
+                        report: None,
+                    }
+                }
                 // The agent restarted: attach again (it may run on changed hardware).
-                Ok(_) => attach(&*agents, &h, term, timeout, beat, max_failures).await,
+                Ok(_) => attach(&*agents, &metrics, &h, term, timeout, beat, max_failures).await,
                 Err(e) => missed(&h, beat_after(&mut beat, &e), e, max_failures),
             }
         }
-        _ => attach(&*agents, &h, term, timeout, beat, max_failures).await,
+        _ => attach(&*agents, &metrics, &h, term, timeout, beat, max_failures).await,
     }
 }
 
@@ -241,7 +287,15 @@ impl HostTracker {
         let term = ctx.term();
         let outcomes: Vec<Outcome> = futures::stream::iter(hosts.into_iter().map(|h| {
             let beat = book.get(&h.uuid).cloned().unwrap_or_default();
-            track_one(self.agents.clone(), h, term, timeout, beat, max_failures)
+            track_one(
+                self.agents.clone(),
+                self.metrics.clone(),
+                h,
+                term,
+                timeout,
+                beat,
+                max_failures,
+            )
         }))
         .buffer_unordered(parallel.max(1))
         .collect()
@@ -287,6 +341,14 @@ impl Duty for HostTracker {
                 let started = Instant::now();
                 let reports = self.round(&ctx, &mut book).await;
                 let took = started.elapsed();
+                let interval = Duration::from_secs(setting(&ctx, "ping.interval", 60));
+                let m = &self.metrics;
+                m.round.observe(took);
+                m.last_round_micros.store(took.as_micros() as u64, Relaxed);
+                m.hosts.store(book.len() as u64, Relaxed);
+                if took > interval {
+                    m.missed_deadlines.fetch_add(1, Relaxed);
+                }
                 tracing::debug!(
                     term = ctx.term(),
                     hosts = book.len(),
@@ -332,6 +394,7 @@ mod tests {
         boot: Mutex<String>,
         facts: HostFacts,
         attaches: Mutex<Vec<u64>>,
+        known_versions: Mutex<Vec<u64>>,
     }
 
     impl HostAgents for Scripted {
@@ -357,10 +420,15 @@ mod tests {
             &self,
             _h: &TrackedHost,
             _term: u64,
+            known: u64,
             _t: Duration,
-        ) -> BoxFuture<'static, Result<String, AgentFailure>> {
+        ) -> BoxFuture<'static, Result<Pinged, AgentFailure>> {
+            self.known_versions.lock().unwrap().push(known);
             let r = if self.up.load(Ordering::SeqCst) {
-                Ok(self.boot.lock().unwrap().clone())
+                Ok(Pinged {
+                    boot_id: self.boot.lock().unwrap().clone(),
+                    domains_version: 7,
+                })
             } else {
                 Err(AgentFailure::Missed("deadline exceeded".into()))
             };
@@ -423,6 +491,7 @@ mod tests {
             boot: Mutex::new("boot-1".into()),
             facts: facts.clone(),
             attaches: Mutex::new(Vec::new()),
+            known_versions: Mutex::new(Vec::new()),
         });
         let tracker = HostTracker::new(agent.clone());
         let ctx = Arc::new(LeaderContext::new(
@@ -436,10 +505,15 @@ mod tests {
         let h = stored(&node, uuid);
         assert_eq!((h.cpu_num, h.total_memory_capacity), (4, 8 << 30));
         assert_eq!(facts_of(&h), facts);
-        // Healthy pings commit nothing.
+        // Healthy pings commit nothing; after the first, each sends back the domain list
+        // version the previous one answered, so the agent need not resend unchanged domains.
         for _ in 0..3 {
             assert_eq!(tracker.round(&ctx, &mut book).await, 0);
         }
+        assert_eq!(*agent.known_versions.lock().unwrap(), vec![0, 7, 7]);
+        let m = &tracker.metrics;
+        assert_eq!(m.pings_ok.load(Relaxed), 4);
+        assert_eq!(m.ping_rtt.snapshot().1, 3);
         // Down: two misses are tolerated, the third (ping.maxFailure = 3) disconnects.
         agent.up.store(false, Ordering::SeqCst);
         assert_eq!(tracker.round(&ctx, &mut book).await, 0);
@@ -478,6 +552,7 @@ mod tests {
             boot: Mutex::new("b".into()),
             facts: facts_of(&host(uuid)),
             attaches: Mutex::new(Vec::new()),
+            known_versions: Mutex::new(Vec::new()),
         });
         let tracker = HostTracker::new(agent);
         let cancel = CancellationToken::new();

@@ -6,3 +6,4 @@ pub mod executor;
 pub mod host_tracker;
 pub mod storage_tracker;
 pub mod sweepers;
+pub mod tracker_metrics;
