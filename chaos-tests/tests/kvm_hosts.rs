@@ -301,3 +301,180 @@ fn hosts_survive_a_leader_kill_during_add_and_stay_tracked() {
     eprintln!("agent back → Connected in {took:?}");
     c.restart(leader).unwrap();
 }
+
+/// An HTTP server on 127.0.0.1 sending `body` at about 512 KiB/s (the leader is killed
+/// mid-download).
+fn slow_http(body: Vec<u8>) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(body);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        use std::io::Write;
+        for s in l.incoming().flatten() {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if s.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for chunk in body.chunks(128 << 10) {
+                    if s.write_all(chunk).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            });
+        }
+    });
+    port
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn an_image_add_survives_a_leader_kill_mid_download() {
+    let mut c = Cluster::start(ClusterOpts::default()).expect("start cluster");
+    let leader = c.wait_leader(Duration::from_secs(20)).unwrap();
+    let addr = |c: &Cluster, id: u64| c.node(id).http.to_string();
+    let api = ZsClient::new(TIMEOUT).unwrap();
+    let n0 = addr(&c, leader);
+    let s = api.login(std::slice::from_ref(&n0), TIMEOUT).unwrap();
+    let zone = call(
+        &api,
+        &n0,
+        "org.zstack.header.zone.APICreateZoneMsg",
+        json!({"name": "z"}),
+        &s,
+        &job(101),
+    );
+    let zone = zone["inventory"]["uuid"].as_str().unwrap().to_string();
+    let _agent = Agent::install(
+        &c.node(leader).data_dir.clone(),
+        &c.dir().join("agent-33"),
+        "127.0.0.33",
+    );
+    let bs_dir = c.dir().join("bs");
+    let r = call(
+        &api,
+        &n0,
+        "org.zstack.storage.backup.imagestore.APIAddImageStoreBackupStorageMsg",
+        json!({"name": "store", "url": bs_dir.to_str().unwrap(), "hostname": "127.0.0.33",
+               "username": "root", "password": "bs-secret"}),
+        &s,
+        &job(102),
+    );
+    assert_eq!(r["success"], true, "{r}");
+    let bs = r["inventory"]["uuid"].as_str().unwrap().to_string();
+    let r = call(
+        &api,
+        &n0,
+        "org.zstack.header.storage.backup.APIAttachBackupStorageToZoneMsg",
+        json!({"backupStorageUuid": bs, "zoneUuid": zone}),
+        &s,
+        &job(103),
+    );
+    assert_eq!(r["success"], true, "{r}");
+
+    // A qcow2 with 4 MiB of data: about 8 s to download.
+    let raw = c.dir().join("src.raw");
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&raw, data).unwrap();
+    let q = c.dir().join("src.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&q)
+        .status()
+        .unwrap()
+        .success());
+    let image = std::fs::read(&q).unwrap();
+    let port = slow_http(image.clone());
+    let j = job(104);
+    let submitted = api
+        .submit(
+            &n0,
+            "org.zstack.header.image.APIAddImageMsg",
+            json!({"name": "img", "url": format!("http://127.0.0.1:{port}/img.qcow2"),
+                   "format": "qcow2", "mediaType": "RootVolumeTemplate",
+                   "backupStorageUuids": [bs]}),
+            &s,
+            &j,
+            TIMEOUT,
+        )
+        .unwrap();
+    assert!(
+        matches!(submitted, Submitted::Processing(_)),
+        "the download cannot be done yet"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    c.kill9(leader).unwrap();
+    let survivors: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+    let new_leader = c
+        .wait_leader_among(&survivors, Duration::from_secs(20))
+        .unwrap();
+    let n1 = addr(&c, new_leader);
+    let reply = api
+        .wait_job(&n1, &j, Instant::now() + Duration::from_secs(120))
+        .unwrap()
+        .unwrap_or_else(|| panic!("AddImage did not finish after the leader kill"))
+        .body;
+    let images = api
+        .sync(
+            &n1,
+            "org.zstack.header.image.APIQueryImageMsg",
+            json!({"conditions": []}),
+            Some(&s),
+            TIMEOUT,
+        )
+        .unwrap();
+    let stored = files_in(&bs_dir.join("images"));
+    let partial = files_in(&bs_dir.join(".partial"));
+    assert!(
+        partial.is_empty(),
+        "a partial download was left: {partial:?}"
+    );
+    if reply["success"] == true {
+        let inv = &reply["inventory"];
+        eprintln!("AddImage across the leader kill: Done");
+        assert_eq!(inv["status"], "Ready", "{inv}");
+        assert_eq!(inv["actualSize"], image.len() as u64, "{inv}");
+        let uuid = inv["uuid"].as_str().unwrap();
+        assert_eq!(
+            stored,
+            vec![format!("{uuid}.json"), format!("{uuid}.qcow2")],
+            "exactly the one image's files"
+        );
+        let path = inv["backupStorageRefs"][0]["installPath"].as_str().unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), image);
+        assert_eq!(images.inventories().len(), 1);
+    } else {
+        eprintln!("AddImage across the leader kill: rolled back: {reply}");
+        assert!(
+            stored.is_empty(),
+            "a rolled-back add left files: {stored:?}"
+        );
+        assert!(
+            images.inventories().is_empty(),
+            "a rolled-back add left a record"
+        );
+    }
+    c.restart(leader).unwrap();
+}
