@@ -49,7 +49,10 @@ pub struct ImageStores {
 #[serde(rename_all = "camelCase")]
 struct Payload {
     image_uuid: String,
+    // Absent in `delete` requests.
+    #[serde(default)]
     url: String,
+    #[serde(default)]
     format: String,
     #[serde(default)]
     md5: String,

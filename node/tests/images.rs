@@ -300,13 +300,25 @@ async fn images_are_downloaded_into_image_stores_with_progress() {
     assert_eq!(names, vec![json!("img")], "a failed add left a record");
     assert_eq!(files_under(&bs_dir), before, "a failed add left a file");
 
-    // Deleting the image removes its file.
+    // Delete keeps the file while the image is recoverable (deletion policy Delay); expunge
+    // removes it from the store.
     let uuid = inv["uuid"].as_str().unwrap();
-    let _ = rest
+    let (s, v) = rest
+        .send(reqwest::Method::DELETE, &format!("/images/{uuid}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        Path::new(install).exists(),
+        "a recoverable image lost its file"
+    );
+    let (s, v) = rest
         .send(
-            reqwest::Method::DELETE,
-            &format!("/images/{uuid}?deleteMode=Enforcing"),
-            None,
+            reqwest::Method::PUT,
+            &format!("/images/{uuid}/actions"),
+            Some(json!({"expungeImage": {}})),
         )
         .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!Path::new(install).exists(), "expunge left the file");
+    assert!(rest.images().await.is_empty(), "{:?}", rest.images().await);
 }

@@ -218,3 +218,88 @@ pub const ADD_FLOW: FlowDef = FlowDef {
         },
     ],
 };
+
+/// DeleteImage's and ExpungeImage's flow: the call's command, then the files of every copy the
+/// command removed for good are deleted from their stores (a `Delay` deletion keeps them,
+/// the image being recoverable until expunged).
+pub const REMOVE: &str = "image.remove";
+
+fn remove_call(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let command: crate::Command = serde_json::from_str(var(vars, crate::flow::COMMAND_VAR)?)
+        .map_err(|e| validate::invalid_arg(format!("undecodable call command: {e}")))?;
+    let uuid = match command.innermost() {
+        crate::Command::Image(c) => match &*c.op {
+            ImageOp::Delete { uuid, .. } | ImageOp::Expunge { uuid, .. } => Some(uuid.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let before: Vec<String> = match &uuid {
+        Some(u) => resource::load::<Image>(txn, u)?
+            .map(|(_, i)| {
+                i.backup_storage_refs
+                    .iter()
+                    .map(|r| r.backup_storage_uuid.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let resp = crate::flow::apply_call_command(txn, ctx, vars)?;
+    let after: Vec<String> = match &uuid {
+        Some(u) => resource::load::<Image>(txn, u)?
+            .map(|(_, i)| {
+                i.backup_storage_refs
+                    .iter()
+                    .map(|r| r.backup_storage_uuid.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let gone: Vec<Store> = before
+        .into_iter()
+        .filter(|b| !after.contains(b))
+        .map(|backup_storage_uuid| Store {
+            backup_storage_uuid,
+        })
+        .collect();
+    vars.insert("image_uuid".into(), uuid.unwrap_or_default());
+    vars.insert(
+        STORES.into(),
+        serde_json::to_string(&gone).map_err(|e| validate::invalid_arg(e.to_string()))?,
+    );
+    Ok(Some(resp))
+}
+
+fn remove_request(v: &Vars) -> Result<EffectRequest, ApiError> {
+    let stores: serde_json::Value = serde_json::from_str(var(v, STORES)?)
+        .map_err(|e| validate::invalid_arg(format!("undecodable stores: {e}")))?;
+    Ok(EffectRequest {
+        receiver: RECEIVER.into(),
+        action: DELETE.into(),
+        payload: json!({"imageUuid": var(v, "image_uuid")?, "stores": stores}).to_string(),
+    })
+}
+
+/// `image.remove`.
+pub const REMOVE_FLOW: FlowDef = FlowDef {
+    name: REMOVE,
+    steps: &[
+        StepDef {
+            name: "remove-image",
+            action: Action::Commit(remove_call),
+            undo: Undo::Nothing,
+        },
+        StepDef {
+            name: "delete-files",
+            action: Action::Effect(remove_request),
+            undo: Undo::Nothing,
+        },
+    ],
+};

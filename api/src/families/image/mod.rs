@@ -53,7 +53,8 @@ impl Family for Images {
                 .running(flows::ADD),
             CallDecl::new("UpdateImage", wire::update, routes!(actions "/v1/images")),
             state_call!("ChangeImageState", "/v1/images", ImageOp::ChangeState),
-            CallDecl::new("DeleteImage", wire::delete, routes!(delete "/v1/images")),
+            CallDecl::new("DeleteImage", wire::delete, routes!(delete "/v1/images"))
+                .running(flows::REMOVE),
             CallDecl::new(
                 "ExpungeImage",
                 |p| {
@@ -63,7 +64,8 @@ impl Family for Images {
                     })
                 },
                 &[route(Pu, "/v1/images/{imageUuid}/actions", A)],
-            ),
+            )
+            .running(flows::REMOVE),
             CallDecl::new(
                 "RecoverImage",
                 |p| {
@@ -76,7 +78,7 @@ impl Family for Images {
             ),
             query_call!("QueryImage", "/v1/images", Image),
         ],
-        flows: &[flows::ADD_FLOW],
+        flows: &[flows::ADD_FLOW, flows::REMOVE_FLOW],
         #[cfg(test)]
         cases: cases::cases,
     };
