@@ -369,12 +369,29 @@ fn free_addr() -> std::net::SocketAddr {
         .expect("addr")
 }
 
-/// Start node `id`; with `join`, it obtains its credentials from that member.
+/// Start node `id`; with `join`, it obtains its credentials from that member. Retried on
+/// fresh ports when one was taken between probing and binding (other tests run meanwhile).
 async fn start_node(
     dir: &std::path::Path,
     id: u64,
     join: Option<&node::RunningNode>,
 ) -> node::RunningNode {
+    for _ in 0..4 {
+        match try_start_node(dir, id, join).await {
+            Err(node::error::StartError::Bind { what, addr, source }) => {
+                eprintln!("node {id}: {what} {addr} taken ({source}); retrying on fresh ports");
+            }
+            r => return r.expect("node starts"),
+        }
+    }
+    try_start_node(dir, id, join).await.expect("node starts")
+}
+
+async fn try_start_node(
+    dir: &std::path::Path,
+    id: u64,
+    join: Option<&node::RunningNode>,
+) -> Result<node::RunningNode, node::error::StartError> {
     let raft = free_addr();
     let http = free_addr();
     let https = free_addr();
@@ -407,7 +424,6 @@ async fn start_node(
         agent_libvirt_uri: node::config::DEFAULT_AGENT_LIBVIRT_URI.into(),
     })
     .await
-    .expect("node starts")
 }
 
 /// Admin token of the benchmark cluster.
