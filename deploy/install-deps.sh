@@ -7,6 +7,9 @@ set -euo pipefail
 # the bundled C++ (seconds instead of ~20 minutes here); tonic needs protoc, etcd-client also the
 # well-known .proto files of libprotobuf-dev (not a recommends of protobuf-compiler); libvirt for the agent.
 BUILD_PKGS=(clang libclang-dev librocksdb-dev protobuf-compiler libprotobuf-dev libvirt-dev pkg-config)
+# Run (the local demo too): the image store reads images with qemu-img; the demo script talks
+# to the API with curl.
+BUILD_PKGS+=(qemu-utils curl)
 # Tests and benchmarks: etcd is the peer in the write benchmark; promtool checks /metrics;
 # node/tests/host_deploy.rs runs its own sshd in a netns and deploys the agent with ssh/scp.
 TEST_PKGS=(etcd-server etcd-client prometheus iproute2 openssh-server openssh-client)

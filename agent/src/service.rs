@@ -228,6 +228,13 @@ struct Inner {
     images: crate::image_service::SharedImageStores,
 }
 
+/// The host a request names, which must be the one this slot is bound to.
+fn bound_host(slot: &HostSlot, header: Option<&pb::Header>) -> Result<String, Status> {
+    let host_uuid = header.map(|h| h.host_uuid.clone()).unwrap_or_default();
+    slot.binding.check(&host_uuid)?;
+    Ok(host_uuid)
+}
+
 /// Run `f` on the slot, off the async workers when the backend blocks.
 async fn on_slot<T: Send + 'static>(
     slot: &Arc<HostSlot>,
@@ -421,12 +428,7 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::CacheImageReply>, Status> {
         let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
         let r = req.into_inner();
-        let host_uuid = r
-            .header
-            .as_ref()
-            .map(|h| h.host_uuid.clone())
-            .unwrap_or_default();
-        slot.binding.check(&host_uuid)?;
+        bound_host(&slot, r.header.as_ref())?;
         let dir = lock(&slot.storages)
             .get(&r.primary_storage_uuid)
             .map(|s| s.dir().to_string())
@@ -467,13 +469,7 @@ impl Agent for AgentService {
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingReply>, Status> {
         let (slot, term) = self.admit(&req, req.get_ref().header.as_ref())?;
-        let host_uuid = req
-            .get_ref()
-            .header
-            .as_ref()
-            .map(|h| h.host_uuid.clone())
-            .unwrap_or_default();
-        slot.binding.check(&host_uuid)?;
+        let host_uuid = bound_host(&slot, req.get_ref().header.as_ref())?;
         let known = req.get_ref().known_domains_version;
         let (listed, storages) = on_slot(&slot, |s| (s.refresh(), s.capacities())).await?;
         let (version, domains) = listed.map_err(backend_status)?;
@@ -494,13 +490,7 @@ impl Agent for AgentService {
         req: Request<pb::ListDomainsRequest>,
     ) -> Result<Response<pb::ListDomainsReply>, Status> {
         let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
-        let host_uuid = req
-            .get_ref()
-            .header
-            .as_ref()
-            .map(|h| h.host_uuid.clone())
-            .unwrap_or_default();
-        slot.binding.check(&host_uuid)?;
+        bound_host(&slot, req.get_ref().header.as_ref())?;
         let (version, domains) = on_slot(&slot, |s| s.refresh())
             .await?
             .map_err(backend_status)?;
@@ -516,12 +506,7 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::PreparePrimaryStorageReply>, Status> {
         let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
         let r = req.get_ref();
-        let host_uuid = r
-            .header
-            .as_ref()
-            .map(|h| h.host_uuid.clone())
-            .unwrap_or_default();
-        slot.binding.check(&host_uuid)?;
+        bound_host(&slot, r.header.as_ref())?;
         let kind = StorageKind::parse(&r.r#type).ok_or_else(|| {
             Status::invalid_argument(format!(
                 "primary storage type {:?} is not one this agent prepares (LocalStorage, SharedMountPoint, NFS)",

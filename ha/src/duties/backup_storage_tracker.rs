@@ -46,14 +46,6 @@ impl BackupStorageTracker {
     }
 }
 
-fn setting(ctx: &LeaderContext, name: &str, fallback: u64) -> u64 {
-    ctx.read(|v| api::settings::int_value(v, "host", name))
-        .ok()
-        .and_then(|v| u64::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(fallback)
-}
-
 /// Whether a measurement is news (status, or more than 0.1 % of the disk moved).
 fn is_news(b: &BackupStorage, status: BsStatus, total: u64, available: u64) -> bool {
     let slack = (total / 1000).max(1 << 20);
@@ -64,7 +56,7 @@ fn is_news(b: &BackupStorage, status: BsStatus, total: u64, available: u64) -> b
 
 impl BackupStorageTracker {
     async fn round(&self, ctx: &Arc<LeaderContext>) -> usize {
-        let timeout = Duration::from_secs(setting(ctx, "ping.timeout", 10));
+        let timeout = Duration::from_secs(super::host_setting(ctx, "ping.timeout", 10));
         let bss: Vec<BackupStorage> = ctx
             .read(|v| api::resource::list::<BackupStorage>(v))
             .unwrap_or_default()
@@ -130,21 +122,14 @@ impl Duty for BackupStorageTracker {
                 let started = Instant::now();
                 let reports = self.round(&ctx).await;
                 tracing::debug!(term = ctx.term(), reports, "backup storage round");
-                loop {
-                    let interval = Duration::from_secs(setting(&ctx, "ping.interval", 60));
-                    let left = interval.saturating_sub(started.elapsed());
-                    // A store just added is connected at once, not a whole interval later.
-                    let fresh = ctx
-                        .read(|v| api::resource::list::<BackupStorage>(v))
+                // A store just added is connected at once, not a whole interval later.
+                let fresh = |c: &LeaderContext| {
+                    c.read(|v| api::resource::list::<BackupStorage>(v))
                         .map(|l| l.iter().any(|(_, b)| b.status == BsStatus::Connecting))
-                        .unwrap_or(false);
-                    if left.is_zero() || fresh {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = ctx.cancelled().cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
-                    }
+                        .unwrap_or(false)
+                };
+                if !super::wait_round(&ctx, started, fresh).await {
+                    return Ok(());
                 }
             }
         })

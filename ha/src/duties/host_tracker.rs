@@ -120,14 +120,6 @@ impl HostTracker {
     }
 }
 
-fn setting(ctx: &LeaderContext, name: &str, fallback: u64) -> u64 {
-    ctx.read(|v| api::settings::int_value(v, "host", name))
-        .ok()
-        .and_then(|v| u64::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(fallback)
-}
-
 /// The facts a host record holds, in the agent's terms (to tell whether a report is news).
 pub fn facts_of(h: &Host) -> HostFacts {
     HostFacts {
@@ -279,9 +271,9 @@ async fn track_one(
 impl HostTracker {
     /// One round over every host; answers how many reports were committed.
     async fn round(&self, ctx: &Arc<LeaderContext>, book: &mut HashMap<String, Beat>) -> usize {
-        let max_failures = setting(ctx, "ping.maxFailure", 3);
-        let timeout = Duration::from_secs(setting(ctx, "ping.timeout", 10));
-        let parallel = setting(ctx, "ping.parallelismDegree", 100) as usize;
+        let max_failures = super::host_setting(ctx, "ping.maxFailure", 3);
+        let timeout = Duration::from_secs(super::host_setting(ctx, "ping.timeout", 10));
+        let parallel = super::host_setting(ctx, "ping.parallelismDegree", 100) as usize;
         let hosts = hosts(ctx);
         book.retain(|uuid, _| hosts.iter().any(|h| &h.uuid == uuid));
         let term = ctx.term();
@@ -341,7 +333,7 @@ impl Duty for HostTracker {
                 let started = Instant::now();
                 let reports = self.round(&ctx, &mut book).await;
                 let took = started.elapsed();
-                let interval = Duration::from_secs(setting(&ctx, "ping.interval", 60));
+                let interval = Duration::from_secs(super::host_setting(&ctx, "ping.interval", 60));
                 let m = &self.metrics;
                 m.round.observe(took);
                 m.last_round_micros.store(took.as_micros() as u64, Relaxed);
@@ -356,18 +348,8 @@ impl Duty for HostTracker {
                     took_ms = took.as_millis() as u64,
                     "host ping round"
                 );
-                // Waited in short slices re-reading the interval, so an operator shortening it
-                // (60 s → 1 s) does not wait out the old period first.
-                loop {
-                    let interval = Duration::from_secs(setting(&ctx, "ping.interval", 60));
-                    let left = interval.saturating_sub(started.elapsed());
-                    if left.is_zero() {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = ctx.cancelled().cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
-                    }
+                if !super::wait_round(&ctx, started, |_| false).await {
+                    return Ok(());
                 }
             }
         })

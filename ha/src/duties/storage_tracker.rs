@@ -78,14 +78,6 @@ impl StorageTracker {
     }
 }
 
-fn setting(ctx: &LeaderContext, name: &str, fallback: u64) -> u64 {
-    ctx.read(|v| api::settings::int_value(v, "host", name))
-        .ok()
-        .and_then(|v| u64::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(fallback)
-}
-
 /// Every (storage, host) pair to ask this round.
 fn work(ctx: &LeaderContext) -> (Vec<PrimaryStorage>, Vec<StorageOnHost>) {
     let read = ctx.read(|v| {
@@ -173,8 +165,8 @@ fn is_news(p: &PrimaryStorage, r: &CapacityReport, status: PsStatus) -> bool {
 impl StorageTracker {
     /// One round; answers how many reports were committed.
     async fn round(&self, ctx: &Arc<LeaderContext>) -> usize {
-        let timeout = Duration::from_secs(setting(ctx, "ping.timeout", 10));
-        let parallel = setting(ctx, "ping.parallelismDegree", 100) as usize;
+        let timeout = Duration::from_secs(super::host_setting(ctx, "ping.timeout", 10));
+        let parallel = super::host_setting(ctx, "ping.parallelismDegree", 100) as usize;
         let (pss, pairs) = work(ctx);
         let term = ctx.term();
         let answers: Vec<(String, Measured)> = futures::stream::iter(pairs.into_iter().map(|s| {
@@ -235,22 +227,16 @@ impl Duty for StorageTracker {
                 let started = Instant::now();
                 let reports = self.round(&ctx).await;
                 tracing::debug!(term = ctx.term(), reports, "primary storage round");
-                loop {
-                    let interval = Duration::from_secs(setting(&ctx, "ping.interval", 60));
-                    let left = interval.saturating_sub(started.elapsed());
-                    // A storage just attached is measured at once, not a whole interval later.
-                    let (pss, pairs) = work(&ctx);
-                    let fresh = pss.iter().any(|p| {
+                // A storage just attached is measured at once, not a whole interval later.
+                let fresh = |c: &LeaderContext| {
+                    let (pss, pairs) = work(c);
+                    pss.iter().any(|p| {
                         p.status == PsStatus::Connecting
                             && pairs.iter().any(|s| s.ps_uuid == p.uuid)
-                    });
-                    if left.is_zero() || fresh {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = ctx.cancelled().cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
-                    }
+                    })
+                };
+                if !super::wait_round(&ctx, started, fresh).await {
+                    return Ok(());
                 }
             }
         })
