@@ -4,6 +4,12 @@ use clap::Parser;
 use node::config::Cli;
 use node::config::NodeConfig;
 
+// glibc's allocator took about a quarter of the leader's CPU tracking 10 000 hosts (every ping
+// allocates and frees HTTP/2 and TLS buffers from many threads); mimalloc's thread-local heaps
+// cost a fraction of that (docs/benchmarks.md, issue 11 done-when 5).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 pub async fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some("pki") {

@@ -62,9 +62,57 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + 'static {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored<R> {
     owner: String,
+    #[serde(with = "key_text")]
     keys: Vec<Vec<u8>>,
     fields: Vec<(String, String)>,
     record: R,
+}
+
+/// What reading a record needs of [`Stored`]: the keys and indexed values are skipped
+/// unparsed (they are only needed when the record is rewritten or removed).
+#[derive(Deserialize)]
+struct StoredRecord<R> {
+    owner: String,
+    record: R,
+}
+
+/// Index keys as JSON strings: they are built from UTF-8 names and NUL separators, and as
+/// arrays of numbers (serde's default for bytes) they were most of a record's bytes and of the
+/// CPU spent decoding it (the host tracker lists every host each round). Records written as
+/// arrays still decode.
+mod key_text {
+    use serde::de::Deserializer;
+    use serde::ser::SerializeSeq;
+    use serde::ser::Serializer;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Key {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub fn serialize<S: Serializer>(keys: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(keys.len()))?;
+        for k in keys {
+            match std::str::from_utf8(k) {
+                Ok(t) => seq.serialize_element(t)?,
+                Err(_) => seq.serialize_element(k)?,
+            }
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Ok(Vec::<Key>::deserialize(d)?
+            .into_iter()
+            .map(|k| match k {
+                Key::Text(t) => t.into_bytes(),
+                Key::Bytes(b) => b,
+            })
+            .collect())
+    }
 }
 
 /// Ownership index key: `\0owner\0<account>\0<table>\0<uuid>` (the leading NUL keeps it
@@ -156,7 +204,7 @@ pub fn load<R: Resource>(txn: &dyn StateTxn, uuid: &str) -> Result<Option<(Strin
     match txn.get(R::TABLE, uuid.as_bytes())? {
         None => Ok(None),
         Some(raw) => {
-            let s: Stored<R> =
+            let s: StoredRecord<R> =
                 serde_json::from_slice(&raw).map_err(|e| corrupt(R::KIND, uuid, e))?;
             Ok(Some((s.owner, s.record)))
         }
@@ -199,6 +247,7 @@ fn load_untyped(txn: &dyn StateTxn, table: &str, uuid: &str) -> Result<Option<He
             #[derive(Deserialize)]
             struct Head {
                 owner: String,
+                #[serde(with = "key_text")]
                 keys: Vec<Vec<u8>>,
                 fields: Vec<(String, String)>,
             }
@@ -360,7 +409,7 @@ pub fn list<R: Resource>(txn: &dyn StateTxn) -> Result<Vec<(String, R)>, ApiErro
     txn.scan_prefix(R::TABLE, b"", usize::MAX)?
         .into_iter()
         .map(|(k, v)| {
-            let s: Stored<R> = serde_json::from_slice(&v)
+            let s: StoredRecord<R> = serde_json::from_slice(&v)
                 .map_err(|e| corrupt(R::KIND, &String::from_utf8_lossy(&k), e))?;
             Ok((s.owner, s.record))
         })
@@ -492,6 +541,52 @@ mod tests {
         let mut m = Map::new();
         m.insert("conditions".into(), conds);
         query::parse_query("APIQueryThingMsg", &m).unwrap()
+    }
+
+    #[test]
+    fn index_keys_are_stored_as_text_and_records_written_as_numbers_still_decode() {
+        let mut t = MemTxn::default();
+        let a = thing(1, "Enabled");
+        save(&mut t, "acct", &a).unwrap();
+        let raw = t.get(Thing::TABLE, a.uuid.as_bytes()).unwrap().unwrap();
+        let v: Value = serde_json::from_slice(&raw).unwrap();
+        assert!(
+            v["keys"].as_array().unwrap().iter().all(Value::is_string),
+            "{v}"
+        );
+        // The earlier layout: every key an array of byte values.
+        let keys: Vec<Vec<u8>> = v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().as_bytes().to_vec())
+            .collect();
+        let mut old = v.clone();
+        old["keys"] = json!(keys);
+        t.put(
+            Thing::TABLE,
+            a.uuid.as_bytes(),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(load::<Thing>(&t, &a.uuid).unwrap().unwrap().1, a);
+        // Rewriting and removing it find the index entries it was written with.
+        let b = Thing {
+            state: "Disabled".into(),
+            ..a.clone()
+        };
+        save(&mut t, "acct", &b).unwrap();
+        assert!(uuids_where::<Thing>(&t, "state", "enabled")
+            .unwrap()
+            .is_empty());
+        assert!(remove_raw(&mut t, Thing::TABLE, &a.uuid).unwrap());
+        assert!(uuids_where::<Thing>(&t, "state", "disabled")
+            .unwrap()
+            .is_empty());
+        assert!(t
+            .scan_prefix(INDEX_TABLE, b"", usize::MAX)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

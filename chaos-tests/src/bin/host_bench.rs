@@ -38,6 +38,9 @@ struct Args {
     /// First simulated address.
     #[arg(long, default_value = "127.1.0.1")]
     base_ip: Ipv4Addr,
+    /// `host/ping.parallelismDegree` (pings in flight per round; ZStack's default is 100).
+    #[arg(long, default_value_t = 100)]
+    parallelism: u32,
     /// Keep ramping after a missed deadline.
     #[arg(long)]
     no_stop: bool,
@@ -48,15 +51,17 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let max = a.hosts.iter().copied().max().unwrap_or(0);
     println!(
-        "bench=env cores={} hosts={:?} window_s={} default_window_s={}",
+        "bench=env cores={} hosts={:?} parallelism={} window_s={} default_window_s={}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         a.hosts,
+        a.parallelism,
         a.window_s,
         a.default_window_s
     );
     // Adding happens at the default interval so the tracker's rounds do not compete with the
     // adds more than they would in production.
     let mut b = HostBench::start(max, a.base_ip, 60)?;
+    b.set_config("host", "ping.parallelismDegree", &a.parallelism.to_string())?;
     let mut best = None;
     for &n in &a.hosts {
         b.set_interval(60)?;

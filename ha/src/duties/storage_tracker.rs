@@ -81,10 +81,14 @@ impl StorageTracker {
 /// Every (storage, host) pair to ask this round.
 fn work(ctx: &LeaderContext) -> (Vec<PrimaryStorage>, Vec<StorageOnHost>) {
     let read = ctx.read(|v| {
-        Ok::<_, api::ApiError>((
-            api::resource::list::<PrimaryStorage>(v)?,
-            api::resource::list::<Host>(v)?,
-        ))
+        let pss = api::resource::list::<PrimaryStorage>(v)?;
+        // Without storage there is nothing to ask: skip decoding every host each round.
+        let hosts = if pss.is_empty() {
+            Vec::new()
+        } else {
+            api::resource::list::<Host>(v)?
+        };
+        Ok::<_, api::ApiError>((pss, hosts))
     });
     let Ok((pss, hosts)) = read else {
         tracing::warn!("storage tracker cannot read the state");
