@@ -39,6 +39,7 @@ pub fn status_of(e: ImageError) -> Status {
             Status::invalid_argument(msg)
         }
         ImageError::NotFound { .. } => Status::not_found(msg),
+        ImageError::Unexportable { .. } => Status::invalid_argument(msg),
         _ => Status::failed_precondition(msg),
     }
 }
@@ -111,6 +112,11 @@ impl ImageStores {
         drop(g);
         let (total, available) = crate::storage::statvfs(path).map_err(Status::unavailable)?;
         Ok((total, available))
+    }
+
+    /// The directory of backup storage `bs`, if it is connected here.
+    pub fn root_of(&self, bs: &str) -> Option<PathBuf> {
+        lock(&self.stores).get(bs).map(PathBuf::from)
     }
 
     /// The store of backup storage `bs`.

@@ -144,6 +144,14 @@ pub enum ImageError {
     Conflict { uuid: String, detail: String },
     #[error("image {uuid} is not in the image store at {}", root.display())]
     NotFound { uuid: String, root: PathBuf },
+    #[error("cannot export image {uuid} as {format}: {reason}")]
+    Unexportable {
+        uuid: String,
+        format: String,
+        reason: String,
+    },
+    #[error("this agent serves no exports: it runs with --export-port 0")]
+    ExportsDisabled,
 }
 
 fn http_status_message(code: u16, url: &str) -> String {
@@ -154,7 +162,10 @@ fn http_status_message(code: u16, url: &str) -> String {
     }
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
     move |source| ImageError::Io {
         op,
         path: path.to_path_buf(),
@@ -183,7 +194,7 @@ fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
     ))
 }
 
-fn check_space(dir: &Path, needed: u64) -> Result<(), ImageError> {
+pub(crate) fn check_space(dir: &Path, needed: u64) -> Result<(), ImageError> {
     let (_, available) = statvfs(dir).map_err(io_err("check free space in", dir))?;
     if available < needed {
         return Err(ImageError::NoSpace {
@@ -196,7 +207,7 @@ fn check_space(dir: &Path, needed: u64) -> Result<(), ImageError> {
 }
 
 /// Uuids become file names, so nothing that could climb out of the store is accepted.
-fn validate_uuid(uuid: &str) -> Result<(), ImageError> {
+pub(crate) fn validate_uuid(uuid: &str) -> Result<(), ImageError> {
     let bad = |reason| {
         Err(ImageError::InvalidUuid {
             uuid: uuid.to_string(),
@@ -243,7 +254,7 @@ fn md5_eq(a: &str, b: &str) -> bool {
 }
 
 /// fsync a directory so a rename into it survives a power cut.
-fn sync_dir(dir: &Path) -> Result<(), ImageError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ImageError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("sync directory", dir))
@@ -918,7 +929,7 @@ fn is_iso9660(path: &Path) -> bool {
 }
 
 /// Formats become file extensions.
-fn validate_format(format: &str) -> Result<(), ()> {
+pub(crate) fn validate_format(format: &str) -> Result<(), ()> {
     if !format.is_empty() && format.len() <= 16 && format.bytes().all(|b| b.is_ascii_alphanumeric())
     {
         Ok(())
@@ -927,7 +938,7 @@ fn validate_format(format: &str) -> Result<(), ()> {
     }
 }
 
-fn remove_if_present(path: &Path) -> Result<bool, ImageError> {
+pub(crate) fn remove_if_present(path: &Path) -> Result<bool, ImageError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -935,7 +946,7 @@ fn remove_if_present(path: &Path) -> Result<bool, ImageError> {
     }
 }
 
-fn write_synced(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let mut f = std::fs::File::create(path).map_err(io_err("create", path))?;
     f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| {
         if is_no_space(&e) {
@@ -952,7 +963,7 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), ImageError> {
 }
 
 /// md5 and length of a file.
-fn md5_file(path: &Path) -> std::io::Result<(String, u64)> {
+pub(crate) fn md5_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;
     let mut md5 = Md5::new();
     let mut buf = vec![0u8; COPY_CHUNK];

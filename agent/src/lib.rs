@@ -7,9 +7,13 @@
 //!   demo) or [`simulated`] (in-memory hosts for scale tests).
 //! - [`storage`]: primary storage directories, NFS mounts, `statvfs` capacity.
 //! - [`tls`]: the agent's credentials from the cluster CA and the caller's identity.
+//! - [`image_store`], [`image_service`]: the image store role; [`image_export`] and
+//!   [`export_http`]: exported images and the plain-HTTP server that serves them.
 
 pub mod backend;
 pub mod durable;
+pub mod export_http;
+pub mod image_export;
 pub mod image_service;
 pub mod image_store;
 pub mod libvirt;

@@ -57,6 +57,10 @@ enum Cmd {
         /// identification line and closes, standing in for the sshd that AddKVMHost probes.
         #[arg(long, requires = "simulate")]
         ssh_banner_port: Option<u16>,
+        /// Port of the plain-HTTP server for exported images, on the --listen address
+        /// (0: serve no exports). Not with --simulate.
+        #[arg(long, default_value_t = agent::export_http::DEFAULT_EXPORT_PORT)]
+        export_port: u16,
     },
     /// Print the host facts libvirt reports, as JSON.
     Facts {
@@ -149,6 +153,7 @@ async fn run(
     libvirt_uri: String,
     simulate: Option<u32>,
     ssh_banner_port: Option<u16>,
+    export_port: u16,
 ) -> Result<(), String> {
     if simulate.is_some() {
         let n = raise_nofile_limit()?;
@@ -199,6 +204,25 @@ async fn run(
         svc = svc
             .with_image_stores(&data_dir)
             .map_err(|e| format!("image stores in {}: {e}", data_dir.display()))?;
+        if export_port != 0 {
+            let addr = SocketAddr::new(listen.ip(), export_port);
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} for exports: {e}"))?;
+            svc = svc
+                .with_export_port(export_port)
+                .map_err(|e| e.to_string())?;
+            let stores = svc.image_stores();
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                if let Err(e) = agent::export_http::serve(l, stores, stop).await {
+                    tracing::error!(error = %e, "export HTTP server failed");
+                }
+            });
+            tracing::info!(%addr, "serving exported images over HTTP");
+        }
     }
     let mut listeners = Vec::new();
     for a in &addrs {
@@ -250,6 +274,7 @@ fn main() -> ExitCode {
             libvirt_uri,
             simulate,
             ssh_banner_port,
+            export_port,
         } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -262,6 +287,7 @@ fn main() -> ExitCode {
                 libvirt_uri,
                 simulate,
                 ssh_banner_port,
+                export_port,
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),

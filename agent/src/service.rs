@@ -226,6 +226,8 @@ struct Inner {
     term: TermStore,
     hosts: Hosts,
     images: crate::image_service::SharedImageStores,
+    /// The export HTTP server's port; `None`: no exports are served.
+    export_port: Option<u16>,
 }
 
 /// The host a request names, which must be the one this slot is bound to.
@@ -264,6 +266,7 @@ impl AgentService {
                 term,
                 hosts,
                 images: Arc::new(crate::image_service::ImageStores::in_memory()),
+                export_port: None,
             }),
         }
     }
@@ -277,6 +280,20 @@ impl AgentService {
             None => return Err(std::io::Error::other("the service is already shared")),
         }
         Ok(self)
+    }
+
+    /// With exports served on `port` (by `export_http`, which the caller runs).
+    pub fn with_export_port(mut self, port: u16) -> std::io::Result<Self> {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.export_port = Some(port),
+            None => return Err(std::io::Error::other("the service is already shared")),
+        }
+        Ok(self)
+    }
+
+    /// The image stores (the export HTTP server serves from them).
+    pub fn image_stores(&self) -> crate::image_service::SharedImageStores {
+        self.inner.images.clone()
     }
 
     /// This process's boot id.
@@ -415,11 +432,56 @@ impl Agent for AgentService {
         self.admit(&req, req.get_ref().header.as_ref())?;
         let r = req.into_inner();
         let store = self.inner.images.store(&r.backup_storage_uuid)?;
-        let deleted = tokio::task::spawn_blocking(move || store.delete(&r.image_uuid))
-            .await
-            .map_err(|e| internal("agent task", e))?
-            .map_err(crate::image_service::status_of)?;
+        let deleted = tokio::task::spawn_blocking(move || {
+            // Its export first: a deleted image is never served.
+            crate::image_export::remove(&store.root, &r.image_uuid)?;
+            store.delete(&r.image_uuid)
+        })
+        .await
+        .map_err(|e| internal("agent task", e))?
+        .map_err(crate::image_service::status_of)?;
         Ok(Response::new(pb::DeleteImageReply { deleted }))
+    }
+
+    async fn export_image(
+        &self,
+        req: Request<pb::ExportImageRequest>,
+    ) -> Result<Response<pb::ExportImageReply>, Status> {
+        self.admit(&req, req.get_ref().header.as_ref())?;
+        let Some(http_port) = self.inner.export_port else {
+            return Err(crate::image_service::status_of(
+                crate::image_store::ImageError::ExportsDisabled,
+            ));
+        };
+        let r = req.into_inner();
+        let store = self.inner.images.store(&r.backup_storage_uuid)?;
+        let format = (!r.format.is_empty()).then_some(r.format.as_str());
+        let e = crate::image_export::export(&store, &r.image_uuid, format, &r.name)
+            .await
+            .map_err(crate::image_service::status_of)?;
+        Ok(Response::new(pb::ExportImageReply {
+            path: e.path(&r.backup_storage_uuid),
+            http_port: u32::from(http_port),
+            md5: e.md5,
+            size: e.size,
+            format: e.format,
+        }))
+    }
+
+    async fn delete_exported_image(
+        &self,
+        req: Request<pb::DeleteExportedImageRequest>,
+    ) -> Result<Response<pb::DeleteExportedImageReply>, Status> {
+        self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        let store = self.inner.images.store(&r.backup_storage_uuid)?;
+        let deleted = tokio::task::spawn_blocking(move || {
+            crate::image_export::remove(&store.root, &r.image_uuid)
+        })
+        .await
+        .map_err(|e| internal("agent task", e))?
+        .map_err(crate::image_service::status_of)?;
+        Ok(Response::new(pb::DeleteExportedImageReply { deleted }))
     }
 
     async fn cache_image(

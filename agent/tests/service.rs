@@ -107,6 +107,12 @@ impl AgentProc {
             .arg("--data-dir")
             .arg(&self.data)
             .args(&self.extra)
+            // Many agents share 127.0.0.1 here: no export server unless a test asks for one.
+            .args(if self.extra.iter().any(|a| a == "--export-port") {
+                &[][..]
+            } else {
+                &["--export-port", "0"][..]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -448,6 +454,19 @@ async fn detach_undoes_an_attach_so_the_host_can_be_added_again() {
     );
     assert!(!d.path().join("host-uuid").exists());
     c.attach(attach(1, 1, "h2")).await.unwrap();
+    // This agent runs without an export server: exports are refused, saying why.
+    let e = c
+        .export_image(pb::ExportImageRequest {
+            header: header(1, 1, ""),
+            backup_storage_uuid: "bs1".into(),
+            image_uuid: "i1".into(),
+            format: String::new(),
+            name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("--export-port 0"), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -457,7 +476,22 @@ async fn an_image_store_downloads_and_a_host_caches_the_image_on_its_primary_sto
     let ca = self::ca();
     write_pki(&d.path().join("pki"), &ca, "127.0.0.1");
     let addr: SocketAddr = "127.0.0.1:17306".parse().unwrap();
-    let _agent = AgentProc::start(d.path(), addr, &["--libvirt-uri", "test:///default"]);
+    let export_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let _agent = AgentProc::start(
+        d.path(),
+        addr,
+        &[
+            "--libvirt-uri",
+            "test:///default",
+            "--export-port",
+            &export_port,
+        ],
+    );
     let n1 = node_id(&ca, 1);
     let mut c = client(&ca.pem, (&n1.0, &n1.1), addr).await;
     let src = d.path().join("src.qcow2");
@@ -540,4 +574,58 @@ async fn an_image_store_downloads_and_a_host_caches_the_image_on_its_primary_sto
     bad.primary_storage_uuid = "ps9".into();
     let e = c.cache_image(bad).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // The image store exports the image over plain HTTP on its export port.
+    let export = |format: &str| pb::ExportImageRequest {
+        header: header(1, 1, ""),
+        backup_storage_uuid: "bs1".into(),
+        image_uuid: image.into(),
+        format: format.into(),
+        name: "tiny".into(),
+    };
+    let x = c.export_image(export("")).await.unwrap().into_inner();
+    assert_eq!(x.http_port.to_string(), export_port);
+    assert_eq!(
+        (x.md5.as_str(), x.format.as_str()),
+        (f.md5.as_str(), "qcow2")
+    );
+    assert!(
+        x.path.starts_with("/exports/bs1/") && x.path.ends_with("/tiny.qcow2"),
+        "{}",
+        x.path
+    );
+    let url = format!("http://127.0.0.1:{export_port}{}", x.path);
+    let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+    assert_eq!(body.as_ref(), std::fs::read(&f.path).unwrap().as_slice());
+    assert_eq!(
+        c.export_image(export("qcow2")).await.unwrap().into_inner(),
+        x
+    );
+    let e = c.export_image(export("vmdk")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut other = export("");
+    other.image_uuid = "fedcba9876543210fedcba9876543210".into();
+    assert_eq!(
+        c.export_image(other).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    // Deleting the image deletes its export.
+    c.delete_image(pb::DeleteImageRequest {
+        header: header(1, 1, ""),
+        backup_storage_uuid: "bs1".into(),
+        image_uuid: image.into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 404);
+    let gone = c
+        .delete_exported_image(pb::DeleteExportedImageRequest {
+            header: header(1, 1, ""),
+            backup_storage_uuid: "bs1".into(),
+            image_uuid: image.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!gone.deleted, "nothing was left to delete");
 }

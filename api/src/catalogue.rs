@@ -40,6 +40,15 @@ const TYPE_FIXES: &[(&str, &str, ParamType)] = &[
     ("CheckIpAvailability", "ipRangeCheck", ParamType::Boolean),
     // APIRenewSessionMsg: `Long duration` (numberRange 60..31536000).
     ("RenewSession", "duration", ParamType::Integer),
+    // `boolean all` of APIGet{Primary,Backup}StorageCapacityMsg.
+    ("GetPrimaryStorageCapacity", "all", ParamType::Boolean),
+    ("GetBackupStorageCapacity", "all", ParamType::Boolean),
+    // `String exportFormat` (validValues raw, qcow2), listed as an integer.
+    (
+        "ExportImageFromBackupStorage",
+        "exportFormat",
+        ParamType::String,
+    ),
 ];
 
 /// Whether a call answers at once or through a durable job.

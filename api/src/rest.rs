@@ -307,9 +307,23 @@ pub fn translate(
             m.insert(k.to_string(), json!(v));
         }
         // Extra parameters of body-less calls ride in the query string (`?deleteMode=...`).
+        // A list parameter is repeated or comma-separated (`?zoneUuids=a&zoneUuids=b,c`),
+        // as ZStack's REST server reads it.
         if route.body == Body::None {
             for (k, v) in &req.query {
-                m.entry(k.clone()).or_insert_with(|| json!(v));
+                let is_list = spec
+                    .params
+                    .iter()
+                    .any(|p| p.name == *k && p.ty == catalogue::ParamType::Array);
+                if !is_list {
+                    m.entry(k.clone()).or_insert_with(|| json!(v));
+                    continue;
+                }
+                let items = v.split(',').map(str::trim).filter(|x| !x.is_empty());
+                // (A path variable of that name, already a string, keeps its value.)
+                if let Value::Array(list) = m.entry(k.clone()).or_insert_with(|| json!([])) {
+                    list.extend(items.map(|x| json!(x)));
+                }
             }
         }
         for tags in ["systemTags", "userTags"] {
@@ -629,6 +643,67 @@ mod tests {
                 m.body["ipRangeCheck"].as_str()
             ),
             ("CheckIpAvailability", Some("10.0.0.7"), Some("false"))
+        );
+        // List parameters: repeated or comma-separated; the literal route wins over the
+        // query's `{uuid}`.
+        let (route, _, m) = translate(&req(
+            "GET",
+            "/v1/primary-storage/capacities",
+            &[
+                ("zoneUuids", "z1"),
+                ("zoneUuids", "z2, z3"),
+                ("all", "true"),
+            ],
+            "",
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(route.call, "GetPrimaryStorageCapacity");
+        assert_eq!(m.body["zoneUuids"], json!(["z1", "z2", "z3"]));
+        assert_eq!(m.body["all"], "true");
+        let (route, _, _) =
+            translate(&req("GET", "/v1/backup-storage/capacities", &[], "", auth)).unwrap();
+        assert_eq!(route.call, "GetBackupStorageCapacity");
+        // Actions sharing one URL are told apart by the body's key.
+        let (route, _, m) = translate(&req(
+            "PUT",
+            "/v1/backup-storage/b1/actions",
+            &[],
+            r#"{"exportImageFromBackupStorage": {"imageUuid": "i1"}}"#,
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                route.call,
+                m.body["backupStorageUuid"].as_str(),
+                m.body["imageUuid"].as_str()
+            ),
+            ("ExportImageFromBackupStorage", Some("b1"), Some("i1"))
+        );
+        let (route, _, m) = translate(&req(
+            "PUT",
+            "/v1/backup-storage/b1/actions",
+            &[],
+            r#"{"reconnectBackupStorage": {}}"#,
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(
+            (route.call, m.body["uuid"].as_str()),
+            ("ReconnectBackupStorage", Some("b1"))
+        );
+        let (route, _, m) = translate(&req(
+            "DELETE",
+            "/v1/backup-storage/b1/exported-images/i1",
+            &[],
+            "",
+            auth,
+        ))
+        .unwrap();
+        assert_eq!(
+            (route.call, m.body["imageUuid"].as_str()),
+            ("DeleteExportedImageFromBackupStorage", Some("i1"))
         );
     }
 

@@ -215,10 +215,17 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
             ))
             .with_metrics(node.metrics().host_tracker.clone()),
         ),
-        Arc::new(ha::duties::storage_tracker::StorageTracker::new(Arc::new(
-            crate::storage_agents::TrackerStorage::new(agents.clone(), proto::agent::DEFAULT_PORT),
-        ))),
     ];
+    // The reconnect flow's receiver and the tracker measure through the same edge.
+    let storage = node.receivers().storage().cloned().unwrap_or_else(|| {
+        Arc::new(crate::storage_agents::HostStorages::new(
+            agents.clone(),
+            proto::agent::DEFAULT_PORT,
+        ))
+    });
+    duties.push(Arc::new(ha::duties::storage_tracker::StorageTracker::new(
+        Arc::new(crate::storage_agents::TrackerStorage(storage)),
+    )));
     if let Some(images) = node.receivers().images() {
         duties.push(Arc::new(
             ha::duties::backup_storage_tracker::BackupStorageTracker::new(Arc::new(

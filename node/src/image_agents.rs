@@ -1,7 +1,9 @@
-//! The leader's side of image stores: the `imagestore` receiver of the AddImage flow
-//! (`api::families::image::flows`) — download into every backup storage named, progress
-//! reported to the job, delete on rollback — and the backup storage tracker's edge (connect
-//! the store's directory and measure it). Each ImageStore backup storage's agent listens on
+//! The leader's side of image stores: the `imagestore` receiver of the image flows
+//! (`api::families::image::flows`: download into every backup storage named, progress
+//! reported to the job, delete on rollback; `export_flows`: export and unexport a copy) and
+//! of `ReconnectBackupStorage` (`api::families::backup_storage::flows`), and the backup
+//! storage tracker's edge (connect the store's directory and measure it; the reconnect flow
+//! asks the same way). Each ImageStore backup storage's agent listens on
 //! its `hostname`; the record is read from the local state (the leader's, which holds every
 //! committed record the flow's first step created).
 
@@ -9,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::families::backup_storage::flows as bs_flows;
 use api::families::backup_storage::BackupStorage;
+use api::families::image::export_flows;
 use api::families::image::flows;
 use api::flow::Vars;
 use api::wire::errors::Code;
@@ -57,7 +61,32 @@ struct Payload {
     #[serde(default)]
     md5: String,
     stores: Vec<flows::Store>,
+    // `delete`: stores whose copy stays but whose export goes.
+    #[serde(default)]
+    unexport: Vec<flows::Store>,
 }
+
+/// The payload of `export`/`unexport` (`api::families::image::export_flows`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportPayload {
+    image_uuid: String,
+    backup_storage_uuid: String,
+    #[serde(default)]
+    format: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// The payload of `connect` (`api::families::backup_storage::flows`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectPayload {
+    backup_storage_uuid: String,
+}
+
+/// Bound on an export: a conversion to raw writes the whole virtual disk.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn failed(details: String) -> EffectError {
     EffectError::Failed(Refusal::new(Code::OperationFailure, details))
@@ -128,11 +157,16 @@ impl ImageStores {
         let action = action.to_string();
         let payload = payload.to_string();
         Box::pin(async move {
-            let p: Payload = serde_json::from_str(&payload)
-                .map_err(|e| failed(format!("bad image step payload: {e}")))?;
+            fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, EffectError> {
+                serde_json::from_str(text)
+                    .map_err(|e| failed(format!("bad image store step payload: {e}")))
+            }
             match action.as_str() {
-                flows::DOWNLOAD => this.download(p, term, progress).await,
-                flows::DELETE => this.delete(p, term).await,
+                flows::DOWNLOAD => this.download(decode(&payload)?, term, progress).await,
+                flows::DELETE => this.delete(decode(&payload)?, term).await,
+                bs_flows::CONNECT => this.reconnect(decode(&payload)?, term).await,
+                export_flows::EXPORT_ACTION => this.export(decode(&payload)?, term).await,
+                export_flows::UNEXPORT_ACTION => this.unexport(decode(&payload)?, term).await,
                 other => Err(failed(format!(
                     "the image store receiver has no action {other:?}"
                 ))),
@@ -260,6 +294,142 @@ impl ImageStores {
                 }
             }
         }
+        // Copies kept in the recycle bin stop being served.
+        for s in &p.unexport {
+            let bs = match self.record(&s.backup_storage_uuid) {
+                Ok(b) => b,
+                Err(EffectError::Failed(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            match self.delete_export(&bs, &p.image_uuid, term).await {
+                Ok(_) => {}
+                Err(AgentCallError::StaleTerm { message, .. }) => {
+                    return Err(EffectError::Indeterminate(message))
+                }
+                Err(e) => {
+                    tracing::warn!(bs = %bs.uuid, image = %p.image_uuid, error = %e, "export of a deleted image not removed; delete it with DeleteExportedImageFromBackupStorage once the store is back")
+                }
+            }
+        }
+        Ok(Vars::new())
+    }
+
+    /// `DeleteExportedImage` on the store's agent; whether there was an export.
+    async fn delete_export(
+        &self,
+        bs: &BackupStorage,
+        image_uuid: &str,
+        term: u64,
+    ) -> Result<bool, AgentCallError> {
+        let addr = addr_of(&bs.hostname, self.port);
+        let mut req = tonic::Request::new(pb::DeleteExportedImageRequest {
+            header: self.header(term),
+            backup_storage_uuid: bs.uuid.clone(),
+            image_uuid: image_uuid.to_string(),
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        Ok(self
+            .clients
+            .grpc(&addr)?
+            .delete_exported_image(req)
+            .await
+            .map_err(|s| status_error(&addr, s))?
+            .into_inner()
+            .deleted)
+    }
+
+    /// The reconnect flow's `connect`: the store's answer, or why there is none, for the
+    /// flow to decide (a deposed leader's attempt is the next leader's to make).
+    async fn reconnect(&self, p: ConnectPayload, term: u64) -> Result<Vars, EffectError> {
+        let bs = self.record(&p.backup_storage_uuid)?;
+        let answer = match self
+            .connect(&bs.uuid, &bs.hostname, &bs.url, term, CALL_TIMEOUT)
+            .await
+        {
+            Ok((total, available)) => bs_flows::StoreAnswer {
+                total,
+                available,
+                error: None,
+            },
+            Err(AgentCallError::StaleTerm { message, .. }) => {
+                return Err(EffectError::Indeterminate(message))
+            }
+            Err(AgentCallError::Unreachable { addr, message }) => bs_flows::StoreAnswer {
+                total: 0,
+                available: 0,
+                error: Some(format!(
+                    "the image store agent at {addr} does not answer: {message}"
+                )),
+            },
+            Err(AgentCallError::Refused { addr, message }) => bs_flows::StoreAnswer {
+                total: 0,
+                available: 0,
+                error: Some(format!(
+                    "the image store agent at {addr} refused: {message}"
+                )),
+            },
+        };
+        let text = serde_json::to_string(&answer)
+            .map_err(|e| failed(format!("encoding the image store's answer: {e}")))?;
+        Ok(Vars::from([(bs_flows::vars::ANSWER.to_string(), text)]))
+    }
+
+    /// The export flow's `export`: the store's agent places the file; the URL is the agent's
+    /// export port on the store's hostname (the address the leader reaches it at).
+    async fn export(&self, p: ExportPayload, term: u64) -> Result<Vars, EffectError> {
+        let bs = self.record(&p.backup_storage_uuid)?;
+        let what = format!(
+            "exporting image[uuid:{}] from backup storage[uuid:{}] at {}",
+            p.image_uuid, bs.uuid, bs.hostname
+        );
+        // Idempotent; makes sure the agent knows the store's directory.
+        self.connect(&bs.uuid, &bs.hostname, &bs.url, term, CALL_TIMEOUT)
+            .await
+            .map_err(|e| call_failure(e, &what))?;
+        let addr = addr_of(&bs.hostname, self.port);
+        let mut req = tonic::Request::new(pb::ExportImageRequest {
+            header: self.header(term),
+            backup_storage_uuid: bs.uuid.clone(),
+            image_uuid: p.image_uuid.clone(),
+            format: p.format,
+            name: p.name,
+        });
+        req.set_timeout(EXPORT_TIMEOUT);
+        let r = self
+            .clients
+            .grpc(&addr)
+            .map_err(|e| call_failure(e, &what))?
+            .export_image(req)
+            .await
+            .map_err(|s| call_failure(status_error(&addr, s), &what))?
+            .into_inner();
+        let port = u16::try_from(r.http_port)
+            .map_err(|_| failed(format!("{what}: the agent answered port {}", r.http_port)))?;
+        let e = export_flows::Exported {
+            url: format!("http://{}{}", addr_of(&bs.hostname, port), r.path),
+            md5: r.md5,
+        };
+        let text =
+            serde_json::to_string(&e).map_err(|e| failed(format!("encoding the export: {e}")))?;
+        Ok(Vars::from([(export_flows::EXPORTED.to_string(), text)]))
+    }
+
+    /// The export flows' `unexport`: the file goes; a store that cannot be asked fails the
+    /// step, so the URL stays recorded while it may still be served.
+    async fn unexport(&self, p: ExportPayload, term: u64) -> Result<Vars, EffectError> {
+        let bs = match self.record(&p.backup_storage_uuid) {
+            Ok(b) => b,
+            // The store is gone with its files.
+            Err(EffectError::Failed(_)) => return Ok(Vars::new()),
+            Err(e) => return Err(e),
+        };
+        let what = format!(
+            "removing the export of image[uuid:{}] from backup storage[uuid:{}] at {}",
+            p.image_uuid, bs.uuid, bs.hostname
+        );
+        self.delete_export(&bs, &p.image_uuid, term)
+            .await
+            .map_err(|e| call_failure(e, &what))?;
         Ok(Vars::new())
     }
 }

@@ -165,6 +165,10 @@ pub async fn start_with_host_agent(
         sm.clone(),
         proto::agent::DEFAULT_PORT,
     ));
+    let storage = Arc::new(storage_agents::HostStorages::new(
+        agents.clone(),
+        proto::agent::DEFAULT_PORT,
+    ));
     let node = Arc::new(
         Node::new(
             identity,
@@ -193,7 +197,8 @@ pub async fn start_with_host_agent(
                         proto::agent::DEFAULT_PORT,
                     ))),
                 ))
-                .with_images(images),
+                .with_images(images)
+                .with_storage(storage),
         ),
     );
     let shutdown = CancellationToken::new();

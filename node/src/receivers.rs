@@ -1,7 +1,8 @@
 //! The side-effect receivers of flow steps on this node (the leader performs them): the
 //! `selftest` receiver of the flow engine's self-test flow — an HTTP endpoint the operator or
-//! a chaos test runs, configured with `flow_selftest_receiver` — and, as the agent arrives,
-//! the host agents. A receiver is handed the step's idempotency key with every request; a
+//! a chaos test runs, configured with `flow_selftest_receiver` — the host agents (`agent`),
+//! the hosts' agents measuring primary storage (`primarystorage`) and the image stores
+//! (`imagestore`). A receiver is handed the step's idempotency key with every request; a
 //! receiver that already performed that key answers its earlier outcome again.
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub struct Receivers {
     selftest: Option<(String, reqwest::Client)>,
     hosts: Option<Arc<crate::host_connect::HostConnector>>,
     images: Option<Arc<crate::image_agents::ImageStores>>,
+    storage: Option<Arc<crate::storage_agents::HostStorages>>,
 }
 
 impl Receivers {
@@ -47,6 +49,7 @@ impl Receivers {
             selftest,
             hosts: None,
             images: None,
+            storage: None,
         }
     }
 
@@ -59,6 +62,17 @@ impl Receivers {
     /// The image stores' receiver, if configured (the backup storage tracker shares it).
     pub fn images(&self) -> Option<&Arc<crate::image_agents::ImageStores>> {
         self.images.as_ref()
+    }
+
+    /// With the primary storages' receiver (hosts' agents measuring a storage).
+    pub fn with_storage(mut self, storage: Arc<crate::storage_agents::HostStorages>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The primary storages' receiver, if configured (the storage tracker shares it).
+    pub fn storage(&self) -> Option<&Arc<crate::storage_agents::HostStorages>> {
+        self.storage.as_ref()
     }
 
     /// With the host agents' receiver.
@@ -143,7 +157,15 @@ impl EffectRunner for Receivers {
                 return h.perform(&request.action, &request.payload, term, progress);
             }
         }
-        if request.receiver == api::families::image::flows::RECEIVER {
+        if request.receiver == api::families::primary_storage::flows::RECEIVER {
+            if let Some(s) = &self.storage {
+                return s.perform(&request.action, &request.payload, term, progress);
+            }
+        }
+        // The image flows and the backup storage flows share the image stores' receiver.
+        if request.receiver == api::families::image::flows::RECEIVER
+            || request.receiver == api::families::backup_storage::flows::RECEIVER
+        {
             if let Some(i) = &self.images {
                 return i.perform(&request.action, &request.payload, term, progress);
             }

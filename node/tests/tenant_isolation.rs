@@ -246,8 +246,13 @@ fn rest_request(name: &str, body: &Value) -> (reqwest::Method, String, Option<Va
         api::rest::Body::Action => Some(json!({ api::rest::action_name(name): rest })),
         api::rest::Body::None => {
             if !rest.is_empty() {
+                // A list parameter is repeated (`?zoneUuids=a&zoneUuids=b`).
+                let pairs = rest.iter().flat_map(|(k, v)| match v {
+                    Value::Array(items) => items.iter().map(|x| (k.clone(), text_of(x))).collect(),
+                    other => vec![(k.clone(), text_of(other))],
+                });
                 let q: String = form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(rest.iter().map(|(k, v)| (k.clone(), text_of(v))))
+                    .extend_pairs(pairs)
                     .finish();
                 path = format!("{path}?{q}");
             }
@@ -868,6 +873,22 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
     add("ChangeBackupStorageState", vec![denied(state(&i.bs))]);
     add("DeleteBackupStorage", vec![denied(uuid(&i.bs))]);
     add(
+        "GetPrimaryStorageCapacity",
+        vec![
+            denied(json!({"all": true})),
+            denied(json!({"primaryStorageUuids": [i.local]})),
+        ],
+    );
+    add("ReconnectPrimaryStorage", vec![denied(uuid(&i.local))]);
+    add(
+        "GetBackupStorageCapacity",
+        vec![
+            denied(json!({"all": true})),
+            denied(json!({"backupStorageUuids": [i.bs]})),
+        ],
+    );
+    add("ReconnectBackupStorage", vec![denied(uuid(&i.bs))]);
+    add(
         "AttachBackupStorageToZone",
         vec![denied(
             json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}),
@@ -929,6 +950,20 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
         vec![
             denied(json!({"imageUuid": a.image})),
             denied(json!({"imageUuid": i.image})),
+        ],
+    );
+    add(
+        "ExportImageFromBackupStorage",
+        vec![
+            denied(json!({"backupStorageUuid": i.bs, "imageUuid": a.image})),
+            denied(json!({"backupStorageUuid": i.bs, "imageUuid": i.image})),
+        ],
+    );
+    add(
+        "DeleteExportedImageFromBackupStorage",
+        vec![
+            denied(json!({"backupStorageUuid": i.bs, "imageUuid": a.image})),
+            denied(json!({"backupStorageUuid": i.bs, "imageUuid": i.image})),
         ],
     );
 

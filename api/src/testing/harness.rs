@@ -220,8 +220,11 @@ pub(crate) fn admin_plan(name: &str, body: Value, stamp: &Stamp) -> Plan {
 pub(crate) fn scripted_effect(
     request: &crate::flow::EffectRequest,
 ) -> Result<crate::flow::Vars, Refusal> {
+    use crate::families::backup_storage::flows as bs;
     use crate::families::host::flows;
+    use crate::families::image::export_flows as exports;
     use crate::families::image::flows as images;
+    use crate::families::primary_storage::flows as ps;
     match (request.receiver.as_str(), request.action.as_str()) {
         (flows::RECEIVER, flows::CONNECT) => {
             let facts = crate::families::host::HostFacts {
@@ -274,6 +277,47 @@ pub(crate) fn scripted_effect(
             )]))
         }
         (images::RECEIVER, images::DELETE) => Ok(crate::flow::Vars::new()),
+        // Every host measures a primary storage at 100 GiB, 60 GiB of it free.
+        (ps::RECEIVER, ps::MEASURE) => {
+            let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();
+            let targets: Vec<crate::families::primary_storage::StorageOnHost> =
+                serde_json::from_value(p["targets"].clone()).unwrap_or_default();
+            let answers: Vec<ps::HostAnswer> = targets
+                .iter()
+                .map(|t| ps::HostAnswer::of(t, Ok((100 << 30, 60 << 30))))
+                .collect();
+            Ok(crate::flow::Vars::from([(
+                ps::vars::ANSWERS.into(),
+                serde_json::to_string(&answers).unwrap_or_default(),
+            )]))
+        }
+        // An image store measures 500 GiB, 200 GiB of it free.
+        (bs::RECEIVER, bs::CONNECT) => Ok(crate::flow::Vars::from([(
+            bs::vars::ANSWER.into(),
+            serde_json::to_string(&bs::StoreAnswer {
+                total: 500 << 30,
+                available: 200 << 30,
+                error: None,
+            })
+            .unwrap_or_default(),
+        )])),
+        (images::RECEIVER, exports::EXPORT_ACTION) => {
+            let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();
+            let e = exports::Exported {
+                url: format!(
+                    "http://10.0.0.9:7273/exports/{}/0123456789abcdef0123456789abcdef/{}.{}",
+                    p["backupStorageUuid"].as_str().unwrap_or(""),
+                    p["name"].as_str().unwrap_or(""),
+                    p["format"].as_str().unwrap_or("")
+                ),
+                md5: "0123456789abcdef0123456789abcdef".into(),
+            };
+            Ok(crate::flow::Vars::from([(
+                exports::EXPORTED.into(),
+                serde_json::to_string(&e).unwrap_or_default(),
+            )]))
+        }
+        (images::RECEIVER, exports::UNEXPORT_ACTION) => Ok(crate::flow::Vars::new()),
         (r, a) => Err(Refusal::new(
             crate::wire::errors::Code::NotSupported,
             format!("the test harness has no answer for {r}/{a}"),

@@ -259,3 +259,22 @@ pub fn delete_l2(t: &mut MemTxn, index: u64, l2: &str) {
         crate::families::l2::L2Op::Delete { uuid: l2.into() },
     );
 }
+
+/// What the host tracker commits when host `uuid` answers (`true`: Connected) or stops
+/// answering (`false`: Disconnected); panics if refused.
+pub fn track_host(t: &mut MemTxn, uuid: &str, connected: bool) {
+    use crate::families::host::HostStatus;
+    admin_apply(
+        t,
+        90,
+        crate::families::host::HostOp::Track {
+            uuid: uuid.into(),
+            status: if connected {
+                HostStatus::Connected
+            } else {
+                HostStatus::Disconnected
+            },
+            facts: None,
+        },
+    );
+}

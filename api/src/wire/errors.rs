@@ -46,11 +46,13 @@ pub enum Code {
     HostAdd,
     /// HOST.1002: a host could not be reconnected.
     HostReconnect,
+    /// PS.1003: no host reaches a primary storage (ZStack's `PrimaryStorageErrors.DISCONNECTED`).
+    PrimaryStorageDisconnected,
 }
 
 impl Code {
     /// Every code, for tables and tests.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::Internal,
         Code::Timeout,
         Code::CreateResource,
@@ -71,6 +73,7 @@ impl Code {
         Code::IpAllocation,
         Code::HostAdd,
         Code::HostReconnect,
+        Code::PrimaryStorageDisconnected,
     ];
 
     /// The wire form, e.g. `SYS.1007`.
@@ -96,6 +99,7 @@ impl Code {
             Code::IpAllocation => "L3.1000",
             Code::HostAdd => "HOST.1000",
             Code::HostReconnect => "HOST.1002",
+            Code::PrimaryStorageDisconnected => "PS.1003",
         }
     }
 
@@ -124,6 +128,7 @@ impl Code {
             Code::IpAllocation => "Unable to allocate an ip address from L3Network",
             Code::HostAdd => "Unable to add host",
             Code::HostReconnect => "Unable to reconnect host",
+            Code::PrimaryStorageDisconnected => "The primary storage is disconnected",
         }
     }
 }

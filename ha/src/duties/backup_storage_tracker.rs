@@ -1,11 +1,13 @@
 //! The image store tracker (a leader duty): every `host/ping.interval` the leader connects
 //! each ImageStore backup storage's agent to its directory (idempotent) and commits status and
-//! `statvfs` capacity when they change (`BackupStorageOp::Report`, term-fenced).
+//! `statvfs` capacity when they change (`BackupStorageOp::Report`, term-fenced; what counts as
+//! a change is the family's `is_news`).
 
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use api::families::backup_storage::is_news;
 use api::families::backup_storage::BackupStorage;
 use api::families::backup_storage::BackupStorageOp;
 use api::families::backup_storage::BsStatus;
@@ -44,14 +46,6 @@ impl BackupStorageTracker {
     pub fn new(agents: Arc<dyn ImageStoreAgents>) -> Self {
         Self { agents }
     }
-}
-
-/// Whether a measurement is news (status, or more than 0.1 % of the disk moved).
-fn is_news(b: &BackupStorage, status: BsStatus, total: u64, available: u64) -> bool {
-    let slack = (total / 1000).max(1 << 20);
-    b.status != status
-        || b.total_capacity != total
-        || b.available_capacity.abs_diff(available) > slack
 }
 
 impl BackupStorageTracker {

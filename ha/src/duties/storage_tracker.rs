@@ -3,29 +3,23 @@
 //! (create the directory, mount NFS; idempotent) and measure it, then commits the storage's
 //! status and capacity when they changed (`PrimaryStorageOp::Report`, term-fenced).
 //!
-//! - LocalStorage: each host's own disk, so the figures are the sum over the hosts that
-//!   answered healthy.
-//! - SharedMountPoint and NFS: one file system every host sees; the first healthy answer is
-//!   its figures.
-//! - Status: Connected when at least one host reaches it, Disconnected when hosts were asked
-//!   and none could; a storage with no Connected host to ask keeps its status.
-//!
-//! Virtual capacity starts equal to the physical figures: volumes do not exist yet, and the
-//! scheduler issue will subtract what it allocates.
+//! Which hosts are asked, how their answers add up (LocalStorage sums the hosts, shared
+//! storage is one file system) and what counts as news are the primary-storage family's
+//! rules (`api::families::primary_storage::{hosts_to_ask, report_of, is_news}`), which the
+//! `ReconnectPrimaryStorage` flow applies too; this duty only runs the rounds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use api::families::host::Host;
-use api::families::host::HostStatus;
-use api::families::primary_storage::CapacityReport;
+use api::families::primary_storage::hosts_to_ask;
+use api::families::primary_storage::is_news;
+use api::families::primary_storage::report_of;
 use api::families::primary_storage::PrimaryStorage;
 use api::families::primary_storage::PrimaryStorageOp;
 use api::families::primary_storage::PsState;
 use api::families::primary_storage::PsStatus;
-use api::families::primary_storage::PsType;
 use api::Caller;
 use api::IntoCommand;
 use futures::StreamExt;
@@ -35,25 +29,9 @@ use crate::BoxFuture;
 use crate::Duty;
 use crate::DutyError;
 
-/// A primary storage as a host's agent must prepare it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageOnHost {
-    /// Host uuid.
-    pub host_uuid: String,
-    /// Its management address (the agent listens there).
-    pub management_ip: String,
-    /// Primary storage uuid.
-    pub ps_uuid: String,
-    /// "LocalStorage", "SharedMountPoint", "NFS".
-    pub ps_type: String,
-    /// Directory, or `server:/export` for NFS.
-    pub url: String,
-    /// Where NFS is mounted (the directory itself otherwise).
-    pub mount_point: String,
-}
-
-/// What a host measured: (total bytes, available bytes), or why it cannot reach the storage.
-pub type Measured = Result<(u64, u64), String>;
+pub use api::families::primary_storage::Measured;
+/// A primary storage as a host's agent must prepare it (the family's type).
+pub use api::families::primary_storage::StorageOnHost;
 
 /// How the tracker reaches agents (the node implements it with its mutual-TLS agent client).
 pub trait StorageAgents: Send + Sync + 'static {
@@ -81,89 +59,21 @@ impl StorageTracker {
 /// Every (storage, host) pair to ask this round.
 fn work(ctx: &LeaderContext) -> (Vec<PrimaryStorage>, Vec<StorageOnHost>) {
     let read = ctx.read(|v| {
-        let pss = api::resource::list::<PrimaryStorage>(v)?;
-        // Without storage there is nothing to ask: skip decoding every host each round.
-        let hosts = if pss.is_empty() {
-            Vec::new()
-        } else {
-            api::resource::list::<Host>(v)?
-        };
-        Ok::<_, api::ApiError>((pss, hosts))
-    });
-    let Ok((pss, hosts)) = read else {
-        tracing::warn!("storage tracker cannot read the state");
-        return (Vec::new(), Vec::new());
-    };
-    let pss: Vec<PrimaryStorage> = pss
-        .into_iter()
-        .map(|(_, p)| p)
-        .filter(|p| p.state != PsState::Deleting)
-        .collect();
-    let mut pairs = Vec::new();
-    for p in &pss {
-        for (_, h) in &hosts {
-            if h.status == HostStatus::Connected
-                && p.attached_cluster_uuids.contains(&h.cluster_uuid)
-            {
-                pairs.push(StorageOnHost {
-                    host_uuid: h.uuid.clone(),
-                    management_ip: h.management_ip.clone(),
-                    ps_uuid: p.uuid.clone(),
-                    ps_type: p.ps_type.as_str().to_string(),
-                    url: p.url.clone(),
-                    mount_point: p.mount_path.clone(),
-                });
-            }
+        let pss: Vec<PrimaryStorage> = api::resource::list::<PrimaryStorage>(v)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.state != PsState::Deleting)
+            .collect();
+        let mut pairs = Vec::new();
+        for p in &pss {
+            pairs.extend(hosts_to_ask(v, p)?);
         }
-    }
-    (pss, pairs)
-}
-
-/// The report a storage's answers add up to, if any host was asked.
-pub fn report_of(ps_type: PsType, answers: &[Measured]) -> Option<(CapacityReport, PsStatus)> {
-    if answers.is_empty() {
-        return None;
-    }
-    let healthy: Vec<(u64, u64)> = answers.iter().filter_map(|a| a.clone().ok()).collect();
-    let Some(first) = healthy.first().copied() else {
-        return Some((
-            CapacityReport {
-                total: 0,
-                available: 0,
-                total_physical: 0,
-                available_physical: 0,
-                system_used: 0,
-            },
-            PsStatus::Disconnected,
-        ));
-    };
-    let (total, available) = match ps_type {
-        PsType::LocalStorage => healthy.iter().fold((0u64, 0u64), |(t, a), (ht, ha)| {
-            (t.saturating_add(*ht), a.saturating_add(*ha))
-        }),
-        PsType::SharedMountPoint | PsType::Nfs => first,
-    };
-    let available = available.min(total);
-    Some((
-        CapacityReport {
-            total,
-            available,
-            total_physical: total,
-            available_physical: available,
-            system_used: total - available,
-        },
-        PsStatus::Connected,
-    ))
-}
-
-/// Whether a report is news: a status change, or figures moved by more than 0.1 % of the total
-/// (free space on a live file system moves all the time; every byte is not worth a commit).
-fn is_news(p: &PrimaryStorage, r: &CapacityReport, status: PsStatus) -> bool {
-    if p.status != status || p.total_physical_capacity != r.total_physical {
-        return true;
-    }
-    let slack = (r.total_physical / 1000).max(1 << 20);
-    p.available_physical_capacity.abs_diff(r.available_physical) > slack
+        Ok::<_, api::ApiError>((pss, pairs))
+    });
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "storage tracker cannot read the state");
+        (Vec::new(), Vec::new())
+    })
 }
 
 impl StorageTracker {
@@ -244,28 +154,5 @@ impl Duty for StorageTracker {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_storage_adds_up_hosts_and_shared_storage_is_one_file_system() {
-        let answers = vec![Ok((100, 40)), Err("gone".into()), Ok((200, 50))];
-        let (r, s) = report_of(PsType::LocalStorage, &answers).unwrap();
-        assert_eq!(
-            (r.total, r.available, r.system_used, s),
-            (300, 90, 210, PsStatus::Connected)
-        );
-        let (r, _) = report_of(PsType::SharedMountPoint, &answers).unwrap();
-        assert_eq!((r.total, r.available), (100, 40));
-        let (_, s) = report_of(PsType::Nfs, &[Err("mount failed".into())]).unwrap();
-        assert_eq!(s, PsStatus::Disconnected);
-        assert!(
-            report_of(PsType::Nfs, &[]).is_none(),
-            "no host asked: no news"
-        );
     }
 }

@@ -80,5 +80,57 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         "QueryImageStoreBackupStorage", admin, json!({"conditions": eq("hostname", "10.0.0.9")}) => ok(first("sshPort", 22));
         "QueryImageStoreBackupStorage", admin, bad_query() => InvalidArgument;
     });
+    // ---- Reconnect and capacity: the harness's image store measures 500 GiB, 200 GiB free.
+    const GIB: u64 = 1 << 30;
+    m.push(ok(
+        "ReconnectBackupStorage",
+        &admin,
+        json!({"uuid": i.bs}),
+        |h, r| {
+            assert_eq!(r["inventory"]["status"], "Connected");
+            assert_eq!(r["inventory"]["totalCapacity"], 500 * GIB);
+            assert_eq!(r["inventory"]["availableCapacity"], 200 * GIB);
+            assert_eq!(
+                r["inventory"]["hostname"], "10.0.0.9",
+                "the ImageStore inventory"
+            );
+            assert_eq!(h.count("QueryBackupStorage", eq("status", "Connected")), 1);
+        },
+    ));
+    m.extend(rows! {
+        "ReconnectBackupStorage", admin, json!({"uuid": missing()}) => ResourceNotFound;
+        "ReconnectBackupStorage", tenant, json!({"uuid": i.bs}) => PermissionDenied;
+    });
+    let sums = |total: u64, available: u64| {
+        move |_: &mut crate::testing::matrix::Harness,
+              r: &serde_json::Map<String, serde_json::Value>| {
+            assert_eq!(r["totalCapacity"], total, "{r:?}");
+            assert_eq!(r["availableCapacity"], available, "{r:?}");
+        }
+    };
+    for body in [
+        json!({"backupStorageUuids": [i.bs, i.bs]}),
+        json!({"zoneUuids": [i.zone, i.zone2]}),
+        json!({"all": true}),
+    ] {
+        m.push(
+            ok(
+                "GetBackupStorageCapacity",
+                &admin,
+                body,
+                sums(500 * GIB, 200 * GIB),
+            )
+            .given(&admin, "ReconnectBackupStorage", json!({"uuid": i.bs})),
+        );
+    }
+    m.extend(rows! {
+        // Not measured yet: nothing reported, nothing added up.
+        "GetBackupStorageCapacity", admin, json!({"all": true}) => ok(sums(0, 0));
+        "GetBackupStorageCapacity", admin, json!({"zoneUuids": [i.zone2]}) => ok(sums(0, 0));
+        "GetBackupStorageCapacity", admin, json!({}) => InvalidArgument;
+        "GetBackupStorageCapacity", admin, json!({"backupStorageUuids": [missing()]}) => ResourceNotFound;
+        "GetBackupStorageCapacity", admin, json!({"zoneUuids": [missing()]}) => ResourceNotFound;
+        "GetBackupStorageCapacity", tenant, json!({"all": true}) => PermissionDenied;
+    });
     m
 }

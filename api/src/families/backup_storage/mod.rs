@@ -4,10 +4,14 @@
 
 #[cfg(test)]
 mod cases;
+pub mod flows;
 mod model;
+mod reads;
 #[cfg(test)]
 pub(crate) mod tests;
 mod wire;
+
+pub use model::is_news;
 
 pub use model::BackupStorage;
 pub use model::BackupStorageOp;
@@ -100,8 +104,23 @@ impl Family for BackupStorages {
                 "/v1/backup-storage/image-store",
                 ImageStoreView
             ),
+            CallDecl::new(
+                "GetBackupStorageCapacity",
+                reads::capacity,
+                &[route(G, "/v1/backup-storage/capacities", N)],
+            ),
+            CallDecl::new(
+                "ReconnectBackupStorage",
+                |p| {
+                    Ok(p.propose(BackupStorageOp::Reconnect {
+                        uuid: generic::target_uuid(p)?,
+                    }))
+                },
+                routes!(actions "/v1/backup-storage"),
+            )
+            .running(flows::RECONNECT),
         ],
-        flows: &[],
+        flows: &[flows::RECONNECT_FLOW],
         #[cfg(test)]
         cases: cases::cases,
     };

@@ -147,6 +147,12 @@ pub enum BackupStorageOp {
         /// Status.
         status: BsStatus,
     },
+    /// `ReconnectBackupStorage`: the first step of its flow (`Connecting` until the image
+    /// store answered).
+    Reconnect {
+        /// BS.
+        uuid: String,
+    },
 }
 
 /// Answer of a backup-storage command.
@@ -156,6 +162,16 @@ pub enum BackupStorageResult {
     Inventory(Box<BackupStorage>),
     /// Deleted (or already absent).
     Deleted,
+}
+
+/// Whether a measurement is news: a status change, a new total, or free space moved by more
+/// than 0.1 % of the disk (a live file system moves all the time; every byte is not worth a
+/// commit). The image store tracker commits only news.
+pub fn is_news(b: &BackupStorage, status: BsStatus, total: u64, available: u64) -> bool {
+    let slack = (total / 1000).max(1 << 20);
+    b.status != status
+        || b.total_capacity != total
+        || b.available_capacity.abs_diff(available) > slack
 }
 
 /// Zone deletion (spec 03 §1: "deleting a zone also deletes the BSs attached to it"): a BS
@@ -265,6 +281,12 @@ pub(super) fn apply(
             b.status = status;
             Ok(())
         })?,
+        BackupStorageOp::Reconnect { uuid } => {
+            generic::modify(txn, ctx, &uuid, |_, b: &mut BackupStorage| {
+                b.status = BsStatus::Connecting;
+                Ok(())
+            })?
+        }
     };
     Ok(BackupStorageResult::Inventory(Box::new(b)))
 }

@@ -46,6 +46,8 @@ impl Family for Hosts {
             // hangs off a host but its tags.
             relations: &[Relation::cascade("clusterUuid", "Cluster")
                 .with_parent_state(model::cluster_state_changed)],
+            // Primary storage asks its clusters' Connected hosts to measure it.
+            inventory: Some(resource::stored_inventory::<Host>),
             ..KindDecl::new(KIND, TABLE, &["HostVO", "KVMHostVO"])
         }],
         calls: &[

@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use crate::wire::errors::Code;
+
 use crate::testing::matrix::bad_query;
 use crate::testing::matrix::eq;
 use crate::testing::matrix::first;
@@ -9,6 +11,7 @@ use crate::testing::matrix::found;
 use crate::testing::matrix::gone;
 use crate::testing::matrix::inv;
 use crate::testing::matrix::missing;
+use crate::testing::matrix::no;
 use crate::testing::matrix::ok;
 use crate::testing::matrix::rows;
 use crate::testing::matrix::Case;
@@ -55,6 +58,106 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         "RecoverImage", admin, json!({"imageUuid": missing()}) => ResourceNotFound;
         "QueryImage", admin, json!({"conditions": eq("status", "Deleted")}) => ok(first("name", "gone"));
         "QueryImage", admin, bad_query() => InvalidArgument;
+    });
+    // ---- Exports (the harness's store answers a URL under its export port).
+    {
+        let img = i.image.clone();
+        m.push(ok(
+            "ExportImageFromBackupStorage",
+            &admin,
+            json!({"backupStorageUuid": i.bs, "imageUuid": i.image}),
+            move |h, r| {
+                let url = r["imageUrl"].as_str().expect("imageUrl");
+                assert!(url.ends_with("/ttylinux.qcow2"), "{url}");
+                assert_eq!(r["exportMd5Sum"], "0123456789abcdef0123456789abcdef");
+                let copy = &h.one("QueryImage", "uuid", &img)["backupStorageRefs"][0];
+                assert_eq!(copy["exportUrl"], url, "{copy}");
+                assert_eq!(copy["exportMd5Sum"], "0123456789abcdef0123456789abcdef");
+            },
+        ));
+    }
+    let other_bs = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+    m.push(ok(
+        "ExportImageFromBackupStorage",
+        &admin,
+        json!({"backupStorageUuid": i.bs, "imageUuid": i.image, "exportFormat": "raw"}),
+        |_, r| {
+            assert!(
+                r["imageUrl"].as_str().unwrap().ends_with("/ttylinux.raw"),
+                "{r:?}"
+            )
+        },
+    ));
+    m.extend(rows! {
+        "ExportImageFromBackupStorage", admin, json!({"backupStorageUuid": i.bs, "imageUuid": missing()}) => ResourceNotFound;
+        "ExportImageFromBackupStorage", admin, json!({"backupStorageUuid": missing(), "imageUuid": i.image}) => ResourceNotFound;
+        // Deleted (recycle bin): not Ready.
+        "ExportImageFromBackupStorage", admin, json!({"backupStorageUuid": i.bs, "imageUuid": i.deleted_image}) => OperationFailure;
+        "ExportImageFromBackupStorage", admin, json!({"backupStorageUuid": i.bs, "imageUuid": i.image, "exportFormat": "vmdk"}) => InvalidArgument;
+        "ExportImageFromBackupStorage", tenant, json!({"backupStorageUuid": i.bs, "imageUuid": i.image}) => PermissionDenied;
+    });
+    m.push(
+        no(
+            "ExportImageFromBackupStorage",
+            &admin,
+            json!({"backupStorageUuid": other_bs, "imageUuid": i.image}),
+            Code::InvalidArgument,
+        )
+        .given(
+            &admin,
+            "AddImageStoreBackupStorage",
+            json!({"resourceUuid": other_bs, "name": "bs2", "url": "/bs2", "hostname": "10.0.0.10",
+                   "username": "root", "password": "p"}),
+        ),
+    );
+    {
+        let img = i.image.clone();
+        m.push(
+            ok(
+                "DeleteExportedImageFromBackupStorage",
+                &admin,
+                json!({"backupStorageUuid": i.bs, "imageUuid": i.image}),
+                move |h, r| {
+                    assert!(r.get("inventory").is_none(), "{r:?}");
+                    let copy = &h.one("QueryImage", "uuid", &img)["backupStorageRefs"][0];
+                    assert!(copy.get("exportUrl").is_none(), "{copy}");
+                    assert!(copy.get("exportMd5Sum").is_none(), "{copy}");
+                },
+            )
+            .given(
+                &admin,
+                "ExportImageFromBackupStorage",
+                json!({"backupStorageUuid": i.bs, "imageUuid": i.image}),
+            ),
+        );
+    }
+    {
+        // Deleting an exported image (Delay) revokes the export with it.
+        let img = i.image.clone();
+        m.push(
+            ok(
+                "DeleteImage",
+                &admin,
+                json!({"uuid": i.image}),
+                move |h, _| {
+                    let copy = &h.one("QueryImage", "uuid", &img)["backupStorageRefs"][0];
+                    assert_eq!(copy["status"], "Deleted");
+                    assert!(copy.get("exportUrl").is_none(), "{copy}");
+                },
+            )
+            .given(
+                &admin,
+                "ExportImageFromBackupStorage",
+                json!({"backupStorageUuid": i.bs, "imageUuid": i.image}),
+            ),
+        );
+    }
+    m.extend(rows! {
+        // Nothing exported: deleting it is a success, as ZStack answers it.
+        "DeleteExportedImageFromBackupStorage", admin, json!({"backupStorageUuid": i.bs, "imageUuid": i.image}) => ok(|_, _| {});
+        "DeleteExportedImageFromBackupStorage", admin, json!({"backupStorageUuid": i.bs, "imageUuid": missing()}) => ResourceNotFound;
+        "DeleteExportedImageFromBackupStorage", admin, json!({"backupStorageUuid": missing(), "imageUuid": i.image}) => ResourceNotFound;
+        "DeleteExportedImageFromBackupStorage", tenant, json!({"backupStorageUuid": i.bs, "imageUuid": i.image}) => PermissionDenied;
     });
     m
 }

@@ -112,6 +112,9 @@ pub(super) fn delete(
             let r = &mut img.backup_storage_refs[*i];
             r.status = ImageStatus::Deleted;
             r.last_op_date = now;
+            // A deleted image is no longer served; the remove flow revokes the file.
+            r.export_url = None;
+            r.export_md5_sum = None;
         }
         if all && img.status != ImageStatus::Deleted {
             img.status_before_delete = Some(img.status);

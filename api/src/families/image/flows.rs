@@ -40,6 +40,9 @@ pub const DELETE: &str = "delete";
 pub const STORES: &str = "stores";
 /// Var: what the stores hold (JSON map backup storage uuid → [`Stored`]), set by `download`.
 pub const STORED: &str = "stored";
+/// Var of the remove flow: stores whose copy stays (recycle bin) but whose export goes (JSON
+/// list of [`Store`]).
+pub const UNEXPORT_STORES: &str = "unexport";
 
 /// Where one copy goes (the receiver finds the image store's agent from the record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,8 +223,8 @@ pub const ADD_FLOW: FlowDef = FlowDef {
 };
 
 /// DeleteImage's and ExpungeImage's flow: the call's command, then the files of every copy the
-/// command removed for good are deleted from their stores (a `Delay` deletion keeps them,
-/// the image being recoverable until expunged).
+/// command removed for good are deleted from their stores, exports included (a `Delay`
+/// deletion keeps them, the image being recoverable until expunged, but revokes exports).
 pub const REMOVE: &str = "image.remove";
 
 fn remove_call(
@@ -239,12 +242,13 @@ fn remove_call(
         },
         _ => None,
     };
-    let before: Vec<String> = match &uuid {
+    // (store, whether the copy there is exported) before the command.
+    let before: Vec<(String, bool)> = match &uuid {
         Some(u) => resource::load::<Image>(txn, u)?
             .map(|(_, i)| {
                 i.backup_storage_refs
                     .iter()
-                    .map(|r| r.backup_storage_uuid.clone())
+                    .map(|r| (r.backup_storage_uuid.clone(), r.export_url.is_some()))
                     .collect()
             })
             .unwrap_or_default(),
@@ -262,28 +266,47 @@ fn remove_call(
             .unwrap_or_default(),
         None => Vec::new(),
     };
+    let store = |backup_storage_uuid: &String| Store {
+        backup_storage_uuid: backup_storage_uuid.clone(),
+    };
+    // Copies removed for good lose their files (exports included); exported copies kept in
+    // the recycle bin (`Delay`) lose only their export: a deleted image is not served.
     let gone: Vec<Store> = before
-        .into_iter()
-        .filter(|b| !after.contains(b))
-        .map(|backup_storage_uuid| Store {
-            backup_storage_uuid,
-        })
+        .iter()
+        .filter(|(b, _)| !after.contains(b))
+        .map(|(b, _)| store(b))
         .collect();
+    let unexport: Vec<Store> = before
+        .iter()
+        .filter(|(b, exported)| *exported && after.contains(b))
+        .map(|(b, _)| store(b))
+        .collect();
+    let json =
+        |v: &Vec<Store>| serde_json::to_string(v).map_err(|e| validate::invalid_arg(e.to_string()));
     vars.insert("image_uuid".into(), uuid.unwrap_or_default());
-    vars.insert(
-        STORES.into(),
-        serde_json::to_string(&gone).map_err(|e| validate::invalid_arg(e.to_string()))?,
-    );
+    vars.insert(STORES.into(), json(&gone)?);
+    vars.insert(UNEXPORT_STORES.into(), json(&unexport)?);
     Ok(Some(resp))
 }
 
 fn remove_request(v: &Vars) -> Result<EffectRequest, ApiError> {
-    let stores: serde_json::Value = serde_json::from_str(var(v, STORES)?)
-        .map_err(|e| validate::invalid_arg(format!("undecodable stores: {e}")))?;
+    let list = |k: &str| -> Result<serde_json::Value, ApiError> {
+        match v.get(k) {
+            // A job accepted before exports existed carries no such list.
+            None => Ok(json!([])),
+            Some(t) => serde_json::from_str(t)
+                .map_err(|e| validate::invalid_arg(format!("undecodable stores: {e}"))),
+        }
+    };
     Ok(EffectRequest {
         receiver: RECEIVER.into(),
         action: DELETE.into(),
-        payload: json!({"imageUuid": var(v, "image_uuid")?, "stores": stores}).to_string(),
+        payload: json!({
+            "imageUuid": var(v, "image_uuid")?,
+            "stores": list(STORES)?,
+            "unexport": list(UNEXPORT_STORES)?,
+        })
+        .to_string(),
     })
 }
 

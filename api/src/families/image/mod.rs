@@ -7,12 +7,15 @@
 #[cfg(test)]
 mod cases;
 mod copies;
+mod export;
+pub mod export_flows;
 pub mod flows;
 mod model;
 #[cfg(test)]
 pub(crate) mod tests;
 mod wire;
 
+pub use export::EXPORT_FORMATS;
 pub use model::deletion_policy;
 pub use model::BackupStorageRef;
 pub use model::DeletionPolicy;
@@ -77,8 +80,33 @@ impl Family for Images {
                 &[route(Pu, "/v1/images/{imageUuid}/actions", A)],
             ),
             query_call!("QueryImage", "/v1/images", Image),
+            CallDecl::new(
+                "ExportImageFromBackupStorage",
+                wire::export,
+                &[route(
+                    Pu,
+                    "/v1/backup-storage/{backupStorageUuid}/actions",
+                    A,
+                )],
+            )
+            .running(export_flows::EXPORT),
+            CallDecl::new(
+                "DeleteExportedImageFromBackupStorage",
+                wire::unexport,
+                &[route(
+                    D,
+                    "/v1/backup-storage/{backupStorageUuid}/exported-images/{imageUuid}",
+                    N,
+                )],
+            )
+            .running(export_flows::UNEXPORT),
         ],
-        flows: &[flows::ADD_FLOW, flows::REMOVE_FLOW],
+        flows: &[
+            flows::ADD_FLOW,
+            flows::REMOVE_FLOW,
+            export_flows::EXPORT_FLOW,
+            export_flows::UNEXPORT_FLOW,
+        ],
         #[cfg(test)]
         cases: cases::cases,
     };

@@ -61,6 +61,13 @@ pub struct BackupStorageRef {
     pub create_date: u64,
     /// Last change, ms.
     pub last_op_date: u64,
+    /// Where the store serves this copy for download (`ExportImageFromBackupStorage`), until
+    /// the export is deleted.
+    #[serde(default)]
+    pub export_url: Option<String>,
+    /// md5 of the exported file.
+    #[serde(default)]
+    pub export_md5_sum: Option<String>,
 }
 
 /// An image record.
@@ -236,10 +243,51 @@ pub enum ImageOp {
         /// The BS that failed.
         backup_storage_uuid: String,
     },
+    /// `ExportImageFromBackupStorage`: the first step of its flow, which checks that the copy
+    /// can be exported; writes nothing.
+    Export {
+        /// Image.
+        uuid: String,
+        /// The BS holding the copy.
+        backup_storage_uuid: String,
+        /// `raw` or `qcow2` (absent: as stored).
+        format: Option<String>,
+    },
+    /// `DeleteExportedImageFromBackupStorage`: the first step of its flow; writes nothing.
+    DeleteExport {
+        /// Image.
+        uuid: String,
+        /// The BS holding the copy.
+        backup_storage_uuid: String,
+    },
+    /// Internal (export flows): the copy's export as its store reported it (`None`: removed).
+    MarkExported {
+        /// Image.
+        uuid: String,
+        /// The BS holding the copy.
+        backup_storage_uuid: String,
+        /// Where it is served.
+        url: Option<String>,
+        /// md5 of the exported file.
+        md5: Option<String>,
+    },
 }
 
 /// Answer of an image command.
-pub type ImageResult = generic::Answer<Image>;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageResult {
+    /// The image after the change.
+    Inventory(Box<Image>),
+    /// Deleted (or already absent); also a deleted export (its event carries nothing).
+    Deleted,
+    /// `ExportImageFromBackupStorage`: where the copy can be downloaded.
+    Exported {
+        /// `http://<store>:<port>/exports/...`.
+        image_url: String,
+        /// md5 of the exported file.
+        md5: String,
+    },
+}
 
 fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<(), ApiError> {
     if allowed.contains(&v) {
@@ -317,6 +365,8 @@ fn new_copies(
             status: ImageStatus::Downloading,
             create_date: now,
             last_op_date: now,
+            export_url: None,
+            export_md5_sum: None,
         });
     }
     Ok(refs)
@@ -469,6 +519,33 @@ pub(super) fn apply(
         } => {
             caller.require_admin("image download")?;
             match copies::mark_failed(txn, ctx, &uuid, &backup_storage_uuid)? {
+                Some(img) => img,
+                None => return Ok(ImageResult::Deleted),
+            }
+        }
+        ImageOp::Export {
+            uuid,
+            backup_storage_uuid,
+            format,
+        } => super::export::check_export(
+            txn,
+            caller,
+            &uuid,
+            &backup_storage_uuid,
+            format.as_deref(),
+        )?,
+        ImageOp::DeleteExport {
+            uuid,
+            backup_storage_uuid,
+        } => super::export::check_unexport(txn, caller, &uuid, &backup_storage_uuid)?,
+        ImageOp::MarkExported {
+            uuid,
+            backup_storage_uuid,
+            url,
+            md5,
+        } => {
+            caller.require_admin("image export")?;
+            match super::export::mark_exported(txn, ctx, &uuid, &backup_storage_uuid, url, md5)? {
                 Some(img) => img,
                 None => return Ok(ImageResult::Deleted),
             }

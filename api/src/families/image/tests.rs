@@ -14,6 +14,7 @@ use crate::testing::normal;
 use crate::testing::u;
 use crate::testing::MemTxn;
 use crate::wire::date::java_date;
+use crate::IntoCommand;
 
 fn run(t: &mut MemTxn, op: ImageOp) -> Result<ImageResult, ApiError> {
     apply(t, &ctx(10), &Caller::admin(), op)
@@ -375,4 +376,176 @@ fn refusals_leave_state_unchanged() {
         resource::load::<Image>(&t, &u(57)).unwrap().unwrap().0,
         normal.account_uuid
     );
+}
+
+fn export_op(img: &str, bs: &str, format: Option<&str>) -> ImageOp {
+    ImageOp::Export {
+        uuid: img.into(),
+        backup_storage_uuid: bs.into(),
+        format: format.map(str::to_string),
+    }
+}
+
+fn mark_exported(
+    t: &mut MemTxn,
+    img: &str,
+    bs: &str,
+    url: Option<&str>,
+) -> Result<ImageResult, ApiError> {
+    run(
+        t,
+        ImageOp::MarkExported {
+            uuid: img.into(),
+            backup_storage_uuid: bs.into(),
+            url: url.map(str::to_string),
+            md5: url.map(|_| "d41d8cd98f00b204e9800998ecf8427e".to_string()),
+        },
+    )
+}
+
+#[test]
+fn exports_need_a_ready_copy_on_that_store_and_write_nothing_until_recorded() {
+    let mut t = MemTxn::default();
+    let bs = make_bs(&mut t, 30);
+    let other = make_bs(&mut t, 31);
+    run(
+        &mut t,
+        add_op(50, "http://host/t.qcow2", std::slice::from_ref(&bs)),
+    )
+    .unwrap();
+    let img = u(50);
+    let before = t.tables.clone();
+    // Still downloading.
+    assert_eq!(code(run(&mut t, export_op(&img, &bs, None))), "SYS.1006");
+    ready(&mut t, &img, &bs).unwrap();
+    let before_checks = t.tables.clone();
+    assert_ne!(before, before_checks);
+    assert_eq!(code(run(&mut t, export_op(&img, &other, None))), "SYS.1007");
+    assert_eq!(code(run(&mut t, export_op(&img, &u(99), None))), "SYS.1003");
+    assert_eq!(code(run(&mut t, export_op(&u(98), &bs, None))), "SYS.1003");
+    assert_eq!(
+        code(run(&mut t, export_op(&img, &bs, Some("vmdk")))),
+        "SYS.1007"
+    );
+    // Another account's image.
+    assert_eq!(
+        apply(&mut t, &ctx(11), &normal(), export_op(&img, &bs, None))
+            .unwrap_err()
+            .code(),
+        "ID.1002"
+    );
+    // The check itself writes nothing.
+    assert!(run(&mut t, export_op(&img, &bs, Some("raw"))).is_ok());
+    assert_eq!(t.tables, before_checks);
+
+    // The store's answer is recorded on the copy, then forgotten again.
+    mark_exported(
+        &mut t,
+        &img,
+        &bs,
+        Some("http://10.0.0.30:7273/exports/x/t.qcow2"),
+    )
+    .unwrap();
+    let r = &load(&t, 50).unwrap().backup_storage_refs[0];
+    assert_eq!(
+        r.export_url.as_deref(),
+        Some("http://10.0.0.30:7273/exports/x/t.qcow2")
+    );
+    assert!(r.export_md5_sum.is_some());
+    let inv = resource::inventory(&load(&t, 50).unwrap());
+    let keys: Vec<&str> = crate::testing::keys(&inv["backupStorageRefs"][0]);
+    assert_eq!(
+        keys,
+        [
+            "imageUuid",
+            "backupStorageUuid",
+            "installPath",
+            "status",
+            "exportMd5Sum",
+            "exportUrl",
+            "createDate",
+            "lastOpDate"
+        ]
+    );
+    mark_exported(&mut t, &img, &bs, None).unwrap();
+    assert_eq!(
+        load(&t, 50).unwrap().backup_storage_refs[0].export_url,
+        None
+    );
+    // Forgetting the export of an image that is gone is nothing to do; recording one is not.
+    assert!(matches!(
+        mark_exported(&mut t, &u(97), &bs, None),
+        Ok(ImageResult::Deleted)
+    ));
+    assert_eq!(
+        code(mark_exported(&mut t, &u(97), &bs, Some("http://x/y"))),
+        "SYS.1003"
+    );
+    // Only the leader's flow records exports.
+    assert_eq!(
+        apply(
+            &mut t,
+            &ctx(12),
+            &normal(),
+            ImageOp::MarkExported {
+                uuid: img.clone(),
+                backup_storage_uuid: bs.clone(),
+                url: Some("http://x/y".into()),
+                md5: None,
+            },
+        )
+        .unwrap_err()
+        .code(),
+        "ID.1002"
+    );
+}
+
+#[test]
+fn iso_images_are_exported_as_they_are() {
+    let mut t = MemTxn::default();
+    let bs = make_bs(&mut t, 30);
+    let mut op = add_op(50, "http://host/t.iso", std::slice::from_ref(&bs));
+    if let ImageOp::Add { media_type, .. } = &mut op {
+        *media_type = Some("ISO".into());
+    }
+    run(&mut t, op).unwrap();
+    ready(&mut t, &u(50), &bs).unwrap();
+    assert!(run(&mut t, export_op(&u(50), &bs, None)).is_ok());
+    assert_eq!(
+        code(run(&mut t, export_op(&u(50), &bs, Some("raw")))),
+        "SYS.1007"
+    );
+}
+
+#[test]
+fn deleting_an_exported_image_revokes_its_exports() {
+    // Delay keeps the copy (recoverable) but no longer serves it; Direct removes the files.
+    let mut w = crate::testing::matrix::Harness::new();
+    let bs = w.image_store();
+    let img = w.ttylinux(&bs);
+    w.admin(
+        "ExportImageFromBackupStorage",
+        json!({"backupStorageUuid": bs, "imageUuid": img}),
+    );
+    let mut vars = crate::flow::command_vars(
+        &ImageOp::Delete {
+            uuid: img.clone(),
+            backup_storage_uuids: Vec::new(),
+        }
+        .command(Caller::admin()),
+    )
+    .unwrap();
+    let step = &flows::REMOVE_FLOW.steps[0];
+    let crate::flow::Action::Commit(f) = step.action else {
+        panic!("the first step commits")
+    };
+    f(&mut w.t, &ctx(40), &Caller::admin(), &mut vars).unwrap();
+    let crate::flow::Action::Effect(e) = flows::REMOVE_FLOW.steps[1].action else {
+        panic!("the second step is the stores'")
+    };
+    let req: serde_json::Value = serde_json::from_str(&e(&vars).unwrap().payload).unwrap();
+    assert_eq!(req["stores"], json!([]), "Delay keeps the files");
+    assert_eq!(req["unexport"], json!([{"backupStorageUuid": bs}]));
+    let copy = &w.one("QueryImage", "uuid", &img)["backupStorageRefs"][0];
+    assert!(copy.get("exportUrl").is_none(), "{copy}");
 }

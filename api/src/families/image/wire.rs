@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::model::BackupStorageRef;
 use super::model::Image;
 use super::model::ImageOp;
+use super::model::ImageResult;
 use super::model::KIND;
 use super::model::TABLE;
 use crate::params;
@@ -82,9 +83,53 @@ fn ref_inventory(r: &BackupStorageRef, image_uuid: &str) -> Value {
         om.insert("installPath".into(), json!(p));
     }
     om.insert("status".into(), json!(r.status));
+    if let Some(m) = &r.export_md5_sum {
+        om.insert("exportMd5Sum".into(), json!(m));
+    }
+    if let Some(u) = &r.export_url {
+        om.insert("exportUrl".into(), json!(u));
+    }
     om.insert("createDate".into(), date(r.create_date));
     om.insert("lastOpDate".into(), date(r.last_op_date));
     Value::Object(om)
+}
+
+/// The reply fields: the `inventory`, or an export's `imageUrl` (and, as later ZStack
+/// versions send it, `exportMd5Sum`).
+impl crate::family::Reply for ImageResult {
+    fn inventory(&self) -> Option<Value> {
+        match self {
+            ImageResult::Inventory(i) => Some(resource::inventory(i.as_ref())),
+            ImageResult::Deleted | ImageResult::Exported { .. } => None,
+        }
+    }
+
+    fn reply(&self) -> crate::family::ReplyFields {
+        match self {
+            ImageResult::Exported { image_url, md5 } => Ok(resource::object(json!({
+                "imageUrl": image_url,
+                "exportMd5Sum": md5,
+            }))),
+            other => crate::family::inventory_reply(other.inventory()),
+        }
+    }
+}
+
+/// `ExportImageFromBackupStorage`.
+pub(super) fn export(p: &PlanInput) -> Result<Plan, Refusal> {
+    Ok(p.propose(ImageOp::Export {
+        uuid: p.required("imageUuid")?,
+        backup_storage_uuid: p.required("backupStorageUuid")?,
+        format: p.string("exportFormat"),
+    }))
+}
+
+/// `DeleteExportedImageFromBackupStorage`.
+pub(super) fn unexport(p: &PlanInput) -> Result<Plan, Refusal> {
+    Ok(p.propose(ImageOp::DeleteExport {
+        uuid: p.required("imageUuid")?,
+        backup_storage_uuid: p.required("backupStorageUuid")?,
+    }))
 }
 
 /// The `backupStorageUuids` a call names (absent: none).

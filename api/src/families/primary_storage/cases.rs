@@ -72,5 +72,62 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         "QueryPrimaryStorage", admin, json!({"conditions": eq("type", "SharedMountPoint")}) => ok(first("uuid", i.smp.as_str()));
         "QueryPrimaryStorage", admin, bad_query() => InvalidArgument;
     });
+    // ---- Reconnect and capacity. The harness's hosts each measure 100 GiB, 60 GiB free;
+    // `local` (LocalStorage) is attached to the cluster of host1 and host2 (in maintenance,
+    // still Connected), so it adds up both.
+    const GIB: u64 = 1 << 30;
+    m.push(ok(
+        "ReconnectPrimaryStorage",
+        &admin,
+        json!({"uuid": i.local}),
+        |_, r| {
+            let inv = &r["inventory"];
+            assert_eq!(inv["status"], "Connected");
+            assert_eq!(inv["totalPhysicalCapacity"], 200 * GIB);
+            assert_eq!(inv["availablePhysicalCapacity"], 120 * GIB);
+            assert_eq!(inv["totalCapacity"], 200 * GIB);
+            assert_eq!(inv["systemUsedCapacity"], 80 * GIB);
+        },
+    ));
+    m.extend(rows! {
+        // Attached to no cluster: no host to ask, nothing changes.
+        "ReconnectPrimaryStorage", admin, json!({"uuid": i.nfs}) => PrimaryStorageDisconnected;
+        "ReconnectPrimaryStorage", admin, json!({"uuid": missing()}) => ResourceNotFound;
+        "ReconnectPrimaryStorage", tenant, json!({"uuid": i.local}) => PermissionDenied;
+    });
+    let reconnected =
+        |c: Case| c.given(&admin, "ReconnectPrimaryStorage", json!({"uuid": i.local}));
+    let sums = |total: u64, available: u64| {
+        move |_: &mut crate::testing::matrix::Harness,
+              r: &serde_json::Map<String, serde_json::Value>| {
+            assert_eq!(r["totalCapacity"], total, "{r:?}");
+            assert_eq!(r["availableCapacity"], available, "{r:?}");
+            assert_eq!(r["totalPhysicalCapacity"], total, "{r:?}");
+            assert_eq!(r["availablePhysicalCapacity"], available, "{r:?}");
+        }
+    };
+    for body in [
+        json!({"primaryStorageUuids": [i.local, i.nfs, i.local]}),
+        json!({"clusterUuids": [i.cluster]}),
+        json!({"zoneUuids": [i.zone]}),
+        json!({"all": true}),
+        // The most specific list wins, as in ZStack.
+        json!({"primaryStorageUuids": [i.local], "zoneUuids": [i.zone2]}),
+    ] {
+        m.push(reconnected(ok(
+            "GetPrimaryStorageCapacity",
+            &admin,
+            body,
+            sums(200 * GIB, 120 * GIB),
+        )));
+    }
+    m.extend(rows! {
+        "GetPrimaryStorageCapacity", admin, json!({"zoneUuids": [i.zone2]}) => ok(sums(0, 0));
+        "GetPrimaryStorageCapacity", admin, json!({}) => InvalidArgument;
+        "GetPrimaryStorageCapacity", admin, json!({"zoneUuids": [], "all": false}) => InvalidArgument;
+        "GetPrimaryStorageCapacity", admin, json!({"primaryStorageUuids": [missing()]}) => ResourceNotFound;
+        "GetPrimaryStorageCapacity", admin, json!({"clusterUuids": [missing()]}) => ResourceNotFound;
+        "GetPrimaryStorageCapacity", tenant, json!({"all": true}) => PermissionDenied;
+    });
     m
 }

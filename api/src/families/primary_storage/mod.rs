@@ -1,13 +1,23 @@
 //! Primary storage (spec 03 §9): LocalStorage, NFS and SharedMountPoint (decision 7). A PS
 //! belongs to one zone and is attached to clusters of that zone under the combination rules of
-//! spec 03 §3.3. Capacity figures are reported by the agents later; they start at 0.
+//! spec 03 §3.3. Capacity figures start at 0 and are what the hosts' agents measure
+//! (`capacity.rs`: the storage tracker's rounds and `ReconnectPrimaryStorage`'s flow).
 
+mod capacity;
 #[cfg(test)]
 mod cases;
+pub mod flows;
 mod model;
+mod reads;
 #[cfg(test)]
 pub(crate) mod tests;
 mod wire;
+
+pub use capacity::hosts_to_ask;
+pub use capacity::is_news;
+pub use capacity::report_of;
+pub use capacity::Measured;
+pub use capacity::StorageOnHost;
 
 pub use model::check_url;
 pub use model::combination_allowed;
@@ -114,8 +124,23 @@ impl Family for PrimaryStorages {
                 PrimaryStorageOp::Delete
             ),
             query_call!("QueryPrimaryStorage", "/v1/primary-storage", PrimaryStorage),
+            CallDecl::new(
+                "GetPrimaryStorageCapacity",
+                reads::capacity,
+                &[route(G, "/v1/primary-storage/capacities", N)],
+            ),
+            CallDecl::new(
+                "ReconnectPrimaryStorage",
+                |p| {
+                    Ok(p.propose(PrimaryStorageOp::Reconnect {
+                        uuid: generic::target_uuid(p)?,
+                    }))
+                },
+                routes!(actions "/v1/primary-storage"),
+            )
+            .running(flows::RECONNECT),
         ],
-        flows: &[],
+        flows: &[flows::RECONNECT_FLOW],
         #[cfg(test)]
         cases: cases::cases,
     };

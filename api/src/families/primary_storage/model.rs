@@ -9,6 +9,7 @@ use crate::resource::generic::Attachment;
 use crate::resource::generic::Rename;
 use crate::resource::relations;
 use crate::validate;
+use crate::wire::errors::Code;
 use crate::ApiError;
 use crate::ApplyCtx;
 use crate::Caller;
@@ -207,6 +208,12 @@ pub enum PrimaryStorageOp {
         capacity: CapacityReport,
         /// Status.
         status: PsStatus,
+    },
+    /// `ReconnectPrimaryStorage`: the first step of its flow (`Connecting` until the hosts
+    /// answered); refused when no host could be asked.
+    Reconnect {
+        /// PS.
+        uuid: String,
     },
 }
 
@@ -433,6 +440,30 @@ pub(super) fn apply(
             p.status = status;
             Ok(())
         })?,
+        PrimaryStorageOp::Reconnect { uuid } => {
+            generic::modify(txn, ctx, &uuid, |txn, p: &mut PrimaryStorage| {
+                if p.state == PsState::Deleting {
+                    return Err(validate::op_failure(format!(
+                        "primary storage[uuid:{uuid}] is being deleted"
+                    )));
+                }
+                // Nothing to ask is no news either way: the status stays what it was (the
+                // tracker's rule), and the operator learns why.
+                if super::capacity::hosts_to_ask(txn, p)?.is_empty() {
+                    return Err(validate::refuse(
+                        Code::PrimaryStorageDisconnected,
+                        format!(
+                            "the {} primary storage[uuid:{}, name:{}] has not attached to any clusters, or no hosts in the attached clusters are connected",
+                            p.ps_type.as_str(),
+                            p.uuid,
+                            p.name
+                        ),
+                    ));
+                }
+                p.status = PsStatus::Connecting;
+                Ok(())
+            })?
+        }
     };
     Ok(PrimaryStorageResult::Inventory(Box::new(p)))
 }
