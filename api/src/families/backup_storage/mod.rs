@@ -1,9 +1,12 @@
 //! Backup storage (spec 03 §10): ImageStore image servers (decision 7), attached to zones
-//! (many-to-many). Deleting a BS removes records only (spec 03 gaps #2): the BS and the images
-//! that live nowhere else; the bits on disk stay.
+//! (many-to-many). Adding one is a flow (`flows.rs`): the server's `zsagent` (installed over SSH
+//! when none answers) connects the image directory and measures it. Deleting a BS removes
+//! records only (spec 03 gaps #2): the BS and the images that live nowhere else; the bits on
+//! disk stay (an agent the add installed is removed).
 
 #[cfg(test)]
 mod cases;
+pub mod flows;
 mod model;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -48,7 +51,8 @@ impl Family for BackupStorages {
                 wire::add_image_store,
                 &[route(Po, "/v1/backup-storage/image-store", P)],
             )
-            .creating("ImageStoreBackupStorageVO"),
+            .creating("ImageStoreBackupStorageVO")
+            .running(flows::ADD_IMAGE_STORE),
             update_call!(
                 "UpdateBackupStorage",
                 "/v1/backup-storage",
@@ -89,7 +93,8 @@ impl Family for BackupStorages {
                 "DeleteBackupStorage",
                 "/v1/backup-storage",
                 BackupStorageOp::Delete
-            ),
+            )
+            .running(flows::DELETE),
             CallDecl::new(
                 "QueryBackupStorage",
                 |p| p.query(wire::query_base),
@@ -101,7 +106,7 @@ impl Family for BackupStorages {
                 ImageStoreView
             ),
         ],
-        flows: &[],
+        flows: &[flows::ADD_IMAGE_STORE_FLOW, flows::DELETE_FLOW],
         #[cfg(test)]
         cases: cases::cases,
     };
