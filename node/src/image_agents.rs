@@ -116,6 +116,30 @@ impl ImageStores {
         Ok((r.total_bytes, r.available_bytes))
     }
 
+    /// Have the agent at `hostname` forget backup storage `uuid` (the files stay); its answer
+    /// says what else that agent serves.
+    pub async fn disconnect(
+        &self,
+        uuid: &str,
+        hostname: &str,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<pb::DisconnectImageStoreReply, AgentCallError> {
+        let addr = addr_of(hostname, self.port);
+        let mut req = tonic::Request::new(pb::DisconnectImageStoreRequest {
+            header: self.header(term),
+            backup_storage_uuid: uuid.to_string(),
+        });
+        req.set_timeout(timeout);
+        Ok(self
+            .clients
+            .grpc(&addr)?
+            .disconnect_image_store(req)
+            .await
+            .map_err(|s| status_error(&addr, s))?
+            .into_inner())
+    }
+
     /// Perform `download` or `delete`.
     pub fn perform(
         self: &Arc<Self>,

@@ -1,7 +1,7 @@
 //! The side-effect receivers of flow steps on this node (the leader performs them): the
 //! `selftest` receiver of the flow engine's self-test flow — an HTTP endpoint the operator or
-//! a chaos test runs, configured with `flow_selftest_receiver` — and, as the agent arrives,
-//! the host agents. A receiver is handed the step's idempotency key with every request; a
+//! a chaos test runs, configured with `flow_selftest_receiver` — and the agents: hosts
+//! (`agent`), image store agents (`imagestore-agent`) and their images (`imagestore`). A receiver is handed the step's idempotency key with every request; a
 //! receiver that already performed that key answers its earlier outcome again.
 
 use std::sync::Arc;
@@ -28,6 +28,7 @@ pub struct Receivers {
     selftest: Option<(String, reqwest::Client)>,
     hosts: Option<Arc<crate::host_connect::HostConnector>>,
     images: Option<Arc<crate::image_agents::ImageStores>>,
+    stores: Option<Arc<crate::store_connect::StoreConnector>>,
 }
 
 impl Receivers {
@@ -47,6 +48,7 @@ impl Receivers {
             selftest,
             hosts: None,
             images: None,
+            stores: None,
         }
     }
 
@@ -62,8 +64,14 @@ impl Receivers {
     }
 
     /// With the host agents' receiver.
-    pub fn with_hosts(mut self, hosts: crate::host_connect::HostConnector) -> Self {
-        self.hosts = Some(Arc::new(hosts));
+    pub fn with_hosts(mut self, hosts: Arc<crate::host_connect::HostConnector>) -> Self {
+        self.hosts = Some(hosts);
+        self
+    }
+
+    /// With the image store agents' receiver (adding and deleting backup storage).
+    pub fn with_stores(mut self, stores: crate::store_connect::StoreConnector) -> Self {
+        self.stores = Some(Arc::new(stores));
         self
     }
 
@@ -141,6 +149,11 @@ impl EffectRunner for Receivers {
         if request.receiver == api::families::host::flows::RECEIVER {
             if let Some(h) = &self.hosts {
                 return h.perform(&request.action, &request.payload, term, progress);
+            }
+        }
+        if request.receiver == api::families::backup_storage::flows::RECEIVER {
+            if let Some(s) = &self.stores {
+                return s.perform(&request.action, &request.payload, term, progress);
             }
         }
         if request.receiver == api::families::image::flows::RECEIVER {
