@@ -238,6 +238,8 @@ start_agents() {
   done
   ps="$(rest POST /primary-storage/local-storage "{\"params\":{\"zoneUuid\":\"$zone\",\"name\":\"demo-local\",\"url\":\"$DIR/primary\"}}" | uuid_of)"
   rest POST "/clusters/$cluster/primary-storage/$ps" '{"params":{}}' >/dev/null
+  # The image store is host 1's pre-installed agent (one agent serves both roles), so the
+  # add attaches it: the demo has no sshd on its loopback addresses to install through.
   bs="$(rest POST /backup-storage/image-store "{\"params\":{\"name\":\"demo-store\",\"url\":\"$DIR/imagestore\",\"hostname\":\"${AGENT_IPS[0]}\",\"username\":\"root\",\"password\":\"demo\"}}" | uuid_of)"
   rest POST "/zones/$zone/backup-storage/$bs" '{"params":{}}' >/dev/null
   echo "local-cluster: demo zone, cluster, 2 hosts, local primary storage and image store $bs added"

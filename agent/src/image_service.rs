@@ -119,6 +119,25 @@ impl ImageStores {
         lock(&self.stores).get(bs).map(PathBuf::from)
     }
 
+    /// Forget backup storage `bs` (its files stay); whether it was known, and how many
+    /// stores remain.
+    pub fn disconnect(&self, bs: &str) -> Result<(bool, usize), Status> {
+        let mut g = lock(&self.stores);
+        if !g.contains_key(bs) {
+            return Ok((false, g.len()));
+        }
+        let mut next = g.clone();
+        next.remove(bs);
+        if let Some(f) = &self.file {
+            let json = serde_json::to_vec_pretty(&next)
+                .map_err(|e| Status::internal(format!("encoding image stores: {e}")))?;
+            durable::write(f, &json)
+                .map_err(|e| Status::internal(format!("writing {}: {e}", f.display())))?;
+        }
+        *g = next;
+        Ok((true, g.len()))
+    }
+
     /// The store of backup storage `bs`.
     pub fn store(&self, bs: &str) -> Result<ImageStore, Status> {
         lock(&self.stores)

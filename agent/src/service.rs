@@ -90,6 +90,10 @@ impl Binding {
         Ok(true)
     }
 
+    fn bound(&self) -> Option<String> {
+        lock(&self.uuid).clone()
+    }
+
     fn check(&self, host_uuid: &str) -> Result<(), Status> {
         match lock(&self.uuid).as_deref() {
             Some(u) if u == host_uuid => Ok(()),
@@ -402,6 +406,28 @@ impl Agent for AgentService {
         Ok(Response::new(pb::ImageStoreCapacity {
             total_bytes: total,
             available_bytes: available,
+        }))
+    }
+
+    async fn disconnect_image_store(
+        &self,
+        req: Request<pb::DisconnectImageStoreRequest>,
+    ) -> Result<Response<pb::DisconnectImageStoreReply>, Status> {
+        let (slot, term) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let bs = req.into_inner().backup_storage_uuid;
+        if bs.is_empty() {
+            return Err(Status::invalid_argument("no backup storage uuid"));
+        }
+        let images = self.inner.images.clone();
+        let b = bs.clone();
+        let (was_connected, left) = tokio::task::spawn_blocking(move || images.disconnect(&b))
+            .await
+            .map_err(|e| internal("agent task", e))??;
+        tracing::info!(bs = %bs, term, was_connected, image_stores = left, "image store disconnected");
+        Ok(Response::new(pb::DisconnectImageStoreReply {
+            was_connected,
+            image_stores: u32::try_from(left).unwrap_or(u32::MAX),
+            host_uuid: slot.binding.bound().unwrap_or_default(),
         }))
     }
 

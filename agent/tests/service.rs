@@ -628,4 +628,86 @@ async fn an_image_store_downloads_and_a_host_caches_the_image_on_its_primary_sto
         .unwrap()
         .into_inner();
     assert!(!gone.deleted, "nothing was left to delete");
+    // The image again, for the disconnect below to leave in place.
+    let mut s = c
+        .download_image(pb::DownloadImageRequest {
+            header: header(1, 1, ""),
+            backup_storage_uuid: "bs1".into(),
+            image_uuid: image.into(),
+            url: format!("file://{}", src.display()),
+            md5: String::new(),
+            format: "qcow2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(m) = s.next().await {
+        m.unwrap();
+    }
+    // Both roles in one agent: forgetting the store says what else it serves (host h1 and a
+    // second store), and keeps the image files; a store it does not know is no error.
+    c.connect_image_store(pb::ConnectImageStoreRequest {
+        header: header(1, 1, ""),
+        backup_storage_uuid: "bs2".into(),
+        url: d.path().join("bs2").to_str().unwrap().into(),
+    })
+    .await
+    .unwrap();
+    let disconnect = |bs: &str| pb::DisconnectImageStoreRequest {
+        header: header(1, 1, ""),
+        backup_storage_uuid: bs.into(),
+    };
+    let r = c
+        .disconnect_image_store(disconnect("bs1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.was_connected, r.image_stores, r.host_uuid.as_str()),
+        (true, 1, "h1")
+    );
+    assert!(
+        std::path::Path::new(&f.path).exists(),
+        "the image file stays"
+    );
+    let stores = std::fs::read_to_string(d.path().join("imagestores.json")).unwrap();
+    assert!(
+        !stores.contains("bs1") && stores.contains("bs2"),
+        "{stores}"
+    );
+    let e = c
+        .download_image(pb::DownloadImageRequest {
+            header: header(1, 1, ""),
+            backup_storage_uuid: "bs1".into(),
+            image_uuid: image.into(),
+            url: format!("file://{}", src.display()),
+            md5: String::new(),
+            format: "qcow2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let r = c
+        .disconnect_image_store(disconnect("bs1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.was_connected, r.image_stores), (false, 1));
+    c.disconnect_image_store(disconnect("bs2")).await.unwrap();
+    c.detach(pb::DetachRequest {
+        header: header(1, 1, ""),
+        host_uuid: "h1".into(),
+    })
+    .await
+    .unwrap();
+    let r = c
+        .disconnect_image_store(disconnect("bs2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.image_stores, r.host_uuid.as_str()),
+        (0, ""),
+        "nothing left"
+    );
 }

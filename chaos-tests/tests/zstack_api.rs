@@ -1,13 +1,18 @@
 //! Issue 4's end-to-end sequence through the ZStack wire protocol only, on a real 3-node
 //! cluster: log in, build zone → cluster → storage → offerings → L2/L3 with ranges, query with
 //! conditions, change a global config, log out; the leader is killed half-way and the
-//! sequence finishes through another node with no duplicate and no missing resource. Also
+//! sequence finishes through another node with no duplicate and no missing resource (the
+//! image store attaches a pre-installed agent on 127.0.0.35). Also
 //! the REST mirror, the error replies, and polling a job on a node other than the one that
 //! accepted it.
+
+#[path = "common/agent.rs"]
+mod agent;
 
 use std::time::Duration;
 use std::time::Instant;
 
+use agent::Agent;
 use chaos_tests::cluster::Cluster;
 use chaos_tests::cluster::ClusterOpts;
 use chaos_tests::zstack_client::Submitted;
@@ -216,11 +221,19 @@ fn zstack_sequence_survives_leader_kill() {
     assert_eq!(attached["success"], true, "{attached}");
 
     // --- second half through b ---
+    // The image store's agent (pre-installed: the add attaches it, connecting its directory).
+    let _agent = Agent::install(
+        &c.node(followers[0]).data_dir.clone(),
+        &c.dir().join("agent-35"),
+        "127.0.0.35",
+    );
+    let bs_dir = c.dir().join("bs");
     let bs = ok_inventory(&via_b(
         "org.zstack.storage.backup.imagestore.APIAddImageStoreBackupStorageMsg",
-        json!({"name": "bs", "url": "/zstack_bs", "hostname": "127.0.0.1", "username": "root", "password": "password", "sshPort": 22}),
+        json!({"name": "bs", "url": bs_dir.to_str().unwrap(), "hostname": "127.0.0.35", "username": "root", "password": "password", "sshPort": 22}),
         5,
     ));
+    assert_eq!(bs["status"], "Connected", "{bs}");
     let bs_uuid = bs["uuid"].as_str().unwrap().to_string();
     let r = via_b(
         "org.zstack.header.storage.backup.APIAttachBackupStorageToZoneMsg",

@@ -85,10 +85,42 @@ impl std::fmt::Debug for AgentClients {
     }
 }
 
+/// The status's message followed by its causes (a transport failure keeps the TLS error,
+/// which names the certificate problem, in its sources only).
+fn with_causes(s: &tonic::Status) -> String {
+    let mut m = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !m.contains(&text) {
+            m.push_str(": ");
+            m.push_str(&text);
+        }
+        cause = e.source();
+    }
+    m
+}
+
 /// An agent's refusal or failure, classified.
 pub fn status_error(addr: &str, s: tonic::Status) -> AgentCallError {
     let addr = addr.to_string();
     let message = s.message().to_string();
+    if s.code() == Code::Unavailable {
+        // A TLS handshake that fails on a certificate will fail the same way every time:
+        // whatever answers there holds no certificate of this cluster's CA (an agent of
+        // another cluster), or refused ours. Definite, so no one installs over it.
+        let full = with_causes(&s);
+        if full.contains("certificate") || full.contains("UnknownIssuer") {
+            return AgentCallError::Refused {
+                message: format!(
+                    "mutual TLS refused ({full}): what answers at {addr} is not an agent of this \
+                     cluster (its certificate is not from this cluster's CA: an agent of \
+                     another cluster?), or it refused this node's certificate"
+                ),
+                addr,
+            };
+        }
+    }
     match s.code() {
         // The agent's term refusal (see agent.proto): FAILED_PRECONDITION naming the terms.
         Code::FailedPrecondition if message.starts_with("stale leader term") => {
@@ -383,5 +415,13 @@ mod tests {
                 .is_indeterminate()
         );
         assert!(status_error("a:1", tonic::Status::deadline_exceeded("t")).is_indeterminate());
+        let tls = status_error(
+            "a:1",
+            tonic::Status::unavailable("transport error: invalid peer certificate: UnknownIssuer"),
+        );
+        assert!(
+            matches!(&tls, AgentCallError::Refused { message, .. } if message.contains("another cluster")),
+            "{tls:?}"
+        );
     }
 }

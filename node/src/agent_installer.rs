@@ -1,6 +1,7 @@
-//! The node's [`AgentInstaller`]: puts this build's `zsagent` on a KVM host over SSH
-//! ([`crate::host_deploy`]) with the certificate bundle the leader issued for it, and starts it
-//! supervised, listening on the host's management address.
+//! The node's [`AgentInstaller`]: puts this build's `zsagent` on a KVM host or an image
+//! store's server over SSH ([`crate::host_deploy`]) with the certificate bundle the leader
+//! issued for it, and starts it supervised, listening on the machine's address. One install
+//! per machine serves both roles.
 //!
 //! Layout on the host (the install dir is the agent's alone; removing the host's agent removes
 //! it whole):
@@ -181,7 +182,18 @@ impl SshInstaller {
         }
         let dir = Self::install_dir(&t, &facts)?;
         let plan = self.plan(&ep, &dir, bundle);
-        let d = host_deploy::deploy(&t, &plan).await.map_err(describe)?;
+        let d = match host_deploy::deploy(&t, &plan).await {
+            Ok(d) => d,
+            Err(e) => {
+                // Logged in, so something may be there now (files, a supervisor restarting an
+                // agent that cannot start): a failed install leaves nothing running.
+                if let Err(u) = host_deploy::undeploy(&t, &dir).await {
+                    tracing::warn!(host = %ep.management_ip, install_dir = %dir, error = %u,
+                        "the failed install was not cleaned up");
+                }
+                return Err(describe(e));
+            }
+        };
         tracing::info!(host = %ep.management_ip, install_dir = %dir, agent_pid = d.agent_pid,
             supervision = ?d.supervision, "agent installed");
         Ok(())

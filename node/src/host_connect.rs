@@ -1,7 +1,8 @@
 //! The leader's side of connecting a host (the `agent` receiver of the host flows,
 //! `api::families::host::flows`): attach the host's agent, installing it over SSH first when
 //! none answers and an installer is configured, and answer the host's facts; undo detaches the
-//! agent and removes what was installed.
+//! agent and removes what was installed. The reach-or-install step ([`HostConnector::reach`])
+//! is shared with the image store flows (`crate::store_connect`): one agent per machine.
 //!
 //! Every call carries the leader's term (the flow step's), so an agent that has seen a newer
 //! leader refuses this one; that refusal is indeterminate for the step (the new leader runs it).
@@ -124,16 +125,11 @@ impl HostConnector {
         }
     }
 
-    fn password(&self, ep: &Endpoint, code: Code) -> Result<String, EffectError> {
+    pub(crate) fn password(&self, ep: &Endpoint, code: Code) -> Result<String, EffectError> {
         self.key
             .open(&Sealed::from_stored(ep.password.clone()))
             .map(|s| s.expose().to_string())
-            .map_err(|e| {
-                failed(
-                    code,
-                    format!("the host's SSH password cannot be opened: {e}"),
-                )
-            })
+            .map_err(|e| failed(code, format!("the SSH password cannot be opened: {e}")))
     }
 
     /// Perform `connect-host` or `disconnect-host`.
@@ -162,6 +158,57 @@ impl HostConnector {
         })
     }
 
+    /// Reach the agent at `ep` with `call` (an attach, a store connect), installing the
+    /// agent over SSH first when nothing answers there and an installer is configured. Answers
+    /// `call`'s reply and whether this installed the agent. An agent installed here that then
+    /// refuses `call` is removed again before the failure is returned: a failed step leaves
+    /// nothing of its own behind. Shared by the host flows and the image store flows (one
+    /// agent per machine, whichever role installed it).
+    pub(crate) async fn reach<T, F, Fut>(
+        &self,
+        ep: &Endpoint,
+        what: &str,
+        code: Code,
+        progress: &ProgressFn,
+        call: F,
+    ) -> Result<(T, bool), EffectError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AgentCallError>>,
+    {
+        let message = match call().await {
+            Ok(r) => return Ok((r, false)),
+            Err(AgentCallError::Unreachable { message, .. }) => message,
+            Err(e) => return Err(self.attach_error(e, what, code)),
+        };
+        let Some(installer) = self.installer.clone() else {
+            return Err(failed(
+                code,
+                format!("no agent answers at {what} ({message}), and this management node has no agent installer configured"),
+            ));
+        };
+        let password = self.password(ep, code)?;
+        let bundle = crate::pki::agent::issue(&self.credentials, &ep.management_ip)
+            .map_err(|e| failed(code, format!("cannot issue the agent's certificate: {e}")))?;
+        progress(30);
+        installer
+            .install(ep, password.clone(), bundle)
+            .await
+            .map_err(|e| failed(code, format!("cannot install the agent on {what}: {e}")))?;
+        progress(70);
+        match self.call_started(&call, what, code).await {
+            Ok(r) => Ok((r, true)),
+            // Deposed meanwhile: the next leader runs the step again and finds this agent.
+            Err(e @ EffectError::Indeterminate(_)) => Err(e),
+            Err(e) => {
+                if let Err(re) = installer.remove(ep, password).await {
+                    tracing::warn!(%what, error = %re, "the agent installed for a failed step was not removed");
+                }
+                Err(e)
+            }
+        }
+    }
+
     async fn connect(
         &self,
         p: Payload,
@@ -178,32 +225,11 @@ impl HostConnector {
         let target = self.target(&ep, &p.host_uuid);
         let what = format!("host[{}] at {}", ep.management_ip, target.addr);
         progress(10);
-        let (reply, deployed) = match self.clients.attach(&target, term, ATTACH_TIMEOUT).await {
-            Ok(r) => (r, false),
-            Err(AgentCallError::Unreachable { message, .. }) => {
-                let Some(installer) = self.installer.clone() else {
-                    return Err(failed(
-                        code,
-                        format!("no agent answers at {what} ({message}), and this management node has no agent installer configured"),
-                    ));
-                };
-                let password = self.password(&ep, code)?;
-                let bundle = crate::pki::agent::issue(&self.credentials, &ep.management_ip)
-                    .map_err(|e| {
-                        failed(code, format!("cannot issue the agent's certificate: {e}"))
-                    })?;
-                progress(30);
-                installer
-                    .install(&ep, password, bundle)
-                    .await
-                    .map_err(|e| {
-                        failed(code, format!("cannot install the agent on {what}: {e}"))
-                    })?;
-                progress(70);
-                (self.attach_started(&target, term, &what, code).await?, true)
-            }
-            Err(e) => return Err(self.attach_error(e, &what, code)),
-        };
+        let (reply, deployed) = self
+            .reach(&ep, &what, code, &progress, || {
+                self.clients.attach(&target, term, ATTACH_TIMEOUT)
+            })
+            .await?;
         progress(100);
         let facts = facts_of(&reply);
         let virtualization = reply
@@ -220,17 +246,20 @@ impl HostConnector {
         ]))
     }
 
-    /// Attach a just-started agent, giving it time to come up.
-    async fn attach_started(
+    /// Call a just-started agent, giving it time to come up.
+    async fn call_started<T, F, Fut>(
         &self,
-        target: &AgentTarget,
-        term: u64,
+        call: &F,
         what: &str,
         code: Code,
-    ) -> Result<proto::agent::v1::AttachReply, EffectError> {
+    ) -> Result<T, EffectError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AgentCallError>>,
+    {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            match self.clients.attach(target, term, ATTACH_TIMEOUT).await {
+            match call().await {
                 Ok(r) => return Ok(r),
                 Err(AgentCallError::Unreachable { message, .. }) if Instant::now() < deadline => {
                     tracing::debug!(%what, %message, "installed agent not answering yet");
@@ -241,7 +270,19 @@ impl HostConnector {
         }
     }
 
-    fn attach_error(&self, e: AgentCallError, what: &str, code: Code) -> EffectError {
+    /// Remove the agent an earlier step installed at `ep` (no installer: nothing was).
+    pub(crate) async fn uninstall(&self, ep: &Endpoint, code: Code) -> Result<(), EffectError> {
+        let Some(installer) = self.installer.clone() else {
+            return Ok(());
+        };
+        let password = self.password(ep, code)?;
+        installer
+            .remove(ep, password)
+            .await
+            .map_err(|e| EffectError::Indeterminate(format!("removing the agent: {e}")))
+    }
+
+    pub(crate) fn attach_error(&self, e: AgentCallError, what: &str, code: Code) -> EffectError {
         match e {
             // This leader is deposed: the step is the next leader's to run.
             AgentCallError::StaleTerm { message, .. } => EffectError::Indeterminate(message),
@@ -271,13 +312,7 @@ impl HostConnector {
             Err(e) => tracing::info!(host = %p.host_uuid, error = %e, "detach during rollback"),
         }
         if p.deployed {
-            if let Some(installer) = self.installer.clone() {
-                let password = self.password(&ep, code)?;
-                installer
-                    .remove(&ep, password)
-                    .await
-                    .map_err(|e| EffectError::Indeterminate(format!("removing the agent: {e}")))?;
-            }
+            self.uninstall(&ep, code).await?;
         }
         Ok(Vars::new())
     }

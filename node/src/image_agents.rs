@@ -1,7 +1,7 @@
 //! The leader's side of image stores: the `imagestore` receiver of the image flows
 //! (`api::families::image::flows`: download into every backup storage named, progress
 //! reported to the job, delete on rollback; `export_flows`: export and unexport a copy) and
-//! of `ReconnectBackupStorage` (`api::families::backup_storage::flows`), and the backup
+//! of `ReconnectBackupStorage` (`api::families::backup_storage::reconnect`), and the backup
 //! storage tracker's edge (connect the store's directory and measure it; the reconnect flow
 //! asks the same way). Each ImageStore backup storage's agent listens on
 //! its `hostname`; the record is read from the local state (the leader's, which holds every
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::families::backup_storage::flows as bs_flows;
+use api::families::backup_storage::reconnect as bs_flows;
 use api::families::backup_storage::BackupStorage;
 use api::families::image::export_flows;
 use api::families::image::flows;
@@ -78,7 +78,7 @@ struct ExportPayload {
     name: String,
 }
 
-/// The payload of `connect` (`api::families::backup_storage::flows`).
+/// The payload of `connect` (`api::families::backup_storage::reconnect`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConnectPayload {
@@ -143,6 +143,30 @@ impl ImageStores {
             .map_err(|s| status_error(&addr, s))?
             .into_inner();
         Ok((r.total_bytes, r.available_bytes))
+    }
+
+    /// Have the agent at `hostname` forget backup storage `uuid` (the files stay); its answer
+    /// says what else that agent serves.
+    pub async fn disconnect(
+        &self,
+        uuid: &str,
+        hostname: &str,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<pb::DisconnectImageStoreReply, AgentCallError> {
+        let addr = addr_of(hostname, self.port);
+        let mut req = tonic::Request::new(pb::DisconnectImageStoreRequest {
+            header: self.header(term),
+            backup_storage_uuid: uuid.to_string(),
+        });
+        req.set_timeout(timeout);
+        Ok(self
+            .clients
+            .grpc(&addr)?
+            .disconnect_image_store(req)
+            .await
+            .map_err(|s| status_error(&addr, s))?
+            .into_inner())
     }
 
     /// Perform `download` or `delete`.

@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod seeded;
 pub mod state_view;
 pub mod storage_agents;
+pub mod store_connect;
 pub mod timing;
 pub mod zstack_api;
 
@@ -169,6 +170,24 @@ pub async fn start_with_host_agent(
         agents.clone(),
         proto::agent::DEFAULT_PORT,
     ));
+    // One receiver reaches (and installs) agents for hosts and image stores alike.
+    let hosts = Arc::new(host_connect::HostConnector::new(
+        agents,
+        credentials.clone(),
+        data_key.clone(),
+        proto::agent::DEFAULT_PORT,
+        Some(Arc::new(agent_installer::SshInstaller::new(
+            config.agent_binary.clone(),
+            config.agent_libvirt_uri.clone(),
+            &config.data_dir,
+            proto::agent::DEFAULT_PORT,
+        ))),
+    ));
+    let stores = store_connect::StoreConnector::new(
+        hosts.clone(),
+        images.clone(),
+        proto::agent::DEFAULT_PORT,
+    );
     let node = Arc::new(
         Node::new(
             identity,
@@ -185,18 +204,8 @@ pub async fn start_with_host_agent(
         .with_host_agent(host_agent)
         .with_receivers(
             receivers::Receivers::new(config.flow_selftest_receiver.clone())
-                .with_hosts(host_connect::HostConnector::new(
-                    agents,
-                    credentials.clone(),
-                    data_key,
-                    proto::agent::DEFAULT_PORT,
-                    Some(Arc::new(agent_installer::SshInstaller::new(
-                        config.agent_binary.clone(),
-                        config.agent_libvirt_uri.clone(),
-                        &config.data_dir,
-                        proto::agent::DEFAULT_PORT,
-                    ))),
-                ))
+                .with_hosts(hosts)
+                .with_stores(stores)
                 .with_images(images)
                 .with_storage(storage),
         ),

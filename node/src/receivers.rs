@@ -1,9 +1,10 @@
 //! The side-effect receivers of flow steps on this node (the leader performs them): the
 //! `selftest` receiver of the flow engine's self-test flow — an HTTP endpoint the operator or
-//! a chaos test runs, configured with `flow_selftest_receiver` — the host agents (`agent`),
-//! the hosts' agents measuring primary storage (`primarystorage`) and the image stores
-//! (`imagestore`). A receiver is handed the step's idempotency key with every request; a
-//! receiver that already performed that key answers its earlier outcome again.
+//! a chaos test runs, configured with `flow_selftest_receiver` — and the agents: hosts
+//! (`agent`), the hosts' agents measuring primary storage (`primarystorage`), image store
+//! agents (`imagestore-agent`) and their images (`imagestore`). A receiver is handed the
+//! step's idempotency key with every request; a receiver that already performed that key
+//! answers its earlier outcome again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub struct Receivers {
     hosts: Option<Arc<crate::host_connect::HostConnector>>,
     images: Option<Arc<crate::image_agents::ImageStores>>,
     storage: Option<Arc<crate::storage_agents::HostStorages>>,
+    stores: Option<Arc<crate::store_connect::StoreConnector>>,
 }
 
 impl Receivers {
@@ -50,6 +52,7 @@ impl Receivers {
             hosts: None,
             images: None,
             storage: None,
+            stores: None,
         }
     }
 
@@ -76,8 +79,14 @@ impl Receivers {
     }
 
     /// With the host agents' receiver.
-    pub fn with_hosts(mut self, hosts: crate::host_connect::HostConnector) -> Self {
-        self.hosts = Some(Arc::new(hosts));
+    pub fn with_hosts(mut self, hosts: Arc<crate::host_connect::HostConnector>) -> Self {
+        self.hosts = Some(hosts);
+        self
+    }
+
+    /// With the image store agents' receiver (adding and deleting backup storage).
+    pub fn with_stores(mut self, stores: crate::store_connect::StoreConnector) -> Self {
+        self.stores = Some(Arc::new(stores));
         self
     }
 
@@ -162,9 +171,14 @@ impl EffectRunner for Receivers {
                 return s.perform(&request.action, &request.payload, term, progress);
             }
         }
-        // The image flows and the backup storage flows share the image stores' receiver.
+        if request.receiver == api::families::backup_storage::flows::RECEIVER {
+            if let Some(s) = &self.stores {
+                return s.perform(&request.action, &request.payload, term, progress);
+            }
+        }
+        // The image flows and ReconnectBackupStorage share the image stores' receiver.
         if request.receiver == api::families::image::flows::RECEIVER
-            || request.receiver == api::families::backup_storage::flows::RECEIVER
+            || request.receiver == api::families::backup_storage::reconnect::RECEIVER
         {
             if let Some(i) = &self.images {
                 return i.perform(&request.action, &request.payload, term, progress);

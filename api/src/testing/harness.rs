@@ -216,11 +216,13 @@ pub(crate) fn admin_plan(name: &str, body: Value, stamp: &Stamp) -> Plan {
 /// [`stamp_uuid`]`(n)`) through the interpreter. Returns the reply's fields (without
 /// `success`) or the refusal.
 /// The scripted answers of the side effects flows ask for (the node's receivers in
-/// production): a host's agent reports an 8-thread, 16 GiB KVM host.
+/// production): a host's agent reports an 8-thread, 16 GiB KVM host; an image store's, a
+/// 100 GiB file system with 60 GiB free.
 pub(crate) fn scripted_effect(
     request: &crate::flow::EffectRequest,
 ) -> Result<crate::flow::Vars, Refusal> {
-    use crate::families::backup_storage::flows as bs;
+    use crate::families::backup_storage::flows as stores;
+    use crate::families::backup_storage::reconnect as bs;
     use crate::families::host::flows;
     use crate::families::image::export_flows as exports;
     use crate::families::image::flows as images;
@@ -245,6 +247,14 @@ pub(crate) fn scripted_effect(
             ]))
         }
         (flows::RECEIVER, flows::DISCONNECT) => Ok(crate::flow::Vars::new()),
+        // An image store's agent answers (not installed by the step) with a 100 GiB file
+        // system, 60 GiB free.
+        (stores::RECEIVER, stores::CONNECT) => Ok(crate::flow::Vars::from([
+            (stores::vars::TOTAL.into(), (100u64 << 30).to_string()),
+            (stores::vars::AVAILABLE.into(), (60u64 << 30).to_string()),
+            (stores::vars::DEPLOYED.into(), "false".into()),
+        ])),
+        (stores::RECEIVER, stores::DISCONNECT) => Ok(crate::flow::Vars::new()),
         // Image stores hold a 1 GiB (virtual) image of the registered format.
         (images::RECEIVER, images::DOWNLOAD) => {
             let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();

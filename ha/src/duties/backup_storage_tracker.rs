@@ -1,7 +1,9 @@
 //! The image store tracker (a leader duty): every `host/ping.interval` the leader connects
 //! each ImageStore backup storage's agent to its directory (idempotent) and commits status and
 //! `statvfs` capacity when they change (`BackupStorageOp::Report`, term-fenced; what counts as
-//! a change is the family's `is_news`).
+//! a change is the family's `is_news`). A store still `Connecting` is its job's
+//! (AddImageStoreBackupStorage's or ReconnectBackupStorage's flow): the tracker leaves it
+//! alone, and the Report op refuses it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,7 @@ impl BackupStorageTracker {
             .unwrap_or_default()
             .into_iter()
             .map(|(_, b)| b)
+            .filter(|b| b.status != BsStatus::Connecting)
             .collect();
         let term = ctx.term();
         let measured: Vec<(BackupStorage, Measured)> =
@@ -116,13 +119,9 @@ impl Duty for BackupStorageTracker {
                 let started = Instant::now();
                 let reports = self.round(&ctx).await;
                 tracing::debug!(term = ctx.term(), reports, "backup storage round");
-                // A store just added is connected at once, not a whole interval later.
-                let fresh = |c: &LeaderContext| {
-                    c.read(|v| api::resource::list::<BackupStorage>(v))
-                        .map(|l| l.iter().any(|(_, b)| b.status == BsStatus::Connecting))
-                        .unwrap_or(false)
-                };
-                if !super::wait_round(&ctx, started, fresh).await {
+                // A store just added is Connected by its own flow, so nothing calls for an
+                // early round.
+                if !super::wait_round(&ctx, started, |_| false).await {
                     return Ok(());
                 }
             }

@@ -19,14 +19,18 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
     let Parties { admin, tenant, .. } = Parties::of(ids);
     let i = ids.clone();
     let mut m = Vec::new();
-    // ---- Backup storage.
+    // ---- Backup storage (the add's agent step answers a 100 GiB store, 60 GiB free).
     m.push(ok(
         "AddImageStoreBackupStorage",
         &admin,
         json!({"name": "bs2", "url": "/bs2", "hostname": "10.0.0.10", "username": "root", "password": "p"}),
         |h, r| {
             assert_eq!(r["inventory"]["name"], "bs2");
+            assert_eq!(r["inventory"]["status"], "Connected");
+            assert_eq!(r["inventory"]["totalCapacity"], 100u64 << 30);
+            assert_eq!(r["inventory"]["availableCapacity"], 60u64 << 30);
             assert!(r["inventory"].get("password").is_none());
+            assert!(r["inventory"].get("agentInstalled").is_none());
             assert_eq!(
                 h.count("QueryImageStoreBackupStorage", eq("hostname", "10.0.0.10")),
                 1
@@ -35,6 +39,8 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
     ));
     m.extend(rows! {
         "AddImageStoreBackupStorage", admin, json!({"name": "bs2", "url": "/bs2", "hostname": "10.0.0.10", "username": "root"}) => InvalidArgument;
+        "AddImageStoreBackupStorage", admin, json!({"name": "dup", "url": "/zstack_bs", "hostname": "10.0.0.9", "username": "root", "password": "p"}) => InvalidArgument;
+        "AddImageStoreBackupStorage", tenant, json!({"name": "bs2", "url": "/bs2", "hostname": "10.0.0.10", "username": "root", "password": "p"}) => PermissionDenied;
         "UpdateBackupStorage", admin, json!({"uuid": i.bs, "name": "bs-renamed"}) => ok(inv("name", "bs-renamed"));
         "UpdateBackupStorage", admin, json!({"uuid": missing(), "name": "x"}) => ResourceNotFound;
         "ChangeBackupStorageState", admin, json!({"uuid": i.bs, "stateEvent": "disable"}) => ok(inv("state", "Disabled"));
@@ -57,6 +63,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         "DetachBackupStorageFromZone", admin, json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}) => ok(inv("attachedZoneUuids", json!([])));
         "DetachBackupStorageFromZone", tenant, json!({"backupStorageUuid": i.bs, "zoneUuid": i.zone}) => PermissionDenied;
         "DeleteBackupStorage", admin, json!({"uuid": i.bs}) => ok(gone("QueryBackupStorage", &i.bs));
+        "DeleteBackupStorage", admin, json!({"uuid": missing()}) => ok(gone("QueryBackupStorage", &missing()));
         "DeleteBackupStorage", tenant, json!({"uuid": i.bs}) => PermissionDenied;
     });
     {
@@ -124,8 +131,8 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         );
     }
     m.extend(rows! {
-        // Not measured yet: nothing reported, nothing added up.
-        "GetBackupStorageCapacity", admin, json!({"all": true}) => ok(sums(0, 0));
+        // As its add measured it (the harness's agent answers 100 GiB, 60 GiB free).
+        "GetBackupStorageCapacity", admin, json!({"all": true}) => ok(sums(100 * GIB, 60 * GIB));
         "GetBackupStorageCapacity", admin, json!({"zoneUuids": [i.zone2]}) => ok(sums(0, 0));
         "GetBackupStorageCapacity", admin, json!({}) => InvalidArgument;
         "GetBackupStorageCapacity", admin, json!({"backupStorageUuids": [missing()]}) => ResourceNotFound;

@@ -1,12 +1,15 @@
 //! Backup storage (spec 03 §10): ImageStore image servers (decision 7), attached to zones
-//! (many-to-many). Deleting a BS removes records only (spec 03 gaps #2): the BS and the images
-//! that live nowhere else; the bits on disk stay.
+//! (many-to-many). Adding one is a flow (`flows.rs`): the server's `zsagent` (installed over SSH
+//! when none answers) connects the image directory and measures it. Deleting a BS removes
+//! records only (spec 03 gaps #2): the BS and the images that live nowhere else; the bits on
+//! disk stay (an agent the add installed is removed).
 
 #[cfg(test)]
 mod cases;
 pub mod flows;
 mod model;
 mod reads;
+pub mod reconnect;
 #[cfg(test)]
 pub(crate) mod tests;
 mod wire;
@@ -52,7 +55,8 @@ impl Family for BackupStorages {
                 wire::add_image_store,
                 &[route(Po, "/v1/backup-storage/image-store", P)],
             )
-            .creating("ImageStoreBackupStorageVO"),
+            .creating("ImageStoreBackupStorageVO")
+            .running(flows::ADD_IMAGE_STORE),
             update_call!(
                 "UpdateBackupStorage",
                 "/v1/backup-storage",
@@ -93,7 +97,8 @@ impl Family for BackupStorages {
                 "DeleteBackupStorage",
                 "/v1/backup-storage",
                 BackupStorageOp::Delete
-            ),
+            )
+            .running(flows::DELETE),
             CallDecl::new(
                 "QueryBackupStorage",
                 |p| p.query(wire::query_base),
@@ -118,9 +123,13 @@ impl Family for BackupStorages {
                 },
                 routes!(actions "/v1/backup-storage"),
             )
-            .running(flows::RECONNECT),
+            .running(reconnect::RECONNECT),
         ],
-        flows: &[flows::RECONNECT_FLOW],
+        flows: &[
+            flows::ADD_IMAGE_STORE_FLOW,
+            flows::DELETE_FLOW,
+            reconnect::RECONNECT_FLOW,
+        ],
         #[cfg(test)]
         cases: cases::cases,
     };

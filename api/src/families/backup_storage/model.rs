@@ -70,6 +70,10 @@ pub struct BackupStorage {
     pub password: Sealed,
     /// SSH port.
     pub ssh_port: u16,
+    /// Its add installed the agent over SSH (none answered at `hostname`): deleting the
+    /// store removes that agent again unless it serves something else by then.
+    #[serde(default)]
+    pub agent_installed: bool,
 }
 
 crate::described_record!(BackupStorage);
@@ -131,12 +135,14 @@ pub enum BackupStorageOp {
         /// Zone.
         zone_uuid: String,
     },
-    /// `DeleteBackupStorage` (records only).
+    /// `DeleteBackupStorage`: the records (the image files stay); its flow then has the
+    /// agent forget the store, and removes an agent the store's add installed.
     Delete {
         /// BS.
         uuid: String,
     },
-    /// Internal (connection duty): capacity and status as the server reports them.
+    /// Internal (connection duty): capacity and status as the server reports them; refused
+    /// while the store is `Connecting` (its job's).
     Report {
         /// BS.
         uuid: String,
@@ -237,6 +243,7 @@ pub(super) fn apply(
                 username,
                 password,
                 ssh_port,
+                agent_installed: false,
             };
             resource::save(txn, &caller.account_uuid, &b)?;
             b
@@ -271,6 +278,13 @@ pub(super) fn apply(
             available,
             status,
         } => generic::modify(txn, ctx, &uuid, |_, b: &mut BackupStorage| {
+            // A store being connected is its job's (AddImageStoreBackupStorage): a tracker
+            // round that measured it before the job's outcome must not overwrite that.
+            if b.status == BsStatus::Connecting {
+                return Err(validate::op_failure(format!(
+                    "backup storage[uuid:{uuid}] is being connected by its job"
+                )));
+            }
             if available > total {
                 return Err(validate::invalid_arg(format!(
                     "capacity report for backup storage[uuid:{uuid}] has available > total"
@@ -283,6 +297,12 @@ pub(super) fn apply(
         })?,
         BackupStorageOp::Reconnect { uuid } => {
             generic::modify(txn, ctx, &uuid, |_, b: &mut BackupStorage| {
+                // Two jobs connecting one store would race on its outcome.
+                if b.status == BsStatus::Connecting {
+                    return Err(validate::op_failure(format!(
+                        "backup storage[uuid:{uuid}] is being connected by another job; retry when it is Connected or Disconnected"
+                    )));
+                }
                 b.status = BsStatus::Connecting;
                 Ok(())
             })?
