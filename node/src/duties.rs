@@ -191,8 +191,11 @@ pub const MAX_JOBS_IN_FLIGHT: usize = 16;
 /// Every leader duty, in the order they are established (and revoked in reverse).
 pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
     use ha::duties::sweepers;
-    // One client set for every duty that talks to agents: one channel per agent.
-    let agents = Arc::new(crate::agent_client::AgentClients::new(node.credentials()));
+    // The receivers' client set (one channel per agent for flows and duties alike); a node
+    // built without receivers gets its own.
+    let agents = node.receivers().agents().cloned().unwrap_or_else(|| {
+        Arc::new(crate::agent_client::AgentClients::new(node.credentials()))
+    });
     let mut duties: Vec<Arc<dyn Duty>> = vec![
         Arc::new(ha::registry::RegistryDuty::new(Arc::new(NodeRegistry(
             node.clone(),

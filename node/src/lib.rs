@@ -172,7 +172,7 @@ pub async fn start_with_host_agent(
     ));
     // One receiver reaches (and installs) agents for hosts and image stores alike.
     let hosts = Arc::new(host_connect::HostConnector::new(
-        agents,
+        agents.clone(),
         credentials.clone(),
         data_key.clone(),
         proto::agent::DEFAULT_PORT,
@@ -204,6 +204,7 @@ pub async fn start_with_host_agent(
         .with_host_agent(host_agent)
         .with_receivers(
             receivers::Receivers::new(config.flow_selftest_receiver.clone())
+                .with_agents(agents)
                 .with_hosts(hosts)
                 .with_stores(stores)
                 .with_images(images)

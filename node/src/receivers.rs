@@ -32,6 +32,7 @@ pub struct Receivers {
     images: Option<Arc<crate::image_agents::ImageStores>>,
     storage: Option<Arc<crate::storage_agents::HostStorages>>,
     stores: Option<Arc<crate::store_connect::StoreConnector>>,
+    agents: Option<crate::agent_client::SharedAgents>,
 }
 
 impl Receivers {
@@ -53,7 +54,21 @@ impl Receivers {
             images: None,
             storage: None,
             stores: None,
+            agents: None,
         }
+    }
+
+    /// With the agent clients the receivers drive agents through (the duties share them).
+    pub fn with_agents(mut self, agents: crate::agent_client::SharedAgents) -> Self {
+        self.agents = Some(agents);
+        self
+    }
+
+    /// The agent clients, if configured: one channel per agent for every receiver and duty
+    /// (a second client set doubled the leader's connections, 20 000 at 10 000 hosts, this
+    /// machine's open-file limit).
+    pub fn agents(&self) -> Option<&crate::agent_client::SharedAgents> {
+        self.agents.as_ref()
     }
 
     /// With the image stores' receiver.
