@@ -56,7 +56,9 @@ impl Limits {
     /// The limits of `host` under `config`.
     pub fn of(host: HostCapacity, config: &AllocatorConfig) -> Limits {
         Limits {
-            cpu: host.cpu_threads.saturating_mul(config.cpu_over_provisioning),
+            cpu: host
+                .cpu_threads
+                .saturating_mul(config.cpu_over_provisioning),
             memory: host.total_memory.saturating_sub(host.reserved_memory),
             memory_ratio: config.memory_over_provisioning,
         }
@@ -303,11 +305,38 @@ mod tests {
         type Row = (u64, u64, u32, u64, u64, u64, u64, Result<(), &'static str>);
         let rows: &[Row] = &[
             (4, 16 * G, 100, 0, 0, 40, 15 * G, Ok(())),
-            (4, 16 * G, 100, 0, 0, 41, G, Err("not enough CPU: need 41 vCPUs, free 40")),
-            (4, 16 * G, 100, 0, 9 * G, 2, 8 * G, Err("not enough memory: need 8G, free 6G")),
+            (
+                4,
+                16 * G,
+                100,
+                0,
+                0,
+                41,
+                G,
+                Err("not enough CPU: need 41 vCPUs, free 40"),
+            ),
+            (
+                4,
+                16 * G,
+                100,
+                0,
+                9 * G,
+                2,
+                8 * G,
+                Err("not enough memory: need 8G, free 6G"),
+            ),
             // reserved memory is subtracted un-scaled, over-provisioning applies to VM memory
             (4, 16 * G, 200, 0, 0, 2, 30 * G, Ok(())),
-            (4, 16 * G, 200, 0, 0, 2, 31 * G, Err("not enough memory: need 31G, free 30G")),
+            (
+                4,
+                16 * G,
+                200,
+                0,
+                0,
+                2,
+                31 * G,
+                Err("not enough memory: need 31G, free 30G"),
+            ),
         ];
         for (i, (threads, mem, ratio, acpu, amem, cpu, vmem, want)) in rows.iter().enumerate() {
             let c = config(*ratio);
@@ -319,8 +348,15 @@ mod tests {
                 },
                 &c,
             );
-            let got = fits(limits, Allocated { cpu: *acpu, memory: *amem }, charge)
-                .map_err(|e| e.to_string());
+            let got = fits(
+                limits,
+                Allocated {
+                    cpu: *acpu,
+                    memory: *amem,
+                },
+                charge,
+            )
+            .map_err(|e| e.to_string());
             assert_eq!(got, want.map_err(str::to_string), "row {i}");
         }
         // The spec's example: 512M reserved, 700M physically free, a 512M VM cannot start.
@@ -345,7 +381,9 @@ mod tests {
             memory: 500 << 20,
         };
         assert_eq!(
-            fits(limits, five_hundred_m, charge).unwrap_err().to_string(),
+            fits(limits, five_hundred_m, charge)
+                .unwrap_err()
+                .to_string(),
             "not enough memory: need 512M, free 188M"
         );
     }
@@ -363,11 +401,20 @@ mod tests {
         );
         let mut a = Allocated::default();
         a.take(limits, charge).unwrap();
-        assert_eq!(a, Allocated { cpu: 3, memory: 2 * G });
+        assert_eq!(
+            a,
+            Allocated {
+                cpu: 3,
+                memory: 2 * G
+            }
+        );
         a.give_back(charge).unwrap();
         assert_eq!(a, Allocated::default());
         let err = a.give_back(charge).unwrap_err();
-        assert_eq!(err.to_string(), "release of 3 vCPUs and 2G exceeds what the host holds (0 vCPUs, 0)");
+        assert_eq!(
+            err.to_string(),
+            "release of 3 vCPUs and 2G exceeds what the host holds (0 vCPUs, 0)"
+        );
     }
 
     #[test]
@@ -387,7 +434,9 @@ mod tests {
             "physical usage 90G of 100G reached the threshold 0.9000"
         );
         assert_eq!(
-            ps_fits(cap(20 * G, 11 * G), 21 * G, &c).unwrap_err().to_string(),
+            ps_fits(cap(20 * G, 11 * G), 21 * G, &c)
+                .unwrap_err()
+                .to_string(),
             "not enough capacity: need 21G, available 20G"
         );
         c.primary_storage_over_provisioning = Ratio::from_hundredths(200).unwrap();

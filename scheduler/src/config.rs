@@ -83,7 +83,9 @@ impl Fraction {
 
     fn parse(v: &str) -> Option<Fraction> {
         let (whole, frac) = parse_decimal(v, 4)?;
-        Fraction::from_ten_thousandths(u32::try_from(whole.checked_mul(10_000)?.checked_add(frac)?).ok()?)
+        Fraction::from_ten_thousandths(
+            u32::try_from(whole.checked_mul(10_000)?.checked_add(frac)?).ok()?,
+        )
     }
 }
 
@@ -97,7 +99,10 @@ impl fmt::Display for Fraction {
 fn parse_decimal(v: &str, decimals: u32) -> Option<(u64, u64)> {
     let v = v.trim();
     let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
-    if whole.is_empty() || frac.len() > decimals as usize || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || frac.len() > decimals as usize
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let whole: u64 = whole.parse().ok()?;
@@ -169,18 +174,24 @@ impl AllocatorConfig {
         let cpu = get(CPU_OVER_PROVISIONING, "not an integer ≥ 1", &|v| {
             v.trim().parse::<u64>().is_ok_and(|n| n >= 1)
         })?;
-        let mem = get(MEMORY_OVER_PROVISIONING, "not a ratio ≥ 1.00 with 2 decimals", &|v| {
-            Ratio::parse(v).is_some()
-        })?;
+        let mem = get(
+            MEMORY_OVER_PROVISIONING,
+            "not a ratio ≥ 1.00 with 2 decimals",
+            &|v| Ratio::parse(v).is_some(),
+        )?;
         let reserved = get(KVM_RESERVED_MEMORY, "not a size (T/G/M/K)", &|v| {
             parse_size(v).is_some()
         })?;
-        let ps = get(PS_OVER_PROVISIONING, "not a ratio ≥ 1.00 with 2 decimals", &|v| {
-            Ratio::parse(v).is_some()
-        })?;
-        let threshold = get(PS_THRESHOLD, "not a fraction in (0, 1] with 4 decimals", &|v| {
-            Fraction::parse(v).is_some()
-        })?;
+        let ps = get(
+            PS_OVER_PROVISIONING,
+            "not a ratio ≥ 1.00 with 2 decimals",
+            &|v| Ratio::parse(v).is_some(),
+        )?;
+        let threshold = get(
+            PS_THRESHOLD,
+            "not a fraction in (0, 1] with 4 decimals",
+            &|v| Fraction::parse(v).is_some(),
+        )?;
         // Each value was checked by its closure above, so the second parse cannot fail; the
         // defaults stand in only to avoid an unwrap.
         Ok(AllocatorConfig {
@@ -251,7 +262,9 @@ mod tests {
             })
             .unwrap_err();
             assert_eq!((err.category, err.name), (*cat, *name));
-            assert!(err.to_string().starts_with(&format!("global config {cat}/{name} = ")));
+            assert!(err
+                .to_string()
+                .starts_with(&format!("global config {cat}/{name} = ")));
         }
     }
 

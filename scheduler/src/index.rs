@@ -102,11 +102,14 @@ impl HostIndex {
                     o.by_vm.remove(&(old.vm, old.rot, host_uuid.to_string()));
                     o.by_cpu.remove(&(old.cpu, old.rot, host_uuid.to_string()));
                     o.by_mem.remove(&(old.mem, old.rot, host_uuid.to_string()));
-                    o.by_free.remove(&(old.free_mem, old.free_cpu, host_uuid.to_string()));
+                    o.by_free
+                        .remove(&(old.free_mem, old.free_cpu, host_uuid.to_string()));
                 }
             }
         }
-        let Some(host) = view.host(host_uuid) else { return };
+        let Some(host) = view.host(host_uuid) else {
+            return;
+        };
         if state::host_state(&host).is_err() || state::cluster_and_zone(view, &host).is_err() {
             return;
         }
@@ -125,9 +128,12 @@ impl HostIndex {
         for scope in scopes(&entry) {
             let o = self.scopes.entry(scope).or_default();
             o.by_vm.insert((entry.vm, entry.rot, host_uuid.to_string()));
-            o.by_cpu.insert((entry.cpu, entry.rot, host_uuid.to_string()));
-            o.by_mem.insert((entry.mem, entry.rot, host_uuid.to_string()));
-            o.by_free.insert((entry.free_mem, entry.free_cpu, host_uuid.to_string()));
+            o.by_cpu
+                .insert((entry.cpu, entry.rot, host_uuid.to_string()));
+            o.by_mem
+                .insert((entry.mem, entry.rot, host_uuid.to_string()));
+            o.by_free
+                .insert((entry.free_mem, entry.free_cpu, host_uuid.to_string()));
         }
         self.entries.insert(host_uuid.to_string(), entry);
     }
@@ -224,7 +230,11 @@ impl HostIndex {
 }
 
 fn scopes(e: &Entry) -> [Scope; 3] {
-    [Scope::All, Scope::Zone(e.zone.clone()), Scope::Cluster(e.cluster.clone())]
+    [
+        Scope::All,
+        Scope::Zone(e.zone.clone()),
+        Scope::Cluster(e.cluster.clone()),
+    ]
 }
 
 /// Visit `set` class by class, each class from the first rotation ≥ `spin`, wrapping: the order

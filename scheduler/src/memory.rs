@@ -111,7 +111,10 @@ impl InMemoryView {
     /// Add a primary storage and index its clusters.
     pub fn add_primary_storage(&mut self, ps: PrimaryStorageView) {
         for c in &ps.attached_cluster_uuids {
-            self.cluster_ps.entry(c.clone()).or_default().push(ps.uuid.clone());
+            self.cluster_ps
+                .entry(c.clone())
+                .or_default()
+                .push(ps.uuid.clone());
         }
         self.primary_storages.insert(ps.uuid.clone(), ps);
     }
@@ -132,15 +135,24 @@ impl InMemoryView {
             .ok_or_else(|| ReserveError::UnknownHost(r.host_uuid.clone()))?;
         let limits = Limits::of(host.capacity, &config);
         let mut allocated = host.allocated;
-        allocated.take(limits, r.charge).map_err(|shortfall| ReserveError::NoRoom {
-            host: r.host_uuid.clone(),
-            shortfall,
-        })?;
+        allocated
+            .take(limits, r.charge)
+            .map_err(|shortfall| ReserveError::NoRoom {
+                host: r.host_uuid.clone(),
+                shortfall,
+            })?;
         if let Some(v) = &r.volume {
             let room = |cap: Option<&PsCapacity>| cap.is_some_and(|c| c.available >= v.bytes);
             let ok = match &v.local_host_uuid {
-                Some(h) => room(self.local_refs.get(&(v.primary_storage_uuid.clone(), h.clone()))),
-                None => room(self.primary_storages.get(&v.primary_storage_uuid).map(|p| &p.capacity)),
+                Some(h) => room(
+                    self.local_refs
+                        .get(&(v.primary_storage_uuid.clone(), h.clone())),
+                ),
+                None => room(
+                    self.primary_storages
+                        .get(&v.primary_storage_uuid)
+                        .map(|p| &p.capacity),
+                ),
             };
             if !ok {
                 return Err(ReserveError::NoStorage {
@@ -171,10 +183,12 @@ impl InMemoryView {
             .get_mut(&r.host_uuid)
             .ok_or_else(|| ReserveError::UnknownHost(r.host_uuid.clone()))?;
         let mut allocated = host.allocated;
-        allocated.give_back(r.charge).map_err(|source| ReserveError::Release {
-            host: r.host_uuid.clone(),
-            source,
-        })?;
+        allocated
+            .give_back(r.charge)
+            .map_err(|source| ReserveError::Release {
+                host: r.host_uuid.clone(),
+                source,
+            })?;
         host.allocated = allocated;
         host.vm_count = host.vm_count.saturating_sub(1);
         if r.volume.is_some() {
@@ -187,7 +201,10 @@ impl InMemoryView {
     fn adjust_storage(&mut self, r: &Reservation, f: impl Fn(u64, u64) -> u64) {
         let Some(v) = &r.volume else { return };
         if let Some(h) = &v.local_host_uuid {
-            if let Some(c) = self.local_refs.get_mut(&(v.primary_storage_uuid.clone(), h.clone())) {
+            if let Some(c) = self
+                .local_refs
+                .get_mut(&(v.primary_storage_uuid.clone(), h.clone()))
+            {
                 c.available = f(c.available, v.bytes);
             }
         }
@@ -216,14 +233,20 @@ impl PlacementView for InMemoryView {
     fn cluster_primary_storages(&self, cluster_uuid: &str) -> Vec<PrimaryStorageView> {
         self.cluster_ps
             .get(cluster_uuid)
-            .map(|list| list.iter().filter_map(|u| self.primary_storages.get(u).cloned()).collect())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|u| self.primary_storages.get(u).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
     fn primary_storage(&self, uuid: &str) -> Option<PrimaryStorageView> {
         self.primary_storages.get(uuid).cloned()
     }
     fn local_storage_host_capacity(&self, ps_uuid: &str, host_uuid: &str) -> Option<PsCapacity> {
-        self.local_refs.get(&(ps_uuid.to_string(), host_uuid.to_string())).copied()
+        self.local_refs
+            .get(&(ps_uuid.to_string(), host_uuid.to_string()))
+            .copied()
     }
     fn l3_network(&self, uuid: &str) -> Option<L3View> {
         self.l3_networks.get(uuid).cloned()

@@ -84,7 +84,11 @@ pub fn allocate<V: PlacementView + ?Sized>(
     req: &PlacementRequest,
 ) -> Result<Reservation, AllocationError> {
     let ctx = Ctx::prepare(view, req)?;
-    if let Some(only) = req.host_uuid.as_ref().or(req.root_volume_host_uuid.as_ref()) {
+    if let Some(only) = req
+        .host_uuid
+        .as_ref()
+        .or(req.root_volume_host_uuid.as_ref())
+    {
         return place_one(&ctx, only);
     }
     match index.find(&ctx) {
@@ -93,7 +97,10 @@ pub fn allocate<V: PlacementView + ?Sized>(
     }
 }
 
-fn place_one<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, uuid: &str) -> Result<Reservation, AllocationError> {
+fn place_one<V: PlacementView + ?Sized>(
+    ctx: &Ctx<'_, V>,
+    uuid: &str,
+) -> Result<Reservation, AllocationError> {
     let host = ctx.view.host(uuid).ok_or(NoHostAvailable {
         filter: FilterName::DesignatedHost,
         removed: 0,
@@ -113,7 +120,10 @@ fn place_one<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, uuid: &str) -> Result<
     }
 }
 
-fn finish<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, host: HostView) -> Result<Reservation, AllocationError> {
+fn finish<V: PlacementView + ?Sized>(
+    ctx: &Ctx<'_, V>,
+    host: HostView,
+) -> Result<Reservation, AllocationError> {
     let volume = ctx.volume_charge(&host).map_err(|reason| NoHostAvailable {
         filter: FilterName::HostPrimaryStorage,
         removed: 1,

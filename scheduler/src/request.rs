@@ -66,7 +66,11 @@ pub struct PlacementRequest {
 
 impl PlacementRequest {
     /// A request with no constraints beyond the size, under the default strategy.
-    pub fn new(vm_uuid: impl Into<String>, cpu_num: i64, memory_size: i64) -> Result<Self, BadRequest> {
+    pub fn new(
+        vm_uuid: impl Into<String>,
+        cpu_num: i64,
+        memory_size: i64,
+    ) -> Result<Self, BadRequest> {
         Ok(PlacementRequest {
             vm_uuid: vm_uuid.into(),
             spec: vm_spec(cpu_num, memory_size)?,

@@ -75,12 +75,12 @@ impl AllocatorStrategy {
             "DefaultHostAllocatorStrategy" => Ok(AllocatorStrategy::Default),
             "LastHostPreferredAllocatorStrategy" => Ok(AllocatorStrategy::LastHostPreferred),
             "LeastVmPreferredHostAllocatorStrategy" => Ok(AllocatorStrategy::LeastVmPreferred),
-            "MinimumCPUUsageHostAllocatorStrategy" => {
-                Ok(AllocatorStrategy::MinimumCpuUsage(mode_of(STRATEGY_NAMES[3])?))
-            }
-            "MinimumMemoryUsageHostAllocatorStrategy" => {
-                Ok(AllocatorStrategy::MinimumMemoryUsage(mode_of(STRATEGY_NAMES[4])?))
-            }
+            "MinimumCPUUsageHostAllocatorStrategy" => Ok(AllocatorStrategy::MinimumCpuUsage(
+                mode_of(STRATEGY_NAMES[3])?,
+            )),
+            "MinimumMemoryUsageHostAllocatorStrategy" => Ok(AllocatorStrategy::MinimumMemoryUsage(
+                mode_of(STRATEGY_NAMES[4])?,
+            )),
             "MaxInstancePerHostHostAllocatorStrategy" => match max_instance_per_host {
                 Some(n) if n >= 1 => Ok(AllocatorStrategy::MaxInstancePerHost(
                     u32::try_from(n).unwrap_or(u32::MAX),
@@ -166,7 +166,10 @@ mod tests {
             let s = AllocatorStrategy::parse(name, Some("hard"), Some(3)).unwrap();
             assert_eq!(s.name(), name);
         }
-        assert_eq!(AllocatorStrategy::default().name(), "LeastVmPreferredHostAllocatorStrategy");
+        assert_eq!(
+            AllocatorStrategy::default().name(),
+            "LeastVmPreferredHostAllocatorStrategy"
+        );
     }
 
     #[test]

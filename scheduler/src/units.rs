@@ -3,7 +3,12 @@
 
 use std::fmt;
 
-const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+const UNITS: [(u64, &str); 4] = [
+    (1 << 40, "T"),
+    (1 << 30, "G"),
+    (1 << 20, "M"),
+    (1 << 10, "K"),
+];
 
 /// A byte count displayed with the largest unit it reaches: `8G`, `6.5G`, `512M`, `100`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,11 +22,23 @@ const M: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Place { cpu: i64, mem_m: u64, seed: u64 },
-    Release { pick: usize },
+    Place {
+        cpu: i64,
+        mem_m: u64,
+        seed: u64,
+    },
+    Release {
+        pick: usize,
+    },
     /// Place on a random host, bypassing the filters: the apply must still refuse overbooking.
-    Force { host: usize, cpu: i64, mem_m: u64 },
-    MemRatio { hundredths: u32 },
+    Force {
+        host: usize,
+        cpu: i64,
+        mem_m: u64,
+    },
+    MemRatio {
+        hundredths: u32,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -40,7 +52,13 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn view(hosts: &[(u64, u64, u64, u32)]) -> InMemoryView {
     let mut v = InMemoryView::default();
-    v.zones.insert("z".into(), ZoneView { uuid: "z".into(), state: EnableState::Enabled });
+    v.zones.insert(
+        "z".into(),
+        ZoneView {
+            uuid: "z".into(),
+            state: EnableState::Enabled,
+        },
+    );
     v.clusters.insert(
         "c".into(),
         ClusterView {
@@ -154,7 +172,9 @@ proptest! {
 /// ranks the hosts with room from the free-capacity set; the answer stays the scan's.
 #[test]
 fn walk_fallback_agrees_with_the_scan() {
-    let hosts: Vec<(u64, u64, u64, u32)> = (0..600).map(|i| (4, 16, 1024, if i < 400 { 0 } else { 1 + i % 7 })).collect();
+    let hosts: Vec<(u64, u64, u64, u32)> = (0..600)
+        .map(|i| (4, 16, 1024, if i < 400 { 0 } else { 1 + i % 7 }))
+        .collect();
     let mut v = view(&hosts);
     for (i, h) in v.hosts.values_mut().enumerate() {
         if i < 400 {

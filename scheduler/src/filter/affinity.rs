@@ -7,8 +7,15 @@ use crate::view::AffinityPolicy;
 use crate::view::HostView;
 use crate::view::PlacementView;
 
-pub(super) fn anti_hard<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, host: &HostView) -> Result<(), String> {
-    let Some(group) = ctx.group.as_ref().filter(|g| g.policy == AffinityPolicy::AntiHard) else {
+pub(super) fn anti_hard<V: PlacementView + ?Sized>(
+    ctx: &Ctx<'_, V>,
+    host: &HostView,
+) -> Result<(), String> {
+    let Some(group) = ctx
+        .group
+        .as_ref()
+        .filter(|g| g.policy == AffinityPolicy::AntiHard)
+    else {
         return Ok(());
     };
     match group.member_hosts.get(&host.uuid) {
@@ -21,7 +28,10 @@ pub(super) fn anti_hard<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, host: &Host
     }
 }
 
-pub(super) fn usage_data<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, host: &HostView) -> Result<(), String> {
+pub(super) fn usage_data<V: PlacementView + ?Sized>(
+    ctx: &Ctx<'_, V>,
+    host: &HostView,
+) -> Result<(), String> {
     let Some(metric) = ctx.req.strategy.hard_usage() else {
         return Ok(());
     };

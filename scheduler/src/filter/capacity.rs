@@ -11,7 +11,10 @@ use crate::view::HostView;
 use crate::view::PlacementView;
 use crate::view::PsType;
 
-pub(super) fn host_capacity<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, host: &HostView) -> Result<(), String> {
+pub(super) fn host_capacity<V: PlacementView + ?Sized>(
+    ctx: &Ctx<'_, V>,
+    host: &HostView,
+) -> Result<(), String> {
     let limits = Limits::of(host.capacity, &ctx.config);
     fits(limits, host.allocated, ctx.charge).map_err(|s| s.to_string())
 }
@@ -20,18 +23,29 @@ pub(super) fn host_capacity<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, host: &
 /// with the most room (spec 02 §5.4: without a choice the VM goes to local storage), else the
 /// shared one with the most room. [I] "most room" instead of upstream's random NFS pick, so a
 /// placement is a function of the view and the seed only.
-pub(super) fn primary_storage<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, host: &HostView) -> Result<VolumeCharge, String> {
+pub(super) fn primary_storage<V: PlacementView + ?Sized>(
+    ctx: &Ctx<'_, V>,
+    host: &HostView,
+) -> Result<VolumeCharge, String> {
     let size = ctx.req.root_volume_size.unwrap_or(0);
     let storages = ctx.view.cluster_primary_storages(&host.cluster_uuid);
     if let Some(wanted) = &ctx.req.primary_storage_uuid {
         if !storages.iter().any(|ps| ps.uuid == *wanted) {
-            return Err(format!("requested primary storage {wanted} is not attached to cluster {}", host.cluster_uuid));
+            return Err(format!(
+                "requested primary storage {wanted} is not attached to cluster {}",
+                host.cluster_uuid
+            ));
         }
     }
     let mut reasons = Vec::new();
     let mut best: Option<((bool, u64), VolumeCharge)> = None;
     for ps in &storages {
-        if ctx.req.primary_storage_uuid.as_ref().is_some_and(|w| *w != ps.uuid) {
+        if ctx
+            .req
+            .primary_storage_uuid
+            .as_ref()
+            .is_some_and(|w| *w != ps.uuid)
+        {
             continue;
         }
         if !ps.enabled || !ps.connected {
@@ -69,7 +83,10 @@ pub(super) fn primary_storage<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>, host:
     }
     match best {
         Some((_, charge)) => Ok(charge),
-        None if reasons.is_empty() => Err(format!("no primary storage attached to cluster {}", host.cluster_uuid)),
+        None if reasons.is_empty() => Err(format!(
+            "no primary storage attached to cluster {}",
+            host.cluster_uuid
+        )),
         None => Err(format!(
             "no primary storage can hold the {} root volume: {}",
             Size(size),

@@ -154,7 +154,9 @@ impl<'a, V: PlacementView + ?Sized> Ctx<'a, V> {
         scope::validate(view, req)?;
         let mut networks = Vec::with_capacity(req.l3_network_uuids.len());
         for l3_uuid in &req.l3_network_uuids {
-            let l3 = view.l3_network(l3_uuid).ok_or_else(|| unknown("L3Network", l3_uuid))?;
+            let l3 = view
+                .l3_network(l3_uuid)
+                .ok_or_else(|| unknown("L3Network", l3_uuid))?;
             let l2 = view
                 .l2_network(&l3.l2_network_uuid)
                 .ok_or_else(|| unknown("L2Network", &l3.l2_network_uuid))?;
@@ -179,12 +181,15 @@ impl<'a, V: PlacementView + ?Sized> Ctx<'a, V> {
             }
         };
         if let Some(ps) = &req.primary_storage_uuid {
-            view.primary_storage(ps).ok_or_else(|| unknown("PrimaryStorage", ps))?;
+            view.primary_storage(ps)
+                .ok_or_else(|| unknown("PrimaryStorage", ps))?;
         }
         let group = match &req.affinity_group_uuid {
             None => None,
             Some(uuid) => {
-                let g = view.affinity_group(uuid).ok_or_else(|| unknown("AffinityGroup", uuid))?;
+                let g = view
+                    .affinity_group(uuid)
+                    .ok_or_else(|| unknown("AffinityGroup", uuid))?;
                 // A disabled group's members ignore the policy (spec 02 §5.2).
                 (g.state == EnableState::Enabled).then(|| Group {
                     member_hosts: g
@@ -216,7 +221,9 @@ impl<'a, V: PlacementView + ?Sized> Ctx<'a, V> {
     pub fn applies(&self, filter: FilterName) -> bool {
         match filter {
             FilterName::DesignatedHost => {
-                self.req.zone_uuid.is_some() || self.req.cluster_uuid.is_some() || self.req.host_uuid.is_some()
+                self.req.zone_uuid.is_some()
+                    || self.req.cluster_uuid.is_some()
+                    || self.req.host_uuid.is_some()
             }
             FilterName::AvoidHost => !self.excluded.is_empty(),
             FilterName::LocalStorage => self.req.root_volume_host_uuid.is_some(),
@@ -231,7 +238,9 @@ impl<'a, V: PlacementView + ?Sized> Ctx<'a, V> {
                 .as_ref()
                 .is_some_and(|g| g.policy == AffinityPolicy::AntiHard),
             FilterName::HostUsageData => self.req.strategy.hard_usage().is_some(),
-            FilterName::HostStateAndHypervisor | FilterName::ClusterAndZoneState | FilterName::HostCapacity => true,
+            FilterName::HostStateAndHypervisor
+            | FilterName::ClusterAndZoneState
+            | FilterName::HostCapacity => true,
         }
     }
 
@@ -273,9 +282,9 @@ impl<'a, V: PlacementView + ?Sized> Ctx<'a, V> {
 
     /// Whether `host` holds another member of the VM's antiSoft group.
     pub fn soft_member(&self, host_uuid: &str) -> bool {
-        self.group
-            .as_ref()
-            .is_some_and(|g| g.policy == AffinityPolicy::AntiSoft && g.member_hosts.contains_key(host_uuid))
+        self.group.as_ref().is_some_and(|g| {
+            g.policy == AffinityPolicy::AntiSoft && g.member_hosts.contains_key(host_uuid)
+        })
     }
 
     /// The strategy's measure for a host (VM count, or usage ‰ / [`NO_DATA_CLASS`]).

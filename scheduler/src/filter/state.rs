@@ -18,7 +18,10 @@ pub(crate) fn host_state(host: &HostView) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn cluster_and_zone<V: PlacementView + ?Sized>(view: &V, host: &HostView) -> Result<(), String> {
+pub(crate) fn cluster_and_zone<V: PlacementView + ?Sized>(
+    view: &V,
+    host: &HostView,
+) -> Result<(), String> {
     match view.cluster(&host.cluster_uuid) {
         Some(c) if c.state == EnableState::Enabled => {}
         Some(_) => return Err(format!("cluster {} is Disabled", host.cluster_uuid)),

@@ -57,7 +57,13 @@ fn ps(uuid: &str, ps_type: PsType, clusters: &[&str], available: u64) -> Primary
 fn fixture() -> InMemoryView {
     let mut v = InMemoryView::default();
     for z in ["z1", "z2"] {
-        v.zones.insert(s(z), ZoneView { uuid: s(z), state: EnableState::Enabled });
+        v.zones.insert(
+            s(z),
+            ZoneView {
+                uuid: s(z),
+                state: EnableState::Enabled,
+            },
+        );
     }
     for (c, z) in [("c1", "z1"), ("c2", "z1"), ("c3", "z2")] {
         v.clusters.insert(
@@ -69,7 +75,12 @@ fn fixture() -> InMemoryView {
             },
         );
     }
-    for (h, c, z) in [("h1", "c1", "z1"), ("h2", "c1", "z1"), ("h3", "c2", "z1"), ("h4", "c3", "z2")] {
+    for (h, c, z) in [
+        ("h1", "c1", "z1"),
+        ("h2", "c1", "z1"),
+        ("h3", "c2", "z1"),
+        ("h4", "c3", "z2"),
+    ] {
         v.hosts.insert(s(h), host(h, c, z));
     }
     v.add_primary_storage(ps("ps1", PsType::Nfs, &["c1", "c2"], 500 * G));
@@ -121,8 +132,12 @@ fn req(cpu: i64, mem: u64) -> PlacementRequest {
 /// Run both pipelines; they must agree. `Ok(host)` or `Err(error text)`.
 fn run(v: &InMemoryView, r: &PlacementRequest) -> Result<String, String> {
     let index = HostIndex::build(v);
-    let indexed = allocate(v, &index, r).map(|x| x.host_uuid).map_err(|e| e.to_string());
-    let scanned = allocate_scan(v, r).map(|x| x.host_uuid).map_err(|e| e.to_string());
+    let indexed = allocate(v, &index, r)
+        .map(|x| x.host_uuid)
+        .map_err(|e| e.to_string());
+    let scanned = allocate_scan(v, r)
+        .map(|x| x.host_uuid)
+        .map_err(|e| e.to_string());
     // A designated host is checked alone by the indexed path, so its error names the host's
     // own first failing filter; the scan's may name another host. Successes always agree.
     if r.host_uuid.is_none() && r.root_volume_host_uuid.is_none() || indexed.is_ok() {
@@ -367,7 +382,11 @@ fn group(v: &mut InMemoryView, policy: AffinityPolicy, members: &[(&str, &str)])
             uuid: s("ag1"),
             policy,
             state: EnableState::Enabled,
-            vm_uuids: members.iter().map(|(vm, _)| s(vm)).chain([s("vm0")]).collect(),
+            vm_uuids: members
+                .iter()
+                .map(|(vm, _)| s(vm))
+                .chain([s("vm0")])
+                .collect(),
         },
     );
 }
@@ -617,11 +636,19 @@ fn tie_break_is_seeded_and_repeatable() {
         let mut r = req(1, G);
         r.seed = seed;
         let a = allocate(&v, &index, &r).unwrap().host_uuid;
-        assert_eq!(a, allocate(&v, &index, &r).unwrap().host_uuid, "same seed, same host");
+        assert_eq!(
+            a,
+            allocate(&v, &index, &r).unwrap().host_uuid,
+            "same seed, same host"
+        );
         assert_eq!(a, allocate_scan(&v, &r).unwrap().host_uuid);
         *seen.entry(a).or_insert(0) += 1;
     }
-    assert_eq!(seen.len(), 3, "every tied host gets chosen by some seed: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "every tied host gets chosen by some seed: {seen:?}"
+    );
 }
 
 #[test]
@@ -706,7 +733,12 @@ fn bad_input_is_refused_before_any_host() {
 fn no_hosts_at_all() {
     let v = InMemoryView::default();
     let r = PlacementRequest::new("vm0", 1, 1).unwrap();
-    assert_eq!(run(&v, &r), Err(s("no host available: DesignatedHostAllocatorFlow: there are no hosts")));
+    assert_eq!(
+        run(&v, &r),
+        Err(s(
+            "no host available: DesignatedHostAllocatorFlow: there are no hosts"
+        ))
+    );
 }
 
 #[test]
@@ -731,7 +763,10 @@ fn reserve_then_index_refresh_spreads_vms() {
         index.refresh(&v, &res.host_uuid);
     }
     assert_eq!(v.hosts, fixture().hosts);
-    assert!(v.release(&placed[0]).is_err(), "a second release is refused");
+    assert!(
+        v.release(&placed[0]).is_err(),
+        "a second release is refused"
+    );
 }
 
 #[test]
@@ -751,7 +786,14 @@ fn local_storage_is_chosen_over_nfs_and_charged_on_its_host() {
     let index = HostIndex::build(&v);
     let res = allocate(&v, &index, &r).unwrap();
     let vol = res.volume.clone().unwrap();
-    assert_eq!((vol.primary_storage_uuid.as_str(), vol.local_host_uuid.as_deref(), vol.bytes), ("ls1", Some("h1"), 100 * G));
+    assert_eq!(
+        (
+            vol.primary_storage_uuid.as_str(),
+            vol.local_host_uuid.as_deref(),
+            vol.bytes
+        ),
+        ("ls1", Some("h1"), 100 * G)
+    );
     v.reserve(&res).unwrap();
     assert_eq!(v.local_refs[&(s("ls1"), s("h1"))].available, 50 * G);
     assert_eq!(v.primary_storages["ls1"].capacity.available, 200 * G);
@@ -760,5 +802,8 @@ fn local_storage_is_chosen_over_nfs_and_charged_on_its_host() {
     // h2 has no local ref: the shared ps1 takes its root volume.
     r.host_uuid = Some(s("h2"));
     let vol = allocate(&v, &index, &r).unwrap().volume.unwrap();
-    assert_eq!((vol.primary_storage_uuid.as_str(), vol.local_host_uuid), ("ps1", None));
+    assert_eq!(
+        (vol.primary_storage_uuid.as_str(), vol.local_host_uuid),
+        ("ps1", None)
+    );
 }
