@@ -193,9 +193,10 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
     use ha::duties::sweepers;
     // The receivers' client set (one channel per agent for flows and duties alike); a node
     // built without receivers gets its own.
-    let agents = node.receivers().agents().cloned().unwrap_or_else(|| {
-        Arc::new(crate::agent_client::AgentClients::new(node.credentials()))
-    });
+    let agents =
+        node.receivers().agents().cloned().unwrap_or_else(|| {
+            Arc::new(crate::agent_client::AgentClients::new(node.credentials()))
+        });
     let mut duties: Vec<Arc<dyn Duty>> = vec![
         Arc::new(ha::registry::RegistryDuty::new(Arc::new(NodeRegistry(
             node.clone(),

@@ -1,6 +1,7 @@
-//! How the management node talks to a KVM host. [`HostAgent`] is the seam: the agent issue adds
-//! the implementation that deploys and drives the real agent; until then [`SshPortProbe`] is the
-//! production implementation and "the host can be reached" means its SSH server answered.
+//! The reachability check the node receiving `AddKVMHost` makes before it proposes anything:
+//! [`HostAgent`] is the seam, [`SshPortProbe`] the production check (the host's SSH server, or an
+//! agent already listening on 7272, answered). Deploying and driving the agent is the flow's
+//! (`host_connect.rs`, `agent_installer.rs`, `agent_client.rs`).
 
 use std::time::Duration;
 
