@@ -291,6 +291,21 @@ impl<E: Effects> Serving<'_, E> {
         session: Option<String>,
         job: Option<JobTicket>,
     ) -> Served {
+        match self.propose_entry(call, command, session, job).await {
+            Ok(outcome) => Self::written(outcome),
+            Err(outcome) => self.unwritten(outcome),
+        }
+    }
+
+    /// Propose one entry: `Ok` with the outcome when the entry was written (its audit record
+    /// with it), `Err` with the outcome when nothing was.
+    async fn propose_entry(
+        &self,
+        call: &'static CallSpec,
+        command: Command,
+        session: Option<String>,
+        job: Option<JobTicket>,
+    ) -> Result<Outcome, Outcome> {
         let kind = call.kind;
         let request_id = job.as_ref().map(|j| format!("job/{}", j.uuid));
         let is_job = job.is_some();
@@ -303,36 +318,84 @@ impl<E: Effects> Serving<'_, E> {
         }
         .command(Caller::admin());
         // The job uuid doubles as the Raft request id: a retried submit is applied once.
-        let outcome = match self.fx.propose(envelope, request_id).await {
+        match self.fx.propose(envelope, request_id).await {
             Ok(Response::Call(CallOutcome::Accepted(j))) => {
                 self.fx.job_accepted();
-                Outcome::Accepted(j)
+                Ok(Outcome::Accepted(j))
             }
-            Ok(Response::Call(CallOutcome::Job(j))) => Outcome::Job(j),
-            Ok(Response::Call(CallOutcome::Answer(resp))) => reply_of(call, &resp),
+            Ok(Response::Call(CallOutcome::Job(j))) => Ok(Outcome::Job(j)),
+            Ok(Response::Call(CallOutcome::Answer(resp))) => Ok(reply_of(call, &resp)),
             Ok(Response::Call(CallOutcome::Refused(e))) if is_job => {
-                refused_early(kind, &plan::refusal_of(&e))
+                Ok(refused_early(kind, &plan::refusal_of(&e)))
             }
             Ok(Response::Call(CallOutcome::Refused(e))) => {
-                failed(&call.reply_class, &plan::refusal_of(&e))
+                Ok(failed(&call.reply_class, &plan::refusal_of(&e)))
             }
-            Ok(Response::Refused(e)) => {
-                // The envelope itself was refused: nothing, not even the record, was written.
-                return self.unwritten(refused_early(kind, &plan::refusal_of(&e)));
-            }
-            Ok(other) => {
-                return self.unwritten(refused_early(
-                    kind,
-                    &Refusal::new(
-                        Code::Internal,
-                        format!("unexpected answer to an API call: {other:?}"),
-                    ),
-                ))
-            }
+            // The envelope itself was refused: nothing, not even the record, was written.
+            Ok(Response::Refused(e)) => Err(refused_early(kind, &plan::refusal_of(&e))),
+            Ok(other) => Err(refused_early(
+                kind,
+                &Refusal::new(
+                    Code::Internal,
+                    format!("unexpected answer to an API call: {other:?}"),
+                ),
+            )),
             // Not committed (or not known to be): the record is buffered with the failure.
-            Err(r) => return self.unwritten(refused_early(kind, &r)),
+            Err(r) => Err(refused_early(kind, &r)),
+        }
+    }
+
+    /// Place and propose, placing again while the commit-time re-check says the capacity
+    /// went to someone else. Each attempt is one entry of its own, answered as a sync call
+    /// would be: the reservation is done (or refused) when the entry is applied, so there is
+    /// no job to poll, and a client retry names the same reservation (idempotent at apply).
+    async fn place_and_propose(
+        self,
+        call: &'static CallSpec,
+        place: plan::PlaceFn,
+        session: Option<String>,
+    ) -> Served {
+        let request_uuid = match &self.opts.job_uuid {
+            None => self.stamp.new_uuid.clone(),
+            Some(v) => match job_uuid_header(v) {
+                Ok(u) => u,
+                Err(r) => return self.unwritten(refused_early(call.kind, &r)),
+            },
         };
-        Self::written(outcome)
+        let mut attempt = 0;
+        loop {
+            if let Err(r) = self.barrier().await {
+                return self.unwritten(refused_early(call.kind, &r));
+            }
+            let command = match self.fx.read(|st| place(st, &request_uuid, attempt)) {
+                Ok(c) => c,
+                Err(e) => return self.unwritten(failed(&call.reply_class, &plan::refusal_of(&e))),
+            };
+            match self
+                .propose_entry(call, command, session.clone(), None)
+                .await
+            {
+                Ok(outcome) => {
+                    attempt += 1;
+                    if attempt < plan::PLACE_ATTEMPTS && lost_race(&outcome) {
+                        continue;
+                    }
+                    return Self::written(outcome);
+                }
+                Err(outcome) => return self.unwritten(outcome),
+            }
+        }
+    }
+}
+
+/// Whether a proposal was refused by the capacity re-check at apply.
+fn lost_race(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Done { reply, .. } => {
+            reply["success"] == json!(false)
+                && reply["error"]["code"] == json!(Code::NoAvailableHost.as_str())
+        }
+        _ => false,
     }
 }
 
@@ -497,6 +560,7 @@ async fn serve<E: Effects>(mut s: Serving<'_, E>, req: ApiRequest) -> Served {
         Plan::Propose { call, command } => {
             propose_call(s, call, *command, session, &req.body, creates).await
         }
+        Plan::PlaceThenPropose { call, place } => s.place_and_propose(call, place, session).await,
     }
 }
 

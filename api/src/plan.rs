@@ -118,6 +118,17 @@ pub type QueryFn = fn(&dyn StateTxn, &Query, &Caller) -> Result<QueryOutput, Api
 pub type ReadFn =
     Box<dyn Fn(&dyn StateTxn, &Caller) -> Result<Map<String, Value>, ApiError> + Send + Sync>;
 
+/// A placement over local state: the command to propose on attempt `n` (0-based), given the
+/// request's uuid (the client's `X-Job-UUID`, else the stamped uuid) for what it creates when
+/// the call names no `resourceUuid`. The same uuid goes into every attempt and every client
+/// retry, so neither can take capacity twice.
+pub type PlaceFn = Box<dyn Fn(&dyn StateTxn, &str, u32) -> Result<Command, ApiError> + Send + Sync>;
+
+/// How often a placement is computed for one call before its capacity error stands. A
+/// refusal at apply means another placement took the capacity first, so each retry sees a
+/// fuller cluster; a few attempts settle every race that still has room somewhere.
+pub const PLACE_ATTEMPTS: u32 = 4;
+
 /// Where a host is reached: what the serving node probes before proposing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostEndpoint {
@@ -210,6 +221,16 @@ pub enum Plan {
         /// The refusal when it cannot be reached.
         unreachable: UnreachableFn,
     },
+    /// Compute a placement on (linearizably read) local state, then propose the command it
+    /// gives (a capacity reservation). When the apply refuses it because the capacity went
+    /// to a concurrent placement meanwhile (`HOST_ALLOCATION.1000` from the re-check), place
+    /// again on the newer state, at most [`PLACE_ATTEMPTS`] times in all.
+    PlaceThenPropose {
+        /// The call.
+        call: &'static CallSpec,
+        /// State → the command to propose for this attempt (0-based).
+        place: PlaceFn,
+    },
     /// Answer `validSession` from state; never fails.
     ValidateSession {
         /// The call.
@@ -228,6 +249,7 @@ impl std::fmt::Debug for Plan {
             Plan::LogOut { call, .. } => ("LogOut", call),
             Plan::Read { call, .. } => ("Read", call),
             Plan::ProbeThenPropose { call, .. } => ("ProbeThenPropose", call),
+            Plan::PlaceThenPropose { call, .. } => ("PlaceThenPropose", call),
             Plan::ValidateSession { call, .. } => ("ValidateSession", call),
         };
         write!(f, "Plan::{what}({})", call.name)
@@ -244,6 +266,7 @@ impl Plan {
             | Plan::LogOut { call, .. }
             | Plan::Read { call, .. }
             | Plan::ProbeThenPropose { call, .. }
+            | Plan::PlaceThenPropose { call, .. }
             | Plan::ValidateSession { call, .. } => call,
         }
     }

@@ -6,7 +6,9 @@
 //!   calls is answered as successful without its command ever being proposed;
 //! - `unfenced-duty`: leader duties are not fenced by their term: a duty's proposal is
 //!   forwarded to whichever node leads (as client writes are), outlives the term it was made
-//!   in, and apply does not refuse a command of another term than its entry's.
+//!   in, and apply does not refuse a command of another term than its entry's;
+//! - `overbook`: a host reservation's apply takes the capacity without re-checking it, so
+//!   placements computed concurrently on different nodes can overbook a host.
 
 use std::sync::OnceLock;
 
@@ -19,6 +21,8 @@ pub enum Bug {
     DropAckedWrite,
     /// Apply a deposed leader's duty commands instead of refusing them.
     UnfencedDuty,
+    /// Take host reservations without the committed capacity re-check.
+    Overbook,
 }
 
 /// Environment variable selecting the bug.
@@ -33,6 +37,7 @@ fn config() -> &'static (Option<Bug>, f64) {
             Ok("stale-read") => Some(Bug::StaleRead),
             Ok("drop-acked-write") => Some(Bug::DropAckedWrite),
             Ok("unfenced-duty") => Some(Bug::UnfencedDuty),
+            Ok("overbook") => Some(Bug::Overbook),
             Ok("") | Err(_) => None,
             Ok(other) => {
                 tracing::error!(value = other, "unknown {BUG_ENV}; no bug seeded");
@@ -124,9 +129,15 @@ pub fn unfenced_duty() -> bool {
     config().0 == Some(Bug::UnfencedDuty)
 }
 
-/// Switch on the bugs that live in the model (`unfenced-duty`); called once at start-up.
+/// Switch on the bugs that live in the model (`unfenced-duty`, `overbook`); called once at
+/// start-up.
 pub fn install() {
-    if config().0 == Some(Bug::UnfencedDuty) {
-        api::leader::seeded::UNFENCED.store(true, std::sync::atomic::Ordering::Relaxed);
+    match config().0 {
+        Some(Bug::UnfencedDuty) => {
+            api::leader::seeded::UNFENCED.store(true, std::sync::atomic::Ordering::Relaxed)
+        }
+        Some(Bug::Overbook) => api::families::host::reservation::seeded::OVERBOOK
+            .store(true, std::sync::atomic::Ordering::Relaxed),
+        _ => {}
     }
 }

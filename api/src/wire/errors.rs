@@ -48,11 +48,13 @@ pub enum Code {
     HostReconnect,
     /// PS.1003: no host reaches a primary storage (ZStack's `PrimaryStorageErrors.DISCONNECTED`).
     PrimaryStorageDisconnected,
+    /// HOST_ALLOCATION.1000: no host can take the VM (ZStack's `HostAllocatorError.NO_AVAILABLE_HOST`).
+    NoAvailableHost,
 }
 
 impl Code {
     /// Every code, for tables and tests.
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 22] = [
         Code::Internal,
         Code::Timeout,
         Code::CreateResource,
@@ -74,6 +76,7 @@ impl Code {
         Code::HostAdd,
         Code::HostReconnect,
         Code::PrimaryStorageDisconnected,
+        Code::NoAvailableHost,
     ];
 
     /// The wire form, e.g. `SYS.1007`.
@@ -100,6 +103,7 @@ impl Code {
             Code::HostAdd => "HOST.1000",
             Code::HostReconnect => "HOST.1002",
             Code::PrimaryStorageDisconnected => "PS.1003",
+            Code::NoAvailableHost => "HOST_ALLOCATION.1000",
         }
     }
 
@@ -129,6 +133,7 @@ impl Code {
             Code::HostAdd => "Unable to add host",
             Code::HostReconnect => "Unable to reconnect host",
             Code::PrimaryStorageDisconnected => "The primary storage is disconnected",
+            Code::NoAvailableHost => "No available host for operation",
         }
     }
 }

@@ -114,6 +114,33 @@ pub fn data_dir(dir: &Path, id: u64) -> std::path::PathBuf {
 
 /// [`spawn`] with another `RUST_LOG` filter.
 pub fn spawn_env(dir: &Path, id: u64, extra: &[&str], rust_log: &str) -> Proc {
+    spawn_bin(
+        Path::new(env!("CARGO_BIN_EXE_zsnode")),
+        dir,
+        id,
+        extra,
+        rust_log,
+        &[],
+    )
+}
+
+/// `target/debug/zsnode-seeded` (the deliberately broken node of the checkers' self-tests),
+/// built by `deploy/test.sh` with `cargo build -p node --features seeded-bugs --bin
+/// zsnode-seeded`; `None` when it was not built.
+pub fn seeded_zsnode_bin() -> Option<std::path::PathBuf> {
+    let p = Path::new(env!("CARGO_BIN_EXE_zsnode")).with_file_name("zsnode-seeded");
+    p.is_file().then_some(p)
+}
+
+/// [`spawn_env`] of another binary (`zsnode-seeded`) with extra environment variables.
+pub fn spawn_bin(
+    bin: &Path,
+    dir: &Path,
+    id: u64,
+    extra: &[&str],
+    rust_log: &str,
+    envs: &[(&str, &str)],
+) -> Proc {
     let log_path = dir.join(format!("node{id}.log"));
     for _attempt in 0..5 {
         let raft = format!("127.0.0.1:{}", free_port());
@@ -121,7 +148,7 @@ pub fn spawn_env(dir: &Path, id: u64, extra: &[&str], rust_log: &str) -> Proc {
         let https = format!("127.0.0.1:{}", free_port());
         let creds = credential_args(dir, id, extra, &https);
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_zsnode"))
+        let child = Command::new(bin)
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(data_dir(dir, id))
@@ -136,6 +163,7 @@ pub fn spawn_env(dir: &Path, id: u64, extra: &[&str], rust_log: &str) -> Proc {
             .args(&creds)
             .args(extra)
             .env("RUST_LOG", rust_log)
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -68,5 +68,53 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
     m.extend(rows! {
         "QueryHost", admin, bad_query() => InvalidArgument;
     });
+    // ---- Placement and capacity (the base hosts report 8 threads, 16 GiB; ratio 10).
+    {
+        let host = i.host.clone();
+        m.push(ok(
+            "AllocateHostResource",
+            &admin,
+            json!({"uuid": i.host, "strategy": "continuous", "scene": "normal", "vcpu": "2", "memSize": 4u64 << 30}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["uuid"], host.as_str());
+                assert_eq!(r["inventory"]["availableCpuCapacity"], 78);
+                assert_eq!(r["inventory"]["availableMemoryCapacity"], 12u64 << 30);
+                let cap = h.admin("GetCpuMemoryCapacity", json!({"hostUuids": [host]}));
+                assert_eq!(cap["availableMemory"], 11u64 << 30, "minus the 1G kvm.reservedMemory");
+            },
+        ));
+    }
+    {
+        let host = i.host.clone();
+        m.push(ok(
+            "AllocateHostResource",
+            &admin,
+            json!({"uuid": i.cluster, "strategy": "continuous", "scene": "normal", "vcpu": "1", "memSize": 1u64 << 30}),
+            move |_, r| assert_eq!(r["inventory"]["uuid"], host.as_str(), "the only Enabled, Connected host"),
+        ));
+    }
+    m.extend(rows! {
+        "AllocateHostResource", admin, json!({"uuid": i.host, "strategy": "continuous", "scene": "normal", "vcpu": "2", "memSize": 16u64 << 30}) => NoAvailableHost;
+        "AllocateHostResource", admin, json!({"uuid": i.host_in_maintenance, "strategy": "continuous", "scene": "normal", "vcpu": "1", "memSize": 1024}) => NoAvailableHost;
+        "AllocateHostResource", admin, json!({"uuid": i.host, "strategy": "continuous", "scene": "normal", "vcpu": "0", "memSize": 1024}) => InvalidArgument;
+        "AllocateHostResource", admin, json!({"uuid": i.host, "strategy": "continuous", "scene": "normal", "vcpu": "two", "memSize": 1024}) => InvalidArgument;
+        "AllocateHostResource", admin, json!({"uuid": i.host, "strategy": "continuous", "scene": "normal", "vcpu": "1"}) => InvalidArgument;
+        "AllocateHostResource", admin, json!({"uuid": missing(), "strategy": "continuous", "scene": "normal", "vcpu": "1", "memSize": 1024}) => ResourceNotFound;
+        "AllocateHostResource", tenant, json!({"uuid": i.host, "strategy": "continuous", "scene": "normal", "vcpu": "1", "memSize": 1024}) => PermissionDenied;
+        "GetCpuMemoryCapacity", admin, json!({"all": "true"}) => ok(|_, r| {
+            assert_eq!(r["totalCpu"], 80, "8 threads × 10; the host in maintenance is not counted");
+            assert_eq!(r["totalMemory"], 16u64 << 30);
+            assert_eq!(r["managedCpuNum"], 8);
+        });
+        "GetCpuMemoryCapacity", admin, json!({"zoneUuids": [missing()]}) => ResourceNotFound;
+        "GetCpuMemoryCapacity", admin, json!({}) => InvalidArgument;
+        "GetCpuMemoryCapacity", tenant, json!({"all": "true"}) => PermissionDenied;
+        "GetHostAllocatorStrategies", admin, json!({}) => ok(|_, r| {
+            let names = r["hostAllocatorStrategies"].as_array().cloned().unwrap_or_default();
+            assert!(names.contains(&json!("LeastVmPreferredHostAllocatorStrategy")), "{names:?}");
+            assert_eq!(names.len(), 6);
+        });
+        "GetHostAllocatorStrategies", tenant, json!({}) => PermissionDenied;
+    });
     m
 }

@@ -10,7 +10,11 @@
 mod cases;
 pub mod flows;
 mod model;
+pub mod placement;
 mod probe;
+pub mod reservation;
+#[cfg(test)]
+mod reservation_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 mod wire;
@@ -29,6 +33,8 @@ pub use model::TABLE;
 pub use probe::probe_target;
 pub use probe::unreachable_refusal;
 pub use probe::PROBED_CALLS;
+pub use reservation::HostReservation;
+pub use reservation::RESERVATION_TABLE;
 
 use crate::family::prelude::*;
 
@@ -40,7 +46,7 @@ impl Family for Hosts {
     type Out = HostResult;
     const DECL: FamilyDecl = FamilyDecl {
         name: "host",
-        tables: &[TABLE],
+        tables: &[TABLE, RESERVATION_TABLE],
         kinds: &[KindDecl {
             // A cluster's hosts go with it (spec 03 §3.6); no VMs exist yet, so nothing else
             // hangs off a host but its tags.
@@ -76,6 +82,24 @@ impl Family for Hosts {
             )
             .running(flows::RECONNECT),
             query_call!("QueryHost", "/v1/hosts", Host),
+            CallDecl::new(
+                "AllocateHostResource",
+                placement::allocate,
+                &[route(Po, "/v1/hosts/{uuid}/allocate-resource", P)],
+            ),
+            CallDecl::new(
+                "GetCpuMemoryCapacity",
+                placement::cpu_memory_capacity,
+                &[route(G, "/v1/hosts/capacities/cpu-memory", N)],
+            ),
+            CallDecl::new(
+                "GetHostAllocatorStrategies",
+                placement::allocator_strategies,
+                &[RestRoute {
+                    rename: Some(("hostAllocatorStrategies", "strategies")),
+                    ..route(G, "/v1/hosts/allocators/strategies", N)
+                }],
+            ),
         ],
         flows: &[
             flows::ADD_KVM_FLOW,

@@ -101,6 +101,17 @@ pub struct Host {
     /// CPU architecture, once reported.
     #[serde(default)]
     pub architecture: Option<String>,
+    /// vCPUs held by the reservations on this host (`reservation.rs`); not in the inventory,
+    /// which shows what is left (`availableCpuCapacity`).
+    #[serde(default)]
+    pub allocated_cpu: u64,
+    /// Memory held by the reservations, deflated by the memory ratio in force when each was
+    /// taken, bytes.
+    #[serde(default)]
+    pub allocated_memory: u64,
+    /// How many reservations are on this host (the fewest-VMs strategy's count).
+    #[serde(default)]
+    pub reservation_count: u32,
 }
 
 crate::described_record!(Host);
@@ -195,6 +206,28 @@ pub enum HostOp {
         /// The facts of the host's agent, when they are new or changed.
         facts: Option<HostFacts>,
     },
+    /// Take CPU and memory on a host for a placement (`AllocateHostResource`; the VM flows'
+    /// reservation step). The apply re-checks the host's free capacity on the committed
+    /// counters, so of two placements computed concurrently on a host that fits one, the
+    /// second is refused (`HOST_ALLOCATION.1000`) and its node places again. Idempotent per
+    /// reservation uuid: a retried proposal returns the reservation it already made.
+    Reserve {
+        /// The reservation (the VM's uuid when a VM flow reserves).
+        uuid: String,
+        /// The host the placement chose.
+        host_uuid: String,
+        /// vCPUs.
+        cpu_num: u64,
+        /// Memory as asked, bytes (deflated by the memory ratio at apply).
+        memory_size: u64,
+    },
+    /// Give back exactly what a reservation took (stop, destroy, migrate-away, failed create).
+    /// Releasing a reservation that does not exist changes nothing, so a replayed release
+    /// cannot return capacity twice.
+    Release {
+        /// The reservation.
+        uuid: String,
+    },
 }
 
 /// What a host's agent reports about the machine (from libvirt and `/etc/os-release`).
@@ -221,16 +254,16 @@ fn non_empty(s: &str) -> Option<String> {
 }
 
 /// Capacity from the facts: `totalCpu = threads × host/cpu.overProvisioning.ratio` (spec 03
-/// §9), memory as reported; nothing is allocated until VMs exist, so available = total.
+/// §9), memory as reported; available = total − what the host's reservations hold.
 pub(super) fn take_facts(txn: &dyn StateTxn, h: &mut Host, f: &HostFacts) -> Result<(), ApiError> {
     let ratio =
         crate::settings::int_value(txn, "host", "cpu.overProvisioning.ratio")?.max(1) as u64;
     h.cpu_num = f.cpu_threads;
     h.cpu_sockets = f.cpu_sockets;
     h.total_cpu_capacity = f.cpu_threads.saturating_mul(ratio);
-    h.available_cpu_capacity = h.total_cpu_capacity;
     h.total_memory_capacity = f.memory_bytes;
-    h.available_memory_capacity = f.memory_bytes;
+    // Reservations stay when the facts change (a host upgraded while running VMs).
+    super::reservation::refresh_available(h);
     h.architecture = non_empty(&f.architecture);
     h.os_distribution = non_empty(&f.os_distribution);
     h.os_release = non_empty(&f.os_release);
@@ -377,6 +410,9 @@ pub(super) fn apply(
                 os_release: None,
                 os_version: None,
                 architecture: None,
+                allocated_cpu: 0,
+                allocated_memory: 0,
+                reservation_count: 0,
             };
             resource::save(txn, &caller.account_uuid, &h)?;
             h
@@ -435,6 +471,8 @@ pub(super) fn apply(
                 )));
             }
             relations::delete(txn, ctx, KIND, &uuid)?;
+            // Nothing can run on a deleted host; its reservations go with it.
+            super::reservation::forget_host(txn, &uuid)?;
             return Ok(HostResult::Deleted);
         }
         HostOp::Reconnect { uuid } => generic::modify(txn, ctx, &uuid, |_, h: &mut Host| {
@@ -472,6 +510,16 @@ pub(super) fn apply(
                 Ok(())
             })?
         }
+        HostOp::Reserve {
+            uuid,
+            host_uuid,
+            cpu_num,
+            memory_size,
+        } => super::reservation::reserve(txn, ctx, &uuid, &host_uuid, cpu_num, memory_size)?,
+        HostOp::Release { uuid } => match super::reservation::release(txn, ctx, &uuid)? {
+            Some(h) => h,
+            None => return Ok(HostResult::Deleted),
+        },
     };
     Ok(HostResult::Inventory(Box::new(h)))
 }

@@ -83,7 +83,11 @@ pub fn probe_target(
             }
             (_, a) => a,
         },
-        HostOp::ChangeState { .. } | HostOp::Delete { .. } | HostOp::Track { .. } => None,
+        HostOp::ChangeState { .. }
+        | HostOp::Delete { .. }
+        | HostOp::Track { .. }
+        | HostOp::Reserve { .. }
+        | HostOp::Release { .. } => None,
     })
 }
 
