@@ -182,12 +182,19 @@ fn violations(tally: &Tally, replicas: &[Vec<(String, u64, u64)>]) -> Vec<String
     v
 }
 
-async fn run(
-    bin: &Path,
-    envs: &[(&str, &str)],
-    transfer: bool,
-    ips: [&str; 2],
-) -> (Tally, Vec<Vec<(String, u64, u64)>>) {
+/// Three nodes of `bin`, two test-driver hosts of 16 threads at `ips` in one cluster, the CPU
+/// ratio at `ratio`.
+struct World {
+    _td: tempfile::TempDir,
+    nodes: Vec<Proc>,
+    _agents: Vec<common::TestAgent>,
+    admin: reqwest::Client,
+    rests: Vec<Arc<Rest>>,
+    cluster: String,
+    hosts: Vec<String>,
+}
+
+async fn setup(bin: &Path, envs: &[(&str, &str)], ips: [&str; 2], ratio: &str) -> World {
     let td = tempfile::tempdir().unwrap();
     let agent_args = ["--agent-libvirt-uri", "test:///default"];
     let spawn = |id: u64, extra: &[&str]| {
@@ -230,7 +237,7 @@ async fn run(
         .collect();
     let r = &rests[0];
     config(r, "kvm", "allowTestDriver", "true").await;
-    config(r, "host", "cpu.overProvisioning.ratio", RATIO).await;
+    config(r, "host", "cpu.overProvisioning.ratio", ratio).await;
     let (_, v) = post(r, "/zones", json!({"name": "z"})).await;
     let zone = v["inventory"]["uuid"].as_str().unwrap().to_string();
     let (_, v) = post(
@@ -250,10 +257,39 @@ async fn run(
         )
         .await;
         assert_eq!(s, 200, "{v}");
-        assert_eq!(v["inventory"]["totalCpuCapacity"], 400, "{v}");
+        assert_eq!(
+            v["inventory"]["totalCpuCapacity"].as_u64(),
+            ratio.parse::<u64>().ok().map(|r| 16 * r),
+            "{v}"
+        );
         hosts.push(v["inventory"]["uuid"].as_str().unwrap().to_string());
     }
 
+    World {
+        _td: td,
+        nodes,
+        _agents: agents,
+        admin,
+        rests,
+        cluster,
+        hosts,
+    }
+}
+
+async fn run(
+    bin: &Path,
+    envs: &[(&str, &str)],
+    transfer: bool,
+    ips: [&str; 2],
+) -> (Tally, Vec<Vec<(String, u64, u64)>>) {
+    let World {
+        nodes,
+        admin,
+        rests,
+        cluster,
+        hosts,
+        ..
+    } = &setup(bin, envs, ips, RATIO).await;
     // Half the requests let the allocator choose in the cluster, half designate a host; they
     // go round-robin to the three nodes, all at once.
     let started = Instant::now();
@@ -294,10 +330,9 @@ async fn run(
     }
     eprintln!("{REQUESTS} requests in {:?}: {tally:?}", started.elapsed());
     let mut replicas = Vec::new();
-    for rest in &rests {
+    for rest in rests.iter() {
         replicas.push(hosts_on(rest).await);
     }
-    drop(agents);
     (tally, replicas)
 }
 
@@ -345,4 +380,92 @@ async fn the_checks_catch_an_apply_that_does_not_recheck_capacity() {
         !v.is_empty(),
         "the overbooking build passed the checks: {tally:?}"
     );
+}
+
+/// Closed-loop load for `secs`: `clients` tasks spread over the nodes, each sending `one(k, i)`
+/// back to back; answers the completed calls per second and how many of them succeeded.
+async fn closed_loop<F, Fut>(rests: &[Arc<Rest>], clients: usize, secs: f64, one: F) -> (f64, usize)
+where
+    F: Fn(Arc<Rest>, usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..clients {
+        let rest = rests[k % rests.len()].clone();
+        let one = one.clone();
+        tasks.spawn(async move {
+            let (mut n, mut ok) = (0usize, 0usize);
+            while Instant::now() < deadline {
+                if one(rest.clone(), k, n).await {
+                    ok += 1;
+                }
+                n += 1;
+            }
+            (n, ok)
+        });
+    }
+    let (mut n, mut ok) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (a, b) = r.expect("task");
+        n += a;
+        ok += b;
+    }
+    (n as f64 / started.elapsed().as_secs_f64(), ok)
+}
+
+/// Committed placements per second end to end (REST → any node → placement on its replica →
+/// Raft → apply re-check), against the same cluster's plain writes (`CreateZone`) under the
+/// same closed-loop concurrency as the peer. `PLACEMENT_BENCH=1` runs it (not in CI: it
+/// measures, it asserts nothing but that the calls succeed); `PLACEMENT_BENCH_SECS` sets each
+/// phase's length (default 10), `PLACEMENT_BENCH_CLIENTS` the concurrency (default 32).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placement_bench_committed_placements_per_second() {
+    if std::env::var_os("PLACEMENT_BENCH").is_none() {
+        eprintln!("skipped: PLACEMENT_BENCH=1 runs the end-to-end placement benchmark");
+        return;
+    }
+    let env_num = |k: &str, d: f64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(d)
+    };
+    let secs = env_num("PLACEMENT_BENCH_SECS", 10.0);
+    let clients = env_num("PLACEMENT_BENCH_CLIENTS", 32.0) as usize;
+    let _ = common::zsagent_bin();
+    // Ratio 999: 15 984 vCPUs per host, room for every 1-vCPU placement of the run.
+    let w = setup(
+        Path::new(env!("CARGO_BIN_EXE_zsnode")),
+        &[],
+        ["127.0.0.85", "127.0.0.86"],
+        "999",
+    )
+    .await;
+    let cluster = w.cluster.clone();
+    let (placements, ok_p) = closed_loop(&w.rests, clients, secs, move |r, k, n| {
+        let cluster = cluster.clone();
+        async move {
+            let (s, _) = post(
+                &r,
+                &format!("/hosts/{cluster}/allocate-resource"),
+                json!({"strategy": "continuous", "scene": "normal", "vcpu": "1",
+                       "memSize": 1 << 20, "resourceUuid": format!("{k:016x}{n:016x}")}),
+            )
+            .await;
+            s == 200
+        }
+    })
+    .await;
+    let (writes, ok_w) = closed_loop(&w.rests, clients, secs, |r, k, n| async move {
+        let (s, _) = post(&r, "/zones", json!({"name": format!("bench-{k}-{n}")})).await;
+        s == 200
+    })
+    .await;
+    println!(
+        "placement_bench clients={clients} secs={secs} hosts=2 placements_per_s={placements:.1} ok={ok_p} create_zone_per_s={writes:.1} ok={ok_w} ratio={:.3}",
+        placements / writes
+    );
+    let _ = (&w.nodes, &w.admin, &w.hosts);
 }

@@ -827,6 +827,37 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
     );
     add("DeleteHost", vec![denied(uuid(&i.host))]);
     add("ReconnectHost", vec![denied(uuid(&i.host))]);
+    add(
+        "AllocateHostResource",
+        vec![
+            denied(
+                json!({"uuid": i.host, "strategy": "continuous", "scene": "normal", "vcpu": "1", "memSize": 1024}),
+            ),
+            denied(
+                json!({"uuid": i.cluster, "strategy": "continuous", "scene": "normal", "vcpu": "1", "memSize": 1024}),
+            ),
+        ],
+    );
+    add(
+        "GetCpuMemoryCapacity",
+        vec![
+            denied(json!({"all": "true"})),
+            denied(json!({"hostUuids": [i.host]})),
+        ],
+    );
+    add("GetHostAllocatorStrategies", vec![denied(json!({}))]);
+    add(
+        "GetCandidateZonesClustersHostsForCreatingVm",
+        vec![denied(
+            json!({"instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
+        )],
+    );
+    add(
+        "GetCandidatePrimaryStoragesForCreatingVm",
+        vec![denied(
+            json!({"instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
+        )],
+    );
 
     // ---- Storage and offerings.
     add(

@@ -31,6 +31,7 @@ pub use index::HostIndex;
 pub use memory::InMemoryView;
 pub use pipeline::allocate;
 pub use pipeline::allocate_scan;
+pub use pipeline::candidates;
 pub use request::PlacementRequest;
 pub use strategy::AllocatorStrategy;
 pub use strategy::StrategyMode;

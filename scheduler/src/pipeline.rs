@@ -25,6 +25,22 @@ pub fn allocate_scan<V: PlacementView + ?Sized>(
 }
 
 fn scan<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>) -> Result<Reservation, AllocationError> {
+    // The best survivor without sorting them all: the scan is the benchmark's peer.
+    let best = survivors(ctx)?
+        .into_iter()
+        .min_by_key(|h| ctx.rank(h))
+        .ok_or(NoHostAvailable {
+            filter: CHAIN[0],
+            removed: 0,
+            last: None,
+        })?;
+    finish(ctx, best)
+}
+
+/// Every host through each filter in turn; the survivors in view order.
+fn survivors<V: PlacementView + ?Sized>(
+    ctx: &Ctx<'_, V>,
+) -> Result<Vec<HostView>, AllocationError> {
     let mut candidates: Vec<HostView> = ctx
         .view
         .host_uuids()
@@ -64,15 +80,20 @@ fn scan<V: PlacementView + ?Sized>(ctx: &Ctx<'_, V>) -> Result<Reservation, Allo
             .into());
         }
     }
-    let best = candidates
-        .into_iter()
-        .min_by_key(|h| ctx.rank(h))
-        .ok_or(NoHostAvailable {
-            filter: CHAIN[0],
-            removed: 0,
-            last: None,
-        })?;
-    finish(ctx, best)
+    Ok(candidates)
+}
+
+/// Every host a VM could be placed on, best-ranked first, without choosing one: ZStack's
+/// dry run behind `GetCandidateZonesClustersHostsForCreatingVm`. Fails as [`allocate_scan`]
+/// does when none survives.
+pub fn candidates<V: PlacementView + ?Sized>(
+    view: &V,
+    req: &PlacementRequest,
+) -> Result<Vec<HostView>, AllocationError> {
+    let ctx = Ctx::prepare(view, req)?;
+    let mut hosts = survivors(&ctx)?;
+    hosts.sort_by_key(|h| ctx.rank(h));
+    Ok(hosts)
 }
 
 /// Place through the index: the designated (or root-volume) host is checked alone; otherwise

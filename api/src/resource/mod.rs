@@ -13,6 +13,7 @@
 
 pub mod generic;
 mod inventory;
+pub mod local_storage;
 pub mod query;
 pub mod relations;
 pub mod tags;

@@ -445,6 +445,9 @@ mod tests {
             os_release: None,
             os_version: None,
             architecture: None,
+            allocated_cpu: 0,
+            allocated_memory: 0,
+            reservation_count: 0,
         }
     }
 

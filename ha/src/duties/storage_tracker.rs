@@ -83,20 +83,20 @@ impl StorageTracker {
         let parallel = super::host_setting(ctx, "ping.parallelismDegree", 100) as usize;
         let (pss, pairs) = work(ctx);
         let term = ctx.term();
-        let answers: Vec<(String, Measured)> = futures::stream::iter(pairs.into_iter().map(|s| {
+        let answers: Vec<(String, (String, Measured))> = futures::stream::iter(pairs.into_iter().map(|s| {
             let agents = self.agents.clone();
             async move {
                 let m = agents.prepare(&s, term, timeout).await;
                 if let Err(e) = &m {
                     tracing::debug!(ps = %s.ps_uuid, host = %s.host_uuid, error = %e, "primary storage not reachable from host");
                 }
-                (s.ps_uuid, m)
+                (s.ps_uuid, (s.host_uuid, m))
             }
         }))
         .buffer_unordered(parallel.max(1))
         .collect()
         .await;
-        let mut by_ps: HashMap<String, Vec<Measured>> = HashMap::new();
+        let mut by_ps: HashMap<String, Vec<(String, Measured)>> = HashMap::new();
         for (ps, m) in answers {
             by_ps.entry(ps).or_default().push(m);
         }

@@ -43,6 +43,8 @@ impl Family for BackupStorages {
                 "Zone",
                 OnDelete::DetachOrDelete(model::forget_zone),
             )],
+            // Placement reads status and zones (host/placement.rs).
+            inventory: Some(resource::stored_inventory::<BackupStorage>),
             ..KindDecl::new(
                 KIND,
                 TABLE,

@@ -31,6 +31,8 @@ impl Family for Clusters {
             relations: &[
                 Relation::cascade("zoneUuid", "Zone").with_parent_state(model::zone_state_changed)
             ],
+            // Placement answers candidate clusters as inventories (host/placement.rs).
+            inventory: Some(resource::stored_inventory::<Cluster>),
             ..KindDecl::new(KIND, TABLE, &["ClusterVO"])
         }],
         calls: &[

@@ -116,5 +116,48 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         });
         "GetHostAllocatorStrategies", tenant, json!({}) => PermissionDenied;
     });
+    // ---- Creation dry runs (the local storage measured first, so its host share is known).
+    {
+        let (host, cluster, local) = (i.host.clone(), i.cluster.clone(), i.local.clone());
+        m.push(
+            ok(
+                "GetCandidateZonesClustersHostsForCreatingVm",
+                &admin,
+                json!({"instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
+                move |_, r| {
+                    assert_eq!(r["hosts"].as_array().map(Vec::len), Some(1), "{r:?}");
+                    assert_eq!(r["hosts"][0]["uuid"], host.as_str());
+                    assert_eq!(r["clusters"][0]["uuid"], cluster.as_str());
+                    assert_eq!(r["zones"].as_array().map(Vec::len), Some(1));
+                    assert_eq!(r["clusterPsMap"][cluster.as_str()], json!([local]));
+                },
+            )
+            .given(&admin, "ReconnectPrimaryStorage", json!({"uuid": i.local})),
+        );
+    }
+    {
+        let local = i.local.clone();
+        m.push(
+            ok(
+                "GetCandidatePrimaryStoragesForCreatingVm",
+                &admin,
+                json!({"imageUuid": i.image, "l3NetworkUuids": [i.l3], "instanceOfferingUuid": i.io, "dataDiskOfferingUuids": [i.dof]}),
+                move |_, r| {
+                    assert_eq!(r["rootVolumePrimaryStorages"][0]["uuid"], local.as_str(), "{r:?}");
+                    assert!(r["dataVolumePrimaryStorages"].as_object().is_some_and(|m| m.len() == 1), "{r:?}");
+                },
+            )
+            .given(&admin, "ReconnectPrimaryStorage", json!({"uuid": i.local})),
+        );
+    }
+    m.extend(rows! {
+        "GetCandidateZonesClustersHostsForCreatingVm", admin, json!({"instanceOfferingUuid": i.io, "imageUuid": missing(), "l3NetworkUuids": [i.l3]}) => ResourceNotFound;
+        "GetCandidateZonesClustersHostsForCreatingVm", admin, json!({"instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": []}) => InvalidArgument;
+        "GetCandidateZonesClustersHostsForCreatingVm", admin, json!({"imageUuid": i.image, "l3NetworkUuids": [i.l3]}) => InvalidArgument;
+        "GetCandidateZonesClustersHostsForCreatingVm", admin, json!({"cpuNum": "4096", "memorySize": 1024, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}) => NoAvailableHost;
+        "GetCandidateZonesClustersHostsForCreatingVm", tenant, json!({"instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}) => PermissionDenied;
+        "GetCandidatePrimaryStoragesForCreatingVm", admin, json!({"instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [missing()]}) => ResourceNotFound;
+        "GetCandidatePrimaryStoragesForCreatingVm", tenant, json!({"instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}) => PermissionDenied;
+    });
     m
 }

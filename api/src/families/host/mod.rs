@@ -93,6 +93,16 @@ impl Family for Hosts {
                 &[route(G, "/v1/hosts/capacities/cpu-memory", N)],
             ),
             CallDecl::new(
+                "GetCandidateZonesClustersHostsForCreatingVm",
+                placement::candidate_hosts,
+                &[route(G, "/v1/vm-instances/candidate-destinations", N)],
+            ),
+            CallDecl::new(
+                "GetCandidatePrimaryStoragesForCreatingVm",
+                placement::candidate_storages,
+                &[route(G, "/v1/vm-instances/candidate-storages", N)],
+            ),
+            CallDecl::new(
                 "GetHostAllocatorStrategies",
                 placement::allocator_strategies,
                 &[RestRoute {

@@ -147,12 +147,88 @@ pub fn allocator_config(txn: &dyn StateTxn) -> Result<AllocatorConfig, ApiError>
     cfg
 }
 
-/// What a host offers to placement (the agent's figures; reserved memory from `kvm/reservedMemory`).
-pub fn capacity_of(h: &Host, cfg: &AllocatorConfig) -> HostCapacity {
+/// Where a host's reserved memory is looked up, with the levels switched on (spec 03 §11:
+/// host tag `reservedMemory::{size}` → cluster tag `host::reservedMemory::{size}` → zone tag
+/// → `kvm/reservedMemory`; each level off with `hostAllocator/reservedCapacity.*Level`).
+/// Cluster and zone answers are remembered, since every host of a cluster asks the same.
+pub struct ReservedMemory {
+    host_level: bool,
+    cluster_level: bool,
+    zone_level: bool,
+    default: u64,
+    clusters: std::collections::HashMap<String, Option<u64>>,
+    zones: std::collections::HashMap<String, Option<u64>>,
+}
+
+fn level_on(txn: &dyn StateTxn, name: &str) -> Result<bool, ApiError> {
+    Ok(crate::settings::value(txn, "hostAllocator", name)? != "false")
+}
+
+fn tagged_size(txn: &dyn StateTxn, uuid: &str, prefix: &str) -> Result<Option<u64>, ApiError> {
+    // A tag whose size does not parse is not a reservation; the lookup goes on to the next
+    // level rather than refusing every placement on the host.
+    Ok(resource::tags::texts(txn, uuid, true)?
+        .iter()
+        .filter_map(|t| t.strip_prefix(prefix))
+        .find_map(crate::settings::parse_size))
+}
+
+impl ReservedMemory {
+    /// The levels in force at this point of the log.
+    pub fn new(txn: &dyn StateTxn, cfg: &AllocatorConfig) -> Result<ReservedMemory, ApiError> {
+        Ok(ReservedMemory {
+            host_level: level_on(txn, "reservedCapacity.hostLevel")?,
+            cluster_level: level_on(txn, "reservedCapacity.clusterLevel")?,
+            zone_level: level_on(txn, "reservedCapacity.zoneLevel")?,
+            default: cfg.kvm_reserved_memory,
+            clusters: Default::default(),
+            zones: Default::default(),
+        })
+    }
+
+    /// The memory kept free on `h`, bytes.
+    pub fn of(&mut self, txn: &dyn StateTxn, h: &Host) -> Result<u64, ApiError> {
+        if self.host_level {
+            if let Some(v) = tagged_size(txn, &h.uuid, "reservedMemory::")? {
+                return Ok(v);
+            }
+        }
+        if self.cluster_level {
+            let v = match self.clusters.get(&h.cluster_uuid) {
+                Some(v) => *v,
+                None => {
+                    let v = tagged_size(txn, &h.cluster_uuid, "host::reservedMemory::")?;
+                    self.clusters.insert(h.cluster_uuid.clone(), v);
+                    v
+                }
+            };
+            if let Some(v) = v {
+                return Ok(v);
+            }
+        }
+        if self.zone_level {
+            let v = match self.zones.get(&h.zone_uuid) {
+                Some(v) => *v,
+                None => {
+                    let v = tagged_size(txn, &h.zone_uuid, "host::reservedMemory::")?;
+                    self.zones.insert(h.zone_uuid.clone(), v);
+                    v
+                }
+            };
+            if let Some(v) = v {
+                return Ok(v);
+            }
+        }
+        Ok(self.default)
+    }
+}
+
+/// What a host offers to placement: the agent's figures and its reserved memory.
+pub fn capacity_of(h: &Host, reserved_memory: u64) -> HostCapacity {
     HostCapacity {
         cpu_threads: h.cpu_num,
         total_memory: h.total_memory_capacity,
-        reserved_memory: cfg.kvm_reserved_memory,
+        reserved_memory,
     }
 }
 
@@ -221,11 +297,12 @@ pub(super) fn reserve(
         memory_size,
     };
     let charge = Charge::of(spec, &cfg);
-    let h = generic::modify(txn, ctx, host_uuid, |_, h: &mut Host| {
+    let mut reserved = ReservedMemory::new(txn, &cfg)?;
+    let h = generic::modify(txn, ctx, host_uuid, |txn, h: &mut Host| {
         if let Some(why) = unusable(h) {
             return Err(no_capacity(why));
         }
-        let limits = Limits::of(capacity_of(h, &cfg), &cfg);
+        let limits = Limits::of(capacity_of(h, reserved.of(txn, h)?), &cfg);
         let mut allocated = allocated_of(h);
         // SEEDED BUG (test builds only): take without the committed re-check.
         #[cfg(feature = "seeded-bugs")]

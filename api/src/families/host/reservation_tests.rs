@@ -294,3 +294,61 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reserved_memory_is_looked_up_host_then_cluster_then_zone_then_kvm_default() {
+    let (mut w, hosts) = world(1);
+    let h = host(&w.t, &hosts[0]);
+    let tag = |w: &mut Harness, vo: &str, uuid: &str, tag: &str| {
+        w.admin(
+            "CreateSystemTag",
+            json!({"resourceType": vo, "resourceUuid": uuid, "tag": tag}),
+        );
+    };
+    // 16 GiB host: the largest VM that fits is total − reserved.
+    let fits = |w: &mut Harness, n: &mut u32, mem: u64| {
+        *n += 1;
+        let u = format!("{:032x}", 0xf17 + *n);
+        let ok = refused_code(&w.apply(reserve(&u, &hosts[0], 1, mem))).is_none();
+        if ok {
+            w.apply(release(&u));
+        }
+        ok
+    };
+    let mut n = 0;
+    assert!(
+        fits(&mut w, &mut n, 15 * G) && !fits(&mut w, &mut n, 15 * G + 1),
+        "kvm/reservedMemory 1G"
+    );
+    tag(&mut w, "ZoneVO", &h.zone_uuid, "host::reservedMemory::4G");
+    assert!(
+        fits(&mut w, &mut n, 12 * G) && !fits(&mut w, &mut n, 12 * G + 1),
+        "zone 4G"
+    );
+    tag(
+        &mut w,
+        "ClusterVO",
+        &h.cluster_uuid,
+        "host::reservedMemory::2G",
+    );
+    assert!(
+        fits(&mut w, &mut n, 14 * G) && !fits(&mut w, &mut n, 14 * G + 1),
+        "cluster 2G"
+    );
+    tag(&mut w, "HostVO", &hosts[0], "reservedMemory::8G");
+    assert!(
+        fits(&mut w, &mut n, 8 * G) && !fits(&mut w, &mut n, 8 * G + 1),
+        "host 8G"
+    );
+    w.admin(
+        "UpdateGlobalConfig",
+        json!({"category": "hostAllocator", "name": "reservedCapacity.hostLevel", "value": "false"}),
+    );
+    assert!(
+        fits(&mut w, &mut n, 14 * G) && !fits(&mut w, &mut n, 14 * G + 1),
+        "host level off → cluster 2G"
+    );
+    // GetCpuMemoryCapacity subtracts the same figure.
+    let cap = w.admin("GetCpuMemoryCapacity", json!({"hostUuids": [hosts[0]]}));
+    assert_eq!(cap["availableMemory"], 14 * G);
+}

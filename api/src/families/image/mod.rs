@@ -48,6 +48,8 @@ impl Family for Images {
                 "BackupStorage",
                 OnDelete::DetachOrDelete(copies::forget_backup_storage),
             )],
+            // Placement reads where the image's bits are and its size (host/placement.rs).
+            inventory: Some(resource::stored_inventory::<Image>),
             ..KindDecl::new(KIND, TABLE, &["ImageVO"])
         }],
         calls: &[

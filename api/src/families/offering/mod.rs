@@ -33,8 +33,15 @@ impl Family for Offerings {
         name: "offering",
         tables: &[INSTANCE_TABLE, DISK_TABLE],
         kinds: &[
-            KindDecl::new(INSTANCE_KIND, INSTANCE_TABLE, &["InstanceOfferingVO"]),
-            KindDecl::new(DISK_KIND, DISK_TABLE, &["DiskOfferingVO"]),
+            // Placement reads the sizes an offering names (host/placement.rs).
+            KindDecl {
+                inventory: Some(resource::stored_inventory::<InstanceOffering>),
+                ..KindDecl::new(INSTANCE_KIND, INSTANCE_TABLE, &["InstanceOfferingVO"])
+            },
+            KindDecl {
+                inventory: Some(resource::stored_inventory::<DiskOffering>),
+                ..KindDecl::new(DISK_KIND, DISK_TABLE, &["DiskOfferingVO"])
+            },
         ],
         calls: &[
             CallDecl::new(

@@ -21,6 +21,7 @@ use super::model::PrimaryStorage;
 use super::model::PsStatus;
 use super::model::PsType;
 use crate::resource;
+use crate::resource::local_storage::LocalHostCapacity;
 use crate::ApiError;
 use crate::StateTxn;
 
@@ -74,12 +75,16 @@ pub fn hosts_to_ask(
     Ok(out)
 }
 
-/// The report a storage's answers add up to; `None` when no host was asked.
-pub fn report_of(ps_type: PsType, answers: &[Measured]) -> Option<(CapacityReport, PsStatus)> {
+/// The report a storage's answers (host uuid, what it measured) add up to; `None` when no
+/// host was asked. A LocalStorage report also carries each healthy host's share.
+pub fn report_of(
+    ps_type: PsType,
+    answers: &[(String, Measured)],
+) -> Option<(CapacityReport, PsStatus)> {
     if answers.is_empty() {
         return None;
     }
-    let healthy: Vec<(u64, u64)> = answers.iter().filter_map(|a| a.clone().ok()).collect();
+    let healthy: Vec<(u64, u64)> = answers.iter().filter_map(|(_, a)| a.clone().ok()).collect();
     let Some(first) = healthy.first().copied() else {
         return Some((
             CapacityReport {
@@ -88,6 +93,7 @@ pub fn report_of(ps_type: PsType, answers: &[Measured]) -> Option<(CapacityRepor
                 total_physical: 0,
                 available_physical: 0,
                 system_used: 0,
+                hosts: Vec::new(),
             },
             PsStatus::Disconnected,
         ));
@@ -99,6 +105,20 @@ pub fn report_of(ps_type: PsType, answers: &[Measured]) -> Option<(CapacityRepor
         PsType::SharedMountPoint | PsType::Nfs => first,
     };
     let available = available.min(total);
+    let hosts = match ps_type {
+        PsType::LocalStorage => answers
+            .iter()
+            .filter_map(|(host, a)| a.as_ref().ok().map(|(t, av)| (host, *t, (*av).min(*t))))
+            .map(|(host, t, av)| LocalHostCapacity {
+                host_uuid: host.clone(),
+                total_capacity: t,
+                available_capacity: av,
+                total_physical_capacity: t,
+                available_physical_capacity: av,
+            })
+            .collect(),
+        PsType::SharedMountPoint | PsType::Nfs => Vec::new(),
+    };
     Some((
         CapacityReport {
             total,
@@ -106,6 +126,7 @@ pub fn report_of(ps_type: PsType, answers: &[Measured]) -> Option<(CapacityRepor
             total_physical: total,
             available_physical: available,
             system_used: total - available,
+            hosts,
         },
         PsStatus::Connected,
     ))
@@ -131,22 +152,33 @@ mod tests {
 
     #[test]
     fn local_storage_adds_up_hosts_and_shared_storage_is_one_file_system() {
-        let answers = vec![Ok((100, 40)), Err("gone".into()), Ok((200, 50))];
+        let answers = vec![
+            (u(7), Ok((100, 40))),
+            (u(8), Err("gone".into())),
+            (u(9), Ok((200, 50))),
+        ];
         let (r, s) = report_of(PsType::LocalStorage, &answers).unwrap();
         assert_eq!(
             (r.total, r.available, r.system_used, s),
             (300, 90, 210, PsStatus::Connected)
         );
+        // Each healthy host's share, for placement on local disks.
+        let shares: Vec<_> = r
+            .hosts
+            .iter()
+            .map(|h| (h.host_uuid.clone(), h.total_capacity, h.available_capacity))
+            .collect();
+        assert_eq!(shares, vec![(u(7), 100, 40), (u(9), 200, 50)]);
         let (r, _) = report_of(PsType::SharedMountPoint, &answers).unwrap();
-        assert_eq!((r.total, r.available), (100, 40));
-        let (_, s) = report_of(PsType::Nfs, &[Err("mount failed".into())]).unwrap();
+        assert_eq!((r.total, r.available, r.hosts.len()), (100, 40, 0));
+        let (_, s) = report_of(PsType::Nfs, &[(u(7), Err("mount failed".into()))]).unwrap();
         assert_eq!(s, PsStatus::Disconnected);
         assert!(
             report_of(PsType::Nfs, &[]).is_none(),
             "no host asked: no news"
         );
         // An agent reporting more free than total space is capped, never underflows.
-        let (r, _) = report_of(PsType::Nfs, &[Ok((10, 20))]).unwrap();
+        let (r, _) = report_of(PsType::Nfs, &[(u(7), Ok((10, 20)))]).unwrap();
         assert_eq!((r.total, r.available, r.system_used), (10, 10, 0));
     }
 
@@ -176,14 +208,18 @@ mod tests {
     fn small_moves_of_free_space_are_not_news() {
         let gib = 1u64 << 30;
         let p = ps(PsStatus::Connected, 100 * gib, 50 * gib);
-        let (r, s) = report_of(PsType::LocalStorage, &[Ok((100 * gib, 50 * gib + 1000))]).unwrap();
+        let (r, s) = report_of(
+            PsType::LocalStorage,
+            &[(u(7), Ok((100 * gib, 50 * gib + 1000)))],
+        )
+        .unwrap();
         assert!(!is_news(&p, &r, s), "1000 bytes of 100 GiB");
-        let (r, s) = report_of(PsType::LocalStorage, &[Ok((100 * gib, 49 * gib))]).unwrap();
+        let (r, s) = report_of(PsType::LocalStorage, &[(u(7), Ok((100 * gib, 49 * gib)))]).unwrap();
         assert!(is_news(&p, &r, s), "1 GiB moved: more than 0.1 %");
-        let (r, s) = report_of(PsType::LocalStorage, &[Err("gone".into())]).unwrap();
+        let (r, s) = report_of(PsType::LocalStorage, &[(u(7), Err("gone".into()))]).unwrap();
         assert!(is_news(&p, &r, s), "a status change");
         let p = ps(PsStatus::Connecting, 100 * gib, 50 * gib);
-        let (r, s) = report_of(PsType::LocalStorage, &[Ok((100 * gib, 50 * gib))]).unwrap();
+        let (r, s) = report_of(PsType::LocalStorage, &[(u(7), Ok((100 * gib, 50 * gib)))]).unwrap();
         assert!(is_news(&p, &r, s), "Connecting → Connected");
     }
 

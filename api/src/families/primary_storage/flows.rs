@@ -167,7 +167,10 @@ fn connected(
     let answers: Vec<HostAnswer> = serde_json::from_str(var(vars, vars::ANSWERS)?)
         .map_err(|e| validate::invalid_arg(format!("undecodable host answers: {e}")))?;
     let (_, p) = resource::require::<PrimaryStorage>(txn, &uuid)?;
-    let measured: Vec<Measured> = answers.iter().map(HostAnswer::measured).collect();
+    let measured: Vec<(String, Measured)> = answers
+        .iter()
+        .map(|a| (a.host_uuid.clone(), a.measured()))
+        .collect();
     let report = report_of(p.ps_type, &measured);
     let Some((capacity, PsStatus::Connected)) = report else {
         let why: Vec<String> = answers

@@ -44,7 +44,7 @@ impl Family for PrimaryStorages {
     type Out = PrimaryStorageResult;
     const DECL: FamilyDecl = FamilyDecl {
         name: "primary_storage",
-        tables: &[TABLE],
+        tables: &[TABLE, resource::local_storage::TABLE],
         kinds: &[KindDecl {
             relations: &[
                 // A zone's primary storage goes with it (its clusters are gone by then).
@@ -55,6 +55,8 @@ impl Family for PrimaryStorages {
                     OnDelete::Detach(model::forget_cluster),
                 ),
             ],
+            // Placement reads capacity, type, status and attachments (host/placement.rs).
+            inventory: Some(resource::stored_inventory::<PrimaryStorage>),
             ..KindDecl::new(KIND, TABLE, &["PrimaryStorageVO"])
         }],
         calls: &[

@@ -133,7 +133,7 @@ pub enum PsStateEvent {
 }
 
 /// Capacity and status as an agent reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapacityReport {
     /// Virtual total.
     pub total: u64,
@@ -145,6 +145,9 @@ pub struct CapacityReport {
     pub available_physical: u64,
     /// Used by others.
     pub system_used: u64,
+    /// LocalStorage: each host's share (the figures above are their sum); empty otherwise.
+    #[serde(default)]
+    pub hosts: Vec<crate::resource::local_storage::LocalHostCapacity>,
 }
 
 /// Primary-storage commands.
@@ -424,22 +427,28 @@ pub(super) fn apply(
             uuid,
             capacity,
             status,
-        } => generic::modify(txn, ctx, &uuid, |_, p: &mut PrimaryStorage| {
-            if capacity.available > capacity.total
-                || capacity.available_physical > capacity.total_physical
-            {
-                return Err(validate::invalid_arg(format!(
-                    "capacity report for primary storage[uuid:{uuid}] has available > total"
-                )));
+        } => {
+            let p = generic::modify(txn, ctx, &uuid, |_, p: &mut PrimaryStorage| {
+                if capacity.available > capacity.total
+                    || capacity.available_physical > capacity.total_physical
+                {
+                    return Err(validate::invalid_arg(format!(
+                        "capacity report for primary storage[uuid:{uuid}] has available > total"
+                    )));
+                }
+                p.total_capacity = capacity.total;
+                p.available_capacity = capacity.available;
+                p.total_physical_capacity = capacity.total_physical;
+                p.available_physical_capacity = capacity.available_physical;
+                p.system_used_capacity = capacity.system_used;
+                p.status = status;
+                Ok(())
+            })?;
+            if p.ps_type == PsType::LocalStorage {
+                crate::resource::local_storage::replace(txn, &uuid, &capacity.hosts)?;
             }
-            p.total_capacity = capacity.total;
-            p.available_capacity = capacity.available;
-            p.total_physical_capacity = capacity.total_physical;
-            p.available_physical_capacity = capacity.available_physical;
-            p.system_used_capacity = capacity.system_used;
-            p.status = status;
-            Ok(())
-        })?,
+            p
+        }
         PrimaryStorageOp::Reconnect { uuid } => {
             generic::modify(txn, ctx, &uuid, |txn, p: &mut PrimaryStorage| {
                 if p.state == PsState::Deleting {

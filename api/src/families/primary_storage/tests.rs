@@ -111,6 +111,7 @@ fn add_update_state_and_inventory_shape() {
                 total_physical: 100,
                 available_physical: 50,
                 system_used: 10,
+                hosts: Vec::new(),
             },
             status: PsStatus::Connected,
         },

@@ -26,7 +26,11 @@ impl Family for Zones {
     const DECL: FamilyDecl = FamilyDecl {
         name: "zone",
         tables: &[TABLE],
-        kinds: &[KindDecl::new(KIND, TABLE, &["ZoneVO"])],
+        kinds: &[KindDecl {
+            // Placement answers candidate zones as inventories (host/placement.rs).
+            inventory: Some(resource::stored_inventory::<Zone>),
+            ..KindDecl::new(KIND, TABLE, &["ZoneVO"])
+        }],
         calls: &[
             CallDecl::new("CreateZone", wire::create, &[route(Po, "/v1/zones", P)])
                 .creating("ZoneVO"),
