@@ -415,6 +415,53 @@ impl HostBench {
         Ok(started.elapsed())
     }
 
+    /// Closed-loop `AllocateHostResource` (1 vCPU, 1 MiB, the allocator choosing in the
+    /// cluster) for `window`, `clients` threads spread over the three nodes: committed
+    /// placements per second, placements acknowledged, and failures.
+    pub fn place(&mut self, window: Duration, clients: usize) -> Result<(f64, usize, usize)> {
+        let nodes: Vec<String> = self
+            .cluster
+            .ids()
+            .into_iter()
+            .map(|id| self.cluster.node(id).http.to_string())
+            .collect();
+        let (cluster, session) = (self.cluster_uuid.clone(), self.session.clone());
+        let ok = AtomicUsize::new(0);
+        let failed = AtomicUsize::new(0);
+        let started = Instant::now();
+        let deadline = started + window;
+        std::thread::scope(|s| {
+            for k in 0..clients {
+                let node = nodes[k % nodes.len().max(1)].clone();
+                let (cluster, session, ok, failed) = (&cluster, &session, &ok, &failed);
+                s.spawn(move || {
+                    let Ok(api) = ZsClient::new(CALL_TIMEOUT) else {
+                        return;
+                    };
+                    while Instant::now() < deadline {
+                        let r = api.call(
+                            &node,
+                            &node,
+                            "org.zstack.header.host.APIAllocateHostResourceMsg",
+                            json!({"uuid": cluster, "strategy": "continuous", "scene": "normal",
+                                   "vcpu": "1", "memSize": 1u64 << 20}),
+                            session,
+                            &new_job_uuid(),
+                            CALL_TIMEOUT,
+                        );
+                        if matches!(&r, Ok(Some(r)) if r.body["success"] == true) {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        } else if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("host-bench: placement: {r:?}");
+                        }
+                    }
+                });
+            }
+        });
+        let (ok, failed) = (ok.into_inner(), failed.into_inner());
+        Ok((ok as f64 / started.elapsed().as_secs_f64(), ok, failed))
+    }
+
     /// Hosts by status, as the API lists them.
     pub fn statuses(&mut self) -> Result<std::collections::BTreeMap<String, usize>> {
         let node = self.leader_addr()?;

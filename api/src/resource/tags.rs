@@ -45,6 +45,42 @@ pub fn texts(
     )
 }
 
+/// Every (tagged resource uuid, tag text) of the system (`true`) or user tags whose text starts
+/// with `prefix`, through the tag index: one range scan, whatever the number of resources (what
+/// a per-resource lookup of a rarely-set tag would cost for every host of a placement).
+pub fn with_prefix(
+    txn: &dyn StateTxn,
+    system: bool,
+    prefix: &str,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let kind = kind(system);
+    let table = crate::registry::table_of(kind);
+    let mut start = resource::index_key(table, TAG_FIELD, "", None);
+    // `index_key` ends the (empty) value with its separator; the prefix goes in its place,
+    // lowercased as the index stores values (the tag's own text is read from its record).
+    start.pop();
+    start.extend(
+        prefix
+            .to_ascii_lowercase()
+            .bytes()
+            .map(|b| if b == 0 { 1 } else { b }),
+    );
+    let mut out = Vec::new();
+    for (k, _) in txn.scan_prefix(resource::INDEX_TABLE, &start, usize::MAX)? {
+        let Some(cut) = k.iter().rposition(|b| *b == 0) else {
+            continue;
+        };
+        let tag_uuid = String::from_utf8_lossy(&k[cut + 1..]).into_owned();
+        let Some(r) = resource::lookup(txn, kind, &tag_uuid)? else {
+            continue;
+        };
+        if let (Some(res), Some(text)) = (r.field(RESOURCE_FIELD), r.field(TAG_FIELD)) {
+            out.push((res.to_string(), text.to_string()));
+        }
+    }
+    Ok(out)
+}
+
 /// Inventories of a resource's tags (`SystemTagInventory` / `UserTagInventory`), in uuid
 /// order of the tags.
 pub fn inventories(

@@ -44,6 +44,16 @@ struct Args {
     /// Keep ramping after a missed deadline.
     #[arg(long)]
     no_stop: bool,
+    /// At each step, also measure committed placements (`AllocateHostResource` in the
+    /// cluster) for this many seconds at the 60 s ping interval (0: skip).
+    #[arg(long, default_value_t = 0)]
+    placements_s: u64,
+    /// Concurrent placement clients.
+    #[arg(long, default_value_t = 32)]
+    placement_clients: usize,
+    /// Skip the tracker measurement (placements only).
+    #[arg(long)]
+    no_tracking: bool,
 }
 
 fn main() -> Result<()> {
@@ -78,6 +88,17 @@ fn main() -> Result<()> {
         if a.default_window_s > 0 {
             let s = b.measure(Duration::from_secs(a.default_window_s))?;
             println!("{}", s.line(n, 60));
+        }
+        if a.placements_s > 0 {
+            let (rate, ok, failed) =
+                b.place(Duration::from_secs(a.placements_s), a.placement_clients)?;
+            println!(
+                "bench=placement hosts={n} clients={} secs={} placements_per_s={rate:.1} ok={ok} failed={failed}",
+                a.placement_clients, a.placements_s
+            );
+        }
+        if a.no_tracking {
+            continue;
         }
         b.set_interval(1)?;
         // Let the sleeping tracker notice the new interval and finish a round at it.

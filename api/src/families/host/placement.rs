@@ -84,12 +84,12 @@ impl<'a> StateView<'a> {
     /// Read the hosts and the allocator settings.
     pub fn load(txn: &'a dyn StateTxn) -> Result<StateView<'a>, ApiError> {
         let cfg = reservation::allocator_config(txn)?;
-        let mut reserved = reservation::ReservedMemory::new(txn, &cfg)?;
+        let reserved = reservation::ReservedMemory::new(txn, &cfg)?;
         let mut order = Vec::new();
         let mut hosts = HashMap::new();
         for (_, h) in resource::list::<Host>(txn)? {
             order.push(h.uuid.clone());
-            let view = host_view(&h, reserved.of(txn, &h)?);
+            let view = host_view(&h, reserved.of(&h));
             hosts.insert(h.uuid.clone(), view);
         }
         Ok(StateView {
@@ -390,7 +390,7 @@ fn capacity_reply(
 ) -> Result<Map<String, Value>, ApiError> {
     caller.require_admin("host")?;
     let cfg = reservation::allocator_config(txn)?;
-    let mut reserved_of = reservation::ReservedMemory::new(txn, &cfg)?;
+    let reserved_of = reservation::ReservedMemory::new(txn, &cfg)?;
     let (mut total_cpu, mut avail_cpu, mut total_mem, mut avail_mem, mut reserved, mut threads) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for h in hosts_in(txn, scope)? {
@@ -401,7 +401,7 @@ fn capacity_reply(
         avail_cpu = avail_cpu.saturating_add(h.available_cpu_capacity);
         total_mem = total_mem.saturating_add(h.total_memory_capacity);
         avail_mem = avail_mem.saturating_add(h.available_memory_capacity);
-        reserved = reserved.saturating_add(reserved_of.of(txn, &h)?);
+        reserved = reserved.saturating_add(reserved_of.of(&h));
         threads = threads.saturating_add(h.cpu_num);
     }
     Ok(resource::object(json!({

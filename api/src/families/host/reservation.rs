@@ -150,76 +150,71 @@ pub fn allocator_config(txn: &dyn StateTxn) -> Result<AllocatorConfig, ApiError>
 /// Where a host's reserved memory is looked up, with the levels switched on (spec 03 §11:
 /// host tag `reservedMemory::{size}` → cluster tag `host::reservedMemory::{size}` → zone tag
 /// → `kvm/reservedMemory`; each level off with `hostAllocator/reservedCapacity.*Level`).
-/// Cluster and zone answers are remembered, since every host of a cluster asks the same.
+/// The tags are read once, by prefix, so asking for every host of a placement costs no more
+/// reads than asking for one.
 pub struct ReservedMemory {
-    host_level: bool,
+    default: u64,
+    hosts: std::collections::HashMap<String, u64>,
+    scopes: std::collections::HashMap<String, u64>,
     cluster_level: bool,
     zone_level: bool,
-    default: u64,
-    clusters: std::collections::HashMap<String, Option<u64>>,
-    zones: std::collections::HashMap<String, Option<u64>>,
 }
 
 fn level_on(txn: &dyn StateTxn, name: &str) -> Result<bool, ApiError> {
     Ok(crate::settings::value(txn, "hostAllocator", name)? != "false")
 }
 
-fn tagged_size(txn: &dyn StateTxn, uuid: &str, prefix: &str) -> Result<Option<u64>, ApiError> {
-    // A tag whose size does not parse is not a reservation; the lookup goes on to the next
-    // level rather than refusing every placement on the host.
-    Ok(resource::tags::texts(txn, uuid, true)?
-        .iter()
-        .filter_map(|t| t.strip_prefix(prefix))
-        .find_map(crate::settings::parse_size))
+/// Tagged resource → size, for the tags `prefix{size}`. A size that does not parse is not a
+/// reservation: the lookup goes on to the next level rather than refusing the host.
+fn tagged_sizes(
+    txn: &dyn StateTxn,
+    prefix: &str,
+) -> Result<std::collections::HashMap<String, u64>, ApiError> {
+    let mut out = std::collections::HashMap::new();
+    for (uuid, text) in resource::tags::with_prefix(txn, true, prefix)? {
+        if let Some(v) = text
+            .strip_prefix(prefix)
+            .and_then(crate::settings::parse_size)
+        {
+            out.entry(uuid).or_insert(v);
+        }
+    }
+    Ok(out)
 }
 
 impl ReservedMemory {
-    /// The levels in force at this point of the log.
+    /// The levels and tags in force at this point of the log.
     pub fn new(txn: &dyn StateTxn, cfg: &AllocatorConfig) -> Result<ReservedMemory, ApiError> {
+        let hosts = if level_on(txn, "reservedCapacity.hostLevel")? {
+            tagged_sizes(txn, "reservedMemory::")?
+        } else {
+            Default::default()
+        };
+        let cluster_level = level_on(txn, "reservedCapacity.clusterLevel")?;
+        let zone_level = level_on(txn, "reservedCapacity.zoneLevel")?;
+        let scopes = if cluster_level || zone_level {
+            tagged_sizes(txn, "host::reservedMemory::")?
+        } else {
+            Default::default()
+        };
         Ok(ReservedMemory {
-            host_level: level_on(txn, "reservedCapacity.hostLevel")?,
-            cluster_level: level_on(txn, "reservedCapacity.clusterLevel")?,
-            zone_level: level_on(txn, "reservedCapacity.zoneLevel")?,
             default: cfg.kvm_reserved_memory,
-            clusters: Default::default(),
-            zones: Default::default(),
+            hosts,
+            scopes,
+            cluster_level,
+            zone_level,
         })
     }
 
     /// The memory kept free on `h`, bytes.
-    pub fn of(&mut self, txn: &dyn StateTxn, h: &Host) -> Result<u64, ApiError> {
-        if self.host_level {
-            if let Some(v) = tagged_size(txn, &h.uuid, "reservedMemory::")? {
-                return Ok(v);
-            }
-        }
-        if self.cluster_level {
-            let v = match self.clusters.get(&h.cluster_uuid) {
-                Some(v) => *v,
-                None => {
-                    let v = tagged_size(txn, &h.cluster_uuid, "host::reservedMemory::")?;
-                    self.clusters.insert(h.cluster_uuid.clone(), v);
-                    v
-                }
-            };
-            if let Some(v) = v {
-                return Ok(v);
-            }
-        }
-        if self.zone_level {
-            let v = match self.zones.get(&h.zone_uuid) {
-                Some(v) => *v,
-                None => {
-                    let v = tagged_size(txn, &h.zone_uuid, "host::reservedMemory::")?;
-                    self.zones.insert(h.zone_uuid.clone(), v);
-                    v
-                }
-            };
-            if let Some(v) = v {
-                return Ok(v);
-            }
-        }
-        Ok(self.default)
+    pub fn of(&self, h: &Host) -> u64 {
+        let scoped = |on: bool, uuid: &str| on.then(|| self.scopes.get(uuid).copied()).flatten();
+        self.hosts
+            .get(&h.uuid)
+            .copied()
+            .or_else(|| scoped(self.cluster_level, &h.cluster_uuid))
+            .or_else(|| scoped(self.zone_level, &h.zone_uuid))
+            .unwrap_or(self.default)
     }
 }
 
@@ -297,12 +292,12 @@ pub(super) fn reserve(
         memory_size,
     };
     let charge = Charge::of(spec, &cfg);
-    let mut reserved = ReservedMemory::new(txn, &cfg)?;
-    let h = generic::modify(txn, ctx, host_uuid, |txn, h: &mut Host| {
+    let reserved = ReservedMemory::new(txn, &cfg)?;
+    let h = generic::modify(txn, ctx, host_uuid, |_, h: &mut Host| {
         if let Some(why) = unusable(h) {
             return Err(no_capacity(why));
         }
-        let limits = Limits::of(capacity_of(h, reserved.of(txn, h)?), &cfg);
+        let limits = Limits::of(capacity_of(h, reserved.of(h)), &cfg);
         let mut allocated = allocated_of(h);
         // SEEDED BUG (test builds only): take without the committed re-check.
         #[cfg(feature = "seeded-bugs")]
