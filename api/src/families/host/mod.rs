@@ -32,6 +32,9 @@ pub use probe::PROBED_CALLS;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of a host: every host is a KVM host, and Gson writes the runtime class.
+const KVM_HOST: JavaClass = JavaClass::leaf("org.zstack.kvm.KVMHostInventory");
+
 /// The host family.
 pub struct Hosts;
 
@@ -39,6 +42,7 @@ impl Family for Hosts {
     type Op = HostOp;
     type Out = HostResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&KVM_HOST)),
         name: "host",
         tables: &[TABLE],
         kinds: &[KindDecl {
