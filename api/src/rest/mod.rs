@@ -432,20 +432,20 @@ fn map_reply(
         };
         fields.insert(k, v);
     }
-    // `schema` is built from the mapped fields (ZStack builds it from the response map) and
-    // written first, where ZStack's HashMap order puts it.
-    let body = match decl {
-        Some(decl) => {
-            let mut out = Map::new();
-            out.insert(
-                "schema".into(),
-                Value::Object(schema::build(&fields, decl).schema),
-            );
-            out.extend(fields);
-            out
-        }
-        None => fields,
-    };
+    // `schema` is built from the mapped fields (ZStack builds it from the response map).
+    // ZStack's `ApiResponse` is a HashMap: its keys come out `schema`, `total`, then the
+    // reply's other fields (`inventories`, `inventory`, ...), so they are written in that order.
+    let mut body = Map::new();
+    if let Some(decl) = decl {
+        body.insert(
+            "schema".into(),
+            Value::Object(schema::build(&fields, decl).schema),
+        );
+    }
+    if let Some(total) = fields.shift_remove("total") {
+        body.insert("total".into(), total);
+    }
+    body.extend(fields);
     RestReply {
         status: 200,
         body: Value::Object(body),
@@ -952,7 +952,11 @@ mod tests {
             reply_obj["success"] = json!(true);
             let r = reply(zone, q, &reply_obj, false);
             assert_eq!(r.body["schema"], want, "{fields}");
-            assert_eq!(r.body.as_object().unwrap().keys().next().unwrap(), "schema");
+            let keys: Vec<&String> = r.body.as_object().unwrap().keys().collect();
+            assert_eq!(keys[0], "schema");
+            if fields.get("total").is_some() {
+                assert_eq!(keys[1], "total", "ZStack's HashMap order");
+            }
         }
         // A create's inventory is named when the schema is asked for, not otherwise.
         let c = catalogue::catalogue().by_name("CreateZone").unwrap();
