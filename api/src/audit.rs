@@ -739,10 +739,16 @@ fn run_query(
 /// The audit family: the API audit log and `QueryAudit`.
 pub struct Audits;
 
+/// ZStack's class of an audit record (premium `zwatch`; the SDK's `QueryAuditResult` types
+/// its elements from it).
+const AUDIT_CLASS: crate::rest::schema::JavaClass =
+    crate::rest::schema::JavaClass::leaf("org.zstack.zwatch.migratedb.AuditsInventory");
+
 impl crate::family::Family for Audits {
     type Op = AuditOp;
     type Out = AuditResult;
     const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl {
+        replies: crate::family::inventories!(crate::rest::schema::Schema::Class(&AUDIT_CLASS)),
         calls: &[crate::family::CallDecl::new(
             "QueryAudit",
             |p| p.query(run_query),

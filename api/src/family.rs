@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::plan::Plan;
 use crate::plan::PlanInput;
 use crate::resource::relations::Relation;
+use crate::rest::schema::Schema;
 use crate::rest::Method;
 use crate::wire::errors::Refusal;
 use crate::ApiError;
@@ -143,6 +144,9 @@ pub struct CallDecl {
     /// The declared flow an async call's job runs, its command being the first step (ZStack's
     /// multi-step calls: add a host, add an image). `None`: the command is the whole job.
     pub flow: Option<&'static str>,
+    /// The classes of its reply's object fields (REST `schema`), when they are not the
+    /// family's [`FamilyDecl::replies`].
+    pub replies: Option<Replies>,
 }
 
 impl CallDecl {
@@ -154,7 +158,14 @@ impl CallDecl {
             creates: None,
             routes,
             flow: None,
+            replies: None,
         }
+    }
+
+    /// The same call, its reply's object fields holding `replies` (instead of the family's).
+    pub const fn replying(mut self, replies: Replies) -> Self {
+        self.replies = Some(replies);
+        self
     }
 
     /// The same call, its job running the declared flow `flow` after its command.
@@ -170,6 +181,17 @@ impl CallDecl {
     }
 }
 
+/// What each reply field holding objects holds (`("inventory", Schema::Class(&ZONE))`).
+pub type Replies = &'static [(&'static str, Schema)];
+
+/// The replies of a family whose calls answer `inventory` or `inventories` of one schema.
+macro_rules! inventories {
+    ($schema:expr) => {
+        &[("inventory", $schema), ("inventories", $schema)]
+    };
+}
+pub(crate) use inventories;
+
 /// A family's declaration.
 pub struct FamilyDecl {
     /// Short name (module name).
@@ -182,6 +204,9 @@ pub struct FamilyDecl {
     pub calls: &'static [CallDecl],
     /// Its multi-step flows.
     pub flows: &'static [crate::flow::FlowDef],
+    /// The classes of its calls' reply fields (`inventory`, `inventories`) for REST `schema`;
+    /// a call answering something else declares its own ([`CallDecl::replying`]).
+    pub replies: Replies,
     /// Its calls' cases in the call matrix (`testing::matrix`).
     #[cfg(test)]
     pub(crate) cases: fn(&crate::testing::matrix::Ids) -> Vec<crate::testing::matrix::Case>,
@@ -196,6 +221,7 @@ impl FamilyDecl {
             kinds: &[],
             calls: &[],
             flows: &[],
+            replies: &[],
             #[cfg(test)]
             cases: |_| Vec::new(),
         }
@@ -320,6 +346,7 @@ pub(crate) use query_call;
 /// family's apply and tests name.
 pub mod prelude {
     pub(crate) use super::delete_call;
+    pub(crate) use super::inventories;
     pub use super::inventory_reply;
     pub(crate) use super::query_call;
     pub use super::route;
@@ -331,6 +358,7 @@ pub mod prelude {
     pub use super::Family;
     pub use super::FamilyDecl;
     pub use super::KindDecl;
+    pub use super::Replies;
     pub use super::Reply;
     pub use super::ReplyFields;
     pub use super::RestBody::Action as A;
@@ -341,6 +369,8 @@ pub mod prelude {
     pub use crate::resource::generic;
     pub use crate::resource::relations::OnDelete;
     pub use crate::resource::relations::Relation;
+    pub use crate::rest::schema::JavaClass;
+    pub use crate::rest::schema::Schema;
     pub use crate::rest::Method::Delete as D;
     pub use crate::rest::Method::Get as G;
     pub use crate::rest::Method::Post as Po;

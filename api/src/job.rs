@@ -997,10 +997,24 @@ pub struct Jobs;
 
 impl crate::family::Reply for JobResult {}
 
+/// ZStack's class of a task's progress; its `subTasks` are progresses too (a static, so that
+/// the class can name itself) and `opaque` is a JRE map.
+static TASK_PROGRESS: crate::rest::schema::JavaClass = crate::rest::schema::JavaClass {
+    name: "org.zstack.header.core.progress.TaskProgressInventory",
+    fields: &[
+        (
+            "subTasks",
+            crate::rest::schema::Schema::Class(&TASK_PROGRESS),
+        ),
+        ("opaque", crate::rest::schema::Schema::Jre),
+    ],
+};
+
 impl crate::family::Family for Jobs {
     type Op = JobOp;
     type Out = JobResult;
     const DECL: crate::family::FamilyDecl = crate::family::FamilyDecl {
+        replies: crate::family::inventories!(crate::rest::schema::Schema::Class(&TASK_PROGRESS)),
         calls: &[crate::family::CallDecl::new(
             "GetTaskProgress",
             plan_task_progress,

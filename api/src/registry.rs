@@ -265,6 +265,20 @@ pub fn call(name: &str) -> Option<&'static CallDecl> {
     calls().find(|c| c.name == name)
 }
 
+/// The classes of the reply fields of call `name` (its own declaration, else its family's);
+/// empty for an unknown call.
+pub fn replies(name: &str) -> crate::family::Replies {
+    FAMILIES
+        .iter()
+        .find_map(|f| {
+            f.calls
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| c.replies.unwrap_or(f.replies))
+        })
+        .unwrap_or(&[])
+}
+
 /// Every REST route with its call.
 pub fn routes() -> impl Iterator<Item = (&'static CallDecl, &'static RestRoute)> {
     calls().flat_map(|c| c.routes.iter().map(move |r| (c, r)))

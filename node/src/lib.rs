@@ -23,6 +23,7 @@ pub mod network;
 pub mod node;
 pub mod pki;
 pub mod receivers;
+pub mod rest_answers;
 pub mod secrets;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;

@@ -64,6 +64,9 @@ use crate::state_view::StateView;
 
 /// Header a client may set to choose the job uuid of an async call (its idempotency key).
 pub const JOB_UUID_HEADER: &str = "x-job-uuid";
+/// ZStack's `X-JSON-Schema`: any value asks for `schema` in REST replies (its server tests
+/// only for the header's presence; the SDK sends `true`).
+pub const JSON_SCHEMA_HEADER: &str = "x-json-schema";
 /// Header asking for a local (possibly stale) read instead of a linearizable one.
 pub const CONSISTENCY_HEADER: &str = "x-zstack-consistency";
 
@@ -384,28 +387,45 @@ async fn rest_call(
         Ok(t) => t,
         Err(e) => return (status(e.status), e.message).into_response(),
     };
+    let json_schema = headers.contains_key(JSON_SCHEMA_HEADER);
     let timeout_ms = node.request_timeout().as_millis() as u64;
+    let accepted = |uuid: &str| {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"apiTimeout": timeout_ms, "location": location(&headers, uuid)})),
+        )
+            .into_response()
+    };
     match execute(&node, &headers, spec, req, client_ip(connect)).await {
+        // ZStack answers every async call 202 and delivers even a refusal through the poll
+        // (`crate::rest_answers`).
+        Outcome::Done { reply, .. } if spec.kind == CallKind::Async => {
+            let uuid = headers
+                .get(JOB_UUID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| interpret::job_uuid_header(v).ok())
+                .unwrap_or_else(new_uuid);
+            node.early_answers()
+                .put(uuid.clone(), spec.name.clone(), reply);
+            accepted(&uuid)
+        }
         Outcome::Done { reply, .. } => {
-            let r = rest::reply(route, spec, &reply);
+            let r = rest::reply(route, spec, &reply, json_schema);
             (status(r.status), Json(r.body)).into_response()
         }
         Outcome::Job(j) if j.state == job::JobState::Done && j.result.is_some() => {
             let result = j.result.as_deref().unwrap_or_default();
-            let r = rest::job_reply(Some(route), Some(spec), result);
+            let r = rest::job_reply(Some(route), Some(spec), result, json_schema);
             (status(r.status), Json(r.body)).into_response()
         }
-        Outcome::Accepted(j) | Outcome::Job(j) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"apiTimeout": timeout_ms, "location": location(&headers, &j.uuid)})),
-        )
-            .into_response(),
+        Outcome::Accepted(j) | Outcome::Job(j) => accepted(&j.uuid),
     }
 }
 
 async fn rest_job(
     State(node): State<Arc<Node>>,
     method: Method,
+    headers: HeaderMap,
     Path(uuid): Path<String>,
 ) -> Response {
     if method != Method::GET {
@@ -415,12 +435,22 @@ async fn rest_job(
         )
             .into_response();
     }
-    match find_job(&node, &uuid.to_ascii_lowercase()).await {
+    let json_schema = headers.contains_key(JSON_SCHEMA_HEADER);
+    let uuid = uuid.to_ascii_lowercase();
+    if let Some((api_name, reply)) = node.early_answers().get(&uuid) {
+        let spec = api::catalogue::catalogue().by_name(&api_name);
+        let r = match (rest::route_of(&api_name), spec) {
+            (Some(route), Some(spec)) => rest::reply(route, spec, &reply, json_schema),
+            _ => rest::unrouted_reply(&reply),
+        };
+        return (status(r.status), Json(r.body)).into_response();
+    }
+    match find_job(&node, &uuid).await {
         Ok(Some(j)) => match (&j.state, &j.result) {
             (job::JobState::Done, Some(result)) => {
                 let route = rest::route_of(&j.api_name);
                 let spec = api::catalogue::catalogue().by_name(&j.api_name);
-                let r = rest::job_reply(route, spec, result);
+                let r = rest::job_reply(route, spec, result, json_schema);
                 (status(r.status), Json(r.body)).into_response()
             }
             _ => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),

@@ -765,3 +765,51 @@ fn every_implemented_call_has_a_success_and_a_refusal() {
         failures.join("\n")
     );
 }
+
+/// REST `schema` (issue 17): every object in every success reply of the matrix (all calls,
+/// their real replies with nested inventories) has a class declared by its family, so the
+/// SDK types every element; a call whose reply holds an object of undeclared class fails here
+/// naming the call and the path.
+#[test]
+fn every_success_reply_declares_the_class_of_each_object() {
+    let (world, ids) = base();
+    let cases: Vec<Case> = crate::registry::FAMILIES
+        .iter()
+        .flat_map(|f| (f.cases)(&ids))
+        .collect();
+    let mut failures = std::collections::BTreeSet::new();
+    for case in cases.iter().filter(|c| matches!(c.expect, Expect::Ok(_))) {
+        let mut h = world.fork();
+        if case
+            .given
+            .iter()
+            .any(|(who, call, body)| h.send(who, call, body.clone()).is_err())
+        {
+            continue;
+        }
+        let Ok(mut reply) = h.send(&case.who, case.call, case.body.clone()) else {
+            continue;
+        };
+        reply.insert("success".into(), Value::Bool(true));
+        let spec = crate::catalogue::catalogue()
+            .by_name(case.call)
+            .expect("an implemented call is in the catalogue");
+        let route = crate::rest::route_of(case.call).expect("an implemented call is routed");
+        let rest = crate::rest::reply(route, spec, &Value::Object(reply), true);
+        let Some(body) = rest.body.as_object() else {
+            continue;
+        };
+        let mut fields = body.clone();
+        fields.remove("schema");
+        let built = crate::rest::schema::build(&fields, crate::registry::replies(case.call));
+        for p in built.undeclared {
+            failures.insert(format!("{}: no class declared for {p}", case.call));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} reply object(s) of undeclared class:\n{}",
+        failures.len(),
+        failures.into_iter().collect::<Vec<_>>().join("\n")
+    );
+}

@@ -104,6 +104,8 @@ pub struct Node {
     login_backoff: api::families::identity::LoginBackoff,
     /// Seals the secrets calls carry; opens them for the host agent (`crate::secrets`).
     data_key: Arc<api::secret::DataKey>,
+    /// Async REST calls refused before a job existed, answered through their poll.
+    early_answers: crate::rest_answers::EarlyAnswers,
 }
 
 impl Node {
@@ -153,7 +155,13 @@ impl Node {
             credentials,
             login_backoff: Default::default(),
             data_key,
+            early_answers: Default::default(),
         }
+    }
+
+    /// Async REST calls this node refused before a job existed (`crate::rest_answers`).
+    pub fn early_answers(&self) -> &crate::rest_answers::EarlyAnswers {
+        &self.early_answers
     }
 
     /// The cluster credentials this node runs with.

@@ -28,6 +28,18 @@ pub use wire::ImageStoreView;
 
 use crate::family::prelude::*;
 
+/// ZStack's classes of backup storage: an image store is an `ImageStoreBackupStorageVO`, written
+/// as its own inventory (with `hostname`, `username`, `sshPort`) wherever it appears.
+const BACKUP_STORAGE: JavaClass =
+    JavaClass::leaf("org.zstack.header.storage.backup.BackupStorageInventory");
+const IMAGE_STORE_BACKUP_STORAGE: JavaClass =
+    JavaClass::leaf("org.zstack.storage.backup.imagestore.ImageStoreBackupStorageInventory");
+const BY_TYPE: Schema = Schema::ByField {
+    field: "type",
+    classes: &[(model::IMAGE_STORE, &IMAGE_STORE_BACKUP_STORAGE)],
+    other: &BACKUP_STORAGE,
+};
+
 /// The backup-storage family.
 pub struct BackupStorages;
 
@@ -35,6 +47,7 @@ impl Family for BackupStorages {
     type Op = BackupStorageOp;
     type Out = BackupStorageResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(BY_TYPE),
         name: "backup_storage",
         tables: &[TABLE],
         kinds: &[KindDecl {

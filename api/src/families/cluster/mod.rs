@@ -18,6 +18,9 @@ pub use model::TABLE;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of a cluster.
+const CLUSTER: JavaClass = JavaClass::leaf("org.zstack.header.cluster.ClusterInventory");
+
 /// The cluster family.
 pub struct Clusters;
 
@@ -25,6 +28,7 @@ impl Family for Clusters {
     type Op = ClusterOp;
     type Out = ClusterResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&CLUSTER)),
         name: "cluster",
         tables: &[TABLE],
         kinds: &[KindDecl {

@@ -19,6 +19,9 @@ pub use model::GlobalConfigResult;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of a global configuration.
+const GLOBAL_CONFIG: JavaClass = JavaClass::leaf("org.zstack.core.config.GlobalConfigInventory");
+
 /// The global-config family.
 pub struct GlobalConfigs;
 
@@ -26,6 +29,7 @@ impl Family for GlobalConfigs {
     type Op = GlobalConfigOp;
     type Out = GlobalConfigResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&GLOBAL_CONFIG)),
         calls: &[
             CallDecl::new(
                 "UpdateGlobalConfig",

@@ -38,6 +38,15 @@ pub use reservation::RESERVATION_TABLE;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of a host: every host is a KVM host, and Gson writes the runtime class.
+/// The classes of the other families' inventories the creation dry runs answer (named here,
+/// not imported: families never import each other).
+const CANDIDATE_CLUSTER: JavaClass = JavaClass::leaf("org.zstack.header.cluster.ClusterInventory");
+const CANDIDATE_ZONE: JavaClass = JavaClass::leaf("org.zstack.header.zone.ZoneInventory");
+const CANDIDATE_PS: JavaClass =
+    JavaClass::leaf("org.zstack.header.storage.primary.PrimaryStorageInventory");
+const KVM_HOST: JavaClass = JavaClass::leaf("org.zstack.kvm.KVMHostInventory");
+
 /// The host family.
 pub struct Hosts;
 
@@ -45,6 +54,7 @@ impl Family for Hosts {
     type Op = HostOp;
     type Out = HostResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&KVM_HOST)),
         name: "host",
         tables: &[TABLE, RESERVATION_TABLE],
         kinds: &[KindDecl {
@@ -96,12 +106,23 @@ impl Family for Hosts {
                 "GetCandidateZonesClustersHostsForCreatingVm",
                 placement::candidate_hosts,
                 &[route(G, "/v1/vm-instances/candidate-destinations", N)],
-            ),
+            )
+            .replying(&[
+                ("hosts", Schema::Class(&KVM_HOST)),
+                ("clusters", Schema::Class(&CANDIDATE_CLUSTER)),
+                ("zones", Schema::Class(&CANDIDATE_ZONE)),
+                // Map<String, List<String>>: cluster → primary storage uuids.
+                ("clusterPsMap", Schema::Jre),
+            ]),
             CallDecl::new(
                 "GetCandidatePrimaryStoragesForCreatingVm",
                 placement::candidate_storages,
                 &[route(G, "/v1/vm-instances/candidate-storages", N)],
-            ),
+            )
+            .replying(&[
+                ("rootVolumePrimaryStorages", Schema::Class(&CANDIDATE_PS)),
+                ("dataVolumePrimaryStorages", Schema::MapOf(&CANDIDATE_PS)),
+            ]),
             CallDecl::new(
                 "GetHostAllocatorStrategies",
                 placement::allocator_strategies,
@@ -109,7 +130,12 @@ impl Family for Hosts {
                     rename: Some(("hostAllocatorStrategies", "strategies")),
                     ..route(G, "/v1/hosts/allocators/strategies", N)
                 }],
-            ),
+            )
+            // List<String>, under its RPC and its REST name.
+            .replying(&[
+                ("hostAllocatorStrategies", Schema::Jre),
+                ("strategies", Schema::Jre),
+            ]),
         ],
         flows: &[
             flows::ADD_KVM_FLOW,

@@ -32,6 +32,11 @@ pub use model::USER_TABLE;
 
 use crate::family::prelude::*;
 
+/// ZStack's classes of sessions, accounts and users.
+const SESSION: JavaClass = JavaClass::leaf("org.zstack.header.identity.SessionInventory");
+const ACCOUNT: JavaClass = JavaClass::leaf("org.zstack.header.identity.AccountInventory");
+const USER: JavaClass = JavaClass::leaf("org.zstack.header.identity.UserInventory");
+
 /// The identity family: accounts, users, sessions.
 pub struct Identities;
 
@@ -39,6 +44,7 @@ impl Family for Identities {
     type Op = IdentityOp;
     type Out = IdentityResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: &[],
         name: "identity",
         tables: &[ACCOUNT_TABLE, USER_TABLE, SESSION_TABLE],
         kinds: &[
@@ -51,12 +57,14 @@ impl Family for Identities {
                 "LogInByAccount",
                 wire::log_in_by_account,
                 &[route(Pu, "/v1/accounts/login", A)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&SESSION))),
             CallDecl::new(
                 "LogInByUser",
                 wire::log_in_by_user,
                 &[route(Pu, "/v1/accounts/users/login", A)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&SESSION))),
             CallDecl::new(
                 "LogOut",
                 wire::log_out,
@@ -74,31 +82,38 @@ impl Family for Identities {
                 "RenewSession",
                 wire::renew_session,
                 &[route(Pu, "/v1/accounts/sessions/{sessionUuid}/renew", A)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&SESSION))),
             CallDecl::new(
                 "CreateAccount",
                 wire::create_account,
                 &[route(Po, "/v1/accounts", P)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&ACCOUNT))),
             CallDecl::new(
                 "UpdateAccount",
                 wire::update_account,
                 &[route(Pu, "/v1/accounts/{uuid}", A)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&ACCOUNT))),
             delete_call!("DeleteAccount", "/v1/accounts", IdentityOp::DeleteAccount),
-            query_call!("QueryAccount", "/v1/accounts", Account),
+            query_call!("QueryAccount", "/v1/accounts", Account)
+                .replying(inventories!(Schema::Class(&ACCOUNT))),
             CallDecl::new(
                 "CreateUser",
                 wire::create_user,
                 &[route(Po, "/v1/accounts/users", P)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&USER))),
             CallDecl::new(
                 "UpdateUser",
                 wire::update_user,
                 &[route(Pu, "/v1/accounts/users/{uuid}", A)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&USER))),
             delete_call!("DeleteUser", "/v1/accounts/users", IdentityOp::DeleteUser),
-            query_call!("QueryUser", "/v1/accounts/users", User),
+            query_call!("QueryUser", "/v1/accounts/users", User)
+                .replying(inventories!(Schema::Class(&USER))),
         ],
         flows: &[],
         #[cfg(test)]

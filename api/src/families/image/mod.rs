@@ -33,6 +33,23 @@ pub use model::URL_SCHEMES;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of an image and of the objects in it.
+const IMAGE: JavaClass = JavaClass {
+    name: "org.zstack.header.image.ImageInventory",
+    fields: &[
+        (
+            "backupStorageRefs",
+            Schema::Class(&JavaClass::leaf(
+                "org.zstack.header.image.ImageBackupStorageRefInventory",
+            )),
+        ),
+        (
+            "systemTags",
+            Schema::Class(&JavaClass::leaf("org.zstack.header.tag.SystemTagInventory")),
+        ),
+    ],
+};
+
 /// The image family.
 pub struct Images;
 
@@ -40,6 +57,7 @@ impl Family for Images {
     type Op = ImageOp;
     type Out = ImageResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&IMAGE)),
         name: "image",
         tables: &[TABLE],
         kinds: &[KindDecl {

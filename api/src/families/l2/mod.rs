@@ -32,6 +32,45 @@ pub use wire::VxlanView;
 
 use crate::family::prelude::*;
 
+/// ZStack's classes of L2 networks: Gson writes each network's runtime class (`L2VlanNetworkVO`
+/// rows are `L2VlanNetworkInventory`, ...), whichever call returns it.
+const L2_NETWORK: JavaClass = JavaClass::leaf("org.zstack.header.network.l2.L2NetworkInventory");
+const L2_VLAN: JavaClass = JavaClass::leaf("org.zstack.header.network.l2.L2VlanNetworkInventory");
+const VXLAN: JavaClass =
+    JavaClass::leaf("org.zstack.network.l2.vxlan.vxlanNetwork.L2VxlanNetworkInventory");
+const VNI_RANGE: JavaClass =
+    JavaClass::leaf("org.zstack.network.l2.vxlan.vxlanNetworkPool.VniRangeInventory");
+const VXLAN_POOL: JavaClass = JavaClass {
+    name: "org.zstack.network.l2.vxlan.vxlanNetworkPool.L2VxlanNetworkPoolInventory",
+    fields: &[
+        (
+            "attachedVtepRefs",
+            Schema::Class(&JavaClass::leaf(
+                "org.zstack.network.l2.vxlan.vtep.VtepInventory",
+            )),
+        ),
+        (
+            "remoteVteps",
+            Schema::Class(&JavaClass::leaf(
+                "org.zstack.network.l2.vxlan.vtep.RemoteVtepInventory",
+            )),
+        ),
+        ("attachedVxlanNetworkRefs", Schema::Class(&VXLAN)),
+        ("attachedVniRanges", Schema::Class(&VNI_RANGE)),
+        // `Map<String, String>`: JRE values only.
+        ("attachedCidrs", Schema::Jre),
+    ],
+};
+const BY_TYPE: Schema = Schema::ByField {
+    field: "type",
+    classes: &[
+        ("L2VlanNetwork", &L2_VLAN),
+        ("VxlanNetwork", &VXLAN),
+        ("VxlanNetworkPool", &VXLAN_POOL),
+    ],
+    other: &L2_NETWORK,
+};
+
 /// The L2 network family.
 pub struct L2Networks;
 
@@ -39,6 +78,7 @@ impl Family for L2Networks {
     type Op = L2Op;
     type Out = L2Result;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(BY_TYPE),
         name: "l2",
         tables: &[TABLE, VNI_TABLE],
         kinds: &[
@@ -97,12 +137,14 @@ impl Family for L2Networks {
                     P,
                 )],
             )
-            .creating("VniRangeVO"),
+            .creating("VniRangeVO")
+            .replying(inventories!(Schema::Class(&VNI_RANGE))),
             delete_call!(
                 "DeleteVniRange",
                 "/v1/l2-networks/vxlan-pool/vni-ranges",
                 L2Op::DeleteVniRange
-            ),
+            )
+            .replying(inventories!(Schema::Class(&VNI_RANGE))),
             CallDecl::new(
                 "CreateL2VxlanNetwork",
                 wire::create_vxlan,
@@ -153,7 +195,8 @@ impl Family for L2Networks {
                 "QueryVniRange",
                 |p| wire::plan_query(p, L2Query::VniRange),
                 routes!(query "/v1/l2-networks/vxlan-pool/vni-ranges"),
-            ),
+            )
+            .replying(inventories!(Schema::Class(&VNI_RANGE))),
         ],
         flows: &[],
         #[cfg(test)]

@@ -32,6 +32,34 @@ pub use reads::MAX_FREE_IP_LIMIT;
 
 use crate::family::prelude::*;
 
+/// ZStack's classes of L3 networks, IP ranges and the objects in them.
+const IP_RANGE: JavaClass = JavaClass::leaf("org.zstack.header.network.l3.IpRangeInventory");
+const L3_NETWORK: JavaClass = JavaClass {
+    name: "org.zstack.header.network.l3.L3NetworkInventory",
+    fields: &[
+        ("ipRanges", Schema::Class(&IP_RANGE)),
+        (
+            "networkServices",
+            Schema::Class(&JavaClass::leaf(
+                "org.zstack.header.network.service.NetworkServiceL3NetworkRefInventory",
+            )),
+        ),
+        (
+            "hostRoute",
+            Schema::Class(&JavaClass::leaf(
+                "org.zstack.header.network.l3.L3NetworkHostRouteInventory",
+            )),
+        ),
+        (
+            "reservedIpRanges",
+            Schema::Class(&JavaClass::leaf(
+                "org.zstack.header.network.l3.ReservedIpRangeInventory",
+            )),
+        ),
+    ],
+};
+const FREE_IP: JavaClass = JavaClass::leaf("org.zstack.header.network.l3.FreeIpInventory");
+
 /// The L3 network family.
 pub struct L3Networks;
 
@@ -39,6 +67,7 @@ impl Family for L3Networks {
     type Op = L3Op;
     type Out = L3Result;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&L3_NETWORK)),
         name: "l3",
         tables: &[TABLE, RANGE_TABLE, USED_IP_TABLE],
         kinds: &[
@@ -72,7 +101,8 @@ impl Family for L3Networks {
                 |p| wire::add_range(p, wire::explicit_range),
                 &[route(Po, "/v1/l3-networks/{l3NetworkUuid}/ip-ranges", P)],
             )
-            .creating("IpRangeVO"),
+            .creating("IpRangeVO")
+            .replying(inventories!(Schema::Class(&IP_RANGE))),
             CallDecl::new(
                 "AddIpRangeByNetworkCidr",
                 |p| wire::add_range(p, wire::cidr_range),
@@ -82,17 +112,20 @@ impl Family for L3Networks {
                     P,
                 )],
             )
-            .creating("IpRangeVO"),
+            .creating("IpRangeVO")
+            .replying(inventories!(Schema::Class(&IP_RANGE))),
             update_call!(
                 "UpdateIpRange",
                 "/v1/l3-networks/ip-ranges",
                 L3Op::UpdateIpRange
-            ),
+            )
+            .replying(inventories!(Schema::Class(&IP_RANGE))),
             CallDecl::new(
                 "DeleteIpRange",
                 wire::delete_range,
                 routes!(delete "/v1/l3-networks/ip-ranges"),
-            ),
+            )
+            .replying(inventories!(Schema::Class(&IP_RANGE))),
             CallDecl::new(
                 "AddDnsToL3Network",
                 |p| {
@@ -114,7 +147,8 @@ impl Family for L3Networks {
                 &[route(D, "/v1/l3-networks/{l3NetworkUuid}/dns/{dns}", N)],
             ),
             query_call!("QueryL3Network", "/v1/l3-networks", L3Network),
-            query_call!("QueryIpRange", "/v1/l3-networks/ip-ranges", IpRange),
+            query_call!("QueryIpRange", "/v1/l3-networks/ip-ranges", IpRange)
+                .replying(inventories!(Schema::Class(&IP_RANGE))),
             CallDecl::new(
                 "GetFreeIp",
                 reads::free_ip,
@@ -123,7 +157,8 @@ impl Family for L3Networks {
                     route(G, "/v1/l3-networks/{l3NetworkUuid}/ip/free", N),
                     route(G, "/v1/l3-networks/ip-ranges/{ipRangeUuid}/ip/free", N),
                 ],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&FREE_IP))),
             CallDecl::new(
                 "CheckIpAvailability",
                 reads::check_ip,

@@ -18,6 +18,10 @@ pub use model::TABLE;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of a management node.
+const MANAGEMENT_NODE: JavaClass =
+    JavaClass::leaf("org.zstack.header.managementnode.ManagementNodeInventory");
+
 /// The management-node family: the registry duty's records and `QueryManagementNode`.
 pub struct ManagementNodes;
 
@@ -25,6 +29,7 @@ impl Family for ManagementNodes {
     type Op = ManagementNodeOp;
     type Out = ManagementNodeResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&MANAGEMENT_NODE)),
         calls: &[CallDecl::new(
             "QueryManagementNode",
             |p| p.query(model::run_query),

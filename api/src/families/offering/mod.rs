@@ -23,6 +23,12 @@ pub use model::MAX_CPU;
 
 use crate::family::prelude::*;
 
+/// ZStack's classes of offerings.
+const INSTANCE_OFFERING: JavaClass =
+    JavaClass::leaf("org.zstack.header.configuration.InstanceOfferingInventory");
+const DISK_OFFERING: JavaClass =
+    JavaClass::leaf("org.zstack.header.configuration.DiskOfferingInventory");
+
 /// The offering family: instance and disk offerings.
 pub struct Offerings;
 
@@ -30,6 +36,7 @@ impl Family for Offerings {
     type Op = OfferingOp;
     type Out = OfferingResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&INSTANCE_OFFERING)),
         name: "offering",
         tables: &[INSTANCE_TABLE, DISK_TABLE],
         kinds: &[
@@ -75,23 +82,28 @@ impl Family for Offerings {
                 wire::create_disk,
                 &[route(Po, "/v1/disk-offerings", P)],
             )
-            .creating("DiskOfferingVO"),
+            .creating("DiskOfferingVO")
+            .replying(inventories!(Schema::Class(&DISK_OFFERING))),
             CallDecl::new(
                 "UpdateDiskOffering",
                 wire::update_disk,
                 routes!(actions "/v1/disk-offerings"),
-            ),
+            )
+            .replying(inventories!(Schema::Class(&DISK_OFFERING))),
             CallDecl::new(
                 "ChangeDiskOfferingState",
                 |p| wire::change_state(p, true),
                 routes!(actions "/v1/disk-offerings"),
-            ),
+            )
+            .replying(inventories!(Schema::Class(&DISK_OFFERING))),
             CallDecl::new(
                 "DeleteDiskOffering",
                 |p| wire::delete(p, true),
                 routes!(delete "/v1/disk-offerings"),
-            ),
-            query_call!("QueryDiskOffering", "/v1/disk-offerings", DiskOffering),
+            )
+            .replying(inventories!(Schema::Class(&DISK_OFFERING))),
+            query_call!("QueryDiskOffering", "/v1/disk-offerings", DiskOffering)
+                .replying(inventories!(Schema::Class(&DISK_OFFERING))),
         ],
         flows: &[],
         #[cfg(test)]

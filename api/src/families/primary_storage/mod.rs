@@ -36,6 +36,11 @@ pub use model::TABLE;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of primary storage: local, NFS and shared mount point storage are all
+/// `PrimaryStorageVO` rows, written as the base inventory.
+const PRIMARY_STORAGE: JavaClass =
+    JavaClass::leaf("org.zstack.header.storage.primary.PrimaryStorageInventory");
+
 /// The primary-storage family.
 pub struct PrimaryStorages;
 
@@ -43,6 +48,7 @@ impl Family for PrimaryStorages {
     type Op = PrimaryStorageOp;
     type Out = PrimaryStorageResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&PRIMARY_STORAGE)),
         name: "primary_storage",
         tables: &[TABLE, resource::local_storage::TABLE],
         kinds: &[KindDecl {

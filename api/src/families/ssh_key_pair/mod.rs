@@ -27,6 +27,9 @@ pub use model::VO;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of a key pair.
+const SSH_KEY_PAIR: JavaClass = JavaClass::leaf("org.zstack.header.sshkeypair.SshKeyPairInventory");
+
 /// The SSH key-pair family.
 pub struct SshKeyPairs;
 
@@ -34,6 +37,7 @@ impl Family for SshKeyPairs {
     type Op = SshKeyPairOp;
     type Out = SshKeyPairResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&SSH_KEY_PAIR)),
         name: "ssh_key_pair",
         tables: &[TABLE],
         kinds: &[KindDecl::new(KIND, TABLE, &[VO])],

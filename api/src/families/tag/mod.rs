@@ -22,6 +22,10 @@ pub use model::USER_TABLE;
 pub use wire::with_create_tags;
 
 use crate::family::prelude::*;
+
+/// ZStack's classes of tags.
+const SYSTEM_TAG: JavaClass = JavaClass::leaf("org.zstack.header.tag.SystemTagInventory");
+const USER_TAG: JavaClass = JavaClass::leaf("org.zstack.header.tag.UserTagInventory");
 use crate::resource::relations::ANY;
 use crate::resource::tags;
 use crate::Command;
@@ -37,6 +41,7 @@ impl Family for Tags {
     type Op = TagOp;
     type Out = TagResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: &[],
         name: "tag",
         tables: &[SYSTEM_TABLE, USER_TABLE],
         kinds: &[
@@ -56,15 +61,19 @@ impl Family for Tags {
                 "CreateSystemTag",
                 |p| wire::create(p, true),
                 &[route(Po, "/v1/system-tags", P)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&SYSTEM_TAG))),
             CallDecl::new(
                 "CreateUserTag",
                 |p| wire::create(p, false),
                 &[route(Po, "/v1/user-tags", P)],
-            ),
+            )
+            .replying(inventories!(Schema::Class(&USER_TAG))),
             CallDecl::new("DeleteTag", wire::delete, routes!(delete "/v1/tags")),
-            query_call!("QuerySystemTag", "/v1/system-tags", SystemTag),
-            query_call!("QueryUserTag", "/v1/user-tags", UserTag),
+            query_call!("QuerySystemTag", "/v1/system-tags", SystemTag)
+                .replying(inventories!(Schema::Class(&SYSTEM_TAG))),
+            query_call!("QueryUserTag", "/v1/user-tags", UserTag)
+                .replying(inventories!(Schema::Class(&USER_TAG))),
         ],
         flows: &[],
         #[cfg(test)]

@@ -17,6 +17,9 @@ pub use model::TABLE;
 
 use crate::family::prelude::*;
 
+/// ZStack's class of a zone.
+const ZONE: JavaClass = JavaClass::leaf("org.zstack.header.zone.ZoneInventory");
+
 /// The zone family.
 pub struct Zones;
 
@@ -24,6 +27,7 @@ impl Family for Zones {
     type Op = ZoneOp;
     type Out = ZoneResult;
     const DECL: FamilyDecl = FamilyDecl {
+        replies: inventories!(Schema::Class(&ZONE)),
         name: "zone",
         tables: &[TABLE],
         kinds: &[KindDecl {

@@ -12,6 +12,8 @@ use crate::catalogue::CallSpec;
 use crate::query;
 use crate::wire::envelope::ApiRequest;
 
+pub mod schema;
+
 /// HTTP methods the mirror uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -235,15 +237,6 @@ pub fn translate(
         status: 405,
         message: format!("method {} is not supported", req.method),
     })?;
-    let body: Map<String, Value> = if req.body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        match serde_json::from_slice(&req.body) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(bad("the body must be a JSON object")),
-            Err(e) => return Err(bad(format!("the body is not valid JSON: {e}"))),
-        }
-    };
     let candidates: Vec<(&'static Route, Vec<(&'static str, String)>)> = routes()
         .iter()
         .filter(|r| r.method == method)
@@ -255,6 +248,37 @@ pub fn translate(
             message: format!("no api mapping to {}", req.path),
         });
     }
+    // ZStack parses the body (Gson into a map) after finding the path's API and before
+    // anything else; a body that is not a JSON object throws there, which its REST server
+    // answers 500 with the exception's message.
+    let body: Map<String, Value> = if req.body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice(&req.body) {
+            Ok(Value::Object(m)) => m,
+            Ok(other) => {
+                return Err(RestError {
+                    status: 500,
+                    message: format!(
+                        "com.google.gson.JsonSyntaxException: expected a JSON object but was {}",
+                        match other {
+                            Value::Array(_) => "an array",
+                            Value::String(_) => "a string",
+                            Value::Number(_) => "a number",
+                            Value::Bool(_) => "a boolean",
+                            _ => "null",
+                        }
+                    ),
+                })
+            }
+            Err(e) => {
+                return Err(RestError {
+                    status: 500,
+                    message: format!("com.google.gson.JsonSyntaxException: {e}"),
+                })
+            }
+        }
+    };
     // A route with literal segments wins over one that matches them with variables
     // (`/v1/l2-networks/vlan` over `/v1/l2-networks/{uuid}`).
     let fewest = candidates.iter().map(|(_, v)| v.len()).min().unwrap_or(0);
@@ -366,19 +390,6 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The inventory class a query returns (`APIQueryZoneMsg` → `ZoneInventory`), for `schema`.
-fn inventory_class(spec: &CallSpec) -> String {
-    // Gson writes the runtime class: every host is a KVM host (spec 06 §3).
-    if spec.name == "QueryHost" {
-        return "org.zstack.kvm.KVMHostInventory".to_string();
-    }
-    let (pkg, simple) = spec.class.rsplit_once('.').unwrap_or(("", &spec.class));
-    let name = simple
-        .trim_start_matches("APIQuery")
-        .trim_end_matches("Msg");
-    format!("{pkg}.{name}Inventory")
-}
-
 /// A REST answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestReply {
@@ -389,24 +400,28 @@ pub struct RestReply {
 }
 
 /// Map a finished call's reply object (`{"inventory":…,"success":true}` or a failure) to the
-/// REST answer: 200 with the mapped fields, or 503 with the error.
-pub fn reply(route: &Route, spec: &CallSpec, reply: &Value) -> RestReply {
-    let schema = spec.is_query().then(|| inventory_class(spec));
-    map_reply(route.rename, schema, reply)
+/// REST answer: 200 with the mapped fields, or 503 with the error. `json_schema`: the request
+/// carried an `X-JSON-Schema` header (any value: ZStack tests only for its presence); a query
+/// reply carries `schema` whether or not it was asked for, as ZStack's `writeResponse` does.
+pub fn reply(route: &Route, spec: &CallSpec, reply: &Value, json_schema: bool) -> RestReply {
+    let decl = (json_schema || spec.is_query()).then(|| crate::registry::replies(&spec.name));
+    map_reply(route.rename, decl, reply)
 }
 
-fn map_reply(rename: Option<(&str, &str)>, schema: Option<String>, reply: &Value) -> RestReply {
+fn map_reply(
+    rename: Option<(&str, &str)>,
+    decl: Option<crate::family::Replies>,
+    reply: &Value,
+) -> RestReply {
     let obj = reply.as_object().cloned().unwrap_or_default();
     if obj.get("success") == Some(&Value::Bool(false)) {
+        // ZStack's `ApiResponse` with only `error` set; no schema on a failure.
         return RestReply {
             status: 503,
             body: json!({"error": obj.get("error").cloned().unwrap_or(Value::Null)}),
         };
     }
-    let mut out = Map::new();
-    if let Some(class) = schema {
-        out.insert("schema".into(), json!({ "inventories[0]": class }));
-    }
+    let mut fields = Map::new();
     for (k, v) in obj {
         if k == "success" || k == "error" {
             continue;
@@ -415,25 +430,51 @@ fn map_reply(rename: Option<(&str, &str)>, schema: Option<String>, reply: &Value
             Some((from, to)) if from == k => to.to_string(),
             _ => k,
         };
-        out.insert(k, v);
+        fields.insert(k, v);
     }
+    // `schema` is built from the mapped fields (ZStack builds it from the response map).
+    // ZStack's `ApiResponse` is a HashMap: its keys come out `schema`, `total`, then the
+    // reply's other fields (`inventories`, `inventory`, ...), so they are written in that order.
+    let mut body = Map::new();
+    if let Some(decl) = decl {
+        body.insert(
+            "schema".into(),
+            Value::Object(schema::build(&fields, decl).schema),
+        );
+    }
+    if let Some(total) = fields.shift_remove("total") {
+        body.insert("total".into(), total);
+    }
+    body.extend(fields);
     RestReply {
         status: 200,
-        body: Value::Object(out),
+        body: Value::Object(body),
     }
 }
 
 /// Map the stored RPC result text of a finished job (`{"<class>":{...}}`) to the REST answer;
-/// without a known route (a job of a call no longer routed) the fields go out unrenamed.
-pub fn job_reply(route: Option<&Route>, spec: Option<&CallSpec>, result: &str) -> RestReply {
+/// without a known route (a job of a call no longer routed) the fields go out unrenamed, with
+/// no schema (no declaration names their classes).
+pub fn job_reply(
+    route: Option<&Route>,
+    spec: Option<&CallSpec>,
+    result: &str,
+    json_schema: bool,
+) -> RestReply {
     let inner = serde_json::from_str::<Value>(result)
         .ok()
         .and_then(|v| v.as_object().and_then(|m| m.values().next().cloned()))
         .unwrap_or(Value::Null);
     match (route, spec) {
-        (Some(r), Some(s)) => reply(r, s, &inner),
-        _ => map_reply(None, None, &inner),
+        (Some(r), Some(s)) => reply(r, s, &inner, json_schema),
+        _ => unrouted_reply(&inner),
     }
+}
+
+/// The REST answer of a reply object of a call no longer routed: its fields unrenamed, with
+/// no schema (no declaration names their classes).
+pub fn unrouted_reply(reply: &Value) -> RestReply {
+    map_reply(None, None, reply)
 }
 
 /// The first route of a call, to map its job results.
@@ -849,11 +890,18 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.message.contains("doesn't contain any query operator"));
+        // A body that is not a JSON object: ZStack's Gson throws, its server answers 500;
+        // an unknown path is still 404 first.
+        for body in ["{bad", "[1]", "\"x\""] {
+            let e = translate(&req("POST", "/v1/zones", &[], body, Some("OAuth s"))).unwrap_err();
+            assert_eq!(e.status, 500, "{body}");
+            assert!(e.message.contains("JsonSyntaxException"), "{}", e.message);
+        }
         assert_eq!(
-            translate(&req("POST", "/v1/zones", &[], "{bad", Some("OAuth s")))
+            translate(&req("POST", "/v1/nowhere", &[], "{bad", Some("OAuth s")))
                 .unwrap_err()
                 .status,
-            400
+            404
         );
         assert_eq!(
             translate(&req("PATCH", "/v1/zones", &[], "", Some("OAuth s")))
@@ -867,7 +915,12 @@ mod tests {
     fn replies_map_and_openapi_covers_routes() {
         let spec = catalogue::catalogue().by_name("ValidateSession").unwrap();
         let route = route_of("ValidateSession").unwrap();
-        let r = reply(route, spec, &json!({"validSession": true, "success": true}));
+        let r = reply(
+            route,
+            spec,
+            &json!({"validSession": true, "success": true}),
+            false,
+        );
         assert_eq!(
             r,
             RestReply {
@@ -875,20 +928,51 @@ mod tests {
                 body: json!({"valid": true})
             }
         );
-        let q = catalogue::catalogue().by_name("QueryZone").unwrap();
+        // Asked for, a reply without objects has an empty schema.
         let r = reply(
-            route_of("QueryZone").unwrap(),
-            q,
-            &json!({"inventories": [], "total": 0, "success": true}),
+            route,
+            spec,
+            &json!({"validSession": true, "success": true}),
+            true,
         );
+        assert_eq!(r.body, json!({"schema": {}, "valid": true}));
+        // A query always has one; an empty list or a count names no element.
+        let q = catalogue::catalogue().by_name("QueryZone").unwrap();
+        let zone = route_of("QueryZone").unwrap();
+        for (fields, want) in [
+            (json!({"inventories": [], "total": 0}), json!({})),
+            (json!({"total": 100}), json!({})),
+            (
+                json!({"inventories": [{"uuid": "a"}, {"uuid": "b"}]}),
+                json!({"inventories[1]": "org.zstack.header.zone.ZoneInventory",
+                       "inventories[0]": "org.zstack.header.zone.ZoneInventory"}),
+            ),
+        ] {
+            let mut reply_obj = fields.clone();
+            reply_obj["success"] = json!(true);
+            let r = reply(zone, q, &reply_obj, false);
+            assert_eq!(r.body["schema"], want, "{fields}");
+            let keys: Vec<&String> = r.body.as_object().unwrap().keys().collect();
+            assert_eq!(keys[0], "schema");
+            if fields.get("total").is_some() {
+                assert_eq!(keys[1], "total", "ZStack's HashMap order");
+            }
+        }
+        // A create's inventory is named when the schema is asked for, not otherwise.
+        let c = catalogue::catalogue().by_name("CreateZone").unwrap();
+        let created = json!({"inventory": {"uuid": "a"}, "success": true});
+        let r = reply(route_of("CreateZone").unwrap(), c, &created, true);
         assert_eq!(
-            r.body["schema"]["inventories[0]"],
-            "org.zstack.header.zone.ZoneInventory"
+            r.body,
+            json!({"schema": {"inventory": "org.zstack.header.zone.ZoneInventory"}, "inventory": {"uuid": "a"}})
         );
+        let r = reply(route_of("CreateZone").unwrap(), c, &created, false);
+        assert_eq!(r.body, json!({"inventory": {"uuid": "a"}}));
         let r = job_reply(
             None,
             None,
             r#"{"org.X":{"success":false,"error":{"code":"SYS.1007"}}}"#,
+            true,
         );
         assert_eq!(
             (r.status, r.body["error"]["code"].as_str()),
