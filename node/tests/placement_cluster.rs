@@ -17,9 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use common::add_member;
 use common::admin_client;
 use common::data_dir;
 use common::login;
+use common::ready;
 use common::Proc;
 use common::Rest;
 use serde_json::json;
@@ -31,38 +33,6 @@ const VCPU: u64 = 8;
 const PER_HOST: usize = 50;
 const REQUESTS: usize = 200;
 const MEM: u64 = 64 << 20;
-
-async fn ready(c: &reqwest::Client, p: &Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = c
-            .get(format!("http://{}/health/ready", p.http))
-            .send()
-            .await
-        {
-            if r.status().as_u16() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("node {} not ready", p.id);
-}
-
-async fn add_member(c: &reqwest::Client, via: &Proc, p: &Proc) {
-    let r = c
-        .post(format!("http://{}/cluster/members", via.http))
-        .json(&json!({"id": p.id, "raft_addr": p.raft, "api_addr": p.http}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-}
 
 async fn post(r: &Rest, path: &str, params: Value) -> (u16, Value) {
     r.send(

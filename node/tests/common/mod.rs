@@ -363,3 +363,37 @@ impl Drop for TestAgent {
         self.kill();
     }
 }
+
+/// Wait until node `p` reports ready (30 s).
+pub async fn ready(c: &reqwest::Client, p: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = c
+            .get(format!("http://{}/health/ready", p.http))
+            .send()
+            .await
+        {
+            if r.status().as_u16() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("node {} not ready", p.id);
+}
+
+/// Add `p` to the cluster through `via` (must answer 200).
+pub async fn add_member(c: &reqwest::Client, via: &Proc, p: &Proc) {
+    let r = c
+        .post(format!("http://{}/cluster/members", via.http))
+        .json(&json!({"id": p.id, "raft_addr": p.raft, "api_addr": p.http}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+}
