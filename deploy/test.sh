@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 bash deploy/install-deps.sh
 export CARGO_TERM_COLOR=never
+# A clean CI build gains nothing from incremental state, which doubled target/'s size on disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Disk is shared and has run out during a run before: say how much there was, at start and end.
+df -h "${CARGO_TARGET_DIR:-target}/.." /tmp | sed 's/^/disk: /'
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
@@ -30,4 +34,6 @@ if [ -f "$reports/summary.txt" ]; then cat "$reports/summary.txt"; fi
 # One closing line for the whole run (cargo prints one per test binary, the last being doc tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+df -h "${CARGO_TARGET_DIR:-target}" /tmp | sed 's/^/disk: /'
+du -sh "${CARGO_TARGET_DIR:-target}" | sed 's/^/disk: target /'
 exit "$status"
