@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=never
 # A clean CI build gains nothing from incremental state, which doubled target/'s size on disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Disk is shared and has run out during a run before: say how much there was, at start and end.
-df -h "${CARGO_TARGET_DIR:-target}/.." /tmp | sed 's/^/disk: /'
+df -h . /tmp | sed 's/^/disk: /'
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
