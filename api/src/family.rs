@@ -181,6 +181,20 @@ impl CallDecl {
     }
 }
 
+/// A state change one family performs for another family's flow step, in the same apply:
+/// ZStack's messages between services (`AllocateHostMsg`, `AllocateIpMsg`) without the
+/// families naming each other. Input and output are JSON objects whose fields the offering
+/// family documents on its declaration; a refusal is the offering family's error.
+pub type ServiceFn = fn(&mut dyn StateTxn, &ApplyCtx, &Caller, &Value) -> Result<Value, ApiError>;
+
+/// One service a family offers (`host.allocate`, `l3.allocate-ip`).
+pub struct ServiceDecl {
+    /// `<family>.<verb>`, unique across families.
+    pub name: &'static str,
+    /// What it does.
+    pub run: ServiceFn,
+}
+
 /// What each reply field holding objects holds (`("inventory", Schema::Class(&ZONE))`).
 pub type Replies = &'static [(&'static str, Schema)];
 
@@ -204,6 +218,8 @@ pub struct FamilyDecl {
     pub calls: &'static [CallDecl],
     /// Its multi-step flows.
     pub flows: &'static [crate::flow::FlowDef],
+    /// The services it offers other families' flows ([`ServiceDecl`]).
+    pub services: &'static [ServiceDecl],
     /// The classes of its calls' reply fields (`inventory`, `inventories`) for REST `schema`;
     /// a call answering something else declares its own ([`CallDecl::replying`]).
     pub replies: Replies,
@@ -221,6 +237,7 @@ impl FamilyDecl {
             kinds: &[],
             calls: &[],
             flows: &[],
+            services: &[],
             replies: &[],
             #[cfg(test)]
             cases: |_| Vec::new(),
@@ -365,6 +382,7 @@ pub mod prelude {
     pub use super::RestBody::None as N;
     pub use super::RestBody::Params as P;
     pub use super::RestRoute;
+    pub use super::ServiceDecl;
     pub use crate::resource;
     pub use crate::resource::generic;
     pub use crate::resource::relations::OnDelete;

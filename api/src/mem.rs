@@ -28,6 +28,11 @@ impl StateTxn for MemTxn {
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<(), StateError> {
         if let Some(t) = self.tables.get_mut(table) {
             t.remove(key);
+            // An emptied table is the same state as one never written (as in RocksDB), so
+            // states compare equal after a write and its undo.
+            if t.is_empty() {
+                self.tables.remove(table);
+            }
         }
         Ok(())
     }

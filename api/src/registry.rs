@@ -180,6 +180,8 @@ registry! {
     Call => crate::call::Calls,
     /// SSH key-pair calls.
     SshKeyPair => crate::families::ssh_key_pair::SshKeyPairs,
+    /// VM instance and volume calls.
+    Vm => crate::families::vm::Vms,
 }
 
 /// Apply one command through its family. `Err` is a storage failure (the replica must stop);
@@ -292,9 +294,59 @@ pub fn flow(name: &str) -> Option<&'static crate::flow::FlowDef> {
         .find(|fl| fl.name == name)
 }
 
+/// Run service `name` of whichever family offers it (a flow step reaching into another
+/// family's state, [`crate::family::ServiceDecl`]).
+pub fn serve(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    name: &str,
+    input: &Value,
+) -> Result<Value, ApiError> {
+    let service = FAMILIES
+        .iter()
+        .flat_map(|f| f.services.iter())
+        .find(|s| s.name == name)
+        .ok_or_else(|| crate::validate::invalid_arg(format!("no family offers service {name}")))?;
+    (service.run)(txn, ctx, caller, input)
+}
+
+/// A service's input decoded into the offering family's type (a bad input is the calling
+/// family's bug, answered as an invalid argument naming the service).
+pub fn service_input<T: serde::de::DeserializeOwned>(
+    service: &str,
+    input: &Value,
+) -> Result<T, ApiError> {
+    T::deserialize(input)
+        .map_err(|e| crate::validate::invalid_arg(format!("service {service}: bad input: {e}")))
+}
+
+/// A service's output as JSON.
+pub fn service_output<T: Serialize>(service: &str, out: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(out)
+        .map_err(|e| crate::validate::invalid_arg(format!("service {service}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names_are_unique_and_name_their_family() {
+        let mut seen = std::collections::BTreeSet::new();
+        for f in FAMILIES {
+            for s in f.services {
+                assert!(seen.insert(s.name), "service {} offered twice", s.name);
+                assert!(
+                    s.name.starts_with(&format!("{}.", f.name)),
+                    "service {} of family {} must be named {}.<verb>",
+                    s.name,
+                    f.name,
+                    f.name
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_related_kind_is_declared_and_names_are_unique() {

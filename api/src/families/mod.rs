@@ -16,4 +16,5 @@ pub mod offering;
 pub mod primary_storage;
 pub mod ssh_key_pair;
 pub mod tag;
+pub mod vm;
 pub mod zone;

@@ -227,6 +227,7 @@ pub(crate) fn scripted_effect(
     use crate::families::image::export_flows as exports;
     use crate::families::image::flows as images;
     use crate::families::primary_storage::flows as ps;
+    use crate::families::vm::flows as vm;
     match (request.receiver.as_str(), request.action.as_str()) {
         (flows::RECEIVER, flows::CONNECT) => {
             let facts = crate::families::host::HostFacts {
@@ -328,6 +329,25 @@ pub(crate) fn scripted_effect(
             )]))
         }
         (images::RECEIVER, exports::UNEXPORT_ACTION) => Ok(crate::flow::Vars::new()),
+        // A host's agent makes a 1 GiB root volume (1 MiB used) and obeys every domain call.
+        (vm::RECEIVER, vm::actions::CREATE_ROOT_VOLUME) => {
+            let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();
+            let root = &p["spec"]["disks"][0];
+            let file = vm::VolumeFile {
+                path: format!(
+                    "{}/volumes/{}.qcow2",
+                    root["storage"]["url"].as_str().unwrap_or(""),
+                    root["volumeUuid"].as_str().unwrap_or("")
+                ),
+                virtual_size: 1 << 30,
+                actual_size: 1 << 20,
+            };
+            Ok(crate::flow::Vars::from([(
+                vm::vars::ROOT_FILE.into(),
+                serde_json::to_string(&file).unwrap_or_default(),
+            )]))
+        }
+        (vm::RECEIVER, _) => Ok(crate::flow::Vars::new()),
         (r, a) => Err(Refusal::new(
             crate::wire::errors::Code::NotSupported,
             format!("the test harness has no answer for {r}/{a}"),

@@ -113,7 +113,23 @@ impl Harness {
     pub(crate) fn refused(&mut self, who: &Who, name: &str, body: Value) -> Refusal {
         let before = self.t.tables.clone();
         let e = self.send(who, name, body).expect_err(name);
-        assert_eq!(self.t.tables, before, "{name} changed state while refused");
+        if self.t.tables != before {
+            let mut changed = Vec::new();
+            for (table, rows) in &self.t.tables {
+                let old = before.get(table);
+                for (k, v) in rows {
+                    if old.and_then(|o| o.get(k)) != Some(v) {
+                        changed.push(format!("{table}/{} written", String::from_utf8_lossy(k)));
+                    }
+                }
+                for k in old.into_iter().flat_map(|o| o.keys()) {
+                    if !rows.contains_key(k) {
+                        changed.push(format!("{table}/{} deleted", String::from_utf8_lossy(k)));
+                    }
+                }
+            }
+            panic!("{name} changed state while refused ({e}): {changed:#?}");
+        }
         e
     }
 

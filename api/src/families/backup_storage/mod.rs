@@ -47,6 +47,7 @@ impl Family for BackupStorages {
     type Op = BackupStorageOp;
     type Out = BackupStorageResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(BY_TYPE),
         name: "backup_storage",
         tables: &[TABLE],

@@ -28,6 +28,7 @@ impl Family for Clusters {
     type Op = ClusterOp;
     type Out = ClusterResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(Schema::Class(&CLUSTER)),
         name: "cluster",
         tables: &[TABLE],

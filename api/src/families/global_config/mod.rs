@@ -29,6 +29,7 @@ impl Family for GlobalConfigs {
     type Op = GlobalConfigOp;
     type Out = GlobalConfigResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(Schema::Class(&GLOBAL_CONFIG)),
         calls: &[
             CallDecl::new(

@@ -12,6 +12,7 @@ pub mod flows;
 mod model;
 pub mod placement;
 mod probe;
+mod services;
 pub mod reservation;
 #[cfg(test)]
 mod reservation_tests;
@@ -54,6 +55,16 @@ impl Family for Hosts {
     type Op = HostOp;
     type Out = HostResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[
+            ServiceDecl {
+                name: services::ALLOCATE,
+                run: services::allocate,
+            },
+            ServiceDecl {
+                name: services::RELEASE,
+                run: services::release,
+            },
+        ],
         replies: inventories!(Schema::Class(&KVM_HOST)),
         name: "host",
         tables: &[TABLE, RESERVATION_TABLE],

@@ -44,6 +44,7 @@ impl Family for Identities {
     type Op = IdentityOp;
     type Out = IdentityResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: &[],
         name: "identity",
         tables: &[ACCOUNT_TABLE, USER_TABLE, SESSION_TABLE],

@@ -57,6 +57,7 @@ impl Family for Images {
     type Op = ImageOp;
     type Out = ImageResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(Schema::Class(&IMAGE)),
         name: "image",
         tables: &[TABLE],

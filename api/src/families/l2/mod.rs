@@ -78,6 +78,7 @@ impl Family for L2Networks {
     type Op = L2Op;
     type Out = L2Result;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(BY_TYPE),
         name: "l2",
         tables: &[TABLE, VNI_TABLE],

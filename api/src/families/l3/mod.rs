@@ -9,6 +9,7 @@ mod cases;
 mod ipam;
 mod model;
 mod reads;
+mod services;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -67,6 +68,16 @@ impl Family for L3Networks {
     type Op = L3Op;
     type Out = L3Result;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[
+            ServiceDecl {
+                name: services::ALLOCATE_IP,
+                run: services::allocate,
+            },
+            ServiceDecl {
+                name: services::RELEASE_IP,
+                run: services::release,
+            },
+        ],
         replies: inventories!(Schema::Class(&L3_NETWORK)),
         name: "l3",
         tables: &[TABLE, RANGE_TABLE, USED_IP_TABLE],

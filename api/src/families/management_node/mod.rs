@@ -29,6 +29,7 @@ impl Family for ManagementNodes {
     type Op = ManagementNodeOp;
     type Out = ManagementNodeResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(Schema::Class(&MANAGEMENT_NODE)),
         calls: &[CallDecl::new(
             "QueryManagementNode",

@@ -36,6 +36,7 @@ impl Family for Offerings {
     type Op = OfferingOp;
     type Out = OfferingResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(Schema::Class(&INSTANCE_OFFERING)),
         name: "offering",
         tables: &[INSTANCE_TABLE, DISK_TABLE],

@@ -48,6 +48,7 @@ impl Family for PrimaryStorages {
     type Op = PrimaryStorageOp;
     type Out = PrimaryStorageResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(Schema::Class(&PRIMARY_STORAGE)),
         name: "primary_storage",
         tables: &[TABLE, resource::local_storage::TABLE],

@@ -37,6 +37,7 @@ impl Family for SshKeyPairs {
     type Op = SshKeyPairOp;
     type Out = SshKeyPairResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(Schema::Class(&SSH_KEY_PAIR)),
         name: "ssh_key_pair",
         tables: &[TABLE],

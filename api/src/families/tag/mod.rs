@@ -41,6 +41,7 @@ impl Family for Tags {
     type Op = TagOp;
     type Out = TagResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: &[],
         name: "tag",
         tables: &[SYSTEM_TABLE, USER_TABLE],

@@ -27,6 +27,7 @@ impl Family for Zones {
     type Op = ZoneOp;
     type Out = ZoneResult;
     const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
         replies: inventories!(Schema::Class(&ZONE)),
         name: "zone",
         tables: &[TABLE],

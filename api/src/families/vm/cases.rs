@@ -1,0 +1,282 @@
+//! Call-matrix cases of the VM calls (run by `testing::matrix`). The base world holds no VM:
+//! each case that acts on one creates it first (`given`), named by `resourceUuid`.
+
+use serde_json::json;
+use serde_json::Value;
+
+use crate::testing::matrix::bad_query;
+use crate::testing::matrix::eq;
+use crate::testing::matrix::found;
+use crate::testing::matrix::gone;
+use crate::testing::matrix::inv;
+use crate::testing::matrix::missing;
+use crate::testing::matrix::no;
+use crate::testing::matrix::ok;
+use crate::testing::matrix::Case;
+use crate::testing::matrix::Ids;
+use crate::testing::matrix::Parties;
+use crate::testing::matrix::Who;
+use crate::wire::errors::Code;
+
+/// The uuid the cases' VM is created with.
+const VM: &str = "00000000000000000000000000f00d01";
+
+fn create_body(i: &Ids, strategy: &str) -> Value {
+    json!({
+        "name": "vm", "instanceOfferingUuid": i.io, "imageUuid": i.image,
+        "l3NetworkUuids": [i.l3], "strategy": strategy, "resourceUuid": VM,
+    })
+}
+
+/// A case run on a world whose local storage is measured and that holds the VM, Running
+/// (`InstantStart`) or Stopped (`CreateStopped`).
+fn with_vm(c: Case, admin: &Who, i: &Ids, strategy: &str) -> Case {
+    c.given(admin, "ReconnectPrimaryStorage", json!({"uuid": i.local}))
+        .given(admin, "CreateVmInstance", create_body(i, strategy))
+}
+
+/// The call-matrix cases of this family's calls.
+pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
+    let Parties { admin, tenant, .. } = Parties::of(ids);
+    let i = ids.clone();
+    let run = "InstantStart";
+    let stopped = "CreateStopped";
+    let mut m = vec![
+        ok("CreateVmInstance", &admin, create_body(&i, run), |h, r| {
+            assert_eq!(r["inventory"]["state"], "Running");
+            assert_eq!(r["inventory"]["vmNics"][0]["ip"], "192.168.1.10");
+            assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", VM)), 1);
+        })
+        .given(&admin, "ReconnectPrimaryStorage", json!({"uuid": i.local})),
+        // The local storage of the base world was never measured: nothing can hold the root
+        // volume, and the refusal leaves nothing behind.
+        no(
+            "CreateVmInstance",
+            &admin,
+            create_body(&i, run),
+            Code::NoAvailableHost,
+        ),
+        no(
+            "CreateVmInstance",
+            &admin,
+            json!({"name": "vm", "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": []}),
+            Code::InvalidArgument,
+        ),
+        no(
+            "CreateVmInstance",
+            &tenant,
+            create_body(&i, run),
+            Code::PermissionDenied,
+        ),
+    ];
+    m.push(with_vm(
+        ok(
+            "StartVmInstance",
+            &admin,
+            json!({"uuid": VM}),
+            inv("state", "Running"),
+        ),
+        &admin,
+        &i,
+        stopped,
+    ));
+    m.push(with_vm(
+        no(
+            "StartVmInstance",
+            &admin,
+            json!({"uuid": VM}),
+            Code::OperationFailure,
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(with_vm(
+        ok(
+            "StopVmInstance",
+            &admin,
+            json!({"uuid": VM, "type": "cold"}),
+            inv("state", "Stopped"),
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(with_vm(
+        no(
+            "StopVmInstance",
+            &admin,
+            json!({"uuid": VM, "type": "softly"}),
+            Code::InvalidArgument,
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    for (call, from, want) in [
+        ("RebootVmInstance", run, "Running"),
+        ("PauseVmInstance", run, "Paused"),
+    ] {
+        m.push(with_vm(
+            ok(call, &admin, json!({"uuid": VM}), inv("state", want)),
+            &admin,
+            &i,
+            from,
+        ));
+        m.push(with_vm(
+            no(call, &admin, json!({"uuid": VM}), Code::OperationFailure),
+            &admin,
+            &i,
+            stopped,
+        ));
+    }
+    m.push(
+        with_vm(
+            ok(
+                "ResumeVmInstance",
+                &admin,
+                json!({"uuid": VM}),
+                inv("state", "Running"),
+            ),
+            &admin,
+            &i,
+            run,
+        )
+        .given(&admin, "PauseVmInstance", json!({"uuid": VM})),
+    );
+    m.push(with_vm(
+        no(
+            "ResumeVmInstance",
+            &admin,
+            json!({"uuid": VM}),
+            Code::OperationFailure,
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(with_vm(
+        ok(
+            "DestroyVmInstance",
+            &admin,
+            json!({"uuid": VM}),
+            found("QueryVmInstance", VM, "state", "Destroyed"),
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(with_vm(
+        no(
+            "DestroyVmInstance",
+            &tenant,
+            json!({"uuid": VM}),
+            Code::PermissionDenied,
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(
+        with_vm(
+            ok(
+                "ExpungeVmInstance",
+                &admin,
+                json!({"uuid": VM}),
+                gone("QueryVmInstance", VM),
+            ),
+            &admin,
+            &i,
+            run,
+        )
+        .given(&admin, "DestroyVmInstance", json!({"uuid": VM})),
+    );
+    m.push(with_vm(
+        no(
+            "ExpungeVmInstance",
+            &admin,
+            json!({"uuid": VM}),
+            Code::OperationFailure,
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(
+        with_vm(
+            ok(
+                "RecoverVmInstance",
+                &admin,
+                json!({"uuid": VM}),
+                inv("state", "Stopped"),
+            ),
+            &admin,
+            &i,
+            run,
+        )
+        .given(&admin, "DestroyVmInstance", json!({"uuid": VM})),
+    );
+    m.push(no(
+        "RecoverVmInstance",
+        &admin,
+        json!({"uuid": missing()}),
+        Code::ResourceNotFound,
+    ));
+    m.push(with_vm(
+        ok(
+            "UpdateVmInstance",
+            &admin,
+            json!({"uuid": VM, "name": "renamed"}),
+            inv("name", "renamed"),
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(no(
+        "UpdateVmInstance",
+        &admin,
+        json!({"uuid": missing(), "name": "x"}),
+        Code::ResourceNotFound,
+    ));
+    m.push(with_vm(
+        ok(
+            "QueryVmInstance",
+            &admin,
+            json!({"conditions": [{"name": "vmNics.ip", "op": "=", "value": "192.168.1.10"}], "replyWithCount": true}),
+            |_, r| {
+                assert_eq!(r["total"], 1);
+                assert_eq!(r["inventories"][0]["uuid"], VM);
+                assert_eq!(r["inventories"][0]["allVolumes"][0]["type"], "Root");
+            },
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(with_vm(
+        ok("QueryVmInstance", &tenant, json!({"conditions": []}), |_, r| {
+            assert_eq!(r["inventories"], json!([]), "a tenant sees no admin VM")
+        }),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(no("QueryVmInstance", &admin, bad_query(), Code::InvalidArgument));
+    m.push(with_vm(
+        ok(
+            "QueryVolume",
+            &admin,
+            json!({"conditions": eq("vmInstanceUuid", VM)}),
+            |_, r| {
+                assert_eq!(r["inventories"][0]["type"], "Root");
+                assert_eq!(r["inventories"][0]["status"], "Ready");
+            },
+        ),
+        &admin,
+        &i,
+        run,
+    ));
+    m.push(no("QueryVolume", &admin, bad_query(), Code::InvalidArgument));
+    m
+}

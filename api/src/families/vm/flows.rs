@@ -1,0 +1,1021 @@
+//! The VM operations as flows the leader runs against the host's agent (receiver `vm`).
+//! Each call's command (first step) moved the VM into its transitional state; the steps
+//! below drive the host and commit the stable state, and a failure rolls back to the state
+//! before the call with nothing held: host capacity (`host.allocate`/`host.release`), IPs
+//! (`l3.allocate-ip`/`l3.release-ip`), volume files and domains are given back by the undo of
+//! the step that took them.
+//!
+//! Effect steps see only the flow's vars, so the commit before them writes everything the
+//! agent needs (the [`Target`] host, the [`Spec`] the domain is built from) into vars.
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+
+use super::model::forget;
+use super::model::volumes_of;
+use super::model::VmInstance;
+use super::model::VmOp;
+use super::model::VmResult;
+use super::model::VmState;
+use super::model::Volume;
+use super::model::VolumeStatus;
+use crate::flow::Action;
+use crate::flow::EffectRequest;
+use crate::flow::FlowDef;
+use crate::flow::StepDef;
+use crate::flow::Undo;
+use crate::flow::Vars;
+use crate::registry::serve;
+use crate::resource;
+use crate::resource::generic;
+use crate::validate;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::Response;
+use crate::StateTxn;
+
+/// The receiver of the VM flows' side effects (the leader's host agents).
+pub const RECEIVER: &str = "vm";
+
+/// Receiver actions.
+pub mod actions {
+    /// Cache the image on the host's primary storage and create the root volume's file.
+    pub const CREATE_ROOT_VOLUME: &str = "create-root-volume";
+    /// Delete volume files ([`super::VolumeFiles`]).
+    pub const DELETE_VOLUMES: &str = "delete-volumes";
+    /// Define and start the domain.
+    pub const START: &str = "start";
+    /// Stop (grace/cold) and undefine the domain.
+    pub const STOP: &str = "stop";
+    /// Reboot the domain.
+    pub const REBOOT: &str = "reboot";
+    /// Pause the domain.
+    pub const PAUSE: &str = "pause";
+    /// Resume the domain.
+    pub const RESUME: &str = "resume";
+    /// Destroy and undefine the domain.
+    pub const DESTROY: &str = "destroy";
+    /// Nothing to do in this flow's variant (a create that does not start).
+    pub const SKIP: &str = "skip";
+}
+
+/// Vars.
+pub mod vars {
+    /// The VM.
+    pub const VM: &str = "vm_uuid";
+    /// Its state before the call (what a rollback returns it to).
+    pub const PREV_STATE: &str = "prev_state";
+    /// The host ([`super::Target`]).
+    pub const TARGET: &str = "target";
+    /// The domain's spec ([`super::Spec`]).
+    pub const SPEC: &str = "spec";
+    /// The create's strategy (`InstantStart`, `CreateStopped`).
+    pub const STRATEGY: &str = "strategy";
+    /// Set by `create-root-volume`: the root volume's file ([`super::VolumeFile`]).
+    pub const ROOT_FILE: &str = "root_file";
+    /// Files to delete ([`super::VolumeFiles`]).
+    pub const DELETE: &str = "delete";
+    /// The host a start asks for.
+    pub const REQUESTED_HOST: &str = "requested_host";
+    /// The stop type (`grace`, `cold`).
+    pub const STOP_TYPE: &str = "stop_type";
+}
+
+/// The host an effect acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Host uuid (the agent's binding).
+    pub host_uuid: String,
+    /// Where its agent listens.
+    pub management_ip: String,
+}
+
+/// The primary storage a volume lives on, as the agent prepares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Primary storage uuid.
+    pub uuid: String,
+    /// `LocalStorage`, `SharedMountPoint`, `NFS`.
+    pub ps_type: String,
+    /// Directory or `server:/export`.
+    pub url: String,
+    /// NFS mount point (the directory otherwise).
+    pub mount_path: String,
+}
+
+/// A NIC as the domain gets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Nic {
+    /// MAC.
+    pub mac: String,
+    /// Address.
+    pub ip: String,
+    /// L3.
+    pub l3_network_uuid: String,
+    /// The host bridge of the L3's L2 (`br_<interface>[_<vlan>]`).
+    pub bridge: String,
+    /// Device id.
+    pub device_id: u32,
+}
+
+/// What the root volume is made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSource {
+    /// Image uuid.
+    pub image_uuid: String,
+    /// A backup storage holding it Ready.
+    pub backup_storage_uuid: String,
+    /// Its md5, when known.
+    pub md5: Option<String>,
+}
+
+/// A disk of the domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disk {
+    /// Volume uuid.
+    pub volume_uuid: String,
+    /// Its storage.
+    pub storage: Storage,
+    /// Its file, once created.
+    pub path: Option<String>,
+    /// Virtual size.
+    pub size: u64,
+    /// 0 = root.
+    pub device_id: u32,
+}
+
+/// The domain's spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    /// VM uuid (the domain's name).
+    pub vm_uuid: String,
+    /// VM name.
+    pub name: String,
+    /// vCPUs.
+    pub cpu_num: u64,
+    /// Memory, bytes.
+    pub memory_size: u64,
+    /// NICs by device id.
+    pub nics: Vec<Nic>,
+    /// Disks, root first.
+    pub disks: Vec<Disk>,
+    /// The root volume's image, when it is still to be created.
+    pub image: Option<ImageSource>,
+}
+
+/// A volume file the agent made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFile {
+    /// Path on the host.
+    pub path: String,
+    /// Virtual size.
+    pub virtual_size: u64,
+    /// Bytes used.
+    pub actual_size: u64,
+}
+
+/// Volume files to delete, each on the host that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFiles {
+    /// Where.
+    pub target: Option<Target>,
+    /// What: (storage, volume uuid).
+    pub volumes: Vec<(Storage, String)>,
+}
+
+fn var<'a>(v: &'a Vars, k: &str) -> Result<&'a str, ApiError> {
+    v.get(k)
+        .map(String::as_str)
+        .ok_or_else(|| validate::invalid_arg(format!("VM flow without {k}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &Vars, k: &str) -> Result<T, ApiError> {
+    serde_json::from_str(var(v, k)?)
+        .map_err(|e| validate::invalid_arg(format!("VM flow var {k} undecodable: {e}")))
+}
+
+fn encode<T: Serialize>(vars: &mut Vars, k: &str, value: &T) -> Result<(), ApiError> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| validate::invalid_arg(format!("VM flow var {k}: {e}")))?;
+    vars.insert(k.to_string(), text);
+    Ok(())
+}
+
+fn state_of(name: &str) -> Result<VmState, ApiError> {
+    serde_json::from_value(json!(name))
+        .map_err(|e| validate::invalid_arg(format!("VM flow state {name}: {e}")))
+}
+
+fn load_vm(txn: &dyn StateTxn, vars: &Vars) -> Result<VmInstance, ApiError> {
+    resource::require::<VmInstance>(txn, var(vars, vars::VM)?).map(|(_, v)| v)
+}
+
+fn answer(vm: VmInstance) -> Option<Response> {
+    Some(Response::Vm(VmResult::Inventory(Box::new(vm))))
+}
+
+fn set_state(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    uuid: &str,
+    state: VmState,
+) -> Result<VmInstance, ApiError> {
+    generic::modify(txn, ctx, uuid, |_, v: &mut VmInstance| {
+        v.state = state;
+        Ok(())
+    })
+}
+
+/// First step of every VM call's flow: the call's command (the transition), remembering the
+/// VM, its state before, and where it runs.
+fn call(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let command: crate::Command = serde_json::from_str(var(vars, crate::flow::COMMAND_VAR)?)
+        .map_err(|e| validate::invalid_arg(format!("undecodable call command: {e}")))?;
+    let (uuid, extra) = match command.innermost() {
+        crate::Command::Vm(c) => match &*c.op {
+            VmOp::Create { uuid, strategy, .. } => (
+                uuid.clone(),
+                Some((vars::STRATEGY, format!("{strategy:?}"))),
+            ),
+            VmOp::Stop {
+                uuid, stop_type, ..
+            } => (
+                uuid.clone(),
+                Some((
+                    vars::STOP_TYPE,
+                    format!("{stop_type:?}").to_ascii_lowercase(),
+                )),
+            ),
+            VmOp::Start {
+                uuid,
+                host_uuid: Some(h),
+            } => (uuid.clone(), Some((vars::REQUESTED_HOST, h.clone()))),
+            VmOp::Start { uuid, .. }
+            | VmOp::Reboot { uuid }
+            | VmOp::Pause { uuid }
+            | VmOp::Resume { uuid }
+            | VmOp::Destroy { uuid }
+            | VmOp::Expunge { uuid }
+            | VmOp::Recover { uuid }
+            | VmOp::Update { uuid, .. } => (uuid.clone(), None),
+        },
+        _ => return Err(validate::invalid_arg("a VM flow runs a VM command")),
+    };
+    let before = resource::load::<VmInstance>(txn, &uuid)?.map(|(_, v)| v);
+    let resp = crate::flow::apply_call_command(txn, ctx, vars)?;
+    vars.insert(vars::VM.into(), uuid);
+    if let Some((k, v)) = extra {
+        vars.insert(k.into(), v);
+    }
+    if let Some(b) = before {
+        vars.insert(vars::PREV_STATE.into(), b.state.name().into());
+        if let Some(t) = target_of(txn, &b)? {
+            encode(vars, vars::TARGET, &t)?;
+        }
+    }
+    Ok(Some(resp))
+}
+
+/// Undo of [`call`]: the state before the call (a create's record goes with its volumes).
+fn uncall(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let Some(uuid) = vars.get(vars::VM).cloned() else {
+        return Ok(None);
+    };
+    match vars.get(vars::PREV_STATE) {
+        None => forget(txn, ctx, &uuid)?,
+        Some(s) => {
+            let s = state_of(s)?;
+            if resource::load::<VmInstance>(txn, &uuid)?.is_some() {
+                set_state(txn, ctx, &uuid, s)?;
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn target_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Option<Target>, ApiError> {
+    let Some(h) = &vm.host_uuid else {
+        return Ok(None);
+    };
+    let inv = resource::inventory_of(txn, "Host", h)?
+        .ok_or_else(|| resource::not_found_kind("Host", h))?;
+    Ok(Some(Target {
+        host_uuid: h.clone(),
+        management_ip: inv["managementIp"].as_str().unwrap_or_default().to_string(),
+    }))
+}
+
+fn storage_of(txn: &dyn StateTxn, ps_uuid: &str) -> Result<Storage, ApiError> {
+    let inv = resource::inventory_of(txn, "PrimaryStorage", ps_uuid)?
+        .ok_or_else(|| resource::not_found_kind("PrimaryStorage", ps_uuid))?;
+    let s = |k: &str| inv[k].as_str().unwrap_or_default().to_string();
+    Ok(Storage {
+        uuid: ps_uuid.to_string(),
+        ps_type: s("type"),
+        url: s("url"),
+        mount_path: s("mountPath"),
+    })
+}
+
+/// ZStack's bridge name of an L2 on a KVM host.
+fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiError> {
+    let Some(l2) = l2_uuid else {
+        return Ok(String::new());
+    };
+    let Some(r) = resource::lookup(txn, "L2Network", l2)? else {
+        return Ok(String::new());
+    };
+    let iface = r.field("physicalInterface").unwrap_or_default().replace('.', "_");
+    Ok(match r.field("vlan") {
+        Some(v) => format!("br_{iface}_{v}"),
+        None => format!("br_{iface}"),
+    })
+}
+
+fn spec_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Spec, ApiError> {
+    let mut nics = Vec::new();
+    for n in &vm.vm_nics {
+        nics.push(Nic {
+            mac: n.mac.clone(),
+            ip: n.ip.clone().unwrap_or_default(),
+            l3_network_uuid: n.l3_network_uuid.clone(),
+            bridge: bridge_of(txn, n.l2_network_uuid.as_deref())?,
+            device_id: n.device_id,
+        });
+    }
+    let mut disks = Vec::new();
+    let mut image = None;
+    for v in volumes_of(txn, &vm.uuid)? {
+        let Some(ps) = &v.primary_storage_uuid else {
+            continue;
+        };
+        if v.install_path.is_none() && v.volume_type == "Root" {
+            image = image_source(txn, v.root_image_uuid.as_deref())?;
+        }
+        disks.push(Disk {
+            volume_uuid: v.uuid.clone(),
+            storage: storage_of(txn, ps)?,
+            path: v.install_path.clone(),
+            size: v.size,
+            device_id: v.device_id.unwrap_or(0),
+        });
+    }
+    Ok(Spec {
+        vm_uuid: vm.uuid.clone(),
+        name: vm.name.clone(),
+        cpu_num: vm.cpu_num,
+        memory_size: vm.memory_size,
+        nics,
+        disks,
+        image,
+    })
+}
+
+fn image_source(txn: &dyn StateTxn, image: Option<&str>) -> Result<Option<ImageSource>, ApiError> {
+    let Some(uuid) = image else { return Ok(None) };
+    let inv = resource::inventory_of(txn, "Image", uuid)?
+        .ok_or_else(|| resource::not_found_kind("Image", uuid))?;
+    let bs = inv["backupStorageRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["status"] == "Ready")
+        .and_then(|r| r["backupStorageUuid"].as_str())
+        .ok_or_else(|| {
+            validate::op_failure(format!(
+                "image[uuid:{uuid}] is Ready on no backup storage; its bits cannot be copied to the host"
+            ))
+        })?;
+    Ok(Some(ImageSource {
+        image_uuid: uuid.to_string(),
+        backup_storage_uuid: bs.to_string(),
+        md5: inv["md5Sum"].as_str().map(str::to_string),
+    }))
+}
+
+/// Place the VM and reserve its capacity (`host.allocate`), then give every NIC an address
+/// (`l3.allocate-ip`); record both on the VM and the root volume, and write the target host
+/// and the domain spec into vars.
+fn allocate(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let vm = load_vm(txn, vars)?;
+    let root = resource::require::<Volume>(txn, &vm.root_volume_uuid)?.1;
+    let creating = root.install_path.is_none();
+    let placed = serve(
+        txn,
+        ctx,
+        caller,
+        "host.allocate",
+        &json!({
+            "vmUuid": vm.uuid,
+            "cpuNum": vm.cpu_num,
+            "memorySize": vm.memory_size,
+            "rootVolumeSize": creating.then_some(root.size),
+            "primaryStorageUuid": root.primary_storage_uuid,
+            "imageUuid": if creating { vm.image_uuid.clone() } else { None },
+            "l3NetworkUuids": vm.vm_nics.iter().map(|n| n.l3_network_uuid.clone()).collect::<Vec<_>>(),
+            "zoneUuid": vm.zone_uuid,
+            "clusterUuid": vm.cluster_uuid,
+            "hostUuid": vars.get(vars::REQUESTED_HOST).cloned().or(vm.host_uuid.clone()),
+            "rootVolumeHostUuid": root.local_host_uuid,
+            "lastHostUuid": vm.last_host_uuid,
+            "strategy": vm.allocator_strategy,
+        }),
+    )?;
+    let s = |k: &str| placed[k].as_str().map(str::to_string);
+    let host_uuid = s("hostUuid").ok_or_else(|| validate::invalid_arg("host.allocate: no host"))?;
+    let mut nics = vm.vm_nics.clone();
+    for n in &mut nics {
+        if n.used_ip_uuid.is_some() {
+            continue;
+        }
+        let used_ip_uuid = crate::params::derive_uuid(&n.uuid, 0);
+        let ip = serve(
+            txn,
+            ctx,
+            caller,
+            "l3.allocate-ip",
+            &json!({
+                "l3NetworkUuid": n.l3_network_uuid,
+                "usedIpUuid": used_ip_uuid,
+                "requiredIp": n.static_ip,
+                "usedFor": "VmNic",
+                "vmNicUuid": n.uuid,
+            }),
+        )?;
+        let f = |k: &str| ip[k].as_str().map(str::to_string);
+        n.ip = f("ip");
+        n.netmask = f("netmask");
+        n.gateway = f("gateway");
+        n.l2_network_uuid = f("l2NetworkUuid");
+        n.used_ip_uuid = Some(used_ip_uuid);
+        n.last_op_date = ctx.proposed_at_ms;
+    }
+    let vm = generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
+        v.host_uuid = Some(host_uuid.clone());
+        v.cluster_uuid = s("clusterUuid");
+        v.zone_uuid = s("zoneUuid");
+        v.vm_nics = nics;
+        Ok(())
+    })?;
+    if creating {
+        let ps = s("primaryStorageUuid").or(root.primary_storage_uuid.clone());
+        let Some(ps) = ps else {
+            return Err(validate::op_failure(format!(
+                "no primary storage of host[uuid:{host_uuid}]'s cluster can hold the root volume"
+            )));
+        };
+        let local = storage_of(txn, &ps)?.ps_type == "LocalStorage";
+        generic::modify(txn, ctx, &root.uuid, |_, v: &mut Volume| {
+            v.primary_storage_uuid = Some(ps.clone());
+            v.local_host_uuid = local.then(|| host_uuid.clone());
+            Ok(())
+        })?;
+    }
+    let target = target_of(txn, &vm)?;
+    encode(vars, vars::TARGET, &target)?;
+    let spec = spec_of(txn, &vm)?;
+    encode(vars, vars::SPEC, &spec)?;
+    Ok(None)
+}
+
+/// Undo of [`allocate`]: addresses and capacity back.
+fn unallocate(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let Some((_, vm)) = resource::load::<VmInstance>(txn, var(vars, vars::VM)?)? else {
+        return Ok(None);
+    };
+    release_all(txn, ctx, caller, &vm)?;
+    Ok(None)
+}
+
+/// Give back a VM's host reservation and addresses, and clear them from its record.
+fn release_all(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vm: &VmInstance,
+) -> Result<(), ApiError> {
+    release_host(txn, ctx, caller, &vm.uuid)?;
+    for n in &vm.vm_nics {
+        if let Some(ip) = &n.ip {
+            serve(
+                txn,
+                ctx,
+                caller,
+                "l3.release-ip",
+                &json!({"l3NetworkUuid": n.l3_network_uuid, "ip": ip}),
+            )?;
+        }
+    }
+    generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
+        if v.host_uuid.is_some() {
+            v.last_host_uuid = v.host_uuid.take();
+        }
+        for n in &mut v.vm_nics {
+            n.ip = None;
+            n.netmask = None;
+            n.gateway = None;
+            n.used_ip_uuid = None;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn release_host(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vm_uuid: &str,
+) -> Result<(), ApiError> {
+    serve(txn, ctx, caller, "host.release", &json!({"vmUuid": vm_uuid}))?;
+    Ok(())
+}
+
+fn request(action: &str, v: &Vars) -> Result<EffectRequest, ApiError> {
+    let mut payload = serde_json::Map::new();
+    for k in [vars::TARGET, vars::SPEC, vars::ROOT_FILE, vars::DELETE] {
+        if let Some(t) = v.get(k) {
+            let value: serde_json::Value = serde_json::from_str(t)
+                .map_err(|e| validate::invalid_arg(format!("VM flow var {k}: {e}")))?;
+            payload.insert(k.to_string(), value);
+        }
+    }
+    payload.insert("vmUuid".into(), json!(var(v, vars::VM)?));
+    if let Some(s) = v.get(vars::STOP_TYPE) {
+        payload.insert("stopType".into(), json!(s));
+    }
+    Ok(EffectRequest {
+        receiver: RECEIVER.into(),
+        action: action.into(),
+        payload: serde_json::Value::Object(payload).to_string(),
+    })
+}
+
+/// The effect request of a create's step that only an InstantStart create performs.
+fn when_starting(action: &'static str, v: &Vars) -> Result<EffectRequest, ApiError> {
+    if v.get(vars::STRATEGY).map(String::as_str) == Some("CreateStopped") {
+        return request(actions::SKIP, v);
+    }
+    request(action, v)
+}
+
+/// Undo of `create-root-volume`: the file goes.
+fn delete_root(v: &Vars) -> Result<EffectRequest, ApiError> {
+    let spec: Spec = decode(v, vars::SPEC)?;
+    let files = VolumeFiles {
+        target: decode(v, vars::TARGET)?,
+        volumes: spec
+            .disks
+            .iter()
+            .filter(|d| d.device_id == 0)
+            .map(|d| (d.storage.clone(), d.volume_uuid.clone()))
+            .collect(),
+    };
+    let mut v = v.clone();
+    encode(&mut v, vars::DELETE, &files)?;
+    request(actions::DELETE_VOLUMES, &v)
+}
+
+/// Last step of a create: Running (or Stopped, holding no host), the root volume Ready.
+fn created(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let vm = load_vm(txn, vars)?;
+    let file: VolumeFile = decode(vars, vars::ROOT_FILE)?;
+    generic::modify(txn, ctx, &vm.root_volume_uuid, |_, v: &mut Volume| {
+        v.install_path = Some(file.path.clone());
+        v.size = file.virtual_size;
+        v.actual_size = file.actual_size;
+        v.status = VolumeStatus::Ready;
+        Ok(())
+    })?;
+    let stopped = vars.get(vars::STRATEGY).map(String::as_str) == Some("CreateStopped");
+    if stopped {
+        release_host(txn, ctx, caller, &vm.uuid)?;
+        let vm = generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
+            v.last_host_uuid = v.host_uuid.take();
+            v.state = VmState::Stopped;
+            Ok(())
+        })?;
+        return Ok(answer(vm));
+    }
+    let vm = generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
+        v.last_host_uuid = v.host_uuid.clone();
+        v.state = VmState::Running;
+        Ok(())
+    })?;
+    Ok(answer(vm))
+}
+
+/// A stable state as the last step.
+fn settle(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    vars: &Vars,
+    state: VmState,
+) -> Result<Option<Response>, ApiError> {
+    let vm = load_vm(txn, vars)?;
+    Ok(answer(set_state(txn, ctx, &vm.uuid, state)?))
+}
+
+/// Last step of a start: Running, the host recorded as the last one too.
+fn started(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let uuid = var(vars, vars::VM)?.to_string();
+    let vm = generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| {
+        v.state = VmState::Running;
+        v.last_host_uuid = v.host_uuid.clone();
+        Ok(())
+    })?;
+    Ok(answer(vm))
+}
+
+/// Last step of a stop: Stopped, the host's capacity back (addresses stay with the VM).
+fn stopped(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let uuid = var(vars, vars::VM)?.to_string();
+    release_host(txn, ctx, caller, &uuid)?;
+    let vm = generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| {
+        if v.host_uuid.is_some() {
+            v.last_host_uuid = v.host_uuid.take();
+        }
+        v.state = VmState::Stopped;
+        Ok(())
+    })?;
+    Ok(answer(vm))
+}
+
+/// The deletion policy of VMs (`vm.deletionPolicy`).
+fn direct_deletion(txn: &dyn StateTxn) -> Result<bool, ApiError> {
+    Ok(crate::settings::value(txn, "vm", "deletionPolicy")? == "Direct")
+}
+
+/// After the domain is gone: host capacity and addresses back; `Direct` removes the VM and
+/// its volumes' records (their files go next), `Delay`/`Never` keep it `Destroyed` with its
+/// root volume until expunged.
+fn destroyed(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let vm = load_vm(txn, vars)?;
+    release_all(txn, ctx, caller, &vm)?;
+    if direct_deletion(txn)? {
+        files_to_delete(txn, vars, &vm)?;
+        forget(txn, ctx, &vm.uuid)?;
+        return Ok(Some(Response::Vm(VmResult::Deleted)));
+    }
+    vars.insert(
+        vars::DELETE.into(),
+        serde_json::to_string(&VolumeFiles {
+            target: None,
+            volumes: Vec::new(),
+        })
+        .map_err(|e| validate::invalid_arg(e.to_string()))?,
+    );
+    Ok(answer(set_state(txn, ctx, &vm.uuid, VmState::Destroyed)?))
+}
+
+/// Write the VM's volume files into vars (where they are: the last host for LocalStorage).
+fn files_to_delete(txn: &dyn StateTxn, vars: &mut Vars, vm: &VmInstance) -> Result<(), ApiError> {
+    let mut volumes = Vec::new();
+    let mut host = None;
+    for v in volumes_of(txn, &vm.uuid)? {
+        if let (Some(ps), Some(_)) = (&v.primary_storage_uuid, &v.install_path) {
+            volumes.push((storage_of(txn, ps)?, v.uuid.clone()));
+            host = host.or(v.local_host_uuid.clone());
+        }
+    }
+    let host = host.or(vm.last_host_uuid.clone()).or(vm.host_uuid.clone());
+    let target = match host {
+        Some(h) => {
+            let mut probe = vm.clone();
+            probe.host_uuid = Some(h);
+            target_of(txn, &probe)?
+        }
+        None => None,
+    };
+    encode(vars, vars::DELETE, &VolumeFiles { target, volumes })
+}
+
+/// Expunge, first step after the call: which files go.
+fn expunge_files(
+    txn: &mut dyn StateTxn,
+    _ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let vm = load_vm(txn, vars)?;
+    files_to_delete(txn, vars, &vm)?;
+    Ok(None)
+}
+
+fn expunged(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let uuid = var(vars, vars::VM)?.to_string();
+    forget(txn, ctx, &uuid)?;
+    Ok(Some(Response::Vm(VmResult::Deleted)))
+}
+
+/// Recover: new addresses for the NICs (the old ones went back at destroy).
+fn recover_ips(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let vm = load_vm(txn, vars)?;
+    let mut nics = vm.vm_nics.clone();
+    for n in &mut nics {
+        let used_ip_uuid = crate::params::derive_uuid(&n.uuid, 0);
+        let ip = serve(
+            txn,
+            ctx,
+            caller,
+            "l3.allocate-ip",
+            &json!({
+                "l3NetworkUuid": n.l3_network_uuid,
+                "usedIpUuid": used_ip_uuid,
+                "requiredIp": n.static_ip,
+                "usedFor": "VmNic",
+                "vmNicUuid": n.uuid,
+            }),
+        )?;
+        let f = |k: &str| ip[k].as_str().map(str::to_string);
+        n.ip = f("ip");
+        n.netmask = f("netmask");
+        n.gateway = f("gateway");
+        n.used_ip_uuid = Some(used_ip_uuid);
+    }
+    let vm = generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
+        v.vm_nics = nics;
+        v.state = VmState::Stopped;
+        Ok(())
+    })?;
+    Ok(answer(vm))
+}
+
+/// Flow names.
+pub const CREATE: &str = "vm.create";
+/// `StartVmInstance`.
+pub const START: &str = "vm.start";
+/// `StopVmInstance`.
+pub const STOP: &str = "vm.stop";
+/// `RebootVmInstance`.
+pub const REBOOT: &str = "vm.reboot";
+/// `PauseVmInstance`.
+pub const PAUSE: &str = "vm.pause";
+/// `ResumeVmInstance`.
+pub const RESUME: &str = "vm.resume";
+/// `DestroyVmInstance`.
+pub const DESTROY: &str = "vm.destroy";
+/// `ExpungeVmInstance`.
+pub const EXPUNGE: &str = "vm.expunge";
+/// `RecoverVmInstance`.
+pub const RECOVER: &str = "vm.recover";
+
+const CALL: StepDef = StepDef {
+    name: "vm-call",
+    action: Action::Commit(call),
+    undo: Undo::Commit(uncall),
+};
+
+/// The VM flows.
+pub const FLOWS: &[FlowDef] = &[
+    FlowDef {
+        name: CREATE,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "allocate-host-and-ips",
+                action: Action::Commit(allocate),
+                undo: Undo::Commit(unallocate),
+            },
+            StepDef {
+                name: "create-root-volume",
+                action: Action::Effect(|v| request(actions::CREATE_ROOT_VOLUME, v)),
+                undo: Undo::Effect(delete_root),
+            },
+            StepDef {
+                name: "start-vm",
+                action: Action::Effect(|v| when_starting(actions::START, v)),
+                undo: Undo::Effect(|v| when_starting(actions::DESTROY, v)),
+            },
+            StepDef {
+                name: "vm-created",
+                action: Action::Commit(created),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: START,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "allocate-host",
+                action: Action::Commit(allocate),
+                undo: Undo::Commit(unallocate_host),
+            },
+            StepDef {
+                name: "start-vm",
+                action: Action::Effect(|v| request(actions::START, v)),
+                undo: Undo::Effect(|v| request(actions::DESTROY, v)),
+            },
+            StepDef {
+                name: "vm-running",
+                action: Action::Commit(started),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: STOP,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "stop-vm",
+                action: Action::Effect(|v| request(actions::STOP, v)),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "vm-stopped",
+                action: Action::Commit(stopped),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: REBOOT,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "reboot-vm",
+                action: Action::Effect(|v| request(actions::REBOOT, v)),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "vm-running",
+                action: Action::Commit(|t, c, _, v| settle(t, c, v, VmState::Running)),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: PAUSE,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "pause-vm",
+                action: Action::Effect(|v| request(actions::PAUSE, v)),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "vm-paused",
+                action: Action::Commit(|t, c, _, v| settle(t, c, v, VmState::Paused)),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: RESUME,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "resume-vm",
+                action: Action::Effect(|v| request(actions::RESUME, v)),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "vm-running",
+                action: Action::Commit(|t, c, _, v| settle(t, c, v, VmState::Running)),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: DESTROY,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "destroy-domain",
+                action: Action::Effect(destroy_request),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "vm-destroyed",
+                action: Action::Commit(destroyed),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "delete-volume-files",
+                action: Action::Effect(|v| request(actions::DELETE_VOLUMES, v)),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: EXPUNGE,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "volume-files",
+                action: Action::Commit(expunge_files),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "delete-volume-files",
+                action: Action::Effect(|v| request(actions::DELETE_VOLUMES, v)),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "vm-expunged",
+                action: Action::Commit(expunged),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: RECOVER,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "allocate-ips",
+                action: Action::Commit(recover_ips),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+];
+
+/// A destroy of a VM without a host has no domain to destroy.
+fn destroy_request(v: &Vars) -> Result<EffectRequest, ApiError> {
+    if v.get(vars::TARGET).is_none() {
+        return request(actions::SKIP, v);
+    }
+    request(actions::DESTROY, v)
+}
+
+/// Undo of a start's allocation: the capacity back (the VM keeps its addresses).
+fn unallocate_host(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let uuid = var(vars, vars::VM)?.to_string();
+    release_host(txn, ctx, caller, &uuid)?;
+    if resource::load::<VmInstance>(txn, &uuid)?.is_some() {
+        generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| {
+            v.host_uuid = None;
+            Ok(())
+        })?;
+    }
+    Ok(None)
+}

@@ -1,0 +1,183 @@
+//! VM instances and their volumes (spec 02 §2.1–2.2, §3.1–3.2, §4.1–4.2): `CreateVmInstance`
+//! places the VM through the host family's allocator (`host.allocate`), takes its addresses
+//! from IPAM (`l3.allocate-ip`), has the host's agent copy the image into the primary
+//! storage's cache, create the root volume and start the domain; start, stop, reboot, pause,
+//! resume, destroy, expunge and recover are flows of the same kind (`flows.rs`).
+//!
+//! Volumes live in this family because a root volume is part of its VM's lifecycle (created,
+//! recovered and expunged with it); the data-volume calls will join it here.
+
+#[cfg(test)]
+mod cases;
+pub mod flows;
+mod model;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+pub use model::VmInstance;
+pub use model::VmOp;
+pub use model::VmResult;
+pub use model::VmState;
+pub use model::Volume;
+pub use model::KIND;
+pub use model::TABLE;
+pub use model::VOLUME_KIND;
+pub use model::VOLUME_TABLE;
+
+use crate::family::prelude::*;
+use crate::validate;
+use crate::ApiError;
+
+const VM_NIC: JavaClass = JavaClass::leaf("org.zstack.header.vm.VmNicInventory");
+const VOLUME: JavaClass = JavaClass::leaf("org.zstack.header.volume.VolumeInventory");
+
+/// ZStack's class of a VM and of the objects in it.
+const VM: JavaClass = JavaClass {
+    name: "org.zstack.header.vm.VmInstanceInventory",
+    fields: &[
+        ("vmNics", Schema::Class(&VM_NIC)),
+        ("allVolumes", Schema::Class(&VOLUME)),
+    ],
+};
+
+fn vm_refusal(what: &str, parent: &str, vm: &str) -> ApiError {
+    validate::op_failure(format!(
+        "{what}[uuid:{parent}] still has VM[uuid:{vm}]; destroy or migrate its VMs first"
+    ))
+}
+
+fn host_has_vms(parent: &str, vm: &str) -> ApiError {
+    vm_refusal("host", parent, vm)
+}
+
+fn cluster_has_vms(parent: &str, vm: &str) -> ApiError {
+    vm_refusal("cluster", parent, vm)
+}
+
+fn zone_has_vms(parent: &str, vm: &str) -> ApiError {
+    vm_refusal("zone", parent, vm)
+}
+
+fn l3_has_vms(parent: &str, vm: &str) -> ApiError {
+    vm_refusal("L3 network", parent, vm)
+}
+
+fn has_volumes(ps: &str, volume: &str) -> ApiError {
+    validate::op_failure(format!(
+        "primary storage[uuid:{ps}] still holds volume[uuid:{volume}]; delete its VMs and volumes first"
+    ))
+}
+
+/// The VM family.
+pub struct Vms;
+
+impl Family for Vms {
+    type Op = VmOp;
+    type Out = VmResult;
+    const DECL: FamilyDecl = FamilyDecl {
+        services: &[],
+        replies: inventories!(Schema::Class(&VM)),
+        name: "vm",
+        tables: &[TABLE, VOLUME_TABLE],
+        kinds: &[
+            KindDecl {
+                relations: &[
+                    Relation::new("hostUuid", "Host", OnDelete::Refuse(host_has_vms)),
+                    Relation::new(
+                        "clusterUuid",
+                        "Cluster",
+                        OnDelete::Refuse(cluster_has_vms),
+                    ),
+                    Relation::new("zoneUuid", "Zone", OnDelete::Refuse(zone_has_vms)),
+                    Relation::new(
+                        "vmNics.l3NetworkUuid",
+                        "L3Network",
+                        OnDelete::Refuse(l3_has_vms),
+                    ),
+                ],
+                inventory: Some(resource::stored_inventory::<VmInstance>),
+                ..KindDecl::new(KIND, TABLE, &[model::VO])
+            },
+            KindDecl {
+                relations: &[
+                    Relation::new("vmInstanceUuid", KIND, OnDelete::Cascade),
+                    Relation::new(
+                        "primaryStorageUuid",
+                        "PrimaryStorage",
+                        OnDelete::Refuse(has_volumes),
+                    ),
+                ],
+                inventory: Some(resource::stored_inventory::<Volume>),
+                ..KindDecl::new(VOLUME_KIND, VOLUME_TABLE, &[model::VOLUME_VO])
+            },
+        ],
+        calls: &[
+            CallDecl::new(
+                "CreateVmInstance",
+                wire::create,
+                &[route(Po, "/v1/vm-instances", P)],
+            )
+            .creating(model::VO)
+            .running(flows::CREATE),
+            CallDecl::new("StartVmInstance", wire::start, routes!(actions "/v1/vm-instances"))
+                .running(flows::START),
+            CallDecl::new("StopVmInstance", wire::stop, routes!(actions "/v1/vm-instances"))
+                .running(flows::STOP),
+            CallDecl::new(
+                "RebootVmInstance",
+                |p| wire::simple(p, |uuid| VmOp::Reboot { uuid }),
+                routes!(actions "/v1/vm-instances"),
+            )
+            .running(flows::REBOOT),
+            CallDecl::new(
+                "PauseVmInstance",
+                |p| wire::simple(p, |uuid| VmOp::Pause { uuid }),
+                routes!(actions "/v1/vm-instances"),
+            )
+            .running(flows::PAUSE),
+            CallDecl::new(
+                "ResumeVmInstance",
+                |p| wire::simple(p, |uuid| VmOp::Resume { uuid }),
+                routes!(actions "/v1/vm-instances"),
+            )
+            .running(flows::RESUME),
+            CallDecl::new(
+                "DestroyVmInstance",
+                |p| wire::simple(p, |uuid| VmOp::Destroy { uuid }),
+                routes!(delete "/v1/vm-instances"),
+            )
+            .running(flows::DESTROY),
+            CallDecl::new(
+                "ExpungeVmInstance",
+                |p| wire::simple(p, |uuid| VmOp::Expunge { uuid }),
+                routes!(actions "/v1/vm-instances"),
+            )
+            .running(flows::EXPUNGE),
+            CallDecl::new(
+                "RecoverVmInstance",
+                |p| wire::simple(p, |uuid| VmOp::Recover { uuid }),
+                routes!(actions "/v1/vm-instances"),
+            )
+            .running(flows::RECOVER),
+            update_call!("UpdateVmInstance", "/v1/vm-instances", VmOp::Update),
+            query_call!("QueryVmInstance", "/v1/vm-instances", VmInstance),
+            query_call!("QueryVolume", "/v1/volumes", Volume)
+                .replying(inventories!(Schema::Class(&VOLUME))),
+        ],
+        flows: flows::FLOWS,
+        #[cfg(test)]
+        cases: cases::cases,
+    };
+
+    const APPLY: ApplyFn<Self> = model::apply;
+}
+
+impl Reply for VmResult {
+    fn inventory(&self) -> Option<Value> {
+        match self {
+            VmResult::Inventory(v) => Some(resource::inventory(v.as_ref())),
+            VmResult::Deleted => None,
+        }
+    }
+}

@@ -1,0 +1,651 @@
+//! VM and volume records, the VM commands and their apply (spec 02 §2.1, §2.2, §3.1).
+//!
+//! A command only moves a VM into the transitional state of its operation (after checking
+//! that the state allows it, ZStack's `validateOperationByState`); the operation's flow
+//! (`flows.rs`) then drives the host and commits the stable state. The job of every VM call
+//! serialises on the VM's uuid, so no two operations of one VM ever overlap.
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::resource;
+use crate::resource::generic;
+use crate::resource::generic::Rename;
+use crate::resource::relations;
+use crate::validate;
+use crate::ApiError;
+use crate::ApplyCtx;
+use crate::Caller;
+use crate::StateTxn;
+
+/// The VM table.
+pub const TABLE: &str = "vm_instance";
+/// The kind other families name VMs by.
+pub const KIND: &str = "VmInstance";
+/// Tags' resource type of a VM.
+pub const VO: &str = "VmInstanceVO";
+/// The volume table.
+pub const VOLUME_TABLE: &str = "volume";
+/// The kind of a volume.
+pub const VOLUME_KIND: &str = "Volume";
+/// Tags' resource type of a volume.
+pub const VOLUME_VO: &str = "VolumeVO";
+
+/// A VM's state (spec 02 §3.1; upstream's `VmInstanceState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmState {
+    /// Recorded, never started (`JustCreate`).
+    Created,
+    /// Being started.
+    Starting,
+    /// Running on `host_uuid`.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Stopped; holds no host capacity.
+    Stopped,
+    /// Being rebooted.
+    Rebooting,
+    /// Being paused.
+    Pausing,
+    /// Paused on its host (memory kept there).
+    Paused,
+    /// Being resumed.
+    Resuming,
+    /// Being destroyed.
+    Destroying,
+    /// In the recycle bin (deletion policy Delay/Never): recoverable until expunged.
+    Destroyed,
+    /// Being expunged.
+    Expunging,
+    /// Being migrated.
+    Migrating,
+    /// Its host cannot be reached.
+    Unknown,
+    /// A create that failed after the record was made (never left by a rolled-back create,
+    /// which removes the record).
+    Error,
+}
+
+impl VmState {
+    /// ZStack's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            VmState::Created => "Created",
+            VmState::Starting => "Starting",
+            VmState::Running => "Running",
+            VmState::Stopping => "Stopping",
+            VmState::Stopped => "Stopped",
+            VmState::Rebooting => "Rebooting",
+            VmState::Pausing => "Pausing",
+            VmState::Paused => "Paused",
+            VmState::Resuming => "Resuming",
+            VmState::Destroying => "Destroying",
+            VmState::Destroyed => "Destroyed",
+            VmState::Expunging => "Expunging",
+            VmState::Migrating => "Migrating",
+            VmState::Unknown => "Unknown",
+            VmState::Error => "Error",
+        }
+    }
+
+    /// Whether the VM holds a host (capacity reserved, a domain defined there).
+    pub fn on_host(self) -> bool {
+        matches!(
+            self,
+            VmState::Starting
+                | VmState::Running
+                | VmState::Stopping
+                | VmState::Rebooting
+                | VmState::Pausing
+                | VmState::Paused
+                | VmState::Resuming
+                | VmState::Migrating
+                | VmState::Unknown
+        )
+    }
+}
+
+/// A NIC (`VmNicInventory`), kept inside its VM's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmNic {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Its VM.
+    pub vm_instance_uuid: String,
+    /// Its L3 network.
+    pub l3_network_uuid: String,
+    /// The L3's L2 network (what the host bridges it to).
+    pub l2_network_uuid: Option<String>,
+    /// Address, empty until allocated.
+    pub ip: Option<String>,
+    /// Netmask of the address's range.
+    pub netmask: Option<String>,
+    /// Gateway of the address's range.
+    pub gateway: Option<String>,
+    /// The IPAM record of the address.
+    pub used_ip_uuid: Option<String>,
+    /// A static address the caller asked for.
+    pub static_ip: Option<String>,
+    /// MAC address.
+    pub mac: String,
+    /// 0 for the first NIC.
+    pub device_id: u32,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+}
+
+/// A VM record (`VmInstanceVO`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmInstance {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name (duplicates allowed).
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Zone, once placed.
+    pub zone_uuid: Option<String>,
+    /// Cluster, once placed.
+    pub cluster_uuid: Option<String>,
+    /// Current host (Running, Paused, Migrating, Unknown, and the transitions between).
+    pub host_uuid: Option<String>,
+    /// The host it last ran on.
+    pub last_host_uuid: Option<String>,
+    /// The offering it was created from (kept as a copy: cpu and memory below).
+    pub instance_offering_uuid: Option<String>,
+    /// The image of its root volume.
+    pub image_uuid: Option<String>,
+    /// Its root volume.
+    pub root_volume_uuid: String,
+    /// The L3 of its default NIC.
+    pub default_l3_network_uuid: Option<String>,
+    /// Inherited from the image.
+    pub platform: String,
+    /// vCPUs.
+    pub cpu_num: u64,
+    /// Memory, bytes.
+    pub memory_size: u64,
+    /// The offering's host allocator strategy.
+    pub allocator_strategy: Option<String>,
+    /// State.
+    pub state: VmState,
+    /// Its NICs, by device id.
+    pub vm_nics: Vec<VmNic>,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+}
+
+crate::described_record!(VmInstance);
+
+/// A volume's lifecycle (`VolumeStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeStatus {
+    /// Its file is being made.
+    Creating,
+    /// Its file exists.
+    Ready,
+    /// Recorded without a file (a data volume created without storage).
+    NotInstantiated,
+    /// In the recycle bin.
+    Deleted,
+}
+
+/// A volume record (`VolumeVO`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    /// 32 hex chars.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Where its file lives, once chosen.
+    pub primary_storage_uuid: Option<String>,
+    /// LocalStorage: the host holding the file.
+    pub local_host_uuid: Option<String>,
+    /// The VM it is attached to.
+    pub vm_instance_uuid: Option<String>,
+    /// The image it was created from.
+    pub root_image_uuid: Option<String>,
+    /// `Root` or `Data`.
+    pub volume_type: String,
+    /// The file on the primary storage, once created.
+    pub install_path: Option<String>,
+    /// Virtual size, bytes.
+    pub size: u64,
+    /// Bytes the file takes.
+    pub actual_size: u64,
+    /// `qcow2`.
+    pub format: String,
+    /// 0 = the root disk.
+    pub device_id: Option<u32>,
+    /// Enabled or Disabled.
+    pub state: generic::EnableState,
+    /// Lifecycle.
+    pub status: VolumeStatus,
+    /// Creation time, ms.
+    pub create_date: u64,
+    /// Last change, ms.
+    pub last_op_date: u64,
+}
+
+crate::described_record!(Volume);
+
+/// How a create ends (`strategy` of `CreateVmInstance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CreateStrategy {
+    /// Placed, volumes made, started (the default).
+    InstantStart,
+    /// Placed and volumes made, left Stopped.
+    CreateStopped,
+}
+
+/// Stop mode (`type` of `StopVmInstance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopType {
+    /// ACPI shutdown, then forced after the timeout.
+    Grace,
+    /// Forced at once (power off).
+    Cold,
+}
+
+/// One NIC a create asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicRequest {
+    /// New NIC uuid (derived from the VM's).
+    pub uuid: String,
+    /// Its L3.
+    pub l3_network_uuid: String,
+    /// A static address asked for (system tag `staticIp::<l3>::<ip>`).
+    pub static_ip: Option<String>,
+    /// MAC.
+    pub mac: String,
+}
+
+/// VM commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmOp {
+    /// `CreateVmInstance`: the record, `Starting`, with its root volume `Creating`; the flow
+    /// places, allocates and starts it.
+    Create {
+        /// New VM uuid.
+        uuid: String,
+        /// Name.
+        name: String,
+        /// Description.
+        description: Option<String>,
+        /// Offering.
+        instance_offering_uuid: String,
+        /// Image of the root volume.
+        image_uuid: String,
+        /// NICs, the default one first.
+        nics: Vec<NicRequest>,
+        /// Root volume uuid (derived from the VM's).
+        root_volume_uuid: String,
+        /// Requested zone, cluster, host, root volume storage.
+        zone_uuid: Option<String>,
+        /// Requested cluster.
+        cluster_uuid: Option<String>,
+        /// Requested host.
+        host_uuid: Option<String>,
+        /// Requested primary storage of the root volume.
+        primary_storage_uuid: Option<String>,
+        /// How it ends.
+        strategy: CreateStrategy,
+    },
+    /// `StartVmInstance`: Stopped → Starting.
+    Start {
+        /// VM.
+        uuid: String,
+        /// A host asked for (`hostUuid`).
+        host_uuid: Option<String>,
+    },
+    /// `StopVmInstance`: → Stopping.
+    Stop {
+        /// VM.
+        uuid: String,
+        /// Grace or cold.
+        stop_type: StopType,
+    },
+    /// `RebootVmInstance`: Running → Rebooting.
+    Reboot {
+        /// VM.
+        uuid: String,
+    },
+    /// `PauseVmInstance`: Running → Pausing.
+    Pause {
+        /// VM.
+        uuid: String,
+    },
+    /// `ResumeVmInstance`: Paused → Resuming.
+    Resume {
+        /// VM.
+        uuid: String,
+    },
+    /// `DestroyVmInstance`: → Destroying.
+    Destroy {
+        /// VM.
+        uuid: String,
+    },
+    /// `ExpungeVmInstance`: Destroyed → Expunging.
+    Expunge {
+        /// VM.
+        uuid: String,
+    },
+    /// `RecoverVmInstance`: Destroyed → Stopped.
+    Recover {
+        /// VM.
+        uuid: String,
+    },
+    /// `UpdateVmInstance`: name and description.
+    Update {
+        /// VM.
+        uuid: String,
+        /// New name and description.
+        rename: Rename,
+    },
+}
+
+impl VmOp {
+    /// The API message the op stands for (named in state errors).
+    pub fn message(&self) -> &'static str {
+        match self {
+            VmOp::Create { .. } => "APICreateVmInstanceMsg",
+            VmOp::Start { .. } => "APIStartVmInstanceMsg",
+            VmOp::Stop { .. } => "APIStopVmInstanceMsg",
+            VmOp::Reboot { .. } => "APIRebootVmInstanceMsg",
+            VmOp::Pause { .. } => "APIPauseVmInstanceMsg",
+            VmOp::Resume { .. } => "APIResumeVmInstanceMsg",
+            VmOp::Destroy { .. } => "APIDestroyVmInstanceMsg",
+            VmOp::Expunge { .. } => "APIExpungeVmInstanceMsg",
+            VmOp::Recover { .. } => "APIRecoverVmInstanceMsg",
+            VmOp::Update { .. } => "APIUpdateVmInstanceMsg",
+        }
+    }
+}
+
+/// Answer of a VM command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmResult {
+    /// The VM after the change.
+    Inventory(Box<VmInstance>),
+    /// Gone (expunged, or a create rolled back).
+    Deleted,
+}
+
+/// The states an op may start from, and the transitional state it moves the VM to.
+fn transition(op: &VmOp) -> (&'static [VmState], VmState) {
+    use VmState::*;
+    match op {
+        VmOp::Start { .. } => (&[Stopped, Created], Starting),
+        VmOp::Stop { .. } => (&[Running, Paused, Unknown], Stopping),
+        VmOp::Reboot { .. } => (&[Running], Rebooting),
+        VmOp::Pause { .. } => (&[Running], Pausing),
+        VmOp::Resume { .. } => (&[Paused], Resuming),
+        VmOp::Destroy { .. } => (
+            &[Running, Paused, Stopped, Unknown, Created, Error],
+            Destroying,
+        ),
+        VmOp::Expunge { .. } => (&[Destroyed], Expunging),
+        VmOp::Recover { .. } => (&[Destroyed], Stopped),
+        VmOp::Create { .. } | VmOp::Update { .. } => (&[], Starting),
+    }
+}
+
+/// ZStack's refusal of an operation in a state that does not allow it.
+pub fn state_error(message: &str, vm: &VmInstance, allowed: &[VmState]) -> ApiError {
+    let names: Vec<&str> = allowed.iter().map(|s| s.name()).collect();
+    validate::op_failure(format!(
+        "current vm instance state[{}] doesn't allow to proceed message[org.zstack.header.vm.{message}], allowed states are [{}]",
+        vm.state.name(),
+        names.join(", ")
+    ))
+}
+
+/// The offering's figures a create copies.
+struct Offering {
+    cpu_num: u64,
+    memory_size: u64,
+    allocator_strategy: Option<String>,
+}
+
+fn offering(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<Offering, ApiError> {
+    let r = resource::require_ref(txn, "InstanceOffering", uuid)?;
+    r.check_visible(caller)?;
+    let inv = resource::inventory_of(txn, "InstanceOffering", uuid)?
+        .ok_or_else(|| resource::not_found_kind("InstanceOffering", uuid))?;
+    if inv["state"] != "Enabled" {
+        return Err(validate::op_failure(format!(
+            "instance offering[uuid:{uuid}] is Disabled; a disabled offering cannot create VMs"
+        )));
+    }
+    Ok(Offering {
+        cpu_num: inv["cpuNum"].as_u64().unwrap_or(0),
+        memory_size: inv["memorySize"].as_u64().unwrap_or(0),
+        allocator_strategy: inv["allocatorStrategy"].as_str().map(str::to_string),
+    })
+}
+
+/// The image's figures a create needs: (virtual size, platform).
+fn image(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(u64, String), ApiError> {
+    let r = resource::require_ref(txn, "Image", uuid)?;
+    r.check_visible(caller)?;
+    let inv = resource::inventory_of(txn, "Image", uuid)?
+        .ok_or_else(|| resource::not_found_kind("Image", uuid))?;
+    if inv["status"] != "Ready" {
+        return Err(validate::op_failure(format!(
+            "image[uuid:{uuid}] is {}, not Ready; a VM is created only from a Ready image",
+            inv["status"].as_str().unwrap_or("?")
+        )));
+    }
+    if inv["state"] != "Enabled" {
+        return Err(validate::op_failure(format!(
+            "image[uuid:{uuid}] is Disabled; a disabled image cannot create VMs"
+        )));
+    }
+    if inv["mediaType"] != "RootVolumeTemplate" {
+        return Err(validate::invalid_arg(format!(
+            "image[uuid:{uuid}] is a {}; a VM is created from a RootVolumeTemplate image (ISO installs are not supported yet)",
+            inv["mediaType"].as_str().unwrap_or("?")
+        )));
+    }
+    Ok((
+        inv["size"].as_u64().unwrap_or(0),
+        inv["platform"].as_str().unwrap_or("Linux").to_string(),
+    ))
+}
+
+fn check_l3(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(), ApiError> {
+    let r = resource::require_ref(txn, "L3Network", uuid)?;
+    r.check_visible(caller)?;
+    if r.field("state") != Some("Enabled") {
+        return Err(validate::op_failure(format!(
+            "L3 network[uuid:{uuid}] is Disabled; a VM cannot use a disabled network"
+        )));
+    }
+    Ok(())
+}
+
+/// The VM as the caller may act on it.
+fn visible_vm(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<VmInstance, ApiError> {
+    resource::require_visible::<VmInstance>(txn, caller, uuid).map(|(_, v)| v)
+}
+
+#[allow(clippy::too_many_lines)]
+pub(super) fn apply(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    op: VmOp,
+) -> Result<VmResult, ApiError> {
+    let now = ctx.proposed_at_ms;
+    match op {
+        VmOp::Create {
+            uuid,
+            name,
+            description,
+            instance_offering_uuid,
+            image_uuid,
+            nics,
+            root_volume_uuid,
+            zone_uuid,
+            cluster_uuid,
+            host_uuid,
+            primary_storage_uuid,
+            strategy: _,
+        } => {
+            generic::check_fields(&uuid, &name, description.as_deref())?;
+            validate::uuid("rootVolumeUuid", &root_volume_uuid)?;
+            let o = offering(txn, caller, &instance_offering_uuid)?;
+            let (image_size, platform) = image(txn, caller, &image_uuid)?;
+            if nics.is_empty() {
+                return Err(validate::invalid_arg(
+                    "l3NetworkUuids must name at least one L3 network",
+                ));
+            }
+            for n in &nics {
+                validate::uuid("vmNicUuid", &n.uuid)?;
+                check_l3(txn, caller, &n.l3_network_uuid)?;
+            }
+            for (kind, u) in [
+                ("Zone", &zone_uuid),
+                ("Cluster", &cluster_uuid),
+                ("Host", &host_uuid),
+                ("PrimaryStorage", &primary_storage_uuid),
+            ] {
+                if let Some(u) = u {
+                    resource::require_ref(txn, kind, u)?;
+                }
+            }
+            resource::refuse_duplicate::<VmInstance>(txn, &uuid)?;
+            let vm_nics = nics
+                .iter()
+                .enumerate()
+                .map(|(i, n)| VmNic {
+                    uuid: n.uuid.clone(),
+                    vm_instance_uuid: uuid.clone(),
+                    l3_network_uuid: n.l3_network_uuid.clone(),
+                    l2_network_uuid: None,
+                    ip: None,
+                    netmask: None,
+                    gateway: None,
+                    used_ip_uuid: None,
+                    static_ip: n.static_ip.clone(),
+                    mac: n.mac.clone(),
+                    device_id: u32::try_from(i).unwrap_or(u32::MAX),
+                    create_date: now,
+                    last_op_date: now,
+                })
+                .collect();
+            let vm = VmInstance {
+                uuid: uuid.clone(),
+                name: name.clone(),
+                description,
+                zone_uuid,
+                cluster_uuid,
+                host_uuid,
+                last_host_uuid: None,
+                instance_offering_uuid: Some(instance_offering_uuid),
+                image_uuid: Some(image_uuid.clone()),
+                root_volume_uuid: root_volume_uuid.clone(),
+                default_l3_network_uuid: nics.first().map(|n| n.l3_network_uuid.clone()),
+                platform,
+                cpu_num: o.cpu_num,
+                memory_size: o.memory_size,
+                allocator_strategy: o.allocator_strategy,
+                state: VmState::Starting,
+                vm_nics,
+                create_date: now,
+                last_op_date: now,
+            };
+            let root = Volume {
+                uuid: root_volume_uuid,
+                name: format!("ROOT-for-{name}"),
+                description: Some(format!("Root volume for VM[uuid:{uuid}]")),
+                primary_storage_uuid,
+                local_host_uuid: None,
+                vm_instance_uuid: Some(uuid),
+                root_image_uuid: Some(image_uuid),
+                volume_type: "Root".into(),
+                install_path: None,
+                size: image_size,
+                actual_size: 0,
+                format: "qcow2".into(),
+                device_id: Some(0),
+                state: generic::EnableState::Enabled,
+                status: VolumeStatus::Creating,
+                create_date: now,
+                last_op_date: now,
+            };
+            resource::refuse_duplicate::<Volume>(txn, &root.uuid)?;
+            resource::save(txn, &caller.account_uuid, &vm)?;
+            resource::save(txn, &caller.account_uuid, &root)?;
+            Ok(VmResult::Inventory(Box::new(vm)))
+        }
+        VmOp::Update { uuid, rename } => {
+            visible_vm(txn, caller, &uuid)?;
+            generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| rename.apply_to(v))
+                .map(|v| VmResult::Inventory(Box::new(v)))
+        }
+        op => {
+            let uuid = match &op {
+                VmOp::Start { uuid, .. }
+                | VmOp::Stop { uuid, .. }
+                | VmOp::Reboot { uuid }
+                | VmOp::Pause { uuid }
+                | VmOp::Resume { uuid }
+                | VmOp::Destroy { uuid }
+                | VmOp::Expunge { uuid }
+                | VmOp::Recover { uuid } => uuid.clone(),
+                VmOp::Create { .. } | VmOp::Update { .. } => unreachable_op()?,
+            };
+            let vm = visible_vm(txn, caller, &uuid)?;
+            let (allowed, next) = transition(&op);
+            if !allowed.contains(&vm.state) {
+                return Err(state_error(op.message(), &vm, allowed));
+            }
+            if let VmOp::Start {
+                host_uuid: Some(h), ..
+            } = &op
+            {
+                resource::require_ref(txn, "Host", h)?;
+            }
+            let vm = generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| {
+                v.state = next;
+                Ok(())
+            })?;
+            Ok(VmResult::Inventory(Box::new(vm)))
+        }
+    }
+}
+
+fn unreachable_op() -> Result<String, ApiError> {
+    Err(validate::invalid_arg("VM op routed to the wrong arm"))
+}
+
+/// The VM's volumes (root first, then data volumes by device id).
+pub fn volumes_of(txn: &dyn StateTxn, vm_uuid: &str) -> Result<Vec<Volume>, ApiError> {
+    let mut v: Vec<Volume> = resource::find::<Volume>(txn, "vmInstanceUuid", vm_uuid)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    v.sort_by_key(|x| (x.volume_type != "Root", x.device_id));
+    Ok(v)
+}
+
+/// Remove a VM and its volumes' records for good (expunge, rolled-back create).
+pub fn forget(txn: &mut dyn StateTxn, ctx: &ApplyCtx, vm_uuid: &str) -> Result<(), ApiError> {
+    for v in volumes_of(txn, vm_uuid)? {
+        relations::delete(txn, ctx, VOLUME_KIND, &v.uuid)?;
+    }
+    relations::delete(txn, ctx, KIND, vm_uuid)?;
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! VM family tests: each call through the wire and its flow (side effects answered by the
+//! harness's scripted agent), and what it holds afterwards — state, host capacity, IPs,
+//! volume records — including after refusals and rollbacks.
+
+use serde_json::json;
+use serde_json::Value;
+
+use crate::testing::matrix::base;
+use crate::testing::matrix::eq;
+use crate::testing::matrix::Harness;
+use crate::testing::matrix::Ids;
+use crate::wire::errors::Code;
+
+/// The base world with its local primary storage measured (Connected, 60 GiB free).
+fn world() -> (Harness, Ids) {
+    let (mut h, i) = base();
+    h.admin("ReconnectPrimaryStorage", json!({"uuid": i.local}));
+    (h, i)
+}
+
+fn create(h: &mut Harness, i: &Ids, name: &str) -> Value {
+    let r = h.admin(
+        "CreateVmInstance",
+        json!({"name": name, "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
+    );
+    r["inventory"].clone()
+}
+
+fn vm(h: &mut Harness, uuid: &str) -> Value {
+    h.one("QueryVmInstance", "uuid", uuid)
+}
+
+fn host_free(h: &mut Harness, i: &Ids) -> (u64, u64) {
+    let host = h.one("QueryHost", "uuid", &i.host);
+    (
+        host["availableCpuCapacity"].as_u64().unwrap(),
+        host["availableMemoryCapacity"].as_u64().unwrap(),
+    )
+}
+
+fn used_ips(h: &mut Harness, i: &Ids) -> u64 {
+    // The base range holds 11 addresses (192.168.1.10–20).
+    let r = h.admin("GetFreeIp", json!({"l3NetworkUuid": i.l3, "limit": 100}));
+    11 - r["inventories"].as_array().unwrap().len() as u64
+}
+
+#[test]
+fn create_places_allocates_and_runs() {
+    let (mut h, i) = world();
+    let free = host_free(&mut h, &i);
+    let inv = create(&mut h, &i, "vm1");
+    assert_eq!(inv["state"], "Running", "{inv}");
+    assert_eq!(inv["hostUuid"], json!(i.host));
+    assert_eq!(inv["lastHostUuid"], json!(i.host));
+    assert_eq!(inv["clusterUuid"], json!(i.cluster));
+    assert_eq!(inv["zoneUuid"], json!(i.zone));
+    assert_eq!(inv["cpuNum"], 1);
+    assert_eq!(inv["memorySize"], 1u64 << 30);
+    let nic = &inv["vmNics"][0];
+    assert_eq!(nic["ip"], "192.168.1.10");
+    assert_eq!(nic["netmask"], "255.255.255.0");
+    assert_eq!(nic["gateway"], "192.168.1.1");
+    assert_eq!(nic["deviceId"], 0);
+    assert!(nic["mac"].as_str().unwrap().starts_with("fa:"), "{nic}");
+    let uuid = inv["uuid"].as_str().unwrap().to_string();
+    let q = vm(&mut h, &uuid);
+    let vols = q["allVolumes"].as_array().unwrap();
+    assert_eq!(vols.len(), 1, "{q}");
+    assert_eq!(vols[0]["type"], "Root");
+    assert_eq!(vols[0]["status"], "Ready");
+    assert_eq!(vols[0]["primaryStorageUuid"], json!(i.local));
+    assert_eq!(vols[0]["uuid"], q["rootVolumeUuid"]);
+    assert!(vols[0]["installPath"].as_str().unwrap().ends_with(".qcow2"));
+    assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", &uuid)), 1);
+    let now = host_free(&mut h, &i);
+    assert_eq!(now.0, free.0 - 1, "one vCPU taken");
+    assert!(now.1 < free.1, "memory taken: {free:?} → {now:?}");
+    assert_eq!(used_ips(&mut h, &i), 1);
+    // A second VM gets the next address.
+    let inv2 = create(&mut h, &i, "vm2");
+    assert_eq!(inv2["vmNics"][0]["ip"], "192.168.1.11");
+}
+
+#[test]
+fn stop_start_reboot_pause_resume_follow_the_state_machine() {
+    let (mut h, i) = world();
+    let free = host_free(&mut h, &i);
+    let uuid = create(&mut h, &i, "vm").get("uuid").unwrap().as_str().unwrap().to_string();
+    let r = h.admin("StopVmInstance", json!({"uuid": uuid}));
+    assert_eq!(r["inventory"]["state"], "Stopped");
+    assert!(r["inventory"].get("hostUuid").is_none(), "{r:?}");
+    assert_eq!(r["inventory"]["lastHostUuid"], json!(i.host));
+    assert_eq!(host_free(&mut h, &i), free, "a stopped VM holds no capacity");
+    assert_eq!(used_ips(&mut h, &i), 1, "a stopped VM keeps its address");
+    // Wrong state: ZStack's error, nothing changes.
+    let e = h.refused(
+        &crate::testing::matrix::Who::As(crate::Caller::admin()),
+        "StopVmInstance",
+        json!({"uuid": uuid}),
+    );
+    assert_eq!(e.code, Code::OperationFailure);
+    assert!(
+        e.details
+            .contains("current vm instance state[Stopped] doesn't allow to proceed message[org.zstack.header.vm.APIStopVmInstanceMsg]"),
+        "{}",
+        e.details
+    );
+    assert_eq!(
+        h.admin_refused("PauseVmInstance", json!({"uuid": uuid})),
+        Code::OperationFailure
+    );
+    let r = h.admin("StartVmInstance", json!({"uuid": uuid}));
+    assert_eq!(r["inventory"]["state"], "Running");
+    assert_eq!(r["inventory"]["hostUuid"], json!(i.host));
+    assert_eq!(r["inventory"]["vmNics"][0]["ip"], "192.168.1.10");
+    let r = h.admin("RebootVmInstance", json!({"uuid": uuid}));
+    assert_eq!(r["inventory"]["state"], "Running");
+    let r = h.admin("PauseVmInstance", json!({"uuid": uuid}));
+    assert_eq!(r["inventory"]["state"], "Paused");
+    assert_eq!(
+        h.admin_refused("RebootVmInstance", json!({"uuid": uuid})),
+        Code::OperationFailure
+    );
+    let r = h.admin("ResumeVmInstance", json!({"uuid": uuid}));
+    assert_eq!(r["inventory"]["state"], "Running");
+    let r = h.admin("StopVmInstance", json!({"uuid": uuid, "type": "cold"}));
+    assert_eq!(r["inventory"]["state"], "Stopped");
+}
+
+#[test]
+fn destroy_recover_expunge_under_the_delay_policy() {
+    let (mut h, i) = world();
+    let free = host_free(&mut h, &i);
+    let uuid = create(&mut h, &i, "vm").get("uuid").unwrap().as_str().unwrap().to_string();
+    h.admin("DestroyVmInstance", json!({"uuid": uuid}));
+    let q = vm(&mut h, &uuid);
+    assert_eq!(q["state"], "Destroyed");
+    assert_eq!(host_free(&mut h, &i), free);
+    assert_eq!(used_ips(&mut h, &i), 0, "a destroyed VM's address goes back");
+    assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", &uuid)), 1, "kept until expunged");
+    let r = h.admin("RecoverVmInstance", json!({"uuid": uuid}));
+    assert_eq!(r["inventory"]["state"], "Stopped");
+    assert_eq!(used_ips(&mut h, &i), 1, "recover allocates an address again");
+    h.admin("DestroyVmInstance", json!({"uuid": uuid}));
+    h.admin("ExpungeVmInstance", json!({"uuid": uuid}));
+    assert_eq!(h.count("QueryVmInstance", eq("uuid", &uuid)), 0);
+    assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", &uuid)), 0);
+    assert_eq!(used_ips(&mut h, &i), 0);
+}
+
+#[test]
+fn direct_deletion_removes_everything_at_once() {
+    let (mut h, i) = world();
+    h.admin(
+        "UpdateGlobalConfig",
+        json!({"category": "vm", "name": "deletionPolicy", "value": "Direct"}),
+    );
+    let free = host_free(&mut h, &i);
+    let uuid = create(&mut h, &i, "vm").get("uuid").unwrap().as_str().unwrap().to_string();
+    h.admin("DestroyVmInstance", json!({"uuid": uuid}));
+    assert_eq!(h.count("QueryVmInstance", eq("uuid", &uuid)), 0);
+    assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", &uuid)), 0);
+    assert_eq!(host_free(&mut h, &i), free);
+    assert_eq!(used_ips(&mut h, &i), 0);
+}
+
+#[test]
+fn a_create_that_cannot_be_placed_leaves_nothing() {
+    let (mut h, i) = world();
+    let big = h.created(
+        "CreateInstanceOffering",
+        json!({"name": "huge", "cpuNum": 64, "memorySize": 1u64 << 40}),
+    );
+    let free = host_free(&mut h, &i);
+    let vms = h.count("QueryVmInstance", json!([]));
+    let vols = h.count("QueryVolume", json!([]));
+    let code = h.admin_refused(
+        "CreateVmInstance",
+        json!({"name": "big", "instanceOfferingUuid": big, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
+    );
+    assert_eq!(code, Code::NoAvailableHost);
+    assert_eq!(h.count("QueryVmInstance", json!([])), vms);
+    assert_eq!(h.count("QueryVolume", json!([])), vols);
+    assert_eq!(host_free(&mut h, &i), free);
+    assert_eq!(used_ips(&mut h, &i), 0);
+}
+
+#[test]
+fn an_exhausted_ip_range_rolls_the_placement_back() {
+    let (mut h, i) = world();
+    let free = host_free(&mut h, &i);
+    // Every address of the range (192.168.1.10–20) but none for the VM.
+    for n in 10..=20 {
+        h.admin(
+            "CreateVmInstance",
+            json!({"name": format!("v{n}"), "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
+        );
+    }
+    let taken = host_free(&mut h, &i);
+    assert!(taken.0 < free.0);
+    let code = h.admin_refused(
+        "CreateVmInstance",
+        json!({"name": "late", "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
+    );
+    assert_eq!(code, Code::IpAllocation);
+    assert_eq!(host_free(&mut h, &i), taken, "the failed create's reservation went back");
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_written() {
+    let (mut h, i) = world();
+    for (body, code) in [
+        (
+            json!({"name": "x", "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": []}),
+            Code::InvalidArgument,
+        ),
+        (
+            json!({"name": "x", "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3, i.l3]}),
+            Code::InvalidArgument,
+        ),
+        (
+            json!({"name": "x", "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3], "strategy": "Sometime"}),
+            Code::InvalidArgument,
+        ),
+        (
+            json!({"name": "x", "instanceOfferingUuid": i.io, "imageUuid": i.deleted_image, "l3NetworkUuids": [i.l3]}),
+            Code::OperationFailure,
+        ),
+        (
+            json!({"name": "x", "instanceOfferingUuid": crate::testing::matrix::missing(), "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
+            Code::ResourceNotFound,
+        ),
+        (
+            json!({"name": "x", "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3], "defaultL3NetworkUuid": i.l3v}),
+            Code::InvalidArgument,
+        ),
+    ] {
+        assert_eq!(h.admin_refused("CreateVmInstance", body.clone()), code, "{body}");
+    }
+}
+
+#[test]
+fn create_stopped_holds_no_capacity() {
+    let (mut h, i) = world();
+    let free = host_free(&mut h, &i);
+    let r = h.admin(
+        "CreateVmInstance",
+        json!({"name": "cold", "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3], "strategy": "CreateStopped"}),
+    );
+    assert_eq!(r["inventory"]["state"], "Stopped");
+    assert_eq!(r["inventory"]["lastHostUuid"], json!(i.host));
+    assert_eq!(host_free(&mut h, &i), free);
+    let uuid = r["inventory"]["uuid"].as_str().unwrap().to_string();
+    let q = vm(&mut h, &uuid);
+    assert_eq!(q["allVolumes"][0]["status"], "Ready");
+    let r = h.admin("StartVmInstance", json!({"uuid": uuid}));
+    assert_eq!(r["inventory"]["state"], "Running");
+}
+
+#[test]
+fn a_host_with_vms_cannot_be_deleted() {
+    let (mut h, i) = world();
+    create(&mut h, &i, "vm");
+    assert_eq!(
+        h.admin_refused("DeleteHost", json!({"uuid": i.host})),
+        Code::OperationFailure
+    );
+}
