@@ -438,6 +438,34 @@ impl ImageStores {
         Ok(Vars::from([(export_flows::EXPORTED.to_string(), text)]))
     }
 
+    /// A URL a host's agent downloads the image from (an export of the store's copy as it
+    /// is stored, made if there is none yet), and its md5: how a root volume's image reaches
+    /// the host's image cache.
+    pub async fn export_url(
+        &self,
+        backup_storage_uuid: &str,
+        image_uuid: &str,
+        term: u64,
+    ) -> Result<(String, String), EffectError> {
+        let vars = self
+            .export(
+                ExportPayload {
+                    image_uuid: image_uuid.to_string(),
+                    backup_storage_uuid: backup_storage_uuid.to_string(),
+                    format: String::new(),
+                    name: image_uuid.to_string(),
+                },
+                term,
+            )
+            .await?;
+        let text = vars
+            .get(export_flows::EXPORTED)
+            .ok_or_else(|| failed("the export answered no URL".into()))?;
+        let e: export_flows::Exported = serde_json::from_str(text)
+            .map_err(|e| failed(format!("undecodable export: {e}")))?;
+        Ok((e.url, e.md5))
+    }
+
     /// The export flows' `unexport`: the file goes; a store that cannot be asked fails the
     /// step, so the URL stays recorded while it may still be served.
     async fn unexport(&self, p: ExportPayload, term: u64) -> Result<Vars, EffectError> {

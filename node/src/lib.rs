@@ -31,6 +31,7 @@ pub mod state_view;
 pub mod storage_agents;
 pub mod store_connect;
 pub mod timing;
+pub mod vm_agents;
 pub mod zstack_api;
 
 #[cfg(all(feature = "seeded-bugs", not(debug_assertions)))]
@@ -167,6 +168,11 @@ pub async fn start_with_host_agent(
         sm.clone(),
         proto::agent::DEFAULT_PORT,
     ));
+    let vms = Arc::new(vm_agents::VmAgents::new(
+        agents.clone(),
+        images.clone(),
+        proto::agent::DEFAULT_PORT,
+    ));
     let storage = Arc::new(storage_agents::HostStorages::new(
         agents.clone(),
         proto::agent::DEFAULT_PORT,
@@ -209,6 +215,7 @@ pub async fn start_with_host_agent(
                 .with_hosts(hosts)
                 .with_stores(stores)
                 .with_images(images)
+                .with_vms(vms)
                 .with_storage(storage),
         ),
     );

@@ -33,6 +33,7 @@ pub struct Receivers {
     storage: Option<Arc<crate::storage_agents::HostStorages>>,
     stores: Option<Arc<crate::store_connect::StoreConnector>>,
     agents: Option<crate::agent_client::SharedAgents>,
+    vms: Option<Arc<crate::vm_agents::VmAgents>>,
 }
 
 impl Receivers {
@@ -55,6 +56,7 @@ impl Receivers {
             storage: None,
             stores: None,
             agents: None,
+            vms: None,
         }
     }
 
@@ -102,6 +104,12 @@ impl Receivers {
     /// With the image store agents' receiver (adding and deleting backup storage).
     pub fn with_stores(mut self, stores: crate::store_connect::StoreConnector) -> Self {
         self.stores = Some(Arc::new(stores));
+        self
+    }
+
+    /// With the VMs' receiver (hosts' agents driving domains and volumes).
+    pub fn with_vms(mut self, vms: Arc<crate::vm_agents::VmAgents>) -> Self {
+        self.vms = Some(vms);
         self
     }
 
@@ -179,6 +187,11 @@ impl EffectRunner for Receivers {
         if request.receiver == api::families::host::flows::RECEIVER {
             if let Some(h) = &self.hosts {
                 return h.perform(&request.action, &request.payload, term, progress);
+            }
+        }
+        if request.receiver == api::families::vm::flows::RECEIVER {
+            if let Some(v) = &self.vms {
+                return v.perform(&request.action, &request.payload, term, progress);
             }
         }
         if request.receiver == api::families::primary_storage::flows::RECEIVER {

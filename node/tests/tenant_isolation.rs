@@ -343,6 +343,7 @@ struct Infra {
     user_tag: String,
     key: String,
     user: String,
+    vm: String,
 }
 
 impl Infra {
@@ -368,6 +369,7 @@ impl Infra {
             &self.user_tag,
             &self.key,
             &self.user,
+            &self.vm,
         ]
     }
 }
@@ -569,6 +571,17 @@ impl Setup<'_> {
                 json!({"name": "admin-ops", "password": "admin-ops-password"}),
             )
             .await;
+        // A VM of the admin's on the test agent (its local storage measured first).
+        self.ok(s, "ReconnectPrimaryStorage", json!({ "uuid": local }))
+            .await;
+        let vm = self
+            .uuid(
+                s,
+                "CreateVmInstance",
+                json!({"name": "admin-vm", "instanceOfferingUuid": io, "imageUuid": image,
+                   "l3NetworkUuids": [l3]}),
+            )
+            .await;
         Infra {
             session: admin.to_string(),
             zone,
@@ -590,6 +603,7 @@ impl Setup<'_> {
             user_tag,
             key,
             user,
+            vm,
         }
     }
 
@@ -911,6 +925,27 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
         ],
     );
     add("ReconnectPrimaryStorage", vec![denied(uuid(&i.local))]);
+
+    // ---- VMs: B can neither create one from offerings it cannot see nor touch the admin's.
+    add(
+        "CreateVmInstance",
+        vec![denied(
+            json!({"name": "b-vm", "instanceOfferingUuid": i.io, "imageUuid": a.image, "l3NetworkUuids": [a.l3]}),
+        )],
+    );
+    for call in [
+        "StartVmInstance",
+        "StopVmInstance",
+        "RebootVmInstance",
+        "PauseVmInstance",
+        "ResumeVmInstance",
+        "DestroyVmInstance",
+        "ExpungeVmInstance",
+        "RecoverVmInstance",
+    ] {
+        add(call, vec![denied(uuid(&i.vm))]);
+    }
+    add("UpdateVmInstance", vec![denied(rename(&i.vm))]);
     add(
         "GetBackupStorageCapacity",
         vec![

@@ -1,0 +1,421 @@
+//! VMs end to end through REST v1 on three management nodes and two real `zsagent`s
+//! (libvirt's test driver): hosts added, an image downloaded from an HTTP server this test
+//! runs into an image store, a shared-mount-point primary storage, a flat network; then VMs
+//! created through every node, and stopped, started, rebooted, paused, resumed, destroyed,
+//! recovered and expunged. After every step the API's VM state is compared with the domain
+//! list each agent reports and the root volume files on disk.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use std::time::Instant;
+
+use common::add_member;
+use common::admin_client;
+use common::data_dir;
+use common::login;
+use common::ready;
+use common::spawn;
+use common::Proc;
+use common::Rest;
+use proto::agent::v1 as pb;
+use serde_json::json;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+const IPS: [&str; 2] = ["127.0.0.91", "127.0.0.92"];
+
+/// Serves `/img.qcow2` at once.
+async fn http_server(image: Vec<u8>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let image = std::sync::Arc::new(image);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let image = image.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    image.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&image).await;
+            });
+        }
+    });
+    port
+}
+
+/// A small qcow2 image (64 MiB virtual).
+fn make_image(dir: &Path) -> Vec<u8> {
+    let q = dir.join("src.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["create", "-f", "qcow2"])
+        .arg(&q)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::read(&q).unwrap()
+}
+
+impl Rest {
+    async fn post(&self, path: &str, params: Value) -> Value {
+        let (s, v) = self
+            .send(
+                reqwest::Method::POST,
+                path,
+                Some(json!({ "params": params })),
+            )
+            .await;
+        assert_eq!(s, 200, "POST {path}: {v}");
+        v
+    }
+
+    async fn action(&self, uuid: &str, action: &str, params: Value) -> (u16, Value) {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/vm-instances/{uuid}/actions"),
+            Some(json!({ action: params })),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.send(reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+
+    async fn config(&self, category: &str, name: &str, value: &str) {
+        let (s, v) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/global-configurations/{category}/{name}/actions"),
+                Some(json!({"updateGlobalConfig": {"value": value}})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+/// Wait until `path`'s first inventory has `status` Connected.
+async fn connected(r: &Rest, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let v = r.get(path).await;
+        let inv = v["inventories"][0].clone();
+        if inv["status"] == "Connected" {
+            return inv;
+        }
+        assert!(Instant::now() < deadline, "{path} not Connected: {inv}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Each agent's domains (name → state), asked as the current leader in its own term (a read
+/// that raises no agent's term above the leader's).
+async fn domains(
+    dir: &Path,
+    nodes: &[Proc],
+    hosts: &[(String, String)],
+) -> BTreeMap<String, (String, String)> {
+    let c = admin_client();
+    let mut out = BTreeMap::new();
+    let status: Value = c
+        .get(format!("http://{}/cluster/status", nodes[0].http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let leader = status["leader_id"].as_u64().unwrap();
+    let term = status["term"].as_u64().unwrap();
+    let cluster = status["cluster_id"].as_str().unwrap();
+    let creds = node::pki::load(&data_dir(dir, leader), cluster, leader).unwrap();
+    let clients = node::agent_client::AgentClients::new(&creds);
+    for (host, ip) in hosts {
+        let addr = format!("{ip}:{}", proto::agent::DEFAULT_PORT);
+        let r = clients
+            .grpc(&addr)
+            .unwrap()
+            .list_domains(pb::ListDomainsRequest {
+                header: Some(clients.header(term, host)),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ListDomains on {addr}: {e}"))
+            .into_inner();
+        for d in r.domains {
+            let prev = out.insert(d.name.clone(), (host.clone(), d.state.clone()));
+            assert!(prev.is_none(), "VM {} has a domain on two hosts", d.name);
+        }
+    }
+    out
+}
+
+/// The API's VMs against the agents' domains and the files on disk: every Running VM has a
+/// Running domain on its host, a Paused one a Paused domain, no other VM has a domain, and
+/// every VM's root volume file exists.
+async fn check(r: &Rest, dir: &Path, nodes: &[Proc], hosts: &[(String, String)]) -> Vec<Value> {
+    let vms = r.get("/vm-instances").await["inventories"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let mut doms = domains(dir, nodes, hosts).await;
+    for vm in &vms {
+        let uuid = vm["uuid"].as_str().unwrap();
+        let state = vm["state"].as_str().unwrap();
+        let dom = doms.remove(uuid);
+        match state {
+            "Running" | "Paused" => {
+                let (host, dstate) = dom.unwrap_or_else(|| panic!("{state} VM {uuid} has no domain"));
+                assert_eq!(vm["hostUuid"], json!(host), "VM {uuid} runs elsewhere");
+                assert_eq!(dstate, state, "VM {uuid}");
+            }
+            _ => assert!(dom.is_none(), "{state} VM {uuid} has a domain: {dom:?}"),
+        }
+        let root = &vm["allVolumes"][0];
+        let path = root["installPath"].as_str().unwrap();
+        assert!(Path::new(path).exists(), "VM {uuid}'s root volume {path} is missing");
+    }
+    assert!(doms.is_empty(), "domains without a VM: {doms:?}");
+    vms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
+    let td = tempfile::tempdir().unwrap();
+    let args = ["--agent-libvirt-uri", "test:///default"];
+    let mut nodes = vec![spawn(td.path(), 1, &[&["--init"][..], &args].concat())];
+    nodes.push(spawn(td.path(), 2, &args));
+    nodes.push(spawn(td.path(), 3, &args));
+    let admin = admin_client();
+    ready(&admin, &nodes[0]).await;
+    add_member(&admin, &nodes[0], &nodes[1]).await;
+    add_member(&admin, &nodes[0], &nodes[2]).await;
+    let _agents: Vec<_> = IPS
+        .iter()
+        .enumerate()
+        .map(|(k, ip)| {
+            common::TestAgent::install(
+                &data_dir(td.path(), 1),
+                &td.path().join(format!("agent{k}")),
+                ip,
+            )
+        })
+        .collect();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let session = login(&c, &format!("http://{}/zstack/v1", nodes[0].http)).await;
+    let rests: Vec<Rest> = nodes
+        .iter()
+        .map(|p| Rest {
+            c: c.clone(),
+            base: format!("http://{}/zstack/v1", p.http),
+            session: session.clone(),
+        })
+        .collect();
+    let r = &rests[0];
+    r.config("kvm", "allowTestDriver", "true").await;
+
+    let zone = r.post("/zones", json!({"name": "z"})).await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cluster = r
+        .post(
+            "/clusters",
+            json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
+        )
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut hosts = Vec::new();
+    for (k, ip) in IPS.iter().enumerate() {
+        let v = r
+            .post(
+                "/hosts/kvm",
+                json!({"clusterUuid": cluster, "name": format!("h{k}"), "managementIp": ip,
+                       "username": "root", "password": "unused"}),
+            )
+            .await;
+        hosts.push((
+            v["inventory"]["uuid"].as_str().unwrap().to_string(),
+            ip.to_string(),
+        ));
+    }
+    let ps_dir = td.path().join("smp");
+    let ps = r
+        .post(
+            "/primary-storage/smp",
+            json!({"zoneUuid": zone, "name": "smp", "url": ps_dir.display().to_string()}),
+        )
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    r.post(&format!("/clusters/{cluster}/primary-storage/{ps}"), json!({}))
+        .await;
+    connected(r, &format!("/primary-storage/{ps}")).await;
+
+    let bs = r
+        .post(
+            "/backup-storage/image-store",
+            json!({"name": "store", "url": td.path().join("bs").display().to_string(), "hostname": IPS[0],
+                   "username": "root", "password": "bs-secret"}),
+        )
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    r.post(&format!("/zones/{zone}/backup-storage/{bs}"), json!({}))
+        .await;
+    connected(r, &format!("/backup-storage/{bs}")).await;
+    let port = http_server(make_image(td.path())).await;
+    let image = r
+        .post(
+            "/images",
+            json!({"name": "img", "url": format!("http://127.0.0.1:{port}/img.qcow2"), "format": "qcow2",
+                   "mediaType": "RootVolumeTemplate", "backupStorageUuids": [bs]}),
+        )
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let l2 = r
+        .post(
+            "/l2-networks/no-vlan",
+            json!({"zoneUuid": zone, "name": "flat", "physicalInterface": "eth0"}),
+        )
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    r.post(&format!("/l2-networks/{l2}/clusters/{cluster}"), json!({}))
+        .await;
+    let l3 = r
+        .post("/l3-networks", json!({"l2NetworkUuid": l2, "name": "l3"}))
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    r.post(
+        &format!("/l3-networks/{l3}/ip-ranges"),
+        json!({"name": "r", "startIp": "10.0.0.10", "endIp": "10.0.0.200", "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
+    )
+    .await;
+    let io = r
+        .post(
+            "/instance-offerings",
+            json!({"name": "small", "cpuNum": 1, "memorySize": 268435456u64}),
+        )
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Six VMs, two through each node.
+    let mut vms = Vec::new();
+    for k in 0..6 {
+        let v = rests[k % 3]
+            .post(
+                "/vm-instances",
+                json!({"name": format!("vm-{k}"), "instanceOfferingUuid": io, "imageUuid": image,
+                       "l3NetworkUuids": [l3]}),
+            )
+            .await;
+        assert_eq!(v["inventory"]["state"], "Running", "{v}");
+        vms.push(v["inventory"]["uuid"].as_str().unwrap().to_string());
+    }
+    let all = check(r, td.path(), &nodes, &hosts).await;
+    assert_eq!(all.len(), 6);
+    let ips: std::collections::BTreeSet<_> = all
+        .iter()
+        .map(|v| v["vmNics"][0]["ip"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ips.len(), 6, "every VM has its own address: {ips:?}");
+    let on: std::collections::BTreeSet<_> = all
+        .iter()
+        .map(|v| v["hostUuid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on.len(), 2, "the VMs spread over both hosts");
+
+    let step = |name: &'static str, uuid: String, action: &'static str, params: Value, want: &'static str| {
+        let rests = &rests;
+        async move {
+            let (s, v) = rests[1].action(&uuid, action, params).await;
+            assert_eq!(s, 200, "{name}: {v}");
+            assert_eq!(v["inventory"]["state"], want, "{name}: {v}");
+        }
+    };
+    step("stop", vms[0].clone(), "stopVmInstance", json!({}), "Stopped").await;
+    step("cold stop", vms[1].clone(), "stopVmInstance", json!({"type": "cold"}), "Stopped").await;
+    check(r, td.path(), &nodes, &hosts).await;
+    step("start", vms[0].clone(), "startVmInstance", json!({}), "Running").await;
+    step("reboot", vms[2].clone(), "rebootVmInstance", json!({}), "Running").await;
+    step("pause", vms[3].clone(), "pauseVmInstance", json!({}), "Paused").await;
+    check(r, td.path(), &nodes, &hosts).await;
+    step("resume", vms[3].clone(), "resumeVmInstance", json!({}), "Running").await;
+    // A stopped VM cannot be paused: ZStack's error, nothing changes.
+    let (s, v) = rests[2].action(&vms[1], "pauseVmInstance", json!({})).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("current vm instance state[Stopped]"),
+        "{v}"
+    );
+    check(r, td.path(), &nodes, &hosts).await;
+
+    // Destroy (Delay policy): the domain goes, the root volume stays until expunged.
+    let (s, v) = rests[0]
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/vm-instances/{}", vms[4]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let destroyed = r.get(&format!("/vm-instances/{}", vms[4])).await;
+    assert_eq!(destroyed["inventories"][0]["state"], "Destroyed");
+    let root = destroyed["inventories"][0]["allVolumes"][0]["installPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(r, td.path(), &nodes, &hosts).await;
+    step("recover", vms[4].clone(), "recoverVmInstance", json!({}), "Stopped").await;
+    step("start recovered", vms[4].clone(), "startVmInstance", json!({}), "Running").await;
+    let (s, v) = rests[0]
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/vm-instances/{}", vms[4]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = rests[2]
+        .action(&vms[4], "expungeVmInstance", json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!Path::new(&root).exists(), "the expunged VM's volume {root} is still there");
+    let left = check(r, td.path(), &nodes, &hosts).await;
+    assert_eq!(left.len(), 5);
+    let vols = r.get("/volumes").await["inventories"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    assert_eq!(vols.len(), 5, "one root volume per VM: {vols:?}");
+}
