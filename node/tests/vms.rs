@@ -418,4 +418,32 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .cloned()
         .unwrap();
     assert_eq!(vols.len(), 5, "one root volume per VM: {vols:?}");
+
+    // The expunge timer: a VM destroyed under Delay is expunged once vm.expungePeriod passes.
+    r.config("vm", "expungePeriod", "1").await;
+    r.config("vm", "expungeInterval", "1").await;
+    let (s, v) = rests[1]
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/vm-instances/{}", vms[5]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let root = left
+        .iter()
+        .find(|v| v["uuid"] == json!(vms[5]))
+        .map(|v| v["allVolumes"][0]["installPath"].as_str().unwrap().to_string())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = r.get(&format!("/vm-instances/{}", vms[5])).await;
+        if v["inventories"].as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never expunged: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!Path::new(&root).exists(), "the expunged VM's volume {root} is still there");
+    assert_eq!(check(r, td.path(), &nodes, &hosts).await.len(), 4);
 }

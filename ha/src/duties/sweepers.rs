@@ -22,12 +22,16 @@ use crate::Duty;
 use crate::DutyError;
 
 /// A periodic leader duty: proposes what `tick` builds every `period` (the first time after
-/// one period), the period read again before each wait so a changed setting needs no restart.
+/// one period). The period is read again at least every [`RECHECK`], so a changed setting
+/// takes effect within seconds, without a restart and without waiting out the old period.
 pub struct Periodic {
     name: &'static str,
     period: fn(&LeaderContext) -> Duration,
     tick: fn(Arc<LeaderContext>) -> BoxFuture<'static, Result<(), DutyError>>,
 }
+
+/// How often a waiting periodic duty reads its period again.
+const RECHECK: Duration = Duration::from_secs(5);
 
 impl Periodic {
     /// A duty named `name`.
@@ -47,11 +51,18 @@ impl Duty for Periodic {
 
     fn run(self: Arc<Self>, ctx: Arc<LeaderContext>) -> BoxFuture<'static, Result<(), DutyError>> {
         Box::pin(async move {
+            let mut last = tokio::time::Instant::now();
             loop {
-                tokio::select! {
-                    _ = ctx.cancelled().cancelled() => return Ok(()),
-                    _ = tokio::time::sleep((self.period)(&ctx)) => {}
+                let due = last + (self.period)(&ctx);
+                let now = tokio::time::Instant::now();
+                if now < due {
+                    tokio::select! {
+                        _ = ctx.cancelled().cancelled() => return Ok(()),
+                        _ = tokio::time::sleep((due - now).min(RECHECK)) => {}
+                    }
+                    continue;
                 }
+                last = now;
                 if let Err(e) = (self.tick)(ctx.clone()).await {
                     tracing::warn!(term = ctx.term(), duty = %self.name, error = %e.0, "periodic duty tick failed");
                 }
@@ -100,6 +111,30 @@ pub fn api_result_sweeper() -> Periodic {
                 propose(&ctx, JobOp::Expire.command(Caller::admin()))
                     .await
                     .map(|_| ())
+            })
+        },
+    )
+}
+
+/// Submits the expunge job of every Destroyed VM past `vm.expungePeriod`, every
+/// `vm.expungeInterval`. A job's uuid is derived from the VM and its destroy time, so a sweep
+/// repeated (or run by the next leader) submits nothing twice.
+pub fn vm_expunge_sweeper() -> Periodic {
+    Periodic::new(
+        "vm-expunge-sweeper",
+        |ctx| config_secs(ctx, "vm", "expungeInterval", 3600),
+        |ctx| {
+            Box::pin(async move {
+                let now = ctx.now_ms();
+                let jobs = ctx
+                    .read(|v| api::families::vm::expunge_jobs(v, now))
+                    .map_err(|e| DutyError(e.to_string()))?;
+                for job in jobs {
+                    let vm = job.chain.clone();
+                    propose(&ctx, JobOp::Submit(job).command(Caller::admin())).await?;
+                    tracing::info!(vm = %vm, "expunge of a destroyed VM submitted");
+                }
+                Ok(())
             })
         },
     )

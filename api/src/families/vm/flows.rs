@@ -715,7 +715,12 @@ fn destroyed(
         })
         .map_err(|e| validate::invalid_arg(e.to_string()))?,
     );
-    Ok(answer(set_state(txn, ctx, &vm.uuid, VmState::Destroyed)?))
+    let vm = generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
+        v.state = VmState::Destroyed;
+        v.deleted_at = Some(ctx.proposed_at_ms);
+        Ok(())
+    })?;
+    Ok(answer(vm))
 }
 
 /// Write the VM's volume files into vars (where they are: the last host for LocalStorage).
@@ -796,6 +801,7 @@ fn recover_ips(
     let vm = generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
         v.vm_nics = nics;
         v.state = VmState::Stopped;
+        v.deleted_at = None;
         Ok(())
     })?;
     Ok(answer(vm))

@@ -15,6 +15,7 @@ mod model;
 mod tests;
 mod wire;
 
+pub use model::expunge_jobs;
 pub use model::VmInstance;
 pub use model::VmOp;
 pub use model::VmResult;

@@ -176,6 +176,9 @@ pub struct VmInstance {
     pub state: VmState,
     /// Its NICs, by device id.
     pub vm_nics: Vec<VmNic>,
+    /// When it was destroyed into the recycle bin (the expunge deadline counts from here).
+    #[serde(default)]
+    pub deleted_at: Option<u64>,
     /// Creation time, ms.
     pub create_date: u64,
     /// Last change, ms.
@@ -563,6 +566,7 @@ pub(super) fn apply(
                 allocator_strategy: o.allocator_strategy,
                 state: VmState::Starting,
                 vm_nics,
+                deleted_at: None,
                 create_date: now,
                 last_op_date: now,
             };
@@ -648,4 +652,44 @@ pub fn forget(txn: &mut dyn StateTxn, ctx: &ApplyCtx, vm_uuid: &str) -> Result<(
     }
     relations::delete(txn, ctx, KIND, vm_uuid)?;
     Ok(())
+}
+
+/// The jobs that expunge the Destroyed VMs whose `vm.expungePeriod` has passed at `now_ms`
+/// under the `Delay` policy (`Never` keeps them until expunged by hand). Each job's uuid is
+/// derived from the VM and its destroy time: two sweeps (of one leader or of two) submit it
+/// once, and a VM recovered and destroyed again gets a new one.
+pub fn expunge_jobs(txn: &dyn StateTxn, now_ms: u64) -> Result<Vec<crate::job::Submission>, ApiError> {
+    if crate::settings::value(txn, "vm", "deletionPolicy")? != "Delay" {
+        return Ok(Vec::new());
+    }
+    let period_ms = u64::try_from(crate::settings::int_value(txn, "vm", "expungePeriod")?)
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let Some(spec) = crate::catalogue::catalogue().by_name("ExpungeVmInstance") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (_, vm) in resource::find::<VmInstance>(txn, "state", VmState::Destroyed.name())? {
+        let Some(at) = vm.deleted_at else { continue };
+        if at.saturating_add(period_ms) > now_ms {
+            continue;
+        }
+        let command = crate::IntoCommand::command(
+            VmOp::Expunge {
+                uuid: vm.uuid.clone(),
+            },
+            Caller::admin(),
+        );
+        out.push(crate::job::Submission {
+            uuid: crate::params::derive_uuid(&format!("{}-expunge-{at}", vm.uuid), 0),
+            api_name: spec.name.clone(),
+            reply_class: spec.reply_class.clone(),
+            chain: vm.uuid.clone(),
+            flow: crate::job::FlowSpec::Named {
+                flow: super::flows::EXPUNGE.to_string(),
+                vars: crate::flow::command_vars(&command)?,
+            },
+        });
+    }
+    Ok(out)
 }

@@ -266,3 +266,34 @@ fn a_host_with_vms_cannot_be_deleted() {
         Code::OperationFailure
     );
 }
+
+#[test]
+fn destroyed_vms_are_due_for_expunge_after_the_period_once_per_destroy() {
+    let (mut h, i) = world();
+    let uuid = create(&mut h, &i, "vm").get("uuid").unwrap().as_str().unwrap().to_string();
+    h.admin("DestroyVmInstance", json!({"uuid": uuid}));
+    let at = h.n;
+    // The base world sets vm.expungePeriod to 3600 s; steps are 1 s apart.
+    let due = |h: &Harness, secs: u64| {
+        super::expunge_jobs(&h.t, 1000 * (u64::from(at) + secs)).unwrap()
+    };
+    assert!(due(&h, 3599).is_empty(), "not before the period");
+    let jobs = due(&h, 3600);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].chain, uuid);
+    assert_eq!(jobs[0].api_name, "ExpungeVmInstance");
+    assert_eq!(due(&h, 7200)[0].uuid, jobs[0].uuid, "the same job on every sweep");
+    // Recovered and destroyed again: a new deadline and a new job.
+    h.admin("RecoverVmInstance", json!({"uuid": uuid}));
+    assert!(due(&h, 3600).is_empty(), "a recovered VM is not due");
+    h.admin("DestroyVmInstance", json!({"uuid": uuid}));
+    let again = super::expunge_jobs(&h.t, 1000 * (u64::from(h.n) + 3600)).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].uuid, jobs[0].uuid);
+    // Never: kept until expunged by hand.
+    h.admin(
+        "UpdateGlobalConfig",
+        json!({"category": "vm", "name": "deletionPolicy", "value": "Never"}),
+    );
+    assert!(super::expunge_jobs(&h.t, u64::MAX).unwrap().is_empty());
+}
