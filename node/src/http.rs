@@ -97,6 +97,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/cluster/flow-selftest", post(selftest_start))
         .route("/cluster/flow-selftest/{key}", get(selftest_markers))
         .route("/cluster/join-tokens", post(create_join_token))
+        .route("/cluster/hosts/{uuid}/domains", get(host_domains))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             crate::admin_auth::require_admin,
@@ -720,4 +721,65 @@ pub async fn serve_tls(
             }
         });
     }
+}
+
+/// `GET /cluster/hosts/{uuid}/domains` (admin, leader only): what the host's hypervisor runs
+/// now, as its agent lists it — the ground truth to compare the cloud's VM records with. The
+/// leader asks in its own term, so the read raises no agent's term and a deposed leader is
+/// refused by the agent like any of its calls; another node answers 409 naming the leader.
+async fn host_domains(State(node): State<Arc<Node>>, Path(uuid): Path<String>) -> HttpResult {
+    let m = node.raft_metrics();
+    if m.current_leader != Some(node.id) {
+        return Err(err(
+            &node,
+            NodeError::Conflict(format!(
+                "only the leader drives agents; ask node {:?}",
+                m.current_leader
+            )),
+        ));
+    }
+    let host = api::resource::inventory_of(&crate::state_view::StateView(&node.sm), "Host", &uuid)
+        .map_err(|e| err(&node, NodeError::Internal(e.to_string())))?
+        .ok_or_else(|| err(&node, NodeError::NotFound(format!("host {uuid}"))))?;
+    let ip = host["managementIp"].as_str().unwrap_or_default().to_string();
+    let agents = node
+        .receivers()
+        .agents()
+        .ok_or_else(|| err(&node, NodeError::Unavailable("no agent clients".into())))?;
+    let addr = if ip.contains(':') {
+        format!("[{ip}]:{}", proto::agent::DEFAULT_PORT)
+    } else {
+        format!("{ip}:{}", proto::agent::DEFAULT_PORT)
+    };
+    let mut req = tonic::Request::new(proto::agent::v1::ListDomainsRequest {
+        header: Some(agents.header(m.current_term, &uuid)),
+    });
+    req.set_timeout(Duration::from_secs(10));
+    let r = agents
+        .grpc(&addr)
+        .map_err(|e| err(&node, NodeError::Peer(e.to_string())))?
+        .list_domains(req)
+        .await
+        .map_err(|s| {
+            err(
+                &node,
+                NodeError::Peer(crate::agent_client::status_error(&addr, s).to_string()),
+            )
+        })?
+        .into_inner();
+    let domains: Vec<serde_json::Value> = r
+        .domains
+        .iter()
+        .map(|d| {
+            json!({"name": d.name, "uuid": d.uuid, "state": d.state, "vcpus": d.vcpus,
+                   "memoryBytes": d.memory_bytes, "vncPort": d.vnc_port})
+        })
+        .collect();
+    Ok(Json(json!({
+        "hostUuid": uuid,
+        "term": m.current_term,
+        "domainsVersion": r.domains_version,
+        "domains": domains,
+    }))
+    .into_response())
 }

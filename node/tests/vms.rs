@@ -21,7 +21,6 @@ use common::ready;
 use common::spawn;
 use common::Proc;
 use common::Rest;
-use proto::agent::v1 as pb;
 use serde_json::json;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -120,45 +119,54 @@ async fn connected(r: &Rest, path: &str) -> Value {
     }
 }
 
-/// Each agent's domains (name → state), asked as the current leader in its own term (a read
-/// that raises no agent's term above the leader's).
+/// Each host's domains (name → (host, state)), as the leader's admin endpoint lists them from
+/// the agents (`GET /cluster/hosts/{uuid}/domains`).
 async fn domains(
-    dir: &Path,
+    _dir: &Path,
     nodes: &[Proc],
     hosts: &[(String, String)],
 ) -> BTreeMap<String, (String, String)> {
     let c = admin_client();
-    let mut out = BTreeMap::new();
-    let status: Value = c
-        .get(format!("http://{}/cluster/status", nodes[0].http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let leader = status["leader_id"].as_u64().unwrap();
-    let term = status["term"].as_u64().unwrap();
-    let cluster = status["cluster_id"].as_str().unwrap();
-    let creds = node::pki::load(&data_dir(dir, leader), cluster, leader).unwrap();
-    let clients = node::agent_client::AgentClients::new(&creds);
-    for (host, ip) in hosts {
-        let addr = format!("{ip}:{}", proto::agent::DEFAULT_PORT);
-        let r = clients
-            .grpc(&addr)
-            .unwrap()
-            .list_domains(pb::ListDomainsRequest {
-                header: Some(clients.header(term, host)),
-            })
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'again: loop {
+        assert!(Instant::now() < deadline, "no leader answered the domain lists");
+        let mut out = BTreeMap::new();
+        let status: Value = c
+            .get(format!("http://{}/cluster/status", nodes[0].http))
+            .send()
             .await
-            .unwrap_or_else(|e| panic!("ListDomains on {addr}: {e}"))
-            .into_inner();
-        for d in r.domains {
-            let prev = out.insert(d.name.clone(), (host.clone(), d.state.clone()));
-            assert!(prev.is_none(), "VM {} has a domain on two hosts", d.name);
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let Some(leader) = status["leader_id"].as_u64() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let p = &nodes[usize::try_from(leader).unwrap() - 1];
+        for (host, _) in hosts {
+            let r = c
+                .get(format!("http://{}/cluster/hosts/{host}/domains", p.http))
+                .send()
+                .await
+                .unwrap();
+            if r.status().as_u16() == 409 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue 'again;
+            }
+            assert_eq!(r.status().as_u16(), 200);
+            let v: Value = r.json().await.unwrap();
+            for d in v["domains"].as_array().unwrap() {
+                let name = d["name"].as_str().unwrap().to_string();
+                let prev = out.insert(
+                    name.clone(),
+                    (host.clone(), d["state"].as_str().unwrap().to_string()),
+                );
+                assert!(prev.is_none(), "VM {name} has a domain on two hosts");
+            }
         }
+        return out;
     }
-    out
 }
 
 /// The API's VMs against the agents' domains and the files on disk: every Running VM has a
