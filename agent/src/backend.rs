@@ -9,6 +9,54 @@ use proto::agent::v1 as pb;
 #[error("{0}")]
 pub struct BackendError(pub String);
 
+/// Why a VM or volume operation did not happen, by who can fix it: the caller's request
+/// (`Invalid`), the host's state (`NotFound`, `WrongState`), or the host itself (`Failed`,
+/// `Unavailable`). The service maps each to one gRPC code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The request is wrong whatever the host's state (a bad spec, uuid or path).
+    #[error("{0}")]
+    Invalid(String),
+    /// The VM has no domain on this host.
+    #[error("{0}")]
+    NotFound(String),
+    /// The host's state does not allow it now (a paused VM rebooted, a volume in use).
+    #[error("{0}")]
+    WrongState(String),
+    /// The hypervisor or a tool refused or failed (libvirt's error, qemu-img's stderr).
+    #[error("{0}")]
+    Failed(String),
+    /// The hypervisor cannot be reached (libvirtd down); asking again later may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<BackendError> for OpError {
+    fn from(e: BackendError) -> Self {
+        OpError::Unavailable(e.0)
+    }
+}
+
+/// How a VM is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// ACPI power button, then destroyed when still running after the timeout.
+    Grace(std::time::Duration),
+    /// Destroyed at once.
+    Cold,
+}
+
+/// A volume to create on a primary storage (checked by the service: uuid, storage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRequest {
+    /// 32 lowercase hex digits; the file is `<storage dir>/volumes/<uuid>.qcow2`.
+    pub volume_uuid: String,
+    /// The image file a root volume is an overlay of; `None` for a blank data volume.
+    pub backing: Option<String>,
+    /// Virtual size; a root volume is at least its image's (0 = the image's).
+    pub size_bytes: u64,
+}
+
 /// Kinds of primary storage an agent prepares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StorageKind {
@@ -65,6 +113,23 @@ pub trait HostBackend: Send + Sync {
     fn prepare_storage(&self, s: &StorageSpec) -> Result<(), BackendError>;
     /// The storage's capacity now; unhealthy when its directory is gone or unreadable.
     fn storage_capacity(&self, s: &StorageSpec) -> pb::StorageCapacity;
+    /// Define the VM's domain from `spec` (checked by [`crate::domain_xml::validate`]) and
+    /// start it; a domain of that VM already running or paused is answered as it is.
+    fn start_vm(&self, spec: &pb::VmSpec) -> Result<pb::Domain, OpError>;
+    /// Stop the VM and undefine its domain; a VM the host does not have is already stopped.
+    fn stop_vm(&self, vm_uuid: &str, mode: StopMode) -> Result<(), OpError>;
+    /// Reboot a running VM (the domain stays running).
+    fn reboot_vm(&self, vm_uuid: &str) -> Result<pb::Domain, OpError>;
+    /// Pause a running VM; a paused one is answered as it is.
+    fn pause_vm(&self, vm_uuid: &str) -> Result<pb::Domain, OpError>;
+    /// Resume a paused VM; a running one is answered as it is.
+    fn resume_vm(&self, vm_uuid: &str) -> Result<pb::Domain, OpError>;
+    /// Destroy the VM (power cut) and undefine its domain; absent is already destroyed.
+    fn destroy_vm(&self, vm_uuid: &str) -> Result<(), OpError>;
+    /// Create the volume's file on a prepared storage; an existing one is answered as it is.
+    fn create_volume(&self, s: &StorageSpec, v: &VolumeRequest) -> Result<pb::VolumeFile, OpError>;
+    /// Remove the volume's file (whether there was one); refused while a domain uses it.
+    fn delete_volume(&self, s: &StorageSpec, volume_uuid: &str) -> Result<bool, OpError>;
     /// Whether the calls above block on I/O (libvirt, the file system) and must run off the
     /// async workers; the simulator answers from memory.
     fn blocking(&self) -> bool {

@@ -6,11 +6,14 @@
 //! - [`backend`]: the host behind a trait: [`libvirt`] (the `virt` crate; production and the
 //!   demo) or [`simulated`] (in-memory hosts for scale tests).
 //! - [`storage`]: primary storage directories, NFS mounts, `statvfs` capacity.
+//! - [`volumes`]: volume files on a primary storage (`qemu-img`); [`domain_xml`]: the
+//!   libvirt domain XML of a VM, built from the leader's spec.
 //! - [`tls`]: the agent's credentials from the cluster CA and the caller's identity.
 //! - [`image_store`], [`image_service`]: the image store role; [`image_export`] and
 //!   [`export_http`]: exported images and the plain-HTTP server that serves them.
 
 pub mod backend;
+pub mod domain_xml;
 pub mod durable;
 pub mod export_http;
 pub mod image_export;
@@ -22,3 +25,4 @@ pub mod simulated;
 pub mod storage;
 pub mod term;
 pub mod tls;
+pub mod volumes;

@@ -3,16 +3,29 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
 
 use proto::agent::v1 as pb;
 use virt::connect::Connect;
+use virt::domain::Domain;
 use virt::domain::DomainState;
+use virt::error::ErrorNumber;
 
 use crate::backend::BackendError;
 use crate::backend::HostBackend;
+use crate::backend::OpError;
+use crate::backend::StopMode;
 use crate::backend::StorageSpec;
+use crate::backend::VolumeRequest;
+use crate::domain_xml;
+use crate::domain_xml::DomainType;
 use crate::storage;
 use crate::storage::Mounter;
+use crate::volumes;
+
+/// How often a grace stop looks whether the guest has powered off.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
 /// One libvirt connection, reopened after a failure (libvirtd restarted under us).
 pub struct LibvirtBackend {
@@ -92,33 +105,209 @@ impl LibvirtBackend {
         Ok(b)
     }
 
-    fn with<T>(
-        &self,
-        f: impl Fn(&Connect) -> Result<T, virt::error::Error>,
-    ) -> Result<T, BackendError> {
+    /// Run `f` on the connection, opening it first if needed. One retry over a fresh
+    /// connection: a libvirtd restart breaks the old one.
+    fn call<T>(&self, f: impl Fn(&Connect) -> Result<T, Fail>) -> Result<T, CallError> {
         let mut g = self
             .conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // One retry over a fresh connection: a libvirtd restart breaks the old one.
         for attempt in 0..2 {
             if g.is_none() {
-                let c = Connect::open(Some(&self.uri))
-                    .map_err(|e| BackendError(format!("cannot open libvirt {}: {e}", self.uri)))?;
+                let c = Connect::open(Some(&self.uri)).map_err(|e| {
+                    CallError::Connect(format!("cannot open libvirt {}: {e}", self.uri))
+                })?;
                 *g = Some(c);
             }
             let Some(c) = g.as_ref() else { continue };
             match f(c) {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt == 0 && !c.is_alive().unwrap_or(false) => {
+                Err(Fail::Libvirt(e)) if attempt == 0 && !c.is_alive().unwrap_or(false) => {
                     tracing::warn!(uri = %self.uri, error = %e, "libvirt connection lost; reopening");
                     *g = None;
                 }
-                Err(e) => return Err(BackendError(format!("libvirt {}: {e}", self.uri))),
+                Err(Fail::Libvirt(e)) => return Err(CallError::Libvirt(e)),
+                Err(Fail::Op(e)) => return Err(CallError::Op(e)),
             }
         }
-        Err(BackendError(format!("libvirt {} keeps failing", self.uri)))
+        Err(CallError::Connect(format!(
+            "libvirt {} keeps failing",
+            self.uri
+        )))
     }
+
+    fn with<T>(
+        &self,
+        f: impl Fn(&Connect) -> Result<T, virt::error::Error>,
+    ) -> Result<T, BackendError> {
+        self.call(|c| f(c).map_err(Fail::Libvirt))
+            .map_err(|e| match e {
+                CallError::Connect(m) => BackendError(m),
+                CallError::Libvirt(e) => BackendError(format!("libvirt {}: {e}", self.uri)),
+                CallError::Op(e) => BackendError(e.to_string()),
+            })
+    }
+
+    /// A call about VM `vm`, its failure classified for the caller.
+    fn vm<T>(&self, vm: &str, f: impl Fn(&Connect) -> Result<T, Fail>) -> Result<T, OpError> {
+        self.call(f).map_err(|e| match e {
+            CallError::Connect(m) => OpError::Unavailable(m),
+            CallError::Op(e) => e,
+            CallError::Libvirt(e) => match e.code().unwrap_or(ErrorNumber::InternalError) {
+                ErrorNumber::NoDomain => OpError::NotFound(format!("VM {vm} is not on this host")),
+                // libvirt's "not valid in this state": the domain changed under us.
+                ErrorNumber::OperationInvalid => {
+                    OpError::WrongState(format!("VM {vm}: {}", e.message()))
+                }
+                _ => OpError::Failed(format!("libvirt {} refused VM {vm}: {e}", self.uri)),
+            },
+        })
+    }
+
+    /// The domain type VMs get here: the test driver's own, KVM when the host offers it
+    /// (capabilities list a kvm guest and /dev/kvm exists), else QEMU's emulation.
+    fn domain_type(&self) -> Result<DomainType, OpError> {
+        if self.uri.starts_with("test:") {
+            return Ok(DomainType::Test);
+        }
+        let caps = self.with(|c| c.capabilities())?;
+        let (_, _, kvm_guest) = parse_capabilities(&caps)?;
+        Ok(if kvm_guest && Path::new("/dev/kvm").exists() {
+            DomainType::Kvm
+        } else {
+            DomainType::Qemu
+        })
+    }
+
+    /// Whether VM `vm` has a domain, and whether it is active, with its state.
+    fn state_of(&self, vm: &str) -> Result<Option<(bool, DomainState)>, OpError> {
+        self.vm(vm, |c| match lookup(c, vm)? {
+            None => Ok(None),
+            Some(d) => Ok(Some((
+                d.is_active()?,
+                d.state()?.0.unwrap_or(DomainState::NoState),
+            ))),
+        })
+    }
+
+    /// Pull the power cord of VM `vm` if it runs (a domain that stopped meanwhile is fine).
+    fn destroy_if_active(&self, vm: &str) -> Result<(), OpError> {
+        self.vm(vm, |c| {
+            if let Some(d) = lookup(c, vm)? {
+                if d.is_active()? {
+                    ignore_not_running(d.destroy())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Remove VM `vm`'s definition once it no longer runs, so the domain list is exactly the
+    /// VMs this host runs. libvirt snapshot metadata and a managed-save image would block the
+    /// undefine; the cluster keeps neither (its snapshots are its own volume files).
+    fn undefine(&self, vm: &str) -> Result<(), OpError> {
+        self.vm(vm, |c| {
+            let Some(d) = lookup(c, vm)? else {
+                return Ok(());
+            };
+            if d.is_active()? {
+                return Err(Fail::Op(OpError::WrongState(format!(
+                    "VM {vm} is still running after it was destroyed"
+                ))));
+            }
+            if d.is_persistent()? {
+                d.undefine_flags(
+                    virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                        | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A call on the domain of `vm`, which must exist.
+    fn on_domain(
+        &self,
+        vm: &str,
+        f: impl Fn(&Domain, DomainState) -> Result<(), Fail>,
+    ) -> Result<pb::Domain, OpError> {
+        self.vm(vm, |c| {
+            let d = lookup(c, vm)?.ok_or_else(|| {
+                Fail::Op(OpError::NotFound(format!("VM {vm} is not on this host")))
+            })?;
+            let state = d.state()?.0.unwrap_or(DomainState::NoState);
+            f(&d, state)?;
+            Ok(domain_of(&d)?)
+        })
+    }
+}
+
+/// What a closure given to [`LibvirtBackend::call`] failed on.
+enum Fail {
+    /// A libvirt call (retried once when the connection died).
+    Libvirt(virt::error::Error),
+    /// A refusal of ours.
+    Op(OpError),
+}
+
+impl From<virt::error::Error> for Fail {
+    fn from(e: virt::error::Error) -> Self {
+        Fail::Libvirt(e)
+    }
+}
+
+enum CallError {
+    Connect(String),
+    Libvirt(virt::error::Error),
+    Op(OpError),
+}
+
+/// The domain of VM `vm`: found by its libvirt uuid (unique, unlike names across
+/// drivers), and refused when it carries another name: a domain this agent did not make.
+fn lookup(c: &Connect, vm: &str) -> Result<Option<Domain>, Fail> {
+    let d = match c.lookup_domain_by_uuid_string(&domain_xml::libvirt_uuid(vm)) {
+        Ok(d) => d,
+        Err(e) if e.code().is_known_and(|n| n == ErrorNumber::NoDomain) => return Ok(None),
+        Err(e) => return Err(Fail::Libvirt(e)),
+    };
+    let name = d.name()?;
+    if name != vm {
+        return Err(Fail::Op(OpError::WrongState(format!(
+            "domain {name:?} holds the uuid of VM {vm} but was not created by this agent: remove it (virsh undefine {name})"
+        ))));
+    }
+    Ok(Some(d))
+}
+
+/// A destroy or shutdown of a domain that stopped meanwhile has nothing left to do.
+fn ignore_not_running(r: Result<(), virt::error::Error>) -> Result<(), virt::error::Error> {
+    match r {
+        Err(e)
+            if e.code()
+                .is_known_and(|n| n == ErrorNumber::OperationInvalid) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The wire form of a domain; the VNC port from its live XML while it is active.
+fn domain_of(d: &Domain) -> Result<pb::Domain, virt::error::Error> {
+    let info = d.info()?;
+    let vnc_port = if d.is_active()? {
+        domain_xml::vnc_port(&d.xml_desc(0)?)
+    } else {
+        0
+    };
+    Ok(pb::Domain {
+        name: d.name()?,
+        uuid: d.uuid_string()?,
+        state: state_name(info.state.unwrap_or(DomainState::NoState)).into(),
+        vcpus: info.nr_virt_cpu,
+        memory_bytes: info.max_mem.saturating_mul(1024),
+        vnc_port,
+    })
 }
 
 impl HostBackend for LibvirtBackend {
@@ -171,14 +360,12 @@ impl HostBackend for LibvirtBackend {
         self.with(|c| {
             let mut out = Vec::new();
             for d in c.list_all_domains(0)? {
-                let info = d.info()?;
-                out.push(pb::Domain {
-                    name: d.name()?,
-                    uuid: d.uuid_string()?,
-                    state: state_name(info.state.unwrap_or(DomainState::NoState)).into(),
-                    vcpus: info.nr_virt_cpu,
-                    memory_bytes: info.max_mem.saturating_mul(1024),
-                });
+                match domain_of(&d) {
+                    Ok(x) => out.push(x),
+                    // Undefined by someone else (virsh) between the listing and the look.
+                    Err(e) if e.code().is_known_and(|n| n == ErrorNumber::NoDomain) => {}
+                    Err(e) => return Err(e),
+                }
             }
             out.sort_by(|a, b| a.uuid.cmp(&b.uuid));
             Ok(out)
@@ -191,6 +378,190 @@ impl HostBackend for LibvirtBackend {
 
     fn storage_capacity(&self, s: &StorageSpec) -> pb::StorageCapacity {
         storage::capacity(s)
+    }
+
+    fn start_vm(&self, spec: &pb::VmSpec) -> Result<pb::Domain, OpError> {
+        let vm = spec.vm_uuid.as_str();
+        let xml = domain_xml::build(spec, self.domain_type()?)
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
+        let running = self.vm(vm, |c| match lookup(c, vm)? {
+            Some(d) if d.is_active()? => Ok(Some(domain_of(&d)?)),
+            _ => Ok(None),
+        })?;
+        if let Some(d) = running {
+            // A repeated start: the VM runs (or is paused) as the first start left it.
+            return Ok(d);
+        }
+        // Named here rather than in libvirt's "cannot open file" from deep inside QEMU.
+        for (what, p) in spec
+            .disks
+            .iter()
+            .map(|d| (format!("volume {}", d.volume_uuid), &d.path))
+            .chain((!spec.iso_path.is_empty()).then(|| ("ISO".to_string(), &spec.iso_path)))
+        {
+            if !Path::new(p).is_file() {
+                return Err(OpError::WrongState(format!(
+                    "VM {vm}: the file {p} of its {what} is not on this host: create or cache it first"
+                )));
+            }
+        }
+        let d = self.vm(vm, |c| {
+            // Defining again replaces a stale definition (a stopped domain left behind).
+            let d = c.define_domain_xml(&xml)?;
+            if let Err(e) = d.create() {
+                // Not left defined: the domain list is exactly the VMs this host runs.
+                if !d.is_active().unwrap_or(true) {
+                    if let Err(u) = d.undefine() {
+                        tracing::warn!(vm, error = %u, "cannot undefine the domain of a failed start");
+                    }
+                }
+                return Err(Fail::Libvirt(e));
+            }
+            Ok(domain_of(&d)?)
+        })?;
+        tracing::info!(vm, name = %spec.name, "VM started");
+        Ok(d)
+    }
+
+    fn stop_vm(&self, vm: &str, mode: StopMode) -> Result<(), OpError> {
+        let Some((active, state)) = self.state_of(vm)? else {
+            return Ok(());
+        };
+        if active {
+            match mode {
+                // A paused guest cannot see the power button; waiting would only delay
+                // the destroy.
+                StopMode::Grace(timeout) if state != DomainState::Paused => {
+                    self.vm(vm, |c| {
+                        if let Some(d) = lookup(c, vm)? {
+                            // No guest agent channel is configured, so QEMU presses the
+                            // ACPI power button. (The test driver takes no shutdown flags.)
+                            ignore_not_running(d.shutdown())?;
+                        }
+                        Ok(())
+                    })?;
+                    // Polled one call at a time: the connection is not held while the guest
+                    // takes its time, so pings and other VMs' calls go on meanwhile.
+                    let deadline = Instant::now() + timeout;
+                    loop {
+                        match self.state_of(vm)? {
+                            Some((true, _)) if Instant::now() < deadline => {
+                                std::thread::sleep(SHUTDOWN_POLL);
+                            }
+                            Some((true, _)) => {
+                                tracing::warn!(
+                                    vm,
+                                    timeout_s = timeout.as_secs(),
+                                    "guest did not power off in time; destroying it"
+                                );
+                                self.destroy_if_active(vm)?;
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                _ => self.destroy_if_active(vm)?,
+            }
+        }
+        self.undefine(vm)?;
+        tracing::info!(vm, ?mode, "VM stopped");
+        Ok(())
+    }
+
+    fn reboot_vm(&self, vm: &str) -> Result<pb::Domain, OpError> {
+        self.on_domain(vm, |d, state| match state {
+            DomainState::Running | DomainState::Blocked => {
+                d.reboot(virt::sys::VIR_DOMAIN_REBOOT_DEFAULT)?;
+                Ok(())
+            }
+            // QEMU would queue the ACPI request for a frozen guest that cannot answer it.
+            DomainState::Paused => Err(Fail::Op(OpError::WrongState(format!(
+                "VM {vm} is paused: resume it before rebooting"
+            )))),
+            other => Err(Fail::Op(OpError::WrongState(format!(
+                "VM {vm} is {}: only a running VM reboots",
+                state_name(other)
+            )))),
+        })
+    }
+
+    fn pause_vm(&self, vm: &str) -> Result<pb::Domain, OpError> {
+        self.on_domain(vm, |d, state| match state {
+            DomainState::Paused => Ok(()),
+            DomainState::Running | DomainState::Blocked => Ok(d.suspend()?),
+            other => Err(Fail::Op(OpError::WrongState(format!(
+                "VM {vm} is {}: only a running VM pauses",
+                state_name(other)
+            )))),
+        })
+    }
+
+    fn resume_vm(&self, vm: &str) -> Result<pb::Domain, OpError> {
+        self.on_domain(vm, |d, state| match state {
+            DomainState::Running | DomainState::Blocked => Ok(()),
+            DomainState::Paused => Ok(d.resume()?),
+            other => Err(Fail::Op(OpError::WrongState(format!(
+                "VM {vm} is {}: only a paused VM resumes",
+                state_name(other)
+            )))),
+        })
+    }
+
+    fn destroy_vm(&self, vm: &str) -> Result<(), OpError> {
+        if self.state_of(vm)?.is_none() {
+            return Ok(());
+        }
+        self.destroy_if_active(vm)?;
+        self.undefine(vm)?;
+        tracing::info!(vm, "VM destroyed");
+        Ok(())
+    }
+
+    fn create_volume(&self, s: &StorageSpec, v: &VolumeRequest) -> Result<pb::VolumeFile, OpError> {
+        volumes::create(
+            Path::new(s.dir()),
+            &v.volume_uuid,
+            v.backing.as_deref(),
+            v.size_bytes,
+        )
+    }
+
+    fn delete_volume(&self, s: &StorageSpec, volume_uuid: &str) -> Result<bool, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        let path = volumes::volume_path(Path::new(s.dir()), volume_uuid);
+        // Every domain, defined or running: a definition still pointing at the file would
+        // start a VM on a missing disk.
+        let files = self.with(|c| {
+            let mut out = Vec::new();
+            for d in c.list_all_domains(0)? {
+                let xml = match d.xml_desc(0) {
+                    Ok(x) => x,
+                    Err(e) if e.code().is_known_and(|n| n == ErrorNumber::NoDomain) => continue,
+                    Err(e) => return Err(e),
+                };
+                out.push((d.name()?, xml));
+            }
+            Ok(out)
+        })?;
+        let mut users = Vec::new();
+        for (name, xml) in files {
+            let disks = domain_xml::disk_files(&xml).map_err(OpError::Failed)?;
+            if disks
+                .iter()
+                .any(|f| volumes::same_file(Path::new(f), &path))
+            {
+                users.push(name);
+            }
+        }
+        if !users.is_empty() {
+            return Err(OpError::WrongState(format!(
+                "volume {volume_uuid} ({}) is in use by domain {}: stop the VM first",
+                path.display(),
+                users.join(", ")
+            )));
+        }
+        volumes::delete(Path::new(s.dir()), volume_uuid)
     }
 }
 
@@ -240,6 +611,107 @@ mod tests {
         assert_eq!(f.cpu_threads_per_core, 2);
         assert_eq!(f.memory_bytes, 8192 * 1024 * 1024);
         assert!(b.domains().unwrap().is_empty());
+    }
+
+    const VM: &str = "0123456789abcdef0123456789abcdef";
+
+    fn test_host(dir: &Path) -> LibvirtBackend {
+        // The lookups of absent domains are expected; libvirt would print each one.
+        virt::error::clear_error_callback();
+        let p = dir.join("host.xml");
+        std::fs::write(&p, test_host_xml(1, 2, 1, 4096)).unwrap();
+        LibvirtBackend::open(&format!("test://{}", p.display()), Box::new(SystemMounter)).unwrap()
+    }
+
+    fn vm_spec(disk: &Path) -> pb::VmSpec {
+        pb::VmSpec {
+            vm_uuid: VM.into(),
+            name: "db's <primary>".into(),
+            cpu_num: 1,
+            memory_bytes: 256 << 20,
+            disks: vec![pb::DiskSpec {
+                volume_uuid: "aaaabbbbccccddddeeeeffff00001111".into(),
+                path: disk.to_str().unwrap().into(),
+                format: "qcow2".into(),
+                device_id: 0,
+            }],
+            console_password: "pw'1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn libvirt_keeps_the_domain_as_built_and_forgets_it_when_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_host(dir.path());
+        let disk = dir.path().join("root.qcow2");
+        std::fs::write(&disk, b"").unwrap();
+        let d = b.start_vm(&vm_spec(&disk)).unwrap();
+        assert_eq!((d.name.as_str(), d.state.as_str()), (VM, "Running"));
+        let xml = b
+            .with(|c| {
+                c.lookup_domain_by_name(VM)?
+                    .xml_desc(virt::sys::VIR_DOMAIN_XML_SECURE)
+            })
+            .unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let root = doc.root_element();
+        assert_eq!(root.attribute("type"), Some("test"));
+        let find = |tag: &str| {
+            root.descendants()
+                .find(|n| n.has_tag_name(tag))
+                .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        };
+        assert_eq!(find("title").text(), Some("db's <primary>"));
+        assert_eq!(find("graphics").attribute("passwd"), Some("pw'1"));
+        assert!(find("features").children().any(|n| n.has_tag_name("acpi")));
+        assert_eq!(
+            domain_xml::disk_files(&xml).unwrap(),
+            [disk.to_str().unwrap()]
+        );
+        b.stop_vm(VM, StopMode::Grace(Duration::from_secs(2)))
+            .unwrap();
+        assert!(b.domains().unwrap().is_empty(), "stopped means undefined");
+        b.stop_vm(VM, StopMode::Cold).unwrap();
+        b.destroy_vm(VM).unwrap();
+    }
+
+    #[test]
+    fn a_missing_disk_or_a_foreign_domain_with_the_vms_uuid_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = test_host(dir.path());
+        let e = b
+            .start_vm(&vm_spec(&dir.path().join("missing.qcow2")))
+            .unwrap_err();
+        assert!(
+            matches!(&e, OpError::WrongState(m) if m.contains("not on this host")),
+            "{e:?}"
+        );
+        assert!(b.domains().unwrap().is_empty(), "nothing defined");
+        let foreign = format!(
+            "<domain type='test'><name>foreign</name><uuid>{}</uuid><memory>65536</memory>\
+             <os><type>hvm</type></os></domain>",
+            domain_xml::libvirt_uuid(VM)
+        );
+        b.with(|c| c.define_domain_xml(&foreign).map(|_| ()))
+            .unwrap();
+        let disk = dir.path().join("root.qcow2");
+        std::fs::write(&disk, b"").unwrap();
+        for e in [
+            b.start_vm(&vm_spec(&disk)).unwrap_err(),
+            b.pause_vm(VM).unwrap_err(),
+            b.destroy_vm(VM).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&e, OpError::WrongState(m) if m.contains("\"foreign\" holds the uuid")),
+                "{e:?}"
+            );
+        }
+        assert_eq!(
+            b.domains().unwrap().len(),
+            1,
+            "the foreign domain is left alone"
+        );
     }
 
     #[test]

@@ -8,10 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Condvar;
 use std::sync::Mutex;
+use std::sync::RwLock;
+use std::time::Duration;
 
 use proto::agent::v1 as pb;
 use proto::agent::v1::agent_server::Agent;
@@ -21,12 +25,17 @@ use tonic::Status;
 
 use crate::backend::BackendError;
 use crate::backend::HostBackend;
+use crate::backend::OpError;
+use crate::backend::StopMode;
 use crate::backend::StorageKind;
 use crate::backend::StorageSpec;
+use crate::backend::VolumeRequest;
+use crate::domain_xml;
 use crate::durable;
 use crate::term::TermError;
 use crate::term::TermStore;
 use crate::tls::node_of;
+use crate::volumes;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -34,6 +43,55 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}"))
+}
+
+/// A grace stop's wait when the request names none.
+const DEFAULT_GRACE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One operation at a time per key (a VM, a volume): a start retried by the leader after a
+/// timeout must not race the first one (two creates of one domain, or a rollback undefining
+/// the domain the other just started).
+#[derive(Debug, Default)]
+struct KeyedLocks {
+    held: Mutex<HashSet<String>>,
+    released: Condvar,
+}
+
+struct KeyGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: String,
+}
+
+impl KeyedLocks {
+    fn lock(&self, key: String) -> KeyGuard<'_> {
+        let mut held = lock(&self.held);
+        while held.contains(&key) {
+            held = self
+                .released
+                .wait(held)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        held.insert(key.clone());
+        KeyGuard { locks: self, key }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.locks.held).remove(&self.key);
+        self.locks.released.notify_all();
+    }
+}
+
+/// A VM or volume refusal or failure as the caller sees it.
+fn op_status(e: OpError) -> Status {
+    match e {
+        OpError::Invalid(m) => Status::invalid_argument(m),
+        OpError::NotFound(m) => Status::not_found(m),
+        OpError::WrongState(m) => Status::failed_precondition(m),
+        OpError::Failed(m) => Status::internal(m),
+        OpError::Unavailable(m) => Status::unavailable(m),
+    }
 }
 
 /// Which host record this agent serves: kept in a file on a real host (so a second cluster
@@ -121,6 +179,11 @@ pub struct HostSlot {
     storages_file: Option<PathBuf>,
     storages: Mutex<BTreeMap<String, StorageSpec>>,
     view: Mutex<DomainView>,
+    /// Per VM and per volume: one operation at a time.
+    ops: KeyedLocks,
+    /// Starts (read) against volume deletions (write): a volume's file is never removed
+    /// between a start's check of it and the domain's definition.
+    files: RwLock<()>,
 }
 
 impl std::fmt::Debug for HostSlot {
@@ -163,6 +226,8 @@ impl HostSlot {
                 version,
                 domains: Vec::new(),
             }),
+            ops: KeyedLocks::default(),
+            files: RwLock::new(()),
         })
     }
 
@@ -180,6 +245,54 @@ impl HostSlot {
             v.domains = now;
         }
         Ok((v.version, v.domains.clone()))
+    }
+
+    /// Run a VM operation under its VM's lock, then re-list the domains so the version a
+    /// ping reports has moved past the change already.
+    fn vm_op<T>(
+        &self,
+        vm: &str,
+        starts: bool,
+        f: impl FnOnce(&dyn HostBackend) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        let _vm = self.ops.lock(format!("vm/{vm}"));
+        let out = {
+            let _files = starts.then(|| {
+                self.files
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            });
+            f(self.backend.as_ref())
+        };
+        if let Err(e) = self.refresh() {
+            tracing::warn!(vm, error = %e, "cannot list domains after a VM operation");
+        }
+        out
+    }
+
+    /// Run a volume operation under its volume's lock; a deletion also excludes starts.
+    fn volume_op<T>(
+        &self,
+        volume: &str,
+        deletes: bool,
+        f: impl FnOnce(&dyn HostBackend) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        let _volume = self.ops.lock(format!("volume/{volume}"));
+        let _files = deletes.then(|| {
+            self.files
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
+        f(self.backend.as_ref())
+    }
+
+    /// A primary storage prepared on this host.
+    fn storage(&self, uuid: &str) -> Result<StorageSpec, Status> {
+        lock(&self.storages).get(uuid).cloned().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "primary storage {uuid} is not prepared on this host: prepare it first (PreparePrimaryStorage)"
+            ))
+        })
     }
 
     fn capacities(&self) -> Vec<pb::StorageCapacity> {
@@ -364,8 +477,205 @@ impl AgentService {
     }
 }
 
+/// The VM uuid of a request, checked before it names a domain.
+fn vm_uuid_of(uuid: &str) -> Result<(), Status> {
+    domain_xml::check_vm_uuid(uuid).map_err(Status::invalid_argument)
+}
+
+impl AgentService {
+    /// A VM call that answers the domain after it: admitted (term fencing before anything
+    /// else, so a deposed leader learns that first), for the bound host, then `prepare` reads
+    /// the VM uuid and the operation out of the request, run off the async workers under the
+    /// VM's lock.
+    async fn vm_call<T, O>(
+        &self,
+        call: &'static str,
+        req: Request<T>,
+        header: impl Fn(&T) -> Option<&pb::Header> + Send,
+        prepare: impl FnOnce(&T) -> Result<(String, O), Status> + Send,
+    ) -> Result<Response<pb::VmStateReply>, Status>
+    where
+        T: Send,
+        O: FnOnce(&dyn HostBackend, &str) -> Result<Option<pb::Domain>, OpError> + Send + 'static,
+    {
+        let (slot, term) = self.admit(&req, header(req.get_ref()))?;
+        bound_host(&slot, header(req.get_ref()))?;
+        let (vm, op) = prepare(req.get_ref())?;
+        drop(req);
+        vm_uuid_of(&vm)?;
+        let domain = on_slot(&slot, move |s| s.vm_op(&vm, false, |b| op(b, &vm)))
+            .await?
+            .map_err(|e| {
+                tracing::warn!(term, call, error = %e, "VM call refused");
+                op_status(e)
+            })?;
+        Ok(Response::new(pb::VmStateReply { domain }))
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
+    async fn create_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        volumes::check_volume_uuid(&r.volume_uuid).map_err(op_status)?;
+        let storage = slot.storage(&r.primary_storage_uuid)?;
+        let v = VolumeRequest {
+            volume_uuid: r.volume_uuid,
+            backing: (!r.backing_path.is_empty()).then_some(r.backing_path),
+            size_bytes: r.size_bytes,
+        };
+        let file = on_slot(&slot, move |s| {
+            s.volume_op(&v.volume_uuid, false, |b| b.create_volume(&storage, &v))
+        })
+        .await?
+        .map_err(op_status)?;
+        Ok(Response::new(pb::CreateVolumeReply { file: Some(file) }))
+    }
+
+    async fn delete_volume(
+        &self,
+        req: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        volumes::check_volume_uuid(&r.volume_uuid).map_err(op_status)?;
+        let storage = slot.storage(&r.primary_storage_uuid)?;
+        let uuid = r.volume_uuid;
+        let deleted = on_slot(&slot, move |s| {
+            s.volume_op(&uuid, true, |b| b.delete_volume(&storage, &uuid))
+        })
+        .await?
+        .map_err(op_status)?;
+        Ok(Response::new(pb::DeleteVolumeReply { deleted }))
+    }
+
+    async fn start_vm(
+        &self,
+        req: Request<pb::StartVmRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        let (slot, term) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        let spec =
+            r.vm.ok_or_else(|| Status::invalid_argument("StartVm carries no VM spec"))?;
+        // Refused here, before the VM's lock or libvirt: a bad spec changes nothing.
+        domain_xml::validate(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let domain = on_slot(&slot, move |s| {
+            s.vm_op(&spec.vm_uuid, true, |b| b.start_vm(&spec))
+        })
+        .await?
+        .map_err(|e| {
+            tracing::warn!(term, error = %e, "StartVm refused");
+            op_status(e)
+        })?;
+        Ok(Response::new(pb::VmStateReply {
+            domain: Some(domain),
+        }))
+    }
+
+    async fn stop_vm(
+        &self,
+        req: Request<pb::StopVmRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "StopVm",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                let mode = match r.r#type.as_str() {
+                    "" | "grace" => StopMode::Grace(match r.timeout_seconds {
+                        0 => DEFAULT_GRACE_TIMEOUT,
+                        t => Duration::from_secs(u64::from(t)),
+                    }),
+                    "cold" => StopMode::Cold,
+                    other => {
+                        return Err(Status::invalid_argument(format!(
+                            "stop type {other:?} is not \"grace\" or \"cold\""
+                        )))
+                    }
+                };
+                Ok((r.vm_uuid.clone(), move |b: &dyn HostBackend, vm: &str| {
+                    b.stop_vm(vm, mode).map(|()| None)
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn reboot_vm(
+        &self,
+        req: Request<pb::VmRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "RebootVm",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                Ok((r.vm_uuid.clone(), |b: &dyn HostBackend, vm: &str| {
+                    b.reboot_vm(vm).map(Some)
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn pause_vm(
+        &self,
+        req: Request<pb::VmRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "PauseVm",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                Ok((r.vm_uuid.clone(), |b: &dyn HostBackend, vm: &str| {
+                    b.pause_vm(vm).map(Some)
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn resume_vm(
+        &self,
+        req: Request<pb::VmRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "ResumeVm",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                Ok((r.vm_uuid.clone(), |b: &dyn HostBackend, vm: &str| {
+                    b.resume_vm(vm).map(Some)
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn destroy_vm(
+        &self,
+        req: Request<pb::VmRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "DestroyVm",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                Ok((r.vm_uuid.clone(), |b: &dyn HostBackend, vm: &str| {
+                    b.destroy_vm(vm).map(|()| None)
+                }))
+            },
+        )
+        .await
+    }
+
     async fn attach(
         &self,
         req: Request<pb::AttachRequest>,
@@ -517,16 +827,8 @@ impl Agent for AgentService {
         let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
         let r = req.into_inner();
         bound_host(&slot, r.header.as_ref())?;
-        let dir = lock(&slot.storages)
-            .get(&r.primary_storage_uuid)
-            .map(|s| s.dir().to_string())
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "primary storage {} is not prepared on this host",
-                    r.primary_storage_uuid
-                ))
-            })?;
-        let cache = crate::image_service::cache_of(&dir);
+        let storage = slot.storage(&r.primary_storage_uuid)?;
+        let cache = crate::image_service::cache_of(storage.dir());
         let info = cache
             .download(
                 crate::image_store::DownloadRequest {

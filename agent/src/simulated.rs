@@ -2,22 +2,71 @@
 //! simulated host has its own facts, domain list and storage figures, and nothing touches the
 //! machine running it. Never used by production or the demo.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Mutex;
+use std::sync::MutexGuard;
 
 use proto::agent::v1 as pb;
 
 use crate::backend::BackendError;
 use crate::backend::HostBackend;
+use crate::backend::OpError;
+use crate::backend::StopMode;
 use crate::backend::StorageSpec;
+use crate::backend::VolumeRequest;
+use crate::domain_xml;
+use crate::volumes;
 
 /// Simulated disk size of every primary storage of a simulated host.
 const STORAGE_TOTAL: u64 = 10 << 40;
+
+/// The virtual size of every image a simulated root volume is backed by (there is no image
+/// file to ask).
+pub const SIMULATED_IMAGE_SIZE: u64 = 1 << 30;
+
+/// What a fresh qcow2 overlay occupies on disk, for simulated volumes' actual size.
+const EMPTY_QCOW2_BYTES: u64 = 196_608;
+
+/// The first VNC port QEMU's autoport hands out.
+const FIRST_VNC_PORT: u32 = 5900;
 
 /// One simulated host.
 #[derive(Debug)]
 pub struct SimulatedBackend {
     name: String,
-    domains: Mutex<Vec<pb::Domain>>,
+    state: Mutex<SimState>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    /// Every domain, sorted by uuid, like libvirt's list.
+    domains: Vec<pb::Domain>,
+    /// The disk files of the domains this backend started, by VM uuid.
+    disks: BTreeMap<String, Vec<String>>,
+    /// Volume files by path.
+    volumes: BTreeMap<String, pb::VolumeFile>,
+}
+
+impl SimState {
+    fn domain_mut(&mut self, vm: &str) -> Result<&mut pb::Domain, OpError> {
+        self.domains
+            .iter_mut()
+            .find(|d| d.name == vm)
+            .ok_or_else(|| OpError::NotFound(format!("VM {vm} is not on this host")))
+    }
+
+    fn remove(&mut self, vm: &str) {
+        self.domains.retain(|d| d.name != vm);
+        self.disks.remove(vm);
+    }
+
+    /// The lowest port no domain uses, as QEMU's autoport picks.
+    fn free_vnc_port(&self) -> u32 {
+        (FIRST_VNC_PORT..)
+            .find(|p| self.domains.iter().all(|d| d.vnc_port != *p))
+            .unwrap_or(FIRST_VNC_PORT)
+    }
 }
 
 impl SimulatedBackend {
@@ -25,20 +74,23 @@ impl SimulatedBackend {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
-            domains: Mutex::new(Vec::new()),
+            state: Mutex::new(SimState::default()),
         }
+    }
+
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Put a domain on the host (what `virsh define; virsh start` would do), for tests of the
     /// leader's view of domain changes.
     pub fn set_domain(&self, d: pb::Domain) {
-        let mut g = self
-            .domains
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.retain(|x| x.uuid != d.uuid);
-        g.push(d);
-        g.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        let mut g = self.state();
+        g.domains.retain(|x| x.uuid != d.uuid);
+        g.domains.push(d);
+        g.domains.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     }
 }
 
@@ -66,11 +118,7 @@ impl HostBackend for SimulatedBackend {
     }
 
     fn domains(&self) -> Result<Vec<pb::Domain>, BackendError> {
-        Ok(self
-            .domains
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone())
+        Ok(self.state().domains.clone())
     }
 
     fn prepare_storage(&self, s: &StorageSpec) -> Result<(), BackendError> {
@@ -93,7 +141,212 @@ impl HostBackend for SimulatedBackend {
         }
     }
 
+    fn start_vm(&self, spec: &pb::VmSpec) -> Result<pb::Domain, OpError> {
+        domain_xml::validate(spec).map_err(|e| OpError::Invalid(e.to_string()))?;
+        let vm = spec.vm_uuid.as_str();
+        let mut g = self.state();
+        if let Some(d) = g.domains.iter().find(|d| d.name == vm) {
+            return Ok(d.clone());
+        }
+        // As on a real host: a disk must be a volume this host created.
+        if let Some(d) = spec.disks.iter().find(|d| !g.volumes.contains_key(&d.path)) {
+            return Err(OpError::WrongState(format!(
+                "VM {vm}: the file {} of its volume {} is not on this host: create or cache it first",
+                d.path, d.volume_uuid
+            )));
+        }
+        let d = pb::Domain {
+            name: vm.to_string(),
+            uuid: domain_xml::libvirt_uuid(vm),
+            state: "Running".into(),
+            vcpus: spec.cpu_num,
+            memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
+            vnc_port: g.free_vnc_port(),
+        };
+        g.disks.insert(
+            vm.to_string(),
+            spec.disks.iter().map(|d| d.path.clone()).collect(),
+        );
+        g.domains.push(d.clone());
+        g.domains.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        Ok(d)
+    }
+
+    fn stop_vm(&self, vm: &str, _mode: StopMode) -> Result<(), OpError> {
+        // A simulated guest powers off at the first press of the button.
+        self.state().remove(vm);
+        Ok(())
+    }
+
+    fn reboot_vm(&self, vm: &str) -> Result<pb::Domain, OpError> {
+        let mut g = self.state();
+        let d = g.domain_mut(vm)?;
+        if d.state != "Running" {
+            return Err(OpError::WrongState(format!(
+                "VM {vm} is {}: only a running VM reboots",
+                d.state
+            )));
+        }
+        Ok(d.clone())
+    }
+
+    fn pause_vm(&self, vm: &str) -> Result<pb::Domain, OpError> {
+        let mut g = self.state();
+        let d = g.domain_mut(vm)?;
+        match d.state.as_str() {
+            "Running" | "Paused" => d.state = "Paused".into(),
+            other => {
+                return Err(OpError::WrongState(format!(
+                    "VM {vm} is {other}: only a running VM pauses"
+                )))
+            }
+        }
+        Ok(d.clone())
+    }
+
+    fn resume_vm(&self, vm: &str) -> Result<pb::Domain, OpError> {
+        let mut g = self.state();
+        let d = g.domain_mut(vm)?;
+        match d.state.as_str() {
+            "Running" | "Paused" => d.state = "Running".into(),
+            other => {
+                return Err(OpError::WrongState(format!(
+                    "VM {vm} is {other}: only a paused VM resumes"
+                )))
+            }
+        }
+        Ok(d.clone())
+    }
+
+    fn destroy_vm(&self, vm: &str) -> Result<(), OpError> {
+        self.state().remove(vm);
+        Ok(())
+    }
+
+    fn create_volume(&self, s: &StorageSpec, v: &VolumeRequest) -> Result<pb::VolumeFile, OpError> {
+        volumes::check_volume_uuid(&v.volume_uuid)?;
+        let dir = Path::new(s.dir());
+        let virtual_size = match &v.backing {
+            Some(b) => {
+                volumes::check_backing(dir, b)?;
+                v.size_bytes.max(SIMULATED_IMAGE_SIZE)
+            }
+            None if v.size_bytes == 0 => {
+                return Err(OpError::Invalid(format!(
+                    "data volume {} has no size: a blank volume needs size_bytes",
+                    v.volume_uuid
+                )))
+            }
+            None => v.size_bytes,
+        };
+        let path = volumes::volume_path(dir, &v.volume_uuid)
+            .display()
+            .to_string();
+        let mut g = self.state();
+        let f = g.volumes.entry(path.clone()).or_insert(pb::VolumeFile {
+            path,
+            format: "qcow2".into(),
+            virtual_size,
+            actual_size: EMPTY_QCOW2_BYTES,
+        });
+        Ok(f.clone())
+    }
+
+    fn delete_volume(&self, s: &StorageSpec, volume_uuid: &str) -> Result<bool, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        let path = volumes::volume_path(Path::new(s.dir()), volume_uuid)
+            .display()
+            .to_string();
+        let mut g = self.state();
+        if let Some((vm, _)) = g.disks.iter().find(|(_, files)| files.contains(&path)) {
+            return Err(OpError::WrongState(format!(
+                "volume {volume_uuid} ({path}) is in use by domain {vm}: stop the VM first"
+            )));
+        }
+        Ok(g.volumes.remove(&path).is_some())
+    }
+
     fn blocking(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::StorageKind;
+
+    const VM: &str = "0123456789abcdef0123456789abcdef";
+    const VOL: &str = "aaaabbbbccccddddeeeeffff00001111";
+
+    fn storage() -> StorageSpec {
+        StorageSpec {
+            uuid: "ps1".into(),
+            kind: StorageKind::LocalStorage,
+            url: "/sim/ps1".into(),
+            mount_point: "/sim/ps1".into(),
+        }
+    }
+
+    fn spec(disk: &str) -> pb::VmSpec {
+        pb::VmSpec {
+            vm_uuid: VM.into(),
+            name: "vm".into(),
+            cpu_num: 2,
+            memory_bytes: 1 << 30,
+            disks: vec![pb::DiskSpec {
+                volume_uuid: VOL.into(),
+                path: disk.into(),
+                format: "qcow2".into(),
+                device_id: 0,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_simulated_vm_lives_through_the_same_states_as_a_real_one() {
+        let b = SimulatedBackend::new("10.0.0.1");
+        let s = storage();
+        let f = b
+            .create_volume(
+                &s,
+                &VolumeRequest {
+                    volume_uuid: VOL.into(),
+                    backing: Some("/sim/ps1/imagecache/images/img.qcow2".into()),
+                    size_bytes: 0,
+                },
+            )
+            .unwrap();
+        assert_eq!(f.virtual_size, SIMULATED_IMAGE_SIZE);
+        assert_eq!(f.path, format!("/sim/ps1/volumes/{VOL}.qcow2"));
+        let e = b
+            .start_vm(&spec("/sim/ps1/volumes/other.qcow2"))
+            .unwrap_err();
+        assert!(matches!(e, OpError::WrongState(_)), "{e:?}");
+        let d = b.start_vm(&spec(&f.path)).unwrap();
+        assert_eq!((d.state.as_str(), d.vnc_port), ("Running", FIRST_VNC_PORT));
+        assert_eq!(d.uuid, "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(b.start_vm(&spec(&f.path)).unwrap(), d);
+        assert_eq!(b.pause_vm(VM).unwrap().state, "Paused");
+        assert_eq!(b.pause_vm(VM).unwrap().state, "Paused");
+        assert!(matches!(b.reboot_vm(VM), Err(OpError::WrongState(_))));
+        assert_eq!(b.resume_vm(VM).unwrap().state, "Running");
+        assert_eq!(b.reboot_vm(VM).unwrap().state, "Running");
+        let e = b.delete_volume(&s, VOL).unwrap_err();
+        assert!(
+            matches!(&e, OpError::WrongState(m) if m.contains("in use")),
+            "{e:?}"
+        );
+        b.stop_vm(VM, StopMode::Cold).unwrap();
+        b.stop_vm(VM, StopMode::Cold).unwrap();
+        assert!(b.domains().unwrap().is_empty());
+        assert!(matches!(b.pause_vm(VM), Err(OpError::NotFound(_))));
+        b.start_vm(&spec(&f.path)).unwrap();
+        b.destroy_vm(VM).unwrap();
+        b.destroy_vm(VM).unwrap();
+        assert!(b.domains().unwrap().is_empty());
+        assert!(b.delete_volume(&s, VOL).unwrap());
+        assert!(!b.delete_volume(&s, VOL).unwrap());
     }
 }

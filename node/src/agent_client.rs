@@ -295,6 +295,193 @@ impl AgentClients {
     }
 }
 
+impl AgentClients {
+    /// A reply message the agent must fill, or a refusal naming what it left out.
+    fn required<T>(addr: &str, what: &str, v: Option<T>) -> Result<T, AgentCallError> {
+        v.ok_or_else(|| AgentCallError::Refused {
+            addr: addr.to_string(),
+            message: format!("answered without {what}"),
+        })
+    }
+
+    /// Create a volume's file on a primary storage of the host (a root volume backed by an
+    /// image in its cache, or a blank data volume); idempotent.
+    pub async fn create_volume(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        request: pb::CreateVolumeRequest,
+        timeout: Duration,
+    ) -> Result<pb::VolumeFile, AgentCallError> {
+        let mut request = request;
+        request.header = Some(self.header(term, &t.host_uuid));
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(timeout);
+        let r = self
+            .client(t)?
+            .create_volume(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner();
+        Self::required(&t.addr, "a volume file", r.file)
+    }
+
+    /// Remove a volume's file; whether there was one. Refused while a domain uses it.
+    pub async fn delete_volume(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        request: pb::DeleteVolumeRequest,
+        timeout: Duration,
+    ) -> Result<bool, AgentCallError> {
+        let mut request = request;
+        request.header = Some(self.header(term, &t.host_uuid));
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(timeout);
+        Ok(self
+            .client(t)?
+            .delete_volume(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner()
+            .deleted)
+    }
+
+    /// Define and start the VM from `vm`; a VM already running there is answered as it is.
+    pub async fn start_vm(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        vm: pb::VmSpec,
+        timeout: Duration,
+    ) -> Result<pb::Domain, AgentCallError> {
+        let mut req = tonic::Request::new(pb::StartVmRequest {
+            header: Some(self.header(term, &t.host_uuid)),
+            vm: Some(vm),
+        });
+        req.set_timeout(timeout);
+        let r = self
+            .client(t)?
+            .start_vm(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner();
+        Self::required(&t.addr, "the started domain", r.domain)
+    }
+
+    /// Stop the VM (`stop_type` "grace" or "cold"; a grace stop destroys it after
+    /// `timeout_seconds`) and undefine it. `timeout` bounds the call and must leave room for
+    /// the grace period. The domain after it: `None`, the host no longer has it.
+    pub async fn stop_vm(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        vm_uuid: &str,
+        stop_type: &str,
+        timeout_seconds: u32,
+        timeout: Duration,
+    ) -> Result<Option<pb::Domain>, AgentCallError> {
+        let mut req = tonic::Request::new(pb::StopVmRequest {
+            header: Some(self.header(term, &t.host_uuid)),
+            vm_uuid: vm_uuid.to_string(),
+            r#type: stop_type.to_string(),
+            timeout_seconds,
+        });
+        req.set_timeout(timeout);
+        Ok(self
+            .client(t)?
+            .stop_vm(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner()
+            .domain)
+    }
+
+    fn vm_request(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        vm_uuid: &str,
+        timeout: Duration,
+    ) -> tonic::Request<pb::VmRequest> {
+        let mut req = tonic::Request::new(pb::VmRequest {
+            header: Some(self.header(term, &t.host_uuid)),
+            vm_uuid: vm_uuid.to_string(),
+        });
+        req.set_timeout(timeout);
+        req
+    }
+
+    /// Reboot a running VM; the domain after it.
+    pub async fn reboot_vm(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        vm_uuid: &str,
+        timeout: Duration,
+    ) -> Result<Option<pb::Domain>, AgentCallError> {
+        Ok(self
+            .client(t)?
+            .reboot_vm(self.vm_request(t, term, vm_uuid, timeout))
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner()
+            .domain)
+    }
+
+    /// Pause a running VM (a paused one answers as it is); the domain after it.
+    pub async fn pause_vm(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        vm_uuid: &str,
+        timeout: Duration,
+    ) -> Result<Option<pb::Domain>, AgentCallError> {
+        Ok(self
+            .client(t)?
+            .pause_vm(self.vm_request(t, term, vm_uuid, timeout))
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner()
+            .domain)
+    }
+
+    /// Resume a paused VM (a running one answers as it is); the domain after it.
+    pub async fn resume_vm(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        vm_uuid: &str,
+        timeout: Duration,
+    ) -> Result<Option<pb::Domain>, AgentCallError> {
+        Ok(self
+            .client(t)?
+            .resume_vm(self.vm_request(t, term, vm_uuid, timeout))
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner()
+            .domain)
+    }
+
+    /// Destroy (power off at once) and undefine the VM; `None` afterwards, also when the host
+    /// never had it.
+    pub async fn destroy_vm(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        vm_uuid: &str,
+        timeout: Duration,
+    ) -> Result<Option<pb::Domain>, AgentCallError> {
+        Ok(self
+            .client(t)?
+            .destroy_vm(self.vm_request(t, term, vm_uuid, timeout))
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner()
+            .domain)
+    }
+}
+
 /// The agents as a shared handle.
 pub type SharedAgents = Arc<AgentClients>;
 
