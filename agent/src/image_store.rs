@@ -18,7 +18,10 @@
 //!
 //! One `ImageStore` (and its clones) per root per process: the set of uuids being downloaded,
 //! which keeps concurrent downloads and `cleanup_partials` off each other's partial files,
-//! lives in memory.
+//! lives in memory. Across processes — the agents of several hosts sharing one image cache on
+//! a shared-mount-point or NFS primary storage — a download holds an exclusive `flock` on
+//! `root/.partial/<uuid>.lock` (removed when it is done), so a second agent waits for the first
+//! and then finds the image committed instead of writing the same partial file.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -289,6 +292,18 @@ impl Drop for RemoveOnDrop {
 
 /// Marks a uuid as being downloaded so concurrent requests and `cleanup_partials` leave its
 /// partial file alone.
+/// A download's lock across processes: the lock file is removed, then the lock released.
+struct SharedLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Drop for SharedLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 struct InFlight {
     set: Arc<Mutex<HashSet<String>>>,
     uuid: String,
@@ -418,6 +433,46 @@ impl ImageStore {
         Ok(removed)
     }
 
+    /// Wait for the exclusive lock of `uuid`'s download in this store's directory, whichever
+    /// process holds it. The holder removes the lock file before it lets go, so a waiter that
+    /// wakes on a file no longer at the path takes the lock again on the new one: the
+    /// directory keeps no lock files once downloads are done.
+    async fn lock_across_processes(&self, uuid: &str) -> Result<SharedLock, ImageError> {
+        let path = self.partial_dir().join(format!("{uuid}.lock"));
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err("open lock", &path))?;
+            let locking = file.try_clone().map_err(io_err("open lock", &path))?;
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: flock on a descriptor this closure owns; no memory is shared.
+                if unsafe { libc::flock(locking.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                    Ok(())
+                } else {
+                    Err(io_err("lock", &p)(std::io::Error::last_os_error()))
+                }
+            })
+            .await
+            .map_err(|e| io_err("lock", &path)(std::io::Error::other(e.to_string())))??;
+            use std::os::unix::fs::MetadataExt;
+            let held = file.metadata().map_err(io_err("stat lock", &path))?;
+            match std::fs::metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(SharedLock { path, _file: file })
+                }
+                // The previous holder removed it: take the lock on the file there now.
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("stat lock", &path)(e)),
+            }
+        }
+    }
+
     fn is_in_flight(&self, uuid: &str) -> bool {
         self.in_flight
             .lock()
@@ -438,6 +493,10 @@ impl ImageStore {
         for entry in entries {
             let entry = entry.map_err(io_err("list", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            // Another process may hold it: removing it would let a third take a new one.
+            if name.ends_with(".lock") {
+                continue;
+            }
             let uuid = name.strip_suffix(".json").unwrap_or(&name);
             if !self.is_in_flight(uuid) && remove_if_present(&entry.path())? {
                 n += 1;
@@ -483,6 +542,10 @@ impl ImageStore {
             }
         };
 
+        if let Some(info) = self.info(uuid)? {
+            return check_existing(info, &req);
+        }
+        let _shared = self.lock_across_processes(uuid).await?;
         if let Some(info) = self.info(uuid)? {
             return check_existing(info, &req);
         }
@@ -1365,6 +1428,25 @@ mod tests {
             raw,
             slow,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_sharing_a_cache_download_an_image_once() {
+        let f = fixture().await;
+        // Two stores on one root stand for two agents (two processes) on shared storage:
+        // they share no in-memory state, only the directory.
+        let a = ImageStore::new(f.store.root.clone());
+        let b = ImageStore::new(f.store.root.clone());
+        let r = req("img-shared", f.server.url("/x.qcow2"));
+        let (x, y) = tokio::join!(a.download(r.clone(), |_| {}), b.download(r, |_| {}));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x, y);
+        assert_eq!(std::fs::read(&x.path).unwrap(), f.qcow2);
+        assert_eq!(f.server.hits("/x.qcow2"), 1, "downloaded once");
+        assert!(
+            files_under(&f.store.partial_dir()).is_empty(),
+            "no partial or lock file left"
+        );
     }
 
     #[tokio::test]

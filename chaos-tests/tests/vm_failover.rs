@@ -114,7 +114,10 @@ fn domains(c: &Cluster, hosts: &[String]) -> Option<BTreeMap<String, Vec<String>
         let mut ok = true;
         for h in hosts {
             let r = http
-                .get(format!("http://{}/cluster/hosts/{h}/domains", c.node(id).http))
+                .get(format!(
+                    "http://{}/cluster/hosts/{h}/domains",
+                    c.node(id).http
+                ))
                 .header("Authorization", admin_authorization())
                 .send();
             match r {
@@ -141,7 +144,12 @@ fn domains(c: &Cluster, hosts: &[String]) -> Option<BTreeMap<String, Vec<String>
 
 #[test]
 fn a_create_batch_survives_a_leader_kill_without_leaks() {
-    let mut c = Cluster::start(ClusterOpts::default()).expect("start cluster");
+    // A pause before every committed step, so the kill lands inside the creates' flows.
+    let mut c = Cluster::start(ClusterOpts {
+        env: vec![("ZSNODE_FLOW_STEP_PAUSE_MS".into(), "300".into())],
+        ..ClusterOpts::default()
+    })
+    .expect("start cluster");
     let leader = c.wait_leader(Duration::from_secs(20)).unwrap();
     let addr = |c: &Cluster, id: u64| c.node(id).http.to_string();
     let api = ZsClient::new(TIMEOUT).unwrap();
@@ -357,6 +365,8 @@ fn a_create_batch_survives_a_leader_kill_without_leaks() {
     let mut unsent = Vec::new();
     for (k, j) in jobs.iter().enumerate() {
         if k == (BATCH / 2) as usize {
+            // The first half is between its steps (300 ms each) when the leader dies.
+            std::thread::sleep(Duration::from_millis(700));
             c.lock().unwrap().kill9(leader).unwrap();
         }
         let k = u32::try_from(k).unwrap();
@@ -432,7 +442,11 @@ fn a_create_batch_survives_a_leader_kill_without_leaks() {
     assert_eq!(with_domain, running, "domains and VMs differ");
     for v in &vms {
         let on = &doms[v["uuid"].as_str().unwrap()];
-        assert_eq!(on, &vec![v["hostUuid"].as_str().unwrap().to_string()], "{v}");
+        assert_eq!(
+            on,
+            &vec![v["hostUuid"].as_str().unwrap().to_string()],
+            "{v}"
+        );
     }
     let files: Vec<String> = std::fs::read_dir(smp.join("volumes"))
         .into_iter()

@@ -741,7 +741,10 @@ async fn host_domains(State(node): State<Arc<Node>>, Path(uuid): Path<String>) -
     let host = api::resource::inventory_of(&crate::state_view::StateView(&node.sm), "Host", &uuid)
         .map_err(|e| err(&node, NodeError::Internal(e.to_string())))?
         .ok_or_else(|| err(&node, NodeError::NotFound(format!("host {uuid}"))))?;
-    let ip = host["managementIp"].as_str().unwrap_or_default().to_string();
+    let ip = host["managementIp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let agents = node
         .receivers()
         .agents()

@@ -461,8 +461,8 @@ impl ImageStores {
         let text = vars
             .get(export_flows::EXPORTED)
             .ok_or_else(|| failed("the export answered no URL".into()))?;
-        let e: export_flows::Exported = serde_json::from_str(text)
-            .map_err(|e| failed(format!("undecodable export: {e}")))?;
+        let e: export_flows::Exported =
+            serde_json::from_str(text).map_err(|e| failed(format!("undecodable export: {e}")))?;
         Ok((e.url, e.md5))
     }
 

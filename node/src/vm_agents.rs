@@ -316,7 +316,10 @@ impl VmAgents {
             self.prepare(t, &d.storage, term).await?;
         }
         let vm = self.vm_spec(p)?;
-        let what = format!("starting VM[uuid:{}] on host[uuid:{}]", p.vm_uuid, t.host_uuid);
+        let what = format!(
+            "starting VM[uuid:{}] on host[uuid:{}]",
+            p.vm_uuid, t.host_uuid
+        );
         let (mut c, addr) = self.client(t, &what)?;
         let d = c
             .start_vm(self.request(
@@ -339,7 +342,10 @@ impl VmAgents {
 
     async fn domain_call(&self, action: &str, p: &Payload, term: u64) -> Result<Vars, EffectError> {
         let t = self.target(p)?;
-        let what = format!("{action} VM[uuid:{}] on host[uuid:{}]", p.vm_uuid, t.host_uuid);
+        let what = format!(
+            "{action} VM[uuid:{}] on host[uuid:{}]",
+            p.vm_uuid, t.host_uuid
+        );
         let (mut c, addr) = self.client(t, &what)?;
         let vm = |timeout| {
             self.request(

@@ -129,7 +129,10 @@ async fn domains(
     let c = admin_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     'again: loop {
-        assert!(Instant::now() < deadline, "no leader answered the domain lists");
+        assert!(
+            Instant::now() < deadline,
+            "no leader answered the domain lists"
+        );
         let mut out = BTreeMap::new();
         let status: Value = c
             .get(format!("http://{}/cluster/status", nodes[0].http))
@@ -184,7 +187,8 @@ async fn check(r: &Rest, dir: &Path, nodes: &[Proc], hosts: &[(String, String)])
         let dom = doms.remove(uuid);
         match state {
             "Running" | "Paused" => {
-                let (host, dstate) = dom.unwrap_or_else(|| panic!("{state} VM {uuid} has no domain"));
+                let (host, dstate) =
+                    dom.unwrap_or_else(|| panic!("{state} VM {uuid} has no domain"));
                 assert_eq!(vm["hostUuid"], json!(host), "VM {uuid} runs elsewhere");
                 assert_eq!(dstate, state, "VM {uuid}");
             }
@@ -192,7 +196,10 @@ async fn check(r: &Rest, dir: &Path, nodes: &[Proc], hosts: &[(String, String)])
         }
         let root = &vm["allVolumes"][0];
         let path = root["installPath"].as_str().unwrap();
-        assert!(Path::new(path).exists(), "VM {uuid}'s root volume {path} is missing");
+        assert!(
+            Path::new(path).exists(),
+            "VM {uuid}'s root volume {path} is missing"
+        );
     }
     assert!(doms.is_empty(), "domains without a VM: {doms:?}");
     vms
@@ -273,8 +280,11 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .as_str()
         .unwrap()
         .to_string();
-    r.post(&format!("/clusters/{cluster}/primary-storage/{ps}"), json!({}))
-        .await;
+    r.post(
+        &format!("/clusters/{cluster}/primary-storage/{ps}"),
+        json!({}),
+    )
+    .await;
     connected(r, &format!("/primary-storage/{ps}")).await;
 
     let bs = r
@@ -360,7 +370,11 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .collect();
     assert_eq!(on.len(), 2, "the VMs spread over both hosts");
 
-    let step = |name: &'static str, uuid: String, action: &'static str, params: Value, want: &'static str| {
+    let step = |name: &'static str,
+                uuid: String,
+                action: &'static str,
+                params: Value,
+                want: &'static str| {
         let rests = &rests;
         async move {
             let (s, v) = rests[1].action(&uuid, action, params).await;
@@ -368,14 +382,56 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
             assert_eq!(v["inventory"]["state"], want, "{name}: {v}");
         }
     };
-    step("stop", vms[0].clone(), "stopVmInstance", json!({}), "Stopped").await;
-    step("cold stop", vms[1].clone(), "stopVmInstance", json!({"type": "cold"}), "Stopped").await;
+    step(
+        "stop",
+        vms[0].clone(),
+        "stopVmInstance",
+        json!({}),
+        "Stopped",
+    )
+    .await;
+    step(
+        "cold stop",
+        vms[1].clone(),
+        "stopVmInstance",
+        json!({"type": "cold"}),
+        "Stopped",
+    )
+    .await;
     check(r, td.path(), &nodes, &hosts).await;
-    step("start", vms[0].clone(), "startVmInstance", json!({}), "Running").await;
-    step("reboot", vms[2].clone(), "rebootVmInstance", json!({}), "Running").await;
-    step("pause", vms[3].clone(), "pauseVmInstance", json!({}), "Paused").await;
+    step(
+        "start",
+        vms[0].clone(),
+        "startVmInstance",
+        json!({}),
+        "Running",
+    )
+    .await;
+    step(
+        "reboot",
+        vms[2].clone(),
+        "rebootVmInstance",
+        json!({}),
+        "Running",
+    )
+    .await;
+    step(
+        "pause",
+        vms[3].clone(),
+        "pauseVmInstance",
+        json!({}),
+        "Paused",
+    )
+    .await;
     check(r, td.path(), &nodes, &hosts).await;
-    step("resume", vms[3].clone(), "resumeVmInstance", json!({}), "Running").await;
+    step(
+        "resume",
+        vms[3].clone(),
+        "resumeVmInstance",
+        json!({}),
+        "Running",
+    )
+    .await;
     // A stopped VM cannot be paused: ZStack's error, nothing changes.
     let (s, v) = rests[2].action(&vms[1], "pauseVmInstance", json!({})).await;
     assert_eq!(s, 503, "{v}");
@@ -404,8 +460,22 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .unwrap()
         .to_string();
     check(r, td.path(), &nodes, &hosts).await;
-    step("recover", vms[4].clone(), "recoverVmInstance", json!({}), "Stopped").await;
-    step("start recovered", vms[4].clone(), "startVmInstance", json!({}), "Running").await;
+    step(
+        "recover",
+        vms[4].clone(),
+        "recoverVmInstance",
+        json!({}),
+        "Stopped",
+    )
+    .await;
+    step(
+        "start recovered",
+        vms[4].clone(),
+        "startVmInstance",
+        json!({}),
+        "Running",
+    )
+    .await;
     let (s, v) = rests[0]
         .send(
             reqwest::Method::DELETE,
@@ -418,7 +488,10 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .action(&vms[4], "expungeVmInstance", json!({}))
         .await;
     assert_eq!(s, 200, "{v}");
-    assert!(!Path::new(&root).exists(), "the expunged VM's volume {root} is still there");
+    assert!(
+        !Path::new(&root).exists(),
+        "the expunged VM's volume {root} is still there"
+    );
     let left = check(r, td.path(), &nodes, &hosts).await;
     assert_eq!(left.len(), 5);
     let vols = r.get("/volumes").await["inventories"]
@@ -441,7 +514,12 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
     let root = left
         .iter()
         .find(|v| v["uuid"] == json!(vms[5]))
-        .map(|v| v["allVolumes"][0]["installPath"].as_str().unwrap().to_string())
+        .map(|v| {
+            v["allVolumes"][0]["installPath"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -452,6 +530,9 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         assert!(Instant::now() < deadline, "never expunged: {v}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(!Path::new(&root).exists(), "the expunged VM's volume {root} is still there");
+    assert!(
+        !Path::new(&root).exists(),
+        "the expunged VM's volume {root} is still there"
+    );
     assert_eq!(check(r, td.path(), &nodes, &hosts).await.len(), 4);
 }

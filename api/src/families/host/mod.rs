@@ -12,10 +12,10 @@ pub mod flows;
 mod model;
 pub mod placement;
 mod probe;
-mod services;
 pub mod reservation;
 #[cfg(test)]
 mod reservation_tests;
+mod services;
 #[cfg(test)]
 pub(crate) mod tests;
 mod wire;

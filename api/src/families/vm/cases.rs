@@ -255,14 +255,22 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         run,
     ));
     m.push(with_vm(
-        ok("QueryVmInstance", &tenant, json!({"conditions": []}), |_, r| {
-            assert_eq!(r["inventories"], json!([]), "a tenant sees no admin VM")
-        }),
+        ok(
+            "QueryVmInstance",
+            &tenant,
+            json!({"conditions": []}),
+            |_, r| assert_eq!(r["inventories"], json!([]), "a tenant sees no admin VM"),
+        ),
         &admin,
         &i,
         run,
     ));
-    m.push(no("QueryVmInstance", &admin, bad_query(), Code::InvalidArgument));
+    m.push(no(
+        "QueryVmInstance",
+        &admin,
+        bad_query(),
+        Code::InvalidArgument,
+    ));
     m.push(with_vm(
         ok(
             "QueryVolume",
@@ -277,6 +285,11 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         &i,
         run,
     ));
-    m.push(no("QueryVolume", &admin, bad_query(), Code::InvalidArgument));
+    m.push(no(
+        "QueryVolume",
+        &admin,
+        bad_query(),
+        Code::InvalidArgument,
+    ));
     m
 }

@@ -345,7 +345,10 @@ fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiErr
     let Some(r) = resource::lookup(txn, "L2Network", l2)? else {
         return Ok(String::new());
     };
-    let iface = r.field("physicalInterface").unwrap_or_default().replace('.', "_");
+    let iface = r
+        .field("physicalInterface")
+        .unwrap_or_default()
+        .replace('.', "_");
     Ok(match r.field("vlan") {
         Some(v) => format!("br_{iface}_{v}"),
         None => format!("br_{iface}"),
@@ -557,7 +560,13 @@ fn release_host(
     caller: &Caller,
     vm_uuid: &str,
 ) -> Result<(), ApiError> {
-    serve(txn, ctx, caller, "host.release", &json!({"vmUuid": vm_uuid}))?;
+    serve(
+        txn,
+        ctx,
+        caller,
+        "host.release",
+        &json!({"vmUuid": vm_uuid}),
+    )?;
     Ok(())
 }
 

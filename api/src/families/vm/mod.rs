@@ -85,11 +85,7 @@ impl Family for Vms {
             KindDecl {
                 relations: &[
                     Relation::new("hostUuid", "Host", OnDelete::Refuse(host_has_vms)),
-                    Relation::new(
-                        "clusterUuid",
-                        "Cluster",
-                        OnDelete::Refuse(cluster_has_vms),
-                    ),
+                    Relation::new("clusterUuid", "Cluster", OnDelete::Refuse(cluster_has_vms)),
                     Relation::new("zoneUuid", "Zone", OnDelete::Refuse(zone_has_vms)),
                     Relation::new(
                         "vmNics.l3NetworkUuid",
@@ -121,10 +117,18 @@ impl Family for Vms {
             )
             .creating(model::VO)
             .running(flows::CREATE),
-            CallDecl::new("StartVmInstance", wire::start, routes!(actions "/v1/vm-instances"))
-                .running(flows::START),
-            CallDecl::new("StopVmInstance", wire::stop, routes!(actions "/v1/vm-instances"))
-                .running(flows::STOP),
+            CallDecl::new(
+                "StartVmInstance",
+                wire::start,
+                routes!(actions "/v1/vm-instances"),
+            )
+            .running(flows::START),
+            CallDecl::new(
+                "StopVmInstance",
+                wire::stop,
+                routes!(actions "/v1/vm-instances"),
+            )
+            .running(flows::STOP),
             CallDecl::new(
                 "RebootVmInstance",
                 |p| wire::simple(p, |uuid| VmOp::Reboot { uuid }),

@@ -658,7 +658,10 @@ pub fn forget(txn: &mut dyn StateTxn, ctx: &ApplyCtx, vm_uuid: &str) -> Result<(
 /// under the `Delay` policy (`Never` keeps them until expunged by hand). Each job's uuid is
 /// derived from the VM and its destroy time: two sweeps (of one leader or of two) submit it
 /// once, and a VM recovered and destroyed again gets a new one.
-pub fn expunge_jobs(txn: &dyn StateTxn, now_ms: u64) -> Result<Vec<crate::job::Submission>, ApiError> {
+pub fn expunge_jobs(
+    txn: &dyn StateTxn,
+    now_ms: u64,
+) -> Result<Vec<crate::job::Submission>, ApiError> {
     if crate::settings::value(txn, "vm", "deletionPolicy")? != "Delay" {
         return Ok(Vec::new());
     }

@@ -85,12 +85,21 @@ fn create_places_allocates_and_runs() {
 fn stop_start_reboot_pause_resume_follow_the_state_machine() {
     let (mut h, i) = world();
     let free = host_free(&mut h, &i);
-    let uuid = create(&mut h, &i, "vm").get("uuid").unwrap().as_str().unwrap().to_string();
+    let uuid = create(&mut h, &i, "vm")
+        .get("uuid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = h.admin("StopVmInstance", json!({"uuid": uuid}));
     assert_eq!(r["inventory"]["state"], "Stopped");
     assert!(r["inventory"].get("hostUuid").is_none(), "{r:?}");
     assert_eq!(r["inventory"]["lastHostUuid"], json!(i.host));
-    assert_eq!(host_free(&mut h, &i), free, "a stopped VM holds no capacity");
+    assert_eq!(
+        host_free(&mut h, &i),
+        free,
+        "a stopped VM holds no capacity"
+    );
     assert_eq!(used_ips(&mut h, &i), 1, "a stopped VM keeps its address");
     // Wrong state: ZStack's error, nothing changes.
     let e = h.refused(
@@ -131,16 +140,33 @@ fn stop_start_reboot_pause_resume_follow_the_state_machine() {
 fn destroy_recover_expunge_under_the_delay_policy() {
     let (mut h, i) = world();
     let free = host_free(&mut h, &i);
-    let uuid = create(&mut h, &i, "vm").get("uuid").unwrap().as_str().unwrap().to_string();
+    let uuid = create(&mut h, &i, "vm")
+        .get("uuid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     h.admin("DestroyVmInstance", json!({"uuid": uuid}));
     let q = vm(&mut h, &uuid);
     assert_eq!(q["state"], "Destroyed");
     assert_eq!(host_free(&mut h, &i), free);
-    assert_eq!(used_ips(&mut h, &i), 0, "a destroyed VM's address goes back");
-    assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", &uuid)), 1, "kept until expunged");
+    assert_eq!(
+        used_ips(&mut h, &i),
+        0,
+        "a destroyed VM's address goes back"
+    );
+    assert_eq!(
+        h.count("QueryVolume", eq("vmInstanceUuid", &uuid)),
+        1,
+        "kept until expunged"
+    );
     let r = h.admin("RecoverVmInstance", json!({"uuid": uuid}));
     assert_eq!(r["inventory"]["state"], "Stopped");
-    assert_eq!(used_ips(&mut h, &i), 1, "recover allocates an address again");
+    assert_eq!(
+        used_ips(&mut h, &i),
+        1,
+        "recover allocates an address again"
+    );
     h.admin("DestroyVmInstance", json!({"uuid": uuid}));
     h.admin("ExpungeVmInstance", json!({"uuid": uuid}));
     assert_eq!(h.count("QueryVmInstance", eq("uuid", &uuid)), 0);
@@ -156,7 +182,12 @@ fn direct_deletion_removes_everything_at_once() {
         json!({"category": "vm", "name": "deletionPolicy", "value": "Direct"}),
     );
     let free = host_free(&mut h, &i);
-    let uuid = create(&mut h, &i, "vm").get("uuid").unwrap().as_str().unwrap().to_string();
+    let uuid = create(&mut h, &i, "vm")
+        .get("uuid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     h.admin("DestroyVmInstance", json!({"uuid": uuid}));
     assert_eq!(h.count("QueryVmInstance", eq("uuid", &uuid)), 0);
     assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", &uuid)), 0);
@@ -203,7 +234,11 @@ fn an_exhausted_ip_range_rolls_the_placement_back() {
         json!({"name": "late", "instanceOfferingUuid": i.io, "imageUuid": i.image, "l3NetworkUuids": [i.l3]}),
     );
     assert_eq!(code, Code::IpAllocation);
-    assert_eq!(host_free(&mut h, &i), taken, "the failed create's reservation went back");
+    assert_eq!(
+        host_free(&mut h, &i),
+        taken,
+        "the failed create's reservation went back"
+    );
 }
 
 #[test]
@@ -235,7 +270,11 @@ fn bad_input_is_refused_before_anything_is_written() {
             Code::InvalidArgument,
         ),
     ] {
-        assert_eq!(h.admin_refused("CreateVmInstance", body.clone()), code, "{body}");
+        assert_eq!(
+            h.admin_refused("CreateVmInstance", body.clone()),
+            code,
+            "{body}"
+        );
     }
 }
 
@@ -270,19 +309,27 @@ fn a_host_with_vms_cannot_be_deleted() {
 #[test]
 fn destroyed_vms_are_due_for_expunge_after_the_period_once_per_destroy() {
     let (mut h, i) = world();
-    let uuid = create(&mut h, &i, "vm").get("uuid").unwrap().as_str().unwrap().to_string();
+    let uuid = create(&mut h, &i, "vm")
+        .get("uuid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     h.admin("DestroyVmInstance", json!({"uuid": uuid}));
     let at = h.n;
     // The base world sets vm.expungePeriod to 3600 s; steps are 1 s apart.
-    let due = |h: &Harness, secs: u64| {
-        super::expunge_jobs(&h.t, 1000 * (u64::from(at) + secs)).unwrap()
-    };
+    let due =
+        |h: &Harness, secs: u64| super::expunge_jobs(&h.t, 1000 * (u64::from(at) + secs)).unwrap();
     assert!(due(&h, 3599).is_empty(), "not before the period");
     let jobs = due(&h, 3600);
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].chain, uuid);
     assert_eq!(jobs[0].api_name, "ExpungeVmInstance");
-    assert_eq!(due(&h, 7200)[0].uuid, jobs[0].uuid, "the same job on every sweep");
+    assert_eq!(
+        due(&h, 7200)[0].uuid,
+        jobs[0].uuid,
+        "the same job on every sweep"
+    );
     // Recovered and destroyed again: a new deadline and a new job.
     h.admin("RecoverVmInstance", json!({"uuid": uuid}));
     assert!(due(&h, 3600).is_empty(), "a recovered VM is not due");

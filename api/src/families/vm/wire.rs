@@ -259,11 +259,7 @@ pub(super) fn stop(p: &PlanInput) -> Result<Plan, Refusal> {
     let stop_type = match p.string("type").as_deref() {
         None | Some("grace") => StopType::Grace,
         Some("cold") => StopType::Cold,
-        Some(other) => {
-            return Err(invalid(format!(
-                "type[{other}] is not one of grace, cold"
-            )))
-        }
+        Some(other) => return Err(invalid(format!("type[{other}] is not one of grace, cold"))),
     };
     Ok(p.propose(VmOp::Stop {
         uuid: uuid_of(p)?,
