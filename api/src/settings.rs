@@ -363,6 +363,13 @@ pub const DEFS: &[Def] = &[
     ),
     d(
         "vm",
+        "reconcileInterval",
+        "60",
+        POS,
+        "seconds between two comparisons of the hosts' domains with the VM records",
+    ),
+    d(
+        "vm",
         "dataVolume.deleteOnVmDestroy",
         "false",
         B,

@@ -612,3 +612,41 @@ mod tests {
         );
     }
 }
+
+impl ha::duties::vm_reconciler::DomainLister for TrackerAgents {
+    fn domains(
+        &self,
+        host: &api::families::vm::flows::Target,
+        term: u64,
+        timeout: Duration,
+    ) -> ha::BoxFuture<'static, Result<Vec<api::families::vm::reconcile::Domain>, String>> {
+        let clients = self.clients.clone();
+        let ip = &host.management_ip;
+        let addr = if ip.contains(':') {
+            format!("[{ip}]:{}", self.port)
+        } else {
+            format!("{ip}:{}", self.port)
+        };
+        let header = clients.header(term, &host.host_uuid);
+        Box::pin(async move {
+            let mut req = tonic::Request::new(pb::ListDomainsRequest {
+                header: Some(header),
+            });
+            req.set_timeout(timeout);
+            let r = clients
+                .grpc(&addr)
+                .map_err(|e| e.to_string())?
+                .list_domains(req)
+                .await
+                .map_err(|s| status_error(&addr, s).to_string())?
+                .into_inner();
+            Ok(r.domains
+                .into_iter()
+                .map(|d| api::families::vm::reconcile::Domain {
+                    name: d.name,
+                    state: d.state,
+                })
+                .collect())
+        })
+    }
+}

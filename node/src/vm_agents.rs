@@ -142,6 +142,7 @@ impl VmAgents {
                 flows::actions::CREATE_ROOT_VOLUME => this.create_root_volume(&p, term).await,
                 flows::actions::START => this.start(&p, term).await,
                 flows::actions::DELETE_VOLUMES => this.delete_volumes(&p, term).await,
+                flows::actions::INSPECT => this.inspect(&p, term).await,
                 flows::actions::STOP
                 | flows::actions::REBOOT
                 | flows::actions::PAUSE
@@ -390,6 +391,30 @@ impl VmAgents {
             (Some(s), _) => Err(failed(format!("{what}: the domain is {s}"))),
             (None, false) => Err(failed(format!("{what}: the host has no such domain"))),
         }
+    }
+
+    /// The VM's domain on the host as the agent lists it now (reconciliation).
+    async fn inspect(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {
+        let t = self.target(p)?;
+        let what = format!("listing the domains of host[uuid:{}]", t.host_uuid);
+        let (mut c, addr) = self.client(t, &what)?;
+        let r = c
+            .list_domains(self.request(
+                pb::ListDomainsRequest {
+                    header: self.header(term, t),
+                },
+                VM_CALL_TIMEOUT,
+            ))
+            .await
+            .map_err(|st| call_failure(status_error(&addr, st), &what))?
+            .into_inner();
+        let state = r
+            .domains
+            .into_iter()
+            .find(|d| d.name == p.vm_uuid)
+            .map(|d| d.state)
+            .unwrap_or_default();
+        Ok(Vars::from([(flows::vars::DOMAIN_STATE.to_string(), state)]))
     }
 
     async fn delete_volumes(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {

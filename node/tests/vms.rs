@@ -216,7 +216,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
     ready(&admin, &nodes[0]).await;
     add_member(&admin, &nodes[0], &nodes[1]).await;
     add_member(&admin, &nodes[0], &nodes[2]).await;
-    let _agents: Vec<_> = IPS
+    let mut agents: Vec<_> = IPS
         .iter()
         .enumerate()
         .map(|(k, ip)| {
@@ -534,5 +534,39 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         !Path::new(&root).exists(),
         "the expunged VM's volume {root} is still there"
     );
-    assert_eq!(check(r, td.path(), &nodes, &hosts).await.len(), 4);
+    let left = check(r, td.path(), &nodes, &hosts).await;
+    assert_eq!(left.len(), 4);
+
+    // Reconciliation: the first host's agent restarts and its test-driver domains are gone;
+    // the leader finds its VMs without domains and marks them Stopped, capacity released.
+    r.config("vm", "reconcileInterval", "1").await;
+    let lost: Vec<String> = left
+        .iter()
+        .filter(|v| v["state"] == "Running" && v["hostUuid"] == json!(hosts[0].0))
+        .map(|v| v["uuid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!lost.is_empty(), "no running VM on the first host: {left:?}");
+    agents[0].kill();
+    agents[0].start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for uuid in &lost {
+        loop {
+            let v = r.get(&format!("/vm-instances/{uuid}")).await;
+            if v["inventories"][0]["state"] == "Stopped" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "VM {uuid} never reconciled: {v}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let after = check(r, td.path(), &nodes, &hosts).await;
+    let host0 = r.get(&format!("/hosts/{}", hosts[0].0)).await["inventories"][0].clone();
+    assert_eq!(
+        host0["totalCpuCapacity"], host0["availableCpuCapacity"],
+        "the lost VMs' capacity went back: {host0}"
+    );
+    assert!(after
+        .iter()
+        .filter(|v| v["hostUuid"] == json!(hosts[1].0))
+        .all(|v| v["state"] == "Running"));
 }

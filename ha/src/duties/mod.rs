@@ -7,6 +7,7 @@ pub mod host_tracker;
 pub mod storage_tracker;
 pub mod sweepers;
 pub mod tracker_metrics;
+pub mod vm_reconciler;
 
 use std::time::Duration;
 use std::time::Instant;

@@ -59,6 +59,8 @@ pub mod actions {
     pub const DESTROY: &str = "destroy";
     /// Nothing to do in this flow's variant (a create that does not start).
     pub const SKIP: &str = "skip";
+    /// Read the VM's domain on the host now (sets `vars::DOMAIN_STATE`).
+    pub const INSPECT: &str = "inspect";
 }
 
 /// Vars.
@@ -81,6 +83,14 @@ pub mod vars {
     pub const REQUESTED_HOST: &str = "requested_host";
     /// The stop type (`grace`, `cold`).
     pub const STOP_TYPE: &str = "stop_type";
+    /// Reconcile: the action ([`super::super::reconcile::Action`]).
+    pub const ACTION: &str = "action";
+    /// Reconcile: the VM's state when the action was planned (`absent`: no record).
+    pub const OBSERVED: &str = "observed";
+    /// Reconcile: set when the VM changed since (the job then does nothing).
+    pub const SKIP: &str = "skip";
+    /// Set by `inspect`: the domain's state on the host, empty when it has none.
+    pub const DOMAIN_STATE: &str = "domain_state";
 }
 
 /// The host an effect acts on.
@@ -997,6 +1007,26 @@ pub const FLOWS: &[FlowDef] = &[
         ],
     },
     FlowDef {
+        name: RECONCILE,
+        steps: &[
+            StepDef {
+                name: "reconcile-check",
+                action: Action::Commit(reconcile_check),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "reconcile-host",
+                action: Action::Effect(reconcile_request),
+                undo: Undo::Nothing,
+            },
+            StepDef {
+                name: "reconcile-record",
+                action: Action::Commit(reconcile_record),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
         name: RECOVER,
         steps: &[
             CALL,
@@ -1008,6 +1038,67 @@ pub const FLOWS: &[FlowDef] = &[
         ],
     },
 ];
+
+/// `vm.reconcile`: one action of [`super::reconcile`].
+pub const RECONCILE: &str = "vm.reconcile";
+
+fn reconcile_action(v: &Vars) -> Result<super::reconcile::Action, ApiError> {
+    decode(v, vars::ACTION)
+}
+
+/// The VM must be as it was when the action was planned; otherwise the job does nothing.
+fn reconcile_check(
+    txn: &mut dyn StateTxn,
+    _ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let now = resource::load::<VmInstance>(txn, var(vars, vars::VM)?)?
+        .map(|(_, v)| v.state.name().to_string())
+        .unwrap_or_else(|| "absent".into());
+    if now != var(vars, vars::OBSERVED)? {
+        vars.insert(vars::SKIP.into(), "1".into());
+    }
+    Ok(None)
+}
+
+fn reconcile_request(v: &Vars) -> Result<EffectRequest, ApiError> {
+    if v.contains_key(vars::SKIP) {
+        return request(actions::SKIP, v);
+    }
+    match reconcile_action(v)? {
+        super::reconcile::Action::DestroyDomain { .. } => request(actions::DESTROY, v),
+        _ => request(actions::INSPECT, v),
+    }
+}
+
+/// The record follows what the host said just now (rules 1 and 2).
+fn reconcile_record(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let uuid = var(vars, vars::VM)?.to_string();
+    let Some((_, vm)) = resource::load::<VmInstance>(txn, &uuid)? else {
+        return Ok(Some(Response::Vm(VmResult::Deleted)));
+    };
+    if vars.contains_key(vars::SKIP) {
+        return Ok(answer(vm));
+    }
+    let domain = vars.get(vars::DOMAIN_STATE).cloned().unwrap_or_default();
+    let live = domain == "Running" || domain == "Paused";
+    match reconcile_action(vars)? {
+        super::reconcile::Action::MarkStopped { .. } if !live => {
+            return stopped(txn, ctx, caller, vars);
+        }
+        super::reconcile::Action::SyncState { to, .. } if domain == to.name() => {
+            return Ok(answer(set_state(txn, ctx, &uuid, to)?));
+        }
+        _ => {}
+    }
+    Ok(answer(vm))
+}
 
 /// A destroy of a VM without a host has no domain to destroy.
 fn destroy_request(v: &Vars) -> Result<EffectRequest, ApiError> {

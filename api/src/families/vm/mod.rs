@@ -11,6 +11,7 @@
 mod cases;
 pub mod flows;
 mod model;
+pub mod reconcile;
 #[cfg(test)]
 mod tests;
 mod wire;
