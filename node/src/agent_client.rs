@@ -583,36 +583,6 @@ impl ha::duties::host_tracker::HostAgents for TrackerAgents {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_are_definite_and_transport_failures_are_not() {
-        let stale = status_error(
-            "a:1",
-            tonic::Status::failed_precondition("stale leader term 3: this agent has seen term 5"),
-        );
-        assert!(matches!(stale, AgentCallError::StaleTerm { .. }));
-        assert!(!stale.is_indeterminate());
-        let other = status_error("a:1", tonic::Status::failed_precondition("bound to host x"));
-        assert!(matches!(other, AgentCallError::Refused { .. }));
-        assert!(
-            status_error("a:1", tonic::Status::unavailable("connection refused"))
-                .is_indeterminate()
-        );
-        assert!(status_error("a:1", tonic::Status::deadline_exceeded("t")).is_indeterminate());
-        let tls = status_error(
-            "a:1",
-            tonic::Status::unavailable("transport error: invalid peer certificate: UnknownIssuer"),
-        );
-        assert!(
-            matches!(&tls, AgentCallError::Refused { message, .. } if message.contains("another cluster")),
-            "{tls:?}"
-        );
-    }
-}
-
 impl ha::duties::vm_reconciler::DomainLister for TrackerAgents {
     fn domains(
         &self,
@@ -648,5 +618,35 @@ impl ha::duties::vm_reconciler::DomainLister for TrackerAgents {
                 })
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_definite_and_transport_failures_are_not() {
+        let stale = status_error(
+            "a:1",
+            tonic::Status::failed_precondition("stale leader term 3: this agent has seen term 5"),
+        );
+        assert!(matches!(stale, AgentCallError::StaleTerm { .. }));
+        assert!(!stale.is_indeterminate());
+        let other = status_error("a:1", tonic::Status::failed_precondition("bound to host x"));
+        assert!(matches!(other, AgentCallError::Refused { .. }));
+        assert!(
+            status_error("a:1", tonic::Status::unavailable("connection refused"))
+                .is_indeterminate()
+        );
+        assert!(status_error("a:1", tonic::Status::deadline_exceeded("t")).is_indeterminate());
+        let tls = status_error(
+            "a:1",
+            tonic::Status::unavailable("transport error: invalid peer certificate: UnknownIssuer"),
+        );
+        assert!(
+            matches!(&tls, AgentCallError::Refused { message, .. } if message.contains("another cluster")),
+            "{tls:?}"
+        );
     }
 }

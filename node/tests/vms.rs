@@ -545,7 +545,10 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .filter(|v| v["state"] == "Running" && v["hostUuid"] == json!(hosts[0].0))
         .map(|v| v["uuid"].as_str().unwrap().to_string())
         .collect();
-    assert!(!lost.is_empty(), "no running VM on the first host: {left:?}");
+    assert!(
+        !lost.is_empty(),
+        "no running VM on the first host: {left:?}"
+    );
     agents[0].kill();
     agents[0].start();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -63,11 +63,7 @@ impl VmReconciler {
                 host_uuid: h.uuid.clone(),
                 management_ip: h.management_ip.clone(),
             };
-            let domains = match self
-                .lister
-                .domains(&target, ctx.term(), LIST_TIMEOUT)
-                .await
-            {
+            let domains = match self.lister.domains(&target, ctx.term(), LIST_TIMEOUT).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::info!(host = %h.uuid, error = %e, "reconcile: no domain list; host skipped");

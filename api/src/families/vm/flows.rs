@@ -85,7 +85,8 @@ pub mod vars {
     pub const STOP_TYPE: &str = "stop_type";
     /// Reconcile: the action ([`super::super::reconcile::Action`]).
     pub const ACTION: &str = "action";
-    /// Reconcile: the VM's state when the action was planned (`absent`: no record).
+    /// Reconcile: the VM's state and host when the action was planned
+    /// (`reconcile::observed`).
     pub const OBSERVED: &str = "observed";
     /// Reconcile: set when the VM changed since (the job then does nothing).
     pub const SKIP: &str = "skip";
@@ -1053,9 +1054,11 @@ fn reconcile_check(
     _caller: &Caller,
     vars: &mut Vars,
 ) -> Result<Option<Response>, ApiError> {
-    let now = resource::load::<VmInstance>(txn, var(vars, vars::VM)?)?
-        .map(|(_, v)| v.state.name().to_string())
-        .unwrap_or_else(|| "absent".into());
+    let now = super::reconcile::observed(
+        resource::load::<VmInstance>(txn, var(vars, vars::VM)?)?
+            .map(|(_, v)| v)
+            .as_ref(),
+    );
     if now != var(vars, vars::OBSERVED)? {
         vars.insert(vars::SKIP.into(), "1".into());
     }

@@ -129,11 +129,13 @@ pub fn plan(
             (false, _, Some(_)) => out.push(Action::DestroyDomain {
                 vm_uuid: v.uuid.clone(),
             }),
-            (true, VmState::Stopped | VmState::Destroyed | VmState::Created | VmState::Error, Some(_)) => {
-                out.push(Action::DestroyDomain {
-                    vm_uuid: v.uuid.clone(),
-                })
-            }
+            (
+                true,
+                VmState::Stopped | VmState::Destroyed | VmState::Created | VmState::Error,
+                Some(_),
+            ) => out.push(Action::DestroyDomain {
+                vm_uuid: v.uuid.clone(),
+            }),
             _ => {}
         }
     }
@@ -182,6 +184,72 @@ pub fn plan_for_host(
     Ok(plan(host_uuid, &records, domains, &|u| busy.contains(u)))
 }
 
+/// What a reconcile job checks is unchanged before it acts: the VM's state and host
+/// (`absent`: no record). A VM that went anywhere meanwhile, even back to the same state on
+/// another host, is left alone.
+pub fn observed(vm: Option<&VmInstance>) -> String {
+    match vm {
+        None => "absent".into(),
+        Some(v) => format!(
+            "{}@{}",
+            v.state.name(),
+            v.host_uuid.as_deref().unwrap_or("-")
+        ),
+    }
+}
+
+/// The job that carries out `action` on `host` (`vm.reconcile`), as the leader submits it at
+/// `now_ms`; `observed` is [`observed`] of the VM when planned.
+pub fn submission(
+    action: &Action,
+    target: &super::flows::Target,
+    observed: String,
+    now_ms: u64,
+) -> Result<crate::job::Submission, ApiError> {
+    let mut vars = crate::flow::Vars::new();
+    vars.insert(super::flows::vars::VM.into(), action.vm_uuid().to_string());
+    vars.insert(super::flows::vars::ACTION.into(), json(action)?);
+    vars.insert(super::flows::vars::TARGET.into(), json(target)?);
+    vars.insert(super::flows::vars::OBSERVED.into(), observed);
+    Ok(crate::job::Submission {
+        uuid: crate::params::derive_uuid(
+            &format!(
+                "{}-reconcile-{}-{now_ms}",
+                action.vm_uuid(),
+                target.host_uuid
+            ),
+            0,
+        ),
+        api_name: "ReconcileVmInstance".into(),
+        reply_class: "org.zstack.header.vm.APIUpdateVmInstanceEvent".into(),
+        chain: action.vm_uuid().to_string(),
+        flow: crate::job::FlowSpec::Named {
+            flow: super::flows::RECONCILE.to_string(),
+            vars,
+        },
+    })
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String, ApiError> {
+    serde_json::to_string(v)
+        .map_err(|e| crate::validate::invalid_arg(format!("reconcile var: {e}")))
+}
+
+/// Everything the leader submits for one host's domain list at `now_ms`.
+pub fn jobs_for_host(
+    txn: &dyn StateTxn,
+    target: &super::flows::Target,
+    domains: &[Domain],
+    now_ms: u64,
+) -> Result<Vec<crate::job::Submission>, ApiError> {
+    let mut out = Vec::new();
+    for a in plan_for_host(txn, &target.host_uuid, domains)? {
+        let vm = resource::load::<VmInstance>(txn, a.vm_uuid())?.map(|(_, v)| v);
+        out.push(submission(&a, target, observed(vm.as_ref()), now_ms)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,21 +296,59 @@ mod tests {
     #[test]
     fn a_running_vm_without_its_domain_is_stopped() {
         let a = plan(H, &[vm(1, VmState::Running, Some(H))], &[], &idle);
-        assert_eq!(a, vec![Action::MarkStopped { vm_uuid: vm(1, VmState::Running, None).uuid }]);
+        assert_eq!(
+            a,
+            vec![Action::MarkStopped {
+                vm_uuid: vm(1, VmState::Running, None).uuid
+            }]
+        );
         // A domain that exists but is shut off does not count as running.
-        let a = plan(H, &[vm(1, VmState::Paused, Some(H))], &[dom(1, "Stopped")], &idle);
+        let a = plan(
+            H,
+            &[vm(1, VmState::Paused, Some(H))],
+            &[dom(1, "Stopped")],
+            &idle,
+        );
         assert!(matches!(a[0], Action::MarkStopped { .. }), "{a:?}");
     }
 
     #[test]
     fn states_follow_the_domain() {
-        let a = plan(H, &[vm(1, VmState::Running, Some(H))], &[dom(1, "Paused")], &idle);
+        let a = plan(
+            H,
+            &[vm(1, VmState::Running, Some(H))],
+            &[dom(1, "Paused")],
+            &idle,
+        );
         assert_eq!(a.len(), 1);
-        assert!(matches!(a[0], Action::SyncState { to: VmState::Paused, .. }));
-        let a = plan(H, &[vm(1, VmState::Unknown, Some(H))], &[dom(1, "Running")], &idle);
-        assert!(matches!(a[0], Action::SyncState { to: VmState::Running, .. }));
+        assert!(matches!(
+            a[0],
+            Action::SyncState {
+                to: VmState::Paused,
+                ..
+            }
+        ));
+        let a = plan(
+            H,
+            &[vm(1, VmState::Unknown, Some(H))],
+            &[dom(1, "Running")],
+            &idle,
+        );
+        assert!(matches!(
+            a[0],
+            Action::SyncState {
+                to: VmState::Running,
+                ..
+            }
+        ));
         // In agreement: nothing.
-        assert!(plan(H, &[vm(1, VmState::Running, Some(H))], &[dom(1, "Running")], &idle).is_empty());
+        assert!(plan(
+            H,
+            &[vm(1, VmState::Running, Some(H))],
+            &[dom(1, "Running")],
+            &idle
+        )
+        .is_empty());
         // Unknown without a domain: left to the host tracker / HA, not guessed here.
         assert!(plan(H, &[vm(1, VmState::Unknown, Some(H))], &[], &idle).is_empty());
     }
@@ -255,8 +361,14 @@ mod tests {
             vm(1, VmState::Running, Some("h2")),
             vm(1, VmState::Stopped, Some(H)),
         ] {
-            let a = plan(H, &[v.clone()], &[dom(1, "Running")], &idle);
-            assert_eq!(a, vec![Action::DestroyDomain { vm_uuid: v.uuid.clone() }], "{v:?}");
+            let a = plan(H, std::slice::from_ref(&v), &[dom(1, "Running")], &idle);
+            assert_eq!(
+                a,
+                vec![Action::DestroyDomain {
+                    vm_uuid: v.uuid.clone()
+                }],
+                "{v:?}"
+            );
         }
         // No record at all, named like a VM: destroyed; named otherwise: not ours.
         let a = plan(H, &[], &[dom(9, "Running")], &idle);
@@ -280,58 +392,14 @@ mod tests {
             VmState::Migrating,
             VmState::Destroying,
         ] {
-            assert!(plan(H, &[vm(1, s, Some(H))], &[], &idle).is_empty(), "{s:?}");
-            assert!(plan(H, &[vm(1, s, Some("h2"))], &[dom(1, "Running")], &idle).is_empty(), "{s:?}");
+            assert!(
+                plan(H, &[vm(1, s, Some(H))], &[], &idle).is_empty(),
+                "{s:?}"
+            );
+            assert!(
+                plan(H, &[vm(1, s, Some("h2"))], &[dom(1, "Running")], &idle).is_empty(),
+                "{s:?}"
+            );
         }
     }
-}
-
-/// The job that carries out `action` on `host` (`vm.reconcile`), as the leader submits it at
-/// `now_ms`; `observed` is the VM's state when planned (`None`: no record).
-pub fn submission(
-    action: &Action,
-    target: &super::flows::Target,
-    observed: Option<VmState>,
-    now_ms: u64,
-) -> Result<crate::job::Submission, ApiError> {
-    let mut vars = crate::flow::Vars::new();
-    vars.insert(super::flows::vars::VM.into(), action.vm_uuid().to_string());
-    vars.insert(super::flows::vars::ACTION.into(), json(action)?);
-    vars.insert(super::flows::vars::TARGET.into(), json(target)?);
-    vars.insert(
-        super::flows::vars::OBSERVED.into(),
-        observed.map_or("absent", VmState::name).to_string(),
-    );
-    Ok(crate::job::Submission {
-        uuid: crate::params::derive_uuid(
-            &format!("{}-reconcile-{}-{now_ms}", action.vm_uuid(), target.host_uuid),
-            0,
-        ),
-        api_name: "ReconcileVmInstance".into(),
-        reply_class: "org.zstack.header.vm.APIUpdateVmInstanceEvent".into(),
-        chain: action.vm_uuid().to_string(),
-        flow: crate::job::FlowSpec::Named {
-            flow: super::flows::RECONCILE.to_string(),
-            vars,
-        },
-    })
-}
-
-fn json<T: Serialize>(v: &T) -> Result<String, ApiError> {
-    serde_json::to_string(v).map_err(|e| crate::validate::invalid_arg(format!("reconcile var: {e}")))
-}
-
-/// Everything the leader submits for one host's domain list at `now_ms`.
-pub fn jobs_for_host(
-    txn: &dyn StateTxn,
-    target: &super::flows::Target,
-    domains: &[Domain],
-    now_ms: u64,
-) -> Result<Vec<crate::job::Submission>, ApiError> {
-    let mut out = Vec::new();
-    for a in plan_for_host(txn, &target.host_uuid, domains)? {
-        let observed = resource::load::<VmInstance>(txn, a.vm_uuid())?.map(|(_, v)| v.state);
-        out.push(submission(&a, target, observed, now_ms)?);
-    }
-    Ok(out)
 }

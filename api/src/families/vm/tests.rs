@@ -344,3 +344,74 @@ fn destroyed_vms_are_due_for_expunge_after_the_period_once_per_destroy() {
     );
     assert!(super::expunge_jobs(&h.t, u64::MAX).unwrap().is_empty());
 }
+
+/// Run one submitted job's named flow directly on the harness's state (no job record),
+/// effects answered by the harness's scripted agent.
+fn run_flow(h: &mut Harness, job: &crate::job::Submission) {
+    let crate::job::FlowSpec::Named { flow, vars } = &job.flow else {
+        panic!("not a named flow")
+    };
+    let def = crate::registry::flow(flow).unwrap();
+    let mut vars = vars.clone();
+    h.n += 1;
+    let c = crate::testing::ctx(u64::from(h.n));
+    for s in def.steps {
+        match &s.action {
+            crate::flow::Action::Commit(f) => {
+                f(&mut h.t, &c, &crate::Caller::admin(), &mut vars).unwrap();
+            }
+            crate::flow::Action::Effect(f) => {
+                let req = f(&vars).unwrap();
+                vars.extend(crate::testing::harness::scripted_effect(&req).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn reconciliation_stops_a_vm_its_host_lost_unless_it_moved_meanwhile() {
+    use super::flows::Target;
+    use super::reconcile::jobs_for_host;
+    let (mut h, i) = world();
+    let free = host_free(&mut h, &i);
+    let uuid = create(&mut h, &i, "vm")
+        .get("uuid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = Target {
+        host_uuid: i.host.clone(),
+        management_ip: "10.0.1.1".into(),
+    };
+    // The host lists no domain: one job, which (the scripted agent listing none either)
+    // marks the VM Stopped and gives its capacity back.
+    let jobs = jobs_for_host(&h.t, &target, &[], 1).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].chain, uuid);
+    run_flow(&mut h, &jobs[0]);
+    assert_eq!(vm(&mut h, &uuid)["state"], "Stopped");
+    assert_eq!(host_free(&mut h, &i), free);
+    // In agreement: nothing to do.
+    h.admin("StartVmInstance", json!({"uuid": uuid}));
+    let dom = super::reconcile::Domain {
+        name: uuid.clone(),
+        state: "Running".into(),
+    };
+    assert!(jobs_for_host(&h.t, &target, std::slice::from_ref(&dom), 2)
+        .unwrap()
+        .is_empty());
+    // Planned while the VM ran here, run after the VM was stopped by its own operation: the
+    // job sees Stopped@- where it planned Running@<host> and does nothing. (Had the VM come
+    // back Running on this host, the job's fresh look at the host's domains decides.)
+    let jobs = jobs_for_host(&h.t, &target, &[], 3).unwrap();
+    assert_eq!(jobs.len(), 1);
+    h.admin("StopVmInstance", json!({"uuid": uuid}));
+    let before = vm(&mut h, &uuid);
+    run_flow(&mut h, &jobs[0]);
+    assert_eq!(
+        vm(&mut h, &uuid),
+        before,
+        "the job changed a VM that moved on"
+    );
+}
