@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -205,8 +206,16 @@ async fn check(r: &Rest, dir: &Path, nodes: &[Proc], hosts: &[(String, String)])
     vms
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
+/// Three nodes, two test-driver agents on `ips` as hosts of one cluster, a shared-mount-point
+/// primary storage, an image store holding a small image, a flat L3 with `range`, and an
+/// instance offering of `cpu` vCPUs and `memory` bytes.
+async fn setup(
+    ips: [&'static str; 2],
+    range: (&str, &str, &str),
+    cpu: u64,
+    memory: u64,
+    ratio: &str,
+) -> World {
     let td = tempfile::tempdir().unwrap();
     let args = ["--agent-libvirt-uri", "test:///default"];
     let mut nodes = vec![spawn(td.path(), 1, &[&["--init"][..], &args].concat())];
@@ -216,7 +225,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
     ready(&admin, &nodes[0]).await;
     add_member(&admin, &nodes[0], &nodes[1]).await;
     add_member(&admin, &nodes[0], &nodes[2]).await;
-    let mut agents: Vec<_> = IPS
+    let agents: Vec<_> = ips
         .iter()
         .enumerate()
         .map(|(k, ip)| {
@@ -242,6 +251,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .collect();
     let r = &rests[0];
     r.config("kvm", "allowTestDriver", "true").await;
+    r.config("host", "cpu.overProvisioning.ratio", ratio).await;
 
     let zone = r.post("/zones", json!({"name": "z"})).await["inventory"]["uuid"]
         .as_str()
@@ -257,7 +267,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .unwrap()
         .to_string();
     let mut hosts = Vec::new();
-    for (k, ip) in IPS.iter().enumerate() {
+    for (k, ip) in ips.iter().enumerate() {
         let v = r
             .post(
                 "/hosts/kvm",
@@ -290,7 +300,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
     let bs = r
         .post(
             "/backup-storage/image-store",
-            json!({"name": "store", "url": td.path().join("bs").display().to_string(), "hostname": IPS[0],
+            json!({"name": "store", "url": td.path().join("bs").display().to_string(), "hostname": ips[0],
                    "username": "root", "password": "bs-secret"}),
         )
         .await["inventory"]["uuid"]
@@ -331,18 +341,61 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .to_string();
     r.post(
         &format!("/l3-networks/{l3}/ip-ranges"),
-        json!({"name": "r", "startIp": "10.0.0.10", "endIp": "10.0.0.200", "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
+        json!({"name": "r", "startIp": range.0, "endIp": range.1, "netmask": range.2, "gateway": "10.0.0.1"}),
     )
     .await;
     let io = r
         .post(
             "/instance-offerings",
-            json!({"name": "small", "cpuNum": 1, "memorySize": 268435456u64}),
+            json!({"name": "small", "cpuNum": cpu, "memorySize": memory}),
         )
         .await["inventory"]["uuid"]
         .as_str()
         .unwrap()
         .to_string();
+    World {
+        td,
+        nodes,
+        agents,
+        rests,
+        hosts,
+        image,
+        l3,
+        io,
+    }
+}
+
+struct World {
+    td: tempfile::TempDir,
+    nodes: Vec<Proc>,
+    agents: Vec<common::TestAgent>,
+    rests: Vec<Rest>,
+    hosts: Vec<(String, String)>,
+    image: String,
+    l3: String,
+    io: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
+    let World {
+        td,
+        nodes,
+        mut agents,
+        rests,
+        hosts,
+        image,
+        l3,
+        io,
+    } = setup(
+        IPS,
+        ("10.0.0.10", "10.0.0.200", "255.255.255.0"),
+        1,
+        268435456,
+        "10",
+    )
+    .await;
+    let r = &rests[0];
 
     // Six VMs, two through each node.
     let mut vms = Vec::new();
@@ -572,4 +625,110 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .iter()
         .filter(|v| v["hostUuid"] == json!(hosts[1].0))
         .all(|v| v["state"] == "Running"));
+}
+
+/// Closed loop for `secs`: `clients` tasks over the nodes, each sending `one(rest, k, n)` back
+/// to back; (completed per second, how many succeeded).
+async fn closed_loop<F, Fut>(rests: &[Arc<Rest>], clients: usize, secs: f64, one: F) -> (f64, usize)
+where
+    F: Fn(Arc<Rest>, usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..clients {
+        let rest = rests[k % rests.len()].clone();
+        let one = one.clone();
+        tasks.spawn(async move {
+            let (mut n, mut ok) = (0usize, 0usize);
+            while Instant::now() < deadline {
+                if one(rest.clone(), k, n).await {
+                    ok += 1;
+                }
+                n += 1;
+            }
+            (n, ok)
+        });
+    }
+    let (mut n, mut ok) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (a, b) = r.expect("task");
+        n += a;
+        ok += b;
+    }
+    (n as f64 / started.elapsed().as_secs_f64(), ok)
+}
+
+/// VMs created end to end per second (REST → any node → job → placement and IPs in the log →
+/// image cache, root volume and domain on the test-driver agent → Running), `clients` creates
+/// in flight, against the same cluster's plain writes (`CreateZone`) at the same concurrency.
+/// `VM_BENCH=1` runs it (not in CI: it measures); `VM_BENCH_SECS` (default 10) and
+/// `VM_BENCH_CLIENTS` (default 100) set the phases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vm_bench_creates_per_second() {
+    if std::env::var_os("VM_BENCH").is_none() {
+        eprintln!("skipped: VM_BENCH=1 runs the VM create benchmark");
+        return;
+    }
+    let num = |k: &str, d: f64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(d)
+    };
+    let secs = num("VM_BENCH_SECS", 10.0);
+    let clients = num("VM_BENCH_CLIENTS", 100.0) as usize;
+    // 16 MiB VMs on hosts of 8 GiB (memory ratio 1), vCPU ratio 999, a /16 of addresses.
+    let w = setup(
+        ["127.0.0.93", "127.0.0.94"],
+        ("10.0.0.2", "10.0.255.250", "255.255.0.0"),
+        1,
+        16 << 20,
+        "999",
+    )
+    .await;
+    let rests: Vec<Arc<Rest>> = w
+        .rests
+        .iter()
+        .map(|r| {
+            Arc::new(Rest {
+                c: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .pool_max_idle_per_host(256)
+                    .build()
+                    .unwrap(),
+                base: r.base.clone(),
+                session: r.session.clone(),
+            })
+        })
+        .collect();
+    let (io, image, l3) = (w.io.clone(), w.image.clone(), w.l3.clone());
+    let (creates, ok_c) = closed_loop(&rests, clients, secs, move |r, k, n| {
+        let body = json!({"params": {"name": format!("b-{k}-{n}"), "instanceOfferingUuid": io,
+                          "imageUuid": image, "l3NetworkUuids": [l3]}});
+        async move {
+            let (s, v) = r
+                .send(reqwest::Method::POST, "/vm-instances", Some(body))
+                .await;
+            s == 200 && v["inventory"]["state"] == "Running"
+        }
+    })
+    .await;
+    let (writes, ok_w) = closed_loop(&rests, clients, secs, |r, k, n| async move {
+        let (s, _) = r
+            .send(
+                reqwest::Method::POST,
+                "/zones",
+                Some(json!({"params": {"name": format!("bench-{k}-{n}")}})),
+            )
+            .await;
+        s == 200
+    })
+    .await;
+    println!(
+        "vm_bench clients={clients} secs={secs} hosts=2 creates_per_s={creates:.1} ok={ok_c} create_zone_per_s={writes:.1} ok={ok_w} ratio={:.3}",
+        creates / writes
+    );
+    let _ = (&w.td, &w.nodes, &w.agents, &w.hosts);
 }
