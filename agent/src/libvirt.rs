@@ -46,6 +46,134 @@ fn version_string(v: u32) -> String {
     format!("{}.{}.{}", v / 1_000_000, (v / 1000) % 1000, v % 1000)
 }
 
+/// libvirt's QEMU driver configuration: its `user` and `group` say who QEMU runs as.
+const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
+/// Who QEMU runs as when qemu.conf does not say (Debian's build of libvirt).
+const DEFAULT_QEMU_USER: &str = "libvirt-qemu";
+const DEFAULT_QEMU_GROUP: &str = "libvirt-qemu";
+const KVM_DEVICE: &str = "/dev/kvm";
+
+/// A quoted `key = "value"` setting of qemu.conf (comments skipped).
+fn qemu_conf_value(conf: &str, key: &str) -> Option<String> {
+    conf.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+}
+
+/// A user (or group) of qemu.conf: a name, or `+N` for a numeric id.
+fn numeric_id(name: &str) -> Option<u32> {
+    name.strip_prefix('+')?.parse().ok()
+}
+
+/// uid, primary gid and supplementary groups of `user` (NSS), as libvirt sets them on QEMU.
+fn user_ids(user: &str) -> Option<(u32, Vec<u32>)> {
+    if let Some(uid) = numeric_id(user) {
+        return Some((uid, Vec::new()));
+    }
+    let name = std::ffi::CString::new(user).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    // SAFETY: the out-parameters are sized as getpwnam_r expects; `buf` outlives `pw`'s use.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        return None;
+    }
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut n = groups.len() as libc::c_int;
+    // SAFETY: `groups` holds `n` entries; getgrouplist writes at most that many.
+    let rc = unsafe { libc::getgrouplist(name.as_ptr(), pw.pw_gid, groups.as_mut_ptr(), &mut n) };
+    groups.truncate(if rc < 0 { 0 } else { n.max(0) as usize });
+    groups.push(pw.pw_gid);
+    Some((pw.pw_uid, groups))
+}
+
+fn group_id(group: &str) -> Option<u32> {
+    if let Some(gid) = numeric_id(group) {
+        return Some(gid);
+    }
+    let name = std::ffi::CString::new(group).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    // SAFETY: as in `user_ids`, for getgrnam_r.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (rc == 0 && !found.is_null()).then_some(gr.gr_gid)
+}
+
+/// Whether a file of `mode`, owned by `owner:group`, is readable and writable by `uid`
+/// in `groups` (the classic permission bits; root passes them all).
+fn rw_allowed(mode: u32, owner: u32, group: u32, uid: u32, groups: &[u32]) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let bits = if uid == owner {
+        mode >> 6
+    } else if groups.contains(&group) {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o6 == 0o6
+}
+
+/// Why QEMU cannot use KVM on this host; `None` when it can. libvirt's capabilities list a
+/// kvm guest as soon as the module is loaded, whatever /dev/kvm's permissions, and a kvm
+/// domain then fails to start ("Could not access KVM kernel module"). So the agent (which
+/// runs on the host it drives) looks itself, as QEMU's user from qemu.conf, and VMs fall
+/// back to TCG with this reason logged instead of failing.
+fn kvm_unusable() -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match std::fs::metadata(KVM_DEVICE) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(format!(
+                "{KVM_DEVICE}: {e} (no kvm module, or no nested virtualisation)"
+            ))
+        }
+    };
+    let conf = std::fs::read_to_string(QEMU_CONF).unwrap_or_default();
+    let user = qemu_conf_value(&conf, "user").unwrap_or_else(|| DEFAULT_QEMU_USER.into());
+    let group = qemu_conf_value(&conf, "group").unwrap_or_else(|| DEFAULT_QEMU_GROUP.into());
+    let Some((uid, mut groups)) = user_ids(&user) else {
+        return Some(format!(
+            "QEMU's user {user:?} ({QEMU_CONF}) does not exist on this host"
+        ));
+    };
+    groups.extend(group_id(&group));
+    let mode = meta.mode() & 0o777;
+    if rw_allowed(mode, meta.uid(), meta.gid(), uid, &groups) {
+        None
+    } else {
+        Some(format!(
+            "{KVM_DEVICE} (mode {mode:o}, uid {} gid {}) is not readable and writable by QEMU's user {user:?}: \
+             give group kvm access as udev does (chgrp kvm {KVM_DEVICE}; chmod 0660 {KVM_DEVICE}) and keep {user:?} in group kvm",
+            meta.uid(),
+            meta.gid()
+        ))
+    }
+}
+
 /// The distribution fields of `/etc/os-release`: (ID, VERSION_CODENAME, VERSION_ID).
 fn os_release() -> (String, String, String) {
     let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
@@ -165,17 +293,25 @@ impl LibvirtBackend {
     }
 
     /// The domain type VMs get here: the test driver's own, KVM when the host offers it
-    /// (capabilities list a kvm guest and /dev/kvm exists), else QEMU's emulation.
+    /// (capabilities list a kvm guest and QEMU's user can open /dev/kvm), else QEMU's
+    /// emulation (TCG), logged with the reason: a VM emulated is many times slower.
     fn domain_type(&self) -> Result<DomainType, OpError> {
         if self.uri.starts_with("test:") {
             return Ok(DomainType::Test);
         }
         let caps = self.with(|c| c.capabilities())?;
         let (_, _, kvm_guest) = parse_capabilities(&caps)?;
-        Ok(if kvm_guest && Path::new("/dev/kvm").exists() {
-            DomainType::Kvm
+        let why = if kvm_guest {
+            kvm_unusable()
         } else {
-            DomainType::Qemu
+            Some(format!("libvirt {} offers no kvm guest", self.uri))
+        };
+        Ok(match why {
+            None => DomainType::Kvm,
+            Some(reason) => {
+                tracing::warn!(uri = %self.uri, %reason, "KVM is not usable: VMs run emulated (TCG)");
+                DomainType::Qemu
+            }
         })
     }
 
@@ -325,7 +461,7 @@ impl HostBackend for LibvirtBackend {
         let (arch, model, kvm_guest) = parse_capabilities(&caps)?;
         let virtualization = if self.uri.starts_with("test:") {
             "test"
-        } else if kvm_guest && Path::new("/dev/kvm").exists() {
+        } else if kvm_guest && kvm_unusable().is_none() {
             "kvm"
         } else {
             "none"
@@ -718,5 +854,32 @@ mod tests {
     fn an_unknown_uri_is_a_clear_error() {
         let e = LibvirtBackend::open("nosuch:///x", Box::new(SystemMounter)).unwrap_err();
         assert!(e.0.contains("cannot open libvirt nosuch:///x"), "{e}");
+    }
+
+    #[test]
+    fn qemus_user_comes_from_qemu_conf_and_kvm_needs_read_and_write() {
+        let conf = "# user = \"qemu\"\n#group = \"x\"\nuser = \"+0\"\n  group=\"kvm\"\n";
+        assert_eq!(qemu_conf_value(conf, "user").as_deref(), Some("+0"));
+        assert_eq!(qemu_conf_value(conf, "group").as_deref(), Some("kvm"));
+        assert_eq!(qemu_conf_value("#user = \"root\"\n", "user"), None);
+        assert_eq!(numeric_id("+64055"), Some(64055));
+        assert_eq!(
+            numeric_id("64055"),
+            None,
+            "a bare number is a user name to libvirt"
+        );
+        assert_eq!(user_ids("root").map(|(u, _)| u), Some(0));
+        assert_eq!(group_id("root"), Some(0));
+        // /dev/kvm as the kernel makes it without udev, and as udev leaves it.
+        let (qemu, kvm) = (64055, 109);
+        assert!(!rw_allowed(0o600, 0, 0, qemu, &[kvm]));
+        assert!(rw_allowed(0o660, 0, kvm, qemu, &[kvm]));
+        assert!(
+            !rw_allowed(0o640, 0, kvm, qemu, &[kvm]),
+            "read-only is not enough"
+        );
+        assert!(!rw_allowed(0o660, 0, kvm, qemu, &[]), "not in group kvm");
+        assert!(rw_allowed(0o666, 0, 0, qemu, &[]));
+        assert!(rw_allowed(0o600, 0, 0, 0, &[]), "QEMU as root");
     }
 }

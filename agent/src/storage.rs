@@ -97,11 +97,18 @@ pub fn prepare(s: &StorageSpec, mounter: &dyn Mounter) -> Result<(), BackendErro
         }
     }
     let dir = Path::new(s.dir());
+    // 0711, not 0700: libvirt starts QEMU as its own unprivileged user (libvirt-qemu on
+    // Debian) and hands it volume paths under this directory, so QEMU must be able to
+    // traverse it; nobody else can list it, and the volume files themselves stay 0600 until
+    // libvirt gives them to QEMU's user (dynamic ownership).
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o711)
         .create(dir)
         .map_err(|e| BackendError(format!("cannot create {}: {e}", dir.display())))?;
+    if s.kind != StorageKind::Nfs {
+        traversable(dir)?;
+    }
     if s.kind == StorageKind::Nfs && !mounter.is_mounted(dir) {
         mounter.mount_nfs(&s.url, dir).map_err(BackendError)?;
     }
@@ -109,6 +116,29 @@ pub fn prepare(s: &StorageSpec, mounter: &dyn Mounter) -> Result<(), BackendErro
     std::fs::write(&probe, b"ok")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| BackendError(format!("{} is not writable: {e}", dir.display())))?;
+    Ok(())
+}
+
+/// Let others traverse (not list) an existing storage directory: one made 0700 by an older
+/// agent, or by hand, would make every VM start fail deep inside QEMU with "Permission
+/// denied" on its disk. Not for NFS: the export's own permissions rule there.
+fn traversable(dir: &Path) -> Result<(), BackendError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| BackendError(format!("cannot stat {}: {e}", dir.display())))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o011 != 0o011 {
+        std::fs::set_permissions(
+            dir,
+            std::fs::Permissions::from_mode((mode & 0o7777) | 0o011),
+        )
+        .map_err(|e| {
+            BackendError(format!(
+                "cannot make {} traversable for QEMU (chmod go+x): {e}",
+                dir.display()
+            ))
+        })?;
+    }
     Ok(())
 }
 
@@ -169,6 +199,17 @@ mod tests {
         let s = spec(StorageKind::LocalStorage, dir.to_str().unwrap(), "");
         prepare(&s, &NoNfs).unwrap();
         prepare(&s, &NoNfs).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&dir),
+            0o711,
+            "QEMU's user traverses it, nobody lists it"
+        );
+        // One an older agent made 0700 is opened up to traversal, nothing more.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        prepare(&s, &NoNfs).unwrap();
+        assert_eq!(mode(&dir), 0o711);
         let c = capacity(&s);
         let (total, _) = statvfs(d.path()).unwrap();
         assert!(c.healthy, "{c:?}");
