@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use common::add_member;
 use common::admin_client;
+use common::closed_loop;
 use common::data_dir;
 use common::login;
 use common::ready;
@@ -350,39 +351,6 @@ async fn the_checks_catch_an_apply_that_does_not_recheck_capacity() {
         !v.is_empty(),
         "the overbooking build passed the checks: {tally:?}"
     );
-}
-
-/// Closed-loop load for `secs`: `clients` tasks spread over the nodes, each sending `one(k, i)`
-/// back to back; answers the completed calls per second and how many of them succeeded.
-async fn closed_loop<F, Fut>(rests: &[Arc<Rest>], clients: usize, secs: f64, one: F) -> (f64, usize)
-where
-    F: Fn(Arc<Rest>, usize, usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for k in 0..clients {
-        let rest = rests[k % rests.len()].clone();
-        let one = one.clone();
-        tasks.spawn(async move {
-            let (mut n, mut ok) = (0usize, 0usize);
-            while Instant::now() < deadline {
-                if one(rest.clone(), k, n).await {
-                    ok += 1;
-                }
-                n += 1;
-            }
-            (n, ok)
-        });
-    }
-    let (mut n, mut ok) = (0, 0);
-    while let Some(r) = tasks.join_next().await {
-        let (a, b) = r.expect("task");
-        n += a;
-        ok += b;
-    }
-    (n as f64 / started.elapsed().as_secs_f64(), ok)
 }
 
 /// Committed placements per second end to end (REST → any node → placement on its replica →

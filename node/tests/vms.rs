@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use common::add_member;
 use common::admin_client;
+use common::closed_loop;
 use common::data_dir;
 use common::login;
 use common::ready;
@@ -625,39 +626,6 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .iter()
         .filter(|v| v["hostUuid"] == json!(hosts[1].0))
         .all(|v| v["state"] == "Running"));
-}
-
-/// Closed loop for `secs`: `clients` tasks over the nodes, each sending `one(rest, k, n)` back
-/// to back; (completed per second, how many succeeded).
-async fn closed_loop<F, Fut>(rests: &[Arc<Rest>], clients: usize, secs: f64, one: F) -> (f64, usize)
-where
-    F: Fn(Arc<Rest>, usize, usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for k in 0..clients {
-        let rest = rests[k % rests.len()].clone();
-        let one = one.clone();
-        tasks.spawn(async move {
-            let (mut n, mut ok) = (0usize, 0usize);
-            while Instant::now() < deadline {
-                if one(rest.clone(), k, n).await {
-                    ok += 1;
-                }
-                n += 1;
-            }
-            (n, ok)
-        });
-    }
-    let (mut n, mut ok) = (0, 0);
-    while let Some(r) = tasks.join_next().await {
-        let (a, b) = r.expect("task");
-        n += a;
-        ok += b;
-    }
-    (n as f64 / started.elapsed().as_secs_f64(), ok)
 }
 
 /// VMs created end to end per second (REST → any node → job → placement and IPs in the log →

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::model::forget;
 use super::model::volumes_of;
 use super::model::VmInstance;
+use super::model::VmNic;
 use super::model::VmOp;
 use super::model::VmResult;
 use super::model::VmState;
@@ -463,32 +464,7 @@ fn allocate(
     let s = |k: &str| placed[k].as_str().map(str::to_string);
     let host_uuid = s("hostUuid").ok_or_else(|| validate::invalid_arg("host.allocate: no host"))?;
     let mut nics = vm.vm_nics.clone();
-    for n in &mut nics {
-        if n.used_ip_uuid.is_some() {
-            continue;
-        }
-        let used_ip_uuid = crate::params::derive_uuid(&n.uuid, 0);
-        let ip = serve(
-            txn,
-            ctx,
-            caller,
-            "l3.allocate-ip",
-            &json!({
-                "l3NetworkUuid": n.l3_network_uuid,
-                "usedIpUuid": used_ip_uuid,
-                "requiredIp": n.static_ip,
-                "usedFor": "VmNic",
-                "vmNicUuid": n.uuid,
-            }),
-        )?;
-        let f = |k: &str| ip[k].as_str().map(str::to_string);
-        n.ip = f("ip");
-        n.netmask = f("netmask");
-        n.gateway = f("gateway");
-        n.l2_network_uuid = f("l2NetworkUuid");
-        n.used_ip_uuid = Some(used_ip_uuid);
-        n.last_op_date = ctx.proposed_at_ms;
-    }
+    allocate_ips(txn, ctx, caller, &mut nics)?;
     let vm = generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
         v.host_uuid = Some(host_uuid.clone());
         v.cluster_uuid = s("clusterUuid");
@@ -515,6 +491,40 @@ fn allocate(
     let spec = spec_of(txn, &vm)?;
     encode(vars, vars::SPEC, &spec)?;
     Ok(None)
+}
+
+/// An address from IPAM (`l3.allocate-ip`) for every NIC that has none: its static IP if it
+/// asked for one, else the lowest free.
+fn allocate_ips(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    nics: &mut [VmNic],
+) -> Result<(), ApiError> {
+    for n in nics.iter_mut().filter(|n| n.used_ip_uuid.is_none()) {
+        let used_ip_uuid = crate::params::derive_uuid(&n.uuid, 0);
+        let ip = serve(
+            txn,
+            ctx,
+            caller,
+            "l3.allocate-ip",
+            &json!({
+                "l3NetworkUuid": n.l3_network_uuid,
+                "usedIpUuid": used_ip_uuid,
+                "requiredIp": n.static_ip,
+                "usedFor": "VmNic",
+                "vmNicUuid": n.uuid,
+            }),
+        )?;
+        let f = |k: &str| ip[k].as_str().map(str::to_string);
+        n.ip = f("ip");
+        n.netmask = f("netmask");
+        n.gateway = f("gateway");
+        n.l2_network_uuid = f("l2NetworkUuid");
+        n.used_ip_uuid = Some(used_ip_uuid);
+        n.last_op_date = ctx.proposed_at_ms;
+    }
+    Ok(())
 }
 
 /// Undo of [`allocate`]: addresses and capacity back.
@@ -797,27 +807,7 @@ fn recover_ips(
 ) -> Result<Option<Response>, ApiError> {
     let vm = load_vm(txn, vars)?;
     let mut nics = vm.vm_nics.clone();
-    for n in &mut nics {
-        let used_ip_uuid = crate::params::derive_uuid(&n.uuid, 0);
-        let ip = serve(
-            txn,
-            ctx,
-            caller,
-            "l3.allocate-ip",
-            &json!({
-                "l3NetworkUuid": n.l3_network_uuid,
-                "usedIpUuid": used_ip_uuid,
-                "requiredIp": n.static_ip,
-                "usedFor": "VmNic",
-                "vmNicUuid": n.uuid,
-            }),
-        )?;
-        let f = |k: &str| ip[k].as_str().map(str::to_string);
-        n.ip = f("ip");
-        n.netmask = f("netmask");
-        n.gateway = f("gateway");
-        n.used_ip_uuid = Some(used_ip_uuid);
-    }
+    allocate_ips(txn, ctx, caller, &mut nics)?;
     let vm = generic::modify(txn, ctx, &vm.uuid, |_, v: &mut VmInstance| {
         v.vm_nics = nics;
         v.state = VmState::Stopped;
