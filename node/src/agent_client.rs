@@ -58,6 +58,15 @@ impl AgentCallError {
     }
 }
 
+/// `ip:port` of an agent (an IPv6 literal needs brackets in an authority).
+pub fn agent_addr(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
 /// Where an agent is and which host it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentTarget {
@@ -293,6 +302,25 @@ impl AgentClients {
                 message: "answered without a capacity".into(),
             })
     }
+
+    /// The host's domains as its agent lists them now.
+    pub async fn list_domains(
+        &self,
+        t: &AgentTarget,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<pb::ListDomainsReply, AgentCallError> {
+        let mut req = tonic::Request::new(pb::ListDomainsRequest {
+            header: Some(self.header(term, &t.host_uuid)),
+        });
+        req.set_timeout(timeout);
+        Ok(self
+            .client(t)?
+            .list_domains(req)
+            .await
+            .map_err(|s| status_error(&t.addr, s))?
+            .into_inner())
+    }
 }
 
 impl AgentClients {
@@ -512,15 +540,8 @@ impl TrackerAgents {
     }
 
     fn target(&self, h: &ha::duties::host_tracker::TrackedHost) -> AgentTarget {
-        let ip = &h.management_ip;
-        // An IPv6 literal needs brackets in an authority.
-        let addr = if ip.contains(':') {
-            format!("[{ip}]:{}", self.port)
-        } else {
-            format!("{ip}:{}", self.port)
-        };
         AgentTarget {
-            addr,
+            addr: agent_addr(&h.management_ip, self.port),
             host_uuid: h.uuid.clone(),
         }
     }
@@ -591,25 +612,15 @@ impl ha::duties::vm_reconciler::DomainLister for TrackerAgents {
         timeout: Duration,
     ) -> ha::BoxFuture<'static, Result<Vec<api::families::vm::reconcile::Domain>, String>> {
         let clients = self.clients.clone();
-        let ip = &host.management_ip;
-        let addr = if ip.contains(':') {
-            format!("[{ip}]:{}", self.port)
-        } else {
-            format!("{ip}:{}", self.port)
+        let target = AgentTarget {
+            addr: agent_addr(&host.management_ip, self.port),
+            host_uuid: host.host_uuid.clone(),
         };
-        let header = clients.header(term, &host.host_uuid);
         Box::pin(async move {
-            let mut req = tonic::Request::new(pb::ListDomainsRequest {
-                header: Some(header),
-            });
-            req.set_timeout(timeout);
             let r = clients
-                .grpc(&addr)
-                .map_err(|e| e.to_string())?
-                .list_domains(req)
+                .list_domains(&target, term, timeout)
                 .await
-                .map_err(|s| status_error(&addr, s).to_string())?
-                .into_inner();
+                .map_err(|e| e.to_string())?;
             Ok(r.domains
                 .into_iter()
                 .map(|d| api::families::vm::reconcile::Domain {

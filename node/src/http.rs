@@ -749,27 +749,14 @@ async fn host_domains(State(node): State<Arc<Node>>, Path(uuid): Path<String>) -
         .receivers()
         .agents()
         .ok_or_else(|| err(&node, NodeError::Unavailable("no agent clients".into())))?;
-    let addr = if ip.contains(':') {
-        format!("[{ip}]:{}", proto::agent::DEFAULT_PORT)
-    } else {
-        format!("{ip}:{}", proto::agent::DEFAULT_PORT)
+    let target = crate::agent_client::AgentTarget {
+        addr: crate::agent_client::agent_addr(&ip, proto::agent::DEFAULT_PORT),
+        host_uuid: uuid.clone(),
     };
-    let mut req = tonic::Request::new(proto::agent::v1::ListDomainsRequest {
-        header: Some(agents.header(m.current_term, &uuid)),
-    });
-    req.set_timeout(Duration::from_secs(10));
     let r = agents
-        .grpc(&addr)
-        .map_err(|e| err(&node, NodeError::Peer(e.to_string())))?
-        .list_domains(req)
+        .list_domains(&target, m.current_term, Duration::from_secs(10))
         .await
-        .map_err(|s| {
-            err(
-                &node,
-                NodeError::Peer(crate::agent_client::status_error(&addr, s).to_string()),
-            )
-        })?
-        .into_inner();
+        .map_err(|e| err(&node, NodeError::Peer(e.to_string())))?;
     let domains: Vec<serde_json::Value> = r
         .domains
         .iter()

@@ -25,6 +25,7 @@ use ha::ProgressFn;
 use proto::agent::v1 as pb;
 use serde::Deserialize;
 
+use crate::agent_client::agent_addr;
 use crate::agent_client::status_error;
 use crate::agent_client::AgentCallError;
 use crate::agent_client::SharedAgents;
@@ -33,14 +34,6 @@ use crate::state_view::StateView;
 
 /// Bound on connecting a store and on each message of a download stream.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn addr_of(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
 
 /// Image store agents.
 pub struct ImageStores {
@@ -128,7 +121,7 @@ impl ImageStores {
         term: u64,
         timeout: Duration,
     ) -> Result<(u64, u64), AgentCallError> {
-        let addr = addr_of(hostname, self.port);
+        let addr = agent_addr(hostname, self.port);
         let mut req = tonic::Request::new(pb::ConnectImageStoreRequest {
             header: self.header(term),
             backup_storage_uuid: uuid.to_string(),
@@ -154,7 +147,7 @@ impl ImageStores {
         term: u64,
         timeout: Duration,
     ) -> Result<pb::DisconnectImageStoreReply, AgentCallError> {
-        let addr = addr_of(hostname, self.port);
+        let addr = agent_addr(hostname, self.port);
         let mut req = tonic::Request::new(pb::DisconnectImageStoreRequest {
             header: self.header(term),
             backup_storage_uuid: uuid.to_string(),
@@ -215,7 +208,7 @@ impl ImageStores {
             self.connect(&bs.uuid, &bs.hostname, &bs.url, term, CALL_TIMEOUT)
                 .await
                 .map_err(|e| call_failure(e, &what))?;
-            let addr = addr_of(&bs.hostname, self.port);
+            let addr = agent_addr(&bs.hostname, self.port);
             let req = tonic::Request::new(pb::DownloadImageRequest {
                 header: self.header(term),
                 backup_storage_uuid: bs.uuid.clone(),
@@ -292,7 +285,7 @@ impl ImageStores {
                 Err(EffectError::Failed(_)) => continue,
                 Err(e) => return Err(e),
             };
-            let addr = addr_of(&bs.hostname, self.port);
+            let addr = agent_addr(&bs.hostname, self.port);
             let mut req = tonic::Request::new(pb::DeleteImageRequest {
                 header: self.header(term),
                 backup_storage_uuid: bs.uuid.clone(),
@@ -345,7 +338,7 @@ impl ImageStores {
         image_uuid: &str,
         term: u64,
     ) -> Result<bool, AgentCallError> {
-        let addr = addr_of(&bs.hostname, self.port);
+        let addr = agent_addr(&bs.hostname, self.port);
         let mut req = tonic::Request::new(pb::DeleteExportedImageRequest {
             header: self.header(term),
             backup_storage_uuid: bs.uuid.clone(),
@@ -410,7 +403,7 @@ impl ImageStores {
         self.connect(&bs.uuid, &bs.hostname, &bs.url, term, CALL_TIMEOUT)
             .await
             .map_err(|e| call_failure(e, &what))?;
-        let addr = addr_of(&bs.hostname, self.port);
+        let addr = agent_addr(&bs.hostname, self.port);
         let mut req = tonic::Request::new(pb::ExportImageRequest {
             header: self.header(term),
             backup_storage_uuid: bs.uuid.clone(),
@@ -430,7 +423,7 @@ impl ImageStores {
         let port = u16::try_from(r.http_port)
             .map_err(|_| failed(format!("{what}: the agent answered port {}", r.http_port)))?;
         let e = export_flows::Exported {
-            url: format!("http://{}{}", addr_of(&bs.hostname, port), r.path),
+            url: format!("http://{}{}", agent_addr(&bs.hostname, port), r.path),
             md5: r.md5,
         };
         let text =

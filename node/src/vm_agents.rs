@@ -23,8 +23,10 @@ use ha::ProgressFn;
 use proto::agent::v1 as pb;
 use serde::Deserialize;
 
+use crate::agent_client::agent_addr;
 use crate::agent_client::status_error;
 use crate::agent_client::AgentCallError;
+use crate::agent_client::AgentTarget;
 use crate::agent_client::SharedAgents;
 use crate::image_agents::ImageStores;
 
@@ -68,14 +70,6 @@ fn call_failure(e: AgentCallError, what: &str) -> EffectError {
     }
 }
 
-fn addr_of(ip: &str, port: u16) -> String {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    }
-}
-
 /// Host agents driving VMs.
 pub struct VmAgents {
     clients: SharedAgents,
@@ -114,7 +108,7 @@ impl VmAgents {
         ),
         EffectError,
     > {
-        let addr = addr_of(&t.management_ip, self.port);
+        let addr = agent_addr(&t.management_ip, self.port);
         let c = self
             .clients
             .grpc(&addr)
@@ -397,17 +391,15 @@ impl VmAgents {
     async fn inspect(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {
         let t = self.target(p)?;
         let what = format!("listing the domains of host[uuid:{}]", t.host_uuid);
-        let (mut c, addr) = self.client(t, &what)?;
-        let r = c
-            .list_domains(self.request(
-                pb::ListDomainsRequest {
-                    header: self.header(term, t),
-                },
-                VM_CALL_TIMEOUT,
-            ))
+        let target = AgentTarget {
+            addr: agent_addr(&t.management_ip, self.port),
+            host_uuid: t.host_uuid.clone(),
+        };
+        let r = self
+            .clients
+            .list_domains(&target, term, VM_CALL_TIMEOUT)
             .await
-            .map_err(|st| call_failure(status_error(&addr, st), &what))?
-            .into_inner();
+            .map_err(|e| call_failure(e, &what))?;
         let state = r
             .domains
             .into_iter()

@@ -123,11 +123,7 @@ async fn connected(r: &Rest, path: &str) -> Value {
 
 /// Each host's domains (name → (host, state)), as the leader's admin endpoint lists them from
 /// the agents (`GET /cluster/hosts/{uuid}/domains`).
-async fn domains(
-    _dir: &Path,
-    nodes: &[Proc],
-    hosts: &[(String, String)],
-) -> BTreeMap<String, (String, String)> {
+async fn domains(nodes: &[Proc], hosts: &[(String, String)]) -> BTreeMap<String, (String, String)> {
     let c = admin_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     'again: loop {
@@ -177,12 +173,12 @@ async fn domains(
 /// The API's VMs against the agents' domains and the files on disk: every Running VM has a
 /// Running domain on its host, a Paused one a Paused domain, no other VM has a domain, and
 /// every VM's root volume file exists.
-async fn check(r: &Rest, dir: &Path, nodes: &[Proc], hosts: &[(String, String)]) -> Vec<Value> {
+async fn check(r: &Rest, nodes: &[Proc], hosts: &[(String, String)]) -> Vec<Value> {
     let vms = r.get("/vm-instances").await["inventories"]
         .as_array()
         .cloned()
         .unwrap();
-    let mut doms = domains(dir, nodes, hosts).await;
+    let mut doms = domains(nodes, hosts).await;
     for vm in &vms {
         let uuid = vm["uuid"].as_str().unwrap();
         let state = vm["state"].as_str().unwrap();
@@ -380,7 +376,7 @@ struct World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
     let World {
-        td,
+        td: _td,
         nodes,
         mut agents,
         rests,
@@ -411,7 +407,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         assert_eq!(v["inventory"]["state"], "Running", "{v}");
         vms.push(v["inventory"]["uuid"].as_str().unwrap().to_string());
     }
-    let all = check(r, td.path(), &nodes, &hosts).await;
+    let all = check(r, &nodes, &hosts).await;
     assert_eq!(all.len(), 6);
     let ips: std::collections::BTreeSet<_> = all
         .iter()
@@ -452,7 +448,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         "Stopped",
     )
     .await;
-    check(r, td.path(), &nodes, &hosts).await;
+    check(r, &nodes, &hosts).await;
     step(
         "start",
         vms[0].clone(),
@@ -477,7 +473,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         "Paused",
     )
     .await;
-    check(r, td.path(), &nodes, &hosts).await;
+    check(r, &nodes, &hosts).await;
     step(
         "resume",
         vms[3].clone(),
@@ -496,7 +492,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
             .contains("current vm instance state[Stopped]"),
         "{v}"
     );
-    check(r, td.path(), &nodes, &hosts).await;
+    check(r, &nodes, &hosts).await;
 
     // Destroy (Delay policy): the domain goes, the root volume stays until expunged.
     let (s, v) = rests[0]
@@ -513,7 +509,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         .as_str()
         .unwrap()
         .to_string();
-    check(r, td.path(), &nodes, &hosts).await;
+    check(r, &nodes, &hosts).await;
     step(
         "recover",
         vms[4].clone(),
@@ -546,7 +542,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         !Path::new(&root).exists(),
         "the expunged VM's volume {root} is still there"
     );
-    let left = check(r, td.path(), &nodes, &hosts).await;
+    let left = check(r, &nodes, &hosts).await;
     assert_eq!(left.len(), 5);
     let vols = r.get("/volumes").await["inventories"]
         .as_array()
@@ -588,7 +584,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         !Path::new(&root).exists(),
         "the expunged VM's volume {root} is still there"
     );
-    let left = check(r, td.path(), &nodes, &hosts).await;
+    let left = check(r, &nodes, &hosts).await;
     assert_eq!(left.len(), 4);
 
     // Reconciliation: the first host's agent restarts and its test-driver domains are gone;
@@ -616,7 +612,7 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    let after = check(r, td.path(), &nodes, &hosts).await;
+    let after = check(r, &nodes, &hosts).await;
     let host0 = r.get(&format!("/hosts/{}", hosts[0].0)).await["inventories"][0].clone();
     assert_eq!(
         host0["totalCpuCapacity"], host0["availableCpuCapacity"],

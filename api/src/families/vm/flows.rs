@@ -277,14 +277,7 @@ fn call(
                 uuid,
                 host_uuid: Some(h),
             } => (uuid.clone(), Some((vars::REQUESTED_HOST, h.clone()))),
-            VmOp::Start { uuid, .. }
-            | VmOp::Reboot { uuid }
-            | VmOp::Pause { uuid }
-            | VmOp::Resume { uuid }
-            | VmOp::Destroy { uuid }
-            | VmOp::Expunge { uuid }
-            | VmOp::Recover { uuid }
-            | VmOp::Update { uuid, .. } => (uuid.clone(), None),
+            op => (op.uuid().to_string(), None),
         },
         _ => return Err(validate::invalid_arg("a VM flow runs a VM command")),
     };

@@ -358,6 +358,22 @@ pub enum VmOp {
 }
 
 impl VmOp {
+    /// The VM the op is about.
+    pub fn uuid(&self) -> &str {
+        match self {
+            VmOp::Create { uuid, .. }
+            | VmOp::Start { uuid, .. }
+            | VmOp::Stop { uuid, .. }
+            | VmOp::Reboot { uuid }
+            | VmOp::Pause { uuid }
+            | VmOp::Resume { uuid }
+            | VmOp::Destroy { uuid }
+            | VmOp::Expunge { uuid }
+            | VmOp::Recover { uuid }
+            | VmOp::Update { uuid, .. } => uuid,
+        }
+    }
+
     /// The API message the op stands for (named in state errors).
     pub fn message(&self) -> &'static str {
         match self {
@@ -600,17 +616,7 @@ pub(super) fn apply(
                 .map(|v| VmResult::Inventory(Box::new(v)))
         }
         op => {
-            let uuid = match &op {
-                VmOp::Start { uuid, .. }
-                | VmOp::Stop { uuid, .. }
-                | VmOp::Reboot { uuid }
-                | VmOp::Pause { uuid }
-                | VmOp::Resume { uuid }
-                | VmOp::Destroy { uuid }
-                | VmOp::Expunge { uuid }
-                | VmOp::Recover { uuid } => uuid.clone(),
-                VmOp::Create { .. } | VmOp::Update { .. } => unreachable_op()?,
-            };
+            let uuid = op.uuid().to_string();
             let vm = visible_vm(txn, caller, &uuid)?;
             let (allowed, next) = transition(&op);
             if !allowed.contains(&vm.state) {
@@ -629,10 +635,6 @@ pub(super) fn apply(
             Ok(VmResult::Inventory(Box::new(vm)))
         }
     }
-}
-
-fn unreachable_op() -> Result<String, ApiError> {
-    Err(validate::invalid_arg("VM op routed to the wrong arm"))
 }
 
 /// The VM's volumes (root first, then data volumes by device id).
