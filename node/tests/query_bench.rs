@@ -4,6 +4,8 @@
 
 #[path = "../benches/query/harness.rs"]
 mod harness;
+#[path = "../benches/query/vms.rs"]
+mod vms;
 
 use std::time::Duration;
 
@@ -26,4 +28,24 @@ fn query_bench_smoke_returns_the_right_rows() {
     assert!(lines
         .iter()
         .any(|l| l.contains("level=cluster") && l.contains("mode=linearizable")));
+}
+
+#[test]
+fn vm_query_bench_smoke_returns_the_right_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = vms::run(&vms::Config {
+        records: 700,
+        case_time: Duration::ZERO,
+        min_ops: 2,
+        clients: vec![1, 4],
+        dir: dir.path().to_path_buf(),
+    });
+    for case in ["page", "count", "name_infix", "nic_ip", "nic_ip_prefix"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("case={case} clients=4"))),
+            "{case} ran"
+        );
+    }
 }

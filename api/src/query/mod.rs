@@ -392,6 +392,12 @@ pub fn eq_is_textual(lit: &str) -> bool {
     parse_num(lit).is_none() && parse_java_date(lit).is_none()
 }
 
+/// Whether `text` matches the `like` pattern (ASCII case folded, `\\` escapes), as a
+/// condition evaluates it.
+pub fn like_matches(pattern: &str, text: &str) -> bool {
+    like::matches(pattern, text)
+}
+
 /// See [`like::literal_prefix`].
 pub fn like_prefix(pattern: &str) -> Option<String> {
     like::literal_prefix(pattern)
@@ -497,6 +503,51 @@ fn sort_key_cmp(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     }
 }
 
+/// A row's sort value with its readings as a date and as a number: compares exactly as
+/// [`sort_key_cmp`] does, without re-parsing.
+struct SortKey<'a> {
+    v: Option<&'a Value>,
+    date: Option<u64>,
+    num: Option<f64>,
+}
+
+impl<'a> SortKey<'a> {
+    fn of(v: Option<&'a Value>) -> Self {
+        let v = v.filter(|v| !v.is_null());
+        let (date, num) = match v {
+            Some(Value::String(s)) => (parse_java_date(s), parse_num(s)),
+            Some(Value::Number(n)) => (None, n.as_f64().filter(|f| f.is_finite())),
+            _ => (None, None),
+        };
+        SortKey { v, date, num }
+    }
+
+    /// [`sort_key_cmp`]`(self.v, other.v)`: `compare(x, text(y))` spelled with the cached
+    /// readings of `y`'s text.
+    fn cmp(&self, other: &SortKey) -> Ordering {
+        let (x, y) = match (self.v, other.v) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) => (x, y),
+        };
+        let Some(y_text) = text(y) else {
+            return Ordering::Equal;
+        };
+        let o = match x {
+            Value::Null | Value::Array(_) | Value::Object(_) => None,
+            Value::Number(_) => self.num.zip(other.num).and_then(|(a, b)| a.partial_cmp(&b)),
+            Value::Bool(b) => Some(b.to_string().cmp(&y_text.to_ascii_lowercase())),
+            Value::String(s) => match (self.date, other.date, self.num, other.num) {
+                (Some(a), Some(b), _, _) => Some(a.cmp(&b)),
+                (_, _, Some(a), Some(b)) => a.partial_cmp(&b),
+                _ => Some(cmp_ci(s, &y_text)),
+            },
+        };
+        o.unwrap_or(Ordering::Equal)
+    }
+}
+
 /// Run `q` over `rows` (in their natural order). Hidden keys (starting with `__`, used for
 /// tag matching) are removed from what is returned.
 pub fn run(
@@ -504,21 +555,46 @@ pub fn run(
     schema: &[&str],
     rows: impl IntoIterator<Item = Value>,
 ) -> Result<QueryOutput, Refusal> {
-    validate(q, schema)?;
-    let mut hits: Vec<Value> = rows
-        .into_iter()
-        .filter(|r| q.conditions.iter().all(|c| matches(r, c)))
-        .collect();
-    let total = hits.len() as u64;
+    let mut rows: Vec<Option<Value>> = rows.into_iter().map(Some).collect();
+    let view: Vec<&Value> = rows.iter().flatten().collect();
+    let (total, page) = select(q, schema, &view)?;
     if q.count {
         return Ok(QueryOutput {
             inventories: None,
             total: Some(total),
         });
     }
+    let page = page
+        .into_iter()
+        .filter_map(|i| rows[i].take())
+        .map(|v| shape(q, v))
+        .collect();
+    Ok(QueryOutput {
+        inventories: Some(page),
+        total: q.reply_with_count.then_some(total),
+    })
+}
+
+/// What [`run`] decides without building its answer: the number of rows matching `q`'s
+/// conditions and the positions in `rows` of the requested page, in answer order (empty for
+/// `count=true`). Lets a caller filter and sort cheap rows, then build only the page's full
+/// inventories.
+pub fn select(q: &Query, schema: &[&str], rows: &[&Value]) -> Result<(u64, Vec<usize>), Refusal> {
+    validate(q, schema)?;
+    let mut hits: Vec<usize> = (0..rows.len())
+        .filter(|i| q.conditions.iter().all(|c| matches(rows[*i], c)))
+        .collect();
+    let total = hits.len() as u64;
+    if q.count {
+        return Ok((total, Vec::new()));
+    }
     if let Some(key) = &q.sort_by {
+        // The date and number readings of each row's key are parsed once, not per comparison
+        // (a sort of 100 000 Java dates parsed both sides of 1.7 M comparisons otherwise).
+        let keys: Vec<SortKey> = rows.iter().map(|r| SortKey::of(r.get(key))).collect();
+        // Stable: rows equal on the key keep their natural order.
         hits.sort_by(|a, b| {
-            let o = sort_key_cmp(a.get(key), b.get(key));
+            let o = keys[*a].cmp(&keys[*b]);
             if q.sort_desc {
                 o.reverse()
             } else {
@@ -526,24 +602,21 @@ pub fn run(
             }
         });
     }
-    let page = hits
-        .into_iter()
-        .skip(q.start)
-        .take(q.limit)
-        .map(|mut v| {
-            if let Value::Object(m) = &mut v {
-                m.retain(|k, _| !k.starts_with("__"));
-                if let Some(fields) = &q.fields {
-                    m.retain(|k, _| fields.iter().any(|f| f == k));
-                }
-            }
-            v
-        })
-        .collect();
-    Ok(QueryOutput {
-        inventories: Some(page),
-        total: q.reply_with_count.then_some(total),
-    })
+    Ok((
+        total,
+        hits.into_iter().skip(q.start).take(q.limit).collect(),
+    ))
+}
+
+/// A page row as answered: hidden keys dropped, `fields` applied.
+pub fn shape(q: &Query, mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.retain(|k, _| !k.starts_with("__"));
+        if let Some(fields) = &q.fields {
+            m.retain(|k, _| fields.iter().any(|f| f == k));
+        }
+    }
+    v
 }
 
 #[cfg(test)]

@@ -270,3 +270,32 @@ fn rest_shorthands_in_zstack_order() {
         .contains("doesn't contain any query operator"));
     assert!(parse_rest_condition("=x").is_err());
 }
+
+mod sort_key {
+    use proptest::prelude::*;
+    use serde_json::json;
+    use serde_json::Value;
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            (-1e6f64..1e6).prop_map(|f| json!(f)),
+            "[a-zA-Z0-9 .,:-]{0,8}".prop_map(Value::String),
+            (-1000i64..1000).prop_map(|n| Value::String(n.to_string())),
+            (0u64..4_000_000_000_000)
+                .prop_map(|ms| Value::String(crate::wire::date::java_date(ms))),
+            Just(json!([1, 2])),
+        ]
+    }
+
+    proptest! {
+        /// The cached key orders every pair exactly as the comparator it replaces.
+        #[test]
+        fn cached_keys_compare_like_sort_key_cmp(a in value(), b in value()) {
+            let (ka, kb) = (super::super::SortKey::of(Some(&a)), super::super::SortKey::of(Some(&b)));
+            prop_assert_eq!(ka.cmp(&kb), super::super::sort_key_cmp(Some(&a), Some(&b)));
+        }
+    }
+}

@@ -116,6 +116,42 @@ pub fn full_inventory<R: Resource>(txn: &dyn StateTxn, r: &R) -> Result<Value, A
     render(r, Some(txn))
 }
 
+/// Only the inventory fields named in `names` (top-level names; joined fields left out): what
+/// a query filters and sorts on, without building the rest of every row.
+pub fn inventory_fields<R: Resource>(r: &R, names: &[&str]) -> Value {
+    let mut m = Map::new();
+    for f in R::INVENTORY {
+        let v = match &f.render {
+            Render::Splice(g, inner) => {
+                if inner().iter().any(|n| names.contains(n)) {
+                    if let Value::Object(o) = g(r) {
+                        m.extend(o);
+                    }
+                }
+                continue;
+            }
+            _ if !names.contains(&f.name) => None,
+            Render::Always(g) => Some(g(r)),
+            Render::Maybe(g) => g(r),
+            Render::Joined(_) => None,
+        };
+        if let Some(v) = v {
+            m.insert(f.name.to_string(), v);
+        }
+    }
+    Value::Object(m)
+}
+
+/// The fields read from other tables ([`Render::Joined`]): what a query may leave out of the
+/// rows it only filters and sorts.
+pub fn joined_fields<R: Resource>() -> Vec<&'static str> {
+    R::INVENTORY
+        .iter()
+        .filter(|f| matches!(f.render, Render::Joined(_)))
+        .map(|f| f.name)
+        .collect()
+}
+
 /// The query schema: every field name, in inventory order.
 pub fn fields<R: Resource>() -> Vec<&'static str> {
     table_fields(R::INVENTORY)

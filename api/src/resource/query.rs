@@ -10,6 +10,8 @@ use crate::query::QueryOutput;
 use crate::resource::fields;
 use crate::resource::full_inventory;
 use crate::resource::index_key;
+use crate::resource::inventory_fields;
+use crate::resource::joined_fields;
 use crate::resource::list;
 use crate::resource::load;
 use crate::resource::Resource;
@@ -103,8 +105,23 @@ fn candidates<R: Resource>(txn: &dyn StateTxn, q: &Query) -> Result<Vec<(String,
             options.push(p);
         }
     }
+    // `like` without a literal prefix (`'%x%'`) cannot be a range of the index, but the index
+    // entries of its field are far cheaper to read than the records: they are filtered by the
+    // pattern, and only records with a matching value are loaded. It wins over an `=`/prefix
+    // condition that still matches thousands of records. Patterns holding NUL or U+0001 are
+    // left to the scan (the index writes a value's NUL as U+0001).
+    let filter = q.conditions.iter().find(|c| {
+        c.op == QueryOp::Like
+            && R::INDEXED.contains(&c.name.as_str())
+            && c.value.as_deref().is_some_and(|p| {
+                query::like_prefix(p).is_none_or(|x| x.is_empty()) && !p.contains(['\0', '\u{1}'])
+            })
+    });
     let mut cap = 64usize;
     while !options.is_empty() {
+        if filter.is_some() && cap > 2048 {
+            break;
+        }
         let mut best: Option<Vec<String>> = None;
         for p in &options {
             let limit = best.as_ref().map_or(cap, |b| b.len());
@@ -123,6 +140,25 @@ fn candidates<R: Resource>(txn: &dyn StateTxn, q: &Query) -> Result<Vec<(String,
             break;
         }
         cap = cap.saturating_mul(32);
+    }
+    if let Some(c) = filter {
+        let field = index_key(R::TABLE, &c.name, "", None);
+        let field = &field[..field.len() - 1];
+        let pattern = c.value.as_deref().unwrap_or_default();
+        let mut uuids = Vec::new();
+        for (k, _) in txn.scan_prefix(INDEX_TABLE, field, usize::MAX)? {
+            let rest = &k[field.len()..];
+            let Some(end) = rest.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let value = String::from_utf8_lossy(&rest[..end]);
+            if query::like_matches(pattern, &value) {
+                uuids.push(String::from_utf8_lossy(&rest[end + 1..]).into_owned());
+            }
+        }
+        uuids.sort();
+        uuids.dedup();
+        return load_all(txn, uuids);
     }
     list(txn)
 }
@@ -147,11 +183,10 @@ pub fn query<R: Resource>(
     q: &Query,
     visible: impl Fn(&str) -> bool,
 ) -> Result<QueryOutput, ApiError> {
-    query_filtered::<R>(txn, q, |owner, _| visible(owner), |_, _| Ok(()))
+    query_filtered::<R>(txn, q, |owner, _| visible(owner))
 }
 
-/// A query over the records `keep` accepts (given owner and record), each inventory passed
-/// through `decorate` (to embed what lives in other tables). Conditions on `__systemTag__` /
+/// A query over the records `keep` accepts (given owner and record). Conditions on `__systemTag__` /
 /// `__userTag__` are evaluated against the record's tags as ZStack does: a positive operator
 /// holds when some tag matches, a negative one (`!=`, `not in`, `not like`) when none does,
 /// `is null` when the record has no tag of that kind.
@@ -159,9 +194,8 @@ pub fn query_filtered<R: Resource>(
     txn: &dyn StateTxn,
     q: &Query,
     keep: impl Fn(&str, &R) -> bool,
-    decorate: impl FnMut(&R, &mut Value) -> Result<(), ApiError>,
 ) -> Result<QueryOutput, ApiError> {
-    query_via(txn, q, keep, decorate, true)
+    query_via(txn, q, keep, true)
 }
 
 /// [`query_filtered`], with the indexes or (`use_index` false) over the whole table.
@@ -169,7 +203,6 @@ pub(crate) fn query_via<R: Resource>(
     txn: &dyn StateTxn,
     q: &Query,
     keep: impl Fn(&str, &R) -> bool,
-    mut decorate: impl FnMut(&R, &mut Value) -> Result<(), ApiError>,
     use_index: bool,
 ) -> Result<QueryOutput, ApiError> {
     let schema = fields::<R>();
@@ -181,12 +214,30 @@ pub(crate) fn query_via<R: Resource>(
         .partition(|c| query::TAG_FIELDS.contains(&c.name.as_str()));
     let mut plain = q.clone();
     plain.conditions = rest;
-    let mut rows = Vec::new();
     let found = if use_index {
         candidates::<R>(txn, &plain)?
     } else {
         list(txn)?
     };
+    // Rendering every field of every candidate, and joining child records into it, is most
+    // of a large query's cost: when no condition and no sort key names a joined field, each
+    // row holds only the fields the conditions and the sort read, and only the page's rows are
+    // rendered in full.
+    let joined = joined_fields::<R>();
+    let names_joined = |name: &str| {
+        let head = name.split('.').next().unwrap_or(name);
+        joined.contains(&head)
+    };
+    let lazy = !plain.conditions.iter().any(|c| names_joined(&c.name))
+        && !plain.sort_by.as_deref().is_some_and(names_joined);
+    let needed: Vec<&str> = plain
+        .conditions
+        .iter()
+        .map(|c| c.name.split('.').next().unwrap_or(&c.name))
+        .chain(plain.sort_by.as_deref())
+        .collect();
+    let mut records = Vec::new();
+    let mut rows = Vec::new();
     for (owner, r) in found {
         if !keep(&owner, &r) {
             continue;
@@ -194,11 +245,32 @@ pub(crate) fn query_via<R: Resource>(
         if !tag_conds.is_empty() && !tags_match(txn, r.uuid(), &tag_conds)? {
             continue;
         }
-        let mut inv = full_inventory(txn, &r)?;
-        decorate(&r, &mut inv)?;
-        rows.push(inv);
+        rows.push(if lazy {
+            inventory_fields(&r, &needed)
+        } else {
+            full_inventory(txn, &r)?
+        });
+        records.push(r);
     }
-    Ok(query::run(&plain, &schema, rows)?)
+    if !lazy {
+        return Ok(query::run(&plain, &schema, rows)?);
+    }
+    let view: Vec<&Value> = rows.iter().collect();
+    let (total, page) = query::select(&plain, &schema, &view)?;
+    if plain.count {
+        return Ok(QueryOutput {
+            inventories: None,
+            total: Some(total),
+        });
+    }
+    let mut out = Vec::with_capacity(page.len());
+    for i in page {
+        out.push(query::shape(&plain, full_inventory(txn, &records[i])?));
+    }
+    Ok(QueryOutput {
+        inventories: Some(out),
+        total: plain.reply_with_count.then_some(total),
+    })
 }
 
 fn tags_match(

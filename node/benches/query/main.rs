@@ -7,6 +7,7 @@
 //! `QUERY_BENCH_CLIENTS` (default `1,16`), `BENCH_DIR` (where data dirs go).
 
 mod harness;
+mod vms;
 
 use std::time::Duration;
 
@@ -36,6 +37,22 @@ fn main() {
             .into(),
     };
     let started = std::time::Instant::now();
+    // `QUERY_BENCH_KIND=vm`: `QueryVmInstance` (see `vms.rs`); clients default to `1,64`.
+    if std::env::var("QUERY_BENCH_KIND").as_deref() == Ok("vm") {
+        let clients = std::env::var("QUERY_BENCH_CLIENTS").unwrap_or_else(|_| "1,64".into());
+        vms::run(&vms::Config {
+            records: cfg.records,
+            case_time: cfg.case_time,
+            min_ops: 2,
+            clients: clients
+                .split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .collect(),
+            dir: cfg.dir.clone(),
+        });
+        println!("bench=done secs={:.0}", started.elapsed().as_secs_f64());
+        return;
+    }
     harness::run(&cfg);
     println!("bench=done secs={:.0}", started.elapsed().as_secs_f64());
 }

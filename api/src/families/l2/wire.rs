@@ -257,12 +257,7 @@ fn query_view<V: View>(
     q: &Query,
     caller: &Caller,
 ) -> Result<QueryOutput, ApiError> {
-    resource::query_filtered::<V>(
-        txn,
-        q,
-        |owner, r| caller.can_see(owner) && r.shows(),
-        |_, _| Ok(()),
-    )
+    resource::query_filtered::<V>(txn, q, |owner, r| caller.can_see(owner) && r.shows())
 }
 
 /// The query function of one of the L2 queries.

@@ -18,10 +18,12 @@ mod wire;
 
 pub use model::expunge_jobs;
 pub use model::VmInstance;
+pub use model::VmNic;
 pub use model::VmOp;
 pub use model::VmResult;
 pub use model::VmState;
 pub use model::Volume;
+pub use model::VolumeStatus;
 pub use model::KIND;
 pub use model::TABLE;
 pub use model::VOLUME_KIND;
