@@ -145,7 +145,11 @@ impl HostBackend for SimulatedBackend {
         domain_xml::validate(spec).map_err(|e| OpError::Invalid(e.to_string()))?;
         let vm = spec.vm_uuid.as_str();
         let mut g = self.state();
-        if let Some(d) = g.domains.iter().find(|d| d.name == vm) {
+        if let Some(d) = g.domains.iter_mut().find(|d| d.name == vm) {
+            // A definition an incoming migration left starts; a live domain answers as it is.
+            if d.state == "Stopped" {
+                d.state = "Running".into();
+            }
             return Ok(d.clone());
         }
         // As on a real host: a disk must be a volume this host created.
@@ -170,6 +174,44 @@ impl HostBackend for SimulatedBackend {
         g.domains.push(d.clone());
         g.domains.sort_by(|a, b| a.uuid.cmp(&b.uuid));
         Ok(d)
+    }
+
+    fn prepare_migration(&self, spec: &pb::VmSpec) -> Result<Option<pb::Domain>, OpError> {
+        domain_xml::validate(spec).map_err(|e| OpError::Invalid(e.to_string()))?;
+        let vm = spec.vm_uuid.as_str();
+        let mut g = self.state();
+        if let Some(d) = g.domains.iter().find(|d| d.name == vm) {
+            return Ok(Some(d.clone()));
+        }
+        // Shared storage: the disks were made by another simulated host; this one takes them.
+        for d in &spec.disks {
+            g.volumes
+                .entry(d.path.clone())
+                .or_insert_with(|| pb::VolumeFile {
+                    path: d.path.clone(),
+                    ..Default::default()
+                });
+        }
+        let d = pb::Domain {
+            name: vm.to_string(),
+            uuid: domain_xml::libvirt_uuid(vm),
+            state: "Stopped".into(),
+            vcpus: spec.cpu_num,
+            memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
+            vnc_port: 0,
+        };
+        g.disks.insert(
+            vm.to_string(),
+            spec.disks.iter().map(|d| d.path.clone()).collect(),
+        );
+        g.domains.push(d.clone());
+        g.domains.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        Ok(Some(d))
+    }
+
+    fn migrate_vm(&self, vm: &str, _destination_uri: &str) -> Result<(), OpError> {
+        self.state().remove(vm);
+        Ok(())
     }
 
     fn stop_vm(&self, vm: &str, _mode: StopMode) -> Result<(), OpError> {
