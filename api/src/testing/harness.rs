@@ -347,6 +347,11 @@ pub(crate) fn scripted_effect(
                 serde_json::to_string(&file).unwrap_or_default(),
             )]))
         }
+        // A live migration ends with the domain running on the destination.
+        (vm::RECEIVER, vm::actions::MIGRATE) => Ok(crate::flow::Vars::from([(
+            vm::vars::DOMAIN_STATE.into(),
+            "Running".into(),
+        )])),
         (vm::RECEIVER, _) => Ok(crate::flow::Vars::new()),
         (r, a) => Err(Refusal::new(
             crate::wire::errors::Code::NotSupported,

@@ -64,6 +64,14 @@ impl Family for Hosts {
                 name: services::RELEASE,
                 run: services::release,
             },
+            ServiceDecl {
+                name: services::CANDIDATES,
+                run: services::candidates,
+            },
+            ServiceDecl {
+                name: services::RENAME_RESERVATION,
+                run: services::rename_reservation,
+            },
         ],
         replies: inventories!(Schema::Class(&KVM_HOST)),
         name: "host",

@@ -33,6 +33,8 @@ use crate::ApiError;
 
 const VM_NIC: JavaClass = JavaClass::leaf("org.zstack.header.vm.VmNicInventory");
 const VOLUME: JavaClass = JavaClass::leaf("org.zstack.header.volume.VolumeInventory");
+/// The hosts of a migration candidates reply (the host family's class, named not imported).
+const KVM_HOST: JavaClass = JavaClass::leaf("org.zstack.kvm.KVMHostInventory");
 
 /// ZStack's class of a VM and of the objects in it.
 const VM: JavaClass = JavaClass {
@@ -166,6 +168,22 @@ impl Family for Vms {
                 routes!(actions "/v1/vm-instances"),
             )
             .running(flows::RECOVER),
+            CallDecl::new(
+                "MigrateVm",
+                wire::migrate,
+                &[route(Pu, "/v1/vm-instances/{vmInstanceUuid}/actions", A)],
+            )
+            .running(flows::MIGRATE),
+            CallDecl::new(
+                "GetVmMigrationCandidateHosts",
+                wire::migration_candidates,
+                &[route(
+                    G,
+                    "/v1/vm-instances/{vmInstanceUuid}/migration-target-hosts",
+                    N,
+                )],
+            )
+            .replying(inventories!(Schema::Class(&KVM_HOST))),
             update_call!("UpdateVmInstance", "/v1/vm-instances", VmOp::Update),
             query_call!("QueryVmInstance", "/v1/vm-instances", VmInstance),
             query_call!("QueryVolume", "/v1/volumes", Volume)
