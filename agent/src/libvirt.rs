@@ -957,7 +957,10 @@ mod tests {
         assert_eq!(incoming.state, "Stopped", "defined, not running");
         assert_eq!(states(&source), ["Running"]);
         source.migrate_vm(VM, "qemu+tls://b/system").unwrap();
-        assert!(source.domains().unwrap().is_empty(), "undefined on the source");
+        assert!(
+            source.domains().unwrap().is_empty(),
+            "undefined on the source"
+        );
         assert_eq!(destination.start_vm(&spec).unwrap().state, "Running");
         // A new leader re-running every call of the step changes nothing.
         assert_eq!(

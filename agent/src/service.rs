@@ -586,9 +586,8 @@ impl Agent for AgentService {
         let (slot, term) = self.admit(&req, req.get_ref().header.as_ref())?;
         let r = req.into_inner();
         bound_host(&slot, r.header.as_ref())?;
-        let spec = r
-            .vm
-            .ok_or_else(|| Status::invalid_argument("PrepareMigration carries no VM spec"))?;
+        let spec =
+            r.vm.ok_or_else(|| Status::invalid_argument("PrepareMigration carries no VM spec"))?;
         domain_xml::validate(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Under the files lock like a start: a volume is not deleted under an incoming VM.
         let domain = on_slot(&slot, move |s| {

@@ -325,10 +325,14 @@ pub fn serve_read(
             self.0.get(table, key)
         }
         fn put(&mut self, table: &str, _: &[u8], _: Vec<u8>) -> Result<(), crate::StateError> {
-            Err(crate::StateError(format!("a read cannot write table {table}")))
+            Err(crate::StateError(format!(
+                "a read cannot write table {table}"
+            )))
         }
         fn delete(&mut self, table: &str, _: &[u8]) -> Result<(), crate::StateError> {
-            Err(crate::StateError(format!("a read cannot write table {table}")))
+            Err(crate::StateError(format!(
+                "a read cannot write table {table}"
+            )))
         }
         fn scan_prefix(
             &self,

@@ -8,6 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::families::vm::evacuate::Evacuation;
+use api::families::vm::evacuate::Move;
+use api::families::vm::evacuate::Outcome;
 use api::families::vm::flows;
 use api::families::vm::flows::Spec;
 use api::families::vm::flows::Storage;
@@ -54,6 +57,8 @@ struct Payload {
     stop_type: Option<String>,
     #[serde(default, rename = "destination")]
     destination: Option<Target>,
+    #[serde(default)]
+    evacuation: Option<Evacuation>,
 }
 
 fn failed(details: String) -> EffectError {
@@ -141,6 +146,7 @@ impl VmAgents {
                 flows::actions::INSPECT => this.inspect(&p, term).await,
                 flows::actions::MIGRATE => this.migrate(&p, term).await,
                 flows::actions::MIGRATE_ROLLBACK => this.migrate_rollback(&p, term).await,
+                flows::actions::EVACUATE => this.evacuate(&p, term).await,
                 flows::actions::STOP
                 | flows::actions::REBOOT
                 | flows::actions::PAUSE
@@ -539,6 +545,75 @@ impl VmAgents {
             }
         };
         Ok(Vars::from([(flows::vars::DOMAIN_STATE.to_string(), state)]))
+    }
+
+    /// Host maintenance: the plan's migrations `parallel` at a time, a VM that does not
+    /// migrate stopped instead, then the stops (spec 03 §4.3). Every outcome is reported,
+    /// none fails the step; an indeterminate one repeats the whole step, each part idempotent.
+    async fn evacuate(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {
+        use futures::StreamExt;
+        let plan = p
+            .evacuation
+            .as_ref()
+            .ok_or_else(|| failed("the evacuation step carries no plan".into()))?;
+        let one = |item: &api::families::vm::evacuate::Item| {
+            let item = item.clone();
+            let host = plan.host.clone();
+            async move {
+                let mut sub = Payload {
+                    vm_uuid: item.vm_uuid.clone(),
+                    target: Some(host),
+                    spec: None,
+                    root_file: None,
+                    delete: None,
+                    stop_type: None,
+                    destination: None,
+                    evacuation: None,
+                };
+                let mut why = String::new();
+                if let Move::Migrate { destination, spec } = &item.action {
+                    sub.destination = Some(destination.clone());
+                    sub.spec = Some(spec.clone());
+                    match self.migrate(&sub, term).await {
+                        Ok(v) => {
+                            let domain_state = v
+                                .get(flows::vars::DOMAIN_STATE)
+                                .cloned()
+                                .unwrap_or_default();
+                            return Ok((item.vm_uuid, Outcome::Migrated { domain_state }));
+                        }
+                        Err(e @ EffectError::Indeterminate(_)) => return Err(e),
+                        Err(EffectError::Failed(r)) => why = r.details,
+                    }
+                }
+                match self.domain_call(flows::actions::STOP, &sub, term).await {
+                    Ok(_) => Ok((item.vm_uuid, Outcome::Stopped)),
+                    Err(e @ EffectError::Indeterminate(_)) => Err(e),
+                    Err(EffectError::Failed(r)) => {
+                        let reason = if why.is_empty() {
+                            r.details
+                        } else {
+                            format!("{why}; then stopping it: {}", r.details)
+                        };
+                        Ok((item.vm_uuid, Outcome::Failed { reason }))
+                    }
+                }
+            }
+        };
+        let parallel = usize::try_from(plan.parallel.max(1)).unwrap_or(2);
+        let outcomes: Vec<Result<(String, Outcome), EffectError>> =
+            futures::stream::iter(plan.items.iter().map(one))
+                .buffer_unordered(parallel)
+                .collect()
+                .await;
+        let mut done = std::collections::BTreeMap::new();
+        for o in outcomes {
+            let (vm, outcome) = o?;
+            done.insert(vm, outcome);
+        }
+        let text = serde_json::to_string(&done)
+            .map_err(|e| failed(format!("encoding the evacuation's outcome: {e}")))?;
+        Ok(Vars::from([(flows::vars::EVACUATED.to_string(), text)]))
     }
 
     /// Undo of a migration whose record could not follow: the destination's domain goes while

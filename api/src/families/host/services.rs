@@ -161,7 +161,10 @@ pub(super) fn candidates(
     // `strict`: no fitting host is the allocator's refusal (a call checking before it
     // commits anything), else an empty list, as ZStack's candidate calls answer it.
     let strict = match input.as_object_mut() {
-        Some(m) => m.remove("strict").and_then(|v| v.as_bool()).unwrap_or(false),
+        Some(m) => m
+            .remove("strict")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
         None => false,
     };
     let a: Allocate = service_input(CANDIDATES, &input)?;

@@ -435,6 +435,44 @@ fn migration_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
         i,
         run,
     ));
+    // Host maintenance evacuates: the shared-storage VM migrates, the local one stops.
+    let (s, d) = (source.clone(), destination.clone());
+    m.push(with_shared_vm(
+        ok(
+            "ChangeHostState",
+            admin,
+            json!({"uuid": source, "stateEvent": "maintain"}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["state"], "Maintenance");
+                let vm = h.one("QueryVmInstance", "uuid", VM);
+                assert_eq!(vm["state"], "Running");
+                assert_eq!(vm["hostUuid"], d.as_str());
+                let from = h.one("QueryHost", "uuid", &s);
+                assert_eq!(from["availableCpuCapacity"], from["totalCpuCapacity"]);
+            },
+        ),
+        admin,
+        i,
+        run,
+    ));
+    let s = source.clone();
+    m.push(with_vm(
+        ok(
+            "ChangeHostState",
+            admin,
+            json!({"uuid": source, "stateEvent": "maintain"}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["state"], "Maintenance");
+                let vm = h.one("QueryVmInstance", "uuid", VM);
+                assert_eq!(vm["state"], "Stopped", "a VM on local storage stops: {vm}");
+                let from = h.one("QueryHost", "uuid", &s);
+                assert_eq!(from["availableCpuCapacity"], from["totalCpuCapacity"]);
+            },
+        ),
+        admin,
+        i,
+        run,
+    ));
     let d = destination.clone();
     m.push(with_shared_vm(
         ok(

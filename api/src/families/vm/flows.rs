@@ -379,7 +379,7 @@ fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiErr
     })
 }
 
-fn spec_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Spec, ApiError> {
+pub(super) fn spec_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Spec, ApiError> {
     let mut nics = Vec::new();
     for n in &vm.vm_nics {
         nics.push(Nic {
@@ -873,11 +873,7 @@ fn allocate_destination(
     vars: &mut Vars,
 ) -> Result<Option<Response>, ApiError> {
     let vm = load_vm(txn, vars)?;
-    let input = migration_placement(
-        txn,
-        &vm,
-        vars.get(vars::REQUESTED_HOST).map(String::as_str),
-    )?;
+    let input = migration_placement(txn, &vm, vars.get(vars::REQUESTED_HOST).map(String::as_str))?;
     let placed = serve(txn, ctx, caller, "host.allocate", &input)?;
     let host_uuid = placed["hostUuid"]
         .as_str()

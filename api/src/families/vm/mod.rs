@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod cases;
+pub mod evacuate;
 pub mod flows;
 mod model;
 pub mod reconcile;
@@ -80,7 +81,20 @@ impl Family for Vms {
     type Op = VmOp;
     type Out = VmResult;
     const DECL: FamilyDecl = FamilyDecl {
-        services: &[],
+        services: &[
+            ServiceDecl {
+                name: evacuate::PLAN,
+                run: evacuate::plan,
+            },
+            ServiceDecl {
+                name: evacuate::FINISH,
+                run: evacuate::finish,
+            },
+            ServiceDecl {
+                name: evacuate::ABORT,
+                run: evacuate::abort,
+            },
+        ],
         replies: inventories!(Schema::Class(&VM)),
         name: "vm",
         tables: &[TABLE, VOLUME_TABLE],

@@ -674,8 +674,7 @@ pub(super) fn apply(
                 caller.require_admin("host")?;
                 migration_refusal(txn, &vm, op.message(), host_uuid.as_deref())?;
                 // Refused here, before the VM moves to Migrating, when no host can take it.
-                let mut input =
-                    super::flows::migration_placement(txn, &vm, host_uuid.as_deref())?;
+                let mut input = super::flows::migration_placement(txn, &vm, host_uuid.as_deref())?;
                 input["strict"] = serde_json::json!(true);
                 crate::registry::serve(txn, ctx, caller, "host.candidates", &input)?;
             }

@@ -268,7 +268,12 @@ pub(super) fn stop(p: &PlanInput) -> Result<Plan, Refusal> {
 }
 
 pub(super) fn migrate(p: &PlanInput) -> Result<Plan, Refusal> {
-    for f in ["strategy", "downTime", "migrateFromDestination", "allowUnknown"] {
+    for f in [
+        "strategy",
+        "downTime",
+        "migrateFromDestination",
+        "allowUnknown",
+    ] {
         if p.string(f).is_some() {
             return Err(invalid(format!(
                 "field[{f}] of MigrateVm is not supported: libvirt's defaults (auto-converge) apply"
@@ -290,12 +295,7 @@ pub(super) fn migration_candidates(p: &PlanInput) -> Result<Plan, Refusal> {
         read: Box::new(move |txn, caller| {
             caller.require_admin("host")?;
             let (_, vm) = crate::resource::require_visible::<VmInstance>(txn, caller, &uuid)?;
-            super::model::migration_refusal(
-                txn,
-                &vm,
-                "APIGetVmMigrationCandidateHostsMsg",
-                None,
-            )?;
+            super::model::migration_refusal(txn, &vm, "APIGetVmMigrationCandidateHostsMsg", None)?;
             let input = super::flows::migration_placement(txn, &vm, None)?;
             let out = crate::registry::serve_read(txn, caller, "host.candidates", &input)?;
             let hosts = out["hosts"].clone();
