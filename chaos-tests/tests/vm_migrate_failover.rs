@@ -1,0 +1,487 @@
+//! Live migrations across a leader kill, on a real 3-node cluster with two pre-installed
+//! `zsagent`s (libvirt's test driver, 127.0.0.43 and .44) and a shared-mount-point primary
+//! storage: VMs are created, a MigrateVm of each is accepted, the leader is killed in the middle
+//! of them (a pause before every committed step), and every job must end Done (the VM Running
+//! on the other host) or rolled back (Running where it was). Both hosts' domains are polled
+//! through the run: a VM never runs on two hosts. Afterwards every VM has exactly one domain,
+//! running on its host, no domain is without a VM, and each host's allocated CPU is the
+//! vCPUs of the VMs on it (nothing leaked on either host).
+
+#[path = "common/agent.rs"]
+mod agent;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use agent::Agent;
+use chaos_tests::cluster::admin_authorization;
+use chaos_tests::cluster::Cluster;
+use chaos_tests::cluster::ClusterOpts;
+use chaos_tests::zstack_client::Submitted;
+use chaos_tests::zstack_client::ZsClient;
+use serde_json::json;
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const IPS: [&str; 2] = ["127.0.0.43", "127.0.0.44"];
+const BATCH: u32 = 4;
+
+fn fake_ssh(ip: &str) -> u16 {
+    let l = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+        }
+    });
+    port
+}
+
+/// Serves any path with `body`, at once.
+fn http(body: Vec<u8>) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let body = Arc::new(body);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        use std::io::Write;
+        for mut s in l.incoming().flatten() {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            });
+        }
+    });
+    port
+}
+
+fn job(n: u32) -> String {
+    format!("{:032x}", 0x7e12_0000u128 + u128::from(n))
+}
+
+fn call(api: &ZsClient, node: &str, class: &str, fields: Value, s: &str, j: &str) -> Value {
+    let r = api
+        .call(node, node, class, fields, s, j, Duration::from_secs(90))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{class} job {j} not done"))
+        .body;
+    assert_eq!(r["success"], true, "{class}: {r}");
+    r
+}
+
+fn query(api: &ZsClient, node: &str, class: &str, s: &str) -> Vec<Value> {
+    api.sync(node, class, json!({"conditions": []}), Some(s), TIMEOUT)
+        .unwrap()
+        .inventories()
+        .to_vec()
+}
+
+fn wait_connected(api: &ZsClient, node: &str, class: &str, s: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let all = query(api, node, class, s);
+        if !all.is_empty() && all.iter().all(|x| x["status"] == "Connected") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{class}: not Connected: {all:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The hosts' domains through the leader's admin endpoint: VM uuid → (host, state) of each
+/// domain it has. `None` while no leader answers.
+fn domains(c: &Cluster, hosts: &[String]) -> Option<BTreeMap<String, Vec<(String, String)>>> {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok()?;
+    for id in c.ids() {
+        let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        let mut ok = true;
+        for h in hosts {
+            let r = http
+                .get(format!(
+                    "http://{}/cluster/hosts/{h}/domains",
+                    c.node(id).http
+                ))
+                .header("Authorization", admin_authorization())
+                .send();
+            match r {
+                Ok(r) if r.status().as_u16() == 200 => {
+                    let v: Value = r.json().ok()?;
+                    for d in v["domains"].as_array().into_iter().flatten() {
+                        out.entry(d["name"].as_str()?.to_string())
+                            .or_default()
+                            .push((h.clone(), d["state"].as_str()?.to_string()));
+                    }
+                }
+                _ => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            return Some(out);
+        }
+    }
+    None
+}
+
+#[test]
+fn migrations_survive_a_leader_kill_and_never_run_a_vm_twice() {
+    // A pause before every committed step, so the kill lands inside the creates' flows.
+    let mut c = Cluster::start(ClusterOpts {
+        env: vec![("ZSNODE_FLOW_STEP_PAUSE_MS".into(), "300".into())],
+        ..ClusterOpts::default()
+    })
+    .expect("start cluster");
+    let leader = c.wait_leader(Duration::from_secs(20)).unwrap();
+    let addr = |c: &Cluster, id: u64| c.node(id).http.to_string();
+    let api = ZsClient::new(TIMEOUT).unwrap();
+    let n0 = addr(&c, leader);
+    let s = api.login(std::slice::from_ref(&n0), TIMEOUT).unwrap();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        job(n)
+    };
+    for (cat, name, value) in [
+        ("kvm", "allowTestDriver", "true"),
+        ("host", "ping.interval", "1"),
+    ] {
+        call(
+            &api,
+            &n0,
+            "org.zstack.core.config.APIUpdateGlobalConfigMsg",
+            json!({"category": cat, "name": name, "value": value}),
+            &s,
+            &next(),
+        );
+    }
+    let zone = call(
+        &api,
+        &n0,
+        "org.zstack.header.zone.APICreateZoneMsg",
+        json!({"name": "z"}),
+        &s,
+        &next(),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cluster = call(
+        &api,
+        &n0,
+        "org.zstack.header.cluster.APICreateClusterMsg",
+        json!({"zoneUuid": zone, "name": "c", "hypervisorType": "KVM"}),
+        &s,
+        &next(),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node_dir = c.node(leader).data_dir.clone();
+    let _agents: Vec<Agent> = IPS
+        .iter()
+        .map(|ip| Agent::install(&node_dir, &c.dir().join(format!("agent-{ip}")), ip))
+        .collect();
+    let mut hosts = Vec::new();
+    for ip in IPS {
+        let p = fake_ssh(ip);
+        let r = call(
+            &api,
+            &n0,
+            "org.zstack.kvm.APIAddKVMHostMsg",
+            json!({"clusterUuid": cluster, "name": format!("kvm-{ip}"), "managementIp": ip,
+                   "sshPort": p, "username": "root", "password": "host-secret"}),
+            &s,
+            &next(),
+        );
+        hosts.push(r["inventory"]["uuid"].as_str().unwrap().to_string());
+    }
+    let smp = c.dir().join("smp");
+    let ps = call(
+        &api,
+        &n0,
+        "org.zstack.storage.primary.smp.APIAddSharedMountPointPrimaryStorageMsg",
+        json!({"zoneUuid": zone, "name": "smp", "url": smp.to_str().unwrap()}),
+        &s,
+        &next(),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        &api,
+        &n0,
+        "org.zstack.header.storage.primary.APIAttachPrimaryStorageToClusterMsg",
+        json!({"primaryStorageUuid": ps, "clusterUuid": cluster}),
+        &s,
+        &next(),
+    );
+    wait_connected(
+        &api,
+        &n0,
+        "org.zstack.header.storage.primary.APIQueryPrimaryStorageMsg",
+        &s,
+    );
+    let bs = call(
+        &api,
+        &n0,
+        "org.zstack.storage.backup.imagestore.APIAddImageStoreBackupStorageMsg",
+        json!({"name": "store", "url": c.dir().join("bs").to_str().unwrap(), "hostname": IPS[0],
+               "username": "root", "password": "bs-secret"}),
+        &s,
+        &next(),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        &api,
+        &n0,
+        "org.zstack.header.storage.backup.APIAttachBackupStorageToZoneMsg",
+        json!({"backupStorageUuid": bs, "zoneUuid": zone}),
+        &s,
+        &next(),
+    );
+    let q = c.dir().join("img.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&q)
+        .arg("32M")
+        .status()
+        .unwrap()
+        .success());
+    let port = http(std::fs::read(&q).unwrap());
+    let image = call(
+        &api,
+        &n0,
+        "org.zstack.header.image.APIAddImageMsg",
+        json!({"name": "img", "url": format!("http://127.0.0.1:{port}/img.qcow2"), "format": "qcow2",
+               "mediaType": "RootVolumeTemplate", "backupStorageUuids": [bs]}),
+        &s,
+        &next(),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let l2 = call(
+        &api,
+        &n0,
+        "org.zstack.header.network.l2.APICreateL2NoVlanNetworkMsg",
+        json!({"zoneUuid": zone, "name": "flat", "physicalInterface": "eth0"}),
+        &s,
+        &next(),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        &api,
+        &n0,
+        "org.zstack.header.network.l2.APIAttachL2NetworkToClusterMsg",
+        json!({"l2NetworkUuid": l2, "clusterUuid": cluster}),
+        &s,
+        &next(),
+    );
+    let l3 = call(
+        &api,
+        &n0,
+        "org.zstack.header.network.l3.APICreateL3NetworkMsg",
+        json!({"l2NetworkUuid": l2, "name": "l3"}),
+        &s,
+        &next(),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        &api,
+        &n0,
+        "org.zstack.header.network.l3.APIAddIpRangeMsg",
+        json!({"l3NetworkUuid": l3, "name": "r", "startIp": "10.1.0.10", "endIp": "10.1.0.250",
+               "netmask": "255.255.255.0", "gateway": "10.1.0.1"}),
+        &s,
+        &next(),
+    );
+    let io = call(
+        &api,
+        &n0,
+        "org.zstack.header.configuration.APICreateInstanceOfferingMsg",
+        json!({"name": "small", "cpuNum": 1, "memorySize": 134217728u64}),
+        &s,
+        &next(),
+    )["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The VMs, before anything is killed.
+    let mut vms: Vec<(String, String)> = Vec::new();
+    for k in 0..BATCH {
+        let v = call(
+            &api,
+            &n0,
+            "org.zstack.header.vm.APICreateVmInstanceMsg",
+            json!({"name": format!("vm-{k}"), "instanceOfferingUuid": io, "imageUuid": image,
+                   "l3NetworkUuids": [l3]}),
+            &s,
+            &next(),
+        );
+        vms.push((
+            v["inventory"]["uuid"].as_str().unwrap().to_string(),
+            v["inventory"]["hostUuid"].as_str().unwrap().to_string(),
+        ));
+    }
+
+    // The watcher: a VM running (or paused) on two hosts at any poll is a failure.
+    let stop = Arc::new(AtomicBool::new(false));
+    let doubles = Arc::new(Mutex::new(Vec::<String>::new()));
+    let c = Arc::new(Mutex::new(c));
+    let watcher = {
+        let (stop, doubles, c, hosts) = (stop.clone(), doubles.clone(), c.clone(), hosts.clone());
+        std::thread::spawn(move || {
+            let mut polls = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let seen = domains(&c.lock().unwrap(), &hosts);
+                if let Some(d) = seen {
+                    polls += 1;
+                    for (vm, on) in d {
+                        let live: Vec<_> = on
+                            .iter()
+                            .filter(|(_, st)| st == "Running" || st == "Paused")
+                            .collect();
+                        if live.len() > 1 {
+                            doubles.lock().unwrap().push(format!("{vm} on {on:?}"));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            polls
+        })
+    };
+
+    // The migrations: accepted by the leader, which dies while they are between steps.
+    let migrate = |vm: &str| json!({"vmInstanceUuid": vm});
+    let jobs: Vec<String> = (0..BATCH).map(|k| job(1000 + k)).collect();
+    let mut unsent = Vec::new();
+    for (k, (vm, _)) in vms.iter().enumerate() {
+        match api.submit(
+            &n0,
+            "org.zstack.header.vm.APIMigrateVmMsg",
+            migrate(vm),
+            &s,
+            &jobs[k],
+            Duration::from_secs(5),
+        ) {
+            Ok(Submitted::Done(_) | Submitted::Processing(_)) => {}
+            Err(_) => unsent.push(k),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    c.lock().unwrap().kill9(leader).unwrap();
+    let survivors: Vec<u64> = c
+        .lock()
+        .unwrap()
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let new_leader = c
+        .lock()
+        .unwrap()
+        .wait_leader_among(&survivors, Duration::from_secs(20))
+        .unwrap();
+    let n1 = addr(&c.lock().unwrap(), new_leader);
+    for k in &unsent {
+        api.submit(
+            &n1,
+            "org.zstack.header.vm.APIMigrateVmMsg",
+            migrate(&vms[*k].0),
+            &s,
+            &jobs[*k],
+            TIMEOUT,
+        )
+        .unwrap();
+    }
+    let (mut done, mut rolled_back) = (0, 0);
+    for (k, j) in jobs.iter().enumerate() {
+        let r = api
+            .wait_job(&n1, j, Instant::now() + Duration::from_secs(120))
+            .unwrap()
+            .unwrap_or_else(|| panic!("job {j} did not finish after the leader kill"))
+            .body;
+        let (vm, from) = &vms[k];
+        if r["success"] == true {
+            assert_eq!(r["inventory"]["state"], "Running", "{r}");
+            assert_ne!(r["inventory"]["hostUuid"], json!(from), "{r}");
+            done += 1;
+        } else {
+            eprintln!("rolled back: {r}");
+            let now = query(&api, &n1, "org.zstack.header.vm.APIQueryVmInstanceMsg", &s);
+            let v = now.iter().find(|v| v["uuid"] == json!(vm)).unwrap();
+            assert_eq!(v["state"], "Running", "a rolled-back migration: {v}");
+            assert_eq!(v["hostUuid"], json!(from), "a rolled-back migration: {v}");
+            rolled_back += 1;
+        }
+    }
+    eprintln!("migrations across the leader kill: {done} Done, {rolled_back} rolled back");
+    stop.store(true, Ordering::Relaxed);
+    let polls = watcher.join().unwrap();
+    assert!(polls > 0, "the watcher never saw the domains");
+    let doubles = doubles.lock().unwrap().clone();
+    assert!(doubles.is_empty(), "VMs running on two hosts: {doubles:?}");
+
+    // Nothing leaked: one running domain per VM, on its host; capacity only where VMs are.
+    let vms = query(&api, &n1, "org.zstack.header.vm.APIQueryVmInstanceMsg", &s);
+    assert_eq!(vms.len(), BATCH as usize, "VM records: {vms:?}");
+    let doms = domains(&c.lock().unwrap(), &hosts).expect("domains");
+    let recorded: BTreeSet<String> = vms
+        .iter()
+        .map(|v| v["uuid"].as_str().unwrap().to_string())
+        .collect();
+    let with_domain: BTreeSet<String> = doms.keys().cloned().collect();
+    assert_eq!(with_domain, recorded, "domains and VMs differ");
+    for v in &vms {
+        assert_eq!(v["state"], "Running", "{v}");
+        let on = &doms[v["uuid"].as_str().unwrap()];
+        assert_eq!(
+            on,
+            &vec![(
+                v["hostUuid"].as_str().unwrap().to_string(),
+                "Running".to_string()
+            )],
+            "{v}"
+        );
+    }
+    let hs = query(&api, &n1, "org.zstack.header.host.APIQueryHostMsg", &s);
+    for h in &hs {
+        let used =
+            h["totalCpuCapacity"].as_u64().unwrap() - h["availableCpuCapacity"].as_u64().unwrap();
+        let held = vms.iter().filter(|v| v["hostUuid"] == h["uuid"]).count() as u64;
+        assert_eq!(
+            used, held,
+            "host {} holds {used} vCPUs for {held} VMs",
+            h["uuid"]
+        );
+    }
+    c.lock().unwrap().restart(leader).unwrap();
+}
