@@ -573,7 +573,7 @@ impl VmAgents {
                 let mut why = String::new();
                 if let Move::Migrate { destination, spec } = &item.action {
                     sub.destination = Some(destination.clone());
-                    sub.spec = Some(spec.clone());
+                    sub.spec = Some(spec.as_ref().clone());
                     match self.migrate(&sub, term).await {
                         Ok(v) => {
                             let domain_state = v

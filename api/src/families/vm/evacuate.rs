@@ -49,7 +49,7 @@ pub enum Move {
         /// Where.
         destination: Target,
         /// The domain's spec.
-        spec: Spec,
+        spec: Box<Spec>,
     },
     /// Stop on the host.
     Stop,
@@ -186,7 +186,7 @@ pub(super) fn plan(
                             .unwrap_or_default()
                             .to_string(),
                     },
-                    spec: super::flows::spec_of(txn, &vm)?,
+                    spec: Box::new(super::flows::spec_of(txn, &vm)?),
                 }
             }
             None => Move::Stop,
