@@ -351,26 +351,39 @@ fn migrations_survive_a_leader_kill_and_never_run_a_vm_twice() {
         ));
     }
 
-    // The watcher: a VM running (or paused) on two hosts at any poll is a failure.
+    // The watcher: a VM running (or paused) on two hosts at any poll is a failure. The hosts
+    // are read one after the other, so a migration finishing between two reads looks like a
+    // double; read again in the reverse order: a VM live on both hosts in both passes (A, B,
+    // then B, A) ran on two hosts at once, whichever way it was moving.
     let stop = Arc::new(AtomicBool::new(false));
     let doubles = Arc::new(Mutex::new(Vec::<String>::new()));
     let c = Arc::new(Mutex::new(c));
     let watcher = {
         let (stop, doubles, c, hosts) = (stop.clone(), doubles.clone(), c.clone(), hosts.clone());
+        let reversed: Vec<String> = hosts.iter().rev().cloned().collect();
+        let live_twice = |d: &BTreeMap<String, Vec<(String, String)>>| -> BTreeSet<String> {
+            d.iter()
+                .filter(|(_, on)| {
+                    on.iter()
+                        .filter(|(_, st)| st == "Running" || st == "Paused")
+                        .count()
+                        > 1
+                })
+                .map(|(vm, _)| vm.clone())
+                .collect()
+        };
         std::thread::spawn(move || {
             let mut polls = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let seen = domains(&c.lock().unwrap(), &hosts);
-                if let Some(d) = seen {
+                let first = domains(&c.lock().unwrap(), &hosts);
+                let second = domains(&c.lock().unwrap(), &reversed);
+                if let (Some(a), Some(b)) = (first, second) {
                     polls += 1;
-                    for (vm, on) in d {
-                        let live: Vec<_> = on
-                            .iter()
-                            .filter(|(_, st)| st == "Running" || st == "Paused")
-                            .collect();
-                        if live.len() > 1 {
-                            doubles.lock().unwrap().push(format!("{vm} on {on:?}"));
-                        }
+                    for vm in live_twice(&a).intersection(&live_twice(&b)) {
+                        doubles
+                            .lock()
+                            .unwrap()
+                            .push(format!("{vm} on {:?} then {:?}", a[vm], b[vm]));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(50));
