@@ -391,4 +391,45 @@ mod tests {
         assert!(b.delete_volume(&s, VOL).unwrap());
         assert!(!b.delete_volume(&s, VOL).unwrap());
     }
+
+    #[test]
+    fn a_simulated_migration_defines_then_hands_over() {
+        let (source, destination) = (
+            SimulatedBackend::new("10.0.0.1"),
+            SimulatedBackend::new("10.0.0.2"),
+        );
+        let f = source
+            .create_volume(
+                &storage(),
+                &VolumeRequest {
+                    volume_uuid: VOL.into(),
+                    backing: Some("/sim/ps1/imagecache/images/img.qcow2".into()),
+                    size_bytes: 0,
+                },
+            )
+            .unwrap();
+        source.start_vm(&spec(&f.path)).unwrap();
+        let incoming = destination
+            .prepare_migration(&spec(&f.path))
+            .unwrap()
+            .unwrap();
+        assert_eq!(incoming.state, "Stopped", "defined, not running");
+        source.migrate_vm(VM, "qemu+tls://10.0.0.2/system").unwrap();
+        assert!(source.domains().unwrap().is_empty());
+        assert_eq!(
+            destination.start_vm(&spec(&f.path)).unwrap().state,
+            "Running"
+        );
+        // Repeated by a new leader: nothing changes.
+        assert_eq!(
+            destination
+                .prepare_migration(&spec(&f.path))
+                .unwrap()
+                .unwrap()
+                .state,
+            "Running"
+        );
+        source.migrate_vm(VM, "").unwrap();
+        assert_eq!(destination.domains().unwrap().len(), 1);
+    }
 }
