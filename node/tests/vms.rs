@@ -580,6 +580,14 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
 
     // Host maintenance evacuates: every running VM of the host lands on the other one.
     let (maintained, _) = hosts[1].clone();
+    let evacuees: Vec<String> = r.get("/vm-instances").await["inventories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["state"] == "Running" && v["hostUuid"] == json!(maintained))
+        .map(|v| v["uuid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!evacuees.is_empty(), "no running VM to evacuate");
     let (s, v) = r
         .send(
             reqwest::Method::PUT,
@@ -596,6 +604,13 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
             .all(|vm| vm["hostUuid"].as_str() != Some(maintained.as_str())),
         "a VM is left on the host in maintenance: {after:?}"
     );
+    for vm in &evacuees {
+        let v = after.iter().find(|v| v["uuid"] == json!(vm)).unwrap();
+        assert_eq!(
+            v["state"], "Running",
+            "an evacuated VM (shared storage) migrates: {v}"
+        );
+    }
     capacity_matches(r, &hosts).await;
     let (s, v) = r
         .send(
