@@ -5,7 +5,9 @@
 //! on the other host) or rolled back (Running where it was). Both hosts' domains are polled
 //! through the run: a VM never runs on two hosts. Afterwards every VM has exactly one domain,
 //! running on its host, no domain is without a VM, and each host's allocated CPU is the
-//! vCPUs of the VMs on it (nothing leaked on either host).
+//! vCPUs of the VMs on it (nothing leaked on either host). Then a host maintenance across a
+//! second leader kill: Done (the host in Maintenance, its VMs migrated) or rolled back (the
+//! host Enabled), with the same checks.
 
 #[path = "common/agent.rs"]
 mod agent;
@@ -351,46 +353,8 @@ fn migrations_survive_a_leader_kill_and_never_run_a_vm_twice() {
         ));
     }
 
-    // The watcher: a VM running (or paused) on two hosts at any poll is a failure. The hosts
-    // are read one after the other, so a migration finishing between two reads looks like a
-    // double; read again in the reverse order: a VM live on both hosts in both passes (A, B,
-    // then B, A) ran on two hosts at once, whichever way it was moving.
-    let stop = Arc::new(AtomicBool::new(false));
-    let doubles = Arc::new(Mutex::new(Vec::<String>::new()));
     let c = Arc::new(Mutex::new(c));
-    let watcher = {
-        let (stop, doubles, c, hosts) = (stop.clone(), doubles.clone(), c.clone(), hosts.clone());
-        let reversed: Vec<String> = hosts.iter().rev().cloned().collect();
-        let live_twice = |d: &BTreeMap<String, Vec<(String, String)>>| -> BTreeSet<String> {
-            d.iter()
-                .filter(|(_, on)| {
-                    on.iter()
-                        .filter(|(_, st)| st == "Running" || st == "Paused")
-                        .count()
-                        > 1
-                })
-                .map(|(vm, _)| vm.clone())
-                .collect()
-        };
-        std::thread::spawn(move || {
-            let mut polls = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let first = domains(&c.lock().unwrap(), &hosts);
-                let second = domains(&c.lock().unwrap(), &reversed);
-                if let (Some(a), Some(b)) = (first, second) {
-                    polls += 1;
-                    for vm in live_twice(&a).intersection(&live_twice(&b)) {
-                        doubles
-                            .lock()
-                            .unwrap()
-                            .push(format!("{vm} on {:?} then {:?}", a[vm], b[vm]));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            polls
-        })
-    };
+    let watcher = Watcher::start(c.clone(), hosts.clone());
 
     // The migrations: accepted by the leader, which dies while they are between steps.
     let migrate = |vm: &str| json!({"vmInstanceUuid": vm});
@@ -457,16 +421,157 @@ fn migrations_survive_a_leader_kill_and_never_run_a_vm_twice() {
         }
     }
     eprintln!("migrations across the leader kill: {done} Done, {rolled_back} rolled back");
-    stop.store(true, Ordering::Relaxed);
-    let polls = watcher.join().unwrap();
-    assert!(polls > 0, "the watcher never saw the domains");
-    let doubles = doubles.lock().unwrap().clone();
-    assert!(doubles.is_empty(), "VMs running on two hosts: {doubles:?}");
+    watcher.finish();
+    nothing_leaked(&api, &n1, &s, &c, &hosts);
 
-    // Nothing leaked: one running domain per VM, on its host; capacity only where VMs are.
+    // Host maintenance across a second leader kill: the first node back, then the leader
+    // dies while the maintenance's evacuation is in flight.
+    c.lock().unwrap().restart(leader).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
     let vms = query(&api, &n1, "org.zstack.header.vm.APIQueryVmInstanceMsg", &s);
+    let maintained = vms[0]["hostUuid"].as_str().unwrap().to_string();
+    let evacuees = vms
+        .iter()
+        .filter(|v| v["hostUuid"] == json!(maintained))
+        .count();
+    let watcher = Watcher::start(c.clone(), hosts.clone());
+    let j = job(2000);
+    let maintain = json!({"uuid": maintained, "stateEvent": "maintain"});
+    let sent = api
+        .submit(
+            &n1,
+            "org.zstack.header.host.APIChangeHostStateMsg",
+            maintain.clone(),
+            &s,
+            &j,
+            Duration::from_secs(5),
+        )
+        .is_ok();
+    std::thread::sleep(Duration::from_millis(700));
+    c.lock().unwrap().kill9(new_leader).unwrap();
+    let survivors: Vec<u64> = c
+        .lock()
+        .unwrap()
+        .ids()
+        .into_iter()
+        .filter(|id| *id != new_leader)
+        .collect();
+    let third = c
+        .lock()
+        .unwrap()
+        .wait_leader_among(&survivors, Duration::from_secs(20))
+        .unwrap();
+    let n2 = addr(&c.lock().unwrap(), third);
+    if !sent {
+        api.submit(
+            &n2,
+            "org.zstack.header.host.APIChangeHostStateMsg",
+            maintain,
+            &s,
+            &j,
+            TIMEOUT,
+        )
+        .unwrap();
+    }
+    let r = api
+        .wait_job(&n2, &j, Instant::now() + Duration::from_secs(120))
+        .unwrap()
+        .unwrap_or_else(|| panic!("maintenance job {j} did not finish after the leader kill"))
+        .body;
+    let hs = query(&api, &n2, "org.zstack.header.host.APIQueryHostMsg", &s);
+    let h = hs.iter().find(|h| h["uuid"] == json!(maintained)).unwrap();
+    let vms = query(&api, &n2, "org.zstack.header.vm.APIQueryVmInstanceMsg", &s);
+    if r["success"] == true {
+        assert_eq!(h["state"], "Maintenance", "{h}");
+        assert!(
+            vms.iter().all(|v| v["hostUuid"] != json!(maintained)),
+            "a VM is left on the host in maintenance: {vms:?}"
+        );
+    } else {
+        eprintln!("maintenance rolled back: {r}");
+        assert_eq!(h["state"], "Enabled", "a rolled-back maintenance: {h}");
+    }
+    eprintln!(
+        "maintenance across the leader kill: {} ({evacuees} VMs on the host)",
+        if r["success"] == true {
+            "Done"
+        } else {
+            "rolled back"
+        }
+    );
+    watcher.finish();
+    nothing_leaked(&api, &n2, &s, &c, &hosts);
+    c.lock().unwrap().restart(new_leader).unwrap();
+}
+
+/// Polls both hosts' domains until finished: a VM running (or paused) on two hosts at any
+/// poll is a failure. The hosts are read one after the other, so a migration finishing
+/// between two reads looks like a double; they are read again in the reverse order, and a VM
+/// live on both hosts in both passes (A, B, then B, A) ran on two hosts at once, whichever way
+/// it was moving.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    doubles: Arc<Mutex<Vec<String>>>,
+    thread: std::thread::JoinHandle<u32>,
+}
+
+impl Watcher {
+    fn start(c: Arc<Mutex<Cluster>>, hosts: Vec<String>) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let doubles = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (stop2, doubles2) = (stop.clone(), doubles.clone());
+        let reversed: Vec<String> = hosts.iter().rev().cloned().collect();
+        let live_twice = |d: &BTreeMap<String, Vec<(String, String)>>| -> BTreeSet<String> {
+            d.iter()
+                .filter(|(_, on)| {
+                    on.iter()
+                        .filter(|(_, st)| st == "Running" || st == "Paused")
+                        .count()
+                        > 1
+                })
+                .map(|(vm, _)| vm.clone())
+                .collect()
+        };
+        let thread = std::thread::spawn(move || {
+            let mut polls = 0u32;
+            while !stop2.load(Ordering::Relaxed) {
+                let first = domains(&c.lock().unwrap(), &hosts);
+                let second = domains(&c.lock().unwrap(), &reversed);
+                if let (Some(a), Some(b)) = (first, second) {
+                    polls += 1;
+                    for vm in live_twice(&a).intersection(&live_twice(&b)) {
+                        doubles2
+                            .lock()
+                            .unwrap()
+                            .push(format!("{vm} on {:?} then {:?}", a[vm], b[vm]));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            polls
+        });
+        Watcher {
+            stop,
+            doubles,
+            thread,
+        }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let polls = self.thread.join().unwrap();
+        assert!(polls > 0, "the watcher never saw the domains");
+        let doubles = self.doubles.lock().unwrap().clone();
+        assert!(doubles.is_empty(), "VMs running on two hosts: {doubles:?}");
+    }
+}
+
+/// One running domain per VM, on its host, no domain without a VM; each host's used CPU is
+/// that of the VMs on it.
+fn nothing_leaked(api: &ZsClient, node: &str, s: &str, c: &Mutex<Cluster>, hosts: &[String]) {
+    let vms = query(api, node, "org.zstack.header.vm.APIQueryVmInstanceMsg", s);
     assert_eq!(vms.len(), BATCH as usize, "VM records: {vms:?}");
-    let doms = domains(&c.lock().unwrap(), &hosts).expect("domains");
+    let doms = domains(&c.lock().unwrap(), hosts).expect("domains");
     let recorded: BTreeSet<String> = vms
         .iter()
         .map(|v| v["uuid"].as_str().unwrap().to_string())
@@ -485,7 +590,7 @@ fn migrations_survive_a_leader_kill_and_never_run_a_vm_twice() {
             "{v}"
         );
     }
-    let hs = query(&api, &n1, "org.zstack.header.host.APIQueryHostMsg", &s);
+    let hs = query(api, node, "org.zstack.header.host.APIQueryHostMsg", s);
     for h in &hs {
         let used =
             h["totalCpuCapacity"].as_u64().unwrap() - h["availableCpuCapacity"].as_u64().unwrap();
@@ -496,5 +601,4 @@ fn migrations_survive_a_leader_kill_and_never_run_a_vm_twice() {
             h["uuid"]
         );
     }
-    c.lock().unwrap().restart(leader).unwrap();
 }
