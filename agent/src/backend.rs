@@ -126,6 +126,14 @@ pub trait HostBackend: Send + Sync {
     fn resume_vm(&self, vm_uuid: &str) -> Result<pb::Domain, OpError>;
     /// Destroy the VM (power cut) and undefine its domain; absent is already destroyed.
     fn destroy_vm(&self, vm_uuid: &str) -> Result<(), OpError>;
+    /// Incoming side of a live migration (`PrepareMigrationRequest`): the disks must be here;
+    /// the test driver defines the domain without starting it, QEMU defines nothing (libvirt
+    /// makes the incoming domain during the migration). An active domain answers as it is.
+    fn prepare_migration(&self, spec: &pb::VmSpec) -> Result<Option<pb::Domain>, OpError>;
+    /// Outgoing side (`MigrateVmRequest`): the domain leaves this host, live to
+    /// `destination_uri` under QEMU, destroyed and undefined under the test driver. Absent is
+    /// already migrated.
+    fn migrate_vm(&self, vm_uuid: &str, destination_uri: &str) -> Result<(), OpError>;
     /// Create the volume's file on a prepared storage; an existing one is answered as it is.
     fn create_volume(&self, s: &StorageSpec, v: &VolumeRequest) -> Result<pb::VolumeFile, OpError>;
     /// Remove the volume's file (whether there was one); refused while a domain uses it.

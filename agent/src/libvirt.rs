@@ -415,6 +415,25 @@ fn lookup(c: &Connect, vm: &str) -> Result<Option<Domain>, Fail> {
     Ok(Some(d))
 }
 
+/// Every file of the VM's spec on this host, named here rather than in libvirt's "cannot open
+/// file" from deep inside QEMU.
+fn files_present(spec: &pb::VmSpec) -> Result<(), OpError> {
+    let vm = spec.vm_uuid.as_str();
+    for (what, p) in spec
+        .disks
+        .iter()
+        .map(|d| (format!("volume {}", d.volume_uuid), &d.path))
+        .chain((!spec.iso_path.is_empty()).then(|| ("ISO".to_string(), &spec.iso_path)))
+    {
+        if !Path::new(p).is_file() {
+            return Err(OpError::WrongState(format!(
+                "VM {vm}: the file {p} of its {what} is not on this host: create or cache it first"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A destroy or shutdown of a domain that stopped meanwhile has nothing left to do.
 fn ignore_not_running(r: Result<(), virt::error::Error>) -> Result<(), virt::error::Error> {
     match r {
@@ -528,19 +547,7 @@ impl HostBackend for LibvirtBackend {
             // A repeated start: the VM runs (or is paused) as the first start left it.
             return Ok(d);
         }
-        // Named here rather than in libvirt's "cannot open file" from deep inside QEMU.
-        for (what, p) in spec
-            .disks
-            .iter()
-            .map(|d| (format!("volume {}", d.volume_uuid), &d.path))
-            .chain((!spec.iso_path.is_empty()).then(|| ("ISO".to_string(), &spec.iso_path)))
-        {
-            if !Path::new(p).is_file() {
-                return Err(OpError::WrongState(format!(
-                    "VM {vm}: the file {p} of its {what} is not on this host: create or cache it first"
-                )));
-            }
-        }
+        files_present(spec)?;
         let d = self.vm(vm, |c| {
             // Defining again replaces a stale definition (a stopped domain left behind).
             let d = c.define_domain_xml(&xml)?;
@@ -557,6 +564,88 @@ impl HostBackend for LibvirtBackend {
         })?;
         tracing::info!(vm, name = %spec.name, "VM started");
         Ok(d)
+    }
+
+    fn prepare_migration(&self, spec: &pb::VmSpec) -> Result<Option<pb::Domain>, OpError> {
+        let vm = spec.vm_uuid.as_str();
+        let domain_type = self.domain_type()?;
+        let xml =
+            domain_xml::build(spec, domain_type).map_err(|e| OpError::Invalid(e.to_string()))?;
+        let active = self.vm(vm, |c| match lookup(c, vm)? {
+            Some(d) if d.is_active()? => Ok(Some(domain_of(&d)?)),
+            _ => Ok(None),
+        })?;
+        if active.is_some() {
+            // Asked again after the migration finished (a new leader re-running the step).
+            return Ok(active);
+        }
+        // Only shared storage migrates live: the disks must be the same files here.
+        files_present(spec)?;
+        if domain_type != DomainType::Test {
+            // libvirt's peer-to-peer migration defines and starts the incoming domain (paused
+            // until the memory is copied) on its own.
+            return Ok(None);
+        }
+        // The test driver can neither migrate nor start paused: defined but not running here
+        // until the source's domain is gone, so the VM never runs on two hosts.
+        let d = self.vm(vm, |c| Ok(domain_of(&c.define_domain_xml(&xml)?)?))?;
+        tracing::info!(vm, "incoming VM defined");
+        Ok(Some(d))
+    }
+
+    fn migrate_vm(&self, vm: &str, destination_uri: &str) -> Result<(), OpError> {
+        let Some((active, _)) = self.state_of(vm)? else {
+            return Ok(());
+        };
+        if self.domain_type()? == DomainType::Test {
+            // Nothing to carry over: the destination already holds the definition.
+            self.destroy_if_active(vm)?;
+            self.undefine(vm)?;
+            tracing::info!(vm, "VM handed over to the destination");
+            return Ok(());
+        }
+        if !active {
+            return Err(OpError::WrongState(format!(
+                "VM {vm} is not running on this host: only a running VM migrates live"
+            )));
+        }
+        if destination_uri.is_empty() {
+            return Err(OpError::Invalid(format!(
+                "VM {vm}: a live migration needs the destination's libvirt URI"
+            )));
+        }
+        let flags = virt::sys::VIR_MIGRATE_LIVE
+            | virt::sys::VIR_MIGRATE_PEER2PEER
+            | virt::sys::VIR_MIGRATE_PERSIST_DEST
+            | virt::sys::VIR_MIGRATE_UNDEFINE_SOURCE
+            | virt::sys::VIR_MIGRATE_AUTO_CONVERGE;
+        // libvirt pauses the incoming domain on the destination until the memory is copied and
+        // stops this one before resuming it there; a failure leaves it running here.
+        // Over a connection of its own: a migration takes as long as copying the memory, and
+        // pings and other VMs' calls go on over the shared one meanwhile.
+        let own = Connect::open(Some(&self.uri))
+            .map_err(|e| OpError::Unavailable(format!("cannot open libvirt {}: {e}", self.uri)))?;
+        let migrated = match lookup(&own, vm) {
+            Ok(Some(d)) => d
+                .migrate_to_uri(destination_uri, flags, None, 0)
+                .map_err(|e| {
+                    OpError::Failed(format!(
+                        "libvirt {} could not migrate VM {vm} to {destination_uri}: {e}",
+                        self.uri
+                    ))
+                }),
+            Ok(None) => Ok(()),
+            Err(Fail::Op(e)) => Err(e),
+            Err(Fail::Libvirt(e)) => Err(OpError::Failed(format!(
+                "libvirt {} refused VM {vm}: {e}",
+                self.uri
+            ))),
+        };
+        drop(own);
+        migrated?;
+        self.undefine(vm)?;
+        tracing::info!(vm, destination_uri, "VM migrated");
+        Ok(())
     }
 
     fn stop_vm(&self, vm: &str, mode: StopMode) -> Result<(), OpError> {
@@ -848,6 +937,52 @@ mod tests {
             1,
             "the foreign domain is left alone"
         );
+    }
+
+    #[test]
+    fn a_migration_between_test_hosts_never_runs_the_vm_twice_and_repeats_harmlessly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let (source, destination) = (test_host(&a), test_host(&b));
+        let disk = dir.path().join("shared.qcow2");
+        std::fs::write(&disk, b"").unwrap();
+        let spec = vm_spec(&disk);
+        source.start_vm(&spec).unwrap();
+        let states = |h: &LibvirtBackend| -> Vec<String> {
+            h.domains().unwrap().into_iter().map(|d| d.state).collect()
+        };
+        let incoming = destination.prepare_migration(&spec).unwrap().unwrap();
+        assert_eq!(incoming.state, "Stopped", "defined, not running");
+        assert_eq!(states(&source), ["Running"]);
+        source.migrate_vm(VM, "qemu+tls://b/system").unwrap();
+        assert!(
+            source.domains().unwrap().is_empty(),
+            "undefined on the source"
+        );
+        assert_eq!(destination.start_vm(&spec).unwrap().state, "Running");
+        // A new leader re-running every call of the step changes nothing.
+        assert_eq!(
+            destination.prepare_migration(&spec).unwrap().unwrap().state,
+            "Running"
+        );
+        source.migrate_vm(VM, "qemu+tls://b/system").unwrap();
+        assert_eq!(destination.start_vm(&spec).unwrap().state, "Running");
+        assert_eq!(states(&destination), ["Running"]);
+        assert!(source.domains().unwrap().is_empty());
+        // Disks the destination cannot see (local storage) define nothing there.
+        let c = dir.path().join("c");
+        std::fs::create_dir_all(&c).unwrap();
+        let third = test_host(&c);
+        let e = third
+            .prepare_migration(&vm_spec(&dir.path().join("local-only.qcow2")))
+            .unwrap_err();
+        assert!(
+            matches!(&e, OpError::WrongState(m) if m.contains("not on this host")),
+            "{e:?}"
+        );
+        assert!(third.domains().unwrap().is_empty());
     }
 
     #[test]

@@ -579,6 +579,46 @@ impl Agent for AgentService {
         }))
     }
 
+    async fn prepare_migration(
+        &self,
+        req: Request<pb::PrepareMigrationRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        let (slot, term) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        let spec =
+            r.vm.ok_or_else(|| Status::invalid_argument("PrepareMigration carries no VM spec"))?;
+        domain_xml::validate(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Under the files lock like a start: a volume is not deleted under an incoming VM.
+        let domain = on_slot(&slot, move |s| {
+            s.vm_op(&spec.vm_uuid, true, |b| b.prepare_migration(&spec))
+        })
+        .await?
+        .map_err(|e| {
+            tracing::warn!(term, error = %e, "PrepareMigration refused");
+            op_status(e)
+        })?;
+        Ok(Response::new(pb::VmStateReply { domain }))
+    }
+
+    async fn migrate_vm(
+        &self,
+        req: Request<pb::MigrateVmRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "MigrateVm",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                let uri = r.destination_uri.clone();
+                Ok((r.vm_uuid.clone(), move |b: &dyn HostBackend, vm: &str| {
+                    b.migrate_vm(vm, &uri).map(|()| None)
+                }))
+            },
+        )
+        .await
+    }
+
     async fn stop_vm(
         &self,
         req: Request<pb::StopVmRequest>,

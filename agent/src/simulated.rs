@@ -145,7 +145,11 @@ impl HostBackend for SimulatedBackend {
         domain_xml::validate(spec).map_err(|e| OpError::Invalid(e.to_string()))?;
         let vm = spec.vm_uuid.as_str();
         let mut g = self.state();
-        if let Some(d) = g.domains.iter().find(|d| d.name == vm) {
+        if let Some(d) = g.domains.iter_mut().find(|d| d.name == vm) {
+            // A definition an incoming migration left starts; a live domain answers as it is.
+            if d.state == "Stopped" {
+                d.state = "Running".into();
+            }
             return Ok(d.clone());
         }
         // As on a real host: a disk must be a volume this host created.
@@ -170,6 +174,44 @@ impl HostBackend for SimulatedBackend {
         g.domains.push(d.clone());
         g.domains.sort_by(|a, b| a.uuid.cmp(&b.uuid));
         Ok(d)
+    }
+
+    fn prepare_migration(&self, spec: &pb::VmSpec) -> Result<Option<pb::Domain>, OpError> {
+        domain_xml::validate(spec).map_err(|e| OpError::Invalid(e.to_string()))?;
+        let vm = spec.vm_uuid.as_str();
+        let mut g = self.state();
+        if let Some(d) = g.domains.iter().find(|d| d.name == vm) {
+            return Ok(Some(d.clone()));
+        }
+        // Shared storage: the disks were made by another simulated host; this one takes them.
+        for d in &spec.disks {
+            g.volumes
+                .entry(d.path.clone())
+                .or_insert_with(|| pb::VolumeFile {
+                    path: d.path.clone(),
+                    ..Default::default()
+                });
+        }
+        let d = pb::Domain {
+            name: vm.to_string(),
+            uuid: domain_xml::libvirt_uuid(vm),
+            state: "Stopped".into(),
+            vcpus: spec.cpu_num,
+            memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
+            vnc_port: 0,
+        };
+        g.disks.insert(
+            vm.to_string(),
+            spec.disks.iter().map(|d| d.path.clone()).collect(),
+        );
+        g.domains.push(d.clone());
+        g.domains.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        Ok(Some(d))
+    }
+
+    fn migrate_vm(&self, vm: &str, _destination_uri: &str) -> Result<(), OpError> {
+        self.state().remove(vm);
+        Ok(())
     }
 
     fn stop_vm(&self, vm: &str, _mode: StopMode) -> Result<(), OpError> {
@@ -348,5 +390,46 @@ mod tests {
         assert!(b.domains().unwrap().is_empty());
         assert!(b.delete_volume(&s, VOL).unwrap());
         assert!(!b.delete_volume(&s, VOL).unwrap());
+    }
+
+    #[test]
+    fn a_simulated_migration_defines_then_hands_over() {
+        let (source, destination) = (
+            SimulatedBackend::new("10.0.0.1"),
+            SimulatedBackend::new("10.0.0.2"),
+        );
+        let f = source
+            .create_volume(
+                &storage(),
+                &VolumeRequest {
+                    volume_uuid: VOL.into(),
+                    backing: Some("/sim/ps1/imagecache/images/img.qcow2".into()),
+                    size_bytes: 0,
+                },
+            )
+            .unwrap();
+        source.start_vm(&spec(&f.path)).unwrap();
+        let incoming = destination
+            .prepare_migration(&spec(&f.path))
+            .unwrap()
+            .unwrap();
+        assert_eq!(incoming.state, "Stopped", "defined, not running");
+        source.migrate_vm(VM, "qemu+tls://10.0.0.2/system").unwrap();
+        assert!(source.domains().unwrap().is_empty());
+        assert_eq!(
+            destination.start_vm(&spec(&f.path)).unwrap().state,
+            "Running"
+        );
+        // Repeated by a new leader: nothing changes.
+        assert_eq!(
+            destination
+                .prepare_migration(&spec(&f.path))
+                .unwrap()
+                .unwrap()
+                .state,
+            "Running"
+        );
+        source.migrate_vm(VM, "").unwrap();
+        assert_eq!(destination.domains().unwrap().len(), 1);
     }
 }

@@ -311,6 +311,46 @@ pub fn serve(
     (service.run)(txn, ctx, caller, input)
 }
 
+/// [`serve`] for a read (a sync call's `Plan::Read`): the service sees the state through a
+/// view that refuses every write, so only services that read (`host.candidates`) answer.
+pub fn serve_read(
+    txn: &dyn StateTxn,
+    caller: &Caller,
+    name: &str,
+    input: &Value,
+) -> Result<Value, ApiError> {
+    struct ReadOnly<'a>(&'a dyn StateTxn);
+    impl StateTxn for ReadOnly<'_> {
+        fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, crate::StateError> {
+            self.0.get(table, key)
+        }
+        fn put(&mut self, table: &str, _: &[u8], _: Vec<u8>) -> Result<(), crate::StateError> {
+            Err(crate::StateError(format!(
+                "a read cannot write table {table}"
+            )))
+        }
+        fn delete(&mut self, table: &str, _: &[u8]) -> Result<(), crate::StateError> {
+            Err(crate::StateError(format!(
+                "a read cannot write table {table}"
+            )))
+        }
+        fn scan_prefix(
+            &self,
+            table: &str,
+            prefix: &[u8],
+            limit: usize,
+        ) -> Result<Vec<crate::Pair>, crate::StateError> {
+            self.0.scan_prefix(table, prefix, limit)
+        }
+    }
+    let ctx = ApplyCtx {
+        index: 0,
+        term: 0,
+        proposed_at_ms: 0,
+    };
+    serve(&mut ReadOnly(txn), &ctx, caller, name, input)
+}
+
 /// A service's input decoded into the offering family's type (a bad input is the calling
 /// family's bug, answered as an invalid argument naming the service).
 pub fn service_input<T: serde::de::DeserializeOwned>(

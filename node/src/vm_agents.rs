@@ -8,6 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::families::vm::evacuate::Evacuation;
+use api::families::vm::evacuate::Move;
+use api::families::vm::evacuate::Outcome;
 use api::families::vm::flows;
 use api::families::vm::flows::Spec;
 use api::families::vm::flows::Storage;
@@ -52,6 +55,10 @@ struct Payload {
     delete: Option<VolumeFiles>,
     #[serde(default)]
     stop_type: Option<String>,
+    #[serde(default, rename = "destination")]
+    destination: Option<Target>,
+    #[serde(default)]
+    evacuation: Option<Evacuation>,
 }
 
 fn failed(details: String) -> EffectError {
@@ -137,6 +144,9 @@ impl VmAgents {
                 flows::actions::START => this.start(&p, term).await,
                 flows::actions::DELETE_VOLUMES => this.delete_volumes(&p, term).await,
                 flows::actions::INSPECT => this.inspect(&p, term).await,
+                flows::actions::MIGRATE => this.migrate(&p, term).await,
+                flows::actions::MIGRATE_ROLLBACK => this.migrate_rollback(&p, term).await,
+                flows::actions::EVACUATE => this.evacuate(&p, term).await,
                 flows::actions::STOP
                 | flows::actions::REBOOT
                 | flows::actions::PAUSE
@@ -389,7 +399,12 @@ impl VmAgents {
 
     /// The VM's domain on the host as the agent lists it now (reconciliation).
     async fn inspect(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {
-        let t = self.target(p)?;
+        let state = self.domain_state(self.target(p)?, &p.vm_uuid, term).await?;
+        Ok(Vars::from([(flows::vars::DOMAIN_STATE.to_string(), state)]))
+    }
+
+    /// The state of `vm`'s domain on `t` now, empty when it has none.
+    async fn domain_state(&self, t: &Target, vm: &str, term: u64) -> Result<String, EffectError> {
         let what = format!("listing the domains of host[uuid:{}]", t.host_uuid);
         let target = AgentTarget {
             addr: agent_addr(&t.management_ip, self.port),
@@ -400,13 +415,217 @@ impl VmAgents {
             .list_domains(&target, term, VM_CALL_TIMEOUT)
             .await
             .map_err(|e| call_failure(e, &what))?;
-        let state = r
-            .domains
+        Ok(r.domains
             .into_iter()
-            .find(|d| d.name == p.vm_uuid)
+            .find(|d| d.name == vm)
             .map(|d| d.state)
-            .unwrap_or_default();
+            .unwrap_or_default())
+    }
+
+    fn destination<'a>(&self, p: &'a Payload) -> Result<&'a Target, EffectError> {
+        p.destination.as_ref().ok_or_else(|| {
+            failed(format!(
+                "VM[uuid:{}]: the migration names no destination",
+                p.vm_uuid
+            ))
+        })
+    }
+
+    async fn destroy_on(&self, t: &Target, vm: &str, term: u64) -> Result<(), EffectError> {
+        let what = format!("destroying VM[uuid:{vm}] on host[uuid:{}]", t.host_uuid);
+        let (mut c, addr) = self.client(t, &what)?;
+        c.destroy_vm(self.request(
+            pb::VmRequest {
+                header: self.header(term, t),
+                vm_uuid: vm.to_string(),
+            },
+            VM_CALL_TIMEOUT,
+        ))
+        .await
+        .map_err(|st| call_failure(status_error(&addr, st), &what))?;
+        Ok(())
+    }
+
+    /// A failed migration's cleanup while the source still runs the VM: the destination's
+    /// definition goes, and the step fails (the flow then rolls back to Running there).
+    async fn abandon(&self, p: &Payload, dst: &Target, why: EffectError, term: u64) -> EffectError {
+        if let Err(e) = self.destroy_on(dst, &p.vm_uuid, term).await {
+            tracing::warn!(vm = %p.vm_uuid, host = %dst.host_uuid, error = ?e, "cannot remove the incoming domain of a failed migration; reconciliation will");
+        }
+        why
+    }
+
+    /// Live migration, in the order that never runs the VM on two hosts: the destination
+    /// prepares (QEMU: nothing; the test driver: the domain defined, not started), the source
+    /// lets go (QEMU: a peer-to-peer live migration; the test driver: destroyed and undefined),
+    /// then the destination's domain is started (a no-op when QEMU's already runs). Each call
+    /// is idempotent, and a re-run first asks the source, so a new leader repeating the step
+    /// after the source let go goes straight to the destination. Up to the source letting go a
+    /// failure leaves the VM running on the source (the step fails); after it, the VM is the
+    /// destination's, running or, when it cannot start there, Stopped.
+    async fn migrate(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {
+        let src = self.target(p)?;
+        let dst = self.destination(p)?;
+        let spec = self.spec(p)?;
+        for d in &spec.disks {
+            self.prepare(dst, &d.storage, term).await?;
+        }
+        let vm = self.vm_spec(p)?;
+        let on_source = self.domain_state(src, &p.vm_uuid, term).await?;
+        if !on_source.is_empty() {
+            let what = format!(
+                "preparing host[uuid:{}] for the incoming VM[uuid:{}]",
+                dst.host_uuid, p.vm_uuid
+            );
+            let (mut c, addr) = self.client(dst, &what)?;
+            if let Err(st) = c
+                .prepare_migration(self.request(
+                    pb::PrepareMigrationRequest {
+                        header: self.header(term, dst),
+                        vm: Some(vm.clone()),
+                    },
+                    VM_CALL_TIMEOUT,
+                ))
+                .await
+            {
+                let e = call_failure(status_error(&addr, st), &what);
+                if matches!(e, EffectError::Failed(_)) {
+                    return Err(self.abandon(p, dst, e, term).await);
+                }
+                return Err(e);
+            }
+            let what = format!(
+                "migrating VM[uuid:{}] from host[uuid:{}] to host[uuid:{}]",
+                p.vm_uuid, src.host_uuid, dst.host_uuid
+            );
+            let (mut c, addr) = self.client(src, &what)?;
+            if let Err(st) = c
+                .migrate_vm(self.request(
+                    pb::MigrateVmRequest {
+                        header: self.header(term, src),
+                        vm_uuid: p.vm_uuid.clone(),
+                        destination_uri: format!("qemu+tls://{}/system", dst.management_ip),
+                    },
+                    VOLUME_TIMEOUT,
+                ))
+                .await
+            {
+                let e = call_failure(status_error(&addr, st), &what);
+                if !matches!(e, EffectError::Failed(_)) {
+                    return Err(e);
+                }
+                // QEMU keeps a VM whose migration failed running on the source.
+                if !self.domain_state(src, &p.vm_uuid, term).await?.is_empty() {
+                    return Err(self.abandon(p, dst, e, term).await);
+                }
+            }
+        }
+        let what = format!(
+            "starting the migrated VM[uuid:{}] on host[uuid:{}]",
+            p.vm_uuid, dst.host_uuid
+        );
+        let (mut c, addr) = self.client(dst, &what)?;
+        let started = c
+            .start_vm(self.request(
+                pb::StartVmRequest {
+                    header: self.header(term, dst),
+                    vm: Some(vm),
+                },
+                VM_CALL_TIMEOUT,
+            ))
+            .await
+            .map_err(|st| call_failure(status_error(&addr, st), &what));
+        let state = match started {
+            Ok(r) => r.into_inner().domain.map(|d| d.state).unwrap_or_default(),
+            Err(e @ EffectError::Indeterminate(_)) => return Err(e),
+            Err(EffectError::Failed(r)) => {
+                tracing::warn!(vm = %p.vm_uuid, host = %dst.host_uuid, error = ?r, "the migrated VM does not start on its destination; it is recorded Stopped");
+                self.destroy_on(dst, &p.vm_uuid, term).await?;
+                String::new()
+            }
+        };
         Ok(Vars::from([(flows::vars::DOMAIN_STATE.to_string(), state)]))
+    }
+
+    /// Host maintenance: the plan's migrations `parallel` at a time, a VM that does not
+    /// migrate stopped instead, then the stops (spec 03 §4.3). Every outcome is reported,
+    /// none fails the step; an indeterminate one repeats the whole step, each part idempotent.
+    async fn evacuate(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {
+        use futures::StreamExt;
+        let plan = p
+            .evacuation
+            .as_ref()
+            .ok_or_else(|| failed("the evacuation step carries no plan".into()))?;
+        let one = |item: &api::families::vm::evacuate::Item| {
+            let item = item.clone();
+            let host = plan.host.clone();
+            async move {
+                let mut sub = Payload {
+                    vm_uuid: item.vm_uuid.clone(),
+                    target: Some(host),
+                    spec: None,
+                    root_file: None,
+                    delete: None,
+                    stop_type: None,
+                    destination: None,
+                    evacuation: None,
+                };
+                let mut why = String::new();
+                if let Move::Migrate { destination, spec } = &item.action {
+                    sub.destination = Some(destination.clone());
+                    sub.spec = Some(spec.as_ref().clone());
+                    match self.migrate(&sub, term).await {
+                        Ok(v) => {
+                            let domain_state = v
+                                .get(flows::vars::DOMAIN_STATE)
+                                .cloned()
+                                .unwrap_or_default();
+                            return Ok((item.vm_uuid, Outcome::Migrated { domain_state }));
+                        }
+                        Err(e @ EffectError::Indeterminate(_)) => return Err(e),
+                        Err(EffectError::Failed(r)) => why = r.details,
+                    }
+                }
+                match self.domain_call(flows::actions::STOP, &sub, term).await {
+                    Ok(_) => Ok((item.vm_uuid, Outcome::Stopped)),
+                    Err(e @ EffectError::Indeterminate(_)) => Err(e),
+                    Err(EffectError::Failed(r)) => {
+                        let reason = if why.is_empty() {
+                            r.details
+                        } else {
+                            format!("{why}; then stopping it: {}", r.details)
+                        };
+                        Ok((item.vm_uuid, Outcome::Failed { reason }))
+                    }
+                }
+            }
+        };
+        let parallel = usize::try_from(plan.parallel.max(1)).unwrap_or(2);
+        let outcomes: Vec<Result<(String, Outcome), EffectError>> =
+            futures::stream::iter(plan.items.iter().map(one))
+                .buffer_unordered(parallel)
+                .collect()
+                .await;
+        let mut done = std::collections::BTreeMap::new();
+        for o in outcomes {
+            let (vm, outcome) = o?;
+            done.insert(vm, outcome);
+        }
+        let text = serde_json::to_string(&done)
+            .map_err(|e| failed(format!("encoding the evacuation's outcome: {e}")))?;
+        Ok(Vars::from([(flows::vars::EVACUATED.to_string(), text)]))
+    }
+
+    /// Undo of a migration whose record could not follow: the destination's domain goes while
+    /// the source still has the VM; otherwise the destination's is the only copy, left for
+    /// reconciliation.
+    async fn migrate_rollback(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {
+        let src = self.target(p)?;
+        let dst = self.destination(p)?;
+        if !self.domain_state(src, &p.vm_uuid, term).await?.is_empty() {
+            self.destroy_on(dst, &p.vm_uuid, term).await?;
+        }
+        Ok(Vars::new())
     }
 
     async fn delete_volumes(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {

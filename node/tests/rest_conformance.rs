@@ -547,6 +547,9 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         case("PauseVmInstance", uuid("vm")),
         case("ResumeVmInstance", uuid("vm")),
         case("UpdateVmInstance", rename("vm")),
+        // The VM's root volume is on local storage: it cannot migrate live (one host anyway).
+        case("MigrateVm", |x| json!({"vmInstanceUuid": w(x, "vm")})).expect(Expect::Code("SYS.1006")),
+        case("GetVmMigrationCandidateHosts", |x| json!({"vmInstanceUuid": w(x, "vm")})).expect(Expect::Code("SYS.1006")),
     ];
     let teardown = vec![
         case("DestroyVmInstance", uuid("vm2")),

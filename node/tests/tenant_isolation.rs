@@ -947,6 +947,17 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
     }
     add("UpdateVmInstance", vec![denied(rename(&i.vm))]);
     add(
+        "MigrateVm",
+        vec![
+            denied(json!({"vmInstanceUuid": i.vm})),
+            denied(json!({"vmInstanceUuid": i.vm, "hostUuid": i.host})),
+        ],
+    );
+    add(
+        "GetVmMigrationCandidateHosts",
+        vec![denied(json!({"vmInstanceUuid": i.vm}))],
+    );
+    add(
         "GetBackupStorageCapacity",
         vec![
             denied(json!({"all": true})),

@@ -203,6 +203,31 @@ async fn check(r: &Rest, nodes: &[Proc], hosts: &[(String, String)]) -> Vec<Valu
     vms
 }
 
+/// Every host's used CPU is exactly that of the VMs the API says it holds (1 vCPU each):
+/// nothing leaked by a migration, nothing held twice.
+async fn capacity_matches(r: &Rest, hosts: &[(String, String)]) {
+    let vms = r.get("/vm-instances").await["inventories"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    for (h, _) in hosts {
+        let inv = r.get(&format!("/hosts/{h}")).await["inventories"][0].clone();
+        let used = inv["totalCpuCapacity"].as_u64().unwrap()
+            - inv["availableCpuCapacity"].as_u64().unwrap();
+        let held = vms
+            .iter()
+            .filter(|v| {
+                v["hostUuid"].as_str() == Some(h.as_str())
+                    && matches!(v["state"].as_str(), Some("Running" | "Paused"))
+            })
+            .count() as u64;
+        assert_eq!(
+            used, held,
+            "host {h} holds {used} vCPUs for {held} VMs: {inv}"
+        );
+    }
+}
+
 /// Three nodes, two test-driver agents on `ips` as hosts of one cluster, a shared-mount-point
 /// primary storage, an image store holding a small image, a flat L3 with `range`, and an
 /// instance offering of `cpu` vCPUs and `memory` bytes.
@@ -493,6 +518,109 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
         "{v}"
     );
     check(r, &nodes, &hosts).await;
+    capacity_matches(r, &hosts).await;
+
+    // Live migration: to the other host, chosen by the allocator, then back, named.
+    let host_of = |vm: &str| {
+        let vm = vm.to_string();
+        async move {
+            r.get(&format!("/vm-instances/{vm}")).await["inventories"][0]["hostUuid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let other = |h: &str| {
+        hosts
+            .iter()
+            .map(|(u, _)| u.clone())
+            .find(|u| u != h)
+            .unwrap()
+    };
+    let from = host_of(&vms[2]).await;
+    let c = r
+        .get(&format!("/vm-instances/{}/migration-target-hosts", vms[2]))
+        .await;
+    let candidates: Vec<&str> = c["inventories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["uuid"].as_str())
+        .collect();
+    assert_eq!(candidates, [other(&from).as_str()], "{c}");
+    let (s, v) = rests[1].action(&vms[2], "migrateVm", json!({})).await;
+    assert_eq!(s, 200, "migrate: {v}");
+    assert_eq!(v["inventory"]["state"], "Running", "{v}");
+    assert_eq!(v["inventory"]["hostUuid"], json!(other(&from)), "{v}");
+    check(r, &nodes, &hosts).await;
+    capacity_matches(r, &hosts).await;
+    let (s, v) = rests[2]
+        .action(&vms[2], "migrateVm", json!({"hostUuid": from}))
+        .await;
+    assert_eq!(s, 200, "migrate back: {v}");
+    assert_eq!(v["inventory"]["hostUuid"], json!(from), "{v}");
+    check(r, &nodes, &hosts).await;
+    capacity_matches(r, &hosts).await;
+    // Its own host, and a stopped VM: ZStack's errors, nothing changes.
+    let (s, v) = rests[0]
+        .action(&vms[2], "migrateVm", json!({"hostUuid": from}))
+        .await;
+    assert_eq!(s, 503, "{v}");
+    let (s, v) = rests[0].action(&vms[1], "migrateVm", json!({})).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("current vm instance state[Stopped]"),
+        "{v}"
+    );
+    check(r, &nodes, &hosts).await;
+    capacity_matches(r, &hosts).await;
+
+    // Host maintenance evacuates: every running VM of the host lands on the other one.
+    let (maintained, _) = hosts[1].clone();
+    let evacuees: Vec<String> = r.get("/vm-instances").await["inventories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["state"] == "Running" && v["hostUuid"] == json!(maintained))
+        .map(|v| v["uuid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!evacuees.is_empty(), "no running VM to evacuate");
+    let (s, v) = r
+        .send(
+            reqwest::Method::PUT,
+            &format!("/hosts/{maintained}/actions"),
+            Some(json!({"changeHostState": {"stateEvent": "maintain"}})),
+        )
+        .await;
+    assert_eq!(s, 200, "maintain: {v}");
+    assert_eq!(v["inventory"]["state"], "Maintenance", "{v}");
+    let after = check(r, &nodes, &hosts).await;
+    assert!(
+        after
+            .iter()
+            .all(|vm| vm["hostUuid"].as_str() != Some(maintained.as_str())),
+        "a VM is left on the host in maintenance: {after:?}"
+    );
+    for vm in &evacuees {
+        let v = after.iter().find(|v| v["uuid"] == json!(vm)).unwrap();
+        assert_eq!(
+            v["state"], "Running",
+            "an evacuated VM (shared storage) migrates: {v}"
+        );
+    }
+    capacity_matches(r, &hosts).await;
+    let (s, v) = r
+        .send(
+            reqwest::Method::PUT,
+            &format!("/hosts/{maintained}/actions"),
+            Some(json!({"changeHostState": {"stateEvent": "enable"}})),
+        )
+        .await;
+    assert_eq!(s, 200, "enable: {v}");
+    assert_eq!(v["inventory"]["state"], "Enabled", "{v}");
 
     // Destroy (Delay policy): the domain goes, the root volume stays until expunged.
     let (s, v) = rests[0]

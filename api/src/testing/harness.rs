@@ -347,6 +347,37 @@ pub(crate) fn scripted_effect(
                 serde_json::to_string(&file).unwrap_or_default(),
             )]))
         }
+        // A live migration ends with the domain running on the destination.
+        (vm::RECEIVER, vm::actions::MIGRATE) => Ok(crate::flow::Vars::from([(
+            vm::vars::DOMAIN_STATE.into(),
+            "Running".into(),
+        )])),
+        // A host's evacuation: every migration lands, every stop stops.
+        (vm::RECEIVER, vm::actions::EVACUATE) => {
+            use crate::families::vm::evacuate as ev;
+            let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();
+            let plan: ev::Evacuation =
+                serde_json::from_value(p["evacuation"].clone()).map_err(|e| {
+                    Refusal::new(crate::wire::errors::Code::InvalidArgument, e.to_string())
+                })?;
+            let done: std::collections::BTreeMap<String, ev::Outcome> = plan
+                .items
+                .iter()
+                .map(|i| {
+                    let o = match i.action {
+                        ev::Move::Migrate { .. } => ev::Outcome::Migrated {
+                            domain_state: "Running".into(),
+                        },
+                        ev::Move::Stop => ev::Outcome::Stopped,
+                    };
+                    (i.vm_uuid.clone(), o)
+                })
+                .collect();
+            Ok(crate::flow::Vars::from([(
+                vm::vars::EVACUATED.into(),
+                serde_json::to_string(&done).unwrap_or_default(),
+            )]))
+        }
         (vm::RECEIVER, _) => Ok(crate::flow::Vars::new()),
         (r, a) => Err(Refusal::new(
             crate::wire::errors::Code::NotSupported,

@@ -14,6 +14,12 @@
 //! `host.reconnect` (ReconnectHost) runs the same 2 and 3 after its command set the host
 //! `Connecting`; its rollback leaves the host `Disconnected` (the tracker retries).
 //!
+//! `host.change-state` (ChangeHostState): the call's command; for `maintain` the host is
+//! PreMaintenance, then its VMs are evacuated through the vm family's services
+//! (`vm.evacuation-plan`, its effect, `vm.evacuation-finish`, spec 03 §4.3), then Maintenance;
+//! when a VM could neither migrate nor stop (and `host/maintenanceMode.ignoreError` is false)
+//! the host goes back to its state before, the VMs that did move staying where they went.
+//!
 //! A host is never `Connected` with capacity it did not report, and a failed add leaves no
 //! record and no agent behind.
 
@@ -48,6 +54,8 @@ pub const ADD_KVM: &str = "host.add-kvm";
 pub const DELETE: &str = "host.delete";
 /// ReconnectHost's flow.
 pub const RECONNECT: &str = "host.reconnect";
+/// ChangeHostState's flow.
+pub const CHANGE_STATE: &str = "host.change-state";
 /// The receiver of the agent steps (the leader's agent client).
 pub const RECEIVER: &str = "agent";
 /// Effect: reach (or install) the host's agent and read its facts.
@@ -67,6 +75,16 @@ pub mod vars {
     pub const HOST: &str = "host_uuid";
     /// Where it is and how to log in (JSON; the password sealed).
     pub const ENDPOINT: &str = "endpoint";
+    /// ChangeHostState: the host's state before the call.
+    pub const PREV_STATE: &str = "prev_state";
+    /// ChangeHostState: set when the event is `maintain`.
+    pub const MAINTAIN: &str = "maintain";
+    /// ChangeHostState: the evacuation's effect request (`vm.evacuation-plan`'s answer).
+    pub const EVACUATION: &str = "evacuation";
+    /// ChangeHostState: set by the evacuation effect, what became of each VM.
+    pub const EVACUATED: &str = "evacuated";
+    /// ChangeHostState: the VMs that stayed, one per line.
+    pub const FAILURES: &str = "failures";
 }
 
 fn var<'a>(v: &'a Vars, k: &str) -> Result<&'a str, ApiError> {
@@ -288,6 +306,200 @@ pub const RECONNECT_FLOW: FlowDef = FlowDef {
         StepDef {
             name: "host-connected",
             action: Action::Commit(|t, c, _, v| connected(t, c, v, Code::HostReconnect)),
+            undo: Undo::Nothing,
+        },
+    ],
+};
+
+/// Step 1 of ChangeHostState: the state before, then the call's command.
+fn change_state_call(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let command: crate::Command = serde_json::from_str(var(vars, crate::flow::COMMAND_VAR)?)
+        .map_err(|e| validate::invalid_arg(format!("undecodable call command: {e}")))?;
+    if let crate::Command::Host(c) = command.innermost() {
+        if let super::model::HostOp::ChangeState { uuid, event } = &*c.op {
+            if let Some((_, h)) = resource::load::<Host>(txn, uuid)? {
+                vars.insert(vars::PREV_STATE.into(), format!("{:?}", h.state));
+            }
+            if *event == super::model::HostStateEvent::Maintain {
+                vars.insert(vars::MAINTAIN.into(), "1".into());
+            }
+        }
+    }
+    apply_call(txn, ctx, caller, vars)
+}
+
+fn host_state(name: &str) -> Result<super::model::HostState, ApiError> {
+    serde_json::from_value(json!(name))
+        .map_err(|e| validate::invalid_arg(format!("host flow state {name}: {e}")))
+}
+
+/// Undo of step 1: the host back in its state before the call.
+fn restore_state(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let (Some(uuid), Some(prev)) = (vars.get(vars::HOST), vars.get(vars::PREV_STATE)) else {
+        return Ok(None);
+    };
+    let prev = host_state(prev)?;
+    if resource::load::<Host>(txn, uuid)?.is_some() {
+        crate::resource::generic::modify(txn, ctx, uuid, |_, h: &mut Host| {
+            h.state = prev;
+            Ok(())
+        })?;
+    }
+    Ok(None)
+}
+
+/// Step 2: the vm family claims the host's VMs (a no-op plan unless maintaining).
+fn plan_evacuation(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let host = var(vars, vars::HOST)?.to_string();
+    let out = crate::registry::serve(
+        txn,
+        ctx,
+        caller,
+        "vm.evacuation-plan",
+        &json!({"hostUuid": host, "evacuate": vars.contains_key(vars::MAINTAIN)}),
+    )?;
+    vars.insert(vars::EVACUATION.into(), out.to_string());
+    Ok(None)
+}
+
+fn evacuation_payload(vars: &Vars) -> Result<Option<String>, ApiError> {
+    let Some(text) = vars.get(vars::EVACUATION) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| validate::invalid_arg(format!("host flow evacuation: {e}")))?;
+    Ok(v["payload"].as_str().map(str::to_string))
+}
+
+/// Undo of step 2: what is still claimed goes back.
+fn abort_evacuation(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    if let Some(plan) = evacuation_payload(vars)? {
+        crate::registry::serve(
+            txn,
+            ctx,
+            caller,
+            "vm.evacuation-abort",
+            &json!({"plan": plan}),
+        )?;
+    }
+    Ok(None)
+}
+
+/// Step 3: the plan carried out by its receiver.
+fn evacuate(v: &Vars) -> Result<EffectRequest, ApiError> {
+    let r: serde_json::Value = serde_json::from_str(var(v, vars::EVACUATION)?)
+        .map_err(|e| validate::invalid_arg(format!("host flow evacuation: {e}")))?;
+    let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+    Ok(EffectRequest {
+        receiver: s("receiver"),
+        action: s("action"),
+        payload: s("payload"),
+    })
+}
+
+/// Step 4: the outcome recorded, whatever it is (migrated VMs stay migrated).
+fn finish_evacuation(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let Some(plan) = evacuation_payload(vars)? else {
+        return Ok(None);
+    };
+    let out = crate::registry::serve(
+        txn,
+        ctx,
+        caller,
+        "vm.evacuation-finish",
+        &json!({"plan": plan, "results": vars.get(vars::EVACUATED)}),
+    )?;
+    let failures: Vec<String> = out["failures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    if !failures.is_empty() {
+        vars.insert(vars::FAILURES.into(), failures.join("\n"));
+    }
+    Ok(None)
+}
+
+/// Step 5: Maintenance, or the maintenance refused (the rollback restores the state before).
+fn maintained(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    _caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let uuid = var(vars, vars::HOST)?.to_string();
+    if !vars.contains_key(vars::MAINTAIN) {
+        let (_, h) = resource::require::<Host>(txn, &uuid)?;
+        return Ok(Some(Response::Host(HostResult::Inventory(Box::new(h)))));
+    }
+    if let Some(f) = vars.get(vars::FAILURES) {
+        if crate::settings::value(txn, "host", "maintenanceMode.ignoreError")? != "true" {
+            return Err(validate::op_failure(format!(
+                "unable to enter maintenance mode: host[uuid:{uuid}] still has VMs that could neither migrate nor stop: {}",
+                f.replace('\n', "; ")
+            )));
+        }
+    }
+    let h = crate::resource::generic::modify(txn, ctx, &uuid, |_, h: &mut Host| {
+        h.state = super::model::HostState::Maintenance;
+        Ok(())
+    })?;
+    Ok(Some(Response::Host(HostResult::Inventory(Box::new(h)))))
+}
+
+/// `host.change-state`.
+pub const CHANGE_STATE_FLOW: FlowDef = FlowDef {
+    name: CHANGE_STATE,
+    steps: &[
+        StepDef {
+            name: "change-host-state",
+            action: Action::Commit(change_state_call),
+            undo: Undo::Commit(restore_state),
+        },
+        StepDef {
+            name: "plan-evacuation",
+            action: Action::Commit(plan_evacuation),
+            undo: Undo::Commit(abort_evacuation),
+        },
+        StepDef {
+            name: "evacuate-vms",
+            action: Action::Effect(evacuate),
+            undo: Undo::Nothing,
+        },
+        StepDef {
+            name: "record-evacuation",
+            action: Action::Commit(finish_evacuation),
+            undo: Undo::Nothing,
+        },
+        StepDef {
+            name: "host-maintained",
+            action: Action::Commit(maintained),
             undo: Undo::Nothing,
         },
     ],

@@ -64,6 +64,14 @@ impl Family for Hosts {
                 name: services::RELEASE,
                 run: services::release,
             },
+            ServiceDecl {
+                name: services::CANDIDATES,
+                run: services::candidates,
+            },
+            ServiceDecl {
+                name: services::RENAME_RESERVATION,
+                run: services::rename_reservation,
+            },
         ],
         replies: inventories!(Schema::Class(&KVM_HOST)),
         name: "host",
@@ -94,7 +102,8 @@ impl Family for Hosts {
                 "ChangeHostState",
                 wire::change_state,
                 routes!(actions "/v1/hosts"),
-            ),
+            )
+            .running(flows::CHANGE_STATE),
             delete_call!("DeleteHost", "/v1/hosts", HostOp::Delete).running(flows::DELETE),
             CallDecl::new(
                 "ReconnectHost",
@@ -152,6 +161,7 @@ impl Family for Hosts {
             flows::ADD_KVM_FLOW,
             flows::RECONNECT_FLOW,
             flows::DELETE_FLOW,
+            flows::CHANGE_STATE_FLOW,
         ],
         #[cfg(test)]
         cases: cases::cases,

@@ -342,10 +342,9 @@ fn next_state(h: &Host, event: HostStateEvent) -> Result<HostState, ApiError> {
                     h.state
                 )));
             }
-            // maintain = preMaintain, move the VMs off, then → Maintenance. There are no VMs
-            // yet, so PreMaintenance is passed through within this one apply and never
-            // observed; the VM issue splits this into a job with rollback.
-            HostState::Maintenance
+            // maintain = preMaintain; the call's flow (`host.change-state`) moves the VMs
+            // off, then → Maintenance, or back to the state before on failure.
+            HostState::PreMaintenance
         }
     })
 }

@@ -361,6 +361,32 @@ pub(super) fn release(
     Ok(Some(h))
 }
 
+/// Move a reservation to another uuid, charge and host unchanged (a migration's reservation
+/// on its destination becomes the VM's once the VM runs there). Absent `from` with `to`
+/// present is a repeat and changes nothing; both absent is `None`.
+pub(super) fn rename(
+    txn: &mut dyn StateTxn,
+    from: &str,
+    to: &str,
+) -> Result<Option<HostReservation>, ApiError> {
+    let Some(mut r) = get(txn, from)? else {
+        return get(txn, to);
+    };
+    if let Some(existing) = get(txn, to)? {
+        return Err(validate::op_failure(format!(
+            "reservation {to} already holds {} vCPUs and {} bytes on host {}; release it first",
+            existing.cpu_num, existing.memory_size, existing.host_uuid
+        )));
+    }
+    txn.delete(RESERVATION_TABLE, &record_key(from))?;
+    txn.delete(RESERVATION_TABLE, &host_key(&r.host_uuid, from))?;
+    r.uuid = to.to_string();
+    let raw = serde_json::to_vec(&r).map_err(|e| corrupt(to, e))?;
+    txn.put(RESERVATION_TABLE, &record_key(to), raw)?;
+    txn.put(RESERVATION_TABLE, &host_key(&r.host_uuid, to), Vec::new())?;
+    Ok(Some(r))
+}
+
 /// Drop the ledger of a host being deleted.
 pub(super) fn forget_host(txn: &mut dyn StateTxn, host_uuid: &str) -> Result<(), ApiError> {
     for r in on_host(txn, host_uuid)? {

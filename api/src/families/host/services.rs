@@ -6,6 +6,10 @@
 //!   re-checks at apply instead). Deterministic on every replica: the tie-break seed comes from
 //!   the VM's uuid. Idempotent per VM: a reservation already held is answered again.
 //! - `host.release`: give a VM's reservation back (absent: nothing changes).
+//! - `host.candidates`: the hosts `host.allocate` could choose, best first, reserving nothing
+//!   (read-only: migration candidates).
+//! - `host.rename-reservation`: a reservation under another uuid (a migration's reservation on
+//!   its destination becomes the VM's own once it runs there).
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -31,13 +35,19 @@ use crate::StateTxn;
 pub const ALLOCATE: &str = "host.allocate";
 /// Service name: release.
 pub const RELEASE: &str = "host.release";
+/// Service name: the hosts a placement could choose.
+pub const CANDIDATES: &str = "host.candidates";
+/// Service name: move a reservation to another uuid.
+pub const RENAME_RESERVATION: &str = "host.rename-reservation";
 
 /// `host.allocate`'s input.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Allocate {
-    /// The VM (the reservation's uuid).
+    /// The VM (the reservation's uuid unless `reservation_uuid` names another).
     vm_uuid: String,
+    /// The reservation's uuid when it is not the VM's (a migration holds two at once).
+    reservation_uuid: Option<String>,
     cpu_num: u64,
     memory_size: u64,
     /// Virtual size of a root volume to create (create); absent when it exists.
@@ -92,10 +102,29 @@ pub(super) fn allocate(
 ) -> Result<Value, ApiError> {
     let a: Allocate = service_input(ALLOCATE, input)?;
     validate::uuid("vmUuid", &a.vm_uuid)?;
-    if let Some(r) = reservation::get(txn, &a.vm_uuid)? {
+    let reservation_uuid = a.reservation_uuid.clone().unwrap_or(a.vm_uuid.clone());
+    if let Some(r) = reservation::get(txn, &reservation_uuid)? {
         let (_, h) = resource::require::<Host>(txn, &r.host_uuid)?;
         return service_output(ALLOCATE, &allocated(&h, a.primary_storage_uuid));
     }
+    let req = request_of(a)?;
+    let placed = {
+        let view = StateView::load(&*txn)?;
+        scheduler::allocate_scan(&view, &req).map_err(allocation_error)?
+    };
+    let h = reservation::reserve(
+        txn,
+        ctx,
+        &reservation_uuid,
+        &placed.host_uuid,
+        placed.charge.cpu,
+        placed.charge.requested_memory,
+    )?;
+    let ps = placed.volume.map(|v| v.primary_storage_uuid);
+    service_output(ALLOCATE, &allocated(&h, ps))
+}
+
+fn request_of(a: Allocate) -> Result<PlacementRequest, ApiError> {
     let mut req = PlacementRequest::new(
         a.vm_uuid.clone(),
         to_i64("cpuNum", a.cpu_num)?,
@@ -117,20 +146,61 @@ pub(super) fn allocate(
             .map_err(|e| allocation_error(scheduler::AllocationError::BadRequest(e)))?;
     }
     req.seed = scheduler::strategy::mix(scheduler::strategy::rotation(&a.vm_uuid));
-    let placed = {
-        let view = StateView::load(&*txn)?;
-        scheduler::allocate_scan(&view, &req).map_err(allocation_error)?
+    Ok(req)
+}
+
+/// `host.candidates`: `host.allocate`'s input, answered `{"hosts": [inventory, ...]}`, best
+/// first; empty when no host survives. Writes nothing.
+pub(super) fn candidates(
+    txn: &mut dyn StateTxn,
+    _ctx: &ApplyCtx,
+    _caller: &Caller,
+    input: &Value,
+) -> Result<Value, ApiError> {
+    let mut input = input.clone();
+    // `strict`: no fitting host is the allocator's refusal (a call checking before it
+    // commits anything), else an empty list, as ZStack's candidate calls answer it.
+    let strict = match input.as_object_mut() {
+        Some(m) => m
+            .remove("strict")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        None => false,
     };
-    let h = reservation::reserve(
-        txn,
-        ctx,
-        &a.vm_uuid,
-        &placed.host_uuid,
-        placed.charge.cpu,
-        placed.charge.requested_memory,
-    )?;
-    let ps = placed.volume.map(|v| v.primary_storage_uuid);
-    service_output(ALLOCATE, &allocated(&h, ps))
+    let a: Allocate = service_input(CANDIDATES, &input)?;
+    let req = request_of(a)?;
+    let view = StateView::load(&*txn)?;
+    let hosts = match scheduler::candidates(&view, &req) {
+        Ok(h) => h,
+        Err(scheduler::AllocationError::NoHost(_)) if !strict => Vec::new(),
+        Err(e) => return Err(allocation_error(e)),
+    };
+    let mut out = Vec::new();
+    for h in hosts {
+        if let Some(inv) = resource::inventory_of(&*txn, super::KIND, &h.uuid)? {
+            out.push(inv);
+        }
+    }
+    Ok(serde_json::json!({ "hosts": out }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Rename {
+    from_uuid: String,
+    to_uuid: String,
+}
+
+pub(super) fn rename_reservation(
+    txn: &mut dyn StateTxn,
+    _ctx: &ApplyCtx,
+    _caller: &Caller,
+    input: &Value,
+) -> Result<Value, ApiError> {
+    let r: Rename = service_input(RENAME_RESERVATION, input)?;
+    validate::uuid("toUuid", &r.to_uuid)?;
+    let moved = reservation::rename(txn, &r.from_uuid, &r.to_uuid)?;
+    Ok(serde_json::json!({ "hostUuid": moved.map(|m| m.host_uuid) }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -291,5 +291,235 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         bad_query(),
         Code::InvalidArgument,
     ));
+    m.extend(migration_cases(&admin, &tenant, &i));
+    m
+}
+
+/// A case on a world whose second host is Enabled again and whose VM runs on the cluster's
+/// shared mount point storage (live-migratable), on the first host.
+fn with_shared_vm(c: Case, admin: &Who, i: &Ids, strategy: &str) -> Case {
+    let mut body = create_body(i, strategy);
+    body["primaryStorageUuidForRootVolume"] = json!(i.smp);
+    body["hostUuid"] = json!(i.host);
+    c.given(
+        admin,
+        "AttachPrimaryStorageToCluster",
+        json!({"primaryStorageUuid": i.smp, "clusterUuid": i.cluster}),
+    )
+    .given(admin, "ReconnectPrimaryStorage", json!({"uuid": i.smp}))
+    .given(
+        admin,
+        "ChangeHostState",
+        json!({"uuid": i.host_in_maintenance, "stateEvent": "enable"}),
+    )
+    .given(admin, "CreateVmInstance", body)
+}
+
+fn migration_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
+    let (source, destination) = (i.host.clone(), i.host_in_maintenance.clone());
+    let run = "InstantStart";
+    let mut m = Vec::new();
+    let (s, d) = (source.clone(), destination.clone());
+    m.push(with_shared_vm(
+        ok(
+            "MigrateVm",
+            admin,
+            json!({"vmInstanceUuid": VM}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["state"], "Running");
+                assert_eq!(r["inventory"]["hostUuid"], d.as_str());
+                assert_eq!(r["inventory"]["lastHostUuid"], d.as_str());
+                let from = h.one("QueryHost", "uuid", &s);
+                assert_eq!(
+                    from["availableCpuCapacity"], from["totalCpuCapacity"],
+                    "the source's capacity is back: {from}"
+                );
+                let to = h.one("QueryHost", "uuid", &d);
+                assert_ne!(
+                    to["availableCpuCapacity"], to["totalCpuCapacity"],
+                    "the destination holds the VM: {to}"
+                );
+            },
+        ),
+        admin,
+        i,
+        run,
+    ));
+    m.push(with_shared_vm(
+        ok(
+            "MigrateVm",
+            admin,
+            json!({"vmInstanceUuid": VM, "hostUuid": destination}),
+            inv("hostUuid", destination.as_str()),
+        ),
+        admin,
+        i,
+        run,
+    ));
+    // Its own host, a host that does not exist, a VM not running, a VM on local storage.
+    for (body, code) in [
+        (
+            json!({"vmInstanceUuid": VM, "hostUuid": source}),
+            Code::OperationFailure,
+        ),
+        (
+            json!({"vmInstanceUuid": VM, "hostUuid": missing()}),
+            Code::ResourceNotFound,
+        ),
+        (
+            json!({"vmInstanceUuid": VM, "strategy": "auto-converge"}),
+            Code::InvalidArgument,
+        ),
+    ] {
+        m.push(with_shared_vm(
+            no("MigrateVm", admin, body, code),
+            admin,
+            i,
+            run,
+        ));
+    }
+    m.push(with_shared_vm(
+        no(
+            "MigrateVm",
+            admin,
+            json!({"vmInstanceUuid": VM}),
+            Code::OperationFailure,
+        ),
+        admin,
+        i,
+        "CreateStopped",
+    ));
+    m.push(with_vm(
+        no(
+            "MigrateVm",
+            admin,
+            json!({"vmInstanceUuid": VM}),
+            Code::OperationFailure,
+        ),
+        admin,
+        i,
+        run,
+    ));
+    // The only other host is in Maintenance: nothing fits, the VM stays where it runs.
+    let mut on_smp = create_body(i, run);
+    on_smp["primaryStorageUuidForRootVolume"] = json!(i.smp);
+    m.push(
+        no(
+            "MigrateVm",
+            admin,
+            json!({"vmInstanceUuid": VM, "hostUuid": destination}),
+            Code::NoAvailableHost,
+        )
+        .given(
+            admin,
+            "AttachPrimaryStorageToCluster",
+            json!({"primaryStorageUuid": i.smp, "clusterUuid": i.cluster}),
+        )
+        .given(admin, "ReconnectPrimaryStorage", json!({"uuid": i.smp}))
+        .given(admin, "CreateVmInstance", on_smp),
+    );
+    m.push(no(
+        "MigrateVm",
+        admin,
+        json!({"vmInstanceUuid": missing()}),
+        Code::ResourceNotFound,
+    ));
+    m.push(with_shared_vm(
+        no(
+            "MigrateVm",
+            tenant,
+            json!({"vmInstanceUuid": VM}),
+            Code::PermissionDenied,
+        ),
+        admin,
+        i,
+        run,
+    ));
+    // Host maintenance evacuates: the shared-storage VM migrates, the local one stops.
+    let (s, d) = (source.clone(), destination.clone());
+    m.push(with_shared_vm(
+        ok(
+            "ChangeHostState",
+            admin,
+            json!({"uuid": source, "stateEvent": "maintain"}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["state"], "Maintenance");
+                let vm = h.one("QueryVmInstance", "uuid", VM);
+                assert_eq!(vm["state"], "Running");
+                assert_eq!(vm["hostUuid"], d.as_str());
+                let from = h.one("QueryHost", "uuid", &s);
+                assert_eq!(from["availableCpuCapacity"], from["totalCpuCapacity"]);
+            },
+        ),
+        admin,
+        i,
+        run,
+    ));
+    let s = source.clone();
+    m.push(with_vm(
+        ok(
+            "ChangeHostState",
+            admin,
+            json!({"uuid": source, "stateEvent": "maintain"}),
+            move |h, r| {
+                assert_eq!(r["inventory"]["state"], "Maintenance");
+                let vm = h.one("QueryVmInstance", "uuid", VM);
+                assert_eq!(vm["state"], "Stopped", "a VM on local storage stops: {vm}");
+                let from = h.one("QueryHost", "uuid", &s);
+                assert_eq!(from["availableCpuCapacity"], from["totalCpuCapacity"]);
+            },
+        ),
+        admin,
+        i,
+        run,
+    ));
+    let d = destination.clone();
+    m.push(with_shared_vm(
+        ok(
+            "GetVmMigrationCandidateHosts",
+            admin,
+            json!({"vmInstanceUuid": VM}),
+            move |_, r| {
+                let hosts: Vec<&str> = r["inventories"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h["uuid"].as_str())
+                    .collect();
+                assert_eq!(hosts, [d.as_str()], "its own host is never a candidate");
+            },
+        ),
+        admin,
+        i,
+        run,
+    ));
+    m.push(with_shared_vm(
+        no(
+            "GetVmMigrationCandidateHosts",
+            admin,
+            json!({"vmInstanceUuid": VM}),
+            Code::OperationFailure,
+        ),
+        admin,
+        i,
+        "CreateStopped",
+    ));
+    m.push(no(
+        "GetVmMigrationCandidateHosts",
+        admin,
+        json!({"vmInstanceUuid": missing()}),
+        Code::ResourceNotFound,
+    ));
+    m.push(with_shared_vm(
+        no(
+            "GetVmMigrationCandidateHosts",
+            tenant,
+            json!({"vmInstanceUuid": VM}),
+            Code::PermissionDenied,
+        ),
+        admin,
+        i,
+        run,
+    ));
     m
 }

@@ -62,6 +62,15 @@ pub mod actions {
     pub const SKIP: &str = "skip";
     /// Read the VM's domain on the host now (sets `vars::DOMAIN_STATE`).
     pub const INSPECT: &str = "inspect";
+    /// Live-migrate the domain from `target` to `destination` (sets `vars::DOMAIN_STATE` to
+    /// its state on the destination).
+    pub const MIGRATE: &str = "migrate";
+    /// Undo of [`MIGRATE`]: the destination's domain goes, unless the source lost the VM
+    /// (then the destination's copy is the only one and reconciliation decides).
+    pub const MIGRATE_ROLLBACK: &str = "migrate-rollback";
+    /// Host maintenance: migrate or stop every VM of an evacuation plan (`vars::EVACUATION`,
+    /// sets `vars::EVACUATED`).
+    pub const EVACUATE: &str = "evacuate";
 }
 
 /// Vars.
@@ -93,6 +102,12 @@ pub mod vars {
     pub const SKIP: &str = "skip";
     /// Set by `inspect`: the domain's state on the host, empty when it has none.
     pub const DOMAIN_STATE: &str = "domain_state";
+    /// Migrate: the destination host ([`super::Target`]).
+    pub const DESTINATION: &str = "destination";
+    /// Host maintenance: the VMs to move ([`super::Evacuation`]).
+    pub const EVACUATION: &str = "evacuation";
+    /// Host maintenance: what became of each ([`super::Evacuated`]).
+    pub const EVACUATED: &str = "evacuated";
 }
 
 /// The host an effect acts on.
@@ -276,6 +291,10 @@ fn call(
             VmOp::Start {
                 uuid,
                 host_uuid: Some(h),
+            }
+            | VmOp::Migrate {
+                uuid,
+                host_uuid: Some(h),
             } => (uuid.clone(), Some((vars::REQUESTED_HOST, h.clone()))),
             op => (op.uuid().to_string(), None),
         },
@@ -360,7 +379,7 @@ fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiErr
     })
 }
 
-fn spec_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Spec, ApiError> {
+pub(super) fn spec_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Spec, ApiError> {
     let mut nics = Vec::new();
     for n in &vm.vm_nics {
         nics.push(Nic {
@@ -586,7 +605,13 @@ fn release_host(
 
 fn request(action: &str, v: &Vars) -> Result<EffectRequest, ApiError> {
     let mut payload = serde_json::Map::new();
-    for k in [vars::TARGET, vars::SPEC, vars::ROOT_FILE, vars::DELETE] {
+    for k in [
+        vars::TARGET,
+        vars::SPEC,
+        vars::ROOT_FILE,
+        vars::DELETE,
+        vars::DESTINATION,
+    ] {
         if let Some(t) = v.get(k) {
             let value: serde_json::Value = serde_json::from_str(t)
                 .map_err(|e| validate::invalid_arg(format!("VM flow var {k}: {e}")))?;
@@ -810,8 +835,139 @@ fn recover_ips(
     Ok(answer(vm))
 }
 
+/// The reservation a migration holds on its destination while the VM still holds its
+/// source's (one migration per VM at a time: its jobs serialise on its uuid).
+pub fn migration_reservation(vm_uuid: &str) -> String {
+    crate::params::derive_uuid(&format!("{vm_uuid}-migration"), 0)
+}
+
+/// `host.allocate`'s (and `host.candidates`') input for a live migration of `vm`: its
+/// figures, storage and networks, its zone, the destination asked for, its current host
+/// excluded, the reservation under [`migration_reservation`].
+pub fn migration_placement(
+    txn: &dyn StateTxn,
+    vm: &VmInstance,
+    requested: Option<&str>,
+) -> Result<serde_json::Value, ApiError> {
+    let root = resource::require::<Volume>(txn, &vm.root_volume_uuid)?.1;
+    Ok(json!({
+        "vmUuid": vm.uuid,
+        "reservationUuid": migration_reservation(&vm.uuid),
+        "cpuNum": vm.cpu_num,
+        "memorySize": vm.memory_size,
+        "primaryStorageUuid": root.primary_storage_uuid,
+        "l3NetworkUuids": vm.vm_nics.iter().map(|n| n.l3_network_uuid.clone()).collect::<Vec<_>>(),
+        "zoneUuid": vm.zone_uuid,
+        "hostUuid": requested,
+        "excludedHostUuids": vm.host_uuid.iter().collect::<Vec<_>>(),
+        "strategy": vm.allocator_strategy,
+    }))
+}
+
+/// Migrate, after the call: the destination placed and its capacity reserved (the source's
+/// stays held until the VM runs on the destination); the destination and the spec into vars.
+fn allocate_destination(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let vm = load_vm(txn, vars)?;
+    let input = migration_placement(txn, &vm, vars.get(vars::REQUESTED_HOST).map(String::as_str))?;
+    let placed = serve(txn, ctx, caller, "host.allocate", &input)?;
+    let host_uuid = placed["hostUuid"]
+        .as_str()
+        .ok_or_else(|| validate::invalid_arg("host.allocate: no host"))?
+        .to_string();
+    let mut probe = vm.clone();
+    probe.host_uuid = Some(host_uuid);
+    encode(vars, vars::DESTINATION, &target_of(txn, &probe)?)?;
+    encode(vars, vars::SPEC, &spec_of(txn, &vm)?)?;
+    Ok(None)
+}
+
+/// Undo of [`allocate_destination`]: the destination's capacity back.
+fn release_destination(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let uuid = var(vars, vars::VM)?.to_string();
+    release_host(txn, ctx, caller, &migration_reservation(&uuid))?;
+    Ok(None)
+}
+
+/// Record a VM that now lives on `destination` (in `domain_state` there): the source's
+/// capacity back, the destination's reservation becomes the VM's. A domain that could not be
+/// started there leaves the VM Stopped, holding nothing.
+pub(super) fn record_migrated(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vm_uuid: &str,
+    destination: &Target,
+    domain_state: &str,
+) -> Result<VmInstance, ApiError> {
+    release_host(txn, ctx, caller, vm_uuid)?;
+    let key = migration_reservation(vm_uuid);
+    if !matches!(domain_state, "Running" | "Paused") {
+        release_host(txn, ctx, caller, &key)?;
+        return generic::modify(txn, ctx, vm_uuid, |_, v: &mut VmInstance| {
+            v.host_uuid = None;
+            v.last_host_uuid = Some(destination.host_uuid.clone());
+            v.state = VmState::Stopped;
+            Ok(())
+        });
+    }
+    serve(
+        txn,
+        ctx,
+        caller,
+        "host.rename-reservation",
+        &json!({"fromUuid": key, "toUuid": vm_uuid}),
+    )?;
+    let host = resource::inventory_of(txn, "Host", &destination.host_uuid)?
+        .ok_or_else(|| resource::not_found_kind("Host", &destination.host_uuid))?;
+    let state = if domain_state == "Paused" {
+        VmState::Paused
+    } else {
+        VmState::Running
+    };
+    generic::modify(txn, ctx, vm_uuid, |_, v: &mut VmInstance| {
+        v.host_uuid = Some(destination.host_uuid.clone());
+        v.last_host_uuid = Some(destination.host_uuid.clone());
+        v.cluster_uuid = host["clusterUuid"].as_str().map(str::to_string);
+        v.zone_uuid = host["zoneUuid"].as_str().map(str::to_string);
+        v.state = state;
+        Ok(())
+    })
+}
+
+/// Last step of a migration.
+fn migrated(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    caller: &Caller,
+    vars: &mut Vars,
+) -> Result<Option<Response>, ApiError> {
+    let uuid = var(vars, vars::VM)?.to_string();
+    let destination: Target = decode(vars, vars::DESTINATION)?;
+    let state = vars.get(vars::DOMAIN_STATE).cloned().unwrap_or_default();
+    Ok(answer(record_migrated(
+        txn,
+        ctx,
+        caller,
+        &uuid,
+        &destination,
+        &state,
+    )?))
+}
+
 /// Flow names.
 pub const CREATE: &str = "vm.create";
+/// `MigrateVm`.
+pub const MIGRATE: &str = "vm.migrate";
 /// `StartVmInstance`.
 pub const START: &str = "vm.start";
 /// `StopVmInstance`.
@@ -986,6 +1142,27 @@ pub const FLOWS: &[FlowDef] = &[
             StepDef {
                 name: "vm-expunged",
                 action: Action::Commit(expunged),
+                undo: Undo::Nothing,
+            },
+        ],
+    },
+    FlowDef {
+        name: MIGRATE,
+        steps: &[
+            CALL,
+            StepDef {
+                name: "allocate-destination",
+                action: Action::Commit(allocate_destination),
+                undo: Undo::Commit(release_destination),
+            },
+            StepDef {
+                name: "migrate-vm",
+                action: Action::Effect(|v| request(actions::MIGRATE, v)),
+                undo: Undo::Effect(|v| request(actions::MIGRATE_ROLLBACK, v)),
+            },
+            StepDef {
+                name: "vm-migrated",
+                action: Action::Commit(migrated),
                 undo: Undo::Nothing,
             },
         ],

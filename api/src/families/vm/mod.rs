@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod cases;
+pub mod evacuate;
 pub mod flows;
 mod model;
 pub mod reconcile;
@@ -35,6 +36,8 @@ use crate::ApiError;
 
 const VM_NIC: JavaClass = JavaClass::leaf("org.zstack.header.vm.VmNicInventory");
 const VOLUME: JavaClass = JavaClass::leaf("org.zstack.header.volume.VolumeInventory");
+/// The hosts of a migration candidates reply (the host family's class, named not imported).
+const KVM_HOST: JavaClass = JavaClass::leaf("org.zstack.kvm.KVMHostInventory");
 
 /// ZStack's class of a VM and of the objects in it.
 const VM: JavaClass = JavaClass {
@@ -80,7 +83,20 @@ impl Family for Vms {
     type Op = VmOp;
     type Out = VmResult;
     const DECL: FamilyDecl = FamilyDecl {
-        services: &[],
+        services: &[
+            ServiceDecl {
+                name: evacuate::PLAN,
+                run: evacuate::plan,
+            },
+            ServiceDecl {
+                name: evacuate::FINISH,
+                run: evacuate::finish,
+            },
+            ServiceDecl {
+                name: evacuate::ABORT,
+                run: evacuate::abort,
+            },
+        ],
         replies: inventories!(Schema::Class(&VM)),
         name: "vm",
         tables: &[TABLE, VOLUME_TABLE],
@@ -168,6 +184,22 @@ impl Family for Vms {
                 routes!(actions "/v1/vm-instances"),
             )
             .running(flows::RECOVER),
+            CallDecl::new(
+                "MigrateVm",
+                wire::migrate,
+                &[route(Pu, "/v1/vm-instances/{vmInstanceUuid}/actions", A)],
+            )
+            .running(flows::MIGRATE),
+            CallDecl::new(
+                "GetVmMigrationCandidateHosts",
+                wire::migration_candidates,
+                &[route(
+                    G,
+                    "/v1/vm-instances/{vmInstanceUuid}/migration-target-hosts",
+                    N,
+                )],
+            )
+            .replying(inventories!(Schema::Class(&KVM_HOST))),
             update_call!("UpdateVmInstance", "/v1/vm-instances", VmOp::Update),
             query_call!("QueryVmInstance", "/v1/vm-instances", VmInstance),
             query_call!("QueryVolume", "/v1/volumes", Volume)

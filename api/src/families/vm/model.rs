@@ -348,6 +348,14 @@ pub enum VmOp {
         /// VM.
         uuid: String,
     },
+    /// `MigrateVm`: Running → Migrating (live, to `host_uuid` or where the allocator
+    /// places it, never its current host).
+    Migrate {
+        /// VM.
+        uuid: String,
+        /// The destination asked for (`hostUuid`).
+        host_uuid: Option<String>,
+    },
     /// `UpdateVmInstance`: name and description.
     Update {
         /// VM.
@@ -370,6 +378,7 @@ impl VmOp {
             | VmOp::Destroy { uuid }
             | VmOp::Expunge { uuid }
             | VmOp::Recover { uuid }
+            | VmOp::Migrate { uuid, .. }
             | VmOp::Update { uuid, .. } => uuid,
         }
     }
@@ -386,6 +395,7 @@ impl VmOp {
             VmOp::Destroy { .. } => "APIDestroyVmInstanceMsg",
             VmOp::Expunge { .. } => "APIExpungeVmInstanceMsg",
             VmOp::Recover { .. } => "APIRecoverVmInstanceMsg",
+            VmOp::Migrate { .. } => "APIMigrateVmMsg",
             VmOp::Update { .. } => "APIUpdateVmInstanceMsg",
         }
     }
@@ -415,8 +425,49 @@ fn transition(op: &VmOp) -> (&'static [VmState], VmState) {
         ),
         VmOp::Expunge { .. } => (&[Destroyed], Expunging),
         VmOp::Recover { .. } => (&[Destroyed], Stopped),
+        VmOp::Migrate { .. } => (MIGRATABLE, Migrating),
         VmOp::Create { .. } | VmOp::Update { .. } => (&[], Starting),
     }
+}
+
+/// The states a VM live-migrates from.
+pub const MIGRATABLE: &[VmState] = &[VmState::Running];
+
+/// Why the VM cannot live-migrate to `to` (or anywhere, when `to` is `None`), if it cannot:
+/// its state, a destination that is its own host, or a volume on local storage (whose file
+/// lives on the source host's disk; spec 02 §4.4 needs a storage copy this build does not do).
+pub fn migration_refusal(
+    txn: &dyn StateTxn,
+    vm: &VmInstance,
+    message: &str,
+    to: Option<&str>,
+) -> Result<(), ApiError> {
+    if !MIGRATABLE.contains(&vm.state) {
+        return Err(state_error(message, vm, MIGRATABLE));
+    }
+    if let Some(h) = to {
+        resource::require_ref(txn, "Host", h)?;
+        if vm.host_uuid.as_deref() == Some(h) {
+            return Err(validate::op_failure(format!(
+                "the vm[uuid:{}] is already on host[uuid:{h}], cannot migrate it to the same host",
+                vm.uuid
+            )));
+        }
+    }
+    for v in volumes_of(txn, &vm.uuid)? {
+        let Some(ps) = &v.primary_storage_uuid else {
+            continue;
+        };
+        let local = resource::inventory_of(txn, "PrimaryStorage", ps)?
+            .is_some_and(|inv| inv["type"] == "LocalStorage");
+        if local {
+            return Err(validate::op_failure(format!(
+                "the vm[uuid:{}]'s volume[uuid:{}] is on local primary storage[uuid:{ps}]; a VM on local storage cannot be live-migrated, stop it and migrate its volumes instead",
+                vm.uuid, v.uuid
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// ZStack's refusal of an operation in a state that does not allow it.
@@ -619,6 +670,14 @@ pub(super) fn apply(
             let uuid = op.uuid().to_string();
             let vm = visible_vm(txn, caller, &uuid)?;
             let (allowed, next) = transition(&op);
+            if let VmOp::Migrate { host_uuid, .. } = &op {
+                caller.require_admin("host")?;
+                migration_refusal(txn, &vm, op.message(), host_uuid.as_deref())?;
+                // Refused here, before the VM moves to Migrating, when no host can take it.
+                let mut input = super::flows::migration_placement(txn, &vm, host_uuid.as_deref())?;
+                input["strict"] = serde_json::json!(true);
+                crate::registry::serve(txn, ctx, caller, "host.candidates", &input)?;
+            }
             if !allowed.contains(&vm.state) {
                 return Err(state_error(op.message(), &vm, allowed));
             }

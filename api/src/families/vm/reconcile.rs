@@ -13,6 +13,9 @@
 //!    one VM never runs on two hosts, and no domain runs without a VM record.
 //! 4. Domains whose name is not a VM uuid belong to somebody else and are left alone.
 //!
+//! A Migrating VM is not in a stable state: its domain on the source and the incoming one on
+//! the destination are the migration's, never "a domain running where it must not".
+//!
 //! Every action is a job on the VM's chain (flow `vm.reconcile`) that first checks the VM is
 //! still as observed, so it never races the VM's own operations, and that reads the domain
 //! again on the host before changing the record.
@@ -351,6 +354,21 @@ mod tests {
         .is_empty());
         // Unknown without a domain: left to the host tracker / HA, not guessed here.
         assert!(plan(H, &[vm(1, VmState::Unknown, Some(H))], &[], &idle).is_empty());
+    }
+
+    #[test]
+    fn a_migrating_vm_is_left_to_its_migration_on_both_hosts() {
+        // The source (its recorded host) and the destination (another host, where the
+        // incoming domain is defined or already running) both see it mid-way.
+        for (host, doms) in [
+            (H, vec![dom(1, "Running")]),
+            (H, vec![]),
+            ("h2", vec![dom(1, "Stopped")]),
+            ("h2", vec![dom(1, "Running")]),
+        ] {
+            let a = plan(host, &[vm(1, VmState::Migrating, Some(H))], &doms, &idle);
+            assert!(a.is_empty(), "{host} {doms:?}: {a:?}");
+        }
     }
 
     #[test]

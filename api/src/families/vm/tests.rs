@@ -415,3 +415,87 @@ fn reconciliation_stops_a_vm_its_host_lost_unless_it_moved_meanwhile() {
         "the job changed a VM that moved on"
     );
 }
+
+/// Maintenance's VM side when a VM neither migrates nor stops: the plan claims it (Migrating,
+/// its destination reserved), the finish puts it back Running on its host with the
+/// destination's capacity returned and names it as a failure; an abort after that changes
+/// nothing more.
+#[test]
+fn an_evacuation_that_fails_gives_everything_back() {
+    use super::evacuate;
+    use crate::registry::serve;
+    let (mut h, i) = world();
+    h.admin(
+        "AttachPrimaryStorageToCluster",
+        json!({"primaryStorageUuid": i.smp, "clusterUuid": i.cluster}),
+    );
+    h.admin("ReconnectPrimaryStorage", json!({"uuid": i.smp}));
+    h.admin(
+        "ChangeHostState",
+        json!({"uuid": i.host_in_maintenance, "stateEvent": "enable"}),
+    );
+    let inv = h.admin(
+        "CreateVmInstance",
+        json!({"name": "vm", "instanceOfferingUuid": i.io, "imageUuid": i.image,
+               "l3NetworkUuids": [i.l3], "primaryStorageUuidForRootVolume": i.smp,
+               "hostUuid": i.host}),
+    )["inventory"]
+        .clone();
+    let uuid = inv["uuid"].as_str().unwrap().to_string();
+    let other_free = |h: &mut Harness| {
+        h.one("QueryHost", "uuid", &i.host_in_maintenance)["availableCpuCapacity"].clone()
+    };
+    let free_before = other_free(&mut h);
+    let ctx = crate::ApplyCtx {
+        index: 1,
+        term: 1,
+        proposed_at_ms: 5_000_000,
+    };
+    let admin = crate::Caller::admin();
+    let planned = serve(
+        &mut h.t,
+        &ctx,
+        &admin,
+        evacuate::PLAN,
+        &json!({"hostUuid": i.host, "evacuate": true}),
+    )
+    .unwrap();
+    assert_eq!(planned["action"], super::flows::actions::EVACUATE);
+    assert_eq!(vm(&mut h, &uuid)["state"], "Migrating");
+    assert_ne!(
+        other_free(&mut h),
+        free_before,
+        "the destination is reserved"
+    );
+    let plan = planned["payload"].as_str().unwrap().to_string();
+    let results = json!({ uuid.clone(): {"failed": {"reason": "libvirt said no"}} }).to_string();
+    let out = serve(
+        &mut h.t,
+        &ctx,
+        &admin,
+        evacuate::FINISH,
+        &json!({"plan": plan, "results": results}),
+    )
+    .unwrap();
+    assert_eq!(out["failures"].as_array().unwrap().len(), 1, "{out}");
+    let v = vm(&mut h, &uuid);
+    assert_eq!(
+        (v["state"].clone(), v["hostUuid"].clone()),
+        (json!("Running"), json!(i.host))
+    );
+    assert_eq!(
+        other_free(&mut h),
+        free_before,
+        "the destination's capacity is back"
+    );
+    serve(
+        &mut h.t,
+        &ctx,
+        &admin,
+        evacuate::ABORT,
+        &json!({"plan": plan}),
+    )
+    .unwrap();
+    assert_eq!(vm(&mut h, &uuid)["state"], "Running");
+    assert_eq!(other_free(&mut h), free_before);
+}

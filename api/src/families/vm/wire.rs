@@ -267,6 +267,43 @@ pub(super) fn stop(p: &PlanInput) -> Result<Plan, Refusal> {
     }))
 }
 
+pub(super) fn migrate(p: &PlanInput) -> Result<Plan, Refusal> {
+    for f in [
+        "strategy",
+        "downTime",
+        "migrateFromDestination",
+        "allowUnknown",
+    ] {
+        if p.string(f).is_some() {
+            return Err(invalid(format!(
+                "field[{f}] of MigrateVm is not supported: libvirt's defaults (auto-converge) apply"
+            )));
+        }
+    }
+    Ok(p.propose(VmOp::Migrate {
+        uuid: p.required("vmInstanceUuid")?.to_ascii_lowercase(),
+        host_uuid: p.string("hostUuid").map(|s| s.to_ascii_lowercase()),
+    }))
+}
+
+/// `GetVmMigrationCandidateHosts`: the hosts the allocator accepts for the running VM,
+/// its current host excluded, best first; nothing is reserved.
+pub(super) fn migration_candidates(p: &PlanInput) -> Result<Plan, Refusal> {
+    let uuid = p.required("vmInstanceUuid")?.to_ascii_lowercase();
+    Ok(Plan::Read {
+        call: p.call,
+        read: Box::new(move |txn, caller| {
+            caller.require_admin("host")?;
+            let (_, vm) = crate::resource::require_visible::<VmInstance>(txn, caller, &uuid)?;
+            super::model::migration_refusal(txn, &vm, "APIGetVmMigrationCandidateHostsMsg", None)?;
+            let input = super::flows::migration_placement(txn, &vm, None)?;
+            let out = crate::registry::serve_read(txn, caller, "host.candidates", &input)?;
+            let hosts = out["hosts"].clone();
+            Ok(crate::resource::object(json!({ "inventories": hosts })))
+        }),
+    })
+}
+
 /// A call whose op names only the VM.
 pub(super) fn simple(p: &PlanInput, op: fn(String) -> VmOp) -> Result<Plan, Refusal> {
     Ok(p.propose(op(uuid_of(p)?)))
