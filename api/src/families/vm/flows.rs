@@ -330,7 +330,7 @@ fn target_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Option<Target>, ApiE
     }))
 }
 
-fn storage_of(txn: &dyn StateTxn, ps_uuid: &str) -> Result<Storage, ApiError> {
+pub(super) fn storage_of(txn: &dyn StateTxn, ps_uuid: &str) -> Result<Storage, ApiError> {
     let inv = resource::inventory_of(txn, "PrimaryStorage", ps_uuid)?
         .ok_or_else(|| resource::not_found_kind("PrimaryStorage", ps_uuid))?;
     let s = |k: &str| inv[k].as_str().unwrap_or_default().to_string();
@@ -1021,6 +1021,12 @@ pub const FLOWS: &[FlowDef] = &[
             },
         ],
     },
+    super::volume_flows::CREATE_FLOW,
+    super::volume_flows::ATTACH_FLOW,
+    super::volume_flows::DETACH_FLOW,
+    super::volume_flows::DELETE_FLOW,
+    super::volume_flows::EXPUNGE_FLOW,
+    super::volume_flows::RESIZE_FLOW,
 ];
 
 /// `vm.reconcile`: one action of [`super::reconcile`].

@@ -355,6 +355,8 @@ pub enum VmOp {
         /// New name and description.
         rename: Rename,
     },
+    /// A volume call (`volumes.rs`).
+    Volume(super::volumes::VolumeOp),
 }
 
 impl VmOp {
@@ -371,6 +373,7 @@ impl VmOp {
             | VmOp::Expunge { uuid }
             | VmOp::Recover { uuid }
             | VmOp::Update { uuid, .. } => uuid,
+            VmOp::Volume(op) => op.uuid(),
         }
     }
 
@@ -387,6 +390,7 @@ impl VmOp {
             VmOp::Expunge { .. } => "APIExpungeVmInstanceMsg",
             VmOp::Recover { .. } => "APIRecoverVmInstanceMsg",
             VmOp::Update { .. } => "APIUpdateVmInstanceMsg",
+            VmOp::Volume(op) => op.message(),
         }
     }
 }
@@ -398,6 +402,8 @@ pub enum VmResult {
     Inventory(Box<VmInstance>),
     /// Gone (expunged, or a create rolled back).
     Deleted,
+    /// A volume after the change.
+    Volume(Box<Volume>),
 }
 
 /// The states an op may start from, and the transitional state it moves the VM to.
@@ -415,7 +421,7 @@ fn transition(op: &VmOp) -> (&'static [VmState], VmState) {
         ),
         VmOp::Expunge { .. } => (&[Destroyed], Expunging),
         VmOp::Recover { .. } => (&[Destroyed], Stopped),
-        VmOp::Create { .. } | VmOp::Update { .. } => (&[], Starting),
+        VmOp::Create { .. } | VmOp::Update { .. } | VmOp::Volume(_) => (&[], Starting),
     }
 }
 
@@ -610,6 +616,7 @@ pub(super) fn apply(
             resource::save(txn, &caller.account_uuid, &root)?;
             Ok(VmResult::Inventory(Box::new(vm)))
         }
+        VmOp::Volume(op) => super::volumes::apply(txn, ctx, caller, op),
         VmOp::Update { uuid, rename } => {
             visible_vm(txn, caller, &uuid)?;
             generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| rename.apply_to(v))
