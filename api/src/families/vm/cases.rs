@@ -575,6 +575,17 @@ fn volume_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
             i,
             run,
         ),
+        // A data volume outlives its VM: detached, file and record kept.
+        with_attached(
+            ok("ExpungeVmInstance", admin, json!({"uuid": VM}), |h, _| {
+                assert_eq!(h.count("QueryVolume", eq("uuid", DATA)), 1);
+                assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", VM)), 0);
+            }),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "DestroyVmInstance", json!({"uuid": VM})),
         no(
             "GetVmAttachableDataVolume",
             admin,

@@ -750,7 +750,11 @@ fn destroyed(
 fn files_to_delete(txn: &dyn StateTxn, vars: &mut Vars, vm: &VmInstance) -> Result<(), ApiError> {
     let mut volumes = Vec::new();
     let mut host = None;
-    for v in volumes_of(txn, &vm.uuid)? {
+    // Data volumes are detached, not deleted, with their VM (`forget`).
+    for v in volumes_of(txn, &vm.uuid)?
+        .into_iter()
+        .filter(|v| v.volume_type == "Root")
+    {
         if let (Some(ps), Some(_)) = (&v.primary_storage_uuid, &v.install_path) {
             volumes.push((storage_of(txn, ps)?, v.uuid.clone()));
             host = host.or(v.local_host_uuid.clone());

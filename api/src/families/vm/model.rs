@@ -654,9 +654,19 @@ pub fn volumes_of(txn: &dyn StateTxn, vm_uuid: &str) -> Result<Vec<Volume>, ApiE
     Ok(v)
 }
 
-/// Remove a VM and its volumes' records for good (expunge, rolled-back create).
+/// Remove a VM and its root volume's record for good (expunge, rolled-back create); its data
+/// volumes stay, detached.
 pub fn forget(txn: &mut dyn StateTxn, ctx: &ApplyCtx, vm_uuid: &str) -> Result<(), ApiError> {
     for v in volumes_of(txn, vm_uuid)? {
+        // A data volume outlives its VM (ZStack detaches it): only the root volume goes.
+        if v.volume_type == "Data" {
+            generic::modify(txn, ctx, &v.uuid, |_, d: &mut Volume| {
+                d.vm_instance_uuid = None;
+                d.device_id = None;
+                Ok(())
+            })?;
+            continue;
+        }
         relations::delete(txn, ctx, VOLUME_KIND, &v.uuid)?;
     }
     relations::delete(txn, ctx, KIND, vm_uuid)?;
