@@ -15,6 +15,8 @@ pub mod reconcile;
 #[cfg(test)]
 mod tests;
 pub mod volume_flows;
+#[cfg(test)]
+mod volume_tests;
 pub mod volumes;
 mod wire;
 
