@@ -1017,4 +1017,48 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
     for vm in vms.as_array().unwrap() {
         assert_eq!(vm["allVolumes"].as_array().unwrap().len(), 1, "{vm}");
     }
+
+    // The expunge timer: a volume deleted under Delay goes, file and record, once
+    // volume.expungePeriod passes.
+    r.config("volume", "expungePeriod", "1").await;
+    r.config("volume", "expungeInterval", "1").await;
+    let vol = r
+        .post(
+            "/volumes/data",
+            json!({"name": "data-2", "diskSize": 32 * mib}),
+        )
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = r
+        .send(
+            reqwest::Method::POST,
+            &format!("/volumes/{vol}/vm-instances/{vm1}"),
+            Some(json!({"params": {}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let path = check_volume(r, &nodes, &vol).await["installPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = r
+        .send(reqwest::Method::DELETE, &format!("/volumes/{vol}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!domain_disks(&nodes, &host1, &vm1).await.contains(&path));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = r.get(&format!("/volumes/{vol}")).await;
+        if v["inventories"].as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never expunged: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        !Path::new(&path).exists(),
+        "the expunged volume's file {path} is still there"
+    );
 }

@@ -30,6 +30,7 @@ pub use model::KIND;
 pub use model::TABLE;
 pub use model::VOLUME_KIND;
 pub use model::VOLUME_TABLE;
+pub use volumes::expunge_jobs as volume_expunge_jobs;
 
 use crate::family::prelude::*;
 use crate::validate;

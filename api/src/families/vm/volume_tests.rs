@@ -167,3 +167,43 @@ fn a_resize_grows_by_at_least_four_megabytes() {
     );
     assert_eq!(e.code, Code::OperationFailure);
 }
+
+#[test]
+fn deleted_volumes_are_due_for_expunge_after_the_period_once_per_deletion() {
+    let (mut h, _) = world();
+    let v = volume(&mut h, json!({"name": "d", "diskSize": 1u64 << 30}));
+    let id = v["uuid"].as_str().unwrap().to_string();
+    h.admin("DeleteDataVolume", json!({"uuid": id}));
+    let at = crate::resource::load::<super::Volume>(&h.t, &id)
+        .unwrap()
+        .unwrap()
+        .1
+        .last_op_date;
+    // volume.expungePeriod is 86400 s by default.
+    let due = |h: &Harness, ms: u64| super::volume_expunge_jobs(&h.t, ms).unwrap();
+    assert!(due(&h, at + 86_399_999).is_empty(), "not before the period");
+    let jobs = due(&h, at + 86_400_000);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].chain, id);
+    assert_eq!(jobs[0].api_name, "ExpungeDataVolume");
+    assert_eq!(
+        due(&h, u64::MAX)[0].uuid,
+        jobs[0].uuid,
+        "the same job every sweep"
+    );
+    // Recovered: not due; deleted again: a new job.
+    h.admin("RecoverDataVolume", json!({"uuid": id}));
+    assert!(due(&h, u64::MAX).is_empty());
+    h.admin("DeleteDataVolume", json!({"uuid": id}));
+    let again = due(&h, u64::MAX);
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].uuid, jobs[0].uuid);
+    h.admin(
+        "UpdateGlobalConfig",
+        json!({"category": "volume", "name": "deletionPolicy", "value": "Never"}),
+    );
+    assert!(
+        due(&h, u64::MAX).is_empty(),
+        "Never: kept until expunged by hand"
+    );
+}

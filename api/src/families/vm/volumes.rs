@@ -696,3 +696,47 @@ pub(super) fn volume_attachable(p: &PlanInput) -> Result<Plan, Refusal> {
         }),
     })
 }
+
+/// The jobs that expunge the Deleted data volumes whose `volume.expungePeriod` has passed at
+/// `now_ms` under the `Delay` policy (`Never` keeps them until expunged by hand). The period
+/// counts from the volume's last change, which is its deletion (nothing but a recover or an
+/// expunge acts on a Deleted volume); the job's uuid is derived from the volume and that time,
+/// so two sweeps submit it once and a volume recovered and deleted again gets a new one.
+pub fn expunge_jobs(
+    txn: &dyn StateTxn,
+    now_ms: u64,
+) -> Result<Vec<crate::job::Submission>, ApiError> {
+    if crate::settings::value(txn, "volume", "deletionPolicy")? != "Delay" {
+        return Ok(Vec::new());
+    }
+    let period_ms = u64::try_from(crate::settings::int_value(txn, "volume", "expungePeriod")?)
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let Some(spec) = crate::catalogue::catalogue().by_name("ExpungeDataVolume") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (_, v) in resource::find::<Volume>(txn, "status", status_name(VolumeStatus::Deleted))? {
+        let at = v.last_op_date;
+        if v.volume_type != "Data" || at.saturating_add(period_ms) > now_ms {
+            continue;
+        }
+        let command = crate::IntoCommand::command(
+            VmOp::Volume(VolumeOp::Expunge {
+                uuid: v.uuid.clone(),
+            }),
+            Caller::admin(),
+        );
+        out.push(crate::job::Submission {
+            uuid: params::derive_uuid(&format!("{}-expunge-{at}", v.uuid), 0),
+            api_name: spec.name.clone(),
+            reply_class: spec.reply_class.clone(),
+            chain: v.uuid.clone(),
+            flow: crate::job::FlowSpec::Named {
+                flow: super::volume_flows::EXPUNGE.to_string(),
+                vars: crate::flow::command_vars(&command)?,
+            },
+        });
+    }
+    Ok(out)
+}
