@@ -416,4 +416,57 @@ mod tests {
         assert!(b.delete_volume(&s, VOL).unwrap());
         assert!(!b.delete_volume(&s, VOL).unwrap());
     }
+
+    #[test]
+    fn a_simulated_data_volume_plugs_in_grows_and_unplugs_like_a_real_one() {
+        let b = SimulatedBackend::new("10.0.0.1");
+        let s = storage();
+        let blank = |uuid: &str, size_bytes| VolumeRequest {
+            volume_uuid: uuid.into(),
+            backing: None,
+            size_bytes,
+        };
+        let root = b.create_volume(&s, &blank(VOL, 1 << 30)).unwrap();
+        let data_uuid = "aaaabbbbccccddddeeeeffff00002222";
+        let data = b.create_volume(&s, &blank(data_uuid, 64 << 20)).unwrap();
+        let disk = pb::DiskSpec {
+            volume_uuid: data_uuid.into(),
+            path: data.path.clone(),
+            format: "qcow2".into(),
+            device_id: 1,
+        };
+        assert!(matches!(
+            b.attach_disk(VM, &disk),
+            Err(OpError::NotFound(_))
+        ));
+        b.start_vm(&spec(&root.path)).unwrap();
+        for _ in 0..2 {
+            let d = b.attach_disk(VM, &disk).unwrap();
+            assert_eq!(d.disk_files, vec![root.path.clone(), data.path.clone()]);
+        }
+        // In use: neither deleted nor resized behind the VM's back; through it, it grows.
+        assert!(matches!(
+            b.delete_volume(&s, data_uuid),
+            Err(OpError::WrongState(_))
+        ));
+        assert!(matches!(
+            b.resize_volume(&s, data_uuid, 128 << 20, None),
+            Err(OpError::WrongState(_))
+        ));
+        let f = b.resize_volume(&s, data_uuid, 128 << 20, Some(VM)).unwrap();
+        assert_eq!(f.virtual_size, 128 << 20);
+        assert_eq!(
+            b.resize_volume(&s, data_uuid, 1 << 20, Some(VM))
+                .unwrap()
+                .virtual_size,
+            128 << 20
+        );
+        for _ in 0..2 {
+            let d = b.detach_disk(VM, &data.path).unwrap().unwrap();
+            assert_eq!(d.disk_files, vec![root.path.clone()]);
+        }
+        assert!(b.delete_volume(&s, data_uuid).unwrap());
+        b.destroy_vm(VM).unwrap();
+        assert_eq!(b.detach_disk(VM, &data.path).unwrap(), None);
+    }
 }
