@@ -950,6 +950,11 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["inventory"]["state"], "Running", "{v}");
     let host2 = v["inventory"]["hostUuid"].as_str().unwrap().to_string();
+    assert_eq!(
+        v["inventory"]["allVolumes"].as_array().map(Vec::len),
+        Some(2),
+        "the VM's reply carries its volumes: {v}"
+    );
     assert!(domain_disks(&nodes, &host2, &vm2).await.contains(&path));
     check_volume(r, &nodes, &vol).await;
 

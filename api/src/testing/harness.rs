@@ -114,7 +114,7 @@ impl Effects for MemEffects<'_> {
                 Response::Call(match job {
                     None => CallOutcome::Answer(Box::new(resp)),
                     Some(ticket) => {
-                        let (success, result) = job::render(&ticket.reply_class, &resp);
+                        let (success, result) = job::render(&**t, &ticket.reply_class, &resp);
                         let now = 1_000 * u64::from(self.n);
                         CallOutcome::Accepted(Box::new(ApiJob {
                             version: job::RECORD_VERSION,

@@ -45,6 +45,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         ok("CreateVmInstance", &admin, create_body(&i, run), |h, r| {
             assert_eq!(r["inventory"]["state"], "Running");
             assert_eq!(r["inventory"]["vmNics"][0]["ip"], "192.168.1.10");
+            assert_eq!(r["inventory"]["allVolumes"][0]["type"], "Root");
             assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", VM)), 1);
         })
         .given(&admin, "ReconnectPrimaryStorage", json!({"uuid": i.local})),

@@ -278,4 +278,15 @@ impl Reply for VmResult {
             VmResult::Volume(v) => Some(resource::inventory(v.as_ref())),
         }
     }
+
+    // A VM's reply carries its volumes (`allVolumes`), as its query does.
+    fn reply_in(&self, txn: &dyn StateTxn) -> ReplyFields {
+        match self {
+            VmResult::Inventory(v) => match resource::full_inventory(txn, v.as_ref()) {
+                Ok(inv) => inventory_reply(Some(inv)),
+                Err(_) => self.reply(),
+            },
+            _ => self.reply(),
+        }
+    }
 }
