@@ -138,6 +138,21 @@ pub trait HostBackend: Send + Sync {
     fn create_volume(&self, s: &StorageSpec, v: &VolumeRequest) -> Result<pb::VolumeFile, OpError>;
     /// Remove the volume's file (whether there was one); refused while a domain uses it.
     fn delete_volume(&self, s: &StorageSpec, volume_uuid: &str) -> Result<bool, OpError>;
+    /// Plug `disk` (a volume file of this host) into the running or paused domain of `vm`;
+    /// a domain already using the file is answered as it is.
+    fn attach_disk(&self, vm: &str, disk: &pb::DiskSpec) -> Result<pb::Domain, OpError>;
+    /// Unplug the file `path` from the domain of `vm`; a domain without it (or no domain) is
+    /// answered as it is.
+    fn detach_disk(&self, vm: &str, path: &str) -> Result<Option<pb::Domain>, OpError>;
+    /// Grow the volume's file to `size_bytes` (a larger file is answered as it is): through
+    /// the running domain `vm` that uses it, else offline (refused while a domain uses it).
+    fn resize_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        size_bytes: u64,
+        vm: Option<&str>,
+    ) -> Result<pb::VolumeFile, OpError>;
     /// Whether the calls above block on I/O (libvirt, the file system) and must run off the
     /// async workers; the simulator answers from memory.
     fn blocking(&self) -> bool {

@@ -297,17 +297,7 @@ pub fn build(spec: &pb::VmSpec, ty: DomainType) -> Result<String, SpecError> {
     let mut disks: Vec<&pb::DiskSpec> = spec.disks.iter().collect();
     disks.sort_by_key(|d| d.device_id);
     for d in disks {
-        let format = disk_format(&d.format).map_err(fail)?;
-        let dev = char::from(b'a' + (d.device_id as u8));
-        let _ = write!(
-            x,
-            "    <disk type='file' device='disk'>\n      \
-             <driver name='qemu' type='{format}' cache='none'/>\n      \
-             <source file='{}'/>\n      \
-             <target dev='vd{dev}' bus='virtio'/>\n    \
-             </disk>\n",
-            escape(&d.path),
-        );
+        x.push_str(&disk_xml(d).map_err(fail)?);
     }
     if !spec.iso_path.is_empty() {
         // IDE: the i440fx ('pc') machine has an IDE controller built in, so the CD-ROM needs
@@ -371,6 +361,68 @@ pub fn vnc_port(xml: &str) -> u32 {
         .find(|p| *p > 0)
         .and_then(|p| u32::try_from(p).ok())
         .unwrap_or(0)
+}
+
+/// One volume's `<disk>` element: virtio, `vd` + the device id's letter. What a start
+/// builds into the domain and a live attach plugs in, so both give the same device.
+pub fn disk_xml(d: &pb::DiskSpec) -> Result<String, String> {
+    check_path(&format!("disk {}", d.volume_uuid), &d.path)?;
+    let format = disk_format(&d.format)?;
+    if d.device_id >= MAX_DISKS {
+        return Err(format!(
+            "disk {} has device id {}; at most {MAX_DISKS} disks (vda..vdz) are attached",
+            d.volume_uuid, d.device_id
+        ));
+    }
+    let dev = char::from(b'a' + u8::try_from(d.device_id).unwrap_or(0));
+    Ok(format!(
+        "    <disk type='file' device='disk'>\n      \
+         <driver name='qemu' type='{format}' cache='none'/>\n      \
+         <source file='{}'/>\n      \
+         <target dev='vd{dev}' bus='virtio'/>\n    \
+         </disk>\n",
+        escape(&d.path),
+    ))
+}
+
+/// The target device (`vdb`) of the disk whose source is `path`, if the domain has one.
+pub fn disk_target(xml: &str, path: &str) -> Result<Option<String>, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    Ok(doc
+        .descendants()
+        .filter(|n| n.has_tag_name("disk"))
+        .find(|d| {
+            d.children()
+                .any(|c| c.has_tag_name("source") && c.attribute("file") == Some(path))
+        })
+        .and_then(|d| d.children().find(|c| c.has_tag_name("target")))
+        .and_then(|t| t.attribute("dev"))
+        .map(str::to_string))
+}
+
+/// The domain XML with `disk` (a [`disk_xml`] element) added to its devices.
+pub fn with_disk(xml: &str, disk: &str) -> Result<String, String> {
+    let at = xml
+        .rfind("</devices>")
+        .ok_or("domain XML has no <devices> element")?;
+    Ok(format!("{}{disk}{}", &xml[..at], &xml[at..]))
+}
+
+/// The domain XML without the disk whose source is `path` (unchanged when it has none).
+pub fn without_disk(xml: &str, path: &str) -> Result<String, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    let range = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("disk"))
+        .find(|d| {
+            d.children()
+                .any(|c| c.has_tag_name("source") && c.attribute("file") == Some(path))
+        })
+        .map(|d| d.range());
+    Ok(match range {
+        Some(r) => format!("{}{}", &xml[..r.start], &xml[r.end..]),
+        None => xml.to_string(),
+    })
 }
 
 /// The files a domain's disks use (`<disk><source file=…>`), CD-ROMs included.
@@ -547,6 +599,27 @@ mod tests {
             disk_files(&xml).unwrap(),
             [want[0].1, want[1].1, "/ps/imagecache/images/iso1.iso"]
         );
+    }
+
+    #[test]
+    fn a_disk_added_and_removed_leaves_the_other_disks_as_they_were() {
+        let xml = build(&spec(), DomainType::Test).unwrap();
+        let disk = pb::DiskSpec {
+            volume_uuid: "data0000000000000000000000000002".into(),
+            path: "/ps/volumes/data0000000000000000000000000002.qcow2".into(),
+            format: "qcow2".into(),
+            device_id: 2,
+        };
+        let added = with_disk(&xml, &disk_xml(&disk).unwrap()).unwrap();
+        assert_eq!(
+            disk_target(&added, &disk.path).unwrap().as_deref(),
+            Some("vdc")
+        );
+        assert!(disk_files(&added).unwrap().contains(&disk.path));
+        let removed = without_disk(&added, &disk.path).unwrap();
+        assert_eq!(disk_files(&removed).unwrap(), disk_files(&xml).unwrap());
+        assert_eq!(disk_target(&removed, &disk.path).unwrap(), None);
+        assert_eq!(without_disk(&removed, &disk.path).unwrap(), removed);
     }
 
     #[test]

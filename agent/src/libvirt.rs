@@ -361,6 +361,32 @@ impl LibvirtBackend {
         })
     }
 
+    /// The domains, defined or running, whose disks use the file `path`.
+    fn users_of(&self, path: &Path) -> Result<Vec<String>, OpError> {
+        // Every domain, defined or running: a definition still pointing at the file would
+        // start a VM on a missing disk.
+        let files = self.with(|c| {
+            let mut out = Vec::new();
+            for d in c.list_all_domains(0)? {
+                let xml = match d.xml_desc(0) {
+                    Ok(x) => x,
+                    Err(e) if e.code().is_known_and(|n| n == ErrorNumber::NoDomain) => continue,
+                    Err(e) => return Err(e),
+                };
+                out.push((d.name()?, xml));
+            }
+            Ok(out)
+        })?;
+        let mut users = Vec::new();
+        for (name, xml) in files {
+            let disks = domain_xml::disk_files(&xml).map_err(OpError::Failed)?;
+            if disks.iter().any(|f| volumes::same_file(Path::new(f), path)) {
+                users.push(name);
+            }
+        }
+        Ok(users)
+    }
+
     /// A call on the domain of `vm`, which must exist.
     fn on_domain(
         &self,
@@ -450,10 +476,14 @@ fn ignore_not_running(r: Result<(), virt::error::Error>) -> Result<(), virt::err
 /// The wire form of a domain; the VNC port from its live XML while it is active.
 fn domain_of(d: &Domain) -> Result<pb::Domain, virt::error::Error> {
     let info = d.info()?;
-    let vnc_port = if d.is_active()? {
-        domain_xml::vnc_port(&d.xml_desc(0)?)
+    let (vnc_port, disk_files) = if d.is_active()? {
+        let xml = d.xml_desc(0)?;
+        (
+            domain_xml::vnc_port(&xml),
+            domain_xml::disk_files(&xml).unwrap_or_default(),
+        )
     } else {
-        0
+        (0, Vec::new())
     };
     Ok(pb::Domain {
         name: d.name()?,
@@ -462,7 +492,23 @@ fn domain_of(d: &Domain) -> Result<pb::Domain, virt::error::Error> {
         vcpus: info.nr_virt_cpu,
         memory_bytes: info.max_mem.saturating_mul(1024),
         vnc_port,
+        disk_files,
     })
+}
+
+/// libvirt's "this driver cannot": the test driver has no device hotplug or block resize.
+fn unsupported(e: &virt::error::Error) -> bool {
+    e.code().is_known_and(|n| n == ErrorNumber::NoSupport)
+}
+
+/// The test driver's stand-in for a hotplug: its domains run no guest, so redefining the
+/// domain with `xml` and starting it again changes nothing a guest could see, and the live
+/// XML then shows the device as a real hotplug would.
+fn redefine_running(c: &Connect, d: &Domain, xml: &str) -> Result<Domain, virt::error::Error> {
+    ignore_not_running(d.destroy())?;
+    let d = c.define_domain_xml(xml)?;
+    d.create()?;
+    Ok(d)
 }
 
 impl HostBackend for LibvirtBackend {
@@ -752,33 +798,134 @@ impl HostBackend for LibvirtBackend {
         )
     }
 
+    fn attach_disk(&self, vm: &str, disk: &pb::DiskSpec) -> Result<pb::Domain, OpError> {
+        let element = domain_xml::disk_xml(disk).map_err(OpError::Invalid)?;
+        if !Path::new(&disk.path).is_file() {
+            return Err(OpError::WrongState(format!(
+                "VM {vm}: the file {} of volume {} is not on this host: create it first",
+                disk.path, disk.volume_uuid
+            )));
+        }
+        let test = self.domain_type()? == DomainType::Test;
+        let d = self.vm(vm, |c| {
+            let d = lookup(c, vm)?.ok_or_else(|| {
+                Fail::Op(OpError::NotFound(format!("VM {vm} is not on this host")))
+            })?;
+            let xml = d.xml_desc(0)?;
+            if domain_xml::disk_target(&xml, &disk.path)
+                .map_err(|e| Fail::Op(OpError::Failed(e)))?
+                .is_some()
+            {
+                // A repeated attach: the disk is in already.
+                return Ok(domain_of(&d)?);
+            }
+            let flags = virt::sys::VIR_DOMAIN_AFFECT_LIVE | virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+            match d.attach_device_flags(&element, flags) {
+                Ok(()) => Ok(domain_of(&d)?),
+                Err(e) if unsupported(&e) && test => {
+                    let inactive = d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)?;
+                    let next = domain_xml::with_disk(&inactive, &element)
+                        .map_err(|e| Fail::Op(OpError::Failed(e)))?;
+                    Ok(domain_of(&redefine_running(c, &d, &next)?)?)
+                }
+                Err(e) => Err(Fail::Libvirt(e)),
+            }
+        })?;
+        tracing::info!(vm, volume = %disk.volume_uuid, device = disk.device_id, "volume attached");
+        Ok(d)
+    }
+
+    fn detach_disk(&self, vm: &str, path: &str) -> Result<Option<pb::Domain>, OpError> {
+        let test = self.domain_type()? == DomainType::Test;
+        let d = self.vm(vm, |c| {
+            let Some(d) = lookup(c, vm)? else {
+                return Ok(None);
+            };
+            let xml = d.xml_desc(0)?;
+            let Some(target) =
+                domain_xml::disk_target(&xml, path).map_err(|e| Fail::Op(OpError::Failed(e)))?
+            else {
+                return Ok(Some(domain_of(&d)?));
+            };
+            // libvirt finds the disk by its target; the rest must match what it has.
+            let element = format!(
+                "<disk type='file' device='disk'><source file='{}'/><target dev='{}' bus='virtio'/></disk>",
+                domain_xml::escape(path),
+                domain_xml::escape(&target)
+            );
+            let flags = virt::sys::VIR_DOMAIN_AFFECT_LIVE | virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+            match d.detach_device_flags(&element, flags) {
+                Ok(()) => Ok(Some(domain_of(&d)?)),
+                Err(e) if unsupported(&e) && test => {
+                    let inactive = d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)?;
+                    let next = domain_xml::without_disk(&inactive, path)
+                        .map_err(|e| Fail::Op(OpError::Failed(e)))?;
+                    Ok(Some(domain_of(&redefine_running(c, &d, &next)?)?))
+                }
+                Err(e) => Err(Fail::Libvirt(e)),
+            }
+        })?;
+        tracing::info!(vm, path, "volume detached");
+        Ok(d)
+    }
+
+    fn resize_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        size_bytes: u64,
+        vm: Option<&str>,
+    ) -> Result<pb::VolumeFile, OpError> {
+        let dir = Path::new(s.dir());
+        let (path, f) = volumes::existing_file(dir, volume_uuid)?;
+        if f.virtual_size >= size_bytes {
+            return Ok(f);
+        }
+        let users = self.users_of(&path)?;
+        let Some(vm) = vm else {
+            if !users.is_empty() {
+                return Err(OpError::WrongState(format!(
+                    "volume {volume_uuid} ({}) is in use by domain {}: resize it through the VM",
+                    path.display(),
+                    users.join(", ")
+                )));
+            }
+            return volumes::resize(dir, volume_uuid, size_bytes);
+        };
+        if !users.iter().any(|u| u == vm) {
+            // The VM stopped meanwhile: nothing holds the file open.
+            return volumes::resize(dir, volume_uuid, size_bytes);
+        }
+        let test = self.domain_type()? == DomainType::Test;
+        let shown = path.display().to_string();
+        let offline = self.vm(vm, |c| {
+            let d = lookup(c, vm)?.ok_or_else(|| {
+                Fail::Op(OpError::NotFound(format!("VM {vm} is not on this host")))
+            })?;
+            match d.block_resize(&shown, size_bytes, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES) {
+                Ok(()) => Ok(false),
+                // No QEMU holds the test driver's files: the file itself is grown.
+                Err(e) if unsupported(&e) && test => Ok(true),
+                Err(e) => Err(Fail::Libvirt(e)),
+            }
+        })?;
+        if offline {
+            return volumes::resize(dir, volume_uuid, size_bytes);
+        }
+        let (_, f) = volumes::existing_file(dir, volume_uuid)?;
+        tracing::info!(
+            vm,
+            volume = volume_uuid,
+            virtual_size = f.virtual_size,
+            "volume resized live"
+        );
+        Ok(f)
+    }
+
     fn delete_volume(&self, s: &StorageSpec, volume_uuid: &str) -> Result<bool, OpError> {
         volumes::check_volume_uuid(volume_uuid)?;
         let path = volumes::volume_path(Path::new(s.dir()), volume_uuid);
-        // Every domain, defined or running: a definition still pointing at the file would
-        // start a VM on a missing disk.
-        let files = self.with(|c| {
-            let mut out = Vec::new();
-            for d in c.list_all_domains(0)? {
-                let xml = match d.xml_desc(0) {
-                    Ok(x) => x,
-                    Err(e) if e.code().is_known_and(|n| n == ErrorNumber::NoDomain) => continue,
-                    Err(e) => return Err(e),
-                };
-                out.push((d.name()?, xml));
-            }
-            Ok(out)
-        })?;
-        let mut users = Vec::new();
-        for (name, xml) in files {
-            let disks = domain_xml::disk_files(&xml).map_err(OpError::Failed)?;
-            if disks
-                .iter()
-                .any(|f| volumes::same_file(Path::new(f), &path))
-            {
-                users.push(name);
-            }
-        }
+        let users = self.users_of(&path)?;
         if !users.is_empty() {
             return Err(OpError::WrongState(format!(
                 "volume {volume_uuid} ({}) is in use by domain {}: stop the VM first",

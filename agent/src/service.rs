@@ -978,4 +978,74 @@ impl Agent for AgentService {
             capacity: Some(cap),
         }))
     }
+    async fn attach_volume(
+        &self,
+        req: Request<pb::AttachVolumeRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "AttachVolume",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                let disk = r
+                    .disk
+                    .clone()
+                    .ok_or_else(|| Status::invalid_argument("attach names no disk"))?;
+                volumes::check_volume_uuid(&disk.volume_uuid).map_err(op_status)?;
+                Ok((r.vm_uuid.clone(), move |b: &dyn HostBackend, vm: &str| {
+                    b.attach_disk(vm, &disk).map(Some)
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn detach_volume(
+        &self,
+        req: Request<pb::DetachVolumeRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "DetachVolume",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                if r.path.is_empty() {
+                    return Err(Status::invalid_argument("detach names no file"));
+                }
+                let path = r.path.clone();
+                Ok((r.vm_uuid.clone(), move |b: &dyn HostBackend, vm: &str| {
+                    b.detach_disk(vm, &path)
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn resize_volume(
+        &self,
+        req: Request<pb::ResizeVolumeRequest>,
+    ) -> Result<Response<pb::ResizeVolumeReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        volumes::check_volume_uuid(&r.volume_uuid).map_err(op_status)?;
+        if r.size_bytes == 0 {
+            return Err(Status::invalid_argument("resize names no size"));
+        }
+        let vm = (!r.vm_uuid.is_empty()).then_some(r.vm_uuid);
+        if let Some(v) = &vm {
+            vm_uuid_of(v)?;
+        }
+        let storage = slot.storage(&r.primary_storage_uuid)?;
+        let uuid = r.volume_uuid;
+        let size = r.size_bytes;
+        let file = on_slot(&slot, move |s| {
+            s.volume_op(&uuid, true, |b| {
+                b.resize_volume(&storage, &uuid, size, vm.as_deref())
+            })
+        })
+        .await?
+        .map_err(op_status)?;
+        Ok(Response::new(pb::ResizeVolumeReply { file: Some(file) }))
+    }
 }

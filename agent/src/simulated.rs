@@ -56,6 +56,15 @@ impl SimState {
             .ok_or_else(|| OpError::NotFound(format!("VM {vm} is not on this host")))
     }
 
+    /// The domain's disk list changed: its record follows.
+    fn set_disks(&mut self, vm: &str, files: Vec<String>) -> Result<pb::Domain, OpError> {
+        let d = self.domain_mut(vm)?;
+        d.disk_files.clone_from(&files);
+        let d = d.clone();
+        self.disks.insert(vm.to_string(), files);
+        Ok(d)
+    }
+
     fn remove(&mut self, vm: &str) {
         self.domains.retain(|d| d.name != vm);
         self.disks.remove(vm);
@@ -166,6 +175,7 @@ impl HostBackend for SimulatedBackend {
             vcpus: spec.cpu_num,
             memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
             vnc_port: g.free_vnc_port(),
+            disk_files: spec.disks.iter().map(|d| d.path.clone()).collect(),
         };
         g.disks.insert(
             vm.to_string(),
@@ -308,6 +318,63 @@ impl HostBackend for SimulatedBackend {
         Ok(g.volumes.remove(&path).is_some())
     }
 
+    fn attach_disk(&self, vm: &str, disk: &pb::DiskSpec) -> Result<pb::Domain, OpError> {
+        let mut g = self.state();
+        let mut files = g.domain_mut(vm)?.disk_files.clone();
+        if files.contains(&disk.path) {
+            return g.domain_mut(vm).cloned();
+        }
+        if !g.volumes.contains_key(&disk.path) {
+            return Err(OpError::WrongState(format!(
+                "VM {vm}: the file {} of volume {} is not on this host: create it first",
+                disk.path, disk.volume_uuid
+            )));
+        }
+        files.push(disk.path.clone());
+        g.set_disks(vm, files)
+    }
+
+    fn detach_disk(&self, vm: &str, path: &str) -> Result<Option<pb::Domain>, OpError> {
+        let mut g = self.state();
+        let Ok(d) = g.domain_mut(vm) else {
+            return Ok(None);
+        };
+        let mut files = d.disk_files.clone();
+        files.retain(|f| f != path);
+        g.set_disks(vm, files).map(Some)
+    }
+
+    fn resize_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        size_bytes: u64,
+        vm: Option<&str>,
+    ) -> Result<pb::VolumeFile, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        let path = volumes::volume_path(Path::new(s.dir()), volume_uuid)
+            .display()
+            .to_string();
+        let mut g = self.state();
+        let user = g
+            .disks
+            .iter()
+            .find(|(_, files)| files.contains(&path))
+            .map(|(vm, _)| vm.clone());
+        if let Some(u) = &user {
+            if vm != Some(u.as_str()) {
+                return Err(OpError::WrongState(format!(
+                    "volume {volume_uuid} ({path}) is in use by domain {u}: resize it through that VM"
+                )));
+            }
+        }
+        let f = g.volumes.get_mut(&path).ok_or_else(|| {
+            OpError::WrongState(format!("volume {volume_uuid} ({path}) is not on this host"))
+        })?;
+        f.virtual_size = f.virtual_size.max(size_bytes);
+        Ok(f.clone())
+    }
+
     fn blocking(&self) -> bool {
         false
     }
@@ -431,5 +498,58 @@ mod tests {
         );
         source.migrate_vm(VM, "").unwrap();
         assert_eq!(destination.domains().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_simulated_data_volume_plugs_in_grows_and_unplugs_like_a_real_one() {
+        let b = SimulatedBackend::new("10.0.0.1");
+        let s = storage();
+        let blank = |uuid: &str, size_bytes| VolumeRequest {
+            volume_uuid: uuid.into(),
+            backing: None,
+            size_bytes,
+        };
+        let root = b.create_volume(&s, &blank(VOL, 1 << 30)).unwrap();
+        let data_uuid = "aaaabbbbccccddddeeeeffff00002222";
+        let data = b.create_volume(&s, &blank(data_uuid, 64 << 20)).unwrap();
+        let disk = pb::DiskSpec {
+            volume_uuid: data_uuid.into(),
+            path: data.path.clone(),
+            format: "qcow2".into(),
+            device_id: 1,
+        };
+        assert!(matches!(
+            b.attach_disk(VM, &disk),
+            Err(OpError::NotFound(_))
+        ));
+        b.start_vm(&spec(&root.path)).unwrap();
+        for _ in 0..2 {
+            let d = b.attach_disk(VM, &disk).unwrap();
+            assert_eq!(d.disk_files, vec![root.path.clone(), data.path.clone()]);
+        }
+        // In use: neither deleted nor resized behind the VM's back; through it, it grows.
+        assert!(matches!(
+            b.delete_volume(&s, data_uuid),
+            Err(OpError::WrongState(_))
+        ));
+        assert!(matches!(
+            b.resize_volume(&s, data_uuid, 128 << 20, None),
+            Err(OpError::WrongState(_))
+        ));
+        let f = b.resize_volume(&s, data_uuid, 128 << 20, Some(VM)).unwrap();
+        assert_eq!(f.virtual_size, 128 << 20);
+        assert_eq!(
+            b.resize_volume(&s, data_uuid, 1 << 20, Some(VM))
+                .unwrap()
+                .virtual_size,
+            128 << 20
+        );
+        for _ in 0..2 {
+            let d = b.detach_disk(VM, &data.path).unwrap().unwrap();
+            assert_eq!(d.disk_files, vec![root.path.clone()]);
+        }
+        assert!(b.delete_volume(&s, data_uuid).unwrap());
+        b.destroy_vm(VM).unwrap();
+        assert_eq!(b.detach_disk(VM, &data.path).unwrap(), None);
     }
 }

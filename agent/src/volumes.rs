@@ -360,6 +360,45 @@ pub fn delete(storage_dir: &Path, uuid: &str) -> Result<bool, OpError> {
     Ok(deleted)
 }
 
+/// The volume file of `uuid`, which must exist.
+pub fn existing_file(storage_dir: &Path, uuid: &str) -> Result<(PathBuf, pb::VolumeFile), OpError> {
+    check_volume_uuid(uuid)?;
+    let path = volume_path(storage_dir, uuid);
+    if !path.is_file() {
+        return Err(OpError::WrongState(format!(
+            "volume {uuid} has no file {} on this host",
+            path.display()
+        )));
+    }
+    let i = info(&path)?;
+    Ok((path.clone(), file_of(&path, &i)))
+}
+
+/// Grow volume `uuid`'s file to `size` bytes offline (`qemu-img resize`); a file already
+/// that large is answered as it is, so a repeated resize does nothing, and a file is never
+/// shrunk (the guest's file system would lose its end). The caller makes sure no domain
+/// uses the file.
+pub fn resize(storage_dir: &Path, uuid: &str, size: u64) -> Result<pb::VolumeFile, OpError> {
+    let (path, f) = existing_file(storage_dir, uuid)?;
+    if f.virtual_size >= size {
+        return Ok(f);
+    }
+    qemu_img(&[
+        "resize".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        path.as_os_str(),
+        size.to_string().as_ref(),
+    ])?;
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(io("sync", &path))?;
+    let i = info(&path)?;
+    tracing::info!(volume = uuid, path = %path.display(), virtual_size = i.virtual_size, "volume resized");
+    Ok(file_of(&path, &i))
+}
+
 /// Whether two paths name the same file (by what they resolve to when both exist).
 pub fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
@@ -534,6 +573,34 @@ mod tests {
         let f = create(d.path(), VOL, Some(img.to_str().unwrap()), 0).unwrap();
         assert_eq!(f.virtual_size, 64 << 20);
         assert_eq!(names(&d.path().join(VOLUMES_DIR)), [format!("{VOL}.qcow2")]);
+    }
+
+    #[test]
+    fn resize_grows_only_and_is_idempotent() {
+        let (d, _) = storage();
+        let dir = d.path().to_path_buf();
+        let uuid = "0123456789abcdef0123456789abcde1";
+        create(&dir, uuid, None, 64 << 20).unwrap();
+        let f = resize(&dir, uuid, 128 << 20).unwrap();
+        assert_eq!(f.virtual_size, 128 << 20);
+        assert_eq!(
+            info(&volume_path(&dir, uuid)).unwrap().virtual_size,
+            128 << 20
+        );
+        // Asked again, or asked for less: the file stays as it is.
+        assert_eq!(
+            resize(&dir, uuid, 128 << 20).unwrap().virtual_size,
+            128 << 20
+        );
+        assert_eq!(
+            resize(&dir, uuid, 32 << 20).unwrap().virtual_size,
+            128 << 20
+        );
+        let missing = "0123456789abcdef0123456789abcde2";
+        assert!(matches!(
+            resize(&dir, missing, 1 << 30),
+            Err(OpError::WrongState(_))
+        ));
     }
 
     #[test]

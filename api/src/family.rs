@@ -255,6 +255,12 @@ pub trait Reply {
     fn reply(&self) -> ReplyFields {
         inventory_reply(self.inventory())
     }
+    /// The reply fields of a flow's answer, rendered in the apply that finishes its job, so
+    /// they may read state (joined fields such as a VM's `allVolumes`). The same as
+    /// [`Reply::reply`] unless the family says otherwise.
+    fn reply_in(&self, _txn: &dyn StateTxn) -> ReplyFields {
+        self.reply()
+    }
 }
 
 /// The reply of an answer that carries one inventory.

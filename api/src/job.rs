@@ -381,8 +381,8 @@ pub fn chain_busy(txn: &dyn StateTxn, chain: &str) -> Result<bool, ApiError> {
 
 /// Render a command's response as ZStack's result text in `reply_class`.
 #[cfg(test)]
-pub(crate) fn render(reply_class: &str, resp: &Response) -> (bool, String) {
-    render_outcome(reply_class, resp.reply())
+pub(crate) fn render(txn: &dyn StateTxn, reply_class: &str, resp: &Response) -> (bool, String) {
+    render_outcome(reply_class, resp.reply_in(txn))
 }
 
 fn render_outcome(
@@ -584,7 +584,7 @@ fn advanced(txn: &mut dyn StateTxn, ctx: &ApplyCtx, mut job: ApiJob) -> Result<A
         run.percent = None;
         if run.done >= total {
             let outcome = match run.response.as_deref() {
-                Some(resp) => resp.reply(),
+                Some(resp) => resp.reply_in(&*txn),
                 None => Ok(Map::new()),
             };
             return finish(txn, ctx, job, outcome);

@@ -121,6 +121,14 @@ macro_rules! registry {
                     $( Response::$variant(o) => crate::family::Reply::reply(o), )*
                 }
             }
+
+            /// [`Response::reply`] rendered with the state at hand (`Reply::reply_in`).
+            pub fn reply_in(&self, txn: &dyn StateTxn) -> Result<Map<String, Value>, Refusal> {
+                match self {
+                    Response::Refused(e) => Err(crate::plan::refusal_of(e)),
+                    $( Response::$variant(o) => crate::family::Reply::reply_in(o, txn), )*
+                }
+            }
         }
 
         fn dispatch(

@@ -214,6 +214,7 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
         Arc::new(sweepers::api_result_sweeper()),
         Arc::new(sweepers::audit_sweeper()),
         Arc::new(sweepers::vm_expunge_sweeper()),
+        Arc::new(sweepers::volume_expunge_sweeper()),
         Arc::new(ha::duties::vm_reconciler::VmReconciler::new(Arc::new(
             crate::agent_client::TrackerAgents::new(agents.clone(), proto::agent::DEFAULT_PORT),
         ))),

@@ -32,6 +32,7 @@ pub mod storage_agents;
 pub mod store_connect;
 pub mod timing;
 pub mod vm_agents;
+pub mod volume_agents;
 pub mod zstack_api;
 
 #[cfg(all(feature = "seeded-bugs", not(debug_assertions)))]

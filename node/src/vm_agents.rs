@@ -34,7 +34,7 @@ use crate::agent_client::SharedAgents;
 use crate::image_agents::ImageStores;
 
 /// Bound on a domain call (a graceful stop waits for the guest up to its own timeout).
-const VM_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const VM_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound on caching an image and creating a volume (a download of the whole image).
 const VOLUME_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a graceful stop waits for the guest before the domain is destroyed.
@@ -61,11 +61,11 @@ struct Payload {
     evacuation: Option<Evacuation>,
 }
 
-fn failed(details: String) -> EffectError {
+pub(crate) fn failed(details: String) -> EffectError {
     EffectError::Failed(Refusal::new(Code::OperationFailure, details))
 }
 
-fn call_failure(e: AgentCallError, what: &str) -> EffectError {
+pub(crate) fn call_failure(e: AgentCallError, what: &str) -> EffectError {
     match e {
         // Deposed: the step is the next leader's to run.
         AgentCallError::StaleTerm { message, .. } => EffectError::Indeterminate(message),
@@ -94,17 +94,17 @@ impl VmAgents {
         }
     }
 
-    fn request<T>(&self, body: T, timeout: Duration) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, body: T, timeout: Duration) -> tonic::Request<T> {
         let mut r = tonic::Request::new(body);
         r.set_timeout(timeout);
         r
     }
 
-    fn header(&self, term: u64, t: &Target) -> Option<pb::Header> {
+    pub(crate) fn header(&self, term: u64, t: &Target) -> Option<pb::Header> {
         Some(self.clients.header(term, &t.host_uuid))
     }
 
-    fn client(
+    pub(crate) fn client(
         &self,
         t: &Target,
         what: &str,
@@ -135,6 +135,10 @@ impl VmAgents {
         let action = action.to_string();
         let payload = payload.to_string();
         Box::pin(async move {
+            if let Some(out) = this.volume_action(&action, &payload, term).await {
+                progress(100);
+                return out;
+            }
             let p: Payload = serde_json::from_str(&payload)
                 .map_err(|e| failed(format!("bad VM step payload: {e}")))?;
             progress(10);
@@ -171,7 +175,12 @@ impl VmAgents {
             .ok_or_else(|| failed(format!("VM[uuid:{}]: the step carries no spec", p.vm_uuid)))
     }
 
-    async fn prepare(&self, t: &Target, s: &Storage, term: u64) -> Result<(), EffectError> {
+    pub(crate) async fn prepare(
+        &self,
+        t: &Target,
+        s: &Storage,
+        term: u64,
+    ) -> Result<(), EffectError> {
         let what = format!(
             "preparing primary storage[uuid:{}] on host[uuid:{}]",
             s.uuid, t.host_uuid

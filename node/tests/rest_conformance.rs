@@ -550,8 +550,28 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         // The VM's root volume is on local storage: it cannot migrate live (one host anyway).
         case("MigrateVm", |x| json!({"vmInstanceUuid": w(x, "vm")})).expect(Expect::Code("SYS.1006")),
         case("GetVmMigrationCandidateHosts", |x| json!({"vmInstanceUuid": w(x, "vm")})).expect(Expect::Code("SYS.1006")),
+        case("CreateDataVolume", |_| json!({"name": "data-1", "diskSize": 1073741824u64})).saves("vol"),
+        case("CreateDataVolume", |x| json!({"name": "data-2", "diskOfferingUuid": w(x, "dof")})).saves("vol2"),
+        case("CreateDataVolume", |_| json!({"name": "data-3"})).expect(Expect::Code("SYS.1007")),
+        case("ChangeVolumeState", st("vol", "disable")),
+        case("ChangeVolumeState", st("vol", "enable")),
+        case("GetVmAttachableDataVolume", |x| json!({"vmInstanceUuid": w(x, "vm")})),
+        case("GetDataVolumeAttachableVm", |x| json!({"volumeUuid": w(x, "vol")})),
+        case("AttachDataVolumeToVm", |x| json!({"volumeUuid": w(x, "vol"), "vmInstanceUuid": w(x, "vm")})),
+        case("AttachDataVolumeToVm", |x| json!({"volumeUuid": w(x, "vol"), "vmInstanceUuid": w(x, "vm")}))
+            .expect(Expect::Code("SYS.1006")),
+        case("ResizeDataVolume", |x| json!({"uuid": w(x, "vol"), "size": 2147483648u64})),
+        // The root volume's uuid is derived from its VM's.
+        case("ResizeRootVolume", |x| json!({"uuid": api::params::derive_uuid(w(x, "vm2"), 0), "size": 67108864u64})),
+        case("DetachDataVolumeFromVm", uuid("vol")),
     ];
     let teardown = vec![
+        case("DeleteDataVolume", uuid("vol2")),
+        case("RecoverDataVolume", uuid("vol2")),
+        case("DeleteDataVolume", uuid("vol2")),
+        case("ExpungeDataVolume", uuid("vol2")),
+        case("DeleteDataVolume", uuid("vol")),
+        case("ExpungeDataVolume", uuid("vol")),
         case("DestroyVmInstance", uuid("vm2")),
         case("RecoverVmInstance", uuid("vm2")),
         case("DestroyVmInstance", uuid("vm2")),

@@ -344,6 +344,8 @@ struct Infra {
     key: String,
     user: String,
     vm: String,
+    /// A data volume of the admin's, attached to `vm`.
+    volume: String,
 }
 
 impl Infra {
@@ -582,6 +584,19 @@ impl Setup<'_> {
                    "l3NetworkUuids": [l3]}),
             )
             .await;
+        let volume = self
+            .uuid(
+                s,
+                "CreateDataVolume",
+                json!({"name": "admin-data", "diskSize": 1073741824u64}),
+            )
+            .await;
+        self.ok(
+            s,
+            "AttachDataVolumeToVm",
+            json!({"volumeUuid": volume, "vmInstanceUuid": vm}),
+        )
+        .await;
         Infra {
             session: admin.to_string(),
             zone,
@@ -604,6 +619,7 @@ impl Setup<'_> {
             key,
             user,
             vm,
+            volume,
         }
     }
 
@@ -946,6 +962,46 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
         add(call, vec![denied(uuid(&i.vm))]);
     }
     add("UpdateVmInstance", vec![denied(rename(&i.vm))]);
+
+    // ---- Data volumes: B can neither make one from the admin's offering nor touch the
+    // admin's volume or VM through a volume call.
+    add(
+        "CreateDataVolume",
+        vec![denied(json!({"name": "b-data", "diskOfferingUuid": i.dof}))],
+    );
+    add(
+        "AttachDataVolumeToVm",
+        vec![denied(
+            json!({"volumeUuid": i.volume, "vmInstanceUuid": i.vm}),
+        )],
+    );
+    for call in [
+        "DetachDataVolumeFromVm",
+        "DeleteDataVolume",
+        "RecoverDataVolume",
+        "ExpungeDataVolume",
+    ] {
+        add(call, vec![denied(uuid(&i.volume))]);
+    }
+    add("ChangeVolumeState", vec![denied(state(&i.volume))]);
+    add(
+        "ResizeDataVolume",
+        vec![denied(json!({"uuid": i.volume, "size": 4294967296u64}))],
+    );
+    add(
+        "ResizeRootVolume",
+        vec![denied(
+            json!({"uuid": api::params::derive_uuid(&i.vm, 0), "size": 4294967296u64}),
+        )],
+    );
+    add(
+        "GetVmAttachableDataVolume",
+        vec![denied(json!({"vmInstanceUuid": i.vm}))],
+    );
+    add(
+        "GetDataVolumeAttachableVm",
+        vec![denied(json!({"volumeUuid": i.volume}))],
+    );
     add(
         "MigrateVm",
         vec![

@@ -824,3 +824,374 @@ async fn vm_bench_creates_per_second() {
     );
     let _ = (&w.td, &w.nodes, &w.agents, &w.hosts);
 }
+
+/// The files of VM `vm`'s domain on `host`, as its agent lists them (empty without a domain).
+async fn domain_disks(nodes: &[Proc], host: &str, vm: &str) -> Vec<String> {
+    let c = admin_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no leader answered the domain list"
+        );
+        let status: Value = c
+            .get(format!("http://{}/cluster/status", nodes[0].http))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let Some(leader) = status["leader_id"].as_u64() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let p = &nodes[usize::try_from(leader).unwrap() - 1];
+        let r = c
+            .get(format!("http://{}/cluster/hosts/{host}/domains", p.http))
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() != 200 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let v: Value = r.json().await.unwrap();
+        return v["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == json!(vm))
+            .map(|d| {
+                d["diskFiles"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+}
+
+/// `qemu-img info` of a file: (virtual size, backing file).
+fn qemu_info(path: &str) -> (u64, Option<String>) {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json", path])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qemu-img info {path}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["virtual-size"].as_u64().unwrap(),
+        v["backing-filename"].as_str().map(str::to_string),
+    )
+}
+
+/// The data volume as the API has it equals the file on the agent's storage (virtual size, a
+/// blank volume backed by nothing) and the VM's domain (its file among the domain's disks
+/// exactly when it is attached to a VM that runs).
+async fn check_volume(r: &Rest, nodes: &[Proc], uuid: &str) -> Value {
+    let v = r.get(&format!("/volumes/{uuid}")).await["inventories"][0].clone();
+    if let Some(path) = v["installPath"].as_str() {
+        let (size, backing) = qemu_info(path);
+        assert_eq!(
+            json!(size),
+            v["size"],
+            "volume {uuid}: the file's virtual size"
+        );
+        if v["type"] == "Data" {
+            assert_eq!(backing, None, "a data volume is a blank qcow2");
+        }
+    }
+    if let Some(vm) = v["vmInstanceUuid"].as_str() {
+        let vm = r.get(&format!("/vm-instances/{vm}")).await["inventories"][0].clone();
+        let uuids: Vec<&Value> = vm["allVolumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| &x["uuid"])
+            .collect();
+        assert!(
+            uuids.contains(&&json!(uuid)),
+            "the VM lists its volume: {vm}"
+        );
+        if let Some(host) = vm["hostUuid"].as_str() {
+            let disks = domain_disks(nodes, host, vm["uuid"].as_str().unwrap()).await;
+            let path = v["installPath"].as_str().unwrap();
+            assert!(
+                disks.iter().any(|d| d == path),
+                "the domain has volume {uuid}'s disk {path}: {disks:?}"
+            );
+        }
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
+    let World {
+        td: _td,
+        nodes,
+        agents: _agents,
+        rests,
+        hosts: _hosts,
+        image,
+        l3,
+        io,
+    } = setup(
+        ["127.0.0.95", "127.0.0.96"],
+        ("10.0.0.10", "10.0.0.200", "255.255.255.0"),
+        1,
+        268435456,
+        "10",
+    )
+    .await;
+    let r = &rests[0];
+    let vm = |name: &str, strategy: &str| {
+        json!({"name": name, "instanceOfferingUuid": io, "imageUuid": image,
+               "l3NetworkUuids": [l3], "strategy": strategy})
+    };
+    let running = r.post("/vm-instances", vm("vm-run", "InstantStart")).await["inventory"].clone();
+    let stopped = r
+        .post("/vm-instances", vm("vm-stop", "CreateStopped"))
+        .await["inventory"]
+        .clone();
+    let (vm1, vm2) = (
+        running["uuid"].as_str().unwrap().to_string(),
+        stopped["uuid"].as_str().unwrap().to_string(),
+    );
+    let host1 = running["hostUuid"].as_str().unwrap().to_string();
+    let mib = 1u64 << 20;
+
+    // Created without storage: NotInstantiated, no file anywhere.
+    let created = rests[1]
+        .post(
+            "/volumes/data",
+            json!({"name": "data-1", "diskSize": 64 * mib}),
+        )
+        .await["inventory"]
+        .clone();
+    assert_eq!(created["status"], "NotInstantiated", "{created}");
+    assert!(created.get("installPath").is_none());
+    let vol = created["uuid"].as_str().unwrap().to_string();
+
+    // Attached to the running VM: instantiated on its storage and plugged in live.
+    let (s, v) = rests[2]
+        .send(
+            reqwest::Method::POST,
+            &format!("/volumes/{vol}/vm-instances/{vm1}"),
+            Some(json!({"params": {}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inventory"]["status"], "Ready", "{v}");
+    assert_eq!(v["inventory"]["deviceId"], 1, "{v}");
+    let v = check_volume(r, &nodes, &vol).await;
+    let path = v["installPath"].as_str().unwrap().to_string();
+    assert_eq!(qemu_info(&path).0, 64 * mib);
+    let disks = domain_disks(&nodes, &host1, &vm1).await;
+    assert_eq!(disks.len(), 2, "root and data disk: {disks:?}");
+
+    // Attached again: ZStack's refusal, nothing changes.
+    let (s, v) = r
+        .send(
+            reqwest::Method::POST,
+            &format!("/volumes/{vol}/vm-instances/{vm2}"),
+            Some(json!({"params": {}})),
+        )
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("can't attach again"),
+        "{v}"
+    );
+
+    // Resized live (through the running domain), grow only.
+    let (s, v) = rests[1]
+        .send(
+            reqwest::Method::PUT,
+            &format!("/volumes/data/resize/{vol}/actions"),
+            Some(json!({"resizeDataVolume": {"size": 128 * mib}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inventory"]["size"], 128 * mib, "{v}");
+    check_volume(r, &nodes, &vol).await;
+    assert_eq!(qemu_info(&path).0, 128 * mib);
+    let (s, v) = rests[1]
+        .send(
+            reqwest::Method::PUT,
+            &format!("/volumes/data/resize/{vol}/actions"),
+            Some(json!({"resizeDataVolume": {"size": 64 * mib}})),
+        )
+        .await;
+    assert_eq!(s, 503, "a shrink is refused: {v}");
+    assert_eq!(qemu_info(&path).0, 128 * mib);
+
+    // Detached live: out of the domain, the file stays.
+    let (s, v) = rests[0]
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/volumes/{vol}/vm-instances"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let v = check_volume(r, &nodes, &vol).await;
+    assert!(v.get("vmInstanceUuid").is_none(), "{v}");
+    assert!(!domain_disks(&nodes, &host1, &vm1).await.contains(&path));
+    assert!(Path::new(&path).exists());
+    let (s, v) = rests[0]
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/volumes/{vol}/vm-instances"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 503, "a detached volume is not detached again: {v}");
+
+    // Attached to the stopped VM (no domain to plug into), resized offline, then the VM starts
+    // with the disk.
+    let (s, v) = rests[2]
+        .send(
+            reqwest::Method::POST,
+            &format!("/volumes/{vol}/vm-instances/{vm2}"),
+            Some(json!({"params": {}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = rests[2]
+        .send(
+            reqwest::Method::PUT,
+            &format!("/volumes/data/resize/{vol}/actions"),
+            Some(json!({"resizeDataVolume": {"size": 192 * mib}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    check_volume(r, &nodes, &vol).await;
+    assert_eq!(qemu_info(&path).0, 192 * mib);
+    let (s, v) = r.action(&vm2, "startVmInstance", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inventory"]["state"], "Running", "{v}");
+    let host2 = v["inventory"]["hostUuid"].as_str().unwrap().to_string();
+    assert_eq!(
+        v["inventory"]["allVolumes"].as_array().map(Vec::len),
+        Some(2),
+        "the VM's reply carries its volumes: {v}"
+    );
+    assert!(domain_disks(&nodes, &host2, &vm2).await.contains(&path));
+    check_volume(r, &nodes, &vol).await;
+
+    // The root volume grows too, through the running domain; it stays an overlay of its image.
+    let root = running["rootVolumeUuid"].as_str().unwrap().to_string();
+    let before = check_volume(r, &nodes, &root).await;
+    let root_path = before["installPath"].as_str().unwrap().to_string();
+    let bigger = before["size"].as_u64().unwrap() + 64 * mib;
+    let (s, v) = rests[1]
+        .send(
+            reqwest::Method::PUT,
+            &format!("/volumes/resize/{root}/actions"),
+            Some(json!({"resizeRootVolume": {"size": bigger}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    check_volume(r, &nodes, &root).await;
+    let (size, backing) = qemu_info(&root_path);
+    assert_eq!(size, bigger);
+    assert!(
+        backing.is_some(),
+        "the root volume keeps its image as backing file"
+    );
+
+    // Deleted (Delay): detached live, kept with its file; recovered; deleted and expunged:
+    // file and record gone.
+    let (s, v) = rests[1]
+        .send(reqwest::Method::DELETE, &format!("/volumes/{vol}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let v = check_volume(r, &nodes, &vol).await;
+    assert_eq!(v["status"], "Deleted", "{v}");
+    assert!(!domain_disks(&nodes, &host2, &vm2).await.contains(&path));
+    assert!(Path::new(&path).exists());
+    let (s, v) = rests[2]
+        .send(
+            reqwest::Method::PUT,
+            &format!("/volumes/{vol}/actions"),
+            Some(json!({"recoverDataVolume": {}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inventory"]["status"], "Ready", "{v}");
+    let (s, v) = rests[1]
+        .send(reqwest::Method::DELETE, &format!("/volumes/{vol}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = rests[0]
+        .send(
+            reqwest::Method::PUT,
+            &format!("/volumes/{vol}/actions"),
+            Some(json!({"expungeDataVolume": {}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !Path::new(&path).exists(),
+        "the expunged volume's file {path} is still there"
+    );
+    assert_eq!(
+        r.get(&format!("/volumes/{vol}")).await["inventories"],
+        json!([])
+    );
+    let vms = r.get("/vm-instances").await["inventories"].clone();
+    for vm in vms.as_array().unwrap() {
+        assert_eq!(vm["allVolumes"].as_array().unwrap().len(), 1, "{vm}");
+    }
+
+    // The expunge timer: a volume deleted under Delay goes, file and record, once
+    // volume.expungePeriod passes.
+    r.config("volume", "expungePeriod", "1").await;
+    r.config("volume", "expungeInterval", "1").await;
+    let vol = r
+        .post(
+            "/volumes/data",
+            json!({"name": "data-2", "diskSize": 32 * mib}),
+        )
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = r
+        .send(
+            reqwest::Method::POST,
+            &format!("/volumes/{vol}/vm-instances/{vm1}"),
+            Some(json!({"params": {}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let path = check_volume(r, &nodes, &vol).await["installPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = r
+        .send(reqwest::Method::DELETE, &format!("/volumes/{vol}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!domain_disks(&nodes, &host1, &vm1).await.contains(&path));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = r.get(&format!("/volumes/{vol}")).await;
+        if v["inventories"].as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never expunged: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        !Path::new(&path).exists(),
+        "the expunged volume's file {path} is still there"
+    );
+}

@@ -114,7 +114,7 @@ impl Effects for MemEffects<'_> {
                 Response::Call(match job {
                     None => CallOutcome::Answer(Box::new(resp)),
                     Some(ticket) => {
-                        let (success, result) = job::render(&ticket.reply_class, &resp);
+                        let (success, result) = job::render(&**t, &ticket.reply_class, &resp);
                         let now = 1_000 * u64::from(self.n);
                         CallOutcome::Accepted(Box::new(ApiJob {
                             version: job::RECORD_VERSION,
@@ -228,6 +228,7 @@ pub(crate) fn scripted_effect(
     use crate::families::image::flows as images;
     use crate::families::primary_storage::flows as ps;
     use crate::families::vm::flows as vm;
+    use crate::families::vm::volume_flows;
     match (request.receiver.as_str(), request.action.as_str()) {
         (flows::RECEIVER, flows::CONNECT) => {
             let facts = crate::families::host::HostFacts {
@@ -376,6 +377,27 @@ pub(crate) fn scripted_effect(
             Ok(crate::flow::Vars::from([(
                 vm::vars::EVACUATED.into(),
                 serde_json::to_string(&done).unwrap_or_default(),
+            )]))
+        }
+        // A blank data volume or a resize: the file has the size asked for.
+        (
+            vm::RECEIVER,
+            volume_flows::actions::CREATE_DATA_VOLUME | volume_flows::actions::RESIZE_VOLUME,
+        ) => {
+            let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();
+            let disk = &p["disk"];
+            let file = vm::VolumeFile {
+                path: format!(
+                    "{}/volumes/{}.qcow2",
+                    disk["storage"]["url"].as_str().unwrap_or(""),
+                    disk["volumeUuid"].as_str().unwrap_or("")
+                ),
+                virtual_size: p["size"].as_u64().or(disk["size"].as_u64()).unwrap_or(0),
+                actual_size: 196_608,
+            };
+            Ok(crate::flow::Vars::from([(
+                volume_flows::vars::VOLUME_FILE.into(),
+                serde_json::to_string(&file).unwrap_or_default(),
             )]))
         }
         (vm::RECEIVER, _) => Ok(crate::flow::Vars::new()),

@@ -140,6 +140,30 @@ pub fn vm_expunge_sweeper() -> Periodic {
     )
 }
 
+/// Submits the expunge job of every Deleted data volume past `volume.expungePeriod`, every
+/// `volume.expungeInterval`; like the VM sweeper, a job's uuid is derived from the volume and
+/// its deletion time, so a repeated sweep submits nothing twice.
+pub fn volume_expunge_sweeper() -> Periodic {
+    Periodic::new(
+        "volume-expunge-sweeper",
+        |ctx| config_secs(ctx, "volume", "expungeInterval", 3600),
+        |ctx| {
+            Box::pin(async move {
+                let now = ctx.now_ms();
+                let jobs = ctx
+                    .read(|v| api::families::vm::volume_expunge_jobs(v, now))
+                    .map_err(|e| DutyError(e.to_string()))?;
+                for job in jobs {
+                    let volume = job.chain.clone();
+                    propose(&ctx, JobOp::Submit(job).command(Caller::admin())).await?;
+                    tracing::info!(volume = %volume, "expunge of a deleted data volume submitted");
+                }
+                Ok(())
+            })
+        },
+    )
+}
+
 /// How often the leader deletes audit records past `audit/retention`.
 const AUDIT_SWEEP_PERIOD: Duration = Duration::from_secs(600);
 /// Records deleted per proposed entry (bounds the entry and the apply).

@@ -45,6 +45,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         ok("CreateVmInstance", &admin, create_body(&i, run), |h, r| {
             assert_eq!(r["inventory"]["state"], "Running");
             assert_eq!(r["inventory"]["vmNics"][0]["ip"], "192.168.1.10");
+            assert_eq!(r["inventory"]["allVolumes"][0]["type"], "Root");
             assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", VM)), 1);
         })
         .given(&admin, "ReconnectPrimaryStorage", json!({"uuid": i.local})),
@@ -292,6 +293,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
         Code::InvalidArgument,
     ));
     m.extend(migration_cases(&admin, &tenant, &i));
+    m.extend(volume_cases(&admin, &tenant, &i));
     m
 }
 
@@ -522,4 +524,310 @@ fn migration_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
         run,
     ));
     m
+}
+
+/// The uuid the cases' data volume is created with.
+const DATA: &str = "00000000000000000000000000da7a01";
+
+fn data_body(size: u64) -> Value {
+    json!({"name": "data", "diskSize": size, "resourceUuid": DATA})
+}
+
+/// A case on a world holding the VM (`strategy`) and a NotInstantiated 1 GiB data volume.
+fn with_data(c: Case, admin: &Who, i: &Ids, strategy: &str) -> Case {
+    with_vm(c, admin, i, strategy).given(admin, "CreateDataVolume", data_body(1 << 30))
+}
+
+/// ... and the volume attached to the VM.
+fn with_attached(c: Case, admin: &Who, i: &Ids, strategy: &str) -> Case {
+    with_data(c, admin, i, strategy).given(
+        admin,
+        "AttachDataVolumeToVm",
+        json!({"volumeUuid": DATA, "vmInstanceUuid": VM}),
+    )
+}
+
+#[allow(clippy::too_many_lines)]
+fn volume_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
+    let run = "InstantStart";
+    let stopped = "CreateStopped";
+    let attach = json!({"volumeUuid": DATA, "vmInstanceUuid": VM});
+    let local = i.local.clone();
+    let root = crate::params::derive_uuid(VM, 0);
+    vec![
+        ok("CreateDataVolume", admin, data_body(1 << 30), |h, r| {
+            assert_eq!(r["inventory"]["status"], "NotInstantiated");
+            assert_eq!(r["inventory"]["type"], "Data");
+            assert_eq!(r["inventory"]["size"], 1u64 << 30);
+            assert_eq!(h.count("QueryVolume", eq("uuid", DATA)), 1);
+        }),
+        ok(
+            "CreateDataVolume",
+            admin,
+            json!({"name": "data", "diskOfferingUuid": i.dof}),
+            inv("size", 1_073_741_824u64),
+        ),
+        // Made on the storage at once: a local storage needs its host.
+        ok(
+            "CreateDataVolume",
+            admin,
+            json!({"name": "data", "diskSize": 1u64 << 30, "primaryStorageUuid": i.local,
+                   "systemTags": [format!("localStorage::hostUuid::{}", i.host)], "resourceUuid": DATA}),
+            move |_, r| {
+                assert_eq!(r["inventory"]["status"], "Ready");
+                assert_eq!(r["inventory"]["primaryStorageUuid"], json!(local));
+            },
+        )
+        .given(admin, "ReconnectPrimaryStorage", json!({"uuid": i.local})),
+        no(
+            "CreateDataVolume",
+            admin,
+            json!({"name": "data", "diskSize": 1u64 << 30, "primaryStorageUuid": i.local}),
+            Code::InvalidArgument,
+        ),
+        no(
+            "CreateDataVolume",
+            admin,
+            json!({"name": "data"}),
+            Code::InvalidArgument,
+        ),
+        no(
+            "CreateDataVolume",
+            admin,
+            json!({"name": "data", "diskOfferingUuid": missing()}),
+            Code::ResourceNotFound,
+        ),
+        with_data(
+            ok("AttachDataVolumeToVm", admin, attach.clone(), |h, r| {
+                assert_eq!(r["inventory"]["vmInstanceUuid"], VM);
+                assert_eq!(r["inventory"]["status"], "Ready");
+                assert_eq!(r["inventory"]["deviceId"], 1);
+                 let vm = h.ok(&Who::As(crate::Caller::admin()), "QueryVmInstance", json!({"conditions": eq("uuid", VM)}));
+                assert_eq!(vm["inventories"][0]["allVolumes"].as_array().map(Vec::len), Some(2));
+            }),
+            admin,
+            i,
+            run,
+        ),
+        with_attached(
+            no("AttachDataVolumeToVm", admin, attach.clone(), Code::OperationFailure),
+            admin,
+            i,
+            run,
+        ),
+        with_data(
+            no("AttachDataVolumeToVm", tenant, attach.clone(), Code::PermissionDenied),
+            admin,
+            i,
+            run,
+        ),
+        with_data(
+            no("AttachDataVolumeToVm", admin, attach.clone(), Code::OperationFailure),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "ChangeVolumeState", json!({"uuid": DATA, "stateEvent": "disable"})),
+        with_attached(
+            ok(
+                "DetachDataVolumeFromVm",
+                admin,
+                json!({"uuid": DATA}),
+                |_, r| {
+                    assert_eq!(r["inventory"].get("vmInstanceUuid"), None);
+                    assert_eq!(r["inventory"]["status"], "Ready");
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        with_data(
+            no("DetachDataVolumeFromVm", admin, json!({"uuid": DATA}), Code::OperationFailure),
+            admin,
+            i,
+            run,
+        ),
+        with_attached(
+            ok(
+                "DeleteDataVolume",
+                admin,
+                json!({"uuid": DATA}),
+                found("QueryVolume", DATA, "status", "Deleted"),
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no("DeleteDataVolume", admin, json!({"uuid": root}), Code::OperationFailure),
+            admin,
+            i,
+            run,
+        ),
+        with_data(
+            ok("RecoverDataVolume", admin, json!({"uuid": DATA}), inv("status", "NotInstantiated")),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "DeleteDataVolume", json!({"uuid": DATA})),
+        with_data(
+            no("RecoverDataVolume", admin, json!({"uuid": DATA}), Code::OperationFailure),
+            admin,
+            i,
+            run,
+        ),
+        with_attached(
+            ok("ExpungeDataVolume", admin, json!({"uuid": DATA}), gone("QueryVolume", DATA)),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "DeleteDataVolume", json!({"uuid": DATA})),
+        with_data(
+            no("ExpungeDataVolume", admin, json!({"uuid": DATA}), Code::OperationFailure),
+            admin,
+            i,
+            run,
+        ),
+        with_data(
+            ok(
+                "ChangeVolumeState",
+                admin,
+                json!({"uuid": DATA, "stateEvent": "disable"}),
+                inv("state", "Disabled"),
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_data(
+            no(
+                "ChangeVolumeState",
+                admin,
+                json!({"uuid": DATA, "stateEvent": "off"}),
+                Code::InvalidArgument,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_attached(
+            ok(
+                "ResizeDataVolume",
+                admin,
+                json!({"uuid": DATA, "size": 2u64 << 30}),
+                inv("size", 2u64 << 30),
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // Grow only, by at least 4 MB.
+        with_attached(
+            no(
+                "ResizeDataVolume",
+                admin,
+                json!({"uuid": DATA, "size": (1u64 << 30) + 1}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // Nothing to resize before the file exists.
+        with_data(
+            no(
+                "ResizeDataVolume",
+                admin,
+                json!({"uuid": DATA, "size": 2u64 << 30}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            ok(
+                "ResizeRootVolume",
+                admin,
+                json!({"vmInstanceUuid": VM, "size": 2u64 << 30}),
+                |_, r| {
+                    assert_eq!(r["inventory"]["type"], "Root");
+                    assert_eq!(r["inventory"]["size"], 2u64 << 30);
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        with_vm(
+            no(
+                "ResizeRootVolume",
+                admin,
+                json!({"vmInstanceUuid": VM, "size": 1u64 << 20}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        with_data(
+            ok(
+                "GetVmAttachableDataVolume",
+                admin,
+                json!({"vmInstanceUuid": VM}),
+                |_, r| assert_eq!(r["inventories"][0]["uuid"], DATA),
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_attached(
+            ok(
+                "GetVmAttachableDataVolume",
+                admin,
+                json!({"vmInstanceUuid": VM}),
+                |_, r| assert_eq!(r["inventories"], json!([]), "an attached volume is not a candidate"),
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_data(
+            ok(
+                "GetDataVolumeAttachableVm",
+                admin,
+                json!({"volumeUuid": DATA}),
+                |_, r| assert_eq!(r["inventories"][0]["uuid"], VM),
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // A data volume outlives its VM: detached, file and record kept.
+        with_attached(
+            ok("ExpungeVmInstance", admin, json!({"uuid": VM}), |h, _| {
+                assert_eq!(h.count("QueryVolume", eq("uuid", DATA)), 1);
+                assert_eq!(h.count("QueryVolume", eq("vmInstanceUuid", VM)), 0);
+            }),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "DestroyVmInstance", json!({"uuid": VM})),
+        no(
+            "GetVmAttachableDataVolume",
+            admin,
+            json!({"vmInstanceUuid": missing()}),
+            Code::ResourceNotFound,
+        ),
+        no(
+            "GetDataVolumeAttachableVm",
+            admin,
+            json!({"volumeUuid": missing()}),
+            Code::ResourceNotFound,
+        ),
+    ]
 }

@@ -349,7 +349,7 @@ fn target_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Option<Target>, ApiE
     }))
 }
 
-fn storage_of(txn: &dyn StateTxn, ps_uuid: &str) -> Result<Storage, ApiError> {
+pub(super) fn storage_of(txn: &dyn StateTxn, ps_uuid: &str) -> Result<Storage, ApiError> {
     let inv = resource::inventory_of(txn, "PrimaryStorage", ps_uuid)?
         .ok_or_else(|| resource::not_found_kind("PrimaryStorage", ps_uuid))?;
     let s = |k: &str| inv[k].as_str().unwrap_or_default().to_string();
@@ -775,7 +775,11 @@ fn destroyed(
 fn files_to_delete(txn: &dyn StateTxn, vars: &mut Vars, vm: &VmInstance) -> Result<(), ApiError> {
     let mut volumes = Vec::new();
     let mut host = None;
-    for v in volumes_of(txn, &vm.uuid)? {
+    // Data volumes are detached, not deleted, with their VM (`forget`).
+    for v in volumes_of(txn, &vm.uuid)?
+        .into_iter()
+        .filter(|v| v.volume_type == "Root")
+    {
         if let (Some(ps), Some(_)) = (&v.primary_storage_uuid, &v.install_path) {
             volumes.push((storage_of(txn, ps)?, v.uuid.clone()));
             host = host.or(v.local_host_uuid.clone());
@@ -1198,6 +1202,12 @@ pub const FLOWS: &[FlowDef] = &[
             },
         ],
     },
+    super::volume_flows::CREATE_FLOW,
+    super::volume_flows::ATTACH_FLOW,
+    super::volume_flows::DETACH_FLOW,
+    super::volume_flows::DELETE_FLOW,
+    super::volume_flows::EXPUNGE_FLOW,
+    super::volume_flows::RESIZE_FLOW,
 ];
 
 /// `vm.reconcile`: one action of [`super::reconcile`].

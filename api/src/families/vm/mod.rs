@@ -15,6 +15,10 @@ mod model;
 pub mod reconcile;
 #[cfg(test)]
 mod tests;
+pub mod volume_flows;
+#[cfg(test)]
+mod volume_tests;
+pub mod volumes;
 mod wire;
 
 pub use model::expunge_jobs;
@@ -29,6 +33,7 @@ pub use model::KIND;
 pub use model::TABLE;
 pub use model::VOLUME_KIND;
 pub use model::VOLUME_TABLE;
+pub use volumes::expunge_jobs as volume_expunge_jobs;
 
 use crate::family::prelude::*;
 use crate::validate;
@@ -204,6 +209,92 @@ impl Family for Vms {
             query_call!("QueryVmInstance", "/v1/vm-instances", VmInstance),
             query_call!("QueryVolume", "/v1/volumes", Volume)
                 .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "CreateDataVolume",
+                volumes::create,
+                &[route(Po, "/v1/volumes/data", P)],
+            )
+            .creating(model::VOLUME_VO)
+            .running(volume_flows::CREATE)
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "AttachDataVolumeToVm",
+                volumes::attach,
+                &[route(
+                    Po,
+                    "/v1/volumes/{volumeUuid}/vm-instances/{vmInstanceUuid}",
+                    P,
+                )],
+            )
+            .running(volume_flows::ATTACH)
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "DetachDataVolumeFromVm",
+                volumes::detach,
+                &[route(D, "/v1/volumes/{uuid}/vm-instances", N)],
+            )
+            .running(volume_flows::DETACH)
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "DeleteDataVolume",
+                |p| volumes::simple(p, |uuid| volumes::VolumeOp::Delete { uuid }),
+                routes!(delete "/v1/volumes"),
+            )
+            .running(volume_flows::DELETE)
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "RecoverDataVolume",
+                |p| volumes::simple(p, |uuid| volumes::VolumeOp::Recover { uuid }),
+                routes!(actions "/v1/volumes"),
+            )
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "ExpungeDataVolume",
+                |p| volumes::simple(p, |uuid| volumes::VolumeOp::Expunge { uuid }),
+                routes!(actions "/v1/volumes"),
+            )
+            .running(volume_flows::EXPUNGE)
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "ChangeVolumeState",
+                volumes::change_state,
+                routes!(actions "/v1/volumes"),
+            )
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "ResizeDataVolume",
+                volumes::resize_data,
+                routes!(actions "/v1/volumes/data/resize"),
+            )
+            .running(volume_flows::RESIZE)
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "ResizeRootVolume",
+                volumes::resize_root,
+                routes!(actions "/v1/volumes/resize"),
+            )
+            .running(volume_flows::RESIZE)
+            .replying(inventories!(Schema::Class(&VOLUME))),
+            CallDecl::new(
+                "GetVmAttachableDataVolume",
+                volumes::vm_attachable,
+                &[route(
+                    G,
+                    "/v1/vm-instances/{vmInstanceUuid}/data-volume-candidates",
+                    N,
+                )],
+            )
+            .replying(&[("inventories", Schema::Class(&VOLUME))]),
+            CallDecl::new(
+                "GetDataVolumeAttachableVm",
+                volumes::volume_attachable,
+                &[route(
+                    G,
+                    "/v1/volumes/{volumeUuid}/candidate-vm-instances",
+                    N,
+                )],
+            )
+            .replying(&[("inventories", Schema::Class(&VM))]),
         ],
         flows: flows::FLOWS,
         #[cfg(test)]
@@ -218,6 +309,18 @@ impl Reply for VmResult {
         match self {
             VmResult::Inventory(v) => Some(resource::inventory(v.as_ref())),
             VmResult::Deleted => None,
+            VmResult::Volume(v) => Some(resource::inventory(v.as_ref())),
+        }
+    }
+
+    // A VM's reply carries its volumes (`allVolumes`), as its query does.
+    fn reply_in(&self, txn: &dyn StateTxn) -> ReplyFields {
+        match self {
+            VmResult::Inventory(v) => match resource::full_inventory(txn, v.as_ref()) {
+                Ok(inv) => inventory_reply(Some(inv)),
+                Err(_) => self.reply(),
+            },
+            _ => self.reply(),
         }
     }
 }

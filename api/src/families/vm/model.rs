@@ -363,6 +363,8 @@ pub enum VmOp {
         /// New name and description.
         rename: Rename,
     },
+    /// A volume call (`volumes.rs`).
+    Volume(super::volumes::VolumeOp),
 }
 
 impl VmOp {
@@ -380,6 +382,7 @@ impl VmOp {
             | VmOp::Recover { uuid }
             | VmOp::Migrate { uuid, .. }
             | VmOp::Update { uuid, .. } => uuid,
+            VmOp::Volume(op) => op.uuid(),
         }
     }
 
@@ -397,6 +400,7 @@ impl VmOp {
             VmOp::Recover { .. } => "APIRecoverVmInstanceMsg",
             VmOp::Migrate { .. } => "APIMigrateVmMsg",
             VmOp::Update { .. } => "APIUpdateVmInstanceMsg",
+            VmOp::Volume(op) => op.message(),
         }
     }
 }
@@ -408,6 +412,8 @@ pub enum VmResult {
     Inventory(Box<VmInstance>),
     /// Gone (expunged, or a create rolled back).
     Deleted,
+    /// A volume after the change.
+    Volume(Box<Volume>),
 }
 
 /// The states an op may start from, and the transitional state it moves the VM to.
@@ -426,7 +432,7 @@ fn transition(op: &VmOp) -> (&'static [VmState], VmState) {
         VmOp::Expunge { .. } => (&[Destroyed], Expunging),
         VmOp::Recover { .. } => (&[Destroyed], Stopped),
         VmOp::Migrate { .. } => (MIGRATABLE, Migrating),
-        VmOp::Create { .. } | VmOp::Update { .. } => (&[], Starting),
+        VmOp::Create { .. } | VmOp::Update { .. } | VmOp::Volume(_) => (&[], Starting),
     }
 }
 
@@ -661,6 +667,7 @@ pub(super) fn apply(
             resource::save(txn, &caller.account_uuid, &root)?;
             Ok(VmResult::Inventory(Box::new(vm)))
         }
+        VmOp::Volume(op) => super::volumes::apply(txn, ctx, caller, op),
         VmOp::Update { uuid, rename } => {
             visible_vm(txn, caller, &uuid)?;
             generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| rename.apply_to(v))
@@ -706,9 +713,19 @@ pub fn volumes_of(txn: &dyn StateTxn, vm_uuid: &str) -> Result<Vec<Volume>, ApiE
     Ok(v)
 }
 
-/// Remove a VM and its volumes' records for good (expunge, rolled-back create).
+/// Remove a VM and its root volume's record for good (expunge, rolled-back create); its data
+/// volumes stay, detached.
 pub fn forget(txn: &mut dyn StateTxn, ctx: &ApplyCtx, vm_uuid: &str) -> Result<(), ApiError> {
     for v in volumes_of(txn, vm_uuid)? {
+        // A data volume outlives its VM (ZStack detaches it): only the root volume goes.
+        if v.volume_type == "Data" {
+            generic::modify(txn, ctx, &v.uuid, |_, d: &mut Volume| {
+                d.vm_instance_uuid = None;
+                d.device_id = None;
+                Ok(())
+            })?;
+            continue;
+        }
         relations::delete(txn, ctx, VOLUME_KIND, &v.uuid)?;
     }
     relations::delete(txn, ctx, KIND, vm_uuid)?;
