@@ -16,6 +16,8 @@
 mod cases;
 mod model;
 pub mod schedule;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 pub use model::request_of;
