@@ -114,6 +114,8 @@ impl Resource for SchedulerJobHistory {
     const TABLE: &'static str = HISTORY_TABLE;
     const INVENTORY: &'static [Field<Self>] = &[
         Field::new("id", |h| json!(h.uuid)),
+        // Also under the name every query and REST `GET base/{uuid}` looks records up by.
+        Field::new("uuid", |h| json!(h.uuid)),
         Field::new("schedulerJobUuid", |h| json!(h.scheduler_job_uuid)),
         Field::new("triggerUuid", |h| json!(h.trigger_uuid)),
         Field::new("jobType", |h| json!(h.job_type.as_str())),
