@@ -168,12 +168,10 @@ impl SchedulerTimer {
         owner: &str,
         h: &SchedulerJobHistory,
     ) -> Result<(), DutyError> {
-        let refused = |why: String| why;
-        let request = match build_request(h) {
+        let (spec, req) = match build_request(h) {
             Ok(r) => r,
-            Err(why) => return self.complete(ctx, h, false, refused(why)).await,
+            Err(why) => return self.complete(ctx, h, false, why).await,
         };
-        let (spec, req) = request;
         let caller = Caller {
             account_uuid: owner.to_string(),
             user_uuid: owner.to_string(),
@@ -204,7 +202,7 @@ impl SchedulerTimer {
                     return Ok(());
                 }
                 let unavailable =
-                    reply["error"]["code"] == Value::from(Code::ManagementNodeUnavailable.as_str());
+                    reply["error"]["code"] == Code::ManagementNodeUnavailable.as_str();
                 if unavailable {
                     return Err(DutyError(format!("scheduled call not submitted: {reply}")));
                 }
@@ -283,18 +281,16 @@ impl Effects for DutyEffects<'_> {
             .map_err(|e| Refusal::new(Code::ManagementNodeUnavailable, e.0))
     }
 
-    fn query(
+    async fn query(
         &self,
         _run: QueryFn,
         _query: Query,
         _caller: Caller,
-    ) -> impl std::future::Future<Output = Result<Map<String, Value>, ApiError>> {
-        async {
-            Err(ApiError::Refused(Refusal::new(
-                Code::NotSupported,
-                "a scheduled job cannot run a query",
-            )))
-        }
+    ) -> Result<Map<String, Value>, ApiError> {
+        Err(ApiError::Refused(Refusal::new(
+            Code::NotSupported,
+            "a scheduled job cannot run a query",
+        )))
     }
 
     async fn probe(&self, _endpoint: &HostEndpoint) -> Result<(), String> {

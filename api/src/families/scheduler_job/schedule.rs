@@ -86,11 +86,10 @@ impl Schedule {
         if now < self.start_ms {
             return None;
         }
-        let k = if self.interval_ms == 0 {
-            0
-        } else {
-            (now - self.start_ms) / self.interval_ms
-        };
+        // A zero interval has one slot only (0), due at the start.
+        let k = (now - self.start_ms)
+            .checked_div(self.interval_ms)
+            .unwrap_or(0);
         match self.count {
             Some(0) => None,
             Some(n) => Some(k.min(n - 1)),
