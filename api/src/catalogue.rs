@@ -43,6 +43,17 @@ const TYPE_FIXES: &[(&str, &str, ParamType)] = &[
     // `boolean all` of APIGet{Primary,Backup}StorageCapacityMsg.
     ("GetPrimaryStorageCapacity", "all", ParamType::Boolean),
     ("GetBackupStorageCapacity", "all", ParamType::Boolean),
+    // `Integer schedulerInterval` of APICreate/UpdateSchedulerTriggerMsg, listed as a string.
+    (
+        "CreateSchedulerTrigger",
+        "schedulerInterval",
+        ParamType::Integer,
+    ),
+    (
+        "UpdateSchedulerTrigger",
+        "schedulerInterval",
+        ParamType::Integer,
+    ),
     // `String exportFormat` (validValues raw, qcow2), listed as an integer.
     (
         "ExportImageFromBackupStorage",

@@ -413,17 +413,43 @@ pub async fn run<E: Effects>(
         audit: opts.audit.clone(),
         stamp: fx.stamp(),
     };
-    serve(s, req).await
+    serve(s, req, None).await
 }
 
-async fn serve<E: Effects>(mut s: Serving<'_, E>, req: ApiRequest) -> Served {
+/// Run one call on behalf of `caller` without a session: a leader duty submitting the call a
+/// scheduled job names, as the job's owner (the owner's permissions apply as if it had sent
+/// it; there is no session to check at apply, the duty's term fence stands for it).
+pub async fn run_on_behalf<E: Effects>(
+    fx: &E,
+    spec: &'static CallSpec,
+    req: ApiRequest,
+    caller: Caller,
+    opts: &CallOptions,
+) -> Served {
+    let s = Serving {
+        fx,
+        spec,
+        opts,
+        audit: opts.audit.clone(),
+        stamp: fx.stamp(),
+    };
+    serve(s, req, Some(caller)).await
+}
+
+async fn serve<E: Effects>(
+    mut s: Serving<'_, E>,
+    req: ApiRequest,
+    on_behalf: Option<Caller>,
+) -> Served {
     let spec = s.spec;
-    let session = if plan::needs_session(spec) {
+    let session = if plan::needs_session(spec) && on_behalf.is_none() {
         req.session_uuid.clone()
     } else {
         None
     };
-    let caller = if plan::needs_session(spec) {
+    let caller = if let Some(c) = on_behalf {
+        c
+    } else if plan::needs_session(spec) {
         match s.caller(req.session_uuid.as_deref()).await {
             Ok(caller) => {
                 if let Some(r) = s.audit.as_mut() {

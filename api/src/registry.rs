@@ -190,6 +190,8 @@ registry! {
     SshKeyPair => crate::families::ssh_key_pair::SshKeyPairs,
     /// VM instance and volume calls.
     Vm => crate::families::vm::Vms,
+    /// Scheduled jobs, triggers and their execution history (and the timer duty's commands).
+    SchedulerJob => crate::families::scheduler_job::SchedulerJobs,
 }
 
 /// Apply one command through its family. `Err` is a storage failure (the replica must stop);

@@ -215,6 +215,9 @@ pub fn all(node: &Arc<Node>, step_pause: Duration) -> Vec<Arc<dyn Duty>> {
         Arc::new(sweepers::audit_sweeper()),
         Arc::new(sweepers::vm_expunge_sweeper()),
         Arc::new(sweepers::volume_expunge_sweeper()),
+        Arc::new(ha::duties::scheduler_timer::SchedulerTimer::new(
+            node.data_key().clone(),
+        )),
         Arc::new(ha::duties::vm_reconciler::VmReconciler::new(Arc::new(
             crate::agent_client::TrackerAgents::new(agents.clone(), proto::agent::DEFAULT_PORT),
         ))),

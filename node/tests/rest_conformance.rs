@@ -60,6 +60,9 @@ const SDK_CLASSES: &[&str] = &[
     "org.zstack.header.network.l3.ReservedIpRangeInventory",
     "org.zstack.header.network.service.NetworkServiceL3NetworkRefInventory",
     "org.zstack.header.sshkeypair.SshKeyPairInventory",
+    "org.zstack.scheduler.SchedulerJobInventory",
+    "org.zstack.scheduler.SchedulerTriggerInventory",
+    "org.zstack.scheduler.SchedulerJobHistoryInventory",
     "org.zstack.header.storage.backup.BackupStorageInventory",
     "org.zstack.header.storage.primary.PrimaryStorageInventory",
     "org.zstack.header.tag.SystemTagInventory",
@@ -564,6 +567,21 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         // The root volume's uuid is derived from its VM's.
         case("ResizeRootVolume", |x| json!({"uuid": api::params::derive_uuid(w(x, "vm2"), 0), "size": 67108864u64})),
         case("DetachDataVolumeFromVm", uuid("vol")),
+        case("CreateSchedulerJob", |x| json!({"name": "sched-1", "targetResourceUuid": w(x, "vm"), "type": "rebootVm"})).saves("sjob"),
+        case("UpdateSchedulerJob", rename("sjob")),
+        case("ChangeSchedulerState", st("sjob", "disable")),
+        case("GetNoTriggerSchedulerJobs", |_| json!({})),
+        // Far in the future: the trigger never fires during the test.
+        case("CreateSchedulerTrigger", |_| json!({"name": "trigger-1", "schedulerType": "simple",
+            "schedulerInterval": 3600, "startTime": 4_000_000_000u64})).saves("strigger"),
+        case("CreateSchedulerTrigger", |_| json!({"name": "trigger-2", "schedulerType": "cron"})).expect(Expect::Code("SYS.1014")),
+        case("UpdateSchedulerTrigger", rename("strigger")),
+        case("AddSchedulerJobToSchedulerTrigger", |x| json!({"schedulerJobUuid": w(x, "sjob"), "schedulerTriggerUuid": w(x, "strigger")})),
+        // One slot, due now: the leader's timer reboots the VM once, leaving a history record
+        // for the queries.
+        case("CreateSchedulerJob", |x| json!({"name": "sched-2", "targetResourceUuid": w(x, "vm"), "type": "rebootVm"})).saves("sjob2"),
+        case("CreateSchedulerTrigger", |_| json!({"name": "trigger-once", "schedulerType": "simple", "repeatCount": 1})).saves("sonce"),
+        case("AddSchedulerJobToSchedulerTrigger", |x| json!({"schedulerJobUuid": w(x, "sjob2"), "schedulerTriggerUuid": w(x, "sonce")})),
     ];
     let teardown = vec![
         case("DeleteDataVolume", uuid("vol2")),
@@ -572,6 +590,14 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         case("ExpungeDataVolume", uuid("vol2")),
         case("DeleteDataVolume", uuid("vol")),
         case("ExpungeDataVolume", uuid("vol")),
+        case(
+            "RemoveSchedulerJobFromSchedulerTrigger",
+            |x| json!({"schedulerJobUuid": w(x, "sjob"), "schedulerTriggerUuid": w(x, "strigger")}),
+        ),
+        case("DeleteSchedulerTrigger", uuid("strigger")),
+        case("DeleteSchedulerJob", uuid("sjob")),
+        case("DeleteSchedulerJob", uuid("sjob2")),
+        case("DeleteSchedulerTrigger", uuid("sonce")),
         case("DestroyVmInstance", uuid("vm2")),
         case("RecoverVmInstance", uuid("vm2")),
         case("DestroyVmInstance", uuid("vm2")),

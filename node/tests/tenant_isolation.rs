@@ -346,6 +346,8 @@ struct Infra {
     vm: String,
     /// A data volume of the admin's, attached to `vm`.
     volume: String,
+    sched_job: String,
+    sched_trigger: String,
 }
 
 impl Infra {
@@ -372,6 +374,8 @@ impl Infra {
             &self.key,
             &self.user,
             &self.vm,
+            &self.sched_job,
+            &self.sched_trigger,
         ]
     }
 }
@@ -597,6 +601,28 @@ impl Setup<'_> {
             json!({"volumeUuid": volume, "vmInstanceUuid": vm}),
         )
         .await;
+        // A scheduled reboot of that VM, attached to a trigger that never fires in the test.
+        let sched_job = self
+            .uuid(
+                s,
+                "CreateSchedulerJob",
+                json!({"name": "admin-reboot", "targetResourceUuid": vm, "type": "rebootVm"}),
+            )
+            .await;
+        let sched_trigger = self
+            .uuid(
+                s,
+                "CreateSchedulerTrigger",
+                json!({"name": "admin-trigger", "schedulerType": "simple",
+                   "schedulerInterval": 3600, "startTime": 4_000_000_000u64}),
+            )
+            .await;
+        self.ok(
+            s,
+            "AddSchedulerJobToSchedulerTrigger",
+            json!({"schedulerJobUuid": sched_job, "schedulerTriggerUuid": sched_trigger}),
+        )
+        .await;
         Infra {
             session: admin.to_string(),
             zone,
@@ -620,6 +646,8 @@ impl Setup<'_> {
             user,
             vm,
             volume,
+            sched_job,
+            sched_trigger,
         }
     }
 
@@ -1012,6 +1040,53 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
     add(
         "GetVmMigrationCandidateHosts",
         vec![denied(json!({"vmInstanceUuid": i.vm}))],
+    );
+    // ---- Scheduled jobs: B can neither schedule the admin's VM nor touch its job or trigger.
+    add(
+        "CreateSchedulerJob",
+        vec![denied(
+            json!({"name": "b-job", "targetResourceUuid": i.vm, "type": "stopVm"}),
+        )],
+    );
+    add("UpdateSchedulerJob", vec![denied(rename(&i.sched_job))]);
+    add("DeleteSchedulerJob", vec![denied(uuid(&i.sched_job))]);
+    add("ChangeSchedulerState", vec![denied(state(&i.sched_job))]);
+    add(
+        "CreateSchedulerTrigger",
+        vec![refused(
+            json!({"resourceUuid": i.sched_trigger, "name": "b-trigger", "schedulerType": "simple",
+                   "schedulerInterval": 60}),
+            INVALID_ARGUMENT,
+            STOLEN,
+        )],
+    );
+    add(
+        "UpdateSchedulerTrigger",
+        vec![denied(rename(&i.sched_trigger))],
+    );
+    add(
+        "DeleteSchedulerTrigger",
+        vec![denied(uuid(&i.sched_trigger))],
+    );
+    add(
+        "AddSchedulerJobToSchedulerTrigger",
+        vec![denied(
+            json!({"schedulerJobUuid": i.sched_job, "schedulerTriggerUuid": i.sched_trigger}),
+        )],
+    );
+    add(
+        "RemoveSchedulerJobFromSchedulerTrigger",
+        vec![denied(
+            json!({"schedulerJobUuid": i.sched_job, "schedulerTriggerUuid": i.sched_trigger}),
+        )],
+    );
+    add(
+        "GetNoTriggerSchedulerJobs",
+        vec![Attack {
+            body: json!({}),
+            expect: Expect::Empty,
+            why: "a read of the caller's own jobs: the admin's never appear",
+        }],
     );
     add(
         "GetBackupStorageCapacity",

@@ -14,6 +14,7 @@ pub mod l3;
 pub mod management_node;
 pub mod offering;
 pub mod primary_storage;
+pub mod scheduler_job;
 pub mod ssh_key_pair;
 pub mod tag;
 pub mod vm;

@@ -4,6 +4,7 @@
 pub mod backup_storage_tracker;
 pub mod executor;
 pub mod host_tracker;
+pub mod scheduler_timer;
 pub mod storage_tracker;
 pub mod sweepers;
 pub mod tracker_metrics;

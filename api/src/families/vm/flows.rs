@@ -768,6 +768,8 @@ fn destroyed(
         v.deleted_at = Some(ctx.proposed_at_ms);
         Ok(())
     })?;
+    // Kinds that follow their VM's state (scheduled jobs pause) learn it here.
+    crate::resource::relations::propagate_state(txn, ctx, super::KIND, &vm.uuid, vm.state.name())?;
     Ok(answer(vm))
 }
 
