@@ -209,6 +209,7 @@ impl HostBackend for SimulatedBackend {
             vcpus: spec.cpu_num,
             memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
             vnc_port: 0,
+            disk_files: spec.disks.iter().map(|d| d.path.clone()).collect(),
         };
         g.disks.insert(
             vm.to_string(),

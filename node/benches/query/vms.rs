@@ -78,7 +78,7 @@ fn vm(i: usize) -> (VmInstance, Volume) {
     let host = uuid_of(3, i % HOSTS);
     let l3 = uuid_of(4, 0);
     let t = 1_700_000_000_000 + i as u64 * 1000;
-    let running = i % 3 != 0;
+    let running = !i.is_multiple_of(3);
     let vm = VmInstance {
         uuid: uuid.clone(),
         name: name_of(i),
