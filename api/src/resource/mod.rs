@@ -14,8 +14,10 @@
 pub mod generic;
 mod inventory;
 pub mod local_storage;
+mod order;
 pub mod query;
 pub mod relations;
+mod searchable;
 pub mod tags;
 
 pub use inventory::date;
@@ -55,6 +57,10 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + 'static {
     /// Fields with a secondary index besides `uuid`; also what other families may read
     /// through [`lookup`].
     const INDEXED: &'static [&'static str];
+    /// Fields kept in sorted order beside the records, so that a page sorted by one of them
+    /// reads only the page (see `order.rs`). Every inventory lists `createDate`, the web
+    /// console's default sort.
+    const ORDERED: &'static [&'static str] = &["createDate"];
     /// The record's uuid.
     fn uuid(&self) -> &str;
 }
@@ -244,6 +250,15 @@ pub fn refuse_duplicate<R: Resource>(txn: &dyn StateTxn, uuid: &str) -> Result<(
 type Head = (String, Vec<Vec<u8>>, Vec<(String, String)>);
 
 fn load_untyped(txn: &dyn StateTxn, table: &str, uuid: &str) -> Result<Option<Head>, ApiError> {
+    Ok(load_untyped_raw(txn, table, uuid)?.map(|(h, _)| h))
+}
+
+/// [`load_untyped`] with the stored bytes.
+fn load_untyped_raw(
+    txn: &dyn StateTxn,
+    table: &str,
+    uuid: &str,
+) -> Result<Option<(Head, Vec<u8>)>, ApiError> {
     match txn.get(table, uuid.as_bytes())? {
         None => Ok(None),
         Some(raw) => {
@@ -255,7 +270,7 @@ fn load_untyped(txn: &dyn StateTxn, table: &str, uuid: &str) -> Result<Option<He
                 fields: Vec<(String, String)>,
             }
             let h: Head = serde_json::from_slice(&raw).map_err(|e| corrupt(table, uuid, e))?;
-            Ok(Some((h.owner, h.keys, h.fields)))
+            Ok(Some(((h.owner, h.keys, h.fields), raw)))
         }
     }
 }
@@ -343,10 +358,18 @@ pub fn inventory_of(
 
 /// Store a record (new or changed), keeping the index in step.
 pub fn save<R: Resource>(txn: &mut dyn StateTxn, owner: &str, r: &R) -> Result<(), ApiError> {
-    if let Some((_, old_keys, _)) = load_untyped(txn, R::TABLE, r.uuid())? {
-        for k in old_keys {
-            txn.delete(INDEX_TABLE, &k)?;
+    let old = load_untyped_raw(txn, R::TABLE, r.uuid())?;
+    match &old {
+        Some(((old_owner, old_keys, _), _)) => {
+            for k in old_keys {
+                txn.delete(INDEX_TABLE, k)?;
+            }
+            if old_owner != owner {
+                order::count_add(txn, R::TABLE, old_owner, -1)?;
+                order::count_add(txn, R::TABLE, owner, 1)?;
+            }
         }
+        None => order::count_add(txn, R::TABLE, owner, 1)?,
     }
     let fields = exported(r);
     let mut keys = vec![owner_key(owner, R::TABLE, r.uuid())];
@@ -355,6 +378,10 @@ pub fn save<R: Resource>(txn: &mut dyn StateTxn, owner: &str, r: &R) -> Result<(
             .iter()
             .map(|(f, v)| index_key(R::TABLE, f, &v.to_ascii_lowercase(), Some(r.uuid()))),
     );
+    let ordered = inventory_fields(r, R::ORDERED);
+    for f in R::ORDERED {
+        keys.extend(order::keys(R::TABLE, f, ordered.get(*f), r.uuid()));
+    }
     for k in &keys {
         txn.put(INDEX_TABLE, k, Vec::new())?;
     }
@@ -365,18 +392,22 @@ pub fn save<R: Resource>(txn: &mut dyn StateTxn, owner: &str, r: &R) -> Result<(
         record: r.clone(),
     })
     .map_err(|e| corrupt(R::KIND, r.uuid(), e))?;
+    let old_raw = old.as_ref().map(|(_, raw)| raw.as_slice());
+    searchable::changed(txn, R::TABLE, r.uuid(), old_raw, Some(&raw))?;
     txn.put(R::TABLE, r.uuid().as_bytes(), raw)?;
     Ok(())
 }
 
 /// Delete a record of any kind by table and uuid, with its index entries; true if it existed.
 pub fn remove_raw(txn: &mut dyn StateTxn, table: &str, uuid: &str) -> Result<bool, ApiError> {
-    let Some((_, keys, _)) = load_untyped(txn, table, uuid)? else {
+    let Some(((owner, keys, _), raw)) = load_untyped_raw(txn, table, uuid)? else {
         return Ok(false);
     };
     for k in keys {
         txn.delete(INDEX_TABLE, &k)?;
     }
+    order::count_add(txn, table, &owner, -1)?;
+    searchable::changed(txn, table, uuid, Some(&raw), None)?;
     txn.delete(table, uuid.as_bytes())?;
     Ok(true)
 }
@@ -586,10 +617,13 @@ mod tests {
         assert!(uuids_where::<Thing>(&t, "state", "disabled")
             .unwrap()
             .is_empty());
-        assert!(t
-            .scan_prefix(INDEX_TABLE, b"", usize::MAX)
-            .unwrap()
-            .is_empty());
+        // Only the table's content digest is left: it never saw the bytes written behind
+        // its back, so it cannot return to "empty" (see `searchable.rs`).
+        let left = t.scan_prefix(INDEX_TABLE, b"", usize::MAX).unwrap();
+        assert!(
+            left.iter().all(|(k, _)| k.starts_with(b"\0gen\0")),
+            "{left:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::query;
 use crate::query::Query;
 use crate::query::QueryOp;
 use crate::query::QueryOutput;
+use crate::resource::corrupt;
 use crate::resource::fields;
 use crate::resource::full_inventory;
 use crate::resource::index_key;
@@ -14,7 +15,11 @@ use crate::resource::inventory_fields;
 use crate::resource::joined_fields;
 use crate::resource::list;
 use crate::resource::load;
+use crate::resource::order;
+use crate::resource::order::Direction;
+use crate::resource::searchable;
 use crate::resource::Resource;
+use crate::resource::StoredRecord;
 use crate::resource::INDEX_TABLE;
 use crate::ApiError;
 use crate::StateTxn;
@@ -142,23 +147,8 @@ fn candidates<R: Resource>(txn: &dyn StateTxn, q: &Query) -> Result<Vec<(String,
         cap = cap.saturating_mul(32);
     }
     if let Some(c) = filter {
-        let field = index_key(R::TABLE, &c.name, "", None);
-        let field = &field[..field.len() - 1];
         let pattern = c.value.as_deref().unwrap_or_default();
-        let mut uuids = Vec::new();
-        for (k, _) in txn.scan_prefix(INDEX_TABLE, field, usize::MAX)? {
-            let rest = &k[field.len()..];
-            let Some(end) = rest.iter().position(|b| *b == 0) else {
-                continue;
-            };
-            let value = String::from_utf8_lossy(&rest[..end]);
-            if query::like_matches(pattern, &value) {
-                uuids.push(String::from_utf8_lossy(&rest[end + 1..]).into_owned());
-            }
-        }
-        uuids.sort();
-        uuids.dedup();
-        return load_all(txn, uuids);
+        return load_all(txn, searchable::matching(txn, R::TABLE, &c.name, pattern)?);
     }
     list(txn)
 }
@@ -183,7 +173,114 @@ pub fn query<R: Resource>(
     q: &Query,
     visible: impl Fn(&str) -> bool,
 ) -> Result<QueryOutput, ApiError> {
+    if let Some(out) = unconditioned::<R>(txn, q, &visible)? {
+        return Ok(out);
+    }
     query_filtered::<R>(txn, q, |owner, _| visible(owner))
+}
+
+/// A query without conditions, answered without decoding the table (the web console's list
+/// pages: 100 rows by `createDate` with the total): the count sums the visible owners' record
+/// counts, and the page reads records in the order of the sort field's order keys (uuid order
+/// when unsorted) until it holds `start + limit` visible ones. `None` when the engine must
+/// answer: a condition, a sort on a field without order keys or with a value they cannot
+/// order (`order.rs`). The answer equals the engine's (property-tested below).
+fn unconditioned<R: Resource>(
+    txn: &dyn StateTxn,
+    q: &Query,
+    visible: &impl Fn(&str) -> bool,
+) -> Result<Option<QueryOutput>, ApiError> {
+    if !q.conditions.is_empty() {
+        return Ok(None);
+    }
+    query::validate(q, &fields::<R>())?;
+    let total = || -> Result<u64, ApiError> {
+        Ok(order::counts(txn, R::TABLE)?
+            .into_iter()
+            .filter(|(owner, _)| visible(owner))
+            .map(|(_, n)| n)
+            .sum())
+    };
+    if q.count {
+        return Ok(Some(QueryOutput {
+            inventories: None,
+            total: Some(total()?),
+        }));
+    }
+    let want = q.start.saturating_add(q.limit);
+    let rows = match q.sort_by.as_deref() {
+        None => first_visible(want, visible, |n| {
+            txn.scan_prefix(R::TABLE, b"", n)?
+                .into_iter()
+                .map(|(k, v)| {
+                    let s: StoredRecord<R> = serde_json::from_slice(&v)
+                        .map_err(|e| corrupt(R::KIND, &String::from_utf8_lossy(&k), e))?;
+                    Ok(Some((s.owner, s.record)))
+                })
+                .collect()
+        })?,
+        Some(f)
+            if R::ORDERED.contains(&f)
+                && !joined_fields::<R>().contains(&f)
+                && order::fully_ordered(txn, R::TABLE, f)? =>
+        {
+            let d = if q.sort_desc {
+                Direction::Descending
+            } else {
+                Direction::Ascending
+            };
+            let prefix = order::direction_prefix(R::TABLE, f, d);
+            first_visible(want, visible, |n| {
+                txn.scan_prefix(INDEX_TABLE, &prefix, n)?
+                    .into_iter()
+                    .map(|(k, _)| load::<R>(txn, &order::uuid_of(&k)))
+                    .collect()
+            })?
+        }
+        Some(_) => return Ok(None),
+    };
+    let mut out = Vec::with_capacity(q.limit);
+    for r in rows.iter().skip(q.start) {
+        out.push(query::shape(q, full_inventory(txn, r)?));
+    }
+    Ok(Some(QueryOutput {
+        inventories: Some(out),
+        total: if q.reply_with_count {
+            Some(total()?)
+        } else {
+            None
+        },
+    }))
+}
+
+/// The first `want` visible records of an ordered source; `read(n)` gives its first `n`
+/// entries (`None`: an entry whose record is gone). Reads grow fourfold, so hidden records
+/// cost a few re-reads, not one read per record.
+fn first_visible<R>(
+    want: usize,
+    visible: &impl Fn(&str) -> bool,
+    read: impl Fn(usize) -> Result<Vec<Option<(String, R)>>, ApiError>,
+) -> Result<Vec<R>, ApiError> {
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let mut n = want.max(16);
+    loop {
+        let entries = read(n)?;
+        let exhausted = entries.len() < n;
+        for (owner, r) in entries.into_iter().skip(seen).flatten() {
+            if out.len() == want {
+                break;
+            }
+            if visible(&owner) {
+                out.push(r);
+            }
+        }
+        if out.len() >= want || exhausted {
+            return Ok(out);
+        }
+        seen = n;
+        n = n.saturating_mul(4);
+    }
 }
 
 /// A query over the records `keep` accepts (given owner and record). Conditions on `__systemTag__` /
@@ -300,4 +397,139 @@ fn tags_match(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde::Deserialize;
+    use serde::Serialize;
+    use serde_json::json;
+
+    use super::*;
+    use crate::resource::date;
+    use crate::resource::remove;
+    use crate::resource::save;
+    use crate::resource::Field;
+    use crate::testing::MemTxn;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Dated {
+        uuid: String,
+        name: String,
+        created: Option<Value>,
+    }
+
+    impl Resource for Dated {
+        const KIND: &'static str = "Dated";
+        const TABLE: &'static str = "dated";
+        const INVENTORY: &'static [Field<Self>] = &[
+            Field::new("uuid", |r| json!(r.uuid)),
+            Field::new("name", |r| json!(r.name)),
+            Field::maybe("createDate", |r| r.created.clone()),
+        ];
+        const INDEXED: &'static [&'static str] = &["name"];
+        fn uuid(&self) -> &str {
+            &self.uuid
+        }
+    }
+
+    /// One step of a history: save record `i` (owner, name, createDate), or remove it.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Save(u8, u8, String, Option<Value>),
+        Remove(u8),
+    }
+
+    fn created() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            1 => Just(None),
+            1 => Just(Some(Value::Null)),
+            // Few distinct instants, so ties (ordered by uuid) are common.
+            8 => (0u64..4).prop_map(|s| Some(date(1_780_000_000_000 + s * 1000))),
+            1 => Just(Some(json!("not a date"))),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..10, 0u8..3, "[a-c]{0,2}", created())
+                .prop_map(|(i, o, n, c)| Step::Save(i, o, n, c)),
+            1 => (0u8..10).prop_map(Step::Remove),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// The unconditioned path (counts and order keys) answers every query without
+        /// conditions exactly as the engine over every full inventory does, after any history
+        /// of saves, owner changes and removals.
+        #[test]
+        fn unconditioned_answers_equal_the_engine(
+            steps in proptest::collection::vec(step(), 0..24),
+            count in any::<bool>(),
+            sort in prop_oneof![Just(None), Just(Some("createDate")), Just(Some("name"))],
+            desc in any::<bool>(),
+            start in 0usize..4,
+            limit in 0usize..12,
+            reply_with_count in any::<bool>(),
+            hidden in 0u8..4,
+        ) {
+            let mut t = MemTxn::default();
+            for s in steps {
+                match s {
+                    Step::Save(i, o, name, created) => {
+                        let d = Dated { uuid: format!("{i:032x}"), name, created };
+                        save(&mut t, &format!("acct{o}"), &d).unwrap();
+                    }
+                    Step::Remove(i) => {
+                        remove::<Dated>(&mut t, &format!("{i:032x}")).unwrap();
+                    }
+                }
+            }
+            let q = Query {
+                limit,
+                start,
+                count,
+                reply_with_count,
+                sort_by: sort.map(String::from),
+                sort_desc: desc,
+                ..Query::default()
+            };
+            // `hidden` 3 hides nobody.
+            let visible = |o: &str| o != format!("acct{hidden}");
+            let fast = query::<Dated>(&t, &q, visible).map_err(|e| format!("{e:?}"));
+            let full: Vec<Value> = list::<Dated>(&t)
+                .unwrap()
+                .into_iter()
+                .filter(|(o, _)| visible(o))
+                .map(|(_, d)| full_inventory(&t, &d).unwrap())
+                .collect();
+            let reference = crate::query::run(&q, &fields::<Dated>(), full)
+                .map_err(|e| format!("{:?}", ApiError::from(e)));
+            prop_assert_eq!(format!("{fast:?}"), format!("{reference:?}"), "query {:?}", q);
+        }
+    }
+
+    #[test]
+    fn counts_follow_saves_owner_changes_and_removals() {
+        let mut t = MemTxn::default();
+        let d = |i: u8| Dated {
+            uuid: format!("{i:032x}"),
+            name: "n".into(),
+            created: Some(date(1_780_000_000_000)),
+        };
+        save(&mut t, "a", &d(1)).unwrap();
+        save(&mut t, "a", &d(2)).unwrap();
+        save(&mut t, "a", &d(2)).unwrap();
+        save(&mut t, "b", &d(1)).unwrap();
+        assert_eq!(
+            order::counts(&t, "dated").unwrap(),
+            vec![("a".to_string(), 1), ("b".to_string(), 1)]
+        );
+        remove::<Dated>(&mut t, &d(1).uuid).unwrap();
+        remove::<Dated>(&mut t, &d(2).uuid).unwrap();
+        // Nothing left behind: no count, no order key.
+        assert!(t.tables.is_empty(), "{:?}", t.tables);
+    }
 }
