@@ -7,8 +7,9 @@ set -euo pipefail
 # the bundled C++ (seconds instead of ~20 minutes here); tonic needs protoc, etcd-client also the
 # well-known .proto files of libprotobuf-dev (not a recommends of protobuf-compiler); libvirt for the agent.
 BUILD_PKGS=(clang libclang-dev librocksdb-dev protobuf-compiler libprotobuf-dev libvirt-dev pkg-config)
-# Run (the local demo too): the demo script talks to the API with curl.
-BUILD_PKGS+=(curl)
+# Run (the local demo too): the demo script talks to the API with curl and serves its image
+# over HTTP with python3's http.server.
+BUILD_PKGS+=(curl python3)
 # QEMU: the image store reads images with qemu-img (build), a KVM host runs VMs with
 # qemu-system-x86 (tests). On bookworm both come from bookworm-backports (QEMU 10): its
 # qemu-system-x86 7.2 and the newer qemu-utils conflict, so the two must come from one place.

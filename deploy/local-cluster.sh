@@ -11,7 +11,9 @@
 # ZS_STOP_TIMEOUT seconds before SIGKILL (20), ZS_START_TIMEOUT seconds (60),
 # ZS_NO_BUILD=1 to use already-built binaries (ZS_BIN_DIR overrides target/<profile>),
 # ZS_AGENTS=0 to start no demo hosts (default: two zsagents on libvirt's test driver at
-# 127.0.0.2 and 127.0.0.3, the first also the image store, added through the API).
+# 127.0.0.2 and 127.0.0.3, the first also the image store, added through the API, with an image
+# served over HTTP on $ZS_HOST:$ZS_IMAGE_PORT (8090), a flat L3 with an IP range and an instance
+# offering, so a first VM can be created; ZS_AGENT_IPS="ip1 ip2" picks other addresses).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -152,21 +154,42 @@ Local management cluster "$CLUSTER_ID": $NODES node(s) on $HOST
   Stop:   bash deploy/local-cluster.sh stop${DIR:+ --dir $DIR}
 EOF
   if [ "$AGENTS" = 1 ]; then
+    local n ports=""
+    for n in $(seq 1 "$NODES"); do ports="$ports${ports:+ }$(http_port "$n")"; done
+    # chaos-tests/tests/local_cluster_script.rs runs the indented lines after "First VM"
+    # literally, as one shell script, and checks the VM runs on a demo agent.
     cat <<EOF
 
 Demo hosts (zsagent on libvirt's test driver): ${AGENT_IPS[*]}; logs under $DIR/agent-<ip>/
-  Next: log in, list the hosts with the capacity libvirt reported, add an image:
-  S=\$(curl -s -X PUT -d '{"logInByAccount":{"accountName":"admin","password":"$ADMIN_SHA512"}}' http://$HOST:$(http_port 1)/zstack/v1/accounts/login | sed -n 's/.*"uuid":"\([0-9a-f]*\)".*/\1/p')
-  curl -s -H "Authorization: OAuth \$S" http://$HOST:$(http_port 1)/zstack/v1/hosts
-  curl -s -H "Authorization: OAuth \$S" http://$HOST:$(http_port 1)/zstack/v1/backup-storage
-  curl -s -X POST -H "Authorization: OAuth \$S" -d '{"params":{"name":"img","url":"file:///path/to/disk.qcow2","format":"qcow2","backupStorageUuids":["<uuid from the line above>"]}}' http://$HOST:$(http_port 1)/zstack/v1/images
+  Image store on ${AGENT_IPS[0]}; image "$DEMO_IMAGE" served from http://$HOST:$IMAGE_PORT/$DEMO_IMAGE.qcow2
+  L3 "$DEMO_L3" ($DEMO_RANGE_START-$DEMO_RANGE_END), instance offering "$DEMO_OFFERING" (1 vCPU, 256 MiB)
+
+First VM on the demo hosts (log in, look up the image, offering and L3, create, query, see the domain):
+  API=http://$HOST:$(http_port 1)/zstack/v1
+  S=\$(curl -s -X PUT -d '{"logInByAccount":{"accountName":"admin","password":"$ADMIN_SHA512"}}' \$API/accounts/login | sed -n 's/.*"inventory":{[^}]*"uuid":"\([0-9a-f]\{32\}\)".*/\1/p')
+  IMAGE=\$(curl -s -H "Authorization: OAuth \$S" "\$API/images?q=name=$DEMO_IMAGE&fields=uuid" | grep -o '"uuid":"[0-9a-f]*"' | cut -d'"' -f4)
+  OFFERING=\$(curl -s -H "Authorization: OAuth \$S" "\$API/instance-offerings?q=name=$DEMO_OFFERING&fields=uuid" | grep -o '"uuid":"[0-9a-f]*"' | cut -d'"' -f4)
+  L3=\$(curl -s -H "Authorization: OAuth \$S" "\$API/l3-networks?q=name=$DEMO_L3&fields=uuid" | grep -o '"uuid":"[0-9a-f]*"' | cut -d'"' -f4)
+  JOB=\$(curl -s -X POST -H "Authorization: OAuth \$S" -H 'Content-Type: application/json' -d "{\"params\":{\"name\":\"first-vm\",\"imageUuid\":\"\$IMAGE\",\"instanceOfferingUuid\":\"\$OFFERING\",\"l3NetworkUuids\":[\"\$L3\"]}}" \$API/vm-instances | grep -o '"location":"[^"]*"' | cut -d'"' -f4)
+  while [ "\$(curl -s -o /dev/null -w '%{http_code}' "\$JOB")" = 202 ]; do sleep 1; done; curl -s "\$JOB"; echo
+  curl -s -H "Authorization: OAuth \$S" "\$API/vm-instances?q=name=first-vm&fields=uuid,name,state,hostUuid"; echo
+  VM_HOST=\$(curl -s -H "Authorization: OAuth \$S" "\$API/vm-instances?q=name=first-vm&fields=hostUuid" | grep -o '"hostUuid":"[0-9a-f]*"' | cut -d'"' -f4)
+  for p in $ports; do curl -sf -H "Authorization: Bearer \$(cat $TOKEN_FILE)" http://$HOST:\$p/cluster/hosts/\$VM_HOST/domains && break; done; echo
+
 EOF
   fi
 
 }
 
 # --- Demo hosts: zsagents on libvirt's test driver, added the way an operator would. ---
-AGENT_IPS=(127.0.0.2 127.0.0.3)
+read -r -a AGENT_IPS <<< "${ZS_AGENT_IPS:-127.0.0.2 127.0.0.3}"
+[ ${#AGENT_IPS[@]} -ge 1 ] || { echo "local-cluster: ZS_AGENT_IPS names no address" >&2; exit 2; }
+IMAGE_PORT="${ZS_IMAGE_PORT:-8090}"
+DEMO_IMAGE=demo-image
+DEMO_L3=demo-l3
+DEMO_OFFERING=demo-small
+DEMO_RANGE_START=10.99.0.10
+DEMO_RANGE_END=10.99.0.250
 ADMIN_SHA512=b109f3bbbc244eb82441917ed06d618b9008dd09b3befd1b5e07394c706a8bb980b1d7785e5976ec049b46df5f1326af5a2ea6d103fd07c95385ffab0cacbc86
 agent_dir() { echo "$DIR/agent-$1"; }
 
@@ -188,6 +211,63 @@ rest() { # method path [json]
   [ "$code" = 200 ]
 }
 uuid_of() { sed -n 's/.*"inventory":{[^}]*"uuid":"\([0-9a-f]\{32\}\)".*/\1/p' | head -n 1; }
+
+image_pid_file() { echo "$DIR/images/http.pid"; }
+
+# The demo's image, a blank qcow2 (the test driver boots nothing), served over plain HTTP the
+# way an operator's image server would be: AddImage downloads it into the image store.
+start_image_server() {
+  local pid end
+  mkdir -p "$DIR/images"
+  if [ ! -f "$DIR/images/$DEMO_IMAGE.qcow2" ]; then
+    command -v qemu-img >/dev/null || { echo "local-cluster: qemu-img is missing (bash deploy/install-deps.sh)" >&2; return 1; }
+    qemu-img create -q -f qcow2 "$DIR/images/$DEMO_IMAGE.qcow2" 64M
+  fi
+  pid="$(cat "$(image_pid_file)" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then return 0; fi
+  command -v python3 >/dev/null || { echo "local-cluster: python3 is missing: it serves the demo image (bash deploy/install-deps.sh)" >&2; return 1; }
+  if port_busy "$IMAGE_PORT"; then
+    echo "local-cluster: port $HOST:$IMAGE_PORT (image server) is already in use; set ZS_IMAGE_PORT" >&2
+    return 1
+  fi
+  nohup python3 -m http.server --bind "$HOST" --directory "$DIR/images" "$IMAGE_PORT" \
+    >>"$DIR/images/http.log" 2>&1 </dev/null &
+  echo $! > "$(image_pid_file)"
+  end=$((SECONDS + 20))
+  until port_busy "$IMAGE_PORT"; do
+    [ $SECONDS -lt $end ] || { echo "local-cluster: the image server did not listen on $HOST:$IMAGE_PORT; see $DIR/images/http.log" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+stop_image_server() {
+  local pid
+  pid="$(cat "$(image_pid_file)" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    echo "local-cluster: image server (pid $pid) stopped"
+  fi
+  rm -f "$(image_pid_file)"
+}
+
+# What a first VM needs beyond hosts and storage: the image, a flat L3 with an IP range and an
+# instance offering.
+add_vm_resources() { # zone cluster bs
+  local zone=$1 cluster=$2 bs=$3 l2 l3 out
+  if ! out="$(rest POST /images "{\"params\":{\"name\":\"$DEMO_IMAGE\",\"url\":\"http://$HOST:$IMAGE_PORT/$DEMO_IMAGE.qcow2\",\"format\":\"qcow2\",\"mediaType\":\"RootVolumeTemplate\",\"platform\":\"Linux\",\"backupStorageUuids\":[\"$bs\"]}}")"; then
+    echo "local-cluster: adding image $DEMO_IMAGE failed: $out" >&2; return 1
+  fi
+  l2="$(rest POST /l2-networks/no-vlan "{\"params\":{\"zoneUuid\":\"$zone\",\"name\":\"demo-flat\",\"physicalInterface\":\"eth0\"}}" | uuid_of)"
+  rest POST "/l2-networks/$l2/clusters/$cluster" '{"params":{}}' >/dev/null
+  l3="$(rest POST /l3-networks "{\"params\":{\"l2NetworkUuid\":\"$l2\",\"name\":\"$DEMO_L3\"}}" | uuid_of)"
+  if ! out="$(rest POST "/l3-networks/$l3/ip-ranges" "{\"params\":{\"name\":\"demo-range\",\"startIp\":\"$DEMO_RANGE_START\",\"endIp\":\"$DEMO_RANGE_END\",\"netmask\":\"255.255.255.0\",\"gateway\":\"10.99.0.1\"}}")"; then
+    echo "local-cluster: adding the IP range failed: $out" >&2; return 1
+  fi
+  if ! out="$(rest POST /instance-offerings "{\"params\":{\"name\":\"$DEMO_OFFERING\",\"cpuNum\":1,\"memorySize\":268435456}}")"; then
+    echo "local-cluster: adding the instance offering failed: $out" >&2; return 1
+  fi
+  echo "local-cluster: image $DEMO_IMAGE, L3 $DEMO_L3 with addresses $DEMO_RANGE_START-$DEMO_RANGE_END and instance offering $DEMO_OFFERING added"
+}
 
 start_agents() {
   local ip pki xml out end
@@ -222,7 +302,8 @@ start_agents() {
       sleep 0.5
     fi
   done
-  if rest GET "/hosts" | grep -q '"managementIp":"127.0.0.2"'; then
+  start_image_server
+  if rest GET "/hosts" | grep -q "\"managementIp\":\"${AGENT_IPS[0]}\""; then
     echo "local-cluster: demo hosts already added"
     return 0
   fi
@@ -230,6 +311,10 @@ start_agents() {
   zone="$(rest POST /zones '{"params":{"name":"demo-zone"}}' | uuid_of)"
   cluster="$(rest POST /clusters "{\"params\":{\"zoneUuid\":\"$zone\",\"name\":\"demo-cluster\",\"hypervisorType\":\"KVM\"}}" | uuid_of)"
   rest PUT /global-configurations/kvm/allowTestDriver/actions '{"updateGlobalConfig":{"value":"true"}}' >/dev/null
+  # The demo's primary storage is a directory on this machine's own disk, shared with
+  # everything else on it: ZStack's 0.9 physical-usage threshold would refuse the demo's 64 MiB
+  # overlays on a disk others filled. The demo VMs are thin qcow2 overlays of a blank image.
+  rest PUT /global-configurations/mevoco/threshold.primaryStorage.physicalCapacity/actions '{"updateGlobalConfig":{"value":"0.99"}}' >/dev/null
   for ip in "${AGENT_IPS[@]}"; do
     if ! out="$(rest POST /hosts/kvm "{\"params\":{\"clusterUuid\":\"$cluster\",\"name\":\"demo-$ip\",\"managementIp\":\"$ip\",\"username\":\"root\",\"password\":\"demo\"}}")"; then
       echo "local-cluster: adding host $ip failed: $out" >&2; return 1
@@ -242,7 +327,8 @@ start_agents() {
   # add attaches it: the demo has no sshd on its loopback addresses to install through.
   bs="$(rest POST /backup-storage/image-store "{\"params\":{\"name\":\"demo-store\",\"url\":\"$DIR/imagestore\",\"hostname\":\"${AGENT_IPS[0]}\",\"username\":\"root\",\"password\":\"demo\"}}" | uuid_of)"
   rest POST "/zones/$zone/backup-storage/$bs" '{"params":{}}' >/dev/null
-  echo "local-cluster: demo zone, cluster, 2 hosts, local primary storage and image store $bs added"
+  echo "local-cluster: demo zone, cluster, ${#AGENT_IPS[@]} hosts, local primary storage and image store $bs added"
+  add_vm_resources "$zone" "$cluster" "$bs"
 }
 
 stop_agents() {
@@ -281,6 +367,8 @@ PROFILE=$PROFILE
 BIN_DIR=$BIN_DIR
 ZSNODE=$ZSNODE
 ZSCTL=$ZSCTL
+ZS_AGENT_IPS="${AGENT_IPS[*]}"
+ZS_IMAGE_PORT=$IMAGE_PORT
 EOF
   if [ ! -s "$TOKEN_FILE" ]; then
     (umask 077; printf 'zsadm_%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')" > "$TOKEN_FILE")
@@ -328,6 +416,7 @@ EOF
 
 cmd_stop() {
   stop_agents
+  stop_image_server
   local i pid any=0
   local pids=()
   for i in $(seq 1 "$NODES"); do

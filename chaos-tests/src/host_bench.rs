@@ -40,9 +40,10 @@ pub struct HostBench {
     /// The management nodes.
     pub cluster: Cluster,
     agents: Vec<Child>,
-    api: ZsClient,
-    session: String,
-    cluster_uuid: String,
+    pub(crate) api: ZsClient,
+    pub(crate) session: String,
+    pub(crate) zone_uuid: String,
+    pub(crate) cluster_uuid: String,
     base_ip: Ipv4Addr,
     ssh_port: u16,
     capacity: u32,
@@ -208,6 +209,7 @@ impl HostBench {
             agents: Vec::new(),
             api,
             session,
+            zone_uuid: String::new(),
             cluster_uuid: String::new(),
             base_ip,
             ssh_port: crate::cluster::free_port()?,
@@ -223,6 +225,7 @@ impl HostBench {
             .as_str()
             .ok_or_else(|| anyhow!("zone: {zone}"))?
             .to_string();
+        b.zone_uuid.clone_from(&zone);
         let cl = b.call(
             "org.zstack.header.cluster.APICreateClusterMsg",
             json!({"zoneUuid": zone, "name": "bench", "hypervisorType": "KVM"}),
@@ -237,7 +240,7 @@ impl HostBench {
         Ok(b)
     }
 
-    fn leader_addr(&mut self) -> Result<String> {
+    pub(crate) fn leader_addr(&mut self) -> Result<String> {
         let id = self.leader()?;
         Ok(self.cluster.node(id).http.to_string())
     }
@@ -245,7 +248,7 @@ impl HostBench {
     /// The leader, waiting out status calls that time out: at the largest host counts the
     /// two cores here are saturated and a node can miss the status client's bound for a while
     /// without anything being wrong with the cluster.
-    fn leader(&mut self) -> Result<u64> {
+    pub(crate) fn leader(&mut self) -> Result<u64> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             match self.cluster.wait_leader(Duration::from_secs(30)) {
@@ -256,7 +259,7 @@ impl HostBench {
         }
     }
 
-    fn call(&mut self, class: &str, fields: Value) -> Result<Value> {
+    pub(crate) fn call(&mut self, class: &str, fields: Value) -> Result<Value> {
         let node = self.leader_addr()?;
         let r = self
             .api
@@ -496,14 +499,18 @@ impl HostBench {
         }
     }
 
-    fn scrape(&self, node: &str) -> Result<Scrape> {
-        let text = self
+    /// The `/metrics` page of `node`.
+    pub(crate) fn metrics_text(&self, node: &str) -> Result<String> {
+        Ok(self
             .api
             .http()
             .get(format!("http://{node}/metrics"))
             .send()?
-            .text()?;
-        Ok(parse(&text))
+            .text()?)
+    }
+
+    fn scrape(&self, node: &str) -> Result<Scrape> {
+        Ok(parse(&self.metrics_text(node)?))
     }
 
     /// Measure the leader over `window`.

@@ -13,6 +13,7 @@ pub mod nemesis;
 pub mod proxy;
 pub mod reports;
 pub mod topology;
+pub mod vm_bench;
 pub mod workload;
 pub mod zstack_client;
 

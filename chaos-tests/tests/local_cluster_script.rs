@@ -1,6 +1,7 @@
 //! `deploy/local-cluster.sh` end to end: start 3 nodes, `zsctl status` shows one leader, two
 //! followers and equal applied indexes; a second start is a no-op; stop is clean; a restart
-//! from the data dirs converges again.
+//! from the data dirs converges again. With its demo hosts, the commands the script prints for
+//! a first VM, run literally, create a VM that runs on a demo agent.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -28,19 +29,31 @@ struct Script {
     http: u16,
     https: u16,
     raft: u16,
+    /// Demo hosts' addresses (none: `ZS_AGENTS=0`) and the image server's port.
+    agents: Option<(String, u16)>,
 }
 
 impl Script {
     fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new("bash")
-            .arg(workspace_root().join("deploy/local-cluster.sh"))
+        let mut cmd = Command::new("bash");
+        cmd.arg(workspace_root().join("deploy/local-cluster.sh"))
             .args(args)
             .arg("--dir")
             .arg(&self.dir)
-            .env("ZS_NO_BUILD", "1")
+            .env("ZS_NO_BUILD", "1");
+        match &self.agents {
+            Some((ips, image_port)) => {
+                cmd.env("ZS_AGENTS", "1")
+                    .env("ZS_AGENT_IPS", ips)
+                    .env("ZS_IMAGE_PORT", image_port.to_string());
+            }
             // The cluster mechanics only: demo hosts keep the trackers committing, so applied
             // indexes would not settle for the equality check below.
-            .env("ZS_AGENTS", "0")
+            None => {
+                cmd.env("ZS_AGENTS", "0");
+            }
+        }
+        let out = cmd
             .env("ZS_BIN_DIR", &self.bin_dir)
             .env("ZS_HTTP_BASE", self.http.to_string())
             .env("ZS_HTTPS_BASE", self.https.to_string())
@@ -81,8 +94,14 @@ impl Drop for Script {
         // Never leave nodes running, even when an assertion failed.
         let _ = self.run(&["stop"]);
         if std::thread::panicking() {
-            for i in 1..=3 {
-                let log = self.dir.join(format!("node{i}/zsnode.log"));
+            let agent_logs = std::fs::read_dir(&self.dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("zsagent.log"))
+                .filter(|p| p.is_file());
+            let node_logs = (1..=3).map(|i| self.dir.join(format!("node{i}/zsnode.log")));
+            for log in node_logs.chain(agent_logs) {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
                 eprintln!(
@@ -150,6 +169,7 @@ fn local_cluster_script_starts_reports_stops_and_restarts() {
         http: free_range(3),
         https: free_range(3),
         raft: free_range(3),
+        agents: None,
     };
 
     let out = s.run(&["start", "--nodes", "3"]);
@@ -227,5 +247,95 @@ fn local_cluster_script_starts_reports_stops_and_restarts() {
     assert!(
         second >= first,
         "applied index went back from {first} to {second}"
+    );
+}
+
+/// The indented lines after the "First VM" heading of the start output, as one script.
+fn first_vm_commands(out: &str) -> String {
+    let script: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("First VM on the demo hosts"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| &l[2..])
+        .collect();
+    assert!(
+        script.len() >= 5,
+        "start printed no first-VM commands:\n{out}"
+    );
+    script.join("\n")
+}
+
+#[test]
+fn the_demo_prints_first_vm_commands_that_run_a_vm_on_a_demo_agent() {
+    let zsnode = zsnode_bin().expect("zsnode binary");
+    let bin_dir = zsnode.parent().expect("bin dir").to_path_buf();
+    for (bin, package, var) in [
+        ("zsctl", "ops", "ZSCTL_BIN"),
+        ("zsagent", "agent", "ZSAGENT_BIN"),
+    ] {
+        if !bin_dir.join(bin).is_file() {
+            locate_binary(bin, package, var).expect("binary");
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Away from the default demo's 127.0.0.2-3 and the other tests' addresses.
+    let ips = ["127.0.5.2", "127.0.5.3"];
+    let s = Script {
+        dir: tmp.path().join("demo"),
+        bin_dir,
+        http: free_range(3),
+        https: free_range(3),
+        raft: free_range(3),
+        agents: Some((ips.join(" "), free_range(1))),
+    };
+    let out = s.run(&["start", "--nodes", "3"]);
+    assert!(out.status.success(), "start failed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let script = first_vm_commands(&text);
+    let run = Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail\n{script}")])
+        .output()
+        .expect("run the printed commands");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    eprintln!(
+        "$ first-VM commands -> {}\n{stdout}{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "the printed commands failed");
+    let replies: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let vm = replies
+        .iter()
+        .find_map(|v| v["inventories"].as_array().and_then(|a| a.first()))
+        .unwrap_or_else(|| panic!("QueryVmInstance printed no VM:\n{stdout}"));
+    assert_eq!(vm["name"], "first-vm", "{vm}");
+    assert_eq!(vm["state"], "Running", "{vm}");
+    let host = vm["hostUuid"].as_str().expect("the VM has a host");
+    // The host is one of the demo agents: the one bound to that host uuid.
+    let bound: Vec<String> = ips
+        .iter()
+        .filter_map(|ip| std::fs::read_to_string(s.dir.join(format!("agent-{ip}/host-uuid"))).ok())
+        .map(|u| u.trim().to_string())
+        .collect();
+    assert!(
+        bound.iter().any(|u| u == host),
+        "host {host} is no demo agent's (bound: {bound:?})"
+    );
+    let domains = replies
+        .iter()
+        .find(|v| v["hostUuid"] == host && v["domains"].is_array())
+        .unwrap_or_else(|| panic!("no domain list of host {host}:\n{stdout}"));
+    assert!(
+        domains["domains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d["name"] == vm["uuid"] && d["state"] == "Running"),
+        "the agent has no running domain of {}: {domains}",
+        vm["uuid"]
     );
 }

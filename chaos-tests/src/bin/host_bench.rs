@@ -6,6 +6,11 @@
 //! `cargo run --release -p chaos-tests --bin host-bench [-- --hosts 100,1000,3000]`. Prints one
 //! machine-readable line per case (`bench=host_tracking ...`, `bench=host_add ...`,
 //! `bench=host_tracking_max ...`).
+//!
+//! `--vm-creates N [--concurrency 100] --hosts 1000` instead measures VM creates end to end:
+//! first on a cluster of `--vm-peer-hosts` (2) simulated hosts, then on one of the largest
+//! `--hosts` count, the same N creates by the same clients on each (`bench=vm_create ...` per
+//! cluster, `bench=vm_create_ratio ...` comparing them).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -13,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use chaos_tests::host_bench::HostBench;
+use chaos_tests::vm_bench::CreateRun;
 use clap::Parser;
 
 /// Command line of the benchmark.
@@ -54,10 +60,84 @@ struct Args {
     /// Skip the tracker measurement (placements only).
     #[arg(long)]
     no_tracking: bool,
+    /// VM creates to measure (0: the host tracker ramp instead).
+    #[arg(long, default_value_t = 0)]
+    vm_creates: usize,
+    /// Concurrent CreateVmInstance clients.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Hosts of the peer cluster the VM creates are compared with (0: no peer).
+    #[arg(long, default_value_t = 2)]
+    vm_peer_hosts: u32,
+    /// Address of the image store's agent (the peer's is the next one).
+    #[arg(long, default_value = "127.2.0.1")]
+    store_ip: Ipv4Addr,
+}
+
+/// One cluster of `hosts` simulated hosts from `base`: added, set up for VMs, one warm-up
+/// create (the image's first download into the shared storage's cache), then the batch, every
+/// VM checked in its host's domain list.
+fn vm_run(a: &Args, hosts: u32, base: Ipv4Addr, store: Ipv4Addr) -> Result<CreateRun> {
+    let mut b = HostBench::start(hosts, base, 60)?;
+    let took = b.add_hosts(hosts, a.in_flight)?;
+    println!(
+        "bench=host_add hosts={hosts} added={hosts} secs={:.1} adds_per_s={:.0} errors={}",
+        took.as_secs_f64(),
+        f64::from(hosts) / took.as_secs_f64().max(1e-9),
+        b.add_errors
+    );
+    b.await_connected(hosts as usize - b.add_errors, Duration::from_secs(300))?;
+    let setup = b.setup_vms(store)?;
+    let warm = b.create_vms(&setup, "warm", 1, 1)?;
+    anyhow::ensure!(warm.ok == 1, "the warm-up create failed: {warm:?}");
+    let run = b.create_vms(&setup, "bench", a.vm_creates, a.concurrency)?;
+    let domains = b.running_domains(&run)?;
+    println!("{} running_domains={domains}", run.line());
+    anyhow::ensure!(
+        domains == run.ok,
+        "{} VMs answered Running but {domains} domains run",
+        run.ok
+    );
+    Ok(run)
+}
+
+fn vm_mode(a: &Args) -> Result<()> {
+    let max = a.hosts.iter().copied().max().unwrap_or(0);
+    println!(
+        "bench=env cores={} mode=vm_create hosts={max} peer_hosts={} creates={} concurrency={}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        a.vm_peer_hosts,
+        a.vm_creates,
+        a.concurrency
+    );
+    // The peer on its own addresses and cluster, torn down before the large one starts, so
+    // the two never share the cores.
+    let peer = if a.vm_peer_hosts > 0 {
+        let base = Ipv4Addr::from(u32::from(a.base_ip) + max + 256);
+        let store = Ipv4Addr::from(u32::from(a.store_ip) + 1);
+        Some(vm_run(a, a.vm_peer_hosts, base, store)?)
+    } else {
+        None
+    };
+    let run = vm_run(a, max, a.base_ip, a.store_ip)?;
+    if let Some(p) = peer {
+        println!(
+            "bench=vm_create_ratio hosts={max} peer_hosts={} creates_per_s={:.1} peer_creates_per_s={:.1} ratio={:.3} p50_ratio={:.3}",
+            p.hosts,
+            run.creates_per_s(),
+            p.creates_per_s(),
+            run.creates_per_s() / p.creates_per_s().max(1e-9),
+            run.p50_ms / p.p50_ms.max(1e-9)
+        );
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if a.vm_creates > 0 {
+        return vm_mode(&a);
+    }
     let started = Instant::now();
     let max = a.hosts.iter().copied().max().unwrap_or(0);
     println!(
