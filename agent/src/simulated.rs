@@ -46,6 +46,9 @@ struct SimState {
     disks: BTreeMap<String, Vec<String>>,
     /// Volume files by path.
     volumes: BTreeMap<String, pb::VolumeFile>,
+    /// The backing file of each snapshot-made file (a volume's overlay, a snapshot's file),
+    /// by path.
+    backing: BTreeMap<String, String>,
 }
 
 impl SimState {
@@ -63,6 +66,33 @@ impl SimState {
         let d = d.clone();
         self.disks.insert(vm.to_string(), files);
         Ok(d)
+    }
+
+    /// The chain of `path`, the file first.
+    fn chain(&self, path: &str) -> Vec<String> {
+        let mut out = vec![path.to_string()];
+        while let Some(b) = out.last().and_then(|p| self.backing.get(p)) {
+            if out.contains(b) {
+                break;
+            }
+            out.push(b.clone());
+        }
+        out
+    }
+
+    fn snapshot_reply(&self, path: &str, snapshot: Option<&str>) -> pb::VolumeSnapshotReply {
+        pb::VolumeSnapshotReply {
+            snapshot: snapshot.and_then(|s| self.volumes.get(s).cloned()),
+            volume: self.volumes.get(path).cloned(),
+            backing_chain: self.chain(path),
+        }
+    }
+
+    fn in_use(&self, path: &str) -> Option<String> {
+        self.disks
+            .iter()
+            .find(|(_, files)| files.iter().any(|f| f == path))
+            .map(|(vm, _)| vm.clone())
     }
 
     fn remove(&mut self, vm: &str) {
@@ -316,7 +346,135 @@ impl HostBackend for SimulatedBackend {
                 "volume {volume_uuid} ({path}) is in use by domain {vm}: stop the VM first"
             )));
         }
+        let snaps = format!(
+            "{}/",
+            volumes::snapshots_dir(Path::new(s.dir()), volume_uuid).display()
+        );
+        g.volumes.retain(|p, _| !p.starts_with(&snaps));
+        g.backing
+            .retain(|p, _| !p.starts_with(&snaps) && p != &path);
         Ok(g.volumes.remove(&path).is_some())
+    }
+
+    fn snapshot_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuid: &str,
+        _vm: Option<&str>,
+    ) -> Result<pb::VolumeSnapshotReply, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        volumes::check_volume_uuid(snapshot_uuid)?;
+        let dir = Path::new(s.dir());
+        let path = volumes::volume_path(dir, volume_uuid).display().to_string();
+        let snap = volumes::snapshot_path(dir, volume_uuid, snapshot_uuid)
+            .display()
+            .to_string();
+        let mut g = self.state();
+        if !g.volumes.contains_key(&snap) {
+            let mut frozen = g.volumes.get(&path).cloned().ok_or_else(|| {
+                OpError::WrongState(format!(
+                    "volume {volume_uuid} has no file {path} on this host to snapshot"
+                ))
+            })?;
+            frozen.path.clone_from(&snap);
+            let top = pb::VolumeFile {
+                path: path.clone(),
+                format: "qcow2".into(),
+                virtual_size: frozen.virtual_size,
+                actual_size: EMPTY_QCOW2_BYTES,
+            };
+            if let Some(b) = g.backing.remove(&path) {
+                g.backing.insert(snap.clone(), b);
+            }
+            g.volumes.insert(snap.clone(), frozen);
+            g.volumes.insert(path.clone(), top);
+            g.backing.insert(path.clone(), snap.clone());
+        }
+        Ok(g.snapshot_reply(&path, Some(&snap)))
+    }
+
+    fn revert_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuid: &str,
+    ) -> Result<pb::VolumeSnapshotReply, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        volumes::check_volume_uuid(snapshot_uuid)?;
+        let dir = Path::new(s.dir());
+        let path = volumes::volume_path(dir, volume_uuid).display().to_string();
+        let snap = volumes::snapshot_path(dir, volume_uuid, snapshot_uuid)
+            .display()
+            .to_string();
+        let mut g = self.state();
+        if let Some(vm) = g.in_use(&path) {
+            return Err(OpError::WrongState(format!(
+                "volume {volume_uuid} ({path}) is in use by domain {vm}: stop the VM before reverting it"
+            )));
+        }
+        let size = g
+            .volumes
+            .get(&snap)
+            .map(|f| f.virtual_size)
+            .ok_or_else(|| {
+                OpError::WrongState(format!(
+                "snapshot {snapshot_uuid} of volume {volume_uuid} has no file {snap} on this host"
+            ))
+            })?;
+        g.volumes.insert(
+            path.clone(),
+            pb::VolumeFile {
+                path: path.clone(),
+                format: "qcow2".into(),
+                virtual_size: size,
+                actual_size: EMPTY_QCOW2_BYTES,
+            },
+        );
+        g.backing.insert(path.clone(), snap.clone());
+        Ok(g.snapshot_reply(&path, Some(&snap)))
+    }
+
+    fn delete_volume_snapshots(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuids: &[String],
+    ) -> Result<pb::VolumeSnapshotReply, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        let dir = Path::new(s.dir());
+        let path = volumes::volume_path(dir, volume_uuid).display().to_string();
+        let mut doomed = Vec::new();
+        for u in snapshot_uuids {
+            volumes::check_volume_uuid(u)?;
+            doomed.push(
+                volumes::snapshot_path(dir, volume_uuid, u)
+                    .display()
+                    .to_string(),
+            );
+        }
+        let mut g = self.state();
+        if let Some((f, b)) = g
+            .backing
+            .iter()
+            .find(|(f, b)| *f != &path && !doomed.contains(f) && doomed.contains(b))
+        {
+            return Err(OpError::WrongState(format!(
+                "snapshot file {f} is backed by {b}, which is to be deleted: delete its descendants with it"
+            )));
+        }
+        let chain = g.chain(&path);
+        if chain.iter().skip(1).any(|f| doomed.contains(f)) {
+            match chain.iter().skip(1).find(|f| !doomed.contains(f)).cloned() {
+                Some(base) => g.backing.insert(path.clone(), base),
+                None => g.backing.remove(&path),
+            };
+        }
+        for d in &doomed {
+            g.volumes.remove(d);
+            g.backing.remove(d);
+        }
+        Ok(g.snapshot_reply(&path, None))
     }
 
     fn attach_disk(&self, vm: &str, disk: &pb::DiskSpec) -> Result<pb::Domain, OpError> {
