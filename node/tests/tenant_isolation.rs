@@ -1620,6 +1620,14 @@ async fn every_call_keeps_tenants_apart() {
             json!({"category": "kvm", "name": "allowTestDriver", "value": "true"}),
         )
         .await;
+    // The build machine's disk is shared and often nearly full; the world's volumes are tiny.
+    setup
+        .ok(
+            &admin,
+            "UpdateGlobalConfig",
+            json!({"category": "mevoco", "name": "threshold.primaryStorage.physicalCapacity", "value": "1.0"}),
+        )
+        .await;
     let infra = setup.infra(&admin, fake_ssh_host().await).await;
     let a = setup.tenant(&infra, "tenant-a", 1).await;
     let b = setup.tenant(&infra, "tenant-b", 2).await;
