@@ -711,4 +711,54 @@ mod tests {
         b.destroy_vm(VM).unwrap();
         assert_eq!(b.detach_disk(VM, &data.path).unwrap(), None);
     }
+
+    #[test]
+    fn simulated_snapshots_keep_the_same_chain_as_real_files() {
+        let b = SimulatedBackend::new("10.0.0.1");
+        let s = storage();
+        let top = b
+            .create_volume(
+                &s,
+                &VolumeRequest {
+                    volume_uuid: VOL.into(),
+                    backing: None,
+                    size_bytes: 1 << 30,
+                },
+            )
+            .unwrap()
+            .path;
+        let (s1, s2) = (
+            "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+            "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2",
+        );
+        let p1 = format!("/sim/ps1/volumes/{VOL}.snapshots/{s1}.qcow2");
+        let p2 = format!("/sim/ps1/volumes/{VOL}.snapshots/{s2}.qcow2");
+        let r = b.snapshot_volume(&s, VOL, s1, None).unwrap();
+        assert_eq!(r.backing_chain, [top.clone(), p1.clone()]);
+        assert_eq!(b.snapshot_volume(&s, VOL, s1, None).unwrap(), r);
+        let r = b.snapshot_volume(&s, VOL, s2, None).unwrap();
+        assert_eq!(r.backing_chain, [top.clone(), p2.clone(), p1.clone()]);
+        let r = b.revert_volume(&s, VOL, s1).unwrap();
+        assert_eq!(r.backing_chain, [top.clone(), p1.clone()]);
+        assert!(matches!(
+            b.delete_volume_snapshots(&s, VOL, &[s1.to_string()]),
+            Err(OpError::WrongState(_))
+        ));
+        let r = b
+            .delete_volume_snapshots(&s, VOL, &[s1.to_string(), s2.to_string()])
+            .unwrap();
+        assert_eq!(r.backing_chain, [top.clone()]);
+        b.snapshot_volume(&s, VOL, s1, None).unwrap();
+        b.start_vm(&spec(&top)).unwrap();
+        assert!(matches!(
+            b.revert_volume(&s, VOL, s1),
+            Err(OpError::WrongState(_))
+        ));
+        b.destroy_vm(VM).unwrap();
+        assert!(b.delete_volume(&s, VOL).unwrap());
+        assert!(matches!(
+            b.revert_volume(&s, VOL, s1),
+            Err(OpError::WrongState(_))
+        ));
+    }
 }
