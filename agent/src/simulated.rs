@@ -747,7 +747,7 @@ mod tests {
         let r = b
             .delete_volume_snapshots(&s, VOL, &[s1.to_string(), s2.to_string()])
             .unwrap();
-        assert_eq!(r.backing_chain, [top.clone()]);
+        assert_eq!(r.backing_chain, vec![top.clone()]);
         b.snapshot_volume(&s, VOL, s1, None).unwrap();
         b.start_vm(&spec(&top)).unwrap();
         assert!(matches!(
