@@ -153,6 +153,31 @@ pub trait HostBackend: Send + Sync {
         size_bytes: u64,
         vm: Option<&str>,
     ) -> Result<pb::VolumeFile, OpError>;
+    /// Take snapshot `snapshot_uuid` of the volume (`CreateVolumeSnapshotRequest`); `vm` is
+    /// the running domain using it, if any. Idempotent by the snapshot's uuid.
+    fn snapshot_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuid: &str,
+        vm: Option<&str>,
+    ) -> Result<pb::VolumeSnapshotReply, OpError>;
+    /// Revert the volume to the snapshot (`RevertVolumeSnapshotRequest`); refused while a
+    /// domain uses the volume.
+    fn revert_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuid: &str,
+    ) -> Result<pb::VolumeSnapshotReply, OpError>;
+    /// Remove the snapshots' files, rebasing the volume off them first when its chain passes
+    /// through one (`DeleteVolumeSnapshotsRequest`).
+    fn delete_volume_snapshots(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuids: &[String],
+    ) -> Result<pb::VolumeSnapshotReply, OpError>;
     /// Whether the calls above block on I/O (libvirt, the file system) and must run off the
     /// async workers; the simulator answers from memory.
     fn blocking(&self) -> bool {

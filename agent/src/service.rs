@@ -1048,4 +1048,73 @@ impl Agent for AgentService {
         .map_err(op_status)?;
         Ok(Response::new(pb::ResizeVolumeReply { file: Some(file) }))
     }
+
+    async fn create_volume_snapshot(
+        &self,
+        req: Request<pb::CreateVolumeSnapshotRequest>,
+    ) -> Result<Response<pb::VolumeSnapshotReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        volumes::check_volume_uuid(&r.volume_uuid).map_err(op_status)?;
+        volumes::check_volume_uuid(&r.snapshot_uuid).map_err(op_status)?;
+        let vm = (!r.vm_uuid.is_empty()).then_some(r.vm_uuid);
+        if let Some(v) = &vm {
+            vm_uuid_of(v)?;
+        }
+        let storage = slot.storage(&r.primary_storage_uuid)?;
+        let (uuid, snap) = (r.volume_uuid, r.snapshot_uuid);
+        // Under the files lock too: a VM start never opens the volume between the freeze and
+        // the new overlay.
+        let reply = on_slot(&slot, move |s| {
+            s.volume_op(&uuid, true, |b| {
+                b.snapshot_volume(&storage, &uuid, &snap, vm.as_deref())
+            })
+        })
+        .await?
+        .map_err(op_status)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn revert_volume_snapshot(
+        &self,
+        req: Request<pb::RevertVolumeSnapshotRequest>,
+    ) -> Result<Response<pb::VolumeSnapshotReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        volumes::check_volume_uuid(&r.volume_uuid).map_err(op_status)?;
+        volumes::check_volume_uuid(&r.snapshot_uuid).map_err(op_status)?;
+        let storage = slot.storage(&r.primary_storage_uuid)?;
+        let (uuid, snap) = (r.volume_uuid, r.snapshot_uuid);
+        let reply = on_slot(&slot, move |s| {
+            s.volume_op(&uuid, true, |b| b.revert_volume(&storage, &uuid, &snap))
+        })
+        .await?
+        .map_err(op_status)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn delete_volume_snapshots(
+        &self,
+        req: Request<pb::DeleteVolumeSnapshotsRequest>,
+    ) -> Result<Response<pb::VolumeSnapshotReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        volumes::check_volume_uuid(&r.volume_uuid).map_err(op_status)?;
+        for s in &r.snapshot_uuids {
+            volumes::check_volume_uuid(s).map_err(op_status)?;
+        }
+        let storage = slot.storage(&r.primary_storage_uuid)?;
+        let (uuid, snaps) = (r.volume_uuid, r.snapshot_uuids);
+        let reply = on_slot(&slot, move |s| {
+            s.volume_op(&uuid, true, |b| {
+                b.delete_volume_snapshots(&storage, &uuid, &snaps)
+            })
+        })
+        .await?
+        .map_err(op_status)?;
+        Ok(Response::new(reply))
+    }
 }

@@ -46,6 +46,9 @@ struct SimState {
     disks: BTreeMap<String, Vec<String>>,
     /// Volume files by path.
     volumes: BTreeMap<String, pb::VolumeFile>,
+    /// The backing file of each snapshot-made file (a volume's overlay, a snapshot's file),
+    /// by path.
+    backing: BTreeMap<String, String>,
 }
 
 impl SimState {
@@ -63,6 +66,33 @@ impl SimState {
         let d = d.clone();
         self.disks.insert(vm.to_string(), files);
         Ok(d)
+    }
+
+    /// The chain of `path`, the file first.
+    fn chain(&self, path: &str) -> Vec<String> {
+        let mut out = vec![path.to_string()];
+        while let Some(b) = out.last().and_then(|p| self.backing.get(p)) {
+            if out.contains(b) {
+                break;
+            }
+            out.push(b.clone());
+        }
+        out
+    }
+
+    fn snapshot_reply(&self, path: &str, snapshot: Option<&str>) -> pb::VolumeSnapshotReply {
+        pb::VolumeSnapshotReply {
+            snapshot: snapshot.and_then(|s| self.volumes.get(s).cloned()),
+            volume: self.volumes.get(path).cloned(),
+            backing_chain: self.chain(path),
+        }
+    }
+
+    fn in_use(&self, path: &str) -> Option<String> {
+        self.disks
+            .iter()
+            .find(|(_, files)| files.iter().any(|f| f == path))
+            .map(|(vm, _)| vm.clone())
     }
 
     fn remove(&mut self, vm: &str) {
@@ -316,7 +346,135 @@ impl HostBackend for SimulatedBackend {
                 "volume {volume_uuid} ({path}) is in use by domain {vm}: stop the VM first"
             )));
         }
+        let snaps = format!(
+            "{}/",
+            volumes::snapshots_dir(Path::new(s.dir()), volume_uuid).display()
+        );
+        g.volumes.retain(|p, _| !p.starts_with(&snaps));
+        g.backing
+            .retain(|p, _| !p.starts_with(&snaps) && p != &path);
         Ok(g.volumes.remove(&path).is_some())
+    }
+
+    fn snapshot_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuid: &str,
+        _vm: Option<&str>,
+    ) -> Result<pb::VolumeSnapshotReply, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        volumes::check_volume_uuid(snapshot_uuid)?;
+        let dir = Path::new(s.dir());
+        let path = volumes::volume_path(dir, volume_uuid).display().to_string();
+        let snap = volumes::snapshot_path(dir, volume_uuid, snapshot_uuid)
+            .display()
+            .to_string();
+        let mut g = self.state();
+        if !g.volumes.contains_key(&snap) {
+            let mut frozen = g.volumes.get(&path).cloned().ok_or_else(|| {
+                OpError::WrongState(format!(
+                    "volume {volume_uuid} has no file {path} on this host to snapshot"
+                ))
+            })?;
+            frozen.path.clone_from(&snap);
+            let top = pb::VolumeFile {
+                path: path.clone(),
+                format: "qcow2".into(),
+                virtual_size: frozen.virtual_size,
+                actual_size: EMPTY_QCOW2_BYTES,
+            };
+            if let Some(b) = g.backing.remove(&path) {
+                g.backing.insert(snap.clone(), b);
+            }
+            g.volumes.insert(snap.clone(), frozen);
+            g.volumes.insert(path.clone(), top);
+            g.backing.insert(path.clone(), snap.clone());
+        }
+        Ok(g.snapshot_reply(&path, Some(&snap)))
+    }
+
+    fn revert_volume(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuid: &str,
+    ) -> Result<pb::VolumeSnapshotReply, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        volumes::check_volume_uuid(snapshot_uuid)?;
+        let dir = Path::new(s.dir());
+        let path = volumes::volume_path(dir, volume_uuid).display().to_string();
+        let snap = volumes::snapshot_path(dir, volume_uuid, snapshot_uuid)
+            .display()
+            .to_string();
+        let mut g = self.state();
+        if let Some(vm) = g.in_use(&path) {
+            return Err(OpError::WrongState(format!(
+                "volume {volume_uuid} ({path}) is in use by domain {vm}: stop the VM before reverting it"
+            )));
+        }
+        let size = g
+            .volumes
+            .get(&snap)
+            .map(|f| f.virtual_size)
+            .ok_or_else(|| {
+                OpError::WrongState(format!(
+                "snapshot {snapshot_uuid} of volume {volume_uuid} has no file {snap} on this host"
+            ))
+            })?;
+        g.volumes.insert(
+            path.clone(),
+            pb::VolumeFile {
+                path: path.clone(),
+                format: "qcow2".into(),
+                virtual_size: size,
+                actual_size: EMPTY_QCOW2_BYTES,
+            },
+        );
+        g.backing.insert(path.clone(), snap.clone());
+        Ok(g.snapshot_reply(&path, Some(&snap)))
+    }
+
+    fn delete_volume_snapshots(
+        &self,
+        s: &StorageSpec,
+        volume_uuid: &str,
+        snapshot_uuids: &[String],
+    ) -> Result<pb::VolumeSnapshotReply, OpError> {
+        volumes::check_volume_uuid(volume_uuid)?;
+        let dir = Path::new(s.dir());
+        let path = volumes::volume_path(dir, volume_uuid).display().to_string();
+        let mut doomed = Vec::new();
+        for u in snapshot_uuids {
+            volumes::check_volume_uuid(u)?;
+            doomed.push(
+                volumes::snapshot_path(dir, volume_uuid, u)
+                    .display()
+                    .to_string(),
+            );
+        }
+        let mut g = self.state();
+        if let Some((f, b)) = g
+            .backing
+            .iter()
+            .find(|(f, b)| *f != &path && !doomed.contains(f) && doomed.contains(b))
+        {
+            return Err(OpError::WrongState(format!(
+                "snapshot file {f} is backed by {b}, which is to be deleted: delete its descendants with it"
+            )));
+        }
+        let chain = g.chain(&path);
+        if chain.iter().skip(1).any(|f| doomed.contains(f)) {
+            match chain.iter().skip(1).find(|f| !doomed.contains(f)).cloned() {
+                Some(base) => g.backing.insert(path.clone(), base),
+                None => g.backing.remove(&path),
+            };
+        }
+        for d in &doomed {
+            g.volumes.remove(d);
+            g.backing.remove(d);
+        }
+        Ok(g.snapshot_reply(&path, None))
     }
 
     fn attach_disk(&self, vm: &str, disk: &pb::DiskSpec) -> Result<pb::Domain, OpError> {
@@ -552,5 +710,55 @@ mod tests {
         assert!(b.delete_volume(&s, data_uuid).unwrap());
         b.destroy_vm(VM).unwrap();
         assert_eq!(b.detach_disk(VM, &data.path).unwrap(), None);
+    }
+
+    #[test]
+    fn simulated_snapshots_keep_the_same_chain_as_real_files() {
+        let b = SimulatedBackend::new("10.0.0.1");
+        let s = storage();
+        let top = b
+            .create_volume(
+                &s,
+                &VolumeRequest {
+                    volume_uuid: VOL.into(),
+                    backing: None,
+                    size_bytes: 1 << 30,
+                },
+            )
+            .unwrap()
+            .path;
+        let (s1, s2) = (
+            "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+            "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2",
+        );
+        let p1 = format!("/sim/ps1/volumes/{VOL}.snapshots/{s1}.qcow2");
+        let p2 = format!("/sim/ps1/volumes/{VOL}.snapshots/{s2}.qcow2");
+        let r = b.snapshot_volume(&s, VOL, s1, None).unwrap();
+        assert_eq!(r.backing_chain, [top.clone(), p1.clone()]);
+        assert_eq!(b.snapshot_volume(&s, VOL, s1, None).unwrap(), r);
+        let r = b.snapshot_volume(&s, VOL, s2, None).unwrap();
+        assert_eq!(r.backing_chain, [top.clone(), p2.clone(), p1.clone()]);
+        let r = b.revert_volume(&s, VOL, s1).unwrap();
+        assert_eq!(r.backing_chain, [top.clone(), p1.clone()]);
+        assert!(matches!(
+            b.delete_volume_snapshots(&s, VOL, &[s1.to_string()]),
+            Err(OpError::WrongState(_))
+        ));
+        let r = b
+            .delete_volume_snapshots(&s, VOL, &[s1.to_string(), s2.to_string()])
+            .unwrap();
+        assert_eq!(r.backing_chain, vec![top.clone()]);
+        b.snapshot_volume(&s, VOL, s1, None).unwrap();
+        b.start_vm(&spec(&top)).unwrap();
+        assert!(matches!(
+            b.revert_volume(&s, VOL, s1),
+            Err(OpError::WrongState(_))
+        ));
+        b.destroy_vm(VM).unwrap();
+        assert!(b.delete_volume(&s, VOL).unwrap());
+        assert!(matches!(
+            b.revert_volume(&s, VOL, s1),
+            Err(OpError::WrongState(_))
+        ));
     }
 }

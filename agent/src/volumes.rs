@@ -342,7 +342,8 @@ pub fn create(
     Ok(file_of(&path, &i))
 }
 
-/// Remove volume `uuid`'s file (and any partial one); whether there was a file.
+/// Remove volume `uuid`'s file (and any partial one, and its snapshots' files); whether
+/// there was a file.
 pub fn delete(storage_dir: &Path, uuid: &str) -> Result<bool, OpError> {
     check_volume_uuid(uuid)?;
     let path = volume_path(storage_dir, uuid);
@@ -353,6 +354,12 @@ pub fn delete(storage_dir: &Path, uuid: &str) -> Result<bool, OpError> {
     };
     remove(&partial_path(storage_dir, uuid))?;
     let deleted = remove(&path)?;
+    let snaps = snapshots_dir(storage_dir, uuid);
+    match std::fs::remove_dir_all(&snaps) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove", &snaps)(e)),
+    }
     if deleted {
         sync_dir(&storage_dir.join(VOLUMES_DIR))?;
         tracing::info!(volume = uuid, path = %path.display(), "volume deleted");
@@ -397,6 +404,256 @@ pub fn resize(storage_dir: &Path, uuid: &str, size: u64) -> Result<pb::VolumeFil
     let i = info(&path)?;
     tracing::info!(volume = uuid, path = %path.display(), virtual_size = i.virtual_size, "volume resized");
     Ok(file_of(&path, &i))
+}
+
+/// The directory of a volume's snapshot files, next to the volume's file; it goes with the
+/// volume ([`delete`]), so removing a volume never leaves its snapshots behind.
+pub fn snapshots_dir(storage_dir: &Path, volume_uuid: &str) -> PathBuf {
+    storage_dir
+        .join(VOLUMES_DIR)
+        .join(format!("{volume_uuid}.snapshots"))
+}
+
+/// The file of snapshot `snapshot_uuid` of a volume.
+pub fn snapshot_path(storage_dir: &Path, volume_uuid: &str, snapshot_uuid: &str) -> PathBuf {
+    snapshots_dir(storage_dir, volume_uuid).join(format!("{snapshot_uuid}.qcow2"))
+}
+
+/// A file's backing chain, the file first (`qemu-img info` hop by hop, bounded so a loop in
+/// broken headers cannot hang the agent).
+pub fn backing_chain(path: &Path) -> Result<Vec<String>, OpError> {
+    let mut out = vec![path.display().to_string()];
+    let mut at = path.to_path_buf();
+    while let Some(b) = info(&at)?.backing {
+        if out.len() > 4096 || out.contains(&b) {
+            return Err(OpError::Failed(format!(
+                "the backing chain of {} loops or is longer than 4096 files",
+                path.display()
+            )));
+        }
+        out.push(b.clone());
+        at = PathBuf::from(b);
+    }
+    Ok(out)
+}
+
+/// Make `path` (atomically, through its partial name) a new empty qcow2 overlay of
+/// `backing`, as large as the backing file; whatever `path` held before is replaced.
+fn make_overlay(storage_dir: &Path, uuid: &str, backing: &Path) -> Result<(), OpError> {
+    let path = volume_path(storage_dir, uuid);
+    let partial = partial_path(storage_dir, uuid);
+    let b = info(backing)?;
+    let mut guard = Partial(Some(&partial));
+    qemu_img(&[
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-b".as_ref(),
+        backing.as_os_str(),
+        "-F".as_ref(),
+        b.format.as_ref(),
+        partial.as_os_str(),
+        b.virtual_size.to_string().as_ref(),
+    ])?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("restrict", &partial))?;
+    }
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io("sync", &partial))?;
+    std::fs::rename(&partial, &path).map_err(io("rename into place", &path))?;
+    guard.0 = None;
+    sync_dir(&storage_dir.join(VOLUMES_DIR))
+}
+
+fn snapshot_reply(
+    storage_dir: &Path,
+    uuid: &str,
+    snapshot: Option<&Path>,
+) -> Result<pb::VolumeSnapshotReply, OpError> {
+    let (path, volume) = existing_file(storage_dir, uuid)?;
+    let snapshot = match snapshot {
+        Some(s) => Some(file_of(s, &info(s)?)),
+        None => None,
+    };
+    Ok(pb::VolumeSnapshotReply {
+        snapshot,
+        volume: Some(volume),
+        backing_chain: backing_chain(&path)?,
+    })
+}
+
+/// Take snapshot `snapshot_uuid` of volume `uuid` offline (no QEMU writes the file): the
+/// volume's file is renamed to the snapshot's file, frozen from then on, and a new empty
+/// overlay of it takes the volume's name. The rename is the commit point: after it the
+/// snapshot exists, and a crash before the overlay is made is finished by asking again.
+pub fn snapshot(
+    storage_dir: &Path,
+    uuid: &str,
+    snapshot_uuid: &str,
+) -> Result<pb::VolumeSnapshotReply, OpError> {
+    check_volume_uuid(uuid)?;
+    check_volume_uuid(snapshot_uuid)?;
+    let path = volume_path(storage_dir, uuid);
+    let snap = snapshot_path(storage_dir, uuid, snapshot_uuid);
+    if !snap.exists() {
+        if !path.is_file() {
+            return Err(OpError::WrongState(format!(
+                "volume {uuid} has no file {} on this host to snapshot",
+                path.display()
+            )));
+        }
+        let dir = snapshots_dir(storage_dir, uuid);
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(&dir)
+                .map_err(io("create", &dir))?;
+        }
+        std::fs::rename(&path, &snap).map_err(io("freeze", &path))?;
+        sync_dir(&dir)?;
+        sync_dir(&storage_dir.join(VOLUMES_DIR))?;
+    }
+    if !path.is_file() {
+        make_overlay(storage_dir, uuid, &snap)?;
+    }
+    let r = snapshot_reply(storage_dir, uuid, Some(&snap))?;
+    tracing::info!(
+        volume = uuid,
+        snapshot = snapshot_uuid,
+        "volume snapshot taken"
+    );
+    Ok(r)
+}
+
+/// Revert volume `uuid` to snapshot `snapshot_uuid`: its file becomes a new empty overlay
+/// of the snapshot's file. The caller makes sure no domain uses the file.
+pub fn revert(
+    storage_dir: &Path,
+    uuid: &str,
+    snapshot_uuid: &str,
+) -> Result<pb::VolumeSnapshotReply, OpError> {
+    check_volume_uuid(uuid)?;
+    check_volume_uuid(snapshot_uuid)?;
+    let snap = snapshot_path(storage_dir, uuid, snapshot_uuid);
+    if !snap.is_file() {
+        return Err(OpError::WrongState(format!(
+            "snapshot {snapshot_uuid} of volume {uuid} has no file {} on this host",
+            snap.display()
+        )));
+    }
+    make_overlay(storage_dir, uuid, &snap)?;
+    let r = snapshot_reply(storage_dir, uuid, Some(&snap))?;
+    tracing::info!(volume = uuid, snapshot = snapshot_uuid, "volume reverted");
+    Ok(r)
+}
+
+/// Whether deleting `snapshots` of volume `uuid` needs its file rebased (its chain passes
+/// through one of them).
+pub fn delete_needs_rebase(
+    storage_dir: &Path,
+    uuid: &str,
+    snapshots: &[String],
+) -> Result<bool, OpError> {
+    let path = volume_path(storage_dir, uuid);
+    if !path.is_file() {
+        return Ok(false);
+    }
+    let doomed: Vec<String> = snapshots
+        .iter()
+        .map(|s| snapshot_path(storage_dir, uuid, s).display().to_string())
+        .collect();
+    Ok(backing_chain(&path)?
+        .iter()
+        .skip(1)
+        .any(|f| doomed.contains(f)))
+}
+
+/// Remove the files of `snapshots` of volume `uuid`. A volume file backed by one of them is
+/// first rebased onto the nearest file of its chain that stays (safe mode copies the data
+/// the removed files held), so the guest's disk is the same before and after. A snapshot
+/// file that stays but is backed by one that goes is refused: the caller deletes a
+/// snapshot together with its descendants. The caller makes sure no QEMU writes the file.
+pub fn delete_snapshots(
+    storage_dir: &Path,
+    uuid: &str,
+    snapshots: &[String],
+) -> Result<pb::VolumeSnapshotReply, OpError> {
+    check_volume_uuid(uuid)?;
+    for s in snapshots {
+        check_volume_uuid(s)?;
+    }
+    let doomed: Vec<PathBuf> = snapshots
+        .iter()
+        .map(|s| snapshot_path(storage_dir, uuid, s))
+        .collect();
+    let shown: Vec<String> = doomed.iter().map(|p| p.display().to_string()).collect();
+    let dir = snapshots_dir(storage_dir, uuid);
+    if dir.is_dir() {
+        for e in std::fs::read_dir(&dir).map_err(io("list", &dir))? {
+            let p = e.map_err(io("list", &dir))?.path();
+            if p.extension().is_none_or(|x| x != "qcow2") || doomed.contains(&p) {
+                continue;
+            }
+            if let Some(b) = info(&p)?.backing {
+                if shown.contains(&b) {
+                    return Err(OpError::WrongState(format!(
+                        "snapshot file {} is backed by {b}, which is to be deleted: delete its descendants with it",
+                        p.display()
+                    )));
+                }
+            }
+        }
+    }
+    let path = volume_path(storage_dir, uuid);
+    if path.is_file() {
+        let chain = backing_chain(&path)?;
+        if chain.iter().skip(1).any(|f| shown.contains(f)) {
+            let base = chain.iter().skip(1).find(|f| !shown.contains(f));
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "rebase".into(),
+                "-q".into(),
+                "-f".into(),
+                "qcow2".into(),
+                "-b".into(),
+                base.cloned().unwrap_or_default().into(),
+            ];
+            if let Some(b) = base {
+                args.extend(["-F".into(), info(Path::new(b))?.format.into()]);
+            }
+            args.push(path.clone().into_os_string());
+            let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+            qemu_img(&refs)?;
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io("sync", &path))?;
+        }
+    }
+    let mut removed = false;
+    for p in &doomed {
+        match std::fs::remove_file(p) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", p)(e)),
+        }
+    }
+    if removed {
+        sync_dir(&dir)?;
+    }
+    tracing::info!(
+        volume = uuid,
+        snapshots = snapshots.len(),
+        "volume snapshots deleted"
+    );
+    if !path.is_file() {
+        return Ok(pb::VolumeSnapshotReply::default());
+    }
+    snapshot_reply(storage_dir, uuid, None)
 }
 
 /// Whether two paths name the same file (by what they resolve to when both exist).
@@ -599,6 +856,110 @@ mod tests {
         let missing = "0123456789abcdef0123456789abcde2";
         assert!(matches!(
             resize(&dir, missing, 1 << 30),
+            Err(OpError::WrongState(_))
+        ));
+    }
+
+    /// Write `byte` at `offset` of a qcow2 file through qemu-io, as a guest would.
+    fn write_at(path: &Path, offset: u64, byte: u8) {
+        let st = Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c"])
+            .arg(format!("write -P {byte} {offset} 64k"))
+            .arg(path)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// The byte at `offset` the guest reads.
+    fn read_at(path: &Path, offset: u64, byte: u8) -> bool {
+        Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c"])
+            .arg(format!("read -P {byte} {offset} 64k"))
+            .arg(path)
+            .output()
+            .map(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("mismatch"))
+            .unwrap()
+    }
+
+    #[test]
+    fn snapshots_form_an_external_chain_and_revert_and_delete_keep_the_guests_data() {
+        let (d, img) = storage();
+        let dir = d.path();
+        let img_s = img.to_str().unwrap().to_string();
+        let (s1, s2) = (
+            "a123456789abcdef0123456789abcdef",
+            "b123456789abcdef0123456789abcdef",
+        );
+        create(dir, VOL, Some(&img_s), 0).unwrap();
+        let top = volume_path(dir, VOL);
+        write_at(&top, 0, 1);
+        let r = snapshot(dir, VOL, s1).unwrap();
+        let p1 = snapshot_path(dir, VOL, s1).display().to_string();
+        assert_eq!(r.snapshot.as_ref().unwrap().path, p1);
+        assert_eq!(
+            r.backing_chain,
+            [top.display().to_string(), p1.clone(), img_s.clone()]
+        );
+        // Asked again: the same answer, no new file.
+        assert_eq!(snapshot(dir, VOL, s1).unwrap(), r);
+        write_at(&top, 0, 2);
+        let r = snapshot(dir, VOL, s2).unwrap();
+        let p2 = snapshot_path(dir, VOL, s2).display().to_string();
+        assert_eq!(
+            r.backing_chain,
+            [
+                top.display().to_string(),
+                p2.clone(),
+                p1.clone(),
+                img_s.clone()
+            ]
+        );
+        assert_eq!(backing_chain(&top).unwrap(), r.backing_chain);
+        write_at(&top, 0, 3);
+        // Revert to s1: the guest sees what it wrote before s1, the chain skips s2.
+        let r = revert(dir, VOL, s1).unwrap();
+        assert_eq!(
+            r.backing_chain,
+            [top.display().to_string(), p1.clone(), img_s.clone()]
+        );
+        assert!(read_at(&top, 0, 1));
+        // s1 cannot go without its descendant s2, which is backed by it.
+        let e = delete_snapshots(dir, VOL, &[s1.to_string()]).unwrap_err();
+        assert!(
+            matches!(&e, OpError::WrongState(m) if m.contains("descendants")),
+            "{e:?}"
+        );
+        // s1 with its descendant: the volume is rebased onto the image, data kept.
+        let r = delete_snapshots(dir, VOL, &[s1.to_string(), s2.to_string()]).unwrap();
+        assert_eq!(r.backing_chain, [top.display().to_string(), img_s.clone()]);
+        assert!(read_at(&top, 0, 1));
+        assert!(!Path::new(&p1).exists() && !Path::new(&p2).exists());
+        // Idempotent.
+        delete_snapshots(dir, VOL, &[s1.to_string(), s2.to_string()]).unwrap();
+        // A reverted-to snapshot missing its file is refused.
+        assert!(matches!(revert(dir, VOL, s1), Err(OpError::WrongState(_))));
+    }
+
+    #[test]
+    fn a_data_volume_snapshot_deleted_flattens_it_and_a_deleted_volume_takes_its_snapshots() {
+        let (d, _) = storage();
+        let dir = d.path();
+        let s1 = "a123456789abcdef0123456789abcdef";
+        create(dir, VOL, None, 64 << 20).unwrap();
+        let top = volume_path(dir, VOL);
+        write_at(&top, 1 << 20, 7);
+        snapshot(dir, VOL, s1).unwrap();
+        let r = delete_snapshots(dir, VOL, &[s1.to_string()]).unwrap();
+        assert_eq!(r.backing_chain, [top.display().to_string()]);
+        assert!(read_at(&top, 1 << 20, 7));
+        snapshot(dir, VOL, s1).unwrap();
+        assert!(snapshots_dir(dir, VOL).is_dir());
+        assert!(delete(dir, VOL).unwrap());
+        assert!(!snapshots_dir(dir, VOL).exists());
+        assert!(matches!(
+            snapshot(dir, VOL, s1),
             Err(OpError::WrongState(_))
         ));
     }

@@ -7,6 +7,7 @@
 use api::families::vm::flows::Disk;
 use api::families::vm::flows::Target;
 use api::families::vm::flows::VolumeFile;
+use api::families::vm::snapshot_flows;
 use api::families::vm::volume_flows;
 use api::flow::Vars;
 use ha::EffectError;
@@ -78,6 +79,9 @@ impl VmAgents {
         term: u64,
     ) -> Option<Result<Vars, EffectError>> {
         use volume_flows::actions as a;
+        if let Some(out) = self.snapshot_action(action, payload, term).await {
+            return Some(out);
+        }
         if ![
             a::CREATE_DATA_VOLUME,
             a::ATTACH_VOLUME,
@@ -231,5 +235,132 @@ impl VmAgents {
             .into_inner()
             .file;
         file_vars(file, &what)
+    }
+}
+
+/// A snapshot step's payload (`snapshot_flows::request`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotPayload {
+    #[serde(default)]
+    vm_uuid: String,
+    target: Target,
+    storage: api::families::vm::flows::Storage,
+    volume_uuid: String,
+    snapshot_uuids: Vec<String>,
+}
+
+fn snapshot_vars(r: pb::VolumeSnapshotReply) -> Result<Vars, EffectError> {
+    let file = |f: pb::VolumeFile| VolumeFile {
+        path: f.path,
+        virtual_size: f.virtual_size,
+        actual_size: f.actual_size,
+    };
+    let files = snapshot_flows::SnapshotFiles {
+        snapshot: r.snapshot.map(file),
+        volume: r.volume.map(file),
+        chain: r.backing_chain,
+    };
+    let text = serde_json::to_string(&files)
+        .map_err(|e| failed(format!("encoding the snapshot files: {e}")))?;
+    Ok(Vars::from([(
+        snapshot_flows::vars::FILES.to_string(),
+        text,
+    )]))
+}
+
+impl VmAgents {
+    /// Perform `action` when it is a snapshot action (`None` otherwise). Each is one agent
+    /// call, idempotent there by the snapshot's uuid (a repeated snapshot answers the file
+    /// made, a repeated revert makes the same empty overlay, a repeated delete skips the
+    /// files gone), so an indeterminate answer is asked again.
+    async fn snapshot_action(
+        &self,
+        action: &str,
+        payload: &str,
+        term: u64,
+    ) -> Option<Result<Vars, EffectError>> {
+        use snapshot_flows::actions as a;
+        if ![a::CREATE_SNAPSHOT, a::REVERT_SNAPSHOT, a::DELETE_SNAPSHOTS].contains(&action) {
+            return None;
+        }
+        let p: SnapshotPayload = match serde_json::from_str(payload) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(failed(format!("bad snapshot step payload: {e}")))),
+        };
+        Some(self.snapshot_call(action, &p, term).await)
+    }
+
+    async fn snapshot_call(
+        &self,
+        action: &str,
+        p: &SnapshotPayload,
+        term: u64,
+    ) -> Result<Vars, EffectError> {
+        use snapshot_flows::actions as a;
+        let t = &p.target;
+        self.prepare(t, &p.storage, term).await?;
+        let first = p.snapshot_uuids.first().cloned().unwrap_or_default();
+        let what = match action {
+            a::CREATE_SNAPSHOT => format!(
+                "taking snapshot[uuid:{first}] of volume[uuid:{}]",
+                p.volume_uuid
+            ),
+            a::REVERT_SNAPSHOT => format!(
+                "reverting volume[uuid:{}] to snapshot[uuid:{first}]",
+                p.volume_uuid
+            ),
+            _ => format!(
+                "deleting {} snapshot file(s) of volume[uuid:{}]",
+                p.snapshot_uuids.len(),
+                p.volume_uuid
+            ),
+        };
+        let what = format!("{what} on host[uuid:{}]", t.host_uuid);
+        let (mut c, addr) = self.client(t, &what)?;
+        let header = self.header(term, t);
+        let ps = p.storage.uuid.clone();
+        let reply = match action {
+            a::CREATE_SNAPSHOT => {
+                c.create_volume_snapshot(self.request(
+                    pb::CreateVolumeSnapshotRequest {
+                        header,
+                        primary_storage_uuid: ps,
+                        volume_uuid: p.volume_uuid.clone(),
+                        snapshot_uuid: first,
+                        vm_uuid: p.vm_uuid.clone(),
+                    },
+                    VM_CALL_TIMEOUT,
+                ))
+                .await
+            }
+            a::REVERT_SNAPSHOT => {
+                c.revert_volume_snapshot(self.request(
+                    pb::RevertVolumeSnapshotRequest {
+                        header,
+                        primary_storage_uuid: ps,
+                        volume_uuid: p.volume_uuid.clone(),
+                        snapshot_uuid: first,
+                    },
+                    VM_CALL_TIMEOUT,
+                ))
+                .await
+            }
+            _ => {
+                c.delete_volume_snapshots(self.request(
+                    pb::DeleteVolumeSnapshotsRequest {
+                        header,
+                        primary_storage_uuid: ps,
+                        volume_uuid: p.volume_uuid.clone(),
+                        snapshot_uuids: p.snapshot_uuids.clone(),
+                    },
+                    VM_CALL_TIMEOUT,
+                ))
+                .await
+            }
+        }
+        .map_err(|st| call_failure(status_error(&addr, st), &what))?
+        .into_inner();
+        snapshot_vars(reply)
     }
 }

@@ -346,6 +346,8 @@ struct Infra {
     vm: String,
     /// A data volume of the admin's, attached to `vm`.
     volume: String,
+    /// A snapshot of `volume`.
+    snapshot: String,
     sched_job: String,
     sched_trigger: String,
 }
@@ -601,6 +603,13 @@ impl Setup<'_> {
             json!({"volumeUuid": volume, "vmInstanceUuid": vm}),
         )
         .await;
+        let snapshot = self
+            .uuid(
+                s,
+                "CreateVolumeSnapshot",
+                json!({"volumeUuid": volume, "name": "admin-snap"}),
+            )
+            .await;
         // A scheduled reboot of that VM, attached to a trigger that never fires in the test.
         let sched_job = self
             .uuid(
@@ -646,6 +655,7 @@ impl Setup<'_> {
             user,
             vm,
             volume,
+            snapshot,
             sched_job,
             sched_trigger,
         }
@@ -1030,6 +1040,23 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
         "GetDataVolumeAttachableVm",
         vec![denied(json!({"volumeUuid": i.volume}))],
     );
+    // ---- Volume snapshots: B can neither snapshot the admin's volumes nor touch the
+    // admin's snapshots.
+    add(
+        "CreateVolumeSnapshot",
+        vec![
+            denied(json!({"volumeUuid": i.volume, "name": "b-snap"})),
+            denied(json!({"volumeUuid": api::params::derive_uuid(&i.vm, 0), "name": "b-snap"})),
+        ],
+    );
+    for call in [
+        "RevertVolumeFromSnapshot",
+        "DeleteVolumeSnapshot",
+        "GetVolumeSnapshotSize",
+    ] {
+        add(call, vec![denied(uuid(&i.snapshot))]);
+    }
+    add("UpdateVolumeSnapshot", vec![denied(rename(&i.snapshot))]);
     add(
         "MigrateVm",
         vec![
@@ -1591,6 +1618,14 @@ async fn every_call_keeps_tenants_apart() {
             &admin,
             "UpdateGlobalConfig",
             json!({"category": "kvm", "name": "allowTestDriver", "value": "true"}),
+        )
+        .await;
+    // The build machine's disk is shared and often nearly full; the world's volumes are tiny.
+    setup
+        .ok(
+            &admin,
+            "UpdateGlobalConfig",
+            json!({"category": "mevoco", "name": "threshold.primaryStorage.physicalCapacity", "value": "1.0"}),
         )
         .await;
     let infra = setup.infra(&admin, fake_ssh_host().await).await;

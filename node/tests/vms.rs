@@ -1195,3 +1195,259 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
         "the expunged volume's file {path} is still there"
     );
 }
+
+/// The volume's backing chain as `qemu-img` reads it from the files, the volume's file first.
+fn chain_of(path: &str) -> Vec<String> {
+    let mut out = vec![path.to_string()];
+    while let Some(b) = qemu_info(out.last().unwrap()).1 {
+        out.push(b);
+    }
+    out
+}
+
+/// The volume's snapshots as the API has them equal the files on the agent's storage: the
+/// volume's file backed by the `latest` snapshot's file (by no snapshot's when none is
+/// latest), each snapshot's file there and backed by its parent's, and the domain of a
+/// running VM using the volume's path. Returns the snapshots.
+async fn check_snapshots(r: &Rest, nodes: &[Proc], volume: &str) -> Vec<Value> {
+    let v = check_volume(r, nodes, volume).await;
+    let path = v["installPath"].as_str().unwrap().to_string();
+    let snaps = r
+        .get(&format!(
+            "/volume-snapshots?q=volumeUuid={volume}&limit=100"
+        ))
+        .await["inventories"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let chain = chain_of(&path);
+    let file = |uuid: &str| {
+        snaps
+            .iter()
+            .find(|s| s["uuid"] == json!(uuid))
+            .and_then(|s| s["primaryStorageInstallPath"].as_str())
+            .unwrap_or_else(|| panic!("snapshot {uuid} has no file: {snaps:?}"))
+            .to_string()
+    };
+    match snaps.iter().find(|s| s["latest"] == true) {
+        Some(l) => assert_eq!(
+            chain.get(1),
+            Some(&file(l["uuid"].as_str().unwrap())),
+            "volume {volume}'s file rests on its latest snapshot: {chain:?}"
+        ),
+        None => assert!(
+            !chain.iter().skip(1).any(|f| f.contains(".snapshots/")),
+            "volume {volume} has no latest snapshot but its chain has one: {chain:?}"
+        ),
+    }
+    assert!(snaps.iter().filter(|s| s["latest"] == true).count() <= 1);
+    for s in &snaps {
+        assert_eq!(s["status"], "Ready", "{s}");
+        let f = file(s["uuid"].as_str().unwrap());
+        assert!(Path::new(&f).exists(), "snapshot file {f}");
+        if let Some(p) = s["parentUuid"].as_str() {
+            assert_eq!(
+                qemu_info(&f).1,
+                Some(file(p)),
+                "{f} rests on its parent's file"
+            );
+        }
+    }
+    let trees = r
+        .get(&format!("/volume-snapshots/trees?q=volumeUuid={volume}"))
+        .await["inventories"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let current: Vec<&Value> = trees.iter().filter(|t| t["current"] == true).collect();
+    assert_eq!(
+        current.len(),
+        usize::from(snaps.iter().any(|s| s["latest"] == true)),
+        "one current tree while a snapshot is latest: {trees:?}"
+    );
+    snaps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_snapshots_match_the_agents_files_and_domains_after_every_step() {
+    let World {
+        td: _td,
+        nodes,
+        agents: _agents,
+        rests,
+        hosts: _hosts,
+        image,
+        l3,
+        io,
+    } = setup(
+        ["127.0.0.113", "127.0.0.114"],
+        ("10.0.0.10", "10.0.0.200", "255.255.255.0"),
+        1,
+        268435456,
+        "10",
+    )
+    .await;
+    let r = &rests[0];
+    // The machine's disk is shared with other builds: the test's volumes are tiny, so the
+    // physical-usage threshold of the host's own disk is not what this test is about.
+    r.config("mevoco", "threshold.primaryStorage.physicalCapacity", "1.0")
+        .await;
+    let vm = |name: &str, strategy: &str| {
+        json!({"name": name, "instanceOfferingUuid": io, "imageUuid": image,
+               "l3NetworkUuids": [l3], "strategy": strategy})
+    };
+    let running = r.post("/vm-instances", vm("vm-run", "InstantStart")).await["inventory"].clone();
+    let stopped = r
+        .post("/vm-instances", vm("vm-stop", "CreateStopped"))
+        .await["inventory"]
+        .clone();
+    let vm1 = running["uuid"].as_str().unwrap().to_string();
+    let vm2 = stopped["uuid"].as_str().unwrap().to_string();
+    let root1 = running["rootVolumeUuid"].as_str().unwrap().to_string();
+    let root2 = stopped["rootVolumeUuid"].as_str().unwrap().to_string();
+    let snapshot = |volume: String, name: &'static str| {
+        let rest = &rests[1];
+        async move {
+            let (s, v) = rest
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/volumes/{volume}/volume-snapshots"),
+                    Some(json!({"params": {"name": name}})),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["inventory"]["status"], "Ready", "{v}");
+            v["inventory"]["uuid"].as_str().unwrap().to_string()
+        }
+    };
+
+    // Live, of the running VM's root volume: the domain keeps the volume's path, now an
+    // overlay of the frozen file, itself still backed by the image.
+    let s1 = snapshot(root1.clone(), "live").await;
+    let snaps = check_snapshots(r, &nodes, &root1).await;
+    assert_eq!(snaps.len(), 1);
+    let root1_path = check_volume(r, &nodes, &root1).await["installPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(chain_of(&root1_path).len(), 3, "volume, snapshot, image");
+
+    // A revert needs the VM stopped: refused with ZStack's words, files untouched.
+    let before = chain_of(&root1_path);
+    let (s, v) = rests[2]
+        .send(
+            reqwest::Method::PUT,
+            &format!("/volume-snapshots/{s1}/actions"),
+            Some(json!({"revertVolumeFromSnapshot": {}})),
+        )
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("current vm instance state[Running] doesn't allow to proceed"),
+        "{v}"
+    );
+    assert_eq!(chain_of(&root1_path), before);
+
+    // Offline, a chain of two on the stopped VM's root volume.
+    let a = snapshot(root2.clone(), "a").await;
+    let b = snapshot(root2.clone(), "b").await;
+    let snaps = check_snapshots(r, &nodes, &root2).await;
+    let b_inv = snaps.iter().find(|s| s["uuid"] == json!(b)).unwrap();
+    assert_eq!(b_inv["parentUuid"], json!(a));
+    let root2_path = check_volume(r, &nodes, &root2).await["installPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Revert to a: the volume's file rests on a's, b stays (a branch of the tree).
+    let (s, v) = rests[0]
+        .send(
+            reqwest::Method::PUT,
+            &format!("/volume-snapshots/{a}/actions"),
+            Some(json!({"revertVolumeFromSnapshot": {}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let snaps = check_snapshots(r, &nodes, &root2).await;
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(
+        snaps.iter().find(|s| s["latest"] == true).unwrap()["uuid"],
+        json!(a)
+    );
+    // A new snapshot now branches from a.
+    let c = snapshot(root2.clone(), "c").await;
+    let snaps = check_snapshots(r, &nodes, &root2).await;
+    assert_eq!(
+        snaps.iter().find(|s| s["uuid"] == json!(c)).unwrap()["parentUuid"],
+        json!(a)
+    );
+    let tree = r
+        .get(&format!("/volume-snapshots/trees?q=volumeUuid={root2}"))
+        .await["inventories"][0]["tree"]
+        .clone();
+    assert_eq!(tree["inventory"]["uuid"], json!(a), "{tree}");
+    assert_eq!(tree["children"].as_array().map(Vec::len), Some(2), "{tree}");
+
+    // Deleting a takes b and c with it: files gone, the volume rebased onto its image.
+    let files: Vec<String> = snaps
+        .iter()
+        .map(|s| s["primaryStorageInstallPath"].as_str().unwrap().to_string())
+        .collect();
+    let (s, v) = rests[1]
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/volume-snapshots/{a}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(check_snapshots(r, &nodes, &root2).await.is_empty());
+    for f in &files {
+        assert!(
+            !Path::new(f).exists(),
+            "deleted snapshot file {f} is still there"
+        );
+    }
+    assert_eq!(chain_of(&root2_path).len(), 2, "volume and image");
+    assert_eq!(
+        r.get(&format!("/volume-snapshots/trees?q=volumeUuid={root2}"))
+            .await["inventories"],
+        json!([])
+    );
+
+    // The VM starts on the volume's path.
+    let (s, v) = r.action(&vm2, "startVmInstance", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let host2 = v["inventory"]["hostUuid"].as_str().unwrap().to_string();
+    assert!(domain_disks(&nodes, &host2, &vm2)
+        .await
+        .contains(&root2_path));
+
+    // Expunging the VM takes its root volume's snapshots, records and files.
+    let s1_file = check_snapshots(r, &nodes, &root1).await[0]["primaryStorageInstallPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = r
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/vm-instances/{vm1}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = r.action(&vm1, "expungeVmInstance", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !Path::new(&s1_file).exists(),
+        "{s1_file} outlived its volume"
+    );
+    assert!(!Path::new(&root1_path).exists());
+    assert_eq!(
+        r.get(&format!("/volume-snapshots/{s1}")).await["inventories"],
+        json!([])
+    );
+}

@@ -400,6 +400,47 @@ pub(crate) fn scripted_effect(
                 serde_json::to_string(&file).unwrap_or_default(),
             )]))
         }
+        // A snapshot freezes the volume's file under the volume's snapshot directory and
+        // leaves the volume an overlay of it; a revert makes it an overlay of the snapshot.
+        (
+            vm::RECEIVER,
+            crate::families::vm::snapshot_flows::actions::CREATE_SNAPSHOT
+            | crate::families::vm::snapshot_flows::actions::REVERT_SNAPSHOT
+            | crate::families::vm::snapshot_flows::actions::DELETE_SNAPSHOTS,
+        ) => {
+            use crate::families::vm::snapshot_flows as sf;
+            let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();
+            let url = p["storage"]["url"].as_str().unwrap_or("");
+            let volume = p["volumeUuid"].as_str().unwrap_or("");
+            let snap = p["snapshotUuids"][0].as_str().unwrap_or("");
+            let top = vm::VolumeFile {
+                path: format!("{url}/volumes/{volume}.qcow2"),
+                virtual_size: 1 << 30,
+                actual_size: 196_608,
+            };
+            let frozen = vm::VolumeFile {
+                path: format!("{url}/volumes/{volume}.snapshots/{snap}.qcow2"),
+                virtual_size: 1 << 30,
+                actual_size: 1 << 20,
+            };
+            let files = if request.action == sf::actions::DELETE_SNAPSHOTS {
+                sf::SnapshotFiles {
+                    snapshot: None,
+                    chain: vec![top.path.clone()],
+                    volume: Some(top),
+                }
+            } else {
+                sf::SnapshotFiles {
+                    chain: vec![top.path.clone(), frozen.path.clone()],
+                    snapshot: Some(frozen),
+                    volume: Some(top),
+                }
+            };
+            Ok(crate::flow::Vars::from([(
+                sf::vars::FILES.into(),
+                serde_json::to_string(&files).unwrap_or_default(),
+            )]))
+        }
         (vm::RECEIVER, _) => Ok(crate::flow::Vars::new()),
         (r, a) => Err(Refusal::new(
             crate::wire::errors::Code::NotSupported,

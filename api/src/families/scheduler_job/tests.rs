@@ -211,3 +211,39 @@ fn timer_commands_are_the_leaders_only() {
     );
     assert!(matches!(r, Response::Refused(_)));
 }
+
+#[test]
+fn a_volume_snapshot_job_fires_a_create_volume_snapshot_that_takes_the_snapshot() {
+    let mut h = world();
+    let admin = crate::testing::matrix::Who::As(Caller::admin());
+    let root = crate::params::derive_uuid(VM, 0);
+    let snap_job = "5c0000000000000000000000000c0002";
+    h.ok(
+        &admin,
+        "CreateSchedulerJob",
+        json!({"name": "nightly", "targetResourceUuid": root, "type": "volumeSnapshot",
+               "resourceUuid": snap_job}),
+    );
+    h.ok(
+        &admin,
+        "AddSchedulerJobToSchedulerTrigger",
+        json!({"schedulerJobUuid": snap_job, "schedulerTriggerUuid": TRIGGER}),
+    );
+    let Response::SchedulerJob(SchedulerResult::Resolved(fired)) = resolve(&mut h, 0, true) else {
+        panic!("slot 0 not resolved")
+    };
+    let firing = fired
+        .iter()
+        .find(|f| f.scheduler_job_uuid == snap_job)
+        .expect("the snapshot job fired");
+    assert_eq!(firing.status, ExecutionStatus::Submitted);
+    // The call the timer submits, as it submits it (`interpret::run_on_behalf` of the dump).
+    let dump: serde_json::Value =
+        serde_json::from_str(firing.request_dump.as_deref().unwrap()).unwrap();
+    let body = dump["CreateVolumeSnapshot"].clone();
+    assert_eq!(body["volumeUuid"], json!(root));
+    let r = h.ok(&admin, "CreateVolumeSnapshot", body);
+    assert_eq!(r["inventory"]["name"], "nightly-0");
+    assert_eq!(r["inventory"]["status"], "Ready");
+    assert_eq!(h.count_eq("QueryVolumeSnapshot", "volumeUuid", &root), 1);
+}

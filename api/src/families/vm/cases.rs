@@ -294,6 +294,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
     ));
     m.extend(migration_cases(&admin, &tenant, &i));
     m.extend(volume_cases(&admin, &tenant, &i));
+    m.extend(snapshot_cases(&admin, &tenant, &i));
     m
 }
 
@@ -829,5 +830,341 @@ fn volume_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
             json!({"volumeUuid": missing()}),
             Code::ResourceNotFound,
         ),
+    ]
+}
+
+/// The uuids the cases' snapshots are created with.
+const SNAP: &str = "00000000000000000000000000005a01";
+const SNAP2: &str = "00000000000000000000000000005a02";
+
+fn snap_body(volume: &str, uuid: &str) -> Value {
+    json!({"volumeUuid": volume, "name": "snap", "description": "before the upgrade", "resourceUuid": uuid})
+}
+
+/// A case on a world holding the VM (`strategy`) and a snapshot of its root volume.
+fn with_snapshot(c: Case, admin: &Who, i: &Ids, strategy: &str) -> Case {
+    let root = crate::params::derive_uuid(VM, 0);
+    with_vm(c, admin, i, strategy).given(admin, "CreateVolumeSnapshot", snap_body(&root, SNAP))
+}
+
+/// ... and a second one on top of it.
+fn with_two_snapshots(c: Case, admin: &Who, i: &Ids, strategy: &str) -> Case {
+    let root = crate::params::derive_uuid(VM, 0);
+    with_snapshot(c, admin, i, strategy).given(
+        admin,
+        "CreateVolumeSnapshot",
+        snap_body(&root, SNAP2),
+    )
+}
+
+#[allow(clippy::too_many_lines)]
+fn snapshot_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
+    let run = "InstantStart";
+    let stopped = "CreateStopped";
+    let root = crate::params::derive_uuid(VM, 0);
+    let r2 = root.clone();
+    vec![
+        // Online: the root volume of a running VM.
+        with_vm(
+            ok(
+                "CreateVolumeSnapshot",
+                admin,
+                snap_body(&root, SNAP),
+                move |h, r| {
+                    let s = &r["inventory"];
+                    assert_eq!(s["uuid"], SNAP);
+                    assert_eq!(s["volumeUuid"], json!(r2));
+                    assert_eq!(s["volumeType"], "Root");
+                    assert_eq!(s["status"], "Ready");
+                    assert_eq!(s["latest"], true);
+                    assert_eq!(s.get("parentUuid"), None);
+                    assert!(s["primaryStorageInstallPath"]
+                        .as_str()
+                        .unwrap_or("")
+                        .ends_with(&format!(".snapshots/{SNAP}.qcow2")));
+                    let t = h.query("QueryVolumeSnapshotTree", eq("volumeUuid", &r2));
+                    assert_eq!(t.len(), 1);
+                    assert_eq!(t[0]["uuid"], s["treeUuid"]);
+                    assert_eq!(t[0]["current"], true);
+                    assert_eq!(t[0]["tree"]["inventory"]["uuid"], SNAP);
+                },
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // On top of the latest one: its child, the latest in its place.
+        with_snapshot(
+            ok(
+                "CreateVolumeSnapshot",
+                admin,
+                snap_body(&root, SNAP2),
+                |h, r| {
+                    assert_eq!(r["inventory"]["parentUuid"], SNAP);
+                    assert_eq!(r["inventory"]["distance"], 1);
+                    assert_eq!(h.one("QueryVolumeSnapshot", "uuid", SNAP)["latest"], false);
+                    let t = h.query(
+                        "QueryVolumeSnapshotTree",
+                        eq("volumeUuid", &crate::params::derive_uuid(VM, 0)),
+                    );
+                    assert_eq!(t.len(), 1);
+                    assert_eq!(t[0]["tree"]["children"][0]["inventory"]["uuid"], SNAP2);
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        // A data volume without a file has nothing to snapshot.
+        with_data(
+            no(
+                "CreateVolumeSnapshot",
+                admin,
+                snap_body(DATA, SNAP),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_attached(
+            ok(
+                "CreateVolumeSnapshot",
+                admin,
+                snap_body(DATA, SNAP),
+                |_, r| {
+                    assert_eq!(r["inventory"]["volumeType"], "Data");
+                },
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // A deleted volume (in the recycle bin) is refused, nothing recorded.
+        with_attached(
+            no(
+                "CreateVolumeSnapshot",
+                admin,
+                snap_body(DATA, SNAP),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "DeleteDataVolume", json!({"uuid": DATA})),
+        no(
+            "CreateVolumeSnapshot",
+            admin,
+            snap_body(&missing(), SNAP),
+            Code::ResourceNotFound,
+        ),
+        with_vm(
+            no(
+                "CreateVolumeSnapshot",
+                admin,
+                json!({"volumeUuid": root}),
+                Code::InvalidArgument,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "CreateVolumeSnapshot",
+                tenant,
+                snap_body(&root, SNAP),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // Revert: the VM must be stopped; latest moves.
+        with_two_snapshots(
+            ok(
+                "RevertVolumeFromSnapshot",
+                admin,
+                json!({"uuid": SNAP}),
+                |h, r| {
+                    assert_eq!(r["inventory"]["latest"], true);
+                    assert_eq!(h.one("QueryVolumeSnapshot", "uuid", SNAP2)["latest"], false);
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        with_snapshot(
+            no(
+                "RevertVolumeFromSnapshot",
+                admin,
+                json!({"uuid": SNAP}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        no(
+            "RevertVolumeFromSnapshot",
+            admin,
+            json!({"uuid": missing()}),
+            Code::ResourceNotFound,
+        ),
+        with_snapshot(
+            no(
+                "RevertVolumeFromSnapshot",
+                tenant,
+                json!({"uuid": SNAP}),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        // Delete takes the descendants too; the volume has no latest snapshot left.
+        with_two_snapshots(
+            ok(
+                "DeleteVolumeSnapshot",
+                admin,
+                json!({"uuid": SNAP}),
+                |h, _| {
+                    assert_eq!(h.count("QueryVolumeSnapshot", eq("uuid", SNAP)), 0);
+                    assert_eq!(h.count("QueryVolumeSnapshot", eq("uuid", SNAP2)), 0);
+                    assert_eq!(
+                        h.count(
+                            "QueryVolumeSnapshotTree",
+                            eq("volumeUuid", &crate::params::derive_uuid(VM, 0))
+                        ),
+                        0
+                    );
+                },
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // A leaf: its parent becomes the latest again.
+        with_two_snapshots(
+            ok(
+                "DeleteVolumeSnapshot",
+                admin,
+                json!({"uuid": SNAP2}),
+                |h, _| {
+                    assert_eq!(h.count("QueryVolumeSnapshot", eq("uuid", SNAP2)), 0);
+                    assert_eq!(h.one("QueryVolumeSnapshot", "uuid", SNAP)["latest"], true);
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        no(
+            "DeleteVolumeSnapshot",
+            admin,
+            json!({"uuid": missing()}),
+            Code::ResourceNotFound,
+        ),
+        with_snapshot(
+            no(
+                "DeleteVolumeSnapshot",
+                tenant,
+                json!({"uuid": SNAP}),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_snapshot(
+            ok(
+                "UpdateVolumeSnapshot",
+                admin,
+                json!({"uuid": SNAP, "name": "renamed", "description": "kept"}),
+                |h, r| {
+                    assert_eq!(r["inventory"]["name"], "renamed");
+                    let t = h.query(
+                        "QueryVolumeSnapshotTree",
+                        eq("volumeUuid", &crate::params::derive_uuid(VM, 0)),
+                    );
+                    assert_eq!(t[0]["tree"]["inventory"]["name"], "renamed");
+                },
+            ),
+            admin,
+            i,
+            run,
+        ),
+        no(
+            "UpdateVolumeSnapshot",
+            admin,
+            json!({"uuid": missing(), "name": "x"}),
+            Code::ResourceNotFound,
+        ),
+        with_snapshot(
+            ok(
+                "QueryVolumeSnapshot",
+                admin,
+                json!({"conditions": eq("volumeUuid", &crate::params::derive_uuid(VM, 0))}),
+                |_, r| assert_eq!(r["inventories"][0]["uuid"], SNAP),
+            ),
+            admin,
+            i,
+            run,
+        ),
+        no(
+            "QueryVolumeSnapshot",
+            admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ),
+        with_snapshot(
+            ok(
+                "QueryVolumeSnapshotTree",
+                admin,
+                json!({"conditions": []}),
+                |_, r| assert_eq!(r["inventories"][0]["tree"]["inventory"]["uuid"], SNAP),
+            ),
+            admin,
+            i,
+            run,
+        ),
+        no(
+            "QueryVolumeSnapshotTree",
+            admin,
+            bad_query(),
+            Code::InvalidArgument,
+        ),
+        with_snapshot(
+            ok(
+                "GetVolumeSnapshotSize",
+                admin,
+                json!({"uuid": SNAP}),
+                |_, r| {
+                    assert_eq!(r["size"], 1u64 << 20);
+                },
+            ),
+            admin,
+            i,
+            run,
+        ),
+        no(
+            "GetVolumeSnapshotSize",
+            admin,
+            json!({"uuid": missing()}),
+            Code::ResourceNotFound,
+        ),
+        // Expunging the VM takes its root volume's snapshots and trees.
+        with_snapshot(
+            ok("ExpungeVmInstance", admin, json!({"uuid": VM}), |h, _| {
+                assert_eq!(h.count("QueryVolumeSnapshot", eq("uuid", SNAP)), 0);
+                assert_eq!(h.count("QueryVolumeSnapshotTree", json!([])), 0);
+            }),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "DestroyVmInstance", json!({"uuid": VM})),
     ]
 }

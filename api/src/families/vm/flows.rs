@@ -1210,6 +1210,9 @@ pub const FLOWS: &[FlowDef] = &[
     super::volume_flows::DELETE_FLOW,
     super::volume_flows::EXPUNGE_FLOW,
     super::volume_flows::RESIZE_FLOW,
+    super::snapshot_flows::CREATE_FLOW,
+    super::snapshot_flows::REVERT_FLOW,
+    super::snapshot_flows::DELETE_FLOW,
 ];
 
 /// `vm.reconcile`: one action of [`super::reconcile`].

@@ -13,6 +13,8 @@ pub mod evacuate;
 pub mod flows;
 mod model;
 pub mod reconcile;
+pub mod snapshot_flows;
+pub mod snapshots;
 #[cfg(test)]
 mod tests;
 pub mod volume_flows;
@@ -41,6 +43,25 @@ use crate::ApiError;
 
 const VM_NIC: JavaClass = JavaClass::leaf("org.zstack.header.vm.VmNicInventory");
 const VOLUME: JavaClass = JavaClass::leaf("org.zstack.header.volume.VolumeInventory");
+const SNAPSHOT: JavaClass =
+    JavaClass::leaf("org.zstack.header.storage.snapshot.VolumeSnapshotInventory");
+/// A node of a snapshot tree: the snapshot and the nodes of its children (recursive, so a
+/// static rather than a const).
+static SNAPSHOT_LEAF: JavaClass = JavaClass {
+    name: "org.zstack.header.storage.snapshot.SnapshotLeafInventory",
+    fields: &[
+        ("inventory", Schema::Class(&SNAPSHOT)),
+        ("children", Schema::Class(&SNAPSHOT_LEAF)),
+    ],
+};
+static SNAPSHOT_TREE: JavaClass = JavaClass {
+    name: "org.zstack.header.storage.snapshot.VolumeSnapshotTreeInventory",
+    fields: &[("tree", Schema::Class(&SNAPSHOT_LEAF))],
+};
+static SNAPSHOT_TREE_REPLY: &[(&str, Schema)] = &[
+    ("inventory", Schema::Class(&SNAPSHOT_TREE)),
+    ("inventories", Schema::Class(&SNAPSHOT_TREE)),
+];
 /// The hosts of a migration candidates reply (the host family's class, named not imported).
 const KVM_HOST: JavaClass = JavaClass::leaf("org.zstack.kvm.KVMHostInventory");
 
@@ -104,7 +125,7 @@ impl Family for Vms {
         ],
         replies: inventories!(Schema::Class(&VM)),
         name: "vm",
-        tables: &[TABLE, VOLUME_TABLE],
+        tables: &[TABLE, VOLUME_TABLE, snapshots::TABLE, snapshots::TREE_TABLE],
         kinds: &[
             KindDecl {
                 relations: &[
@@ -131,6 +152,22 @@ impl Family for Vms {
                 ],
                 inventory: Some(resource::stored_inventory::<Volume>),
                 ..KindDecl::new(VOLUME_KIND, VOLUME_TABLE, &[model::VOLUME_VO])
+            },
+            // A volume's snapshots and trees go with it (expunge, a Direct delete); its
+            // snapshot files go with its file on the agent.
+            KindDecl {
+                relations: &[Relation::new("volumeUuid", VOLUME_KIND, OnDelete::Cascade)],
+                inventory: Some(resource::stored_inventory::<snapshots::VolumeSnapshot>),
+                ..KindDecl::new(snapshots::KIND, snapshots::TABLE, &[snapshots::VO])
+            },
+            KindDecl {
+                relations: &[Relation::new("volumeUuid", VOLUME_KIND, OnDelete::Cascade)],
+                inventory: Some(resource::stored_inventory::<snapshots::SnapshotTree>),
+                ..KindDecl::new(
+                    snapshots::TREE_KIND,
+                    snapshots::TREE_TABLE,
+                    &[snapshots::TREE_VO],
+                )
             },
         ],
         calls: &[
@@ -295,6 +332,50 @@ impl Family for Vms {
                 )],
             )
             .replying(&[("inventories", Schema::Class(&VM))]),
+            CallDecl::new(
+                "CreateVolumeSnapshot",
+                snapshots::create,
+                &[route(Po, "/v1/volumes/{volumeUuid}/volume-snapshots", P)],
+            )
+            .creating(snapshots::VO)
+            .running(snapshot_flows::CREATE)
+            .replying(inventories!(Schema::Class(&SNAPSHOT))),
+            CallDecl::new(
+                "RevertVolumeFromSnapshot",
+                snapshots::revert,
+                routes!(actions "/v1/volume-snapshots"),
+            )
+            .running(snapshot_flows::REVERT)
+            .replying(inventories!(Schema::Class(&SNAPSHOT))),
+            CallDecl::new(
+                "DeleteVolumeSnapshot",
+                snapshots::delete,
+                routes!(delete "/v1/volume-snapshots"),
+            )
+            .running(snapshot_flows::DELETE),
+            CallDecl::new(
+                "UpdateVolumeSnapshot",
+                snapshots::update,
+                routes!(actions "/v1/volume-snapshots"),
+            )
+            .replying(inventories!(Schema::Class(&SNAPSHOT))),
+            query_call!(
+                "QueryVolumeSnapshot",
+                "/v1/volume-snapshots",
+                snapshots::VolumeSnapshot
+            )
+            .replying(inventories!(Schema::Class(&SNAPSHOT))),
+            query_call!(
+                "QueryVolumeSnapshotTree",
+                "/v1/volume-snapshots/trees",
+                snapshots::SnapshotTree
+            )
+            .replying(SNAPSHOT_TREE_REPLY),
+            CallDecl::new(
+                "GetVolumeSnapshotSize",
+                snapshots::size,
+                routes!(actions "/v1/volume-snapshots"),
+            ),
         ],
         flows: flows::FLOWS,
         #[cfg(test)]
@@ -310,6 +391,7 @@ impl Reply for VmResult {
             VmResult::Inventory(v) => Some(resource::inventory(v.as_ref())),
             VmResult::Deleted => None,
             VmResult::Volume(v) => Some(resource::inventory(v.as_ref())),
+            VmResult::Snapshot(s) => Some(resource::inventory(s.as_ref())),
         }
     }
 

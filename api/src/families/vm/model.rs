@@ -365,6 +365,8 @@ pub enum VmOp {
     },
     /// A volume call (`volumes.rs`).
     Volume(super::volumes::VolumeOp),
+    /// A volume snapshot call (`snapshots.rs`).
+    Snapshot(super::snapshots::SnapshotOp),
 }
 
 impl VmOp {
@@ -383,6 +385,7 @@ impl VmOp {
             | VmOp::Migrate { uuid, .. }
             | VmOp::Update { uuid, .. } => uuid,
             VmOp::Volume(op) => op.uuid(),
+            VmOp::Snapshot(op) => op.uuid(),
         }
     }
 
@@ -401,6 +404,7 @@ impl VmOp {
             VmOp::Migrate { .. } => "APIMigrateVmMsg",
             VmOp::Update { .. } => "APIUpdateVmInstanceMsg",
             VmOp::Volume(op) => op.message(),
+            VmOp::Snapshot(op) => op.message(),
         }
     }
 }
@@ -414,6 +418,8 @@ pub enum VmResult {
     Deleted,
     /// A volume after the change.
     Volume(Box<Volume>),
+    /// A volume snapshot after the change.
+    Snapshot(Box<super::snapshots::VolumeSnapshot>),
 }
 
 /// The states an op may start from, and the transitional state it moves the VM to.
@@ -432,7 +438,9 @@ fn transition(op: &VmOp) -> (&'static [VmState], VmState) {
         VmOp::Expunge { .. } => (&[Destroyed], Expunging),
         VmOp::Recover { .. } => (&[Destroyed], Stopped),
         VmOp::Migrate { .. } => (MIGRATABLE, Migrating),
-        VmOp::Create { .. } | VmOp::Update { .. } | VmOp::Volume(_) => (&[], Starting),
+        VmOp::Create { .. } | VmOp::Update { .. } | VmOp::Volume(_) | VmOp::Snapshot(_) => {
+            (&[], Starting)
+        }
     }
 }
 
@@ -668,6 +676,7 @@ pub(super) fn apply(
             Ok(VmResult::Inventory(Box::new(vm)))
         }
         VmOp::Volume(op) => super::volumes::apply(txn, ctx, caller, op),
+        VmOp::Snapshot(op) => super::snapshots::apply(txn, ctx, caller, op),
         VmOp::Update { uuid, rename } => {
             visible_vm(txn, caller, &uuid)?;
             generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| rename.apply_to(v))

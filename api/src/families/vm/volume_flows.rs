@@ -121,7 +121,7 @@ fn answer(v: Volume) -> Option<Response> {
     Some(Response::Vm(VmResult::Volume(Box::new(v))))
 }
 
-fn host_target(txn: &dyn StateTxn, host: &str) -> Result<Target, ApiError> {
+pub(super) fn host_target(txn: &dyn StateTxn, host: &str) -> Result<Target, ApiError> {
     let inv = resource::inventory_of(txn, "Host", host)?
         .ok_or_else(|| resource::not_found_kind("Host", host))?;
     Ok(Target {
@@ -155,7 +155,7 @@ fn is_local(txn: &dyn StateTxn, ps: &str) -> Result<bool, ApiError> {
 }
 
 /// The host that holds (or reaches) the volume's file.
-fn file_host(
+pub(super) fn file_host(
     txn: &dyn StateTxn,
     v: &Volume,
     vm: Option<&VmInstance>,
@@ -182,7 +182,7 @@ fn disk_of(txn: &dyn StateTxn, v: &Volume, ps: &str) -> Result<Disk, ApiError> {
     })
 }
 
-fn live(vm: &VmInstance) -> bool {
+pub(super) fn live(vm: &VmInstance) -> bool {
     matches!(vm.state, VmState::Running | VmState::Paused) && vm.host_uuid.is_some()
 }
 
