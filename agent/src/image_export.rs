@@ -169,8 +169,8 @@ fn remove_tree(dir: &Path) -> Result<(), ImageError> {
     }
 }
 
-/// Exports being made in this process, by staging directory: a retry while one runs is busy
-/// (the caller asks again), and `remove` leaves a running one alone.
+/// Exports being made in this process, by staging directory: a second export of the image
+/// waits for the running one, and `remove` leaves a running one alone.
 fn in_flight_set() -> &'static Mutex<HashSet<PathBuf>> {
     static SET: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
     SET.get_or_init(Mutex::default)
@@ -191,11 +191,23 @@ impl Drop for Claim {
     }
 }
 
-fn claim(dir: &Path, uuid: &str) -> Result<Claim, ImageError> {
-    if !in_flight().insert(dir.to_path_buf()) {
-        return Err(ImageError::Busy { uuid: uuid.into() });
+/// How long an export waits for another export of the same image to finish before it answers
+/// busy. Concurrent VM creates from one image each ask for its export: the later ones wait
+/// and then answer the export the first one made (the caller's RPC deadline bounds the wait
+/// too).
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+async fn claim(dir: &Path, uuid: &str) -> Result<Claim, ImageError> {
+    let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+    loop {
+        if in_flight().insert(dir.to_path_buf()) {
+            return Ok(Claim(dir.to_path_buf()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ImageError::Busy { uuid: uuid.into() });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Ok(Claim(dir.to_path_buf()))
 }
 
 /// Export image `uuid` of `store` as `format` (`None`: as stored), named after `name`.
@@ -229,7 +241,7 @@ pub async fn export(
         }
     };
     let staging = partial_dir(&root, uuid);
-    let _claim = claim(&staging, uuid)?;
+    let _claim = claim(&staging, uuid).await?;
     if let Some(cur) = current(&root, uuid)? {
         if cur.format == format {
             return Ok(cur);
@@ -483,6 +495,26 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
         // The image itself is untouched.
         assert_eq!(std::fs::read(&image).unwrap(), bytes);
+    }
+
+    #[tokio::test]
+    async fn an_export_waits_for_one_in_flight_instead_of_failing() {
+        let td = tempfile::tempdir().unwrap();
+        let (store, _) = store_with_image(td.path()).await;
+        let held = claim(&partial_dir(&store.root, "img"), "img")
+            .await
+            .unwrap();
+        let waiting = export(&store, "img", None, "x");
+        tokio::pin!(waiting);
+        // It cannot finish while the other export holds the image.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), &mut waiting)
+                .await
+                .is_err()
+        );
+        drop(held);
+        let e = waiting.await.unwrap();
+        assert_eq!(current(&store.root, "img").unwrap(), Some(e));
     }
 
     #[tokio::test]
