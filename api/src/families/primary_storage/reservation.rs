@@ -195,16 +195,16 @@ fn short_of_capacity(ps: &str, host: Option<&str>, why: impl std::fmt::Display) 
     ))
 }
 
-/// Charge `grow` more virtual bytes (checked unless `exact`), returning the deflated bytes.
+/// Charge `grow` more virtual bytes if every figure in `caps` takes them, returning the
+/// deflated bytes.
 fn charge_of(
     cfg: &AllocatorConfig,
     caps: &[(Option<&str>, PsCapacity)],
     ps: &str,
     grow: u64,
-    exact: bool,
 ) -> Result<u64, ApiError> {
     let cost = cfg.primary_storage_over_provisioning.deflate(grow);
-    if exact || grow == 0 {
+    if grow == 0 {
         return Ok(cost);
     }
     for (host, cap) in caps {
@@ -299,7 +299,14 @@ pub(super) fn reserve(
     }
     let cfg = allocator_config(txn)?;
     let (old_size, old_charged) = existing.as_ref().map_or((0, 0), |e| (e.size, e.charged));
-    let charged = if r.size >= old_size {
+    let charged = if r.exact {
+        let cost = |size| cfg.primary_storage_over_provisioning.deflate(size);
+        if r.size >= old_size {
+            old_charged.saturating_add(cost(r.size - old_size))
+        } else {
+            old_charged.saturating_sub(cost(old_size - r.size))
+        }
+    } else if r.size >= old_size {
         let mut caps = vec![(
             None,
             PsCapacity {
@@ -323,7 +330,7 @@ pub(super) fn reserve(
                 },
             ));
         }
-        let grow = charge_of(&cfg, &caps, &p.uuid, r.size - old_size, r.exact)?;
+        let grow = charge_of(&cfg, &caps, &p.uuid, r.size - old_size)?;
         old_charged.saturating_add(grow)
     } else {
         old_charged.saturating_sub(
