@@ -306,6 +306,10 @@ async fn setup(
     let r = &rests[0];
     r.config("kvm", "allowTestDriver", "true").await;
     r.config("host", "cpu.overProvisioning.ratio", ratio).await;
+    // The storage is a directory of the machine's shared disk, whose fill is not this test's:
+    // only its own volumes' virtual capacity decides.
+    r.config("mevoco", "threshold.primaryStorage.physicalCapacity", "1")
+        .await;
 
     let zone = r.post("/zones", json!({"name": "z"})).await["inventory"]["uuid"]
         .as_str()
@@ -746,6 +750,20 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
     );
     let left = check(r, &nodes, &hosts).await;
     assert_eq!(left.len(), 4);
+    // The expunged VMs' root volumes gave their bytes back: the storage holds the four left.
+    let roots: u64 = r.get("/volumes").await["inventories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(storage_holds_the_volumes(r).await, roots);
+    assert_eq!(
+        r.get("/volumes").await["inventories"]
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
 
     // Reconciliation: the first host's agent restarts and its test-driver domains are gone;
     // the leader finds its VMs without domains and marks them Stopped, capacity released.
