@@ -228,6 +228,38 @@ async fn capacity_matches(r: &Rest, hosts: &[(String, String)]) {
     }
 }
 
+/// Every primary storage's virtual free space is its measured free space less exactly the
+/// sizes of the volumes made on it (over-provisioning ratio 1), read from one inventory so a
+/// re-measurement in between cannot skew it; returns the bytes held in all.
+async fn storage_holds_the_volumes(r: &Rest) -> u64 {
+    let vols = r.get("/volumes").await["inventories"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let mut all = 0;
+    for ps in r.get("/primary-storage").await["inventories"]
+        .as_array()
+        .unwrap()
+    {
+        let n = |f: &str| ps[f].as_u64().unwrap();
+        let held: u64 = vols
+            .iter()
+            .filter(|v| v["primaryStorageUuid"] == ps["uuid"] && v.get("installPath").is_some())
+            .map(|v| v["size"].as_u64().unwrap())
+            .sum();
+        let free = n("availablePhysicalCapacity").min(n("totalCapacity"));
+        assert_eq!(
+            free - n("availableCapacity"),
+            held,
+            "storage {}: available {} of {free} free with {held} bytes of volumes: {vols:?}",
+            ps["uuid"],
+            n("availableCapacity")
+        );
+        all += held;
+    }
+    all
+}
+
 /// Three nodes, two test-driver agents on `ips` as hosts of one cluster, a shared-mount-point
 /// primary storage, an image store holding a small image, a flat L3 with `range`, and an
 /// instance offering of `cpu` vCPUs and `memory` bytes.
@@ -274,6 +306,10 @@ async fn setup(
     let r = &rests[0];
     r.config("kvm", "allowTestDriver", "true").await;
     r.config("host", "cpu.overProvisioning.ratio", ratio).await;
+    // The storage is a directory of the machine's shared disk, whose fill is not this test's:
+    // only its own volumes' virtual capacity decides.
+    r.config("mevoco", "threshold.primaryStorage.physicalCapacity", "1")
+        .await;
 
     let zone = r.post("/zones", json!({"name": "z"})).await["inventory"]["uuid"]
         .as_str()
@@ -714,6 +750,20 @@ async fn vms_on_three_nodes_match_the_agents_domains_after_every_step() {
     );
     let left = check(r, &nodes, &hosts).await;
     assert_eq!(left.len(), 4);
+    // The expunged VMs' root volumes gave their bytes back: the storage holds the four left.
+    let roots: u64 = r.get("/volumes").await["inventories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(storage_holds_the_volumes(r).await, roots);
+    assert_eq!(
+        r.get("/volumes").await["inventories"]
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
 
     // Reconciliation: the first host's agent restarts and its test-driver domains are gone;
     // the leader finds its VMs without domains and marks them Stopped, capacity released.
@@ -963,6 +1013,12 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
     );
     let host1 = running["hostUuid"].as_str().unwrap().to_string();
     let mib = 1u64 << 20;
+    // The two root volumes hold their size of the storage's virtual capacity.
+    let roots = storage_holds_the_volumes(r).await;
+    assert!(
+        roots >= 2 * 64 * mib,
+        "two root volumes of the 64 MiB image: {roots}"
+    );
 
     // Created without storage: NotInstantiated, no file anywhere.
     let created = rests[1]
@@ -992,6 +1048,7 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
     assert_eq!(qemu_info(&path).0, 64 * mib);
     let disks = domain_disks(&nodes, &host1, &vm1).await;
     assert_eq!(disks.len(), 2, "root and data disk: {disks:?}");
+    assert_eq!(storage_holds_the_volumes(r).await, roots + 64 * mib);
 
     // Attached again: ZStack's refusal, nothing changes.
     let (s, v) = r
@@ -1031,6 +1088,7 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
         .await;
     assert_eq!(s, 503, "a shrink is refused: {v}");
     assert_eq!(qemu_info(&path).0, 128 * mib);
+    assert_eq!(storage_holds_the_volumes(r).await, roots + 128 * mib);
 
     // Detached live: out of the domain, the file stays.
     let (s, v) = rests[0]
@@ -1074,6 +1132,7 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
     assert_eq!(s, 200, "{v}");
     check_volume(r, &nodes, &vol).await;
     assert_eq!(qemu_info(&path).0, 192 * mib);
+    assert_eq!(storage_holds_the_volumes(r).await, roots + 192 * mib);
     let (s, v) = r.action(&vm2, "startVmInstance", json!({})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["inventory"]["state"], "Running", "{v}");
@@ -1106,6 +1165,7 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
         backing.is_some(),
         "the root volume keeps its image as backing file"
     );
+    assert_eq!(storage_holds_the_volumes(r).await, roots + 256 * mib);
 
     // Deleted (Delay): detached live, kept with its file; recovered; deleted and expunged:
     // file and record gone.
@@ -1145,6 +1205,11 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
     assert_eq!(
         r.get(&format!("/volumes/{vol}")).await["inventories"],
         json!([])
+    );
+    assert_eq!(
+        storage_holds_the_volumes(r).await,
+        roots + 64 * mib,
+        "the expunged volume's bytes are back"
     );
     let vms = r.get("/vm-instances").await["inventories"].clone();
     for vm in vms.as_array().unwrap() {
@@ -1194,6 +1259,24 @@ async fn data_volumes_match_the_agents_files_and_domains_after_every_step() {
         !Path::new(&path).exists(),
         "the expunged volume's file {path} is still there"
     );
+
+    assert_eq!(storage_holds_the_volumes(r).await, roots + 64 * mib);
+
+    // Both VMs destroyed and expunged: the storage's virtual free space is its measured free
+    // space again.
+    for vm in [&vm1, &vm2] {
+        let (s, v) = r
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/vm-instances/{vm}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = r.action(vm, "expungeVmInstance", json!({})).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(storage_holds_the_volumes(r).await, 0);
 }
 
 /// The volume's backing chain as `qemu-img` reads it from the files, the volume's file first.

@@ -73,3 +73,26 @@ pub fn replace(
     }
     Ok(())
 }
+
+/// Write one host's share (its virtual figure moved by a volume reservation).
+pub fn put(txn: &mut dyn StateTxn, ps_uuid: &str, h: &LocalHostCapacity) -> Result<(), ApiError> {
+    let raw = serde_json::to_vec(h).map_err(|e| ApiError::Corrupt {
+        what: format!("{TABLE}/{ps_uuid}/{}", h.host_uuid),
+        detail: e.to_string(),
+    })?;
+    txn.put(TABLE, &key(ps_uuid, &h.host_uuid), raw)?;
+    Ok(())
+}
+
+/// Every host's share of a storage, in host uuid order.
+pub fn of_storage(txn: &dyn StateTxn, ps_uuid: &str) -> Result<Vec<LocalHostCapacity>, ApiError> {
+    let prefix = format!("{ps_uuid}/").into_bytes();
+    let mut out = Vec::new();
+    for (k, raw) in txn.scan_prefix(TABLE, &prefix, usize::MAX)? {
+        out.push(serde_json::from_slice(&raw).map_err(|e| ApiError::Corrupt {
+            what: format!("{TABLE}/{}", String::from_utf8_lossy(&k)),
+            detail: e.to_string(),
+        })?);
+    }
+    Ok(out)
+}

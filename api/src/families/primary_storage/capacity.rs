@@ -10,8 +10,8 @@
 //! - Status: Connected when at least one host reaches it, Disconnected when hosts were asked
 //!   and none could; with no host to ask there is nothing to report.
 //!
-//! Virtual capacity starts equal to the physical figures: volumes do not exist yet, and the
-//! scheduler will subtract what it allocates.
+//! The report's `available` is the physical free space; the apply takes the volumes'
+//! reservations (`reservation.rs`) from it for the virtual `availableCapacity`.
 
 use serde::Deserialize;
 use serde::Serialize;

@@ -1,7 +1,8 @@
 //! Primary storage (spec 03 §9): LocalStorage, NFS and SharedMountPoint (decision 7). A PS
 //! belongs to one zone and is attached to clusters of that zone under the combination rules of
-//! spec 03 §3.3. Capacity figures start at 0 and are what the hosts' agents measure
-//! (`capacity.rs`: the storage tracker's rounds and `ReconnectPrimaryStorage`'s flow).
+//! spec 03 §3.3. Capacity figures start at 0; the physical ones are what the hosts' agents
+//! measure (`capacity.rs`: the storage tracker's rounds and `ReconnectPrimaryStorage`'s flow),
+//! the virtual `availableCapacity` is that less what volumes reserved (`reservation.rs`).
 
 mod capacity;
 #[cfg(test)]
@@ -9,6 +10,9 @@ mod cases;
 pub mod flows;
 mod model;
 mod reads;
+mod reservation;
+#[cfg(test)]
+mod reservation_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 mod wire;
@@ -48,10 +52,19 @@ impl Family for PrimaryStorages {
     type Op = PrimaryStorageOp;
     type Out = PrimaryStorageResult;
     const DECL: FamilyDecl = FamilyDecl {
-        services: &[],
+        services: &[
+            ServiceDecl {
+                name: reservation::RESERVE,
+                run: reservation::reserve,
+            },
+            ServiceDecl {
+                name: reservation::RELEASE,
+                run: reservation::release,
+            },
+        ],
         replies: inventories!(Schema::Class(&PRIMARY_STORAGE)),
         name: "primary_storage",
-        tables: &[TABLE, resource::local_storage::TABLE],
+        tables: &[TABLE, resource::local_storage::TABLE, reservation::TABLE],
         kinds: &[KindDecl {
             relations: &[
                 // A zone's primary storage goes with it (its clusters are gone by then).

@@ -421,6 +421,7 @@ pub(super) fn apply(
                 )));
             }
             relations::delete(txn, ctx, KIND, &uuid)?;
+            super::reservation::forget_storage(txn, &uuid)?;
             return Ok(PrimaryStorageResult::Deleted);
         }
         PrimaryStorageOp::Report {
@@ -437,17 +438,30 @@ pub(super) fn apply(
                     )));
                 }
                 p.total_capacity = capacity.total;
-                p.available_capacity = capacity.available;
                 p.total_physical_capacity = capacity.total_physical;
                 p.available_physical_capacity = capacity.available_physical;
                 p.system_used_capacity = capacity.system_used;
                 p.status = status;
                 Ok(())
             })?;
-            if p.ps_type == PsType::LocalStorage {
-                crate::resource::local_storage::replace(txn, &uuid, &capacity.hosts)?;
-            }
-            p
+            // A measurement replaces the physical figures only: the virtual ones are derived
+            // again from them and the volumes' reservations, which it never wipes.
+            let reserved = super::reservation::reserved_on(txn, &uuid)?;
+            let shares = if p.ps_type == PsType::LocalStorage {
+                let mut shares = Vec::new();
+                for h in &capacity.hosts {
+                    shares.push(super::reservation::virtual_share(txn, &uuid, h.clone())?);
+                }
+                crate::resource::local_storage::replace(txn, &uuid, &shares)?;
+                Some(shares)
+            } else {
+                None
+            };
+            generic::modify(txn, ctx, &uuid, |_, p: &mut PrimaryStorage| {
+                p.available_capacity =
+                    super::reservation::virtual_available(p, reserved, shares.as_deref());
+                Ok(())
+            })?
         }
         PrimaryStorageOp::Reconnect { uuid } => {
             generic::modify(txn, ctx, &uuid, |txn, p: &mut PrimaryStorage| {

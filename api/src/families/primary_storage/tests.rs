@@ -119,7 +119,8 @@ fn add_update_state_and_inventory_shape() {
     .unwrap() else {
         panic!()
     };
-    assert_eq!((p.available_capacity, p.status), (40, PsStatus::Connected));
+    // The virtual figure is the measured free space less the volumes' reservations (none).
+    assert_eq!((p.available_capacity, p.status), (50, PsStatus::Connected));
 }
 
 #[test]

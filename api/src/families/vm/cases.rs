@@ -534,6 +534,12 @@ fn data_body(size: u64) -> Value {
     json!({"name": "data", "diskSize": size, "resourceUuid": DATA})
 }
 
+/// A data volume of `size` made at once on the local storage, on the world's host.
+fn on_local(i: &Ids, size: u64) -> Value {
+    json!({"name": "data", "diskSize": size, "primaryStorageUuid": i.local,
+           "systemTags": [format!("localStorage::hostUuid::{}", i.host)], "resourceUuid": DATA})
+}
+
 /// A case on a world holding the VM (`strategy`) and a NotInstantiated 1 GiB data volume.
 fn with_data(c: Case, admin: &Who, i: &Ids, strategy: &str) -> Case {
     with_vm(c, admin, i, strategy).given(admin, "CreateDataVolume", data_body(1 << 30))
@@ -586,6 +592,47 @@ fn volume_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
             json!({"name": "data", "diskSize": 1u64 << 30, "primaryStorageUuid": i.local}),
             Code::InvalidArgument,
         ),
+        // The measured local storage has 60 GiB free on each of its two hosts: a volume made on
+        // one host takes its size from the host's share and the storage's
+        // `availableCapacity`; one that does not fit the host is refused with nothing created.
+        ok(
+            "CreateDataVolume",
+            admin,
+            on_local(i, 10 << 30),
+            found("QueryPrimaryStorage", &i.local, "availableCapacity", 110u64 << 30),
+        )
+        .given(admin, "ReconnectPrimaryStorage", json!({"uuid": i.local})),
+        no(
+            "CreateDataVolume",
+            admin,
+            on_local(i, 61 << 30),
+            Code::OperationFailure,
+        )
+        .given(admin, "ReconnectPrimaryStorage", json!({"uuid": i.local})),
+        // What the VM's root volume (1 GiB) would need on the one Enabled host is held by a
+        // data volume.
+        no(
+            "CreateVmInstance",
+            admin,
+            create_body(i, run),
+            Code::NoAvailableHost,
+        )
+        .given(admin, "ReconnectPrimaryStorage", json!({"uuid": i.local}))
+        .given(admin, "CreateDataVolume", on_local(i, (59 << 30) + (512 << 20))),
+        // A resize takes the difference: 1 GiB held by the root volume, 1 GiB by the data
+        // volume, 58 GiB left.
+        with_attached(
+            no(
+                "ResizeDataVolume",
+                admin,
+                json!({"uuid": DATA, "size": 60u64 << 30}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+
         no(
             "CreateDataVolume",
             admin,

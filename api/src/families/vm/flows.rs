@@ -492,11 +492,15 @@ fn allocate(
             )));
         };
         let local = storage_of(txn, &ps)?.ps_type == "LocalStorage";
-        generic::modify(txn, ctx, &root.uuid, |_, v: &mut Volume| {
+        let root = generic::modify(txn, ctx, &root.uuid, |_, v: &mut Volume| {
             v.primary_storage_uuid = Some(ps.clone());
             v.local_host_uuid = local.then(|| host_uuid.clone());
             Ok(())
         })?;
+        // In the same apply as the placement that chose the storage: checked against the
+        // committed figures, so a concurrent create cannot take the same bytes. The create's
+        // rollback releases it with the volume's record (`forget`).
+        super::model::reserve_capacity(txn, ctx, &root, root.size, false)?;
     }
     let target = target_of(txn, &vm)?;
     encode(vars, vars::TARGET, &target)?;
@@ -663,13 +667,15 @@ fn created(
 ) -> Result<Option<Response>, ApiError> {
     let vm = load_vm(txn, vars)?;
     let file: VolumeFile = decode(vars, vars::ROOT_FILE)?;
-    generic::modify(txn, ctx, &vm.root_volume_uuid, |_, v: &mut Volume| {
+    let root = generic::modify(txn, ctx, &vm.root_volume_uuid, |_, v: &mut Volume| {
         v.install_path = Some(file.path.clone());
         v.size = file.virtual_size;
         v.actual_size = file.actual_size;
         v.status = VolumeStatus::Ready;
         Ok(())
     })?;
+    // The image's real virtual size, which the estimate reserved at placement may miss.
+    super::model::reserve_capacity(txn, ctx, &root, root.size, true)?;
     let stopped = vars.get(vars::STRATEGY).map(String::as_str) == Some("CreateStopped");
     if stopped {
         release_host(txn, ctx, caller, &vm.uuid)?;

@@ -735,9 +735,57 @@ pub fn forget(txn: &mut dyn StateTxn, ctx: &ApplyCtx, vm_uuid: &str) -> Result<(
             })?;
             continue;
         }
+        release_capacity(txn, ctx, &v.uuid)?;
         relations::delete(txn, ctx, VOLUME_KIND, &v.uuid)?;
     }
     relations::delete(txn, ctx, KIND, vm_uuid)?;
+    Ok(())
+}
+
+/// Give a volume's primary-storage capacity back (`primary_storage.release`): every path that
+/// removes a volume record (expunge, `Direct` deletion, a rolled-back create) goes through
+/// here, so no reservation outlives its volume. Absent: nothing changes.
+pub fn release_capacity(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    volume_uuid: &str,
+) -> Result<(), ApiError> {
+    crate::registry::serve(
+        txn,
+        ctx,
+        &Caller::admin(),
+        "primary_storage.release",
+        &serde_json::json!({ "volumeUuid": volume_uuid }),
+    )?;
+    Ok(())
+}
+
+/// Take a volume's virtual size from its primary storage (`primary_storage.reserve`; on
+/// LocalStorage from `host`'s disk). Again with another size: the difference. `exact`
+/// records a file the agent already made at that size, without refusing.
+pub fn reserve_capacity(
+    txn: &mut dyn StateTxn,
+    ctx: &ApplyCtx,
+    v: &Volume,
+    size: u64,
+    exact: bool,
+) -> Result<(), ApiError> {
+    let Some(ps) = &v.primary_storage_uuid else {
+        return Ok(());
+    };
+    crate::registry::serve(
+        txn,
+        ctx,
+        &Caller::admin(),
+        "primary_storage.reserve",
+        &serde_json::json!({
+            "volumeUuid": v.uuid,
+            "primaryStorageUuid": ps,
+            "hostUuid": v.local_host_uuid,
+            "size": size,
+            "exact": exact,
+        }),
+    )?;
     Ok(())
 }
 

@@ -254,16 +254,23 @@ fn uncall(
     };
     if !vars.contains_key(vars::BEFORE) {
         if resource::load::<Volume>(txn, &uuid)?.is_some() {
+            super::model::release_capacity(txn, ctx, &uuid)?;
             relations::delete(txn, ctx, VOLUME_KIND, &uuid)?;
         }
         return Ok(None);
     }
     let before: Volume = decode(vars, vars::BEFORE)?;
-    if resource::load::<Volume>(txn, &uuid)?.is_some() {
-        generic::modify(txn, ctx, &uuid, |_, v: &mut Volume| {
-            *v = before.clone();
-            Ok(())
-        })?;
+    if before.install_path.is_none() {
+        // Instantiated by this call (an attach): the bytes it reserved go back.
+        super::model::release_capacity(txn, ctx, &uuid)?;
+    } else if vars.contains_key(vars::SIZE) {
+        // A resize: the reservation shrinks back to the size before.
+        super::model::reserve_capacity(txn, ctx, &before, before.size, true)?;
+    }
+    if let Some((owner, _)) = resource::load::<Volume>(txn, &uuid)? {
+        // Exactly as it was, its lastOpDate included: a call refused after its first step
+        // (a resize that does not fit) leaves no trace.
+        resource::save(txn, &owner, &before)?;
     } else {
         resource::save(txn, var(vars, vars::BEFORE_OWNER)?, &before)?;
     }
@@ -291,12 +298,15 @@ fn create_plan(
         }
         None => host_reaching(txn, &ps)?,
     };
-    if local {
+    let v = if local {
         generic::modify(txn, ctx, &v.uuid, |_, r: &mut Volume| {
             r.local_host_uuid = Some(host.clone());
             Ok(())
-        })?;
-    }
+        })?
+    } else {
+        v
+    };
+    super::model::reserve_capacity(txn, ctx, &v, v.size, false)?;
     encode(vars, vars::TARGET, &host_target(txn, &host)?)?;
     encode(vars, vars::DISK, &disk_of(txn, &v, &ps)?)?;
     vars.insert(vars::CREATES_FILE.into(), "1".into());
@@ -334,11 +344,12 @@ fn attach_plan(
             Some(h) => h,
             None => host_reaching(txn, &ps)?,
         };
-        generic::modify(txn, ctx, &v.uuid, |_, r: &mut Volume| {
+        let placed = generic::modify(txn, ctx, &v.uuid, |_, r: &mut Volume| {
             r.primary_storage_uuid = Some(ps.clone());
             r.local_host_uuid = local.then(|| host.clone());
             Ok(())
         })?;
+        super::model::reserve_capacity(txn, ctx, &placed, placed.size, false)?;
         encode(vars, vars::TARGET, &host_target(txn, &host)?)?;
         vars.insert(vars::CREATES_FILE.into(), "1".into());
     }
@@ -370,6 +381,7 @@ fn record_file(
         v.status = VolumeStatus::Ready;
         Ok(())
     })?;
+    super::model::reserve_capacity(txn, ctx, &v, v.size, true)?;
     let mut disk: Disk = decode(vars, vars::DISK)?;
     disk.path = Some(file.path);
     encode(vars, vars::DISK, &disk)?;
@@ -428,6 +440,7 @@ fn deleted(
     let v = load_volume(txn, vars)?;
     if super::volumes::direct_deletion(txn)? {
         files_to_delete(txn, vars, &v)?;
+        super::model::release_capacity(txn, ctx, &v.uuid)?;
         relations::delete(txn, ctx, VOLUME_KIND, &v.uuid)?;
     }
     Ok(Some(Response::Vm(VmResult::Deleted)))
@@ -450,6 +463,7 @@ fn expunged(
     vars: &mut Vars,
 ) -> Result<Option<Response>, ApiError> {
     let uuid = var(vars, vars::VOLUME)?.to_string();
+    super::model::release_capacity(txn, ctx, &uuid)?;
     relations::delete(txn, ctx, VOLUME_KIND, &uuid)?;
     Ok(Some(Response::Vm(VmResult::Deleted)))
 }
@@ -457,7 +471,7 @@ fn expunged(
 /// Resize: the host holding the file, and the VM running on it when the resize is live.
 fn resize_plan(
     txn: &mut dyn StateTxn,
-    _ctx: &ApplyCtx,
+    ctx: &ApplyCtx,
     _caller: &Caller,
     vars: &mut Vars,
 ) -> Result<Option<Response>, ApiError> {
@@ -476,6 +490,12 @@ fn resize_plan(
             validate::op_failure(format!("volume[uuid:{}] has no host to reach it", v.uuid))
         })?,
     };
+    // The new size's difference, before the agent grows the file; the call's undo shrinks the
+    // reservation back if the resize fails.
+    let size: u64 = var(vars, vars::SIZE)?
+        .parse()
+        .map_err(|e| validate::invalid_arg(format!("volume flow var {}: {e}", vars::SIZE)))?;
+    super::model::reserve_capacity(txn, ctx, &v, size.max(v.size), false)?;
     encode(vars, vars::TARGET, &host_target(txn, &host)?)?;
     encode(vars, vars::DISK, &disk_of(txn, &v, &ps)?)?;
     if let Some(vm) = running {
@@ -500,6 +520,7 @@ fn resized(
         v.actual_size = file.actual_size;
         Ok(())
     })?;
+    super::model::reserve_capacity(txn, ctx, &v, v.size, true)?;
     Ok(answer(v))
 }
 
