@@ -632,7 +632,19 @@ fn volume_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
             i,
             run,
         ),
-
+        // The same for a root volume named by its VM: refused after the call's first step, it
+        // leaves the root volume as it was (not deleted as if the call had created it).
+        with_vm(
+            no(
+                "ResizeRootVolume",
+                admin,
+                json!({"vmInstanceUuid": VM, "size": 61u64 << 30}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
         no(
             "CreateDataVolume",
             admin,

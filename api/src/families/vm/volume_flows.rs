@@ -202,8 +202,14 @@ fn call(
         },
         _ => return Err(validate::invalid_arg("a volume flow runs a volume command")),
     };
+    // The volume as it was, so the undo restores it: a root resize names the VM, whose root
+    // volume it is (without it the undo would take the resized volume for a created one and
+    // delete it).
     let known = match &op {
-        VolumeOp::CreateData { .. } | VolumeOp::Resize { by_vm: true, .. } => None,
+        VolumeOp::CreateData { .. } => None,
+        VolumeOp::Resize { by_vm: true, .. } => {
+            resource::load::<VmInstance>(txn, op.uuid())?.map(|(_, vm)| vm.root_volume_uuid)
+        }
         op => Some(op.uuid().to_string()),
     };
     let before = match &known {
