@@ -153,6 +153,12 @@ pub trait HostBackend: Send + Sync {
         size_bytes: u64,
         vm: Option<&str>,
     ) -> Result<pb::VolumeFile, OpError>;
+    /// Plug `nic` into the running or paused domain of `vm`; a domain that has an interface
+    /// of that MAC already is answered as it is.
+    fn attach_nic(&self, vm: &str, nic: &pb::NicSpec) -> Result<pb::Domain, OpError>;
+    /// Unplug the interface of `mac` from the domain of `vm`; a domain without it (or no
+    /// domain) is answered as it is.
+    fn detach_nic(&self, vm: &str, mac: &str) -> Result<Option<pb::Domain>, OpError>;
     /// Whether the calls above block on I/O (libvirt, the file system) and must run off the
     /// async workers; the simulator answers from memory.
     fn blocking(&self) -> bool {

@@ -1021,6 +1021,48 @@ impl Agent for AgentService {
         .await
     }
 
+    async fn attach_nic(
+        &self,
+        req: Request<pb::AttachNicRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "AttachNic",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                let nic = r
+                    .nic
+                    .clone()
+                    .ok_or_else(|| Status::invalid_argument("attach names no NIC"))?;
+                Ok((r.vm_uuid.clone(), move |b: &dyn HostBackend, vm: &str| {
+                    b.attach_nic(vm, &nic).map(Some)
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn detach_nic(
+        &self,
+        req: Request<pb::DetachNicRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "DetachNic",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                if r.mac.is_empty() {
+                    return Err(Status::invalid_argument("detach names no MAC"));
+                }
+                let mac = r.mac.clone();
+                Ok((r.vm_uuid.clone(), move |b: &dyn HostBackend, vm: &str| {
+                    b.detach_nic(vm, &mac)
+                }))
+            },
+        )
+        .await
+    }
+
     async fn resize_volume(
         &self,
         req: Request<pb::ResizeVolumeRequest>,

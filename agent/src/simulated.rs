@@ -48,6 +48,13 @@ struct SimState {
     volumes: BTreeMap<String, pb::VolumeFile>,
 }
 
+/// The MACs of a spec's NICs in device order, lowercase, as libvirt's XML shows them.
+fn nic_macs(spec: &pb::VmSpec) -> Vec<String> {
+    let mut nics: Vec<&pb::NicSpec> = spec.nics.iter().collect();
+    nics.sort_by_key(|n| n.device_id);
+    nics.iter().map(|n| n.mac.to_ascii_lowercase()).collect()
+}
+
 impl SimState {
     fn domain_mut(&mut self, vm: &str) -> Result<&mut pb::Domain, OpError> {
         self.domains
@@ -176,6 +183,7 @@ impl HostBackend for SimulatedBackend {
             memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
             vnc_port: g.free_vnc_port(),
             disk_files: spec.disks.iter().map(|d| d.path.clone()).collect(),
+            nic_macs: nic_macs(spec),
         };
         g.disks.insert(
             vm.to_string(),
@@ -210,6 +218,7 @@ impl HostBackend for SimulatedBackend {
             memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
             vnc_port: 0,
             disk_files: spec.disks.iter().map(|d| d.path.clone()).collect(),
+            nic_macs: nic_macs(spec),
         };
         g.disks.insert(
             vm.to_string(),
@@ -343,6 +352,28 @@ impl HostBackend for SimulatedBackend {
         let mut files = d.disk_files.clone();
         files.retain(|f| f != path);
         g.set_disks(vm, files).map(Some)
+    }
+
+    fn attach_nic(&self, vm: &str, nic: &pb::NicSpec) -> Result<pb::Domain, OpError> {
+        // The same element a real host plugs in, so a bad MAC or bridge fails the same way.
+        domain_xml::nic_xml(nic).map_err(OpError::Invalid)?;
+        let mut g = self.state();
+        let d = g.domain_mut(vm)?;
+        let mac = nic.mac.to_ascii_lowercase();
+        if !d.nic_macs.contains(&mac) {
+            d.nic_macs.push(mac);
+        }
+        Ok(d.clone())
+    }
+
+    fn detach_nic(&self, vm: &str, mac: &str) -> Result<Option<pb::Domain>, OpError> {
+        let mut g = self.state();
+        let Ok(d) = g.domain_mut(vm) else {
+            return Ok(None);
+        };
+        let mac = mac.to_ascii_lowercase();
+        d.nic_macs.retain(|m| *m != mac);
+        Ok(Some(d.clone()))
     }
 
     fn resize_volume(
