@@ -20,6 +20,7 @@ pub mod identity;
 pub mod image_agents;
 pub mod metrics;
 pub mod network;
+pub mod nic_agents;
 pub mod node;
 pub mod pki;
 pub mod receivers;

@@ -139,6 +139,10 @@ impl VmAgents {
                 progress(100);
                 return out;
             }
+            if let Some(out) = this.nic_action(&action, &payload, term).await {
+                progress(100);
+                return out;
+            }
             let p: Payload = serde_json::from_str(&payload)
                 .map_err(|e| failed(format!("bad VM step payload: {e}")))?;
             progress(10);

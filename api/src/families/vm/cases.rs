@@ -294,6 +294,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
     ));
     m.extend(migration_cases(&admin, &tenant, &i));
     m.extend(volume_cases(&admin, &tenant, &i));
+    m.extend(nic_cases(&admin, &tenant, &i));
     m
 }
 
@@ -829,5 +830,274 @@ fn volume_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
             json!({"volumeUuid": missing()}),
             Code::ResourceNotFound,
         ),
+    ]
+}
+
+/// A second L3 on the cluster's flat L2, and the NIC the cases attach to the VM on it.
+const L3B: &str = "00000000000000000000000000001b01";
+const NIC2: &str = "00000000000000000000000000a1c002";
+/// A second VM (on [`L3B`]) that holds an address the cases want.
+const VM2: &str = "00000000000000000000000000f00d02";
+
+/// ... and [`L3B`] with the range 10.0.0.10-`end`, or no range when `end` is `None`.
+fn with_l3b(c: Case, admin: &Who, i: &Ids, strategy: &str, end: Option<&str>) -> Case {
+    let c = with_vm(c, admin, i, strategy).given(
+        admin,
+        "CreateL3Network",
+        json!({"l2NetworkUuid": i.l2, "name": "second", "category": "Private", "resourceUuid": L3B}),
+    );
+    match end {
+        None => c,
+        Some(end) => c.given(
+            admin,
+            "AddIpRange",
+            json!({"l3NetworkUuid": L3B, "name": "r2", "startIp": "10.0.0.10", "endIp": end,
+                   "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
+        ),
+    }
+}
+
+fn attach_nic(extra: Value) -> Value {
+    let mut b = json!({"vmInstanceUuid": VM, "l3NetworkUuid": L3B, "resourceUuid": NIC2});
+    if let (Some(m), Value::Object(e)) = (b.as_object_mut(), extra) {
+        m.extend(e);
+    }
+    b
+}
+
+/// The first free address of [`L3B`].
+fn first_free(h: &mut crate::testing::matrix::Harness) -> Value {
+    h.admin("GetFreeIp", json!({"l3NetworkUuid": L3B, "limit": 1}))["inventories"][0]["ip"].clone()
+}
+
+#[allow(clippy::too_many_lines)]
+fn nic_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
+    let run = "InstantStart";
+    let stopped = "CreateStopped";
+    let l3 = i.l3.clone();
+    let l3_default = i.l3.clone();
+    let vm_nic = crate::params::derive_uuid(VM, 1);
+    vec![
+        with_l3b(
+            ok(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({})),
+                move |h, r| {
+                    let nics = &r["inventory"]["vmNics"];
+                    assert_eq!(nics.as_array().map(Vec::len), Some(2));
+                    assert_eq!(nics[1]["uuid"], NIC2);
+                    assert_eq!(nics[1]["l3NetworkUuid"], L3B);
+                    assert_eq!(nics[1]["ip"], "10.0.0.10");
+                    assert_eq!(nics[1]["deviceId"], 1);
+                    assert!(nics[1]["mac"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("fa:")));
+                    assert_ne!(nics[1]["mac"], nics[0]["mac"]);
+                    assert_eq!(r["inventory"]["defaultL3NetworkUuid"], json!(l3));
+                    assert_eq!(r["inventory"]["state"], "Running");
+                    assert_eq!(first_free(h), "10.0.0.11");
+                },
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        ),
+        with_l3b(
+            ok(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({"staticIp": "10.0.0.15"})),
+                |_, r| {
+                    assert_eq!(r["inventory"]["vmNics"][1]["ip"], "10.0.0.15");
+                    assert_eq!(r["inventory"]["state"], "Stopped");
+                },
+            ),
+            admin,
+            i,
+            stopped,
+            Some("10.0.0.20"),
+        ),
+        // Paused: ZStack attaches to Running or Stopped VMs only.
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({})),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        )
+        .given(admin, "PauseVmInstance", json!({"uuid": VM})),
+        // The VLAN L2 of `l3v` is not attached to the VM's cluster.
+        with_vm(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                json!({"vmInstanceUuid": VM, "l3NetworkUuid": i.l3v}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                json!({"vmInstanceUuid": VM, "l3NetworkUuid": i.l3}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // No IP range, so no free address; a static one outside the range; one taken.
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({})),
+                Code::IpAllocation,
+            ),
+            admin,
+            i,
+            run,
+            None,
+        ),
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({"staticIp": "10.0.0.99"})),
+                Code::IpAllocation,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        ),
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({"staticIp": "10.0.0.10"})),
+                Code::IpAllocation,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        )
+        .given(
+            admin,
+            "CreateVmInstance",
+            json!({"name": "vm2", "instanceOfferingUuid": i.io, "imageUuid": i.image,
+                   "l3NetworkUuids": [L3B], "strategy": stopped, "resourceUuid": VM2}),
+        ),
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({"customMac": "fa:00:00:00:00:09"})),
+                Code::InvalidArgument,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        ),
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                tenant,
+                attach_nic(json!({})),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        ),
+        no(
+            "AttachL3NetworkToVm",
+            admin,
+            json!({"vmInstanceUuid": missing(), "l3NetworkUuid": i.l3}),
+            Code::ResourceNotFound,
+        ),
+        // Detached from a running VM: the address is free again, the default L3 stays.
+        with_l3b(
+            ok(
+                "DetachL3NetworkFromVm",
+                admin,
+                json!({"vmNicUuid": NIC2}),
+                move |h, r| {
+                    let nics = &r["inventory"]["vmNics"];
+                    assert_eq!(nics.as_array().map(Vec::len), Some(1));
+                    assert_eq!(r["inventory"]["defaultL3NetworkUuid"], json!(l3_default));
+                    assert_eq!(first_free(h), "10.0.0.10");
+                },
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        )
+        .given(admin, "AttachL3NetworkToVm", attach_nic(json!({}))),
+        // The default NIC detached: the remaining NIC's L3 becomes the default.
+        with_l3b(
+            ok(
+                "DetachL3NetworkFromVm",
+                admin,
+                json!({"vmNicUuid": vm_nic}),
+                |_, r| {
+                    assert_eq!(r["inventory"]["vmNics"][0]["uuid"], NIC2);
+                    assert_eq!(r["inventory"]["defaultL3NetworkUuid"], L3B);
+                },
+            ),
+            admin,
+            i,
+            stopped,
+            Some("10.0.0.20"),
+        )
+        .given(admin, "AttachL3NetworkToVm", attach_nic(json!({}))),
+        with_vm(
+            no(
+                "DetachL3NetworkFromVm",
+                admin,
+                json!({"vmNicUuid": missing()}),
+                Code::ResourceNotFound,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "DetachL3NetworkFromVm",
+                tenant,
+                json!({"vmNicUuid": crate::params::derive_uuid(VM, 1)}),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "DetachL3NetworkFromVm",
+                admin,
+                json!({"vmNicUuid": crate::params::derive_uuid(VM, 1)}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "PauseVmInstance", json!({"uuid": VM})),
     ]
 }

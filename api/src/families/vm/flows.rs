@@ -337,7 +337,7 @@ fn uncall(
     Ok(None)
 }
 
-fn target_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Option<Target>, ApiError> {
+pub(super) fn target_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Option<Target>, ApiError> {
     let Some(h) = &vm.host_uuid else {
         return Ok(None);
     };
@@ -362,7 +362,7 @@ pub(super) fn storage_of(txn: &dyn StateTxn, ps_uuid: &str) -> Result<Storage, A
 }
 
 /// ZStack's bridge name of an L2 on a KVM host.
-fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiError> {
     let Some(l2) = l2_uuid else {
         return Ok(String::new());
     };
@@ -507,7 +507,7 @@ fn allocate(
 
 /// An address from IPAM (`l3.allocate-ip`) for every NIC that has none: its static IP if it
 /// asked for one, else the lowest free.
-fn allocate_ips(
+pub(super) fn allocate_ips(
     txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
@@ -1210,6 +1210,8 @@ pub const FLOWS: &[FlowDef] = &[
     super::volume_flows::DELETE_FLOW,
     super::volume_flows::EXPUNGE_FLOW,
     super::volume_flows::RESIZE_FLOW,
+    super::nics::ATTACH_FLOW,
+    super::nics::DETACH_FLOW,
 ];
 
 /// `vm.reconcile`: one action of [`super::reconcile`].

@@ -12,6 +12,7 @@ mod cases;
 pub mod evacuate;
 pub mod flows;
 mod model;
+pub mod nics;
 pub mod reconcile;
 #[cfg(test)]
 mod tests;
@@ -295,6 +296,22 @@ impl Family for Vms {
                 )],
             )
             .replying(&[("inventories", Schema::Class(&VM))]),
+            CallDecl::new(
+                "AttachL3NetworkToVm",
+                nics::attach,
+                &[route(
+                    Po,
+                    "/v1/vm-instances/{vmInstanceUuid}/l3-networks/{l3NetworkUuid}",
+                    P,
+                )],
+            )
+            .running(nics::ATTACH),
+            CallDecl::new(
+                "DetachL3NetworkFromVm",
+                nics::detach,
+                &[route(D, "/v1/vm-instances/nics/{vmNicUuid}", N)],
+            )
+            .running(nics::DETACH),
         ],
         flows: flows::FLOWS,
         #[cfg(test)]

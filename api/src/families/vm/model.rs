@@ -365,6 +365,8 @@ pub enum VmOp {
     },
     /// A volume call (`volumes.rs`).
     Volume(super::volumes::VolumeOp),
+    /// A NIC call (`nics.rs`).
+    Nic(super::nics::NicOp),
 }
 
 impl VmOp {
@@ -383,6 +385,7 @@ impl VmOp {
             | VmOp::Migrate { uuid, .. }
             | VmOp::Update { uuid, .. } => uuid,
             VmOp::Volume(op) => op.uuid(),
+            VmOp::Nic(op) => op.uuid(),
         }
     }
 
@@ -401,6 +404,7 @@ impl VmOp {
             VmOp::Migrate { .. } => "APIMigrateVmMsg",
             VmOp::Update { .. } => "APIUpdateVmInstanceMsg",
             VmOp::Volume(op) => op.message(),
+            VmOp::Nic(op) => op.message(),
         }
     }
 }
@@ -432,7 +436,9 @@ fn transition(op: &VmOp) -> (&'static [VmState], VmState) {
         VmOp::Expunge { .. } => (&[Destroyed], Expunging),
         VmOp::Recover { .. } => (&[Destroyed], Stopped),
         VmOp::Migrate { .. } => (MIGRATABLE, Migrating),
-        VmOp::Create { .. } | VmOp::Update { .. } | VmOp::Volume(_) => (&[], Starting),
+        VmOp::Create { .. } | VmOp::Update { .. } | VmOp::Volume(_) | VmOp::Nic(_) => {
+            (&[], Starting)
+        }
     }
 }
 
@@ -539,7 +545,7 @@ fn image(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(u64, String
     ))
 }
 
-fn check_l3(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(), ApiError> {
+pub(super) fn check_l3(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(), ApiError> {
     let r = resource::require_ref(txn, "L3Network", uuid)?;
     r.check_visible(caller)?;
     if r.field("state") != Some("Enabled") {
@@ -551,7 +557,11 @@ fn check_l3(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(), ApiEr
 }
 
 /// The VM as the caller may act on it.
-fn visible_vm(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<VmInstance, ApiError> {
+pub(super) fn visible_vm(
+    txn: &dyn StateTxn,
+    caller: &Caller,
+    uuid: &str,
+) -> Result<VmInstance, ApiError> {
     resource::require_visible::<VmInstance>(txn, caller, uuid).map(|(_, v)| v)
 }
 
@@ -668,6 +678,7 @@ pub(super) fn apply(
             Ok(VmResult::Inventory(Box::new(vm)))
         }
         VmOp::Volume(op) => super::volumes::apply(txn, ctx, caller, op),
+        VmOp::Nic(op) => super::nics::apply(txn, ctx, caller, op),
         VmOp::Update { uuid, rename } => {
             visible_vm(txn, caller, &uuid)?;
             generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| rename.apply_to(v))
