@@ -79,6 +79,9 @@ const SDK_CLASSES: &[&str] = &[
     "org.zstack.zwatch.migratedb.AuditsInventory",
 ];
 
+/// The NIC `AttachL3NetworkToVm` gives the VM (its `resourceUuid`), which the detach names.
+const CONFORMANCE_NIC: &str = "00000000000000000000000000c0ff01";
+
 /// Inventory fields that are JRE maps in ZStack (`Map<String, String>`, `LinkedHashMap`):
 /// objects in JSON that get no schema entry.
 const JRE_MAPS: &[&str] = &["attachedCidrs", "opaque", "clusterPsMap"];
@@ -567,6 +570,15 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         // The root volume's uuid is derived from its VM's.
         case("ResizeRootVolume", |x| json!({"uuid": api::params::derive_uuid(w(x, "vm2"), 0), "size": 67108864u64})),
         case("DetachDataVolumeFromVm", uuid("vol")),
+        // A second network on the cluster's L2 for the VM; the VLAN L2 of `l3b` is not
+        // attached to the cluster, so it cannot reach the VM.
+        case("CreateL3Network", |x| json!({"l2NetworkUuid": w(x, "l2"), "name": "l3-nic"})).saves("l3nic"),
+        case("AddIpRange", |x| json!({"l3NetworkUuid": w(x, "l3nic"), "name": "range-nic", "startIp": "10.3.0.10",
+            "endIp": "10.3.0.20", "netmask": "255.255.255.0", "gateway": "10.3.0.1"})),
+        case("AttachL3NetworkToVm", |x| json!({"vmInstanceUuid": w(x, "vm"), "l3NetworkUuid": w(x, "l3nic"),
+            "resourceUuid": CONFORMANCE_NIC})),
+        case("AttachL3NetworkToVm", |x| json!({"vmInstanceUuid": w(x, "vm"), "l3NetworkUuid": w(x, "l3b")}))
+            .expect(Expect::Code("SYS.1006")),
         case("CreateSchedulerJob", |x| json!({"name": "sched-1", "targetResourceUuid": w(x, "vm"), "type": "rebootVm"})).saves("sjob"),
         case("UpdateSchedulerJob", rename("sjob")),
         case("ChangeSchedulerState", st("sjob", "disable")),
@@ -584,6 +596,15 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         case("AddSchedulerJobToSchedulerTrigger", |x| json!({"schedulerJobUuid": w(x, "sjob2"), "schedulerTriggerUuid": w(x, "sonce")})),
     ];
     let teardown = vec![
+        case(
+            "DetachL3NetworkFromVm",
+            |_| json!({"vmNicUuid": CONFORMANCE_NIC}),
+        ),
+        case(
+            "DetachL3NetworkFromVm",
+            |_| json!({"vmNicUuid": CONFORMANCE_NIC}),
+        )
+        .expect(Expect::Code("SYS.1003")),
         case("DeleteDataVolume", uuid("vol2")),
         case("RecoverDataVolume", uuid("vol2")),
         case("DeleteDataVolume", uuid("vol2")),
@@ -612,6 +633,7 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         case("ExpungeImage", |x| json!({"imageUuid": w(x, "image2")})),
         case("DeleteIpRange", uuid("range")),
         case("DeleteL3Network", uuid("l3b")),
+        case("DeleteL3Network", uuid("l3nic")),
         case(
             "DetachL2NetworkFromCluster",
             |x| json!({"l2NetworkUuid": w(x, "l2"), "clusterUuid": w(x, "cluster")}),

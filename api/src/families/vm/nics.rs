@@ -485,3 +485,128 @@ pub const DETACH_FLOW: FlowDef = FlowDef {
         },
     ],
 };
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::matrix::base;
+    use crate::testing::matrix::Harness;
+
+    const L3B: &str = "00000000000000000000000000001b01";
+
+    /// The base world with a measured local storage, a VM (`strategy`) on the flat L3 and a
+    /// second L3 on the same L2 with 10.0.0.10-11.
+    fn world(strategy: &str) -> (Harness, String, String) {
+        let (mut h, i) = base();
+        h.admin("ReconnectPrimaryStorage", json!({"uuid": i.local}));
+        let vm = h.created(
+            "CreateVmInstance",
+            json!({"name": "vm", "instanceOfferingUuid": i.io, "imageUuid": i.image,
+                   "l3NetworkUuids": [i.l3], "strategy": strategy}),
+        );
+        h.admin(
+            "CreateL3Network",
+            json!({"l2NetworkUuid": i.l2, "name": "second", "resourceUuid": L3B}),
+        );
+        h.admin(
+            "AddIpRange",
+            json!({"l3NetworkUuid": L3B, "name": "r", "startIp": "10.0.0.10", "endIp": "10.0.0.11",
+                   "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
+        );
+        (h, vm, i.l3)
+    }
+
+    fn ctx() -> ApplyCtx {
+        ApplyCtx {
+            index: 1_000,
+            term: 7,
+            proposed_at_ms: 9_000_000,
+        }
+    }
+
+    fn attach_vars(vm: &str, nic: &str) -> Vars {
+        let command = crate::IntoCommand::command(
+            VmOp::Nic(NicOp::Attach {
+                vm_uuid: vm.into(),
+                nic_uuid: nic.into(),
+                l3_network_uuid: L3B.into(),
+                static_ip: None,
+                mac: "fa:12:34:56:78:9a".into(),
+            }),
+            Caller::admin(),
+        );
+        crate::flow::command_vars(&command).unwrap()
+    }
+
+    fn free_ips(h: &mut Harness) -> Vec<serde_json::Value> {
+        h.admin("GetFreeIp", json!({"l3NetworkUuid": L3B, "limit": 10}))["inventories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["ip"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_plug_rolls_the_nic_and_its_address_back() {
+        let (mut h, vm, l3) = world("InstantStart");
+        let nic = "00000000000000000000000000a1c0de";
+        let mut vars = attach_vars(&vm, nic);
+        call(&mut h.t, &ctx(), &Caller::admin(), &mut vars).unwrap();
+        let (_, rec) = resource::load::<VmInstance>(&h.t, &vm).unwrap().unwrap();
+        assert_eq!(rec.vm_nics.len(), 2);
+        assert_eq!(rec.vm_nics[1].ip.as_deref(), Some("10.0.0.10"));
+        assert_eq!(free_ips(&mut h), vec![json!("10.0.0.11")]);
+        // Running: the plug goes to the VM's host, with the NIC as the domain gets it.
+        let req = request(actions::ATTACH_NIC, &vars).unwrap();
+        assert_eq!(req.action, actions::ATTACH_NIC);
+        let p: serde_json::Value = serde_json::from_str(&req.payload).unwrap();
+        assert_eq!(p["target"]["hostUuid"], json!(rec.host_uuid));
+        assert_eq!(p["nic"]["mac"], "fa:12:34:56:78:9a");
+        assert_eq!(p["nic"]["deviceId"], 1);
+        assert_eq!(p["nic"]["bridge"], "br_eth0");
+        // The plug failed: the command's undo takes back everything it wrote.
+        unattach(&mut h.t, &ctx(), &Caller::admin(), &mut vars).unwrap();
+        let (_, rec) = resource::load::<VmInstance>(&h.t, &vm).unwrap().unwrap();
+        assert_eq!(rec.vm_nics.len(), 1);
+        assert_eq!(rec.default_l3_network_uuid.as_deref(), Some(l3.as_str()));
+        assert_eq!(
+            free_ips(&mut h),
+            vec![json!("10.0.0.10"), json!("10.0.0.11")]
+        );
+        assert!(resource::find::<VmInstance>(&h.t, "vmNics.uuid", nic)
+            .unwrap()
+            .is_empty());
+        // A repeated undo (a new leader re-running the rollback) changes nothing more.
+        unattach(&mut h.t, &ctx(), &Caller::admin(), &mut vars).unwrap();
+        assert_eq!(free_ips(&mut h).len(), 2);
+    }
+
+    #[test]
+    fn a_stopped_vm_gets_its_nic_in_the_record_only() {
+        let (mut h, vm, _) = world("CreateStopped");
+        let mut vars = attach_vars(&vm, "00000000000000000000000000a1c0df");
+        call(&mut h.t, &ctx(), &Caller::admin(), &mut vars).unwrap();
+        assert!(!vars.contains_key(vars::TARGET));
+        let req = request(actions::ATTACH_NIC, &vars).unwrap();
+        assert_eq!(req.action, super::super::flows::actions::SKIP);
+    }
+
+    #[test]
+    fn the_last_nic_detached_leaves_no_default_network() {
+        let (mut h, vm, _) = world("CreateStopped");
+        let nic = crate::params::derive_uuid(&vm, 1);
+        let r = h.admin("DetachL3NetworkFromVm", json!({"vmNicUuid": nic}));
+        assert_eq!(r["inventory"]["vmNics"], json!([]));
+        assert!(r["inventory"].get("defaultL3NetworkUuid").is_none());
+        // The next attach becomes the default, on the lowest device id.
+        let r = h.admin(
+            "AttachL3NetworkToVm",
+            json!({"vmInstanceUuid": vm, "l3NetworkUuid": L3B}),
+        );
+        assert_eq!(r["inventory"]["defaultL3NetworkUuid"], L3B);
+        assert_eq!(r["inventory"]["vmNics"][0]["deviceId"], 0);
+    }
+}
