@@ -983,6 +983,26 @@ impl HostBackend for LibvirtBackend {
         Ok(f)
     }
 
+    fn clone_volume(
+        &self,
+        src: &StorageSpec,
+        source: &str,
+        dst: &StorageSpec,
+        uuid: &str,
+    ) -> Result<pb::VolumeFile, OpError> {
+        volumes::check_volume_uuid(source)?;
+        let path = volumes::volume_path(Path::new(src.dir()), source);
+        let users = self.users_of(&path)?;
+        if !users.is_empty() {
+            return Err(OpError::WrongState(format!(
+                "volume {source} ({}) is in use by domain {}: a clone copies a quiescent disk, stop the VM first",
+                path.display(),
+                users.join(", ")
+            )));
+        }
+        volumes::copy(Path::new(src.dir()), source, Path::new(dst.dir()), uuid)
+    }
+
     fn delete_volume(&self, s: &StorageSpec, volume_uuid: &str) -> Result<bool, OpError> {
         volumes::check_volume_uuid(volume_uuid)?;
         let path = volumes::volume_path(Path::new(s.dir()), volume_uuid);

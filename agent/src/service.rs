@@ -1021,6 +1021,28 @@ impl Agent for AgentService {
         .await
     }
 
+    async fn clone_volume(
+        &self,
+        req: Request<pb::CloneVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        volumes::check_volume_uuid(&r.volume_uuid).map_err(op_status)?;
+        volumes::check_volume_uuid(&r.source_volume_uuid).map_err(op_status)?;
+        let src = slot.storage(&r.source_primary_storage_uuid)?;
+        let dst = slot.storage(&r.primary_storage_uuid)?;
+        let (source, uuid) = (r.source_volume_uuid, r.volume_uuid);
+        // Serialised on the copy's uuid like a create; the file lock keeps a delete of the
+        // source (or a start using it) from racing the copy.
+        let file = on_slot(&slot, move |s| {
+            s.volume_op(&uuid, true, |b| b.clone_volume(&src, &source, &dst, &uuid))
+        })
+        .await?
+        .map_err(op_status)?;
+        Ok(Response::new(pb::CreateVolumeReply { file: Some(file) }))
+    }
+
     async fn attach_nic(
         &self,
         req: Request<pb::AttachNicRequest>,

@@ -314,6 +314,46 @@ impl HostBackend for SimulatedBackend {
         Ok(f.clone())
     }
 
+    fn clone_volume(
+        &self,
+        src: &StorageSpec,
+        source: &str,
+        dst: &StorageSpec,
+        uuid: &str,
+    ) -> Result<pb::VolumeFile, OpError> {
+        volumes::check_volume_uuid(source)?;
+        volumes::check_volume_uuid(uuid)?;
+        let from = volumes::volume_path(Path::new(src.dir()), source)
+            .display()
+            .to_string();
+        let path = volumes::volume_path(Path::new(dst.dir()), uuid)
+            .display()
+            .to_string();
+        if from == path {
+            return Err(OpError::Invalid(format!(
+                "volume {uuid} cannot be a copy of itself"
+            )));
+        }
+        let mut g = self.state();
+        if let Some((vm, _)) = g.disks.iter().find(|(_, files)| files.contains(&from)) {
+            return Err(OpError::WrongState(format!(
+                "volume {source} ({from}) is in use by domain {vm}: a clone copies a quiescent disk, stop the VM first"
+            )));
+        }
+        let Some(s) = g.volumes.get(&from).cloned() else {
+            return Err(OpError::WrongState(format!(
+                "volume {source} has no file {from} on this host"
+            )));
+        };
+        let f = g.volumes.entry(path.clone()).or_insert(pb::VolumeFile {
+            path,
+            format: "qcow2".into(),
+            virtual_size: s.virtual_size,
+            actual_size: s.actual_size,
+        });
+        Ok(f.clone())
+    }
+
     fn delete_volume(&self, s: &StorageSpec, volume_uuid: &str) -> Result<bool, OpError> {
         volumes::check_volume_uuid(volume_uuid)?;
         let path = volumes::volume_path(Path::new(s.dir()), volume_uuid)

@@ -136,7 +136,6 @@ async fn a_nic_is_plugged_into_a_running_domain_and_out_again() {
     let listed = c
         .list_domains(pb::ListDomainsRequest {
             header: header(TERM),
-            ..Default::default()
         })
         .await
         .unwrap()
