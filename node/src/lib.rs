@@ -8,6 +8,7 @@ pub mod agent_client;
 pub mod agent_installer;
 pub mod applier;
 pub mod audit;
+pub mod clone_agents;
 pub mod config;
 pub mod duties;
 pub mod error;

@@ -295,6 +295,7 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
     m.extend(migration_cases(&admin, &tenant, &i));
     m.extend(volume_cases(&admin, &tenant, &i));
     m.extend(nic_cases(&admin, &tenant, &i));
+    m.extend(clone_cases(&admin, &tenant, &i));
     m
 }
 
@@ -1099,5 +1100,155 @@ fn nic_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
             run,
         )
         .given(admin, "PauseVmInstance", json!({"uuid": VM})),
+    ]
+}
+
+fn clone_body(names: &[&str], strategy: &str) -> Value {
+    json!({"vmInstanceUuid": VM, "names": names, "strategy": strategy})
+}
+
+/// The clones a `CloneVmInstance` reply lists, as (inventory, error).
+fn clones_of(r: &serde_json::Map<String, Value>) -> Vec<(Value, Value)> {
+    r["result"]["inventories"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| (c["inventory"].clone(), c["error"].clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn clone_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
+    let run = "InstantStart";
+    let stopped = "CreateStopped";
+    let l3 = i.l3.clone();
+    let l3_free = i.l3.clone();
+    vec![
+        // Two clones of a stopped VM: Running, the source's figures and L3, new NICs and
+        // addresses, each with its own Ready root volume of the source's size.
+        with_vm(
+            ok(
+                "CloneVmInstance",
+                admin,
+                clone_body(&["c1", "c2"], run),
+                move |h, r| {
+                    assert_eq!(r["result"]["numberOfClonedVm"], 2);
+                    let clones = clones_of(r);
+                    assert_eq!(clones.len(), 2);
+                    let mut macs = vec![];
+                    for (n, (vm, err)) in clones.iter().enumerate() {
+                        assert!(err.is_null(), "{err}");
+                        assert_eq!(vm["state"], "Running");
+                        assert_eq!(vm["name"], ["c1", "c2"][n]);
+                        assert_eq!(vm["vmNics"][0]["l3NetworkUuid"], json!(l3));
+                        assert_eq!(vm["vmNics"][0]["ip"], ["192.168.1.11", "192.168.1.12"][n]);
+                        assert_eq!(vm["allVolumes"][0]["status"], "Ready");
+                        assert_eq!(vm["allVolumes"][0]["size"], 1u64 << 30);
+                        assert_ne!(vm["uuid"], VM);
+                        macs.push(vm["vmNics"][0]["mac"].clone());
+                    }
+                    assert_ne!(macs[0], macs[1]);
+                    assert_eq!(h.count("QueryVmInstance", json!([])), 3);
+                    assert_eq!(h.count("QueryVolume", eq("type", "Root")), 3);
+                    assert_eq!(h.one("QueryVmInstance", "uuid", VM)["state"], "Stopped");
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        with_vm(
+            ok(
+                "CloneVmInstance",
+                admin,
+                clone_body(&["c1"], "JustCreate"),
+                |h, r| {
+                    let clones = clones_of(r);
+                    assert_eq!(clones[0].0["state"], "Stopped");
+                    assert!(clones[0].0["hostUuid"].is_null());
+                    assert_eq!(h.count("QueryVmInstance", json!([])), 2);
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        // The host cannot copy `broken`: that clone alone is rolled back (records gone, its
+        // address free again), the other is made.
+        with_vm(
+            ok(
+                "CloneVmInstance",
+                admin,
+                clone_body(&["c1", "broken"], run),
+                move |h, r| {
+                    assert_eq!(r["result"]["numberOfClonedVm"], 1);
+                    let clones = clones_of(r);
+                    assert_eq!(clones[0].0["state"], "Running");
+                    assert!(clones[1].0.is_null());
+                    assert!(clones[1].1["details"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("no space left")));
+                    assert_eq!(h.count("QueryVmInstance", json!([])), 2);
+                    assert_eq!(h.count("QueryVolume", eq("type", "Root")), 2);
+                    let free = h.admin("GetFreeIp", json!({"l3NetworkUuid": l3_free, "limit": 1}));
+                    assert_eq!(free["inventories"][0]["ip"], "192.168.1.12");
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        // A running VM's disk is not quiescent.
+        with_vm(
+            no(
+                "CloneVmInstance",
+                admin,
+                clone_body(&["c1"], run),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "CloneVmInstance",
+                admin,
+                clone_body(&[], run),
+                Code::InvalidArgument,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        with_vm(
+            no(
+                "CloneVmInstance",
+                admin,
+                json!({"vmInstanceUuid": VM, "names": ["c1"], "full": true}),
+                Code::InvalidArgument,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        no(
+            "CloneVmInstance",
+            admin,
+            json!({"vmInstanceUuid": missing(), "names": ["c1"]}),
+            Code::ResourceNotFound,
+        ),
+        with_vm(
+            no(
+                "CloneVmInstance",
+                tenant,
+                clone_body(&["c1"], run),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
     ]
 }

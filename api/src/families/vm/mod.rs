@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod cases;
+pub mod clone;
 pub mod evacuate;
 pub mod flows;
 mod model;
@@ -42,6 +43,21 @@ use crate::ApiError;
 
 const VM_NIC: JavaClass = JavaClass::leaf("org.zstack.header.vm.VmNicInventory");
 const VOLUME: JavaClass = JavaClass::leaf("org.zstack.header.volume.VolumeInventory");
+/// ZStack's `CloneVmInstanceInventory`: one clone's VM or error.
+const CLONE_INVENTORY: JavaClass = JavaClass {
+    name: "org.zstack.header.vm.CloneVmInstanceInventory",
+    fields: &[
+        ("inventory", Schema::Class(&VM)),
+        ("error", Schema::Class(&ERROR_CODE)),
+    ],
+};
+/// ZStack's error of a clone that was not made.
+const ERROR_CODE: JavaClass = JavaClass::leaf("org.zstack.header.errorcode.ErrorCode");
+/// ZStack's `CloneVmInstanceResults` (the `result` of `APICloneVmInstanceEvent`).
+const CLONE_RESULTS: JavaClass = JavaClass {
+    name: "org.zstack.header.vm.CloneVmInstanceResults",
+    fields: &[("inventories", Schema::Class(&CLONE_INVENTORY))],
+};
 /// The hosts of a migration candidates reply (the host family's class, named not imported).
 const KVM_HOST: JavaClass = JavaClass::leaf("org.zstack.kvm.KVMHostInventory");
 
@@ -312,6 +328,13 @@ impl Family for Vms {
                 &[route(D, "/v1/vm-instances/nics/{vmNicUuid}", N)],
             )
             .running(nics::DETACH),
+            CallDecl::new(
+                "CloneVmInstance",
+                clone::clone,
+                &[route(Pu, "/v1/vm-instances/{vmInstanceUuid}/actions", A)],
+            )
+            .running(clone::CLONE)
+            .replying(&[("result", Schema::Class(&CLONE_RESULTS))]),
         ],
         flows: flows::FLOWS,
         #[cfg(test)]
@@ -327,6 +350,7 @@ impl Reply for VmResult {
             VmResult::Inventory(v) => Some(resource::inventory(v.as_ref())),
             VmResult::Deleted => None,
             VmResult::Volume(v) => Some(resource::inventory(v.as_ref())),
+            VmResult::Clones(_) => None,
         }
     }
 
@@ -337,6 +361,11 @@ impl Reply for VmResult {
                 Ok(inv) => inventory_reply(Some(inv)),
                 Err(_) => self.reply(),
             },
+            VmResult::Clones(outcomes) => {
+                let mut m = serde_json::Map::new();
+                m.insert("result".into(), clone::results(txn, outcomes));
+                Ok(m)
+            }
             _ => self.reply(),
         }
     }

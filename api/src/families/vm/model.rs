@@ -367,6 +367,8 @@ pub enum VmOp {
     Volume(super::volumes::VolumeOp),
     /// A NIC call (`nics.rs`).
     Nic(super::nics::NicOp),
+    /// `CloneVmInstance` (`clone.rs`).
+    Clone(super::clone::CloneOp),
 }
 
 impl VmOp {
@@ -386,6 +388,7 @@ impl VmOp {
             | VmOp::Update { uuid, .. } => uuid,
             VmOp::Volume(op) => op.uuid(),
             VmOp::Nic(op) => op.uuid(),
+            VmOp::Clone(op) => &op.vm_uuid,
         }
     }
 
@@ -405,6 +408,7 @@ impl VmOp {
             VmOp::Update { .. } => "APIUpdateVmInstanceMsg",
             VmOp::Volume(op) => op.message(),
             VmOp::Nic(op) => op.message(),
+            VmOp::Clone(_) => "APICloneVmInstanceMsg",
         }
     }
 }
@@ -418,6 +422,8 @@ pub enum VmResult {
     Deleted,
     /// A volume after the change.
     Volume(Box<Volume>),
+    /// What became of each clone of a `CloneVmInstance`.
+    Clones(Vec<super::clone::CloneOutcome>),
 }
 
 /// The states an op may start from, and the transitional state it moves the VM to.
@@ -436,9 +442,11 @@ fn transition(op: &VmOp) -> (&'static [VmState], VmState) {
         VmOp::Expunge { .. } => (&[Destroyed], Expunging),
         VmOp::Recover { .. } => (&[Destroyed], Stopped),
         VmOp::Migrate { .. } => (MIGRATABLE, Migrating),
-        VmOp::Create { .. } | VmOp::Update { .. } | VmOp::Volume(_) | VmOp::Nic(_) => {
-            (&[], Starting)
-        }
+        VmOp::Create { .. }
+        | VmOp::Update { .. }
+        | VmOp::Volume(_)
+        | VmOp::Nic(_)
+        | VmOp::Clone(_) => (&[], Starting),
     }
 }
 
@@ -679,6 +687,7 @@ pub(super) fn apply(
         }
         VmOp::Volume(op) => super::volumes::apply(txn, ctx, caller, op),
         VmOp::Nic(op) => super::nics::apply(txn, ctx, caller, op),
+        VmOp::Clone(op) => super::clone::apply(txn, ctx, caller, op),
         VmOp::Update { uuid, rename } => {
             visible_vm(txn, caller, &uuid)?;
             generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| rename.apply_to(v))
