@@ -67,6 +67,9 @@ const SDK_CLASSES: &[&str] = &[
     "org.zstack.header.storage.primary.PrimaryStorageInventory",
     "org.zstack.header.tag.SystemTagInventory",
     "org.zstack.header.tag.UserTagInventory",
+    "org.zstack.header.errorcode.ErrorCode",
+    "org.zstack.header.vm.CloneVmInstanceInventory",
+    "org.zstack.header.vm.CloneVmInstanceResults",
     "org.zstack.header.vm.VmInstanceInventory",
     "org.zstack.header.vm.VmNicInventory",
     "org.zstack.header.volume.VolumeInventory",
@@ -81,6 +84,10 @@ const SDK_CLASSES: &[&str] = &[
 
 /// The NIC `AttachL3NetworkToVm` gives the VM (its `resourceUuid`), which the detach names.
 const CONFORMANCE_NIC: &str = "00000000000000000000000000c0ff01";
+
+/// The `resourceUuid` of the conformance `CloneVmInstance`; its one clone's uuid is derived
+/// from it (`derive_uuid(base, 0)`), which the teardown destroys.
+const CONFORMANCE_CLONES: &str = "00000000000000000000000000c10e01";
 
 /// Inventory fields that are JRE maps in ZStack (`Map<String, String>`, `LinkedHashMap`):
 /// objects in JSON that get no schema entry.
@@ -570,6 +577,11 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         // The root volume's uuid is derived from its VM's.
         case("ResizeRootVolume", |x| json!({"uuid": api::params::derive_uuid(w(x, "vm2"), 0), "size": 67108864u64})),
         case("DetachDataVolumeFromVm", uuid("vol")),
+        // `vm2` is Stopped: its disk is quiescent and may be copied; `vm` runs.
+        case("CloneVmInstance", |x| json!({"vmInstanceUuid": w(x, "vm2"), "names": ["clone-1"],
+            "strategy": "JustCreate", "resourceUuid": CONFORMANCE_CLONES})),
+        case("CloneVmInstance", |x| json!({"vmInstanceUuid": w(x, "vm"), "names": ["clone-2"]}))
+            .expect(Expect::Code("SYS.1006")),
         // A second network on the cluster's L2 for the VM; the VLAN L2 of `l3b` is not
         // attached to the cluster, so it cannot reach the VM.
         case("CreateL3Network", |x| json!({"l2NetworkUuid": w(x, "l2"), "name": "l3-nic"})).saves("l3nic"),
@@ -619,6 +631,14 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         case("DeleteSchedulerJob", uuid("sjob")),
         case("DeleteSchedulerJob", uuid("sjob2")),
         case("DeleteSchedulerTrigger", uuid("sonce")),
+        case(
+            "DestroyVmInstance",
+            |_| json!({"uuid": api::params::derive_uuid(CONFORMANCE_CLONES, 0)}),
+        ),
+        case(
+            "ExpungeVmInstance",
+            |_| json!({"uuid": api::params::derive_uuid(CONFORMANCE_CLONES, 0)}),
+        ),
         case("DestroyVmInstance", uuid("vm2")),
         case("RecoverVmInstance", uuid("vm2")),
         case("DestroyVmInstance", uuid("vm2")),

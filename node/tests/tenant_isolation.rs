@@ -1004,6 +1004,13 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
             json!({"vmNicUuid": api::params::derive_uuid(&i.vm, 1)}),
         )],
     );
+    // ---- Clone: B cannot copy the admin's VM (its disk holds the admin's data).
+    add(
+        "CloneVmInstance",
+        vec![denied(
+            json!({"vmInstanceUuid": i.vm, "names": ["stolen"], "strategy": "JustCreate"}),
+        )],
+    );
 
     // ---- Data volumes: B can neither make one from the admin's offering nor touch the
     // admin's volume or VM through a volume call.

@@ -1404,3 +1404,96 @@ async fn nics_match_the_agents_domain_interfaces_after_every_step() {
     assert_eq!(s, 200, "{v}");
     check_nics(r, &nodes, &l3s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_of_a_stopped_vm_run_on_copies_of_its_root_volume() {
+    let World {
+        td: _td,
+        nodes,
+        agents: _agents,
+        rests,
+        hosts: _hosts,
+        image,
+        l3,
+        io,
+    } = setup(
+        ["127.0.0.101", "127.0.0.102"],
+        ("10.0.0.10", "10.0.0.200", "255.255.255.0"),
+        1,
+        268435456,
+        "10",
+    )
+    .await;
+    let r = &rests[0];
+    let vm = |name: &str, strategy: &str| {
+        json!({"name": name, "instanceOfferingUuid": io, "imageUuid": image,
+               "l3NetworkUuids": [l3], "strategy": strategy})
+    };
+    let source = r.post("/vm-instances", vm("source", "InstantStart")).await["inventory"].clone();
+    let src = source["uuid"].as_str().unwrap().to_string();
+    // Running, its disk is written: refused with ZStack's state text.
+    let (s, v) = r
+        .action(&src, "cloneVmInstance", json!({"names": ["early"]}))
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("current vm instance state[Running] doesn't allow to proceed"),
+        "{v}"
+    );
+    let (s, v) = r
+        .action(&src, "stopVmInstance", json!({"type": "cold"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let src_root = check_volume(r, &nodes, &api::params::derive_uuid(&src, 0)).await;
+    let src_path = src_root["installPath"].as_str().unwrap().to_string();
+    let (src_size, _) = qemu_info(&src_path);
+
+    // Cloned twice (through a follower): both Running on the agent, each on its own file.
+    let (s, v) = rests[1]
+        .action(
+            &src,
+            "cloneVmInstance",
+            json!({"names": ["clone-a", "clone-b"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["numberOfClonedVm"], 2, "{v}");
+    let clones = v["result"]["inventories"].as_array().unwrap().clone();
+    let mut ips = vec![source["vmNics"][0]["ip"].clone()];
+    let mut macs = vec![source["vmNics"][0]["mac"].clone()];
+    for c in &clones {
+        let inv = &c["inventory"];
+        assert!(c["error"].is_null(), "{c}");
+        assert_eq!(inv["state"], "Running", "{c}");
+        assert_eq!(inv["cpuNum"], source["cpuNum"], "{c}");
+        assert_eq!(inv["memorySize"], source["memorySize"], "{c}");
+        let uuid = inv["uuid"].as_str().unwrap();
+        let root = check_volume(r, &nodes, &api::params::derive_uuid(uuid, 0)).await;
+        let path = root["installPath"].as_str().unwrap();
+        assert_ne!(path, src_path);
+        let (size, backing) = qemu_info(path);
+        assert_eq!(size, src_size, "the copy has the source's virtual size");
+        assert_eq!(backing, None, "the copy is standalone");
+        let host = inv["hostUuid"].as_str().unwrap();
+        assert_eq!(
+            domain_disks(&nodes, host, uuid).await,
+            vec![path.to_string()]
+        );
+        ips.push(inv["vmNics"][0]["ip"].clone());
+        macs.push(inv["vmNics"][0]["mac"].clone());
+    }
+    for list in [&ips, &macs] {
+        let distinct: std::collections::BTreeSet<String> =
+            list.iter().map(ToString::to_string).collect();
+        assert_eq!(distinct.len(), 3, "{list:?}");
+    }
+    let vms = check_nics(r, &nodes, &[l3.as_str()]).await;
+    assert_eq!(vms.len(), 3);
+    // The source is untouched and still starts.
+    let (s, v) = r.action(&src, "startVmInstance", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    check_nics(r, &nodes, &[l3.as_str()]).await;
+}
