@@ -178,6 +178,22 @@ pub trait HostBackend: Send + Sync {
         volume_uuid: &str,
         snapshot_uuids: &[String],
     ) -> Result<pb::VolumeSnapshotReply, OpError>;
+    /// Plug `nic` into the running or paused domain of `vm`; a domain that has an interface
+    /// of that MAC already is answered as it is.
+    fn attach_nic(&self, vm: &str, nic: &pb::NicSpec) -> Result<pb::Domain, OpError>;
+    /// Unplug the interface of `mac` from the domain of `vm`; a domain without it (or no
+    /// domain) is answered as it is.
+    fn detach_nic(&self, vm: &str, mac: &str) -> Result<Option<pb::Domain>, OpError>;
+    /// Make volume `uuid` on `dst` a full, standalone copy of volume `source` on `src`; refused
+    /// while a domain uses the source (a clone copies a quiescent disk). A finished copy is
+    /// answered as it is.
+    fn clone_volume(
+        &self,
+        src: &StorageSpec,
+        source: &str,
+        dst: &StorageSpec,
+        uuid: &str,
+    ) -> Result<pb::VolumeFile, OpError>;
     /// Whether the calls above block on I/O (libvirt, the file system) and must run off the
     /// async workers; the simulator answers from memory.
     fn blocking(&self) -> bool {

@@ -316,23 +316,7 @@ pub fn build(spec: &pb::VmSpec, ty: DomainType) -> Result<String, SpecError> {
     let mut nics: Vec<&pb::NicSpec> = spec.nics.iter().collect();
     nics.sort_by_key(|n| n.device_id);
     for n in nics {
-        let mac = n.mac.to_ascii_lowercase();
-        if n.bridge.is_empty() {
-            // No L2 bridge named (a test-driver host, or a flat test setup): libvirt's
-            // 'default' network. The test driver accepts it even when it has no such network.
-            let _ = write!(
-                x,
-                "    <interface type='network'>\n      <mac address='{mac}'/>\n      \
-                 <source network='default'/>\n      <model type='virtio'/>\n    </interface>\n"
-            );
-        } else {
-            let _ = write!(
-                x,
-                "    <interface type='bridge'>\n      <mac address='{mac}'/>\n      \
-                 <source bridge='{}'/>\n      <model type='virtio'/>\n    </interface>\n",
-                escape(&n.bridge)
-            );
-        }
+        x.push_str(&nic_xml(n).map_err(fail)?);
     }
     let passwd = if spec.console_password.is_empty() {
         String::new()
@@ -420,6 +404,69 @@ pub fn without_disk(xml: &str, path: &str) -> Result<String, String> {
         })
         .map(|d| d.range());
     Ok(match range {
+        Some(r) => format!("{}{}", &xml[..r.start], &xml[r.end..]),
+        None => xml.to_string(),
+    })
+}
+
+/// One NIC's `<interface>` element: virtio on the L2's bridge. What a start builds into the
+/// domain and a live attach plugs in, so both give the same device.
+pub fn nic_xml(n: &pb::NicSpec) -> Result<String, String> {
+    check_mac(&n.mac)?;
+    let mac = n.mac.to_ascii_lowercase();
+    if n.bridge.is_empty() {
+        // No L2 bridge named (a test-driver host, or a flat test setup): libvirt's
+        // 'default' network. The test driver accepts it even when it has no such network.
+        return Ok(format!(
+            "    <interface type='network'>\n      <mac address='{mac}'/>\n      \
+             <source network='default'/>\n      <model type='virtio'/>\n    </interface>\n"
+        ));
+    }
+    check_bridge(&n.bridge)?;
+    Ok(format!(
+        "    <interface type='bridge'>\n      <mac address='{mac}'/>\n      \
+         <source bridge='{}'/>\n      <model type='virtio'/>\n    </interface>\n",
+        escape(&n.bridge)
+    ))
+}
+
+fn interface_of<'a, 'i>(
+    doc: &'a roxmltree::Document<'i>,
+    mac: &str,
+) -> Option<roxmltree::Node<'a, 'i>> {
+    let mac = mac.to_ascii_lowercase();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("interface"))
+        .find(|i| {
+            i.children().any(|c| {
+                c.has_tag_name("mac")
+                    && c.attribute("address").map(str::to_ascii_lowercase) == Some(mac.clone())
+            })
+        })
+}
+
+/// The MACs of a domain's interfaces, lowercase, in the domain's order.
+pub fn nic_macs(xml: &str) -> Result<Vec<String>, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    Ok(doc
+        .descendants()
+        .filter(|n| n.has_tag_name("interface"))
+        .filter_map(|i| i.children().find(|c| c.has_tag_name("mac")))
+        .filter_map(|m| m.attribute("address").map(str::to_ascii_lowercase))
+        .collect())
+}
+
+/// The `<interface>` element of `mac` exactly as the domain has it (what libvirt's detach
+/// matches against), if it has one.
+pub fn interface_xml(xml: &str, mac: &str) -> Result<Option<String>, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    Ok(interface_of(&doc, mac).map(|i| xml[i.range()].to_string()))
+}
+
+/// The domain XML without the interface of `mac` (unchanged when it has none).
+pub fn without_nic(xml: &str, mac: &str) -> Result<String, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    Ok(match interface_of(&doc, mac).map(|i| i.range()) {
         Some(r) => format!("{}{}", &xml[..r.start], &xml[r.end..]),
         None => xml.to_string(),
     })
@@ -651,6 +698,52 @@ mod tests {
             child(nics[1], "source").attribute("network"),
             Some("default")
         );
+    }
+
+    #[test]
+    fn a_nic_added_and_removed_leaves_the_other_devices_as_they_were() {
+        let xml = build(&spec(), DomainType::Test).unwrap();
+        assert_eq!(
+            nic_macs(&xml).unwrap(),
+            vec!["52:54:00:ab:cd:01".to_string()]
+        );
+        let nic = pb::NicSpec {
+            mac: "FA:01:02:03:04:05".into(),
+            bridge: "br_eth1".into(),
+            device_id: 1,
+            ..Default::default()
+        };
+        let added = with_disk(&xml, &nic_xml(&nic).unwrap()).unwrap();
+        assert_eq!(
+            nic_macs(&added).unwrap(),
+            vec![
+                "52:54:00:ab:cd:01".to_string(),
+                "fa:01:02:03:04:05".to_string()
+            ]
+        );
+        let doc = parse(&added);
+        let nics = children(child(doc.root_element(), "devices"), "interface");
+        assert_eq!(
+            child(nics[1], "source").attribute("bridge"),
+            Some("br_eth1")
+        );
+        let element = interface_xml(&added, "fa:01:02:03:04:05").unwrap().unwrap();
+        assert!(
+            element.starts_with("<interface type='bridge'>"),
+            "{element}"
+        );
+        assert!(element.ends_with("</interface>"), "{element}");
+        let removed = without_nic(&added, "fa:01:02:03:04:05").unwrap();
+        assert_eq!(nic_macs(&removed).unwrap(), nic_macs(&xml).unwrap());
+        assert_eq!(disk_files(&removed).unwrap(), disk_files(&xml).unwrap());
+        assert_eq!(interface_xml(&removed, "fa:01:02:03:04:05").unwrap(), None);
+        assert_eq!(without_nic(&removed, "fa:01:02:03:04:05").unwrap(), removed);
+        let mut bad = nic.clone();
+        bad.mac = "01:00:00:00:00:01".into();
+        assert!(nic_xml(&bad).unwrap_err().contains("multicast"));
+        bad.mac = nic.mac.clone();
+        bad.bridge = "br'0".into();
+        assert!(nic_xml(&bad).unwrap_err().contains("interface name"));
     }
 
     #[test]

@@ -476,14 +476,15 @@ fn ignore_not_running(r: Result<(), virt::error::Error>) -> Result<(), virt::err
 /// The wire form of a domain; the VNC port from its live XML while it is active.
 fn domain_of(d: &Domain) -> Result<pb::Domain, virt::error::Error> {
     let info = d.info()?;
-    let (vnc_port, disk_files) = if d.is_active()? {
+    let (vnc_port, disk_files, nic_macs) = if d.is_active()? {
         let xml = d.xml_desc(0)?;
         (
             domain_xml::vnc_port(&xml),
             domain_xml::disk_files(&xml).unwrap_or_default(),
+            domain_xml::nic_macs(&xml).unwrap_or_default(),
         )
     } else {
-        (0, Vec::new())
+        (0, Vec::new(), Vec::new())
     };
     Ok(pb::Domain {
         name: d.name()?,
@@ -493,6 +494,7 @@ fn domain_of(d: &Domain) -> Result<pb::Domain, virt::error::Error> {
         memory_bytes: info.max_mem.saturating_mul(1024),
         vnc_port,
         disk_files,
+        nic_macs,
     })
 }
 
@@ -869,6 +871,65 @@ impl HostBackend for LibvirtBackend {
         Ok(d)
     }
 
+    fn attach_nic(&self, vm: &str, nic: &pb::NicSpec) -> Result<pb::Domain, OpError> {
+        let element = domain_xml::nic_xml(nic).map_err(OpError::Invalid)?;
+        let test = self.domain_type()? == DomainType::Test;
+        let d = self.vm(vm, |c| {
+            let d = lookup(c, vm)?.ok_or_else(|| {
+                Fail::Op(OpError::NotFound(format!("VM {vm} is not on this host")))
+            })?;
+            let xml = d.xml_desc(0)?;
+            if domain_xml::interface_xml(&xml, &nic.mac)
+                .map_err(|e| Fail::Op(OpError::Failed(e)))?
+                .is_some()
+            {
+                // A repeated attach: the interface is in already.
+                return Ok(domain_of(&d)?);
+            }
+            let flags = virt::sys::VIR_DOMAIN_AFFECT_LIVE | virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+            match d.attach_device_flags(&element, flags) {
+                Ok(()) => Ok(domain_of(&d)?),
+                Err(e) if unsupported(&e) && test => {
+                    let inactive = d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)?;
+                    let next = domain_xml::with_disk(&inactive, &element)
+                        .map_err(|e| Fail::Op(OpError::Failed(e)))?;
+                    Ok(domain_of(&redefine_running(c, &d, &next)?)?)
+                }
+                Err(e) => Err(Fail::Libvirt(e)),
+            }
+        })?;
+        tracing::info!(vm, mac = %nic.mac, bridge = %nic.bridge, "nic attached");
+        Ok(d)
+    }
+
+    fn detach_nic(&self, vm: &str, mac: &str) -> Result<Option<pb::Domain>, OpError> {
+        let test = self.domain_type()? == DomainType::Test;
+        let d = self.vm(vm, |c| {
+            let Some(d) = lookup(c, vm)? else {
+                return Ok(None);
+            };
+            let xml = d.xml_desc(0)?;
+            let Some(element) =
+                domain_xml::interface_xml(&xml, mac).map_err(|e| Fail::Op(OpError::Failed(e)))?
+            else {
+                return Ok(Some(domain_of(&d)?));
+            };
+            let flags = virt::sys::VIR_DOMAIN_AFFECT_LIVE | virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+            match d.detach_device_flags(&element, flags) {
+                Ok(()) => Ok(Some(domain_of(&d)?)),
+                Err(e) if unsupported(&e) && test => {
+                    let inactive = d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)?;
+                    let next = domain_xml::without_nic(&inactive, mac)
+                        .map_err(|e| Fail::Op(OpError::Failed(e)))?;
+                    Ok(Some(domain_of(&redefine_running(c, &d, &next)?)?))
+                }
+                Err(e) => Err(Fail::Libvirt(e)),
+            }
+        })?;
+        tracing::info!(vm, mac, "nic detached");
+        Ok(d)
+    }
+
     fn resize_volume(
         &self,
         s: &StorageSpec,
@@ -983,6 +1044,26 @@ impl HostBackend for LibvirtBackend {
             }
         }
         volumes::delete_snapshots(dir, volume_uuid, snapshot_uuids)
+    }
+
+    fn clone_volume(
+        &self,
+        src: &StorageSpec,
+        source: &str,
+        dst: &StorageSpec,
+        uuid: &str,
+    ) -> Result<pb::VolumeFile, OpError> {
+        volumes::check_volume_uuid(source)?;
+        let path = volumes::volume_path(Path::new(src.dir()), source);
+        let users = self.users_of(&path)?;
+        if !users.is_empty() {
+            return Err(OpError::WrongState(format!(
+                "volume {source} ({}) is in use by domain {}: a clone copies a quiescent disk, stop the VM first",
+                path.display(),
+                users.join(", ")
+            )));
+        }
+        volumes::copy(Path::new(src.dir()), source, Path::new(dst.dir()), uuid)
     }
 
     fn delete_volume(&self, s: &StorageSpec, volume_uuid: &str) -> Result<bool, OpError> {

@@ -1021,6 +1021,70 @@ impl Agent for AgentService {
         .await
     }
 
+    async fn clone_volume(
+        &self,
+        req: Request<pb::CloneVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeReply>, Status> {
+        let (slot, _) = self.admit(&req, req.get_ref().header.as_ref())?;
+        let r = req.into_inner();
+        bound_host(&slot, r.header.as_ref())?;
+        volumes::check_volume_uuid(&r.volume_uuid).map_err(op_status)?;
+        volumes::check_volume_uuid(&r.source_volume_uuid).map_err(op_status)?;
+        let src = slot.storage(&r.source_primary_storage_uuid)?;
+        let dst = slot.storage(&r.primary_storage_uuid)?;
+        let (source, uuid) = (r.source_volume_uuid, r.volume_uuid);
+        // Serialised on the copy's uuid like a create; the file lock keeps a delete of the
+        // source (or a start using it) from racing the copy.
+        let file = on_slot(&slot, move |s| {
+            s.volume_op(&uuid, true, |b| b.clone_volume(&src, &source, &dst, &uuid))
+        })
+        .await?
+        .map_err(op_status)?;
+        Ok(Response::new(pb::CreateVolumeReply { file: Some(file) }))
+    }
+
+    async fn attach_nic(
+        &self,
+        req: Request<pb::AttachNicRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "AttachNic",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                let nic = r
+                    .nic
+                    .clone()
+                    .ok_or_else(|| Status::invalid_argument("attach names no NIC"))?;
+                Ok((r.vm_uuid.clone(), move |b: &dyn HostBackend, vm: &str| {
+                    b.attach_nic(vm, &nic).map(Some)
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn detach_nic(
+        &self,
+        req: Request<pb::DetachNicRequest>,
+    ) -> Result<Response<pb::VmStateReply>, Status> {
+        self.vm_call(
+            "DetachNic",
+            req,
+            |r| r.header.as_ref(),
+            |r| {
+                if r.mac.is_empty() {
+                    return Err(Status::invalid_argument("detach names no MAC"));
+                }
+                let mac = r.mac.clone();
+                Ok((r.vm_uuid.clone(), move |b: &dyn HostBackend, vm: &str| {
+                    b.detach_nic(vm, &mac)
+                }))
+            },
+        )
+        .await
+    }
+
     async fn resize_volume(
         &self,
         req: Request<pb::ResizeVolumeRequest>,

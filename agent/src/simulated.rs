@@ -51,6 +51,13 @@ struct SimState {
     backing: BTreeMap<String, String>,
 }
 
+/// The MACs of a spec's NICs in device order, lowercase, as libvirt's XML shows them.
+fn nic_macs(spec: &pb::VmSpec) -> Vec<String> {
+    let mut nics: Vec<&pb::NicSpec> = spec.nics.iter().collect();
+    nics.sort_by_key(|n| n.device_id);
+    nics.iter().map(|n| n.mac.to_ascii_lowercase()).collect()
+}
+
 impl SimState {
     fn domain_mut(&mut self, vm: &str) -> Result<&mut pb::Domain, OpError> {
         self.domains
@@ -206,6 +213,7 @@ impl HostBackend for SimulatedBackend {
             memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
             vnc_port: g.free_vnc_port(),
             disk_files: spec.disks.iter().map(|d| d.path.clone()).collect(),
+            nic_macs: nic_macs(spec),
         };
         g.disks.insert(
             vm.to_string(),
@@ -240,6 +248,7 @@ impl HostBackend for SimulatedBackend {
             memory_bytes: spec.memory_bytes.div_ceil(1024) * 1024,
             vnc_port: 0,
             disk_files: spec.disks.iter().map(|d| d.path.clone()).collect(),
+            nic_macs: nic_macs(spec),
         };
         g.disks.insert(
             vm.to_string(),
@@ -331,6 +340,46 @@ impl HostBackend for SimulatedBackend {
             format: "qcow2".into(),
             virtual_size,
             actual_size: EMPTY_QCOW2_BYTES,
+        });
+        Ok(f.clone())
+    }
+
+    fn clone_volume(
+        &self,
+        src: &StorageSpec,
+        source: &str,
+        dst: &StorageSpec,
+        uuid: &str,
+    ) -> Result<pb::VolumeFile, OpError> {
+        volumes::check_volume_uuid(source)?;
+        volumes::check_volume_uuid(uuid)?;
+        let from = volumes::volume_path(Path::new(src.dir()), source)
+            .display()
+            .to_string();
+        let path = volumes::volume_path(Path::new(dst.dir()), uuid)
+            .display()
+            .to_string();
+        if from == path {
+            return Err(OpError::Invalid(format!(
+                "volume {uuid} cannot be a copy of itself"
+            )));
+        }
+        let mut g = self.state();
+        if let Some((vm, _)) = g.disks.iter().find(|(_, files)| files.contains(&from)) {
+            return Err(OpError::WrongState(format!(
+                "volume {source} ({from}) is in use by domain {vm}: a clone copies a quiescent disk, stop the VM first"
+            )));
+        }
+        let Some(s) = g.volumes.get(&from).cloned() else {
+            return Err(OpError::WrongState(format!(
+                "volume {source} has no file {from} on this host"
+            )));
+        };
+        let f = g.volumes.entry(path.clone()).or_insert(pb::VolumeFile {
+            path,
+            format: "qcow2".into(),
+            virtual_size: s.virtual_size,
+            actual_size: s.actual_size,
         });
         Ok(f.clone())
     }
@@ -501,6 +550,28 @@ impl HostBackend for SimulatedBackend {
         let mut files = d.disk_files.clone();
         files.retain(|f| f != path);
         g.set_disks(vm, files).map(Some)
+    }
+
+    fn attach_nic(&self, vm: &str, nic: &pb::NicSpec) -> Result<pb::Domain, OpError> {
+        // The same element a real host plugs in, so a bad MAC or bridge fails the same way.
+        domain_xml::nic_xml(nic).map_err(OpError::Invalid)?;
+        let mut g = self.state();
+        let d = g.domain_mut(vm)?;
+        let mac = nic.mac.to_ascii_lowercase();
+        if !d.nic_macs.contains(&mac) {
+            d.nic_macs.push(mac);
+        }
+        Ok(d.clone())
+    }
+
+    fn detach_nic(&self, vm: &str, mac: &str) -> Result<Option<pb::Domain>, OpError> {
+        let mut g = self.state();
+        let Ok(d) = g.domain_mut(vm) else {
+            return Ok(None);
+        };
+        let mac = mac.to_ascii_lowercase();
+        d.nic_macs.retain(|m| *m != mac);
+        Ok(Some(d.clone()))
     }
 
     fn resize_volume(

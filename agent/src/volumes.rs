@@ -656,6 +656,73 @@ pub fn delete_snapshots(
     snapshot_reply(storage_dir, uuid, None)
 }
 
+/// Make volume `uuid` on the storage at `dir` a full copy of volume `source` of the storage at
+/// `source_dir` (`qemu-img convert`: the source's backing chain collapsed into one standalone
+/// qcow2 of the same virtual size, so the copy outlives the source and its image). The
+/// caller makes sure nothing writes the source meanwhile (a clone copies a quiescent disk:
+/// no domain uses it). Written under a temporary name and renamed, like [`create`], so a
+/// repeat finds the finished copy and answers it.
+pub fn copy(
+    source_dir: &Path,
+    source: &str,
+    dir: &Path,
+    uuid: &str,
+) -> Result<pb::VolumeFile, OpError> {
+    check_volume_uuid(uuid)?;
+    if source == uuid && same_file(source_dir, dir) {
+        return Err(OpError::Invalid(format!(
+            "volume {uuid} cannot be a copy of itself"
+        )));
+    }
+    let path = volume_path(dir, uuid);
+    if path.exists() {
+        let (_, src) = existing_file(source_dir, source)?;
+        return existing(&path, None, src.virtual_size);
+    }
+    let (src_path, src) = existing_file(source_dir, source)?;
+    let vdir = dir.join(VOLUMES_DIR);
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&vdir)
+            .map_err(io("create", &vdir))?;
+    }
+    let partial = partial_path(dir, uuid);
+    let mut guard = Partial(Some(&partial));
+    qemu_img(&[
+        "convert".as_ref(),
+        "-q".as_ref(),
+        "-O".as_ref(),
+        "qcow2".as_ref(),
+        src_path.as_os_str(),
+        partial.as_os_str(),
+    ])?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("restrict", &partial))?;
+    }
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io("sync", &partial))?;
+    std::fs::rename(&partial, &path).map_err(io("rename into place", &path))?;
+    guard.0 = None;
+    sync_dir(&vdir)?;
+    let i = info(&path)?;
+    tracing::info!(volume = uuid, source, path = %path.display(), virtual_size = i.virtual_size, "volume copied");
+    if i.virtual_size != src.virtual_size {
+        return Err(OpError::Failed(format!(
+            "the copy {} of volume {source} has {} bytes, the source {}",
+            path.display(),
+            i.virtual_size,
+            src.virtual_size
+        )));
+    }
+    Ok(file_of(&path, &i))
+}
+
 /// Whether two paths name the same file (by what they resolve to when both exist).
 pub fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
@@ -961,6 +1028,71 @@ mod tests {
         assert!(matches!(
             snapshot(dir, VOL, s1),
             Err(OpError::WrongState(_))
+        ));
+    }
+
+    #[test]
+    fn a_copy_is_a_standalone_qcow2_with_the_sources_content_and_size() {
+        // An image with data in it: a raw file of a pattern, converted to qcow2.
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join(IMAGE_CACHE_DIR);
+        std::fs::create_dir_all(&cache).unwrap();
+        let raw = d.path().join("img.raw");
+        let mut bytes = vec![0u8; 8 << 20];
+        for (k, b) in bytes.iter_mut().enumerate() {
+            *b = u8::try_from(k % 251).unwrap();
+        }
+        std::fs::write(&raw, &bytes).unwrap();
+        let img = cache.join("img.qcow2");
+        let st = Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let root = create(d.path(), VOL, Some(img.to_str().unwrap()), 16 << 20).unwrap();
+        assert_eq!(root.virtual_size, 16 << 20);
+        // Onto another storage of the host.
+        let other = tempfile::tempdir().unwrap();
+        let clone = "2123456789abcdef0123456789abcdef";
+        let f = copy(d.path(), VOL, other.path(), clone).unwrap();
+        let path = volume_path(other.path(), clone);
+        assert_eq!(f.path, path.to_str().unwrap());
+        assert_eq!(f.virtual_size, 16 << 20);
+        let i = info(&path).unwrap();
+        assert_eq!(i.format, "qcow2");
+        assert_eq!(
+            i.backing, None,
+            "standalone: the image's chain is collapsed"
+        );
+        let same = Command::new("qemu-img")
+            .arg("compare")
+            .arg("-q")
+            .arg(volume_path(d.path(), VOL))
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(same.success(), "the copy has the source's content");
+        // A repeat answers the copy; no partial file is left.
+        assert_eq!(copy(d.path(), VOL, other.path(), clone).unwrap(), f);
+        assert_eq!(
+            names(&other.path().join(VOLUMES_DIR)),
+            vec![format!("{clone}.qcow2")]
+        );
+        // No source: nothing made.
+        let e = copy(
+            d.path(),
+            "3123456789abcdef0123456789abcdef",
+            other.path(),
+            "4123456789abcdef0123456789abcdef",
+        )
+        .unwrap_err();
+        assert!(matches!(e, OpError::WrongState(_)), "{e:?}");
+        assert!(!volume_path(other.path(), "4123456789abcdef0123456789abcdef").exists());
+        assert!(matches!(
+            copy(d.path(), VOL, d.path(), VOL).unwrap_err(),
+            OpError::Invalid(_)
         ));
     }
 

@@ -184,6 +184,11 @@ pub fn chain_of(body: &Map<String, Value>, creates: bool, new_uuid: &str) -> Str
     if creates {
         return s("resourceUuid").unwrap_or_else(|| new_uuid.to_string());
     }
+    // A call about a VM (attach a network, a volume) serialises with the VM's other calls,
+    // whatever else it names and in whatever order the fields came.
+    if let Some(u) = s("vmInstanceUuid") {
+        return u.to_ascii_lowercase();
+    }
     body.iter()
         .find(|(k, v)| k.ends_with("Uuid") && k.as_str() != "resourceUuid" && v.is_string())
         .and_then(|(_, v)| v.as_str())

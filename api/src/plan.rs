@@ -448,7 +448,7 @@ mod tests {
         let e = plan(&req(r#"{"org.zstack.Foo":{}}"#), &admin, &stamp()).unwrap_err();
         assert_eq!(e.code, Code::UnknownMessage);
         let e = plan(
-            &req(r#"{"org.zstack.header.vm.APICloneVmInstanceMsg":{"vmInstanceUuid":"x"}}"#),
+            &req(r#"{"org.zstack.header.vm.APIReimageVmInstanceMsg":{"vmInstanceUuid":"x"}}"#),
             &admin,
             &stamp(),
         )

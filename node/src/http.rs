@@ -762,7 +762,8 @@ async fn host_domains(State(node): State<Arc<Node>>, Path(uuid): Path<String>) -
         .iter()
         .map(|d| {
             json!({"name": d.name, "uuid": d.uuid, "state": d.state, "vcpus": d.vcpus,
-                   "memoryBytes": d.memory_bytes, "vncPort": d.vnc_port, "diskFiles": d.disk_files})
+                   "memoryBytes": d.memory_bytes, "vncPort": d.vnc_port, "diskFiles": d.disk_files,
+                   "nicMacs": d.nic_macs})
         })
         .collect();
     Ok(Json(json!({

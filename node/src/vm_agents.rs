@@ -139,6 +139,14 @@ impl VmAgents {
                 progress(100);
                 return out;
             }
+            if let Some(out) = this.clone_action(&action, &payload, term).await {
+                progress(100);
+                return out;
+            }
+            if let Some(out) = this.nic_action(&action, &payload, term).await {
+                progress(100);
+                return out;
+            }
             let p: Payload = serde_json::from_str(&payload)
                 .map_err(|e| failed(format!("bad VM step payload: {e}")))?;
             progress(10);
@@ -278,17 +286,21 @@ impl VmAgents {
         Ok(Vars::from([(flows::vars::ROOT_FILE.to_string(), text)]))
     }
 
-    fn vm_spec(&self, p: &Payload) -> Result<pb::VmSpec, EffectError> {
-        let spec = self.spec(p)?;
+    fn vm_spec(
+        &self,
+        vm_uuid: &str,
+        spec: &Spec,
+        root_file: Option<&VolumeFile>,
+    ) -> Result<pb::VmSpec, EffectError> {
         let mut disks = Vec::new();
         for d in &spec.disks {
-            let path = match (&d.path, &p.root_file) {
+            let path = match (&d.path, root_file) {
                 (Some(path), _) => path.clone(),
                 (None, Some(f)) if d.device_id == 0 => f.path.clone(),
                 (None, _) => {
                     return Err(failed(format!(
-                        "VM[uuid:{}]: volume[uuid:{}] has no file yet",
-                        p.vm_uuid, d.volume_uuid
+                        "VM[uuid:{vm_uuid}]: volume[uuid:{}] has no file yet",
+                        d.volume_uuid
                     )))
                 }
             };
@@ -326,14 +338,25 @@ impl VmAgents {
     async fn start(&self, p: &Payload, term: u64) -> Result<Vars, EffectError> {
         let t = self.target(p)?;
         let spec = self.spec(p)?;
+        self.start_domain(t, &p.vm_uuid, spec, p.root_file.as_ref(), term)
+            .await
+    }
+
+    /// Define and start the domain of `spec` on `t` (a root disk without a path in the spec
+    /// is `root_file`).
+    pub(crate) async fn start_domain(
+        &self,
+        t: &Target,
+        vm_uuid: &str,
+        spec: &Spec,
+        root_file: Option<&VolumeFile>,
+        term: u64,
+    ) -> Result<Vars, EffectError> {
         for d in &spec.disks {
             self.prepare(t, &d.storage, term).await?;
         }
-        let vm = self.vm_spec(p)?;
-        let what = format!(
-            "starting VM[uuid:{}] on host[uuid:{}]",
-            p.vm_uuid, t.host_uuid
-        );
+        let vm = self.vm_spec(vm_uuid, spec, root_file)?;
+        let what = format!("starting VM[uuid:{vm_uuid}] on host[uuid:{}]", t.host_uuid);
         let (mut c, addr) = self.client(t, &what)?;
         let d = c
             .start_vm(self.request(
@@ -479,7 +502,7 @@ impl VmAgents {
         for d in &spec.disks {
             self.prepare(dst, &d.storage, term).await?;
         }
-        let vm = self.vm_spec(p)?;
+        let vm = self.vm_spec(&p.vm_uuid, spec, p.root_file.as_ref())?;
         let on_source = self.domain_state(src, &p.vm_uuid, term).await?;
         if !on_source.is_empty() {
             let what = format!(

@@ -67,6 +67,9 @@ const SDK_CLASSES: &[&str] = &[
     "org.zstack.header.storage.primary.PrimaryStorageInventory",
     "org.zstack.header.tag.SystemTagInventory",
     "org.zstack.header.tag.UserTagInventory",
+    "org.zstack.header.errorcode.ErrorCode",
+    "org.zstack.header.vm.CloneVmInstanceInventory",
+    "org.zstack.header.vm.CloneVmInstanceResults",
     "org.zstack.header.vm.VmInstanceInventory",
     "org.zstack.header.vm.VmNicInventory",
     "org.zstack.header.volume.VolumeInventory",
@@ -81,6 +84,13 @@ const SDK_CLASSES: &[&str] = &[
     "org.zstack.storage.backup.imagestore.ImageStoreBackupStorageInventory",
     "org.zstack.zwatch.migratedb.AuditsInventory",
 ];
+
+/// The NIC `AttachL3NetworkToVm` gives the VM (its `resourceUuid`), which the detach names.
+const CONFORMANCE_NIC: &str = "00000000000000000000000000c0ff01";
+
+/// The `resourceUuid` of the conformance `CloneVmInstance`; its one clone's uuid is derived
+/// from it (`derive_uuid(base, 0)`), which the teardown destroys.
+const CONFORMANCE_CLONES: &str = "00000000000000000000000000c10e01";
 
 /// Inventory fields that are JRE maps in ZStack (`Map<String, String>`, `LinkedHashMap`):
 /// objects in JSON that get no schema entry.
@@ -583,6 +593,20 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         case("GetVolumeSnapshotSize", uuid("snap")),
         case("RevertVolumeFromSnapshot", uuid("snap2")),
         case("RevertVolumeFromSnapshot", uuid("snaplive")).expect(Expect::Code("SYS.1006")),
+        // `vm2` is Stopped: its disk is quiescent and may be copied; `vm` runs.
+        case("CloneVmInstance", |x| json!({"vmInstanceUuid": w(x, "vm2"), "names": ["clone-1"],
+            "strategy": "JustCreate", "resourceUuid": CONFORMANCE_CLONES})),
+        case("CloneVmInstance", |x| json!({"vmInstanceUuid": w(x, "vm"), "names": ["clone-2"]}))
+            .expect(Expect::Code("SYS.1006")),
+        // A second network on the cluster's L2 for the VM; the VLAN L2 of `l3b` is not
+        // attached to the cluster, so it cannot reach the VM.
+        case("CreateL3Network", |x| json!({"l2NetworkUuid": w(x, "l2"), "name": "l3-nic"})).saves("l3nic"),
+        case("AddIpRange", |x| json!({"l3NetworkUuid": w(x, "l3nic"), "name": "range-nic", "startIp": "10.3.0.10",
+            "endIp": "10.3.0.20", "netmask": "255.255.255.0", "gateway": "10.3.0.1"})),
+        case("AttachL3NetworkToVm", |x| json!({"vmInstanceUuid": w(x, "vm"), "l3NetworkUuid": w(x, "l3nic"),
+            "resourceUuid": CONFORMANCE_NIC})),
+        case("AttachL3NetworkToVm", |x| json!({"vmInstanceUuid": w(x, "vm"), "l3NetworkUuid": w(x, "l3b")}))
+            .expect(Expect::Code("SYS.1006")),
         case("CreateSchedulerJob", |x| json!({"name": "sched-1", "targetResourceUuid": w(x, "vm"), "type": "rebootVm"})).saves("sjob"),
         case("UpdateSchedulerJob", rename("sjob")),
         case("ChangeSchedulerState", st("sjob", "disable")),
@@ -603,6 +627,15 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         // snap2 and snaplive go with their VMs' expunge.
         case("DeleteVolumeSnapshot", uuid("snap3")),
         case("DeleteVolumeSnapshot", uuid("snap")),
+        case(
+            "DetachL3NetworkFromVm",
+            |_| json!({"vmNicUuid": CONFORMANCE_NIC}),
+        ),
+        case(
+            "DetachL3NetworkFromVm",
+            |_| json!({"vmNicUuid": CONFORMANCE_NIC}),
+        )
+        .expect(Expect::Code("SYS.1003")),
         case("DeleteDataVolume", uuid("vol2")),
         case("RecoverDataVolume", uuid("vol2")),
         case("DeleteDataVolume", uuid("vol2")),
@@ -617,6 +650,14 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         case("DeleteSchedulerJob", uuid("sjob")),
         case("DeleteSchedulerJob", uuid("sjob2")),
         case("DeleteSchedulerTrigger", uuid("sonce")),
+        case(
+            "DestroyVmInstance",
+            |_| json!({"uuid": api::params::derive_uuid(CONFORMANCE_CLONES, 0)}),
+        ),
+        case(
+            "ExpungeVmInstance",
+            |_| json!({"uuid": api::params::derive_uuid(CONFORMANCE_CLONES, 0)}),
+        ),
         case("DestroyVmInstance", uuid("vm2")),
         case("RecoverVmInstance", uuid("vm2")),
         case("DestroyVmInstance", uuid("vm2")),
@@ -631,6 +672,7 @@ fn cases(ssh_port: u16) -> (Vec<Case>, Vec<Case>) {
         case("ExpungeImage", |x| json!({"imageUuid": w(x, "image2")})),
         case("DeleteIpRange", uuid("range")),
         case("DeleteL3Network", uuid("l3b")),
+        case("DeleteL3Network", uuid("l3nic")),
         case(
             "DetachL2NetworkFromCluster",
             |x| json!({"l2NetworkUuid": w(x, "l2"), "clusterUuid": w(x, "cluster")}),

@@ -1000,6 +1000,27 @@ fn attacks(i: &Infra, a: &Tenant, b: &Tenant) -> BTreeMap<&'static str, Vec<Atta
         add(call, vec![denied(uuid(&i.vm))]);
     }
     add("UpdateVmInstance", vec![denied(rename(&i.vm))]);
+    // ---- NICs: B can neither give the admin's VM a network nor take its NIC (the first NIC's
+    // uuid is derived from the VM's).
+    add(
+        "AttachL3NetworkToVm",
+        vec![denied(
+            json!({"vmInstanceUuid": i.vm, "l3NetworkUuid": i.l3}),
+        )],
+    );
+    add(
+        "DetachL3NetworkFromVm",
+        vec![denied(
+            json!({"vmNicUuid": api::params::derive_uuid(&i.vm, 1)}),
+        )],
+    );
+    // ---- Clone: B cannot copy the admin's VM (its disk holds the admin's data).
+    add(
+        "CloneVmInstance",
+        vec![denied(
+            json!({"vmInstanceUuid": i.vm, "names": ["stolen"], "strategy": "JustCreate"}),
+        )],
+    );
 
     // ---- Data volumes: B can neither make one from the admin's offering nor touch the
     // admin's volume or VM through a volume call.

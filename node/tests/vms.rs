@@ -877,6 +877,12 @@ async fn vm_bench_creates_per_second() {
 
 /// The files of VM `vm`'s domain on `host`, as its agent lists them (empty without a domain).
 async fn domain_disks(nodes: &[Proc], host: &str, vm: &str) -> Vec<String> {
+    domain_list(nodes, host, vm, "diskFiles").await
+}
+
+/// A list field (`diskFiles`, `nicMacs`) of VM `vm`'s domain on `host`, as its agent lists
+/// it (empty without a domain).
+async fn domain_list(nodes: &[Proc], host: &str, vm: &str, field: &str) -> Vec<String> {
     let c = admin_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -913,7 +919,7 @@ async fn domain_disks(nodes: &[Proc], host: &str, vm: &str) -> Vec<String> {
             .iter()
             .find(|d| d["name"] == json!(vm))
             .map(|d| {
-                d["diskFiles"]
+                d[field]
                     .as_array()
                     .unwrap()
                     .iter()
@@ -1533,4 +1539,300 @@ async fn volume_snapshots_match_the_agents_files_and_domains_after_every_step() 
         r.get(&format!("/volume-snapshots/{s1}")).await["inventories"],
         json!([])
     );
+}
+
+/// Every VM's NICs as the API has them against its domain: a Running VM's domain has exactly
+/// its NICs' MACs in device order; no address is held by two NICs of one L3; and IPAM agrees
+/// (an address a NIC holds is never offered as free). Returns the VMs.
+async fn check_nics(r: &Rest, nodes: &[Proc], l3s: &[&str]) -> Vec<Value> {
+    let vms = r.get("/vm-instances").await["inventories"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let mut held = BTreeMap::new();
+    for vm in &vms {
+        let uuid = vm["uuid"].as_str().unwrap();
+        let nics = vm["vmNics"].as_array().unwrap();
+        for n in nics {
+            let key = (
+                n["l3NetworkUuid"].as_str().unwrap().to_string(),
+                n["ip"].as_str().unwrap().to_string(),
+            );
+            let prev = held.insert(key.clone(), uuid.to_string());
+            assert!(
+                prev.is_none(),
+                "address {key:?} held twice: {prev:?} and {uuid}"
+            );
+        }
+        if vm["state"] == "Running" {
+            let host = vm["hostUuid"].as_str().unwrap();
+            let mut by_device: Vec<&Value> = nics.iter().collect();
+            by_device.sort_by_key(|n| n["deviceId"].as_u64());
+            let want: Vec<String> = by_device
+                .iter()
+                .map(|n| n["mac"].as_str().unwrap().to_string())
+                .collect();
+            let macs = domain_list(nodes, host, uuid, "nicMacs").await;
+            assert_eq!(macs, want, "VM {uuid}'s domain interfaces");
+        }
+    }
+    for l3 in l3s {
+        let free = r
+            .get(&format!(
+                "/l3-networks/ip/free?l3NetworkUuid={l3}&limit=1000"
+            ))
+            .await;
+        for f in free["inventories"].as_array().unwrap() {
+            let ip = f["ip"].as_str().unwrap().to_string();
+            assert!(
+                !held.contains_key(&(l3.to_string(), ip.clone())),
+                "IPAM offers {ip} of {l3}, which a NIC holds"
+            );
+        }
+    }
+    vms
+}
+
+/// `AttachL3NetworkToVm` through `rest`.
+async fn attach_l3(rest: &Rest, vm: &str, l3: &str, params: Value) -> (u16, Value) {
+    rest.send(
+        reqwest::Method::POST,
+        &format!("/vm-instances/{vm}/l3-networks/{l3}"),
+        Some(json!({ "params": params })),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nics_match_the_agents_domain_interfaces_after_every_step() {
+    let World {
+        td: _td,
+        nodes,
+        agents: _agents,
+        rests,
+        hosts: _hosts,
+        image,
+        l3,
+        io,
+    } = setup(
+        ["127.0.0.97", "127.0.0.98"],
+        ("10.0.0.10", "10.0.0.200", "255.255.255.0"),
+        1,
+        268435456,
+        "10",
+    )
+    .await;
+    let r = &rests[0];
+    // A second network on the same L2, two addresses only.
+    let l2 = r.get(&format!("/l3-networks/{l3}")).await["inventories"][0]["l2NetworkUuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let l3b = r
+        .post("/l3-networks", json!({"l2NetworkUuid": l2, "name": "l3b"}))
+        .await["inventory"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    r.post(
+        &format!("/l3-networks/{l3b}/ip-ranges"),
+        json!({"name": "rb", "startIp": "10.1.0.10", "endIp": "10.1.0.11", "netmask": "255.255.255.0", "gateway": "10.1.0.1"}),
+    )
+    .await;
+    let l3s = [l3.as_str(), l3b.as_str()];
+    let vm = |name: &str, strategy: &str| {
+        json!({"name": name, "instanceOfferingUuid": io, "imageUuid": image,
+               "l3NetworkUuids": [l3], "strategy": strategy})
+    };
+    let running = r.post("/vm-instances", vm("vm-run", "InstantStart")).await["inventory"].clone();
+    let stopped = r
+        .post("/vm-instances", vm("vm-stop", "CreateStopped"))
+        .await["inventory"]
+        .clone();
+    let (vm1, vm2) = (
+        running["uuid"].as_str().unwrap().to_string(),
+        stopped["uuid"].as_str().unwrap().to_string(),
+    );
+    check_nics(r, &nodes, &l3s).await;
+    // Hot-plugged into the running VM (through a follower): the domain has the new MAC.
+    let (s, v) = attach_l3(&rests[1], &vm1, &l3b, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let nics = v["inventory"]["vmNics"].as_array().unwrap().clone();
+    assert_eq!(nics.len(), 2, "{v}");
+    assert_eq!(nics[1]["ip"], "10.1.0.10", "{v}");
+    assert_eq!(nics[1]["deviceId"], 1, "{v}");
+    assert_eq!(v["inventory"]["defaultL3NetworkUuid"], json!(l3), "{v}");
+    let hot_nic = nics[1]["uuid"].as_str().unwrap().to_string();
+    check_nics(r, &nodes, &l3s).await;
+
+    // Attached again: ZStack's refusal, nothing changes.
+    let (s, v) = attach_l3(&rests[2], &vm1, &l3b, json!({})).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already attached"),
+        "{v}"
+    );
+    // The stopped VM takes the last address as a static one; the record only, no domain.
+    let (s, v) = attach_l3(r, &vm2, &l3b, json!({"staticIp": "10.1.0.10"})).await;
+    assert_eq!(s, 503, "a taken static IP: {v}");
+    let (s, v) = attach_l3(r, &vm2, &l3b, json!({"staticIp": "10.1.0.11"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inventory"]["vmNics"][1]["ip"], "10.1.0.11", "{v}");
+    check_nics(r, &nodes, &l3s).await;
+    // A third VM finds l3b full: refused, its NICs and IPAM unchanged.
+    let third = r.post("/vm-instances", vm("vm-3", "CreateStopped")).await["inventory"].clone();
+    let vm3 = third["uuid"].as_str().unwrap().to_string();
+    let (s, v) = attach_l3(r, &vm3, &l3b, json!({})).await;
+    assert_eq!(s, 503, "{v}");
+    let vm3_now = r.get(&format!("/vm-instances/{vm3}")).await["inventories"][0].clone();
+    assert_eq!(vm3_now["vmNics"].as_array().unwrap().len(), 1, "{vm3_now}");
+    check_nics(r, &nodes, &l3s).await;
+
+    // Started, the stopped VM's domain is built with both NICs.
+    let (s, v) = r.action(&vm2, "startVmInstance", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    check_nics(r, &nodes, &l3s).await;
+
+    // Hot-unplugged from the running VM: its address goes back and the third VM gets it.
+    let (s, v) = rests[1]
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/vm-instances/nics/{hot_nic}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inventory"]["vmNics"].as_array().unwrap().len(), 1, "{v}");
+    check_nics(r, &nodes, &l3s).await;
+    let (s, v) = attach_l3(r, &vm3, &l3b, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inventory"]["vmNics"][1]["ip"], "10.1.0.10", "{v}");
+    check_nics(r, &nodes, &l3s).await;
+    // An unknown NIC is not found.
+    let (s, v) = r
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/vm-instances/nics/{hot_nic}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 503, "{v}");
+
+    // The running second VM's default NIC unplugged: the other NIC's L3 becomes the default.
+    let default_nic = api::params::derive_uuid(&vm2, 1);
+    let (s, v) = r
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/vm-instances/nics/{default_nic}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inventory"]["defaultL3NetworkUuid"], json!(l3b), "{v}");
+    let vms = check_nics(r, &nodes, &l3s).await;
+    assert_eq!(vms.len(), 3);
+    // Stopped and started again, the domain still has exactly the record's NICs.
+    let (s, v) = r
+        .action(&vm2, "stopVmInstance", json!({"type": "cold"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = r.action(&vm2, "startVmInstance", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    check_nics(r, &nodes, &l3s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_of_a_stopped_vm_run_on_copies_of_its_root_volume() {
+    let World {
+        td: _td,
+        nodes,
+        agents: _agents,
+        rests,
+        hosts: _hosts,
+        image,
+        l3,
+        io,
+    } = setup(
+        ["127.0.0.101", "127.0.0.102"],
+        ("10.0.0.10", "10.0.0.200", "255.255.255.0"),
+        1,
+        268435456,
+        "10",
+    )
+    .await;
+    let r = &rests[0];
+    let vm = |name: &str, strategy: &str| {
+        json!({"name": name, "instanceOfferingUuid": io, "imageUuid": image,
+               "l3NetworkUuids": [l3], "strategy": strategy})
+    };
+    let source = r.post("/vm-instances", vm("source", "InstantStart")).await["inventory"].clone();
+    let src = source["uuid"].as_str().unwrap().to_string();
+    // Running, its disk is written: refused with ZStack's state text.
+    let (s, v) = r
+        .action(&src, "cloneVmInstance", json!({"names": ["early"]}))
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("current vm instance state[Running] doesn't allow to proceed"),
+        "{v}"
+    );
+    let (s, v) = r
+        .action(&src, "stopVmInstance", json!({"type": "cold"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let src_root = check_volume(r, &nodes, &api::params::derive_uuid(&src, 0)).await;
+    let src_path = src_root["installPath"].as_str().unwrap().to_string();
+    let (src_size, _) = qemu_info(&src_path);
+
+    // Cloned twice (through a follower): both Running on the agent, each on its own file.
+    let (s, v) = rests[1]
+        .action(
+            &src,
+            "cloneVmInstance",
+            json!({"names": ["clone-a", "clone-b"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["numberOfClonedVm"], 2, "{v}");
+    let clones = v["result"]["inventories"].as_array().unwrap().clone();
+    let mut ips = vec![source["vmNics"][0]["ip"].clone()];
+    let mut macs = vec![source["vmNics"][0]["mac"].clone()];
+    for c in &clones {
+        let inv = &c["inventory"];
+        assert!(c["error"].is_null(), "{c}");
+        assert_eq!(inv["state"], "Running", "{c}");
+        assert_eq!(inv["cpuNum"], source["cpuNum"], "{c}");
+        assert_eq!(inv["memorySize"], source["memorySize"], "{c}");
+        let uuid = inv["uuid"].as_str().unwrap();
+        let root = check_volume(r, &nodes, &api::params::derive_uuid(uuid, 0)).await;
+        let path = root["installPath"].as_str().unwrap();
+        assert_ne!(path, src_path);
+        let (size, backing) = qemu_info(path);
+        assert_eq!(size, src_size, "the copy has the source's virtual size");
+        assert_eq!(backing, None, "the copy is standalone");
+        let host = inv["hostUuid"].as_str().unwrap();
+        assert_eq!(
+            domain_disks(&nodes, host, uuid).await,
+            vec![path.to_string()]
+        );
+        ips.push(inv["vmNics"][0]["ip"].clone());
+        macs.push(inv["vmNics"][0]["mac"].clone());
+    }
+    for list in [&ips, &macs] {
+        let distinct: std::collections::BTreeSet<String> =
+            list.iter().map(ToString::to_string).collect();
+        assert_eq!(distinct.len(), 3, "{list:?}");
+    }
+    let vms = check_nics(r, &nodes, &[l3.as_str()]).await;
+    assert_eq!(vms.len(), 3);
+    // The source is untouched and still starts.
+    let (s, v) = r.action(&src, "startVmInstance", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    check_nics(r, &nodes, &[l3.as_str()]).await;
 }

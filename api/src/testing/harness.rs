@@ -379,6 +379,43 @@ pub(crate) fn scripted_effect(
                 serde_json::to_string(&done).unwrap_or_default(),
             )]))
         }
+        // Every clone is copied at its source's size, but a host cannot copy a clone named
+        // `broken` (its disk is full): that clone alone fails.
+        (vm::RECEIVER, crate::families::vm::clone::actions::CLONE_VOLUMES) => {
+            use crate::families::vm::clone as cl;
+            let p: serde_json::Value = serde_json::from_str(&request.payload).unwrap_or_default();
+            let plans: Vec<cl::ClonePlan> =
+                serde_json::from_value(p["clones"].clone()).map_err(|e| {
+                    Refusal::new(crate::wire::errors::Code::InvalidArgument, e.to_string())
+                })?;
+            let done: Vec<cl::Cloned> = plans
+                .iter()
+                .map(|c| {
+                    let spec = c.spec.as_ref();
+                    let root = spec.and_then(|s| s.disks.first());
+                    if spec.is_some_and(|s| s.name == "broken") {
+                        return cl::Cloned {
+                            uuid: c.uuid.clone(),
+                            file: None,
+                            error: Some("no space left on device".into()),
+                        };
+                    }
+                    cl::Cloned {
+                        uuid: c.uuid.clone(),
+                        file: root.map(|d| vm::VolumeFile {
+                            path: format!("{}/volumes/{}.qcow2", d.storage.url, d.volume_uuid),
+                            virtual_size: d.size,
+                            actual_size: 1 << 20,
+                        }),
+                        error: None,
+                    }
+                })
+                .collect();
+            Ok(crate::flow::Vars::from([(
+                cl::vars::CLONED.into(),
+                serde_json::to_string(&done).unwrap_or_default(),
+            )]))
+        }
         // A blank data volume or a resize: the file has the size asked for.
         (
             vm::RECEIVER,

@@ -294,6 +294,8 @@ pub(crate) fn cases(ids: &Ids) -> Vec<Case> {
     ));
     m.extend(migration_cases(&admin, &tenant, &i));
     m.extend(volume_cases(&admin, &tenant, &i));
+    m.extend(nic_cases(&admin, &tenant, &i));
+    m.extend(clone_cases(&admin, &tenant, &i));
     m.extend(snapshot_cases(&admin, &tenant, &i));
     m
 }
@@ -1225,5 +1227,424 @@ fn snapshot_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
             run,
         )
         .given(admin, "DestroyVmInstance", json!({"uuid": VM})),
+    ]
+}
+
+/// A second L3 on the cluster's flat L2, and the NIC the cases attach to the VM on it.
+const L3B: &str = "00000000000000000000000000001b01";
+const NIC2: &str = "00000000000000000000000000a1c002";
+/// A second VM (on [`L3B`]) that holds an address the cases want.
+const VM2: &str = "00000000000000000000000000f00d02";
+
+/// ... and [`L3B`] with the range 10.0.0.10-`end`, or no range when `end` is `None`.
+fn with_l3b(c: Case, admin: &Who, i: &Ids, strategy: &str, end: Option<&str>) -> Case {
+    let c = with_vm(c, admin, i, strategy).given(
+        admin,
+        "CreateL3Network",
+        json!({"l2NetworkUuid": i.l2, "name": "second", "category": "Private", "resourceUuid": L3B}),
+    );
+    match end {
+        None => c,
+        Some(end) => c.given(
+            admin,
+            "AddIpRange",
+            json!({"l3NetworkUuid": L3B, "name": "r2", "startIp": "10.0.0.10", "endIp": end,
+                   "netmask": "255.255.255.0", "gateway": "10.0.0.1"}),
+        ),
+    }
+}
+
+fn attach_nic(extra: Value) -> Value {
+    let mut b = json!({"vmInstanceUuid": VM, "l3NetworkUuid": L3B, "resourceUuid": NIC2});
+    if let (Some(m), Value::Object(e)) = (b.as_object_mut(), extra) {
+        m.extend(e);
+    }
+    b
+}
+
+/// The first free address of [`L3B`].
+fn first_free(h: &mut crate::testing::matrix::Harness) -> Value {
+    h.admin("GetFreeIp", json!({"l3NetworkUuid": L3B, "limit": 1}))["inventories"][0]["ip"].clone()
+}
+
+#[allow(clippy::too_many_lines)]
+fn nic_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
+    let run = "InstantStart";
+    let stopped = "CreateStopped";
+    let l3 = i.l3.clone();
+    let l3_default = i.l3.clone();
+    let vm_nic = crate::params::derive_uuid(VM, 1);
+    vec![
+        with_l3b(
+            ok(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({})),
+                move |h, r| {
+                    let nics = &r["inventory"]["vmNics"];
+                    assert_eq!(nics.as_array().map(Vec::len), Some(2));
+                    assert_eq!(nics[1]["uuid"], NIC2);
+                    assert_eq!(nics[1]["l3NetworkUuid"], L3B);
+                    assert_eq!(nics[1]["ip"], "10.0.0.10");
+                    assert_eq!(nics[1]["deviceId"], 1);
+                    assert!(nics[1]["mac"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("fa:")));
+                    assert_ne!(nics[1]["mac"], nics[0]["mac"]);
+                    assert_eq!(r["inventory"]["defaultL3NetworkUuid"], json!(l3));
+                    assert_eq!(r["inventory"]["state"], "Running");
+                    assert_eq!(first_free(h), "10.0.0.11");
+                },
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        ),
+        with_l3b(
+            ok(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({"staticIp": "10.0.0.15"})),
+                |_, r| {
+                    assert_eq!(r["inventory"]["vmNics"][1]["ip"], "10.0.0.15");
+                    assert_eq!(r["inventory"]["state"], "Stopped");
+                },
+            ),
+            admin,
+            i,
+            stopped,
+            Some("10.0.0.20"),
+        ),
+        // Paused: ZStack attaches to Running or Stopped VMs only.
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({})),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        )
+        .given(admin, "PauseVmInstance", json!({"uuid": VM})),
+        // The VLAN L2 of `l3v` is not attached to the VM's cluster.
+        with_vm(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                json!({"vmInstanceUuid": VM, "l3NetworkUuid": i.l3v}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                json!({"vmInstanceUuid": VM, "l3NetworkUuid": i.l3}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        // No IP range, so no free address; a static one outside the range; one taken.
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({})),
+                Code::IpAllocation,
+            ),
+            admin,
+            i,
+            run,
+            None,
+        ),
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({"staticIp": "10.0.0.99"})),
+                Code::IpAllocation,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        ),
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({"staticIp": "10.0.0.10"})),
+                Code::IpAllocation,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        )
+        .given(
+            admin,
+            "CreateVmInstance",
+            json!({"name": "vm2", "instanceOfferingUuid": i.io, "imageUuid": i.image,
+                   "l3NetworkUuids": [L3B], "strategy": stopped, "resourceUuid": VM2}),
+        ),
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                admin,
+                attach_nic(json!({"customMac": "fa:00:00:00:00:09"})),
+                Code::InvalidArgument,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        ),
+        with_l3b(
+            no(
+                "AttachL3NetworkToVm",
+                tenant,
+                attach_nic(json!({})),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        ),
+        no(
+            "AttachL3NetworkToVm",
+            admin,
+            json!({"vmInstanceUuid": missing(), "l3NetworkUuid": i.l3}),
+            Code::ResourceNotFound,
+        ),
+        // Detached from a running VM: the address is free again, the default L3 stays.
+        with_l3b(
+            ok(
+                "DetachL3NetworkFromVm",
+                admin,
+                json!({"vmNicUuid": NIC2}),
+                move |h, r| {
+                    let nics = &r["inventory"]["vmNics"];
+                    assert_eq!(nics.as_array().map(Vec::len), Some(1));
+                    assert_eq!(r["inventory"]["defaultL3NetworkUuid"], json!(l3_default));
+                    assert_eq!(first_free(h), "10.0.0.10");
+                },
+            ),
+            admin,
+            i,
+            run,
+            Some("10.0.0.20"),
+        )
+        .given(admin, "AttachL3NetworkToVm", attach_nic(json!({}))),
+        // The default NIC detached: the remaining NIC's L3 becomes the default.
+        with_l3b(
+            ok(
+                "DetachL3NetworkFromVm",
+                admin,
+                json!({"vmNicUuid": vm_nic}),
+                |_, r| {
+                    assert_eq!(r["inventory"]["vmNics"][0]["uuid"], NIC2);
+                    assert_eq!(r["inventory"]["defaultL3NetworkUuid"], L3B);
+                },
+            ),
+            admin,
+            i,
+            stopped,
+            Some("10.0.0.20"),
+        )
+        .given(admin, "AttachL3NetworkToVm", attach_nic(json!({}))),
+        with_vm(
+            no(
+                "DetachL3NetworkFromVm",
+                admin,
+                json!({"vmNicUuid": missing()}),
+                Code::ResourceNotFound,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "DetachL3NetworkFromVm",
+                tenant,
+                json!({"vmNicUuid": crate::params::derive_uuid(VM, 1)}),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "DetachL3NetworkFromVm",
+                admin,
+                json!({"vmNicUuid": crate::params::derive_uuid(VM, 1)}),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        )
+        .given(admin, "PauseVmInstance", json!({"uuid": VM})),
+    ]
+}
+
+fn clone_body(names: &[&str], strategy: &str) -> Value {
+    json!({"vmInstanceUuid": VM, "names": names, "strategy": strategy})
+}
+
+/// The clones a `CloneVmInstance` reply lists, as (inventory, error).
+fn clones_of(r: &serde_json::Map<String, Value>) -> Vec<(Value, Value)> {
+    r["result"]["inventories"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| (c["inventory"].clone(), c["error"].clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn clone_cases(admin: &Who, tenant: &Who, i: &Ids) -> Vec<Case> {
+    let run = "InstantStart";
+    let stopped = "CreateStopped";
+    let l3 = i.l3.clone();
+    let l3_free = i.l3.clone();
+    vec![
+        // Two clones of a stopped VM: Running, the source's figures and L3, new NICs and
+        // addresses, each with its own Ready root volume of the source's size.
+        with_vm(
+            ok(
+                "CloneVmInstance",
+                admin,
+                clone_body(&["c1", "c2"], run),
+                move |h, r| {
+                    assert_eq!(r["result"]["numberOfClonedVm"], 2);
+                    let clones = clones_of(r);
+                    assert_eq!(clones.len(), 2);
+                    let mut macs = vec![];
+                    for (n, (vm, err)) in clones.iter().enumerate() {
+                        assert!(err.is_null(), "{err}");
+                        assert_eq!(vm["state"], "Running");
+                        assert_eq!(vm["name"], ["c1", "c2"][n]);
+                        assert_eq!(vm["vmNics"][0]["l3NetworkUuid"], json!(l3));
+                        assert_eq!(vm["vmNics"][0]["ip"], ["192.168.1.11", "192.168.1.12"][n]);
+                        assert_eq!(vm["allVolumes"][0]["status"], "Ready");
+                        assert_eq!(vm["allVolumes"][0]["size"], 1u64 << 30);
+                        assert_ne!(vm["uuid"], VM);
+                        macs.push(vm["vmNics"][0]["mac"].clone());
+                    }
+                    assert_ne!(macs[0], macs[1]);
+                    assert_eq!(h.count("QueryVmInstance", json!([])), 3);
+                    assert_eq!(h.count("QueryVolume", eq("type", "Root")), 3);
+                    assert_eq!(h.one("QueryVmInstance", "uuid", VM)["state"], "Stopped");
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        with_vm(
+            ok(
+                "CloneVmInstance",
+                admin,
+                clone_body(&["c1"], "JustCreate"),
+                |h, r| {
+                    let clones = clones_of(r);
+                    assert_eq!(clones[0].0["state"], "Stopped");
+                    assert!(clones[0].0["hostUuid"].is_null());
+                    assert_eq!(h.count("QueryVmInstance", json!([])), 2);
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        // The host cannot copy `broken`: that clone alone is rolled back (records gone, its
+        // address free again), the other is made.
+        with_vm(
+            ok(
+                "CloneVmInstance",
+                admin,
+                clone_body(&["c1", "broken"], run),
+                move |h, r| {
+                    assert_eq!(r["result"]["numberOfClonedVm"], 1);
+                    let clones = clones_of(r);
+                    assert_eq!(clones[0].0["state"], "Running");
+                    assert!(clones[1].0.is_null());
+                    assert!(clones[1].1["details"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("no space left")));
+                    assert_eq!(h.count("QueryVmInstance", json!([])), 2);
+                    assert_eq!(h.count("QueryVolume", eq("type", "Root")), 2);
+                    let free = h.admin("GetFreeIp", json!({"l3NetworkUuid": l3_free, "limit": 1}));
+                    assert_eq!(free["inventories"][0]["ip"], "192.168.1.12");
+                },
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        // A running VM's disk is not quiescent.
+        with_vm(
+            no(
+                "CloneVmInstance",
+                admin,
+                clone_body(&["c1"], run),
+                Code::OperationFailure,
+            ),
+            admin,
+            i,
+            run,
+        ),
+        with_vm(
+            no(
+                "CloneVmInstance",
+                admin,
+                clone_body(&[], run),
+                Code::InvalidArgument,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        with_vm(
+            no(
+                "CloneVmInstance",
+                admin,
+                json!({"vmInstanceUuid": VM, "names": ["c1"], "full": true}),
+                Code::InvalidArgument,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
+        no(
+            "CloneVmInstance",
+            admin,
+            json!({"vmInstanceUuid": missing(), "names": ["c1"]}),
+            Code::ResourceNotFound,
+        ),
+        with_vm(
+            no(
+                "CloneVmInstance",
+                tenant,
+                clone_body(&["c1"], run),
+                Code::PermissionDenied,
+            ),
+            admin,
+            i,
+            stopped,
+        ),
     ]
 }

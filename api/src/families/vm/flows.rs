@@ -220,18 +220,18 @@ pub struct VolumeFiles {
     pub volumes: Vec<(Storage, String)>,
 }
 
-fn var<'a>(v: &'a Vars, k: &str) -> Result<&'a str, ApiError> {
+pub(super) fn var<'a>(v: &'a Vars, k: &str) -> Result<&'a str, ApiError> {
     v.get(k)
         .map(String::as_str)
         .ok_or_else(|| validate::invalid_arg(format!("VM flow without {k}")))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: &Vars, k: &str) -> Result<T, ApiError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(v: &Vars, k: &str) -> Result<T, ApiError> {
     serde_json::from_str(var(v, k)?)
         .map_err(|e| validate::invalid_arg(format!("VM flow var {k} undecodable: {e}")))
 }
 
-fn encode<T: Serialize>(vars: &mut Vars, k: &str, value: &T) -> Result<(), ApiError> {
+pub(super) fn encode<T: Serialize>(vars: &mut Vars, k: &str, value: &T) -> Result<(), ApiError> {
     let text = serde_json::to_string(value)
         .map_err(|e| validate::invalid_arg(format!("VM flow var {k}: {e}")))?;
     vars.insert(k.to_string(), text);
@@ -337,7 +337,7 @@ fn uncall(
     Ok(None)
 }
 
-fn target_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Option<Target>, ApiError> {
+pub(super) fn target_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Option<Target>, ApiError> {
     let Some(h) = &vm.host_uuid else {
         return Ok(None);
     };
@@ -362,7 +362,7 @@ pub(super) fn storage_of(txn: &dyn StateTxn, ps_uuid: &str) -> Result<Storage, A
 }
 
 /// ZStack's bridge name of an L2 on a KVM host.
-fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiError> {
     let Some(l2) = l2_uuid else {
         return Ok(String::new());
     };
@@ -380,6 +380,16 @@ fn bridge_of(txn: &dyn StateTxn, l2_uuid: Option<&str>) -> Result<String, ApiErr
 }
 
 pub(super) fn spec_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Spec, ApiError> {
+    spec_from(txn, vm, true)
+}
+
+/// The domain's spec; `from_image` false for a root volume that is not made from its image
+/// (a clone's, copied from its source's file): no image source is looked up for it.
+pub(super) fn spec_from(
+    txn: &dyn StateTxn,
+    vm: &VmInstance,
+    from_image: bool,
+) -> Result<Spec, ApiError> {
     let mut nics = Vec::new();
     for n in &vm.vm_nics {
         nics.push(Nic {
@@ -396,7 +406,7 @@ pub(super) fn spec_of(txn: &dyn StateTxn, vm: &VmInstance) -> Result<Spec, ApiEr
         let Some(ps) = &v.primary_storage_uuid else {
             continue;
         };
-        if v.install_path.is_none() && v.volume_type == "Root" {
+        if from_image && v.install_path.is_none() && v.volume_type == "Root" {
             image = image_source(txn, v.root_image_uuid.as_deref())?;
         }
         disks.push(Disk {
@@ -511,7 +521,7 @@ fn allocate(
 
 /// An address from IPAM (`l3.allocate-ip`) for every NIC that has none: its static IP if it
 /// asked for one, else the lowest free.
-fn allocate_ips(
+pub(super) fn allocate_ips(
     txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
@@ -558,7 +568,7 @@ fn unallocate(
 }
 
 /// Give back a VM's host reservation and addresses, and clear them from its record.
-fn release_all(
+pub(super) fn release_all(
     txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
@@ -591,7 +601,7 @@ fn release_all(
     Ok(())
 }
 
-fn release_host(
+pub(super) fn release_host(
     txn: &mut dyn StateTxn,
     ctx: &ApplyCtx,
     caller: &Caller,
@@ -607,7 +617,7 @@ fn release_host(
     Ok(())
 }
 
-fn request(action: &str, v: &Vars) -> Result<EffectRequest, ApiError> {
+pub(super) fn request(action: &str, v: &Vars) -> Result<EffectRequest, ApiError> {
     let mut payload = serde_json::Map::new();
     for k in [
         vars::TARGET,
@@ -1219,6 +1229,9 @@ pub const FLOWS: &[FlowDef] = &[
     super::snapshot_flows::CREATE_FLOW,
     super::snapshot_flows::REVERT_FLOW,
     super::snapshot_flows::DELETE_FLOW,
+    super::nics::ATTACH_FLOW,
+    super::nics::DETACH_FLOW,
+    super::clone::CLONE_FLOW,
 ];
 
 /// `vm.reconcile`: one action of [`super::reconcile`].

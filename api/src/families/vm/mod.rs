@@ -9,9 +9,11 @@
 
 #[cfg(test)]
 mod cases;
+pub mod clone;
 pub mod evacuate;
 pub mod flows;
 mod model;
+pub mod nics;
 pub mod reconcile;
 pub mod snapshot_flows;
 pub mod snapshots;
@@ -62,6 +64,21 @@ static SNAPSHOT_TREE_REPLY: &[(&str, Schema)] = &[
     ("inventory", Schema::Class(&SNAPSHOT_TREE)),
     ("inventories", Schema::Class(&SNAPSHOT_TREE)),
 ];
+/// ZStack's `CloneVmInstanceInventory`: one clone's VM or error.
+const CLONE_INVENTORY: JavaClass = JavaClass {
+    name: "org.zstack.header.vm.CloneVmInstanceInventory",
+    fields: &[
+        ("inventory", Schema::Class(&VM)),
+        ("error", Schema::Class(&ERROR_CODE)),
+    ],
+};
+/// ZStack's error of a clone that was not made.
+const ERROR_CODE: JavaClass = JavaClass::leaf("org.zstack.header.errorcode.ErrorCode");
+/// ZStack's `CloneVmInstanceResults` (the `result` of `APICloneVmInstanceEvent`).
+const CLONE_RESULTS: JavaClass = JavaClass {
+    name: "org.zstack.header.vm.CloneVmInstanceResults",
+    fields: &[("inventories", Schema::Class(&CLONE_INVENTORY))],
+};
 /// The hosts of a migration candidates reply (the host family's class, named not imported).
 const KVM_HOST: JavaClass = JavaClass::leaf("org.zstack.kvm.KVMHostInventory");
 
@@ -376,6 +393,29 @@ impl Family for Vms {
                 snapshots::size,
                 routes!(actions "/v1/volume-snapshots"),
             ),
+            CallDecl::new(
+                "AttachL3NetworkToVm",
+                nics::attach,
+                &[route(
+                    Po,
+                    "/v1/vm-instances/{vmInstanceUuid}/l3-networks/{l3NetworkUuid}",
+                    P,
+                )],
+            )
+            .running(nics::ATTACH),
+            CallDecl::new(
+                "DetachL3NetworkFromVm",
+                nics::detach,
+                &[route(D, "/v1/vm-instances/nics/{vmNicUuid}", N)],
+            )
+            .running(nics::DETACH),
+            CallDecl::new(
+                "CloneVmInstance",
+                clone::clone,
+                &[route(Pu, "/v1/vm-instances/{vmInstanceUuid}/actions", A)],
+            )
+            .running(clone::CLONE)
+            .replying(&[("result", Schema::Class(&CLONE_RESULTS))]),
         ],
         flows: flows::FLOWS,
         #[cfg(test)]
@@ -392,6 +432,7 @@ impl Reply for VmResult {
             VmResult::Deleted => None,
             VmResult::Volume(v) => Some(resource::inventory(v.as_ref())),
             VmResult::Snapshot(s) => Some(resource::inventory(s.as_ref())),
+            VmResult::Clones(_) => None,
         }
     }
 
@@ -402,6 +443,11 @@ impl Reply for VmResult {
                 Ok(inv) => inventory_reply(Some(inv)),
                 Err(_) => self.reply(),
             },
+            VmResult::Clones(outcomes) => {
+                let mut m = serde_json::Map::new();
+                m.insert("result".into(), clone::results(txn, outcomes));
+                Ok(m)
+            }
             _ => self.reply(),
         }
     }

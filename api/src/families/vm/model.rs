@@ -367,6 +367,10 @@ pub enum VmOp {
     Volume(super::volumes::VolumeOp),
     /// A volume snapshot call (`snapshots.rs`).
     Snapshot(super::snapshots::SnapshotOp),
+    /// A NIC call (`nics.rs`).
+    Nic(super::nics::NicOp),
+    /// `CloneVmInstance` (`clone.rs`).
+    Clone(super::clone::CloneOp),
 }
 
 impl VmOp {
@@ -386,6 +390,8 @@ impl VmOp {
             | VmOp::Update { uuid, .. } => uuid,
             VmOp::Volume(op) => op.uuid(),
             VmOp::Snapshot(op) => op.uuid(),
+            VmOp::Nic(op) => op.uuid(),
+            VmOp::Clone(op) => &op.vm_uuid,
         }
     }
 
@@ -405,6 +411,8 @@ impl VmOp {
             VmOp::Update { .. } => "APIUpdateVmInstanceMsg",
             VmOp::Volume(op) => op.message(),
             VmOp::Snapshot(op) => op.message(),
+            VmOp::Nic(op) => op.message(),
+            VmOp::Clone(_) => "APICloneVmInstanceMsg",
         }
     }
 }
@@ -420,6 +428,8 @@ pub enum VmResult {
     Volume(Box<Volume>),
     /// A volume snapshot after the change.
     Snapshot(Box<super::snapshots::VolumeSnapshot>),
+    /// What became of each clone of a `CloneVmInstance`.
+    Clones(Vec<super::clone::CloneOutcome>),
 }
 
 /// The states an op may start from, and the transitional state it moves the VM to.
@@ -438,9 +448,12 @@ fn transition(op: &VmOp) -> (&'static [VmState], VmState) {
         VmOp::Expunge { .. } => (&[Destroyed], Expunging),
         VmOp::Recover { .. } => (&[Destroyed], Stopped),
         VmOp::Migrate { .. } => (MIGRATABLE, Migrating),
-        VmOp::Create { .. } | VmOp::Update { .. } | VmOp::Volume(_) | VmOp::Snapshot(_) => {
-            (&[], Starting)
-        }
+        VmOp::Create { .. }
+        | VmOp::Update { .. }
+        | VmOp::Volume(_)
+        | VmOp::Snapshot(_)
+        | VmOp::Nic(_)
+        | VmOp::Clone(_) => (&[], Starting),
     }
 }
 
@@ -547,7 +560,7 @@ fn image(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(u64, String
     ))
 }
 
-fn check_l3(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(), ApiError> {
+pub(super) fn check_l3(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(), ApiError> {
     let r = resource::require_ref(txn, "L3Network", uuid)?;
     r.check_visible(caller)?;
     if r.field("state") != Some("Enabled") {
@@ -559,7 +572,11 @@ fn check_l3(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<(), ApiEr
 }
 
 /// The VM as the caller may act on it.
-fn visible_vm(txn: &dyn StateTxn, caller: &Caller, uuid: &str) -> Result<VmInstance, ApiError> {
+pub(super) fn visible_vm(
+    txn: &dyn StateTxn,
+    caller: &Caller,
+    uuid: &str,
+) -> Result<VmInstance, ApiError> {
     resource::require_visible::<VmInstance>(txn, caller, uuid).map(|(_, v)| v)
 }
 
@@ -677,6 +694,8 @@ pub(super) fn apply(
         }
         VmOp::Volume(op) => super::volumes::apply(txn, ctx, caller, op),
         VmOp::Snapshot(op) => super::snapshots::apply(txn, ctx, caller, op),
+        VmOp::Nic(op) => super::nics::apply(txn, ctx, caller, op),
+        VmOp::Clone(op) => super::clone::apply(txn, ctx, caller, op),
         VmOp::Update { uuid, rename } => {
             visible_vm(txn, caller, &uuid)?;
             generic::modify(txn, ctx, &uuid, |_, v: &mut VmInstance| rename.apply_to(v))

@@ -101,6 +101,7 @@ impl Resource for VmInstance {
         "instanceOfferingUuid",
         "vmNics.ip",
         "vmNics.l3NetworkUuid",
+        "vmNics.uuid",
     ];
 
     fn uuid(&self) -> &str {
@@ -149,7 +150,7 @@ fn invalid(details: String) -> Refusal {
 
 /// A locally administered unicast MAC from a NIC's uuid (ZStack's `fa:` prefix), the same on
 /// every replica and for a retried request.
-fn mac_of(nic_uuid: &str) -> String {
+pub(super) fn mac_of(nic_uuid: &str) -> String {
     let hex = nic_uuid.as_bytes();
     let mut parts = vec!["fa".to_string()];
     for i in 0..5 {
